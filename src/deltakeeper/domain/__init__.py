@@ -1,0 +1,1 @@
+"""The pure core: values and functions over them. Imports only the standard library."""

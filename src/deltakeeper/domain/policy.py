@@ -1,0 +1,106 @@
+"""The band policy: when delta leaves its no-trade band, size a hedge (DESIGN.md 5)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import ROUND_UP, Decimal
+from enum import Enum
+
+from deltakeeper.domain.instruments import ZERO, Instrument
+from deltakeeper.domain.orders import OrderIntent, Side
+
+
+class BandUnit(str, Enum):
+    COIN = "coin"
+    USD = "usd"
+    PCT = "pct"
+
+
+class RebalanceTo(str, Enum):
+    EDGE = "edge"
+    TARGET = "target"
+
+
+@dataclass(frozen=True, slots=True)
+class Band:
+    """Half-width of the no-trade band, in coins, USD, or percent of gross exposure."""
+
+    unit: BandUnit
+    half_width: Decimal
+
+    def half_width_coin(self, price_usd: Decimal, gross_coin: Decimal) -> Decimal:
+        if self.unit is BandUnit.COIN:
+            return self.half_width
+        if self.unit is BandUnit.USD:
+            return self.half_width / price_usd
+        return self.half_width / 100 * gross_coin
+
+
+@dataclass(frozen=True, slots=True)
+class AssetPolicy:
+    asset: str
+    hedge_symbol: str
+    band: Band
+    target_coin: Decimal = ZERO
+    rebalance_to: RebalanceTo = RebalanceTo.TARGET
+
+
+@dataclass(frozen=True, slots=True)
+class AssetView:
+    """What a decision sees of one asset: its delta and the hedge instrument's market."""
+
+    asset: str
+    delta_coin: Decimal
+    gross_coin: Decimal
+    price_usd: Decimal
+    hedge: Instrument
+    hedge_price: Decimal
+    """The price the hedge would trade at (the touch on the order's side, or the mark)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    asset: str
+    delta_coin: Decimal
+    target_coin: Decimal
+    band_coin: Decimal
+    price_usd: Decimal
+    intent: OrderIntent | None
+    reason: str
+
+    @property
+    def deviation_coin(self) -> Decimal:
+        return self.delta_coin - self.target_coin
+
+
+def decide(view: AssetView, policy: AssetPolicy) -> Decision:
+    """Trade when |delta - target| exceeds the band: to the target, or just inside the band's edge."""
+    band_coin = policy.band.half_width_coin(view.price_usd, view.gross_coin)
+    deviation = view.delta_coin - policy.target_coin
+
+    def no_trade(reason: str) -> Decision:
+        return Decision(view.asset, view.delta_coin, policy.target_coin, band_coin, view.price_usd, None, reason)
+
+    if abs(deviation) <= band_coin:
+        return no_trade("inside_band")
+    if policy.rebalance_to is RebalanceTo.TARGET:
+        trade_coin = -deviation
+    else:
+        edge = band_coin if deviation > 0 else -band_coin
+        trade_coin = -(deviation - edge)
+    hedge = view.hedge
+    raw = hedge.contracts_for_coin(trade_coin, view.hedge_price)
+    if policy.rebalance_to is RebalanceTo.EDGE:
+        # Round away from zero so that the trade lands inside the band, not on its outside.
+        step = hedge.lot_step_contracts
+        contracts = (raw / step).quantize(Decimal(1), rounding=ROUND_UP) * step
+    else:
+        contracts = hedge.round_contracts(raw)
+    if contracts == 0:
+        return no_trade("rounds_to_zero")
+    if abs(contracts) < hedge.min_contracts:
+        return no_trade("below_min_size")
+    if hedge.notional_usd(contracts, view.hedge_price) < hedge.min_notional_usd:
+        return no_trade("below_min_notional")
+    intent = OrderIntent(hedge.symbol, Side.for_signed(contracts), abs(contracts), view.hedge_price)
+    return Decision(view.asset, view.delta_coin, policy.target_coin, band_coin, view.price_usd, intent, "rebalance")

@@ -1,0 +1,107 @@
+"""The ports between the application and the outside world (DESIGN.md 2)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Protocol
+
+from deltakeeper.domain.exposure import AssetDelta
+from deltakeeper.domain.instruments import Instrument
+from deltakeeper.domain.orders import Fill, FundingPayment, OrderRequest, OrderState, Quote
+from deltakeeper.domain.records import AccountSnapshot, ControlState, DecisionRecord, OrderRecord
+
+AccountEvent = Fill | FundingPayment | OrderState | AccountSnapshot
+
+
+class Clock(Protocol):
+    def now(self) -> datetime:
+        """Timezone-aware UTC time: the wall clock live, the simulated clock on the simulator."""
+        ...
+
+
+class Exchange(Protocol):
+    """An exchange account. Adapters translate their wire formats and errors into domain values and
+    `deltakeeper.domain.errors`; nothing exchange-specific crosses this port."""
+
+    name: str
+
+    async def load_instruments(self) -> dict[str, Instrument]: ...
+
+    async def fetch_account(self) -> AccountSnapshot: ...
+
+    def quotes(self, symbols: Sequence[str]) -> AsyncIterator[Quote]:
+        """Quotes for `symbols` as they change, forever (reconnecting inside the adapter)."""
+        ...
+
+    def account_events(self) -> AsyncIterator[AccountEvent]:
+        """Fills, funding payments, order updates and account snapshots as they happen."""
+        ...
+
+    async def place_order(self, request: OrderRequest) -> OrderState:
+        """Raises OrderRejected (definitive), RateLimited (refused, may resend with the same client id)
+        or OrderOutcomeUnknown (settle with fetch_order)."""
+        ...
+
+    async def cancel_order(self, symbol: str, client_order_id: str) -> None: ...
+
+    async def cancel_all_orders(self, symbol: str | None = None) -> None: ...
+
+    async def fetch_open_orders(self) -> list[OrderState]: ...
+
+    async def fetch_order(self, symbol: str, client_order_id: str) -> OrderState | None: ...
+
+    async def fetch_fills(self, since: datetime) -> list[Fill]: ...
+
+    async def fetch_funding_payments(self, since: datetime) -> list[FundingPayment]: ...
+
+    async def close(self) -> None: ...
+
+
+class Journal(Protocol):
+    """The durable record of everything the bot decided and the exchange did."""
+
+    async def record_decision(self, decision: DecisionRecord) -> None: ...
+
+    async def record_order(self, order: OrderRecord) -> None:
+        """Insert an order (PENDING, before it is sent) or replace its state by client order id."""
+        ...
+
+    async def update_order(self, state: OrderState) -> None:
+        """Apply an exchange's view of an order, matched by client order id, else exchange order id."""
+        ...
+
+    async def record_fills(self, fills: Sequence[Fill]) -> int:
+        """Store fills once each (unique on symbol and trade id); returns how many were new."""
+        ...
+
+    async def record_funding(self, payments: Sequence[FundingPayment]) -> int:
+        """Store payments once each (unique on payment id); returns how many were new."""
+        ...
+
+    async def record_snapshot(
+        self, ts: datetime, deltas: Mapping[str, AssetDelta], trading_state: str
+    ) -> None: ...
+
+    async def open_orders(self) -> list[OrderRecord]:
+        """Orders whose final state the journal does not know yet."""
+        ...
+
+    async def last_fill_ts(self) -> datetime | None: ...
+
+    async def last_funding_ts(self) -> datetime | None: ...
+
+    async def traded_usd_since(self, since: datetime) -> Decimal: ...
+
+    async def control_state(self) -> ControlState: ...
+
+    async def set_control_state(self, state: ControlState) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class Alerts(Protocol):
+    async def send(self, level: str, event: str, message: str) -> None:
+        """Never raises and never blocks trading: delivery happens in the background."""
+        ...
