@@ -16,6 +16,9 @@ AccountEvent = Fill | FundingPayment | OrderState | AccountSnapshot
 
 
 class Clock(Protocol):
+    speed: float
+    """Simulated seconds per wall-clock second: 1 live."""
+
     def now(self) -> datetime:
         """Timezone-aware UTC time: the wall clock live, the simulated clock on the simulator."""
         ...

@@ -9,9 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Literal
 
-Side = Literal["buy", "sell"]
+from deltakeeper.domain.orders import Side
 
 _ZERO = Decimal(0)
 _BPS = Decimal(10_000)
@@ -112,7 +111,7 @@ def estimate_trade_cost(
             raise ValueError(f"size_coin must be positive, got {size_coin}")
         avg, filled, touch, fee_rate = mid, size_coin, mid, model.maker_fee_rate
     else:
-        walked, touch = (asks, best_ask) if side == "buy" else (bids, best_bid)
+        walked, touch = (asks, best_ask) if side is Side.BUY else (bids, best_bid)
         avg, filled = walk_book(walked, size_coin)
         fee_rate = model.taker_fee_rate
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import ROUND_UP, Decimal
 from enum import Enum
 
-from deltakeeper.domain.instruments import ZERO, Instrument
+from deltakeeper.domain.instruments import ZERO, Instrument, Kind
 from deltakeeper.domain.orders import OrderIntent, Side
 
 
@@ -79,7 +80,9 @@ def decide(view: AssetView, policy: AssetPolicy) -> Decision:
     deviation = view.delta_coin - policy.target_coin
 
     def no_trade(reason: str) -> Decision:
-        return Decision(view.asset, view.delta_coin, policy.target_coin, band_coin, view.price_usd, None, reason)
+        return Decision(
+            view.asset, view.delta_coin, policy.target_coin, band_coin, view.price_usd, None, reason
+        )
 
     if abs(deviation) <= band_coin:
         return no_trade("inside_band")
@@ -103,4 +106,22 @@ def decide(view: AssetView, policy: AssetPolicy) -> Decision:
     if hedge.notional_usd(contracts, view.hedge_price) < hedge.min_notional_usd:
         return no_trade("below_min_notional")
     intent = OrderIntent(hedge.symbol, Side.for_signed(contracts), abs(contracts), view.hedge_price)
-    return Decision(view.asset, view.delta_coin, policy.target_coin, band_coin, view.price_usd, intent, "rebalance")
+    return Decision(
+        view.asset, view.delta_coin, policy.target_coin, band_coin, view.price_usd, intent, "rebalance"
+    )
+
+
+def auto_hedge_symbol(asset: str, instruments: Mapping[str, Instrument]) -> str | None:
+    """The USD-margined perpetual on `asset` (USDT-settled first, then USDC), when the venue lists one."""
+    candidates = [
+        i
+        for i in instruments.values()
+        if i.kind is Kind.PERPETUAL and i.base == asset and not i.inverse and i.usd_margined
+    ]
+    candidates.sort(key=lambda i: (i.settle != "USDT", i.settle != "USDC", i.symbol))
+    return candidates[0].symbol if candidates else None
+
+
+def min_band_coin(hedge: Instrument, price: Decimal) -> Decimal:
+    """The narrowest band the hedge can hold: one lot step, in coins."""
+    return abs(hedge.delta_coin(hedge.lot_step_contracts, price))

@@ -61,13 +61,22 @@ class OrderRecord:
     asset: str | None = None
 
     @staticmethod
-    def pending(request: OrderRequest, decision_id: int, ts: datetime, reference_price: Decimal,
-                asset: str) -> OrderRecord:
+    def pending(
+        request: OrderRequest, decision_id: int, ts: datetime, reference_price: Decimal, asset: str
+    ) -> OrderRecord:
         return OrderRecord(
-            client_order_id=request.client_order_id, decision_id=decision_id, symbol=request.symbol,
-            side=request.side, amount_contracts=request.amount_contracts, order_type=request.order_type,
-            status=OrderStatus.PENDING, created_ts=ts, price=request.price, reduce_only=request.reduce_only,
-            reference_price=reference_price, asset=asset,
+            client_order_id=request.client_order_id,
+            decision_id=decision_id,
+            symbol=request.symbol,
+            side=request.side,
+            amount_contracts=request.amount_contracts,
+            order_type=request.order_type,
+            status=OrderStatus.PENDING,
+            created_ts=ts,
+            price=request.price,
+            reduce_only=request.reduce_only,
+            reference_price=reference_price,
+            asset=asset,
         )
 
 

@@ -28,8 +28,8 @@ class RiskLimits:
 
 @dataclass(frozen=True, slots=True)
 class RiskContext:
-    now: datetime
-    quote_ts: datetime
+    quote_age_secs: float
+    """How old the price behind the order is, in wall-clock seconds."""
     mark_price: Decimal
     position_contracts: Decimal
     """The current signed position in the order's instrument."""
@@ -60,8 +60,7 @@ def check(intent: OrderIntent, instrument: Instrument, ctx: RiskContext, limits:
     """Apply every limit in turn. Size limits make the order smaller; what cannot be sent is denied."""
     if ctx.state is TradingState.HALTED:
         return RiskOutcome(None, ("halted",))
-    age_secs = (ctx.now - ctx.quote_ts).total_seconds()
-    if age_secs > limits.stale_secs:
+    if ctx.quote_age_secs > limits.stale_secs:
         return RiskOutcome(None, ("stale_price",))
     if ctx.mark_price <= 0:
         return RiskOutcome(None, ("no_mark_price",))

@@ -1,0 +1,1 @@
+"""Use-cases orchestrated with asyncio over the domain and the ports."""

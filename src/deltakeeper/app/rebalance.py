@@ -1,0 +1,405 @@
+"""The rebalance cycle: recompute delta, decide, check risk, journal, execute (DESIGN.md 5 and 6)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+import structlog
+
+from deltakeeper.app.market_state import MarketState
+from deltakeeper.domain import risk
+from deltakeeper.domain.errors import OrderOutcomeUnknown, OrderRejected, RateLimited
+from deltakeeper.domain.exposure import AssetDelta
+from deltakeeper.domain.orders import (
+    Fill,
+    FundingPayment,
+    OrderRequest,
+    OrderState,
+    OrderStatus,
+    OrderType,
+    client_order_id,
+)
+from deltakeeper.domain.policy import AssetPolicy, AssetView, Decision, decide
+from deltakeeper.domain.records import AccountSnapshot, DecisionRecord, OrderRecord
+from deltakeeper.ports import Alerts, Clock, Exchange, Journal
+
+log = structlog.get_logger("deltakeeper.rebalance")
+
+RESEND_LIMIT = 3
+SETTLE_POLL_SECS = 0.2
+
+
+@dataclass(frozen=True, slots=True)
+class HedgerOptions:
+    limits: risk.RiskLimits
+    order_timeout_secs: float
+    state_clear_secs: float
+    send_orders: bool = True
+    """False in shadow mode: decisions are journaled, nothing is sent."""
+
+
+def new_decision_id(_counter: itertools.count[int] = itertools.count()) -> int:
+    """Unique across restarts and databases: wall-clock milliseconds, then a sequence number."""
+    return time.time_ns() // 1_000_000 * 4096 + next(_counter) % 4096
+
+
+class Hedger:
+    """Keeps each asset's delta inside its band. At most one order in flight per instrument: the next
+    decision on it waits until the order is final, its fills are journaled and the account refreshed."""
+
+    def __init__(
+        self,
+        exchange: Exchange,
+        journal: Journal,
+        clock: Clock,
+        alerts: Alerts,
+        state: MarketState,
+        policies: dict[str, AssetPolicy],
+        options: HedgerOptions,
+    ) -> None:
+        self.exchange = exchange
+        self.journal = journal
+        self.clock = clock
+        self.alerts = alerts
+        self.state = state
+        self.policies = policies
+        self.options = options
+        self.trading = risk.StateMachine()
+        self.in_flight: dict[str, str] = {}
+        self.last_reason: dict[str, str] = {}
+        self.last_decision: dict[str, DecisionRecord] = {}
+        self.traded_today_usd = Decimal(0)
+        self._day: datetime | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._by_price_symbol: dict[str, list[str]] = {}
+        for asset, policy in policies.items():
+            for symbol in {policy.hedge_symbol, state.price_symbols.get(asset, policy.hedge_symbol)}:
+                self._by_price_symbol.setdefault(symbol, []).append(asset)
+
+    # -- inputs -------------------------------------------------------------------------------
+
+    async def on_quote(self, quote_symbol: str) -> None:
+        for asset in self._by_price_symbol.get(quote_symbol, ()):
+            await self.evaluate(asset, scheduled=False)
+
+    async def on_account(self, snapshot: AccountSnapshot) -> None:
+        if self.state.on_account(snapshot):
+            for asset in self.policies:
+                await self.evaluate(asset, scheduled=False)
+
+    async def on_fill(self, fill: Fill) -> None:
+        if await self.journal.record_fills([fill]):
+            self._count_traded(fill.notional_usd)
+            log.info(
+                "fill_recorded",
+                symbol=fill.symbol,
+                trade_id=fill.trade_id,
+                client_order_id=fill.client_order_id,
+                amount=str(fill.amount_contracts),
+                price=str(fill.price),
+            )
+
+    async def on_funding(self, payment: FundingPayment) -> None:
+        if await self.journal.record_funding([payment]):
+            log.info(
+                "funding_recorded",
+                symbol=payment.symbol,
+                amount=str(payment.amount),
+                currency=payment.currency,
+                rate=str(payment.rate),
+            )
+
+    async def on_order(self, order: OrderState) -> None:
+        await self.journal.update_order(order)
+
+    # -- the cycle ----------------------------------------------------------------------------
+
+    async def evaluate_all(self) -> dict[str, AssetDelta]:
+        """The scheduled recompute: every asset, every decision journaled."""
+        deltas = self.state.deltas()
+        for asset in self.policies:
+            await self.evaluate(asset, scheduled=True, deltas=deltas)
+        return deltas
+
+    async def evaluate(
+        self, asset: str, scheduled: bool, deltas: dict[str, AssetDelta] | None = None
+    ) -> None:
+        policy = self.policies[asset]
+        symbol = policy.hedge_symbol
+        if symbol in self.in_flight:
+            return
+        record, request = self._decide(asset, policy, self.state.deltas() if deltas is None else deltas)
+        if record is None:
+            return
+        if request is not None:
+            self.in_flight[symbol] = request.client_order_id  # before any await: one order per instrument
+        try:
+            if scheduled or request is not None or self.last_reason.get(asset) != record.reason:
+                await self.journal.record_decision(record)
+            self.last_reason[asset] = record.reason
+            self.last_decision[asset] = record
+            if scheduled or request is not None:
+                log.info(
+                    "rebalance_cycle",
+                    asset=asset,
+                    delta_coin=str(record.delta_coin),
+                    target_coin=str(record.target_coin),
+                    band_coin=str(record.band_coin),
+                    reason=record.reason,
+                    state=record.trading_state,
+                    order=request.client_order_id if request else None,
+                )
+            if request is None:
+                return
+            await self.journal.record_order(
+                OrderRecord.pending(request, record.decision_id, self.clock.now(), record.price_usd, asset)
+            )
+        except BaseException:
+            if request is not None:
+                self.in_flight.pop(symbol, None)
+            raise
+        if not self.options.send_orders:
+            await self.journal.update_order(self._local_state(request, OrderStatus.CANCELED, "shadow mode"))
+            self.in_flight.pop(symbol, None)
+            return
+        task = asyncio.create_task(self._execute(asset, request))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _decide(
+        self, asset: str, policy: AssetPolicy, deltas: dict[str, AssetDelta]
+    ) -> tuple[DecisionRecord | None, OrderRequest | None]:
+        hedge = self.state.instruments[policy.hedge_symbol]
+        quote = self.state.quotes.get(policy.hedge_symbol)
+        price = self.state.price_usd(asset)
+        if quote is None or price is None or self.state.account is None:
+            return None, None  # nothing to decide on yet: no record, no order
+        delta = deltas.get(asset) or AssetDelta(asset, Decimal(0), Decimal(0), Decimal(0))
+        now = self.clock.now()
+        decision = decide(
+            AssetView(asset, delta.delta_coin, delta.gross_coin, price, hedge, quote.mark), policy
+        )
+        decision_id = new_decision_id()
+        if decision.intent is None:
+            return self._record(decision_id, now, delta, decision, decision.reason), None
+        intent = decision.intent
+        touch = quote.ask if intent.side.sign > 0 else quote.bid
+        position = next(
+            (p.contracts for p in self.state.account.positions if p.symbol == hedge.symbol), Decimal(0)
+        )
+        ctx = risk.RiskContext(
+            quote_age_secs=self.state.quote_age_secs(hedge.symbol, self.clock.speed, now.timestamp()),
+            mark_price=quote.mark,
+            position_contracts=position,
+            traded_today_usd=self._traded_today(now),
+            state=self.trading.state,
+        )
+        outcome = risk.check(replace(intent, reference_price=touch), hedge, ctx, self.options.limits)
+        self._observe_state(frozenset(outcome.notes), now)
+        detail = ",".join(outcome.notes)
+        if outcome.intent is None:
+            return self._record(decision_id, now, delta, decision, detail or "denied"), None
+        sent = outcome.intent
+        request = OrderRequest(
+            client_order_id(decision_id),
+            sent.symbol,
+            sent.side,
+            sent.amount_contracts,
+            OrderType.MARKET,
+            reduce_only=sent.reduce_only,
+        )
+        cost = hedge.notional_usd(sent.amount_contracts, touch) * hedge.taker_fee_rate
+        record = replace(
+            self._record(decision_id, now, delta, decision, "rebalance", detail),
+            symbol=sent.symbol,
+            side=sent.side,
+            amount_contracts=sent.amount_contracts,
+            est_cost_usd=cost,
+        )
+        return record, request
+
+    def _record(
+        self,
+        decision_id: int,
+        now: datetime,
+        delta: AssetDelta,
+        decision: Decision,
+        reason: str,
+        detail: str = "",
+    ) -> DecisionRecord:
+        return DecisionRecord(
+            decision_id=decision_id,
+            ts=now,
+            asset=delta.asset,
+            delta_coin=delta.delta_coin,
+            delta_usd=delta.delta_usd,
+            target_coin=decision.target_coin,
+            band_coin=decision.band_coin,
+            price_usd=decision.price_usd,
+            reason=reason,
+            trading_state=self.trading.state.value,
+            detail=detail,
+        )
+
+    def _observe_state(self, notes: frozenset[str], now: datetime) -> None:
+        before = self.trading.state
+        self.trading = self.trading.observe(notes, now, self.options.state_clear_secs)
+        if self.trading.state is not before:
+            log.warning(
+                "trading_state_changed",
+                before=before.value,
+                after=self.trading.state.value,
+                cause=self.trading.cause,
+            )
+            self._spawn_alert(
+                "warning",
+                "trading_state_changed",
+                f"trading state {before.value} -> {self.trading.state.value} "
+                f"({self.trading.cause or 'cleared'})",
+            )
+
+    # -- execution ----------------------------------------------------------------------------
+
+    async def _execute(self, asset: str, request: OrderRequest) -> None:
+        """Send once (resending only after a definite refusal, with the same client id), settle the
+        outcome, journal fills, refresh the account, then free the instrument."""
+        started = self.clock.now()
+        try:
+            state = await self._send(request)
+            if state is not None:
+                state = await self._settle(request, state)
+                await self._backfill_fills(request, started)
+                await self._refresh_account()
+                log.info(
+                    "rebalance_completed",
+                    asset=asset,
+                    client_order_id=request.client_order_id,
+                    status=state.status.value,
+                    filled=str(state.filled_contracts),
+                )
+        except Exception as exc:  # an order task must never die silently
+            log.exception("order_task_failed", client_order_id=request.client_order_id, error=str(exc))
+            self._spawn_alert("error", "order_failed", f"order {request.client_order_id} failed: {exc}")
+        finally:
+            self.in_flight.pop(request.symbol, None)
+        await self.evaluate(asset, scheduled=True)
+
+    async def _send(self, request: OrderRequest) -> OrderState | None:
+        for attempt in range(RESEND_LIMIT + 1):
+            try:
+                state = await self.exchange.place_order(request)
+                log.info(
+                    "order_submitted",
+                    client_order_id=request.client_order_id,
+                    symbol=request.symbol,
+                    side=request.side.value,
+                    amount=str(request.amount_contracts),
+                )
+                await self.journal.update_order(state)
+                return state
+            except RateLimited:
+                if attempt == RESEND_LIMIT:
+                    await self._fail(request, "rate limited: not sent")
+                    return None
+                await asyncio.sleep(0.5 * 2**attempt)
+            except OrderRejected as exc:
+                await self._fail(request, str(exc))
+                return None
+            except OrderOutcomeUnknown as exc:
+                log.warning("order_outcome_unknown", client_order_id=request.client_order_id, error=str(exc))
+                self._spawn_alert(
+                    "warning",
+                    "order_outcome_unknown",
+                    f"order {request.client_order_id}: outcome unknown, settling by client id",
+                )
+                unknown = self._local_state(request, OrderStatus.UNKNOWN, str(exc))
+                await self.journal.update_order(unknown)
+                return unknown
+        return None
+
+    async def _fail(self, request: OrderRequest, reason: str) -> None:
+        log.error("order_rejected", client_order_id=request.client_order_id, reason=reason)
+        await self.journal.update_order(self._local_state(request, OrderStatus.REJECTED, reason))
+        self._spawn_alert("error", "order_rejected", f"order {request.client_order_id} rejected: {reason}")
+
+    async def _settle(self, request: OrderRequest, state: OrderState) -> OrderState:
+        """Poll the order by client id until it is final; cancel it if it outlives the timeout."""
+        deadline = time.monotonic() + self.options.order_timeout_secs
+        canceled = False
+        while not state.status.is_final:
+            await asyncio.sleep(SETTLE_POLL_SECS)
+            try:
+                found = await self.exchange.fetch_order(request.symbol, request.client_order_id)
+            except Exception as exc:
+                log.warning("order_lookup_failed", client_order_id=request.client_order_id, error=str(exc))
+                found = None
+            if found is not None:
+                state = found
+                await self.journal.update_order(state)
+            elif state.status is OrderStatus.UNKNOWN and time.monotonic() > deadline:
+                # The exchange never saw it: the request did not arrive.
+                state = self._local_state(request, OrderStatus.REJECTED, "not found on the exchange")
+                await self.journal.update_order(state)
+            if not state.status.is_final and time.monotonic() > deadline and not canceled:
+                canceled = True
+                try:
+                    await self.exchange.cancel_order(request.symbol, request.client_order_id)
+                except Exception as exc:
+                    log.warning("cancel_failed", client_order_id=request.client_order_id, error=str(exc))
+        return state
+
+    async def _backfill_fills(self, request: OrderRequest, since: datetime) -> None:
+        fills = await self.exchange.fetch_fills(since - timedelta(minutes=1))
+        ours = [f for f in fills if f.client_order_id == request.client_order_id]
+        for fill in ours:
+            await self.on_fill(fill)
+
+    async def _refresh_account(self) -> None:
+        self.state.on_account(await self.exchange.fetch_account())
+
+    # -- housekeeping -------------------------------------------------------------------------
+
+    def _traded_today(self, now: datetime) -> Decimal:
+        day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        if day != self._day:
+            self._day, self.traded_today_usd = day, Decimal(0)
+        return self.traded_today_usd
+
+    def _count_traded(self, notional_usd: Decimal) -> None:
+        self._traded_today(self.clock.now())
+        self.traded_today_usd += notional_usd
+
+    async def load_traded_today(self) -> None:
+        now = self.clock.now()
+        self._traded_today(now)
+        assert self._day is not None
+        self.traded_today_usd = await self.journal.traded_usd_since(self._day)
+
+    def _local_state(self, request: OrderRequest, status: OrderStatus, reason: str) -> OrderState:
+        return OrderState(
+            client_order_id=request.client_order_id,
+            exchange_order_id="",
+            symbol=request.symbol,
+            side=request.side,
+            amount_contracts=request.amount_contracts,
+            filled_contracts=Decimal(0),
+            status=status,
+            ts=self.clock.now(),
+            order_type=request.order_type,
+            reject_reason=reason,
+        )
+
+    def _spawn_alert(self, level: str, event: str, message: str) -> None:
+        task = asyncio.create_task(self.alerts.send(level, event, message))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self) -> None:
+        """Let in-flight orders settle (on shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
