@@ -1,0 +1,79 @@
+"""Bring the journal and the exchange into agreement (DESIGN.md 6): at start and periodically."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import structlog
+
+from deltakeeper.domain.orders import OrderState, OrderStatus, is_ours
+from deltakeeper.domain.records import AccountSnapshot
+from deltakeeper.ports import Clock, Exchange, Journal
+
+log = structlog.get_logger("deltakeeper.reconcile")
+
+FIRST_BACKFILL = timedelta(days=7)
+CURSOR_OVERLAP = timedelta(minutes=10)
+
+
+@dataclass(frozen=True, slots=True)
+class Reconciliation:
+    orders_settled: int
+    orders_canceled: int
+    fills_added: int
+    funding_added: int
+    account: AccountSnapshot
+
+
+async def reconcile(exchange: Exchange, journal: Journal, clock: Clock) -> Reconciliation:
+    """Settle every order the journal does not know the end of, by client order id; cancel open orders
+    of ours (the next decision re-sizes from scratch); backfill fills and funding since the journal's
+    cursors; read the account. Raises when the exchange cannot be read: trading must not start."""
+    settled = 0
+    for order in await journal.open_orders():
+        found = await exchange.fetch_order(order.symbol, order.client_order_id)
+        if found is None:
+            found = OrderState(
+                client_order_id=order.client_order_id,
+                exchange_order_id="",
+                symbol=order.symbol,
+                side=order.side,
+                amount_contracts=order.amount_contracts,
+                filled_contracts=order.filled_contracts,
+                status=OrderStatus.REJECTED,
+                ts=clock.now(),
+                order_type=order.order_type,
+                reject_reason="not found on the exchange: never sent",
+            )
+        await journal.update_order(found)
+        settled += 1
+    canceled = 0
+    for open_order in await exchange.fetch_open_orders():
+        if is_ours(open_order.client_order_id) and open_order.client_order_id is not None:
+            await exchange.cancel_order(open_order.symbol, open_order.client_order_id)
+            canceled += 1
+            found = await exchange.fetch_order(open_order.symbol, open_order.client_order_id)
+            await journal.update_order(found or open_order)
+    now = clock.now()
+    fills = await exchange.fetch_fills(_since(await journal.last_fill_ts(), now))
+    funding = await exchange.fetch_funding_payments(_since(await journal.last_funding_ts(), now))
+    result = Reconciliation(
+        orders_settled=settled,
+        orders_canceled=canceled,
+        fills_added=await journal.record_fills(fills),
+        funding_added=await journal.record_funding(funding),
+        account=await exchange.fetch_account(),
+    )
+    log.info(
+        "reconciled",
+        orders_settled=settled,
+        orders_canceled=canceled,
+        fills_added=result.fills_added,
+        funding_added=result.funding_added,
+    )
+    return result
+
+
+def _since(cursor: datetime | None, now: datetime) -> datetime:
+    return now - FIRST_BACKFILL if cursor is None else cursor - CURSOR_OVERLAP

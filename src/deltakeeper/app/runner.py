@@ -1,0 +1,153 @@
+"""The service: streams in, scheduled recomputes, reconciliation, heartbeat, clean shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+import structlog
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from deltakeeper.app.rebalance import Hedger
+from deltakeeper.app.reconciliation import reconcile
+from deltakeeper.domain.orders import Fill, FundingPayment, OrderState, Quote
+from deltakeeper.domain.records import AccountSnapshot
+from deltakeeper.ports import AccountEvent
+
+log = structlog.get_logger("deltakeeper.runner")
+T = TypeVar("T")
+
+RECONCILE_RETRY_MAX_SECS = 30.0
+
+
+class Runner:
+    def __init__(
+        self,
+        hedger: Hedger,
+        recompute_secs: float,
+        reconcile_secs: float,
+        heartbeat_path: Path,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.hedger = hedger
+        self.recompute_secs = recompute_secs
+        self.reconcile_secs = reconcile_secs
+        self.heartbeat_path = heartbeat_path
+        self.rng = rng or random.Random(0)
+        self.reconciled = False
+
+    async def run(self, stop: asyncio.Event) -> None:
+        hedger = self.hedger
+        await hedger.alerts.send("info", "started", f"deltakeeper started on {hedger.exchange.name}")
+        self.beat()
+        if not await self._reconcile_until_ok(stop):
+            return
+        await hedger.load_traded_today()
+        symbols = sorted(
+            {*hedger.state.price_symbols.values(), *(p.hedge_symbol for p in hedger.policies.values())}
+        )
+        scheduler = AsyncIOScheduler()
+        scheduler.add_job(
+            self._recompute, "interval", seconds=self.recompute_secs, max_instances=1, coalesce=True
+        )
+        scheduler.add_job(
+            self._reconcile_quietly, "interval", seconds=self.reconcile_secs, max_instances=1, coalesce=True
+        )
+        scheduler.start()
+        streams = [
+            asyncio.create_task(
+                self._consume(lambda: hedger.exchange.quotes(symbols), self._on_quote, "quotes")
+            ),
+            asyncio.create_task(self._consume(hedger.exchange.account_events, self._on_event, "account")),
+        ]
+        log.info("service_started", symbols=symbols, assets=sorted(hedger.policies))
+        try:
+            await stop.wait()
+        finally:
+            log.info("service_stopping")
+            scheduler.shutdown(wait=False)
+            for task in streams:
+                task.cancel()
+            await asyncio.gather(*streams, return_exceptions=True)
+            await hedger.drain()
+            await hedger.alerts.send("info", "stopped", "deltakeeper stopped")
+
+    def beat(self) -> None:
+        self.heartbeat_path.parent.mkdir(parents=True, exist_ok=True)
+        self.heartbeat_path.write_text(f"{time.time():.3f}\n")
+
+    async def _recompute(self) -> None:
+        try:
+            self.hedger.state.on_account(await self.hedger.exchange.fetch_account())
+            deltas = await self.hedger.evaluate_all()
+            await self.hedger.journal.record_snapshot(
+                self.hedger.clock.now(), deltas, self.hedger.trading.state.value
+            )
+            self.beat()
+        except Exception as exc:
+            log.exception("recompute_failed", error=str(exc))
+
+    async def _reconcile_until_ok(self, stop: asyncio.Event) -> bool:
+        delay = 1.0
+        while not stop.is_set():
+            try:
+                result = await reconcile(self.hedger.exchange, self.hedger.journal, self.hedger.clock)
+                self.hedger.state.on_account(result.account)
+                self.reconciled = True
+                return True
+            except Exception as exc:
+                log.error("reconcile_failed", error=str(exc), retry_in_secs=round(delay, 1))
+                await self.hedger.alerts.send("error", "reconciliation_failed", f"not trading: {exc}")
+                await _sleep_or_stop(stop, delay)
+                delay = min(delay * 2, RECONCILE_RETRY_MAX_SECS)
+        return False
+
+    async def _reconcile_quietly(self) -> None:
+        try:
+            result = await reconcile(self.hedger.exchange, self.hedger.journal, self.hedger.clock)
+            self.hedger.state.on_account(result.account)
+        except Exception as exc:
+            log.error("reconcile_failed", error=str(exc))
+
+    async def _on_quote(self, quote: Quote) -> None:
+        self.hedger.state.on_quote(quote)
+        await self.hedger.on_quote(quote.symbol)
+
+    async def _on_event(self, event: AccountEvent) -> None:
+        if isinstance(event, Fill):
+            await self.hedger.on_fill(event)
+        elif isinstance(event, FundingPayment):
+            await self.hedger.on_funding(event)
+        elif isinstance(event, OrderState):
+            await self.hedger.on_order(event)
+        elif isinstance(event, AccountSnapshot):
+            await self.hedger.on_account(event)
+
+    async def _consume(
+        self, open_stream: Callable[[], AsyncIterator[T]], handle: Callable[[T], Awaitable[None]], name: str
+    ) -> None:
+        """Run a stream forever: an error in the stream or a handler is logged, and the stream is
+        reopened after a backoff with jitter."""
+        delay = 0.5
+        while True:
+            try:
+                async for item in open_stream():
+                    await handle(item)
+                    delay = 0.5
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.error("stream_failed", stream=name, error=str(exc), retry_in_secs=round(delay, 2))
+            await asyncio.sleep(delay * (1 + self.rng.random()))
+            delay = min(delay * 2, 30.0)
+
+
+async def _sleep_or_stop(stop: asyncio.Event, secs: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=secs)
+    except TimeoutError:
+        pass
