@@ -1,0 +1,24 @@
+# deltakeeper: the service, configured by DK_ environment variables.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    DK_DATA_DIR=/data
+
+RUN groupadd --system deltakeeper && useradd --system --gid deltakeeper --home-dir /app deltakeeper
+
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY src ./src
+RUN pip install .
+
+RUN mkdir -p /data && chown deltakeeper:deltakeeper /data
+VOLUME ["/data"]
+USER deltakeeper
+
+EXPOSE 8080
+HEALTHCHECK --interval=30s --timeout=10s --start-period=60s --retries=3 CMD ["deltakeeper", "healthcheck"]
+
+ENTRYPOINT ["deltakeeper"]
+CMD ["run"]
