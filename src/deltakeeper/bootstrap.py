@@ -1,0 +1,189 @@
+"""The composition root: the only module that builds adapters from settings and wires them together."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Mapping
+from decimal import Decimal
+
+import structlog
+
+from deltakeeper.app.market_state import MarketState
+from deltakeeper.app.rebalance import Hedger, HedgerOptions
+from deltakeeper.app.runner import Runner
+from deltakeeper.config import Mode, Settings
+from deltakeeper.domain.errors import ConfigError
+from deltakeeper.domain.instruments import Instrument, Kind, is_stable
+from deltakeeper.domain.policy import AssetPolicy, BandUnit, RebalanceTo, auto_hedge_symbol, min_band_coin
+from deltakeeper.domain.records import AccountSnapshot
+from deltakeeper.domain.risk import RiskLimits
+from deltakeeper.ports import Alerts, Clock, Exchange, Journal
+
+log = structlog.get_logger("deltakeeper")
+
+
+def price_symbol(asset: str, instruments: Mapping[str, Instrument]) -> str | None:
+    """The market whose mark prices `asset` in USD: its USD-margined perpetual, else a stable-quoted spot."""
+    hedge = auto_hedge_symbol(asset, instruments)
+    if hedge is not None:
+        return hedge
+    spots = sorted(
+        i.symbol
+        for i in instruments.values()
+        if i.kind is Kind.SPOT and i.base == asset and is_stable(i.quote)
+    )
+    return spots[0] if spots else None
+
+
+def resolve_policies(
+    settings: Settings, instruments: Mapping[str, Instrument], account: AccountSnapshot
+) -> tuple[dict[str, AssetPolicy], dict[str, str]]:
+    """Policies per hedged asset, and the pricing market of every asset the account can hold.
+
+    With no `DK_ASSETS__*`, every non-stable asset held (or declared external) that has a USD-margined
+    perpetual is hedged with it, at target 0 and the default band (DESIGN.md 11)."""
+    held = {a for a, q in account.balances.items() if q != 0 and not is_stable(a)} | set(settings.external)
+    held |= {instruments[p.symbol].base for p in account.positions if p.symbol in instruments}
+    rebalance_to = RebalanceTo(settings.rebalance_to)
+    policies: dict[str, AssetPolicy] = {}
+    if settings.assets:
+        for asset, spec in settings.assets.items():
+            symbol = spec.hedge or auto_hedge_symbol(asset, instruments)
+            variable = f"DK_ASSETS__{asset}__HEDGE"
+            if symbol is None:
+                raise ConfigError(
+                    variable, f"a hedge market: the exchange lists no USD-margined perpetual on {asset}"
+                )
+            if symbol not in instruments or not instruments[symbol].is_derivative:
+                raise ConfigError(variable, "a derivative market the exchange lists", symbol)
+            policies[asset] = AssetPolicy(
+                asset, symbol, spec.band(settings.default_band), spec.target, rebalance_to
+            )
+    else:
+        for asset in sorted(held):
+            symbol = auto_hedge_symbol(asset, instruments)
+            if symbol is not None:
+                policies[asset] = AssetPolicy(asset, symbol, settings.default_band, Decimal(0), rebalance_to)
+    prices: dict[str, str] = {}
+    for asset in held | set(policies):
+        symbol = policies[asset].hedge_symbol if asset in policies else price_symbol(asset, instruments)
+        if symbol is not None:
+            prices[asset] = symbol
+    return policies, prices
+
+
+def check_bands(policies: Mapping[str, AssetPolicy], instruments: Mapping[str, Instrument]) -> None:
+    """A coin band narrower than one lot step of a linear hedge can never be held: refuse to start.
+    (USD and percentage bands, and inverse hedges, depend on the price: the policy's rounding handles
+    them, recording `rounds_to_zero` when the band is too narrow for a trade.)"""
+    for asset, policy in policies.items():
+        hedge = instruments[policy.hedge_symbol]
+        if policy.band.unit is not BandUnit.COIN or hedge.inverse:
+            continue
+        narrowest = min_band_coin(hedge, Decimal(1))
+        if policy.band.half_width * 2 < narrowest:
+            raise ConfigError(
+                f"DK_ASSETS__{asset}__BAND_COIN",
+                f"a band at least one lot step of {hedge.symbol} wide ({narrowest} {asset} in all)",
+                str(policy.band.half_width),
+            )
+
+
+def build_exchange(settings: Settings) -> tuple[Exchange, Clock]:
+    if settings.exchange == "sim":
+        from deltakeeper.sim.gateway import build_sim_gateway
+
+        return build_sim_gateway(
+            speed=settings.sim_speed,
+            seed=settings.sim_seed,
+            scenario=settings.sim_scenario,
+            tick_secs=settings.sim_tick_secs,
+        )
+    from deltakeeper.adapters.ccxt_exchange import CcxtExchange
+    from deltakeeper.sim.clock import WallClock
+
+    clock = WallClock()
+    exchange = CcxtExchange(
+        settings.exchange,
+        api_key=settings.secret("api_key"),
+        secret=settings.secret("api_secret"),
+        password=settings.secret("api_password"),
+        base_url=settings.exchange_url,
+        sandbox=settings.sandbox,
+        clock=clock,
+        stale_secs=settings.stale_secs,
+    )
+    return exchange, clock
+
+
+def build_alerts(settings: Settings) -> Alerts:
+    from deltakeeper.adapters.alerts import AppriseAlerts, parse_alert_urls
+
+    return AppriseAlerts(
+        parse_alert_urls(settings.alert_urls or ""), settings.alert_level, settings.alert_cooldown_secs
+    )
+
+
+async def run_service(settings: Settings, duration_secs: float | None = None) -> None:
+    """Upgrade the journal, take the trader lock, wire everything, run until stopped."""
+    from deltakeeper.adapters.journal.migrate import upgrade
+    from deltakeeper.adapters.journal.store import acquire_trader_lock, create_journal
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(upgrade, settings.database)
+    async with acquire_trader_lock(settings.database, settings.data_dir):
+        exchange, clock = build_exchange(settings)
+        journal = create_journal(settings.database)
+        alerts = build_alerts(settings)
+        await alerts.start()  # type: ignore[attr-defined]
+        try:
+            await _serve(settings, exchange, journal, clock, alerts, duration_secs)
+        finally:
+            await exchange.close()
+            await journal.close()
+            await alerts.aclose()  # type: ignore[attr-defined]
+
+
+async def _serve(
+    settings: Settings,
+    exchange: Exchange,
+    journal: Journal,
+    clock: Clock,
+    alerts: Alerts,
+    duration_secs: float | None,
+) -> None:
+    instruments = await exchange.load_instruments()
+    account = await exchange.fetch_account()
+    policies, price_symbols = resolve_policies(settings, instruments, account)
+    check_bands(policies, instruments)
+    state = MarketState(instruments, dict(settings.external), price_symbols)
+    limits = RiskLimits(
+        settings.max_order_usd,
+        settings.max_daily_traded_usd,
+        settings.max_position_usd,
+        settings.stale_secs,
+        settings.price_collar_bps,
+    )
+    options = HedgerOptions(
+        limits,
+        settings.order_timeout_secs,
+        settings.state_clear_secs,
+        send_orders=settings.mode is not Mode.SHADOW,
+    )
+    hedger = Hedger(exchange, journal, clock, alerts, state, policies, options)
+    runner = Runner(hedger, settings.recompute_secs, settings.reconcile_secs, settings.data_dir / "heartbeat")
+    log.info(
+        "policies",
+        **{a: f"{p.hedge_symbol} band {p.band.half_width}{p.band.unit.value}" for a, p in policies.items()},
+    )
+    if not policies:
+        log.warning("nothing_to_hedge", held=sorted(price_symbols))
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    if duration_secs is not None:
+        loop.call_later(duration_secs, stop.set)
+    await runner.run(stop)
