@@ -217,7 +217,7 @@ def effective_settings(settings: Settings) -> dict[str, Any]:
             for asset, amount in value.items():
                 out[f"{var}__{asset}"] = str(amount)
             continue
-        if name in SECRET_FIELDS:
+        if name in SECRET_FIELDS or name == "alert_urls":
             out[var] = "**********" if value is not None else None
         elif value is None or isinstance(value, bool | int | float):
             out[var] = value

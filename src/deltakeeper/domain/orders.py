@@ -55,8 +55,15 @@ def to_base36(number: int) -> str:
 
 
 def client_order_id(decision_id: int, leg: int = 0, slice_no: int = 0) -> str:
-    """`dk` + decision id in base 36 + leg letter + slice in base 36: letters and digits, <= 32 chars."""
-    cid = f"{CLIENT_ID_PREFIX}{to_base36(decision_id)}{_BASE36[10 + leg]}{to_base36(slice_no)}"
+    """`dk` + decision id in base 36 + leg letter + slice in decimal: letters and digits, <= 32 chars.
+
+    The slice is decimal so that the id reads back one way only: it is the trailing digits, the leg the
+    letter before them (a base-36 slice could begin with a letter, and collide with another decision)."""
+    if not 0 <= leg < 26:
+        raise ValueError(f"leg must be 0..25, got {leg}")
+    if slice_no < 0:
+        raise ValueError(f"negative slice number {slice_no}")
+    cid = f"{CLIENT_ID_PREFIX}{to_base36(decision_id)}{_BASE36[10 + leg]}{slice_no}"
     if len(cid) > 32:
         raise ValueError(f"client order id too long: {cid}")
     return cid

@@ -83,9 +83,12 @@ def check(intent: OrderIntent, instrument: Instrument, ctx: RiskContext, limits:
             notes.append(note)
 
     if ctx.state is TradingState.REDUCE_ONLY:
-        if not reduces and abs(position_after) > abs(ctx.position_contracts):
+        # Only an order against the position may go; one through zero is clipped to closing it, and is then
+        # a reducing order that the daily and position limits must not block.
+        if ctx.position_contracts == 0 or (signed > 0) == (ctx.position_contracts > 0):
             return RiskOutcome(None, ("reduce_only",))
         limit_to(abs(ctx.position_contracts), "reduce_only")
+        reduces = True
         if current is not None:
             current = replace(current, reduce_only=True)
     limit_to(limits.max_order_usd / per_contract_usd, "max_order")
