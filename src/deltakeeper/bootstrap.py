@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Mapping
+from datetime import timedelta
 from decimal import Decimal
 
 import structlog
@@ -90,16 +91,40 @@ def check_bands(policies: Mapping[str, AssetPolicy], instruments: Mapping[str, I
             )
 
 
+def build_sim_exchange(settings: Settings, account_id: str = "sim") -> tuple[Exchange, Clock]:
+    """The simulated exchange: the bundled SOL history replayed from now on the simulated clock, then a
+    seeded random walk from where it ends; the market-maker scenario moves the spot inventory."""
+    import itertools
+
+    from deltakeeper.sim.clock import SimClock
+    from deltakeeper.sim.engine import SimEngine
+    from deltakeeper.sim.feeds import bundled_bars, replay_feed, synthetic_feed
+    from deltakeeper.sim.gateway import SimGateway
+    from deltakeeper.sim.markets import default_instruments
+    from deltakeeper.sim.scenario import InventoryScenario, ScenarioParams
+
+    clock = SimClock(settings.sim_speed)
+    bars = bundled_bars()
+    tick_secs = int(settings.sim_tick_secs)
+    replay = replay_feed(bars, tick_secs=tick_secs, seed=settings.sim_seed, start=clock.now())
+    history_secs = (bars[-1].ts - bars[0].ts).total_seconds()
+    continuation = synthetic_feed(
+        start=clock.now() + timedelta(seconds=history_secs + 3600),
+        price=bars[-1].close,
+        tick_secs=tick_secs,
+        seed=settings.sim_seed,
+    )
+    scenario = None
+    if settings.sim_scenario == "market-maker":
+        scenario = InventoryScenario(ScenarioParams(seed=settings.sim_seed))
+    engine = SimEngine(default_instruments(), seed=settings.sim_seed)
+    gateway = SimGateway(engine, itertools.chain(replay, continuation), clock, scenario, account_id)
+    return gateway, clock
+
+
 def build_exchange(settings: Settings) -> tuple[Exchange, Clock]:
     if settings.exchange == "sim":
-        from deltakeeper.sim.gateway import build_sim_gateway
-
-        return build_sim_gateway(
-            speed=settings.sim_speed,
-            seed=settings.sim_seed,
-            scenario=settings.sim_scenario,
-            tick_secs=settings.sim_tick_secs,
-        )
+        return build_sim_exchange(settings)
     from deltakeeper.adapters.ccxt_exchange import CcxtExchange
     from deltakeeper.sim.clock import WallClock
 

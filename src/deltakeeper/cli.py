@@ -140,16 +140,26 @@ JOURNAL_COLUMNS = {
 }
 
 
+async def _read_journal(database_url: str, view: str, **filters: object) -> list[dict[str, object]]:
+    from deltakeeper.adapters.journal import create_journal
+
+    journal = create_journal(database_url)
+    try:
+        rows: list[dict[str, object]] = await getattr(journal, f"list_{view}")(**filters)
+        return rows
+    finally:
+        await journal.close()
+
+
 def _journal_view(view: str, since: str | None, until: str | None, fmt: Format) -> None:
-    from deltakeeper.adapters.journal.store import read_view
+    from deltakeeper.adapters.journal import upgrade
     from deltakeeper.output import print_table, to_csv, to_json
 
     now = datetime.now(UTC)
     settings = _settings()
-    rows = asyncio.run(
-        read_view(settings.database, view, since=parse_time(since, "--since", now),
-                  until=parse_time(until, "--until", now))
-    )
+    filters = {"since": parse_time(since, "--since", now), "until": parse_time(until, "--until", now)}
+    upgrade(settings.database)
+    rows = asyncio.run(_read_journal(settings.database, view, **filters))
     columns = JOURNAL_COLUMNS[view]
     if fmt is Format.json:
         print(to_json([{c: row.get(c) for c in columns} for row in rows]))

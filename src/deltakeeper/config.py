@@ -74,7 +74,7 @@ class Settings(BaseSettings):
 
     assets: dict[str, AssetSettings] = Field(default_factory=dict)
     external: dict[str, Decimal] = Field(default_factory=dict)
-    default_band_pct: Decimal = Field(default=Decimal(2), gt=0, le=100)
+    default_band_pct: Decimal = Field(default=Decimal(1), gt=0, le=100)
     policy: Literal["band", "timer", "cost-aware"] = "band"
     rebalance_to: Literal["edge", "target"] = "target"
     recompute_secs: float = Field(default=10, gt=0)

@@ -1,0 +1,376 @@
+"""The HTTP server (DESIGN.md 2): probes, Prometheus metrics, a read-only JSON API, the control endpoints
+and a dashboard page. The probes, the metrics and the (data-free) page answer anyone; with a token set,
+everything else needs `Authorization: Bearer <token>`."""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+import math
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from decimal import Decimal
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from deltakeeper.domain.errors import ConfigError
+from deltakeeper.domain.risk import TradingState
+from deltakeeper.output import plain
+
+log = structlog.get_logger("deltakeeper.http")
+
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/"})
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+Alive = Callable[[], bool]
+Status = Callable[[], Mapping[str, Any]]
+Metrics = Callable[[], str]
+Ready = Callable[[], Awaitable[tuple[bool, Mapping[str, Any]]]]
+Control = Callable[[str, str, str], Awaitable[Mapping[str, Any]]]
+"""(action: halt|resume|cancel-all, reason, by) -> result."""
+JournalApi = Callable[[str, dict[str, str]], Awaitable[list[dict[str, Any]]]]
+"""(view: fills|funding|orders|decisions, query parameters) -> rows. Raises ValueError or ConfigError
+on a bad parameter."""
+
+
+def check_bind(host: str, token: str | None) -> None:
+    """Refuse to serve beyond this machine without a token."""
+    if not token and not _is_loopback(host):
+        raise ConfigError("DK_HTTP_HOST", "a loopback address unless DK_HTTP_TOKEN is set", host)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class HttpServer:
+    """Serves the bot's callables: `alive` for /healthz, `ready` for /readyz, `metrics` (Prometheus text,
+    see `render_metrics`) for /metrics, `status` and `journal_api` for the JSON API, `control` for
+    POST /api/halt|resume|cancel-all. Without `control` or `journal_api` those endpoints do not exist."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        token: str | None,
+        status: Status,
+        metrics: Metrics,
+        ready: Ready,
+        control: Control | None,
+        journal_api: JournalApi | None,
+        alive: Alive,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.token = token
+        self.status = status
+        self.metrics = metrics
+        self.ready = ready
+        self.control = control
+        self.journal_api = journal_api
+        self.alive = alive
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> int:
+        """Serve in the background; returns the bound port (a free one when `port` is 0)."""
+        check_bind(self.host, self.token)
+        app = web.Application(middlewares=[self._authorize])
+        app.router.add_get("/", self._dashboard)
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/api/status", self._status)
+        if self.journal_api is not None:
+            app.router.add_get("/api/journal/{view:fills|funding|orders|decisions}", self._journal)
+        if self.control is not None:
+            app.router.add_post("/api/{action:halt|resume|cancel-all}", self._control)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self.host, self.port).start()
+        port: int = self._runner.addresses[0][1]
+        log.info("http_started", host=self.host, port=port, token_required=bool(self.token))
+        return port
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    @web.middleware
+    async def _authorize(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if self.token and request.path not in OPEN_PATHS and not _bearer_matches(request, self.token):
+            return _json({"error": "unauthorized"}, 401, headers={"WWW-Authenticate": "Bearer"})
+        return await handler(request)
+
+    async def _dashboard(self, _request: web.Request) -> web.Response:
+        return web.Response(text=DASHBOARD_HTML, content_type="text/html")
+
+    async def _healthz(self, _request: web.Request) -> web.Response:
+        alive = self.alive()
+        return _json({"alive": alive}, 200 if alive else 503)
+
+    async def _readyz(self, _request: web.Request) -> web.Response:
+        ready, checks = await self.ready()
+        return _json({"ready": ready, "checks": checks}, 200 if ready else 503)
+
+    async def _metrics(self, _request: web.Request) -> web.Response:
+        return web.Response(body=self.metrics().encode(), headers={"Content-Type": METRICS_CONTENT_TYPE})
+
+    async def _status(self, _request: web.Request) -> web.Response:
+        return _json(self.status())
+
+    async def _journal(self, request: web.Request) -> web.Response:
+        assert self.journal_api is not None
+        try:
+            rows = await self.journal_api(request.match_info["view"], dict(request.query))
+        except (ValueError, ConfigError) as exc:
+            return _json({"error": str(exc)}, 400)
+        return _json(rows)
+
+    async def _control(self, request: web.Request) -> web.Response:
+        assert self.control is not None
+        try:
+            body = await request.json() if request.can_read_body else {}
+        except json.JSONDecodeError:
+            return _json({"error": "the body must be a JSON object"}, 400)
+        if not isinstance(body, dict):
+            return _json({"error": "the body must be a JSON object"}, 400)
+        reason = body.get("reason", "")
+        by = body.get("by", f"http {request.remote}")
+        if not isinstance(reason, str) or not isinstance(by, str):
+            return _json({"error": "reason and by must be strings"}, 400)
+        return _json(await self.control(request.match_info["action"], reason, by))
+
+
+def _bearer_matches(request: web.Request, token: str) -> bool:
+    scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(presented.strip().encode(), token.encode())
+
+
+def _json(data: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.Response(
+        text=json.dumps(plain(data)), status=status, content_type="application/json", headers=headers
+    )
+
+
+# -- Prometheus ---------------------------------------------------------------------------------
+
+ASSET_GAUGES = {
+    "delta_coin": "Portfolio delta in coins.",
+    "delta_usd": "Portfolio delta in USD.",
+    "target_coin": "Target delta in coins.",
+    "band_coin": "Band half-width in coins.",
+    "deviation": "Delta minus target, in band half-widths: beyond 1 or -1 is outside the band.",
+}
+
+
+def render_metrics(snapshot: Mapping[str, Any]) -> str:
+    """Prometheus text format 0.0.4 from a plain snapshot; every key is optional:
+
+    - `assets`: {asset: {delta_coin, delta_usd, target_coin, band_coin, deviation}}
+    - `orders_total`: {status: count}; `fills_total`, `errors_total`: counts
+    - `fees_usd_total`: fees paid; `funding_usd_total`: net funding, received positive (a gauge)
+    - `stream_age_secs`: {symbol: seconds since the last quote}
+    - `trading_state`: active|reduce_only|halted
+    """
+    assets: Mapping[str, Mapping[str, Any]] = snapshot.get("assets", {})
+    lines: list[str] = []
+    for key, help_text in ASSET_GAUGES.items():
+        samples = [({"asset": a}, values[key]) for a, values in sorted(assets.items()) if key in values]
+        lines += _family(key, "gauge", help_text, samples)
+    lines += _family(
+        "orders_total",
+        "counter",
+        "Orders by final status.",
+        [({"status": s}, n) for s, n in sorted(snapshot.get("orders_total", {}).items())],
+    )
+    lines += _family("fills_total", "counter", "Fills journaled.", [({}, snapshot.get("fills_total", 0))])
+    lines += _family(
+        "fees_usd_total", "counter", "Trading fees paid, in USD.", [({}, snapshot.get("fees_usd_total", 0))]
+    )
+    lines += _family(
+        "funding_usd_total",
+        "gauge",
+        "Net funding in USD: received positive, paid negative.",
+        [({}, snapshot.get("funding_usd_total", 0))],
+    )
+    lines += _family(
+        "errors_total", "counter", "Errors logged by the service.", [({}, snapshot.get("errors_total", 0))]
+    )
+    lines += _family(
+        "stream_age_seconds",
+        "gauge",
+        "Seconds since the last quote, per symbol.",
+        [({"symbol": s}, age) for s, age in sorted(snapshot.get("stream_age_secs", {}).items())],
+    )
+    current = snapshot.get("trading_state")
+    lines += _family(
+        "trading_state",
+        "gauge",
+        "1 for the current trading state, 0 for the others.",
+        [({"state": state.value}, int(state.value == current)) for state in TradingState],
+    )
+    return "\n".join(lines) + "\n"
+
+
+def _family(
+    name: str, kind: str, help_text: str, samples: Iterable[tuple[Mapping[str, str], Any]]
+) -> list[str]:
+    full = f"deltakeeper_{name}"
+    lines = [f"# HELP {full} {help_text}", f"# TYPE {full} {kind}"]
+    for labels, value in samples:
+        lines.append(f"{full}{_labels(labels)} {_number(value)}")
+    return lines
+
+
+def _labels(labels: Mapping[str, str]) -> str:
+    if not labels:
+        return ""
+    return "{" + ",".join(f'{name}="{_escape(value)}"' for name, value in labels.items()) + "}"
+
+
+def _escape(label_value: str) -> str:
+    return label_value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _number(value: Any) -> str:
+    if isinstance(value, Decimal) and value.is_finite():
+        return format(value, "f")
+    number = float(value)
+    if math.isnan(number):
+        return "NaN"
+    if math.isinf(number):
+        return "+Inf" if number > 0 else "-Inf"
+    return repr(number)
+
+
+# -- the dashboard ------------------------------------------------------------------------------
+
+DASHBOARD_HTML = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>deltakeeper</title>
+<style>
+body { font: 14px system-ui, sans-serif; margin: 1.5em; color: #222; }
+canvas { width: 100%; max-width: 960px; height: 260px; border: 1px solid #ddd; display: block; }
+.legend { margin: 0.3em 0 1.5em; } .legend span { margin-right: 1.2em; }
+</style>
+</head>
+<body>
+<h1>deltakeeper</h1>
+<p id="status">loading…</p>
+<div id="assets"></div>
+<h2>Cumulative fees and funding</h2>
+<canvas id="costs" height="260"></canvas>
+<p class="legend">
+  <span style="color:#c0392b">■ fees paid</span><span style="color:#2471a3">■ funding (received +)</span>
+</p>
+<script>
+// Query parameters of this page (e.g. ?since=7d) are passed to the journal API; a token is taken from
+// the address's fragment (#token=...) once and kept for the tab.
+const token = new URLSearchParams(location.hash.slice(1)).get("token") || sessionStorage.getItem("dk_token");
+if (token) {
+  sessionStorage.setItem("dk_token", token);
+  history.replaceState(null, "", location.pathname + location.search);
+}
+
+async function load(view) {
+  const response = await fetch(`api/journal/${view}${location.search}`,
+                               {headers: token ? {Authorization: `Bearer ${token}`} : {}});
+  if (!response.ok) throw new Error(`${view}: HTTP ${response.status}`);
+  return response.json();
+}
+
+function extent(values) {
+  return values.reduce(([lo, hi], v) => [Math.min(lo, v), Math.max(hi, v)], [Infinity, -Infinity]);
+}
+
+// series: [{color, dash, points: [[ms, value], ...]}]; markers: [[ms, value, color], ...]
+function draw(canvas, series, markers) {
+  const ctx = canvas.getContext("2d");
+  const w = canvas.width = canvas.clientWidth, h = canvas.height;
+  const all = series.flatMap(s => s.points).concat(markers);
+  canvas.dataset.points = all.length;
+  if (!all.length) return;
+  const [t0, t1] = extent(all.map(p => p[0])), [v0, v1] = extent(all.map(p => p[1]));
+  const x = t => 70 + (w - 80) * (t - t0) / ((t1 - t0) || 1);
+  const y = v => h - 25 - (h - 40) * (v - v0) / ((v1 - v0) || 1);
+  ctx.fillStyle = "#666";
+  ctx.fillText(v1.toPrecision(4), 4, y(v1) + 4);
+  ctx.fillText(v0.toPrecision(4), 4, y(v0) + 4);
+  ctx.fillText(new Date(t0).toISOString().slice(0, 16), 70, h - 6);
+  ctx.fillText(new Date(t1).toISOString().slice(0, 16), w - 110, h - 6);
+  for (const s of series) {
+    ctx.strokeStyle = s.color; ctx.setLineDash(s.dash || []); ctx.beginPath();
+    s.points.forEach(([t, v], i) => i ? ctx.lineTo(x(t), y(v)) : ctx.moveTo(x(t), y(v)));
+    ctx.stroke();
+  }
+  ctx.setLineDash([]);
+  for (const [t, v, color] of markers) {
+    ctx.fillStyle = color; ctx.beginPath(); ctx.arc(x(t), y(v), 4, 0, 2 * Math.PI); ctx.fill();
+  }
+}
+
+function cumulative(rows, field) {
+  let sum = 0;
+  return rows.map(r => [Date.parse(r.ts), Number(r[field])]).sort((a, b) => a[0] - b[0])
+             .map(([t, v]) => [t, sum += v]);
+}
+
+async function render() {
+  const status = document.getElementById("status");
+  try {
+    const [decisions, fills, funding] = await Promise.all(["decisions", "fills", "funding"].map(load));
+    const byAsset = {};
+    for (const d of decisions) (byAsset[d.asset] ||= []).push(d);
+    const container = document.getElementById("assets");
+    container.replaceChildren();
+    for (const [asset, rows] of Object.entries(byAsset).sort()) {
+      rows.sort((a, b) => Date.parse(a.ts) - Date.parse(b.ts));
+      const at = (r, v) => [Date.parse(r.ts), v];
+      const heading = document.createElement("h2");
+      heading.textContent = `${asset}: delta against its band (coins)`;
+      const canvas = document.createElement("canvas");
+      canvas.id = `delta-${asset}`; canvas.height = 260;
+      const legend = document.createElement("p");
+      legend.className = "legend";
+      legend.innerHTML = '<span style="color:#222">■ delta</span>'
+                       + '<span style="color:#888">■ target ± band</span>'
+                       + '<span style="color:#1e8449">● buy</span><span style="color:#c0392b">● sell</span>';
+      container.append(heading, canvas, legend);
+      const target = r => Number(r.target_coin), band = r => Number(r.band_coin);
+      draw(canvas, [
+        {color: "#888", dash: [4, 4], points: rows.map(r => at(r, target(r) + band(r)))},
+        {color: "#888", dash: [4, 4], points: rows.map(r => at(r, target(r) - band(r)))},
+        {color: "#bbb", points: rows.map(r => at(r, target(r)))},
+        {color: "#222", points: rows.map(r => at(r, Number(r.delta_coin)))},
+      ], rows.filter(r => r.side).map(r => [Date.parse(r.ts), Number(r.delta_coin),
+                                            r.side === "buy" ? "#1e8449" : "#c0392b"]));
+    }
+    draw(document.getElementById("costs"), [
+      {color: "#c0392b", points: cumulative(fills, "fee")},
+      {color: "#2471a3", points: cumulative(funding, "amount")},
+    ], []);
+    status.textContent = `${decisions.length} decisions, ${fills.length} fills, ${funding.length} funding ` +
+                         `payments; updated ${new Date().toISOString().slice(0, 19)}Z`;
+  } catch (error) {
+    status.textContent = `could not load the journal: ${error.message}`;
+  }
+}
+
+render();
+setInterval(render, 30000);
+</script>
+</body>
+</html>
+"""

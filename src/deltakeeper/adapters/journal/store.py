@@ -1,0 +1,535 @@
+"""`SqlJournal`: the Journal port over SQLAlchemy Core (async), the CLI's read queries, the trader lock.
+
+Writes are Core statements with one parameter set per row (executed as multi-row inserts), so batches
+of fills cost one round trip per thousand rows and no ORM objects. Fills and funding payments are
+insert-or-ignore on the exchange's ids, which makes ingestion idempotent.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import ColumnElement, Row, Select, Table, event, func, select, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
+
+from deltakeeper.adapters.journal.migrate import normalise_url, sqlite_file
+from deltakeeper.adapters.journal.models import (
+    control,
+    control_events,
+    decisions,
+    fills,
+    funding_payments,
+    orders,
+    snapshots,
+)
+from deltakeeper.domain.errors import ConfigError, DeltakeeperError
+from deltakeeper.domain.exposure import AssetDelta
+from deltakeeper.domain.orders import (
+    Fill,
+    FundingPayment,
+    OrderState,
+    OrderStatus,
+    OrderType,
+    Side,
+    is_ours,
+)
+from deltakeeper.domain.records import ControlState, DecisionRecord, OrderRecord
+
+OPEN_STATUSES = tuple(status.value for status in OrderStatus if not status.is_final)
+FINAL_STATUSES = tuple(status.value for status in OrderStatus if status.is_final)
+TRADER_LOCK_KEY = int.from_bytes(b"dktrader", "big", signed=True)
+"""The PostgreSQL advisory lock key held by the one active trader of a database."""
+
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+
+class TraderLockHeld(DeltakeeperError):
+    """Another deltakeeper trader already holds this journal's trader lock."""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _connection_record: Any) -> None:
+    """WAL lets a CLI reader and the bot share the file; the busy timeout makes writers wait their turn."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.close()
+
+
+def create_journal(database_url: str) -> SqlJournal:
+    """A journal over an upgraded database (see `migrate.upgrade`); `postgresql://` and `sqlite:///`
+    URLs are mapped to their async drivers.
+
+    SQLite gets one connection: its writes are serialised anyway, and a single connection means no
+    read-then-write transaction in this process ever finds its snapshot overtaken by another.
+    """
+    url = normalise_url(database_url)
+    if make_url(url).get_backend_name() == "sqlite":
+        engine = create_async_engine(url, pool_size=1, max_overflow=0)
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    else:
+        engine = create_async_engine(url, pool_size=5, max_overflow=5, pool_recycle=1800)
+    return SqlJournal(engine)
+
+
+class SqlJournal:
+    """The journal (ports.Journal) on SQLite or PostgreSQL, plus the queries the CLI reads."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return self._engine
+
+    async def close(self) -> None:
+        await self._engine.dispose()
+
+    # -- writes ---------------------------------------------------------------------------------
+
+    async def record_decision(self, decision: DecisionRecord) -> None:
+        """Store a decision; recording the same decision id again is a no-op."""
+        row = {
+            "decision_id": decision.decision_id,
+            "ts": decision.ts,
+            "asset": decision.asset,
+            "delta_coin": decision.delta_coin,
+            "delta_usd": decision.delta_usd,
+            "target_coin": decision.target_coin,
+            "band_coin": decision.band_coin,
+            "price_usd": decision.price_usd,
+            "reason": decision.reason,
+            "trading_state": decision.trading_state,
+            "symbol": decision.symbol,
+            "side": decision.side.value if decision.side is not None else None,
+            "amount_contracts": decision.amount_contracts,
+            "est_cost_usd": decision.est_cost_usd,
+            "detail": decision.detail,
+            "recorded_at": _now(),
+        }
+        statement = self._insert(decisions).on_conflict_do_nothing(index_elements=["decision_id"])
+        async with self._engine.begin() as conn:
+            await conn.execute(statement, [row])
+
+    async def record_order(self, order: OrderRecord) -> None:
+        """Insert an order, or replace its state by client order id. A row already in a final state
+        (filled, canceled, rejected) is left as it is."""
+        row = {
+            "client_order_id": order.client_order_id,
+            "decision_id": order.decision_id,
+            "exchange_order_id": order.exchange_order_id,
+            "symbol": order.symbol,
+            "asset": order.asset,
+            "side": order.side.value,
+            "order_type": order.order_type.value,
+            "amount_contracts": order.amount_contracts,
+            "price": order.price,
+            "reference_price": order.reference_price,
+            "reduce_only": order.reduce_only,
+            "status": order.status.value,
+            "filled_contracts": order.filled_contracts,
+            "average_price": order.average_price,
+            "reject_reason": order.reject_reason,
+            "created_ts": order.created_ts,
+            "updated_ts": order.created_ts,
+            "recorded_at": _now(),
+        }
+        insert = self._insert(orders).values(row)
+        replaced = [name for name in row if name not in ("client_order_id", "updated_ts")]
+        statement = insert.on_conflict_do_update(
+            index_elements=["client_order_id"],
+            set_={name: insert.excluded[name] for name in replaced},
+            where=orders.c.status.not_in(FINAL_STATUSES),
+        )
+        async with self._engine.begin() as conn:
+            await conn.execute(statement)
+
+    async def update_order(self, state: OrderState) -> None:
+        """Apply the exchange's view of an order, found by client order id, else exchange order id.
+
+        Stale updates are ignored: a final status never moves back to a non-final one, and the filled
+        amount never shrinks. An order the journal does not know is inserted (decision id 0) when its
+        client id carries our prefix (`dk`): we sent it, the journal lost it. Any other unknown order
+        was placed by someone else on the account and is not ours to journal.
+        """
+        async with self._engine.begin() as conn:
+            found = await self._find_order(conn, state)
+            if found is None:
+                if is_ours(state.client_order_id):
+                    await conn.execute(
+                        self._insert(orders).on_conflict_do_nothing(index_elements=["client_order_id"]),
+                        [self._adopted_order_row(state)],
+                    )
+                return
+            order_id, status, filled_contracts = found
+            if (status.is_final and not state.status.is_final) or state.filled_contracts < filled_contracts:
+                return
+            changes: dict[str, Any] = {
+                "status": state.status.value,
+                "filled_contracts": state.filled_contracts,
+                "updated_ts": state.ts,
+                "recorded_at": _now(),
+            }
+            if state.exchange_order_id:
+                changes["exchange_order_id"] = state.exchange_order_id
+            if state.average_price is not None:
+                changes["average_price"] = state.average_price
+            if state.reject_reason is not None:
+                changes["reject_reason"] = state.reject_reason
+            await conn.execute(orders.update().where(orders.c.id == order_id).values(changes))
+
+    async def _find_order(self, conn: AsyncConnection, state: OrderState
+                          ) -> tuple[int, OrderStatus, Decimal] | None:
+        """The row id, status and filled amount of the order `state` describes, locked for update."""
+        keys = ((orders.c.client_order_id, state.client_order_id),
+                (orders.c.exchange_order_id, state.exchange_order_id))
+        for column, value in keys:
+            if value:
+                query = (select(orders.c.id, orders.c.status, orders.c.filled_contracts)
+                         .where(column == value).with_for_update())
+                row = (await conn.execute(query)).first()
+                if row is not None:
+                    return row.id, OrderStatus(row.status), row.filled_contracts
+        return None
+
+    @staticmethod
+    def _adopted_order_row(state: OrderState) -> dict[str, Any]:
+        return {
+            "client_order_id": state.client_order_id,
+            "decision_id": 0,
+            "exchange_order_id": state.exchange_order_id,
+            "symbol": state.symbol,
+            "asset": None,
+            "side": state.side.value,
+            "order_type": state.order_type.value,
+            "amount_contracts": state.amount_contracts,
+            "price": state.price,
+            "reference_price": None,
+            "reduce_only": False,
+            "status": state.status.value,
+            "filled_contracts": state.filled_contracts,
+            "average_price": state.average_price,
+            "reject_reason": state.reject_reason,
+            "created_ts": state.ts,
+            "updated_ts": state.ts,
+            "recorded_at": _now(),
+        }
+
+    async def record_fills(self, new_fills: Sequence[Fill]) -> int:
+        """Store fills once each (unique on symbol and trade id), in one transaction; returns how many
+        were new."""
+        recorded_at = _now()
+        rows = [
+            {
+                "trade_id": fill.trade_id,
+                "exchange_order_id": fill.exchange_order_id,
+                "client_order_id": fill.client_order_id,
+                "symbol": fill.symbol,
+                "side": fill.side.value,
+                "amount_contracts": fill.amount_contracts,
+                "price": fill.price,
+                "fee": fill.fee,
+                "fee_currency": fill.fee_currency,
+                "notional_usd": fill.notional_usd,
+                "is_maker": fill.is_maker,
+                "ts": fill.ts,
+                "recorded_at": recorded_at,
+            }
+            for fill in new_fills
+        ]
+        return await self._insert_new(fills, ["symbol", "trade_id"], rows)
+
+    async def record_funding(self, payments: Sequence[FundingPayment]) -> int:
+        """Store payments once each (unique on payment id), in one transaction; returns how many were
+        new."""
+        recorded_at = _now()
+        rows = [
+            {
+                "payment_id": payment.payment_id,
+                "symbol": payment.symbol,
+                "amount": payment.amount,
+                "currency": payment.currency,
+                "rate": payment.rate,
+                "position_contracts": payment.position_contracts,
+                "ts": payment.ts,
+                "recorded_at": recorded_at,
+            }
+            for payment in payments
+        ]
+        return await self._insert_new(funding_payments, ["payment_id"], rows)
+
+    async def _insert_new(self, table: Table, keys: list[str], rows: list[dict[str, Any]]) -> int:
+        """Insert-or-ignore on `keys`; RETURNING yields only the rows actually inserted."""
+        if not rows:
+            return 0
+        statement = self._insert(table).on_conflict_do_nothing(index_elements=keys).returning(table.c.id)
+        async with self._engine.begin() as conn:
+            result = await conn.execute(statement, rows)
+            return len(result.all())
+
+    async def record_snapshot(
+        self, ts: datetime, deltas: Mapping[str, AssetDelta], trading_state: str
+    ) -> None:
+        recorded_at = _now()
+        rows = [
+            {
+                "ts": ts,
+                "asset": delta.asset,
+                "delta_coin": delta.delta_coin,
+                "delta_usd": delta.delta_usd,
+                "gross_coin": delta.gross_coin,
+                "trading_state": trading_state,
+                "recorded_at": recorded_at,
+            }
+            for delta in deltas.values()
+        ]
+        if rows:
+            async with self._engine.begin() as conn:
+                await conn.execute(snapshots.insert(), rows)
+
+    async def set_control_state(self, state: ControlState) -> None:
+        """Write the operator's word and journal it as a `halt` or `resume` event (who, why, when:
+        `state.ts`, or now when it has none)."""
+        ts = state.ts or _now()
+        row = {"id": 1, "halted": state.halted, "reason": state.reason, "by": state.by, "ts": ts,
+               "extra": dict(state.extra)}
+        insert = self._insert(control).values(row)
+        upsert = insert.on_conflict_do_update(
+            index_elements=["id"], set_={name: insert.excluded[name] for name in row if name != "id"}
+        )
+        action = "halt" if state.halted else "resume"
+        async with self._engine.begin() as conn:
+            await conn.execute(upsert)
+            await conn.execute(control_events.insert().values(ts=ts, action=action, by=state.by,
+                                                              reason=state.reason))
+
+    # -- reads for the trading loop -------------------------------------------------------------
+
+    async def open_orders(self) -> list[OrderRecord]:
+        """Orders whose final state the journal does not know yet (pending, open, partially filled,
+        unknown), oldest first."""
+        query = (select(orders).where(orders.c.status.in_(OPEN_STATUSES))
+                 .order_by(orders.c.created_ts, orders.c.id))
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [_order_record(row) for row in rows]
+
+    async def last_fill_ts(self) -> datetime | None:
+        return await self._scalar(select(func.max(fills.c.ts)))
+
+    async def last_funding_ts(self) -> datetime | None:
+        return await self._scalar(select(func.max(funding_payments.c.ts)))
+
+    async def traded_usd_since(self, since: datetime) -> Decimal:
+        """The notional of the fills at or after `since`, in USD.
+
+        PostgreSQL sums NUMERIC exactly; SQLite would sum the text as floats, so there the amounts are
+        added up here.
+        """
+        if self._engine.dialect.name == "postgresql":
+            total = await self._scalar(select(func.sum(fills.c.notional_usd)).where(fills.c.ts >= since))
+            return total if total is not None else Decimal(0)
+        async with self._engine.connect() as conn:
+            amounts = (await conn.execute(select(fills.c.notional_usd).where(fills.c.ts >= since))).scalars()
+            return sum(amounts, Decimal(0))
+
+    async def control_state(self) -> ControlState:
+        """The operator's word; not halted when nobody has spoken yet."""
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(select(control).where(control.c.id == 1))).first()
+        if row is None:
+            return ControlState(halted=False)
+        return ControlState(halted=row.halted, reason=row.reason, by=row.by, ts=row.ts, extra=dict(row.extra))
+
+    async def _scalar(self, query: Select[Any]) -> Any:
+        async with self._engine.connect() as conn:
+            return await conn.scalar(query)
+
+    # -- reads for the CLI ----------------------------------------------------------------------
+    #
+    # Each returns plain dicts keyed by column name (Decimals, aware UTC datetimes, enum values as
+    # strings), oldest first (orders by created_ts); with no filter, every row. `since` is inclusive
+    # and `until` exclusive. `asset` matches the asset column where the table has one (orders,
+    # decisions), else the base of a unified symbol (`BTC` matches `BTC/USDT:USDT`). A filter the
+    # table cannot apply (a side for funding payments) is refused with ConfigError.
+
+    async def list_fills(
+        self, *, since: datetime | None = None, until: datetime | None = None, symbol: str | None = None,
+        side: Side | str | None = None, asset: str | None = None, limit: int | None = None,
+        offset: int | None = None,
+    ) -> list[dict[str, Any]]:
+        filters = _Filters(since, until, symbol, side, asset, limit, offset)
+        return await self._list(fills, fills.c.ts, filters)
+
+    async def list_funding(
+        self, *, since: datetime | None = None, until: datetime | None = None, symbol: str | None = None,
+        side: Side | str | None = None, asset: str | None = None, limit: int | None = None,
+        offset: int | None = None,
+    ) -> list[dict[str, Any]]:
+        filters = _Filters(since, until, symbol, side, asset, limit, offset)
+        return await self._list(funding_payments, funding_payments.c.ts, filters)
+
+    async def list_orders(
+        self, *, since: datetime | None = None, until: datetime | None = None, symbol: str | None = None,
+        side: Side | str | None = None, asset: str | None = None, limit: int | None = None,
+        offset: int | None = None,
+    ) -> list[dict[str, Any]]:
+        filters = _Filters(since, until, symbol, side, asset, limit, offset)
+        return await self._list(orders, orders.c.created_ts, filters)
+
+    async def list_decisions(
+        self, *, since: datetime | None = None, until: datetime | None = None, symbol: str | None = None,
+        side: Side | str | None = None, asset: str | None = None, limit: int | None = None,
+        offset: int | None = None,
+    ) -> list[dict[str, Any]]:
+        filters = _Filters(since, until, symbol, side, asset, limit, offset)
+        return await self._list(decisions, decisions.c.ts, filters)
+
+    async def list_control_events(
+        self, *, since: datetime | None = None, until: datetime | None = None, limit: int | None = None,
+        offset: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Halts and resumes: who, why, when."""
+        filters = _Filters(since, until, limit=limit, offset=offset)
+        return await self._list(control_events, control_events.c.ts, filters)
+
+    async def _list(self, table: Table, time_column: ColumnElement[datetime], filters: _Filters
+                    ) -> list[dict[str, Any]]:
+        query = select(table).order_by(time_column, table.c.id).limit(filters.limit).offset(filters.offset)
+        if filters.since is not None:
+            query = query.where(time_column >= filters.since)
+        if filters.until is not None:
+            query = query.where(time_column < filters.until)
+        if filters.symbol is not None:
+            query = query.where(_filtered_column(table, "symbol", filters.symbol) == filters.symbol)
+        if filters.side is not None:
+            query = query.where(_filtered_column(table, "side", filters.side) == _side(filters.side).value)
+        if filters.asset is not None:
+            asset = filters.asset.upper()
+            if "asset" in table.c:
+                query = query.where(table.c.asset == asset)
+            else:
+                symbol = _filtered_column(table, "asset", asset)
+                query = query.where(symbol.startswith(f"{asset}/", autoescape=True))
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [dict(row._mapping) for row in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class _Filters:
+    since: datetime | None = None
+    until: datetime | None = None
+    symbol: str | None = None
+    side: Side | str | None = None
+    asset: str | None = None
+    limit: int | None = None
+    offset: int | None = None
+
+
+def _filtered_column(table: Table, name: str, value: object) -> ColumnElement[Any]:
+    """The column a filter applies to: `name`, or for an asset filter the symbol it is the base of."""
+    column = "symbol" if name == "asset" else name
+    if column not in table.c:
+        raise ConfigError(name, f"no {name} filter for {table.name}", value)
+    return table.c[column]
+
+
+def _side(value: Side | str) -> Side:
+    try:
+        return Side(value)
+    except ValueError:
+        raise ConfigError("side", "buy or sell", value) from None
+
+
+def _order_record(row: Row[Any]) -> OrderRecord:
+    return OrderRecord(
+        client_order_id=row.client_order_id,
+        decision_id=row.decision_id,
+        symbol=row.symbol,
+        side=Side(row.side),
+        amount_contracts=row.amount_contracts,
+        order_type=OrderType(row.order_type),
+        status=OrderStatus(row.status),
+        created_ts=row.created_ts,
+        price=row.price,
+        reduce_only=row.reduce_only,
+        exchange_order_id=row.exchange_order_id,
+        filled_contracts=row.filled_contracts,
+        average_price=row.average_price,
+        reject_reason=row.reject_reason,
+        reference_price=row.reference_price,
+        asset=row.asset,
+    )
+
+
+@asynccontextmanager
+async def acquire_trader_lock(database_url: str, data_dir: str | Path) -> AsyncIterator[None]:
+    """Hold the one-trader-per-journal lock for the life of the block; raise TraderLockHeld if another
+    process (or another holder in this one) has it.
+
+    PostgreSQL: a session advisory lock on a dedicated connection, released when it closes (also when
+    the process dies). SQLite: an exclusive flock on `<database file>.lock` (in-memory SQLite:
+    `<data_dir>/deltakeeper.lock`), released by the kernel when the file closes.
+    """
+    url = normalise_url(database_url)
+    if make_url(url).get_backend_name() == "postgresql":
+        async with _advisory_lock(url):
+            yield
+    else:
+        database_file = sqlite_file(url)
+        lock_path = (Path(f"{database_file}.lock") if database_file is not None
+                     else Path(data_dir) / "deltakeeper.lock")
+        with _file_lock(lock_path):
+            yield
+
+
+@asynccontextmanager
+async def _advisory_lock(url: str) -> AsyncIterator[None]:
+    engine = create_async_engine(url, poolclass=NullPool)
+    try:
+        async with engine.connect() as conn:
+            acquired = await conn.scalar(text("SELECT pg_try_advisory_lock(:key)"), {"key": TRADER_LOCK_KEY})
+            await conn.commit()  # the lock belongs to the session: no transaction is left open
+            if not acquired:
+                raise TraderLockHeld(
+                    f"another deltakeeper trader holds this database's trader lock "
+                    f"(PostgreSQL advisory lock {TRADER_LOCK_KEY}); stop it before starting another"
+                )
+            yield
+    finally:
+        await engine.dispose()  # closing the session releases the lock
+
+
+@contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise TraderLockHeld(
+                f"another deltakeeper trader (pid {holder}) holds {path}; stop it before starting another"
+            ) from None
+        handle.truncate(0)
+        handle.write(str(os.getpid()))
+        handle.flush()
+        yield

@@ -1,0 +1,259 @@
+"""Price feeds for the simulated exchange: replay of OHLCV bars, and a synthetic GBM path.
+
+A feed is an iterator of `(sim time, quotes)`: at every tick, one quote for each market of one asset
+(spot, linear perpetual, inverse perpetual). The markets see the same underlying price; the perpetuals
+carry a small basis to spot. Bid and ask sit `spread_bps` apart around the price, rounded outwards to the
+asset's price tick; the mark is the mid; the index is the underlying (spot) price. Perpetual quotes carry
+the current funding rate (None where the data has none, so the engine uses its default).
+
+Prices along the path are floats (cheap to generate); quotes are `Decimal`, made once per tick.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import random
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from importlib import resources
+from itertools import pairwise
+from pathlib import Path
+
+from deltakeeper.domain.instruments import Kind
+from deltakeeper.domain.orders import Quote
+from deltakeeper.sim.markets import ASSETS, FUNDING_INTERVAL_SECS, SimAsset
+
+Feed = Iterator[tuple[datetime, list[Quote]]]
+
+BUNDLED_EXCERPT = "okx_SOL_1h.csv"
+_REQUIRED = ("timestamp", "open", "high", "low", "close")
+_MS_THRESHOLD = 100_000_000_000  # integer timestamps above this are milliseconds, below it seconds
+_SECONDS_PER_YEAR = 365 * 86_400
+
+
+@dataclass(frozen=True, slots=True)
+class Bar:
+    """One OHLCV bar of the underlying (spot). `ts` is the bar's open time, UTC.
+
+    `perp_close` (optional) gives the perpetuals' basis to spot over the bar. `funding_rate` (optional) is
+    the perpetual's rate per funding interval from this bar on: the replay keeps the last one seen.
+    """
+
+    ts: datetime
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float = 0.0
+    perp_close: float | None = None
+    funding_rate: Decimal | None = None
+
+
+def parse_timestamp(value: object) -> datetime:
+    """UTC datetime from epoch milliseconds (or seconds), an ISO-8601 string, or a datetime (naive = UTC)."""
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    if isinstance(value, int | float):
+        number = float(value)
+    else:
+        text = str(value).strip()
+        try:
+            number = float(text)
+        except ValueError:
+            return parse_timestamp(datetime.fromisoformat(text.replace("Z", "+00:00")))
+    seconds = number / 1000 if abs(number) >= _MS_THRESHOLD else number
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def _optional_float(value: object) -> float | None:
+    if value is None or value == "":
+        return None
+    number = float(str(value))
+    return None if math.isnan(number) else number
+
+
+def _optional_decimal(value: object) -> Decimal | None:
+    if value is None or value == "":
+        return None
+    number = Decimal(repr(value)) if isinstance(value, float) else Decimal(str(value))
+    return None if number.is_nan() else number
+
+
+def _bar(row: Mapping[str, object]) -> Bar:
+    missing = [name for name in _REQUIRED if row.get(name) in (None, "")]
+    if missing:
+        raise ValueError(f"bar at {row.get('timestamp')!r} lacks {', '.join(missing)}")
+    return Bar(
+        ts=parse_timestamp(row["timestamp"]),
+        open=float(str(row["open"])),
+        high=float(str(row["high"])),
+        low=float(str(row["low"])),
+        close=float(str(row["close"])),
+        volume=_optional_float(row.get("volume")) or 0.0,
+        perp_close=_optional_float(row.get("perp_close")),
+        funding_rate=_optional_decimal(row.get("funding_rate")),
+    )
+
+
+def load_bars(path: str | Path) -> list[Bar]:
+    """Bars from a CSV or Parquet file (by suffix) with columns `timestamp, open, high, low, close` and
+    optionally `volume, perp_close, funding_rate`; other columns are ignored. Sorted by time."""
+    path = Path(path)
+    if path.suffix.lower() == ".parquet":
+        import pyarrow.parquet as pq
+
+        rows: Sequence[Mapping[str, object]] = pq.read_table(path).to_pylist()
+    else:
+        with path.open(newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    if not rows:
+        raise ValueError(f"{path}: no bars")
+    return sorted((_bar(row) for row in rows), key=lambda bar: bar.ts)
+
+
+def bundled_bars() -> list[Bar]:
+    """The bundled excerpt: 60 days of hourly OKX SOL spot, perp close and funding (data/ATTRIBUTION.md)."""
+    with resources.as_file(resources.files("deltakeeper.sim") / "data" / BUNDLED_EXCERPT) as path:
+        return load_bars(path)
+
+
+def intrabar_path(bar: Bar, ticks: int, rng: random.Random) -> list[float]:
+    """`ticks` prices at evenly spaced times through the bar: from open to close, touching the high and the
+    low (in a random order, at random times) when there are at least 4 ticks, never outside [low, high].
+    Brownian bridges join the four points."""
+    if ticks < 1:
+        raise ValueError(f"ticks must be positive, got {ticks}")
+    if ticks == 1:
+        return [bar.close]
+    anchors = [(0, bar.open), (ticks - 1, bar.close)]
+    if ticks >= 4:
+        first, second = sorted(rng.sample(range(1, ticks - 1), 2))
+        extremes = (bar.high, bar.low) if rng.random() < 0.5 else (bar.low, bar.high)
+        anchors[1:1] = [(first, extremes[0]), (second, extremes[1])]
+    sigma = (bar.high - bar.low) / (2 * math.sqrt(ticks))
+    path: list[float] = []
+    for (k0, p0), (k1, p1) in pairwise(anchors):
+        path.extend(_bridge(p0, p1, k1 - k0, sigma, rng)[:-1])
+    path.append(bar.close)
+    return [min(max(price, bar.low), bar.high) for price in path]
+
+
+def _bridge(start: float, end: float, steps: int, sigma: float, rng: random.Random) -> list[float]:
+    """steps + 1 points of a random walk pinned to `start` and `end`."""
+    walk = [0.0]
+    for _ in range(steps):
+        walk.append(walk[-1] + rng.gauss(0.0, sigma))
+    excess = walk[-1] - (end - start)
+    return [start + w - excess * k / steps for k, w in enumerate(walk)]
+
+
+class _Quoter:
+    """Turns an underlying price into one quote per market of an asset."""
+
+    def __init__(self, asset: SimAsset, spread_bps: float) -> None:
+        self._markets = [(i.symbol, i.kind is Kind.SPOT, i.funding_interval_secs is not None)
+                         for i in asset.instruments()]
+        self._half_spread = spread_bps / 20_000
+        self._scale = 10**asset.price_decimals
+        self._exponent = -asset.price_decimals
+
+    def _book(self, level: float) -> tuple[Decimal, Decimal, Decimal]:
+        bid_units = math.floor(level * (1 - self._half_spread) * self._scale)
+        ask_units = max(math.ceil(level * (1 + self._half_spread) * self._scale), bid_units + 1)
+        bid, ask = Decimal(bid_units).scaleb(self._exponent), Decimal(ask_units).scaleb(self._exponent)
+        return bid, ask, (bid + ask) / 2
+
+    def quotes(self, ts: datetime, price: float, basis: float, funding_rate: Decimal | None) -> list[Quote]:
+        index = Decimal(round(price * self._scale)).scaleb(self._exponent)
+        spot = self._book(price)
+        perp = self._book(price * (1 + basis))
+        return [
+            Quote(symbol, *(spot if is_spot else perp), ts, index=index,
+                  funding_rate=funding_rate if has_funding else None)
+            for symbol, is_spot, has_funding in self._markets
+        ]
+
+
+def replay_feed(
+    bars: Sequence[Bar],
+    asset: SimAsset = ASSETS["SOL"],
+    *,
+    tick_secs: int = 10,
+    spread_bps: float = 2.0,
+    basis_bps: float = 0.0,
+    seed: int = 0,
+    start: datetime | None = None,
+) -> Feed:
+    """Replay `bars` as quotes every `tick_secs` simulated seconds along a seeded intra-bar path.
+
+    The bar length is the smallest spacing between bars; a longer gap has no ticks. The perpetuals' basis
+    is `perp_close / close - 1` on bars that have a perp close, else `basis_bps`.
+
+    With `start`, the history is moved forward by a whole number of funding intervals (8h) so that it
+    covers `start`, and the replay begins at the first tick at or after `start`: the data's 00/08/16 UTC
+    funding settlements stay on the 00/08/16 UTC grid, where the engine settles funding.
+    """
+    if tick_secs <= 0:
+        raise ValueError(f"tick_secs must be positive, got {tick_secs}")
+    if not bars:
+        raise ValueError("no bars to replay")
+    spacings = [(b.ts - a.ts).total_seconds() for a, b in pairwise(bars)]
+    bar_secs = min((s for s in spacings if s > 0), default=3600.0)
+    shift = timedelta(0)
+    if start is not None:
+        intervals = (start - bars[0].ts).total_seconds() // FUNDING_INTERVAL_SECS
+        shift = timedelta(seconds=intervals * FUNDING_INTERVAL_SECS)
+    return _replay(bars, _Quoter(asset, spread_bps), int(bar_secs), tick_secs, basis_bps / 10_000,
+                   random.Random(seed), shift, start)
+
+
+def _replay(bars: Sequence[Bar], quoter: _Quoter, bar_secs: int, tick_secs: int, default_basis: float,
+            rng: random.Random, shift: timedelta, start: datetime | None) -> Feed:
+    ticks = max(1, bar_secs // tick_secs)
+    step = timedelta(seconds=bar_secs / ticks)
+    funding_rate: Decimal | None = None
+    for bar in bars:
+        if bar.funding_rate is not None:
+            funding_rate = bar.funding_rate
+        basis = bar.perp_close / bar.close - 1 if bar.perp_close else default_basis
+        bar_start = bar.ts + shift
+        for k, price in enumerate(intrabar_path(bar, ticks, rng)):
+            ts = bar_start + k * step
+            if start is None or ts >= start:
+                yield ts, quoter.quotes(ts, price, basis, funding_rate)
+
+
+def synthetic_feed(
+    asset: SimAsset = ASSETS["SOL"],
+    *,
+    start: datetime,
+    price: float = 100.0,
+    vol_annual: float = 0.8,
+    drift_annual: float = 0.0,
+    tick_secs: int = 10,
+    spread_bps: float = 2.0,
+    basis_bps: float = 2.0,
+    funding_rate: Decimal | None = None,
+    seed: int = 0,
+) -> Feed:
+    """An endless geometric Brownian motion from `price` at `start`, a tick every `tick_secs`."""
+    if tick_secs <= 0 or price <= 0 or vol_annual < 0:
+        raise ValueError("tick_secs and price must be positive, vol_annual non-negative")
+    return _gbm(_Quoter(asset, spread_bps), start, price, vol_annual, drift_annual, tick_secs,
+                basis_bps / 10_000, funding_rate, random.Random(seed))
+
+
+def _gbm(quoter: _Quoter, start: datetime, price: float, vol_annual: float, drift_annual: float,
+         tick_secs: int, basis: float, funding_rate: Decimal | None, rng: random.Random) -> Feed:
+    dt = tick_secs / _SECONDS_PER_YEAR
+    log_drift = (drift_annual - vol_annual**2 / 2) * dt
+    log_vol = vol_annual * math.sqrt(dt)
+    step = timedelta(seconds=tick_secs)
+    ts = start
+    while True:
+        yield ts, quoter.quotes(ts, price, basis, funding_rate)
+        price *= math.exp(log_drift + log_vol * rng.gauss(0.0, 1.0))
+        ts += step
