@@ -1,0 +1,30 @@
+"""Running the real `deltakeeper` command in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def clean_env(data_dir: Path, **overrides: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DK_")}
+    env.update({"DK_DATA_DIR": str(data_dir), "DK_LOG_FORMAT": "json", "DK_HTTP_PORT": "0"})
+    env.update(overrides)
+    return env
+
+
+def deltakeeper(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "deltakeeper", *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def journal(view: str, env: dict[str, str]) -> list[dict[str, Any]]:
+    result = deltakeeper("journal", view, "--format", "json", env=env)
+    assert result.returncode == 0, result.stderr
+    rows: list[dict[str, Any]] = json.loads(result.stdout)
+    return rows
