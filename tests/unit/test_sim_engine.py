@@ -93,7 +93,8 @@ def test_large_market_orders_walk_the_synthetic_book() -> None:
     first, second = engine.fills(ACCOUNT)
     assert (first.price, first.amount_contracts) == asks[0]
     assert second.price == asks[1][0] and second.amount_contracts == 600 - asks[0][1]
-    assert state.filled_contracts == 600 and asks[0][0] < state.average_price < asks[1][0]
+    assert state.filled_contracts == 600 and state.average_price is not None
+    assert asks[0][0] < state.average_price < asks[1][0]
 
 
 def test_walking_the_book_can_be_switched_off() -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from itertools import islice
+from itertools import islice, pairwise
 from pathlib import Path
 
 import pyarrow as pa
@@ -35,7 +35,7 @@ def test_load_bars_reads_csv_with_millisecond_timestamps(tmp_path: Path) -> None
 
     first, second = load_bars(path)
 
-    assert first.ts == datetime(2026, 1, 5, 1, tzinfo=UTC) and second.ts == datetime(2026, 1, 5, 2, tzinfo=UTC)
+    assert (first.ts, second.ts) == (datetime(2026, 1, 5, 1, tzinfo=UTC), datetime(2026, 1, 5, 2, tzinfo=UTC))
     assert (second.open, second.high, second.low, second.close, second.volume) == (100, 101, 99, 100.5, 12.5)
     assert second.funding_rate is None and second.perp_close is None
 
@@ -50,7 +50,7 @@ def test_load_bars_reads_csv_with_iso_timestamps_perp_close_and_funding(tmp_path
 
     first, second = load_bars(path)
 
-    assert first.ts == datetime(2026, 1, 5, 8, tzinfo=UTC) and second.ts == datetime(2026, 1, 5, 9, tzinfo=UTC)
+    assert (first.ts, second.ts) == (datetime(2026, 1, 5, 8, tzinfo=UTC), datetime(2026, 1, 5, 9, tzinfo=UTC))
     assert first.funding_rate == Decimal("0.0001") and first.perp_close == 100.4
     assert second.funding_rate is None and second.perp_close is None
 
@@ -90,7 +90,7 @@ def test_bundled_excerpt_has_60_days_of_hourly_bars_with_funding_on_the_8h_grid(
     bars = bundled_bars()
 
     assert 1_400 <= len(bars) <= 1_450
-    assert all(b.ts - a.ts == timedelta(hours=1) for a, b in zip(bars, bars[1:], strict=False))
+    assert all(b.ts - a.ts == timedelta(hours=1) for a, b in pairwise(bars))
     assert all(b.perp_close is not None and b.low <= b.close <= b.high for b in bars)
     funded = [b for b in bars if b.funding_rate is not None]
     assert funded and all(b.ts.hour % 8 == 0 for b in funded)
@@ -148,7 +148,7 @@ def test_replay_from_a_start_time_keeps_funding_settlements_on_the_8h_grid() -> 
     ticks = list(islice(feed, 200))
 
     assert ticks[0][0] >= start and ticks[0][0] - start < timedelta(minutes=15)
-    changes = [ts for (_, a), (ts, b) in zip(ticks, ticks[1:], strict=False)
+    changes = [ts for (_, a), (ts, b) in pairwise(ticks)
                if a[1].funding_rate != b[1].funding_rate]
     assert changes and all(ts.hour % 8 == 0 and ts.minute == 0 for ts in changes)
 

@@ -171,7 +171,7 @@ class SimEngine:
             quote = self._quotes.get(symbol)
             mark = quote.mark if quote else pos.entry_price
             position = Position(symbol, pos.contracts, pos.entry_price, mark)
-            upnl = unrealized_pnl(self.instruments[symbol], position)
+            upnl = _wallet(unrealized_pnl(self.instruments[symbol], position))
             result.append(Position(symbol, pos.contracts, pos.entry_price, mark, upnl))
         return result
 
@@ -301,8 +301,8 @@ class SimEngine:
         account.by_exchange_id[order.exchange_order_id] = order
         if order.client_order_id:
             account.by_client_id[order.client_order_id] = order
-        for price, amount in plan:
-            self._execute(account_id, account, instrument, order, amount, price, now, maker=False)
+        for fill_price, fill_amount in plan:
+            self._execute(account_id, account, instrument, order, fill_amount, fill_price, now, maker=False)
         self._emit(account_id, order.state())
         if order.filled:
             self._emit(account_id, self.snapshot(account_id, now))

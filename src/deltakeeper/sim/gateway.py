@@ -3,7 +3,8 @@
 One asyncio task drives the feed: it waits until the simulated clock reaches each step's time (wall time
 = simulated step / speed, measured from the clock's anchor, so delays never add up), moves the clock to
 it, hands the quotes to the engine and lets the scenario act. At speed 0 or infinity it runs as fast as
-the event loop allows, yielding to other tasks after every step. When the feed ends, the streams end.
+the event loop allows, yielding to other tasks after every step. When the feed ends, the streams end;
+if driving it fails, they end with ExchangeUnavailable (caused by the error). One gateway drives one engine.
 
 Streams: every `quotes()` or `account_events()` call gets its own bounded queue.
 - Quotes: when a subscriber's queue is full, its backlog is squashed to the latest quote per symbol
@@ -113,6 +114,7 @@ class SimGateway:
         self._feed = feed
         self._scenario = scenario
         self._task: asyncio.Task[None] | None = None
+        self._failure: ExchangeUnavailable | None = None
         self._quote_streams: dict[_Stream[Quote], frozenset[str]] = {}
         self._event_streams: set[_Stream[AccountEvent]] = set()
         if not engine.has_account(account_id):
@@ -122,12 +124,20 @@ class SimGateway:
 
     def start(self) -> None:
         """Start driving the feed (idempotent). Needs a running event loop."""
+        self._driver()
+
+    def _driver(self) -> asyncio.Task[None]:
         if self._task is None:
             self._task = asyncio.create_task(self._drive(), name="sim-feed")
+        return self._task
 
     @property
     def feed_done(self) -> bool:
         return self._task is not None and self._task.done()
+
+    async def join(self) -> None:
+        """Start the feed if needed and wait until it has ended (a finite replay, run to completion)."""
+        await asyncio.shield(self._driver())
 
     async def _drive(self) -> None:
         try:
@@ -139,10 +149,9 @@ class SimGateway:
                 if self._scenario is not None:
                     self._scenario.advance(self.engine, self.account_id, sim_time)
         except Exception as exc:
-            self._end_streams(ExchangeUnavailable(f"simulated feed failed: {exc!r}"))
-            raise
-        finally:
-            self._end_streams()
+            self._failure = ExchangeUnavailable(f"simulated feed failed: {exc!r}")
+            self._failure.__cause__ = exc
+        self._end_streams(self._failure)
 
     def _end_streams(self, error: Exception | None = None) -> None:
         for quote_stream in list(self._quote_streams):
@@ -181,7 +190,7 @@ class SimGateway:
             if latest is not None:
                 stream.push(latest)
         if self.feed_done:
-            stream.end()
+            stream.end(self._failure)
         return stream
 
     def account_events(self) -> AsyncIterator[AccountEvent]:
@@ -189,7 +198,7 @@ class SimGateway:
         stream = _EventStream(EVENT_QUEUE_SIZE, self._event_streams.discard)
         self._event_streams.add(stream)
         if self.feed_done:
-            stream.end()
+            stream.end(self._failure)
         return stream
 
     async def place_order(self, request: OrderRequest) -> OrderState:

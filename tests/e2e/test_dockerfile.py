@@ -1,0 +1,75 @@
+"""No Docker engine runs here: the Dockerfile's install and start steps run in a fresh virtualenv."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import time
+import venv
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def dockerfile_instructions() -> dict[str, list[str]]:
+    instructions: dict[str, list[str]] = {}
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    for line in text.splitlines():
+        match = re.match(r"^([A-Z]+)\s+(.*)$", line.strip())
+        if match:
+            instructions.setdefault(match.group(1), []).append(match.group(2))
+    return instructions
+
+
+def test_dockerfile_runs_as_non_root_with_data_volume_healthcheck_and_service_entrypoint():
+    found = dockerfile_instructions()
+    assert found["FROM"][0].startswith("python:") and "slim" in found["FROM"][0]
+    assert found["USER"] == ["deltakeeper"]
+    assert found["VOLUME"] == ['["/data"]']
+    assert "DK_DATA_DIR=/data" in " ".join(found["ENV"])
+    assert found["ENTRYPOINT"] == ['["deltakeeper"]'] and found["CMD"] == ['["run"]']
+    assert found["HEALTHCHECK"][0].endswith('CMD ["deltakeeper", "healthcheck"]')
+
+
+@pytest.mark.timeout(600)
+def test_dockerfile_install_and_start_steps_work_in_a_fresh_virtualenv(tmp_path):
+    found = dockerfile_instructions()
+    install = [step for step in found["RUN"] if step.startswith("pip install")]
+    assert install == ["pip install ."]
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=True)
+    python = env_dir / "bin" / "python"
+    subprocess.run([python, "-m", "pip", "install", "-q", str(ROOT)], check=True, timeout=500, cwd=tmp_path)
+    command = env_dir / "bin" / "deltakeeper"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DK_")}
+    env.update(
+        {
+            "DK_DATA_DIR": str(tmp_path / "data"),
+            "DK_SIM_SPEED": "1200",
+            "DK_RECOMPUTE_SECS": "1",
+            "DK_HTTP_PORT": "0",
+        }
+    )
+    service = subprocess.Popen(
+        [command, "run", "--for", "20s"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        healthy = False
+        deadline = time.monotonic() + 18
+        while time.monotonic() < deadline and not healthy:
+            time.sleep(1)
+            check = subprocess.run([command, "healthcheck"], env=env, capture_output=True, text=True)
+            healthy = check.returncode == 0
+        assert healthy, check.stdout + check.stderr
+    finally:
+        _, stderr = service.communicate(timeout=60)
+    assert service.returncode == 0, stderr[-3000:]
+    assert "rebalance_completed" in stderr
