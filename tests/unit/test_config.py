@@ -32,7 +32,7 @@ def test_load_settings_defaults():
     assert settings.api_key is None
     assert settings.assets == {}
     assert settings.external == {}
-    assert settings.default_band == Band(BandUnit.PCT, D(2))
+    assert settings.default_band == Band(BandUnit.PCT, D(1))
     assert settings.rebalance_to == "target"
     assert settings.policy == "band"
     assert settings.recompute_secs == 10

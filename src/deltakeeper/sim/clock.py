@@ -16,6 +16,8 @@ def utc_now() -> datetime:
 
 
 class WallClock:
+    speed = 1.0
+
     def now(self) -> datetime:
         return utc_now()
 
