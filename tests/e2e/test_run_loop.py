@@ -9,9 +9,9 @@ from decimal import Decimal
 from tests.e2e.cli_helpers import clean_env, deltakeeper, journal
 
 
-def test_run_hedges_every_band_exit_and_journals_orders_fills_and_funding(data_dir):
+async def test_run_hedges_every_band_exit_and_journals_orders_fills_and_funding(data_dir, database_url):
     # 1800x: 30 wall seconds are 15 simulated hours, so at least one 8-hourly funding settles.
-    env = clean_env(data_dir, DK_SIM_SPEED="1800", DK_RECOMPUTE_SECS="2")
+    env = clean_env(data_dir, DK_SIM_SPEED="1800", DK_RECOMPUTE_SECS="2", DK_DATABASE_URL=database_url)
     result = deltakeeper("run", "--for", "30s", env=env, timeout=90)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout == ""  # logs go to stderr only
