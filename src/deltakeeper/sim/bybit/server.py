@@ -1,0 +1,200 @@
+"""The Bybit v5 emulator as a library: `build_app` (an aiohttp application, for tests) and `serve` (bound
+and running; the caller prints its `url`). REST and websockets share one port.
+
+Each API key is an account of one simulated engine, opened at start with the default scenario's
+balances; its inventory then moves on its own (`deltakeeper.sim.scenario`). Prices: the bundled SOL
+history replayed from the simulated start, then a seeded random walk; BTC and ETH follow seeded random
+walks. The simulated clock runs `speed` times faster than the wall clock; authentication uses the wall
+clock.
+
+Control endpoints (no authentication; answered to loopback clients only, 403 otherwise):
+- `GET /sim/faults`: the current fault settings (`FaultConfig` fields) as JSON;
+- `POST /sim/faults` with a JSON object of fields to change, e.g. `{"rate_limit": 0.5, "latency_ms": 200}`:
+  answers the new settings, or 400 naming a bad field;
+- `POST /sim/drop-websockets`: cuts every websocket connection now; answers `{"dropped": n}`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import json
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from ipaddress import ip_address
+
+from aiohttp import web
+
+from deltakeeper.sim.bybit.faults import FaultConfig, Faults
+from deltakeeper.sim.bybit.rest import VENUE, dispatch
+from deltakeeper.sim.bybit.venue import BybitVenue
+from deltakeeper.sim.bybit.ws import Hub
+from deltakeeper.sim.clock import SimClock
+from deltakeeper.sim.engine import SimEngine
+from deltakeeper.sim.feeds import Feed, bundled_bars, replay_feed, synthetic_feed
+from deltakeeper.sim.markets import ASSETS, default_instruments
+from deltakeeper.sim.scenario import InventoryScenario, ScenarioParams
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 9464
+DEFAULT_API_KEY = "dk-sim-key"
+DEFAULT_API_SECRET = "dk-sim-secret"
+SYNTHETIC_START_PRICES = {"BTC": 60_000.0, "ETH": 3_000.0}
+
+HUB = web.AppKey("hub", Hub)
+
+
+def default_feed(start: datetime, seed: int, tick_secs: int) -> Feed:
+    """SOL: the bundled history from `start`, then a random walk from its last close; BTC and ETH: random
+    walks. One stream of steps in time order."""
+    bars = bundled_bars()
+    sol = itertools.chain(
+        replay_feed(bars, ASSETS["SOL"], tick_secs=tick_secs, seed=seed, start=start),
+        synthetic_feed(ASSETS["SOL"], start=start + (bars[-1].ts - bars[0].ts) + timedelta(hours=1),
+                       price=bars[-1].close, tick_secs=tick_secs, seed=seed),
+    )
+    walks = [synthetic_feed(ASSETS[base], start=start, price=price, tick_secs=tick_secs, seed=seed + i)
+             for i, (base, price) in enumerate(SYNTHETIC_START_PRICES.items(), start=1)]
+    return heapq.merge(sol, *walks, key=lambda step: step[0])
+
+
+@dataclass
+class Driver:
+    """Moves the simulated market: quotes to the engine as the clock reaches them, then the scenarios."""
+
+    engine: SimEngine
+    clock: SimClock
+    feed: Feed
+    scenarios: dict[str, InventoryScenario]
+
+    async def run(self) -> None:
+        for sim_time, quotes in self.feed:
+            await asyncio.sleep(self.clock.wall_secs_until(sim_time))
+            self.clock.advance_to(sim_time)
+            for quote in quotes:
+                self.engine.on_quote(quote)
+            for account, scenario in self.scenarios.items():
+                scenario.advance(self.engine, account, sim_time)
+
+
+_DRIVER = web.AppKey("driver", Driver)
+
+
+def build_app(
+    credentials: Mapping[str, str],
+    *,
+    speed: float,
+    seed: int,
+    allow_withdraw: bool = False,
+    faults: FaultConfig = FaultConfig(),
+    start: datetime | None = None,
+    tick_secs: int = 30,
+    scenario: bool = True,
+) -> web.Application:
+    """The emulator's application; the market starts moving when the application starts. `start` is the
+    simulated time at start (default: now)."""
+    clock = SimClock(speed, anchor_sim=start)
+    engine = SimEngine(default_instruments(), seed=seed)
+    scenarios = {key: InventoryScenario(ScenarioParams(seed=seed + i)) for i, key in enumerate(credentials)}
+    for key, inventory in scenarios.items():
+        engine.open_account(key, inventory.params.starting_balances)
+    venue = BybitVenue(engine, clock, credentials, Faults(faults, seed), allow_withdraw=allow_withdraw,
+                       seed=seed)
+    hub = Hub(venue)
+    app = web.Application()
+    app[VENUE] = venue
+    app[HUB] = hub
+    app[_DRIVER] = Driver(engine, clock, default_feed(clock.now(), seed, tick_secs),
+                          scenarios if scenario else {})
+    app.router.add_get("/v5/public/{channel}", hub.handle)
+    app.router.add_get("/v5/private", hub.handle)
+    app.router.add_get("/sim/faults", _get_faults)
+    app.router.add_post("/sim/faults", _set_faults)
+    app.router.add_post("/sim/drop-websockets", _drop_websockets)
+    app.router.add_route("*", "/{path:.*}", dispatch)
+    app.cleanup_ctx.append(_background)
+    return app
+
+
+async def _background(app: web.Application) -> AsyncIterator[None]:
+    tasks = [asyncio.create_task(app[_DRIVER].run(), name="bybit-emulator-feed"),
+             asyncio.create_task(app[HUB].publish(), name="bybit-emulator-publish")]
+    yield
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def _loopback_only(request: web.Request) -> None:
+    if request.remote is None or not ip_address(request.remote).is_loopback:
+        raise web.HTTPForbidden(text="control endpoints answer loopback clients only")
+
+
+async def _get_faults(request: web.Request) -> web.Response:
+    _loopback_only(request)
+    return web.json_response(request.app[VENUE].faults.config.as_dict())
+
+
+async def _set_faults(request: web.Request) -> web.Response:
+    _loopback_only(request)
+    faults = request.app[VENUE].faults
+    try:
+        changes = json.loads(await request.text() or "{}")
+        if not isinstance(changes, dict):
+            raise ValueError("expected a JSON object of fault settings")
+        faults.config = faults.config.updated(changes)
+    except ValueError as exc:
+        return web.json_response({"error": str(exc)}, status=400)
+    return web.json_response(faults.config.as_dict())
+
+
+async def _drop_websockets(request: web.Request) -> web.Response:
+    _loopback_only(request)
+    return web.json_response({"dropped": request.app[HUB].drop_all()})
+
+
+@dataclass
+class RunningServer:
+    runner: web.AppRunner
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def venue(self) -> BybitVenue:
+        return self.runner.app[VENUE]
+
+    async def close(self) -> None:
+        await self.runner.cleanup()
+
+
+async def serve(
+    host: str,
+    port: int,
+    credentials: Mapping[str, str],
+    *,
+    speed: float,
+    seed: int,
+    allow_withdraw: bool = False,
+    faults: FaultConfig = FaultConfig(),
+    start: datetime | None = None,
+    tick_secs: int = 30,
+    scenario: bool = True,
+) -> RunningServer:
+    """Start the emulator on `host:port` (0 picks a free port, see `RunningServer.port`). Prints nothing."""
+    app = build_app(credentials, speed=speed, seed=seed, allow_withdraw=allow_withdraw, faults=faults,
+                    start=start, tick_secs=tick_secs, scenario=scenario)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound_port = next(address[1] for address in runner.addresses)
+    return RunningServer(runner, host, bound_port)
