@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 
+from deltakeeper.app.control import OperatorControl, RecordEvent
 from deltakeeper.app.market_state import MarketState
 from deltakeeper.app.rebalance import Hedger, HedgerOptions
 from deltakeeper.app.runner import Runner
@@ -19,7 +22,11 @@ from deltakeeper.domain.instruments import Instrument, Kind, is_stable
 from deltakeeper.domain.policy import AssetPolicy, BandUnit, RebalanceTo, auto_hedge_symbol, min_band_coin
 from deltakeeper.domain.records import AccountSnapshot
 from deltakeeper.domain.risk import RiskLimits
-from deltakeeper.ports import Alerts, Clock, Exchange, Journal
+from deltakeeper.ports import Alerts, Clock, Exchange
+
+if TYPE_CHECKING:
+    from deltakeeper.adapters.http import HttpServer
+    from deltakeeper.adapters.journal.store import SqlJournal
 
 log = structlog.get_logger("deltakeeper")
 
@@ -137,7 +144,7 @@ def build_exchange(settings: Settings) -> tuple[Exchange, Clock]:
         base_url=settings.exchange_url,
         sandbox=settings.sandbox,
         clock=clock,
-        stale_secs=settings.stale_secs,
+        stale_after_secs=settings.stale_secs,
     )
     return exchange, clock
 
@@ -150,11 +157,32 @@ def build_alerts(settings: Settings) -> Alerts:
     )
 
 
+def control_event_recorder(journal: SqlJournal) -> RecordEvent:
+    """Journal a control event the journal has no writer for (a `cancel-all` request): a row of the
+    existing `control_events` table, beside the halts and resumes `set_control_state` journals."""
+    from deltakeeper.adapters.journal.models import control_events
+
+    async def record(action: str, by: str, reason: str, ts: datetime) -> None:
+        async with journal.engine.begin() as conn:
+            row = {"ts": ts, "action": action, "by": by[:128], "reason": reason}
+            await conn.execute(control_events.insert().values(row))
+
+    return record
+
+
+def http_port_path(settings: Settings) -> Path:
+    """Where the running service writes the port its HTTP server is bound to (DK_HTTP_PORT=0 picks a
+    free one), for `deltakeeper status` and `healthcheck`; removed when the service stops."""
+    return settings.data_dir / "http_port"
+
+
 async def run_service(settings: Settings, duration_secs: float | None = None) -> None:
     """Upgrade the journal, take the trader lock, wire everything, run until stopped."""
+    from deltakeeper.adapters.http import check_bind
     from deltakeeper.adapters.journal.migrate import upgrade
     from deltakeeper.adapters.journal.store import acquire_trader_lock, create_journal
 
+    check_bind(settings.http_host, settings.secret("http_token"))
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     await asyncio.to_thread(upgrade, settings.database)
     async with acquire_trader_lock(settings.database, settings.data_dir):
@@ -170,14 +198,10 @@ async def run_service(settings: Settings, duration_secs: float | None = None) ->
             await alerts.aclose()  # type: ignore[attr-defined]
 
 
-async def _serve(
-    settings: Settings,
-    exchange: Exchange,
-    journal: Journal,
-    clock: Clock,
-    alerts: Alerts,
-    duration_secs: float | None,
-) -> None:
+async def build_runner(
+    settings: Settings, exchange: Exchange, journal: SqlJournal, clock: Clock, alerts: Alerts
+) -> Runner:
+    """The Hedger, its Runner and the operator's control, for the exchange's account."""
     instruments = await exchange.load_instruments()
     account = await exchange.fetch_account()
     policies, price_symbols = resolve_policies(settings, instruments, account)
@@ -197,18 +221,61 @@ async def _serve(
         send_orders=settings.mode is not Mode.SHADOW,
     )
     hedger = Hedger(exchange, journal, clock, alerts, state, policies, options)
-    runner = Runner(hedger, settings.recompute_secs, settings.reconcile_secs, settings.data_dir / "heartbeat")
+    control = OperatorControl(hedger, journal, control_event_recorder(journal))
+    runner = Runner(
+        hedger,
+        settings.recompute_secs,
+        settings.reconcile_secs,
+        settings.data_dir / "heartbeat",
+        control=control,
+    )
     log.info(
         "policies",
         **{a: f"{p.hedge_symbol} band {p.band.half_width}{p.band.unit.value}" for a, p in policies.items()},
     )
     if not policies:
         log.warning("nothing_to_hedge", held=sorted(price_symbols))
+    return runner
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    if duration_secs is not None:
-        loop.call_later(duration_secs, stop.set)
-    await runner.run(stop)
+
+def build_http_server(settings: Settings, runner: Runner, journal: SqlJournal) -> HttpServer:
+    from deltakeeper.adapters.http import HttpServer, render_metrics
+    from deltakeeper.app.status import build_status, is_alive, journal_api, metrics_snapshot, readiness
+
+    return HttpServer(
+        settings.http_host,
+        settings.http_port,
+        settings.secret("http_token"),
+        status=lambda: build_status(runner),
+        metrics=lambda: render_metrics(metrics_snapshot(runner)),
+        ready=lambda: readiness(runner),
+        control=runner.control.handle if runner.control is not None else None,
+        journal_api=journal_api(journal),
+        alive=lambda: is_alive(runner),
+    )
+
+
+async def _serve(
+    settings: Settings,
+    exchange: Exchange,
+    journal: SqlJournal,
+    clock: Clock,
+    alerts: Alerts,
+    duration_secs: float | None,
+) -> None:
+    runner = await build_runner(settings, exchange, journal, clock, alerts)
+    server = build_http_server(settings, runner, journal)
+    port_path = http_port_path(settings)
+    port = await server.start()
+    port_path.write_text(f"{port}\n")
+    try:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        if duration_secs is not None:
+            loop.call_later(duration_secs, stop.set)
+        await runner.run(stop)
+    finally:
+        port_path.unlink(missing_ok=True)
+        await server.stop()

@@ -1,4 +1,5 @@
-"""The command line: `deltakeeper run|journal|delta|config|db|healthcheck|sim-exchange`.
+"""The command line: `deltakeeper run|status|halt|resume|cancel-all|journal|delta|config|db|healthcheck|
+sim-exchange`.
 
 Results go to stdout, logs to stderr. Exit codes: 0 success, 2 bad settings or input, 1 anything else.
 """
@@ -13,11 +14,14 @@ import time
 from datetime import UTC, datetime, timedelta
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
 from deltakeeper.domain.errors import ConfigError
+
+if TYPE_CHECKING:
+    from deltakeeper.config import Settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Delta-neutral rebalancing bot.")
 journal_app = typer.Typer(no_args_is_help=True, help="Read the trade journal.")
@@ -210,12 +214,237 @@ def db_upgrade() -> None:
     print(f"database upgraded: {redact_url(settings.database)}")
 
 
+# -- the running bot: status, control, health ------------------------------------------------------
+
+HTTP_TIMEOUT_SECS = 5.0
+
+
+def _http_port(settings: Settings) -> int | None:
+    """The running service's HTTP port: from `$DK_DATA_DIR/http_port` (written while it runs), else
+    DK_HTTP_PORT unless that is 0 (a free port, which only the file can tell)."""
+    from deltakeeper.bootstrap import http_port_path
+
+    try:
+        return int(http_port_path(settings).read_text().strip())
+    except (OSError, ValueError):
+        return settings.http_port or None
+
+
+def _http_get(settings: Settings, path: str, port: int) -> tuple[int, Any] | None:
+    """(HTTP status, parsed JSON body) from the running service, or None when nothing answers there."""
+    import urllib.error
+    import urllib.request
+
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(settings.http_host, settings.http_host)
+    netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    request = urllib.request.Request(f"http://{netloc}{path}")
+    token = settings.secret("http_token")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_SECS) as response:
+            code, raw = response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        code, raw = exc.code, exc.read()
+    except (OSError, ValueError):
+        return None
+    try:
+        return code, json.loads(raw)
+    except ValueError:
+        return None
+
+
+def _who(by: str | None) -> str:
+    if by:
+        return by
+    import getpass
+    import socket
+
+    try:
+        user = getpass.getuser()
+    except Exception:  # no user name in a bare container
+        user = "unknown"
+    return f"cli {user}@{socket.gethostname()}"
+
+
+async def _write_control(database_url: str, action: str, reason: str, by: str) -> dict[str, Any]:
+    from deltakeeper.adapters.journal import create_journal
+    from deltakeeper.app import control
+    from deltakeeper.bootstrap import control_event_recorder
+
+    journal = create_journal(database_url)
+    try:
+        if action == "halt":
+            state = await control.halt(journal, reason, by)
+        elif action == "resume":
+            state = await control.resume(journal, reason, by)
+        else:
+            ts = await control.request_cancel_all(control_event_recorder(journal), reason, by)
+            return {"action": action, "reason": reason, "by": by, "ts": ts}
+        return {"action": action, "halted": state.halted, "reason": state.reason, "by": state.by,
+                "ts": state.ts}
+    finally:
+        await journal.close()
+
+
+def _control_command(action: str, reason: str, by: str | None, fmt: ShortFormat) -> None:
+    from deltakeeper.adapters.journal import upgrade
+    from deltakeeper.output import to_json
+
+    settings = _settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.database)
+    result = asyncio.run(_write_control(settings.database, action, reason, _who(by)))
+    if fmt is ShortFormat.json:
+        print(to_json(result))
+        return
+    what = {"halt": "halt", "resume": "resume", "cancel-all": "cancel-all request"}[action]
+    why = f": {reason}" if reason else ""
+    print(
+        f"{what} journaled by {result['by']}{why}; a running bot applies it at its next recompute "
+        f"(within DK_RECOMPUTE_SECS={settings.recompute_secs:g}s)"
+    )
+
+
+ReasonOpt = Annotated[str, typer.Option("--reason", help="Why: journaled and alerted.")]
+ByOpt = Annotated[str | None, typer.Option("--by", help="Who (default: cli user@host).")]
+ShortFormatOpt = Annotated[ShortFormat, typer.Option("--format")]
+
+
+@app.command()
+def halt(reason: ReasonOpt = "", by: ByOpt = None, fmt: ShortFormatOpt = ShortFormat.table) -> None:
+    """Halt trading: no new orders, every open order canceled. Holds across restarts until `resume`."""
+    _control_command("halt", reason, by, fmt)
+
+
+@app.command()
+def resume(reason: ReasonOpt = "", by: ByOpt = None, fmt: ShortFormatOpt = ShortFormat.table) -> None:
+    """Let a halted bot trade again."""
+    _control_command("resume", reason, by, fmt)
+
+
+@app.command("cancel-all")
+def cancel_all(reason: ReasonOpt = "", by: ByOpt = None, fmt: ShortFormatOpt = ShortFormat.table) -> None:
+    """Have the running bot cancel every open order of the account (it keeps trading)."""
+    _control_command("cancel-all", reason, by, fmt)
+
+
+async def _journal_status(database_url: str) -> dict[str, Any]:
+    """The bot's last known state from the journal: the latest snapshot and decision per asset, and
+    the operator's control state."""
+    from sqlalchemy import func, select
+
+    from deltakeeper.adapters.journal import create_journal
+    from deltakeeper.adapters.journal.models import decisions, snapshots
+
+    journal = create_journal(database_url)
+    try:
+        control = await journal.control_state()
+        async with journal.engine.connect() as conn:
+            latest_snapshots = (await conn.execute(select(snapshots).where(
+                snapshots.c.id.in_(select(func.max(snapshots.c.id)).group_by(snapshots.c.asset))
+            ))).all()
+            latest_decisions = (await conn.execute(select(decisions).where(
+                decisions.c.id.in_(select(func.max(decisions.c.id)).group_by(decisions.c.asset))
+            ))).all()
+    finally:
+        await journal.close()
+    snapshot_by_asset = {row.asset: row for row in latest_snapshots}
+    decision_by_asset = {row.asset: row for row in latest_decisions}
+    assets: dict[str, Any] = {}
+    for asset in sorted(set(snapshot_by_asset) | set(decision_by_asset)):
+        snap, decision = snapshot_by_asset.get(asset), decision_by_asset.get(asset)
+        delta = snap.delta_coin if snap is not None else decision.delta_coin  # type: ignore[union-attr]
+        target = decision.target_coin if decision is not None else None
+        band = decision.band_coin if decision is not None else None
+        assets[asset] = {
+            "delta_coin": delta,
+            "delta_usd": snap.delta_usd if snap is not None else decision.delta_usd,  # type: ignore[union-attr]
+            "target_coin": target,
+            "band_coin": band,
+            "deviation": float((delta - target) / band) if target is not None and band else None,
+            "price_usd": decision.price_usd if decision is not None else None,
+            "hedge_symbol": decision.symbol if decision is not None else None,
+            "snapshot_ts": snap.ts if snap is not None else None,
+            "last_decision": None if decision is None else {
+                "reason": decision.reason, "detail": decision.detail, "ts": decision.ts,
+                "decision_id": decision.decision_id,
+            },
+        }
+    last_state = max(latest_snapshots, key=lambda row: row.id).trading_state if latest_snapshots else None
+    return {
+        "trading": {"state": last_state, "cause": control.reason if control.halted else ""},
+        "control": {"halted": control.halted, "reason": control.reason, "by": control.by, "ts": control.ts},
+        "assets": assets,
+    }
+
+
+STATUS_COLUMNS = ["asset", "delta_coin", "target_coin", "band_coin", "deviation", "hedge_symbol",
+                  "position_contracts", "reason", "decided_ts"]
+
+
+@app.command()
+def status(fmt: ShortFormatOpt = ShortFormat.table) -> None:
+    """The bot's state at a glance: per asset the delta, target, band and last decision; the trading
+    state, stream freshness. From the running bot's HTTP API, else from the journal."""
+    from deltakeeper.adapters.journal import upgrade
+    from deltakeeper.output import plain, print_table, to_json
+
+    settings = _settings()
+    port = _http_port(settings)
+    answer = _http_get(settings, "/api/status", port) if port else None
+    if answer is not None and answer[0] == 401:
+        fail("DK_HTTP_TOKEN", "the running bot's HTTP token", "refused")
+    if answer is not None and answer[0] == 200 and isinstance(answer[1], dict) and "trading" in answer[1]:
+        doc: dict[str, Any] = {"source": "http", "port": port, **answer[1]}
+    else:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        upgrade(settings.database)
+        doc = {"source": "journal", **asyncio.run(_journal_status(settings.database))}
+    if fmt is ShortFormat.json:
+        print(to_json(doc))
+        return
+    data = plain(doc)
+    running = doc["source"] == "http"
+    print(f"source: {f'the bot on port {port}' if running else 'the journal (no bot answers)'}")
+    trading = data["trading"]
+    cause = f" ({trading['cause']})" if trading["cause"] else ""
+    print(f"trading: {trading['state'] or 'unknown'}{cause}")
+    control = data["control"]
+    if control and control["halted"]:
+        print(f"halted by {control['by'] or 'the operator'} at {control['ts']}: {control['reason']}")
+    if running:
+        print(f"reconciled: {data['reconciled']}; orders in flight: {len(data['in_flight'])}")
+    rows = []
+    for asset, view in data["assets"].items():
+        decision = view.get("last_decision") or {}
+        rows.append({"asset": asset, **view, "reason": decision.get("reason"),
+                     "decided_ts": decision.get("ts")})
+    print_table(rows, STATUS_COLUMNS, title="assets")
+    if running:
+        streams = [{"symbol": s, "age_secs": v["age_secs"]} for s, v in data["streams"].items()]
+        print_table(streams, ["symbol", "age_secs"], title="streams (seconds since the last quote)")
+
+
 @app.command()
 def healthcheck() -> None:
-    """Exit 0 while the running service's heartbeat is fresh (the container's HEALTHCHECK)."""
+    """Exit 0 while the running service is alive (the container's HEALTHCHECK): its `/healthz` when its
+    HTTP server is on, else its heartbeat file."""
+    from deltakeeper.app.status import heartbeat_max_age_secs
+    from deltakeeper.bootstrap import http_port_path
+
     settings = _settings()
+    if http_port_path(settings).exists():
+        port = _http_port(settings)
+        answer = _http_get(settings, "/healthz", port) if port else None
+        if answer is not None:
+            if answer[0] == 200:
+                print(f"healthy: /healthz on port {port}")
+                return
+            print(f"unhealthy: /healthz on port {port} answered {answer[0]}")
+            raise typer.Exit(1)
     path = settings.data_dir / "heartbeat"
-    max_age_secs = max(3 * settings.recompute_secs, 30.0)
+    max_age_secs = heartbeat_max_age_secs(settings.recompute_secs)
     try:
         age_secs = time.time() - float(path.read_text().strip())
     except (OSError, ValueError):

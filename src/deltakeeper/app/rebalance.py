@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -15,6 +15,7 @@ from deltakeeper.app.market_state import MarketState
 from deltakeeper.domain import risk
 from deltakeeper.domain.errors import OrderOutcomeUnknown, OrderRejected, RateLimited
 from deltakeeper.domain.exposure import AssetDelta
+from deltakeeper.domain.instruments import is_stable
 from deltakeeper.domain.orders import (
     Fill,
     FundingPayment,
@@ -41,6 +42,23 @@ class HedgerOptions:
     state_clear_secs: float
     send_orders: bool = True
     """False in shadow mode: decisions are journaled, nothing is sent."""
+
+
+@dataclass
+class Counters:
+    """What the service did since it started, for the metrics."""
+
+    orders: dict[str, int] = field(default_factory=dict)
+    """Orders by final status."""
+    fills: int = 0
+    fees_usd: Decimal = Decimal(0)
+    """Fees paid: a stable fee currency as it is, a coin fee at that asset's price."""
+    funding_usd: Decimal = Decimal(0)
+    """Net funding, received positive."""
+    errors: int = 0
+
+    def order_done(self, status: OrderStatus) -> None:
+        self.orders[status.value] = self.orders.get(status.value, 0) + 1
 
 
 def new_decision_id(_counter: itertools.count[int] = itertools.count()) -> int:
@@ -74,6 +92,7 @@ class Hedger:
         self.last_reason: dict[str, str] = {}
         self.last_decision: dict[str, DecisionRecord] = {}
         self.traded_today_usd = Decimal(0)
+        self.counters = Counters()
         self._day: datetime | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._by_price_symbol: dict[str, list[str]] = {}
@@ -95,6 +114,8 @@ class Hedger:
     async def on_fill(self, fill: Fill) -> None:
         if await self.journal.record_fills([fill]):
             self._count_traded(fill.notional_usd)
+            self.counters.fills += 1
+            self.counters.fees_usd += self._usd(fill.fee, fill.fee_currency)
             log.info(
                 "fill_recorded",
                 symbol=fill.symbol,
@@ -106,6 +127,7 @@ class Hedger:
 
     async def on_funding(self, payment: FundingPayment) -> None:
         if await self.journal.record_funding([payment]):
+            self.counters.funding_usd += self._usd(payment.amount, payment.currency)
             log.info(
                 "funding_recorded",
                 symbol=payment.symbol,
@@ -270,9 +292,16 @@ class Hedger:
         outcome, journal fills, refresh the account, then free the instrument."""
         started = self.clock.now()
         try:
+            if self.trading.state is risk.TradingState.HALTED:  # halted since the decision: never send
+                await self.journal.update_order(
+                    self._local_state(request, OrderStatus.CANCELED, "halted before it was sent")
+                )
+                self.counters.order_done(OrderStatus.CANCELED)
+                return
             state = await self._send(request)
             if state is not None:
                 state = await self._settle(request, state)
+                self.counters.order_done(state.status)
                 await self._backfill_fills(request, started)
                 await self._refresh_account()
                 log.info(
@@ -283,6 +312,7 @@ class Hedger:
                     filled=str(state.filled_contracts),
                 )
         except Exception as exc:  # an order task must never die silently
+            self.counters.errors += 1
             log.exception("order_task_failed", client_order_id=request.client_order_id, error=str(exc))
             self._spawn_alert("error", "order_failed", f"order {request.client_order_id} failed: {exc}")
         finally:
@@ -323,6 +353,7 @@ class Hedger:
         return None
 
     async def _fail(self, request: OrderRequest, reason: str) -> None:
+        self.counters.order_done(OrderStatus.REJECTED)
         log.error("order_rejected", client_order_id=request.client_order_id, reason=reason)
         await self.journal.update_order(self._local_state(request, OrderStatus.REJECTED, reason))
         self._spawn_alert("error", "order_rejected", f"order {request.client_order_id} rejected: {reason}")
@@ -379,6 +410,13 @@ class Hedger:
         self._traded_today(now)
         assert self._day is not None
         self.traded_today_usd = await self.journal.traded_usd_since(self._day)
+
+    def _usd(self, amount: Decimal, currency: str) -> Decimal:
+        """`amount` of `currency` in USD: a stable coin as it is, a coin at its price (0 when unpriced)."""
+        if is_stable(currency):
+            return amount
+        price = self.state.price_usd(currency)
+        return amount * price if price is not None else Decimal(0)
 
     def _local_state(self, request: OrderRequest, status: OrderStatus, reason: str) -> OrderState:
         return OrderState(

@@ -12,6 +12,7 @@ from typing import TypeVar
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from deltakeeper.app.control import OperatorControl
 from deltakeeper.app.rebalance import Hedger
 from deltakeeper.app.reconciliation import reconcile
 from deltakeeper.domain.orders import Fill, FundingPayment, OrderState, Quote
@@ -32,6 +33,7 @@ class Runner:
         reconcile_secs: float,
         heartbeat_path: Path,
         rng: random.Random | None = None,
+        control: OperatorControl | None = None,
     ) -> None:
         self.hedger = hedger
         self.recompute_secs = recompute_secs
@@ -39,6 +41,9 @@ class Runner:
         self.heartbeat_path = heartbeat_path
         self.rng = rng or random.Random(0)
         self.reconciled = False
+        self.control = control
+        self.last_beat: float | None = None
+        """Wall time (time.time()) of the last heartbeat."""
 
     async def run(self, stop: asyncio.Event) -> None:
         hedger = self.hedger
@@ -46,6 +51,8 @@ class Runner:
         self.beat()
         if not await self._reconcile_until_ok(stop):
             return
+        if self.control is not None:
+            await self.control.start()  # a halt journaled before the start holds: read it before trading
         await hedger.load_traded_today()
         symbols = sorted(
             {*hedger.state.price_symbols.values(), *(p.hedge_symbol for p in hedger.policies.values())}
@@ -78,9 +85,16 @@ class Runner:
 
     def beat(self) -> None:
         self.heartbeat_path.parent.mkdir(parents=True, exist_ok=True)
-        self.heartbeat_path.write_text(f"{time.time():.3f}\n")
+        self.last_beat = time.time()
+        self.heartbeat_path.write_text(f"{self.last_beat:.3f}\n")
 
     async def _recompute(self) -> None:
+        if self.control is not None:
+            try:
+                await self.control.poll()
+            except Exception as exc:
+                self.hedger.counters.errors += 1
+                log.exception("control_poll_failed", error=str(exc))
         try:
             self.hedger.state.on_account(await self.hedger.exchange.fetch_account())
             deltas = await self.hedger.evaluate_all()
@@ -89,6 +103,7 @@ class Runner:
             )
             self.beat()
         except Exception as exc:
+            self.hedger.counters.errors += 1
             log.exception("recompute_failed", error=str(exc))
 
     async def _reconcile_until_ok(self, stop: asyncio.Event) -> bool:
@@ -100,6 +115,7 @@ class Runner:
                 self.reconciled = True
                 return True
             except Exception as exc:
+                self.hedger.counters.errors += 1
                 log.error("reconcile_failed", error=str(exc), retry_in_secs=round(delay, 1))
                 await self.hedger.alerts.send("error", "reconciliation_failed", f"not trading: {exc}")
                 await _sleep_or_stop(stop, delay)
@@ -111,6 +127,7 @@ class Runner:
             result = await reconcile(self.hedger.exchange, self.hedger.journal, self.hedger.clock)
             self.hedger.state.on_account(result.account)
         except Exception as exc:
+            self.hedger.counters.errors += 1
             log.error("reconcile_failed", error=str(exc))
 
     async def _on_quote(self, quote: Quote) -> None:
@@ -141,6 +158,7 @@ class Runner:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                self.hedger.counters.errors += 1
                 log.error("stream_failed", stream=name, error=str(exc), retry_in_secs=round(delay, 2))
             await asyncio.sleep(delay * (1 + self.rng.random()))
             delay = min(delay * 2, 30.0)

@@ -1,0 +1,211 @@
+"""The running bot's state at a glance, for the HTTP API (`/api/status`, `/metrics`, the probes) and
+`deltakeeper status`: plain dicts built from the Runner and its Hedger, never from the exchange."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from deltakeeper.app.rebalance import Hedger
+from deltakeeper.app.runner import Runner
+from deltakeeper.domain.errors import ConfigError
+
+JOURNAL_VIEWS = ("fills", "funding", "orders", "decisions")
+JOURNAL_FILTERS = ("since", "until", "symbol", "side", "asset", "limit", "offset")
+DATABASE_CHECK_SECS = 5.0
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?$")
+_UNIT_SECS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def heartbeat_max_age_secs(recompute_secs: float) -> float:
+    """How old the heartbeat may be while the loop counts as alive (the CLI's healthcheck uses it too)."""
+    return max(3 * recompute_secs, 30.0)
+
+
+def watched_symbols(hedger: Hedger) -> list[str]:
+    """Every symbol the bot streams quotes for: the hedges and the markets that price the assets."""
+    return sorted({*hedger.state.price_symbols.values(), *(p.hedge_symbol for p in hedger.policies.values())})
+
+
+def stream_ages_secs(hedger: Hedger, now_monotonic: float | None = None) -> dict[str, float]:
+    """Wall seconds since the last quote arrived, per watched symbol (infinite before the first)."""
+    now = time.monotonic() if now_monotonic is None else now_monotonic
+    received = hedger.state.received_at
+    return {s: now - received[s] if s in received else float("inf") for s in watched_symbols(hedger)}
+
+
+def asset_views(hedger: Hedger) -> dict[str, dict[str, Any]]:
+    """Per hedged asset: delta, target, band (from the last decision), deviation in band half-widths,
+    price, hedge symbol and position, the last decision and why."""
+    deltas = hedger.state.deltas()
+    account = hedger.state.account
+    views: dict[str, dict[str, Any]] = {}
+    for asset, policy in sorted(hedger.policies.items()):
+        delta = deltas.get(asset)
+        decision = hedger.last_decision.get(asset)
+        target = decision.target_coin if decision is not None else policy.target_coin
+        band = decision.band_coin if decision is not None else None
+        delta_coin = delta.delta_coin if delta is not None else None
+        deviation = None
+        if delta_coin is not None and band is not None and band > 0:
+            deviation = float((delta_coin - target) / band)
+        position = None
+        if account is not None:
+            position = sum(
+                (p.contracts for p in account.positions if p.symbol == policy.hedge_symbol), Decimal(0)
+            )
+        views[asset] = {
+            "delta_coin": delta_coin,
+            "delta_usd": delta.delta_usd if delta is not None else None,
+            "target_coin": target,
+            "band_coin": band,
+            "deviation": deviation,
+            "price_usd": hedger.state.price_usd(asset),
+            "hedge_symbol": policy.hedge_symbol,
+            "position_contracts": position,
+            "in_flight": hedger.in_flight.get(policy.hedge_symbol),
+            "last_decision": None
+            if decision is None
+            else {
+                "reason": decision.reason,
+                "detail": decision.detail,
+                "ts": decision.ts,
+                "decision_id": decision.decision_id,
+            },
+        }
+    return views
+
+
+def build_status(runner: Runner) -> dict[str, Any]:
+    """The JSON of `/api/status`."""
+    hedger = runner.hedger
+    control = runner.control.state if runner.control is not None else None
+    heartbeat_age = time.time() - runner.last_beat if runner.last_beat is not None else None
+    return {
+        "ts": datetime.now(UTC),
+        "exchange": hedger.exchange.name,
+        "exchange_ts": hedger.clock.now(),
+        "trading": {"state": hedger.trading.state.value, "cause": hedger.trading.cause},
+        "control": None
+        if control is None
+        else {"halted": control.halted, "reason": control.reason, "by": control.by, "ts": control.ts},
+        "reconciled": runner.reconciled,
+        "heartbeat_age_secs": heartbeat_age,
+        "assets": asset_views(hedger),
+        "streams": {
+            symbol: {"age_secs": None if age == float("inf") else round(age, 3)}
+            for symbol, age in stream_ages_secs(hedger).items()
+        },
+        "in_flight": dict(hedger.in_flight),
+        "traded_today_usd": hedger.traded_today_usd,
+    }
+
+
+def metrics_snapshot(runner: Runner) -> dict[str, Any]:
+    """The snapshot `adapters.http.render_metrics` turns into Prometheus text."""
+    hedger = runner.hedger
+    counters = hedger.counters
+    assets = {
+        asset: {
+            k: view[k]
+            for k in ("delta_coin", "delta_usd", "target_coin", "band_coin", "deviation")
+            if view[k] is not None
+        }
+        for asset, view in asset_views(hedger).items()
+    }
+    return {
+        "assets": assets,
+        "orders_total": dict(counters.orders),
+        "fills_total": counters.fills,
+        "fees_usd_total": counters.fees_usd,
+        "funding_usd_total": counters.funding_usd,
+        "errors_total": counters.errors,
+        "stream_age_secs": stream_ages_secs(hedger),
+        "trading_state": hedger.trading.state.value,
+    }
+
+
+def is_alive(runner: Runner) -> bool:
+    """The loop is alive: its heartbeat (written at start and by every recompute) is fresh."""
+    if runner.last_beat is None:
+        return False
+    return time.time() - runner.last_beat <= heartbeat_max_age_secs(runner.recompute_secs)
+
+
+async def readiness(runner: Runner) -> tuple[bool, dict[str, Any]]:
+    """Ready to trade: reconciled, every watched stream fresh (within DK_STALE_SECS), and the database
+    answering a trivial query."""
+    hedger = runner.hedger
+    stale_secs = hedger.options.limits.stale_secs
+    ages = stream_ages_secs(hedger)
+    stale = sorted(symbol for symbol, age in ages.items() if age > stale_secs)
+    try:
+        await asyncio.wait_for(hedger.journal.control_state(), DATABASE_CHECK_SECS)
+        database = True
+    except Exception:
+        database = False
+    checks = {
+        "reconciled": runner.reconciled,
+        "streams_fresh": bool(ages) and not stale,
+        "stale_streams": stale,
+        "database": database,
+    }
+    return bool(checks["reconciled"] and checks["streams_fresh"] and database), checks
+
+
+ListRows = Callable[..., Awaitable[list[dict[str, Any]]]]
+
+
+def journal_api(reader: object) -> Callable[[str, dict[str, str]], Awaitable[list[dict[str, Any]]]]:
+    """The JSON API's journal views over a reader with `list_fills|funding|orders|decisions(**filters)`.
+    Query parameters: since, until (a duration back from now such as 7d, or an ISO-8601 time), symbol,
+    side, asset, limit, offset. A bad parameter raises ValueError or ConfigError (HTTP 400)."""
+
+    async def read(view: str, query: dict[str, str]) -> list[dict[str, Any]]:
+        if view not in JOURNAL_VIEWS:
+            raise ValueError(f"unknown journal view {view!r}")
+        unknown = sorted(set(query) - set(JOURNAL_FILTERS))
+        if unknown:
+            raise ValueError(f"unknown parameter {unknown[0]!r}: one of {', '.join(JOURNAL_FILTERS)}")
+        filters = parse_filters(query, datetime.now(UTC))
+        list_rows: ListRows = getattr(reader, f"list_{view}")
+        return await list_rows(**filters)
+
+    return read
+
+
+def parse_filters(query: Mapping[str, str], now: datetime) -> dict[str, Any]:
+    filters: dict[str, Any] = {}
+    for name in ("since", "until"):
+        if query.get(name):
+            filters[name] = parse_time(query[name], name, now)
+    for name in ("symbol", "side", "asset"):
+        if query.get(name):
+            filters[name] = query[name]
+    for name in ("limit", "offset"):
+        if query.get(name):
+            try:
+                value = int(query[name])
+            except ValueError:
+                raise ConfigError(name, "a whole number", query[name]) from None
+            if value < 0:
+                raise ConfigError(name, "a whole number, 0 or more", query[name])
+            filters[name] = value
+    return filters
+
+
+def parse_time(text: str, name: str, now: datetime) -> datetime:
+    """`7d` (that long before `now`) or an ISO-8601 time (UTC when it names no zone)."""
+    match = _DURATION.match(text.strip())
+    if match:
+        return now - timedelta(seconds=float(match.group(1)) * _UNIT_SECS[match.group(2) or "s"])
+    try:
+        parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(name, "a duration such as 7d or an ISO-8601 time", text) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

@@ -1,0 +1,242 @@
+"""The operator's control through the journal (halt, resume, cancel-all) and through the HTTP API, on the
+real simulated exchange (bootstrap.build_sim_exchange, fast) and a real SQLite journal."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from deltakeeper.adapters.journal import create_journal, upgrade
+from deltakeeper.adapters.journal.store import SqlJournal
+from deltakeeper.app import control
+from deltakeeper.app.runner import Runner
+from deltakeeper.bootstrap import build_http_server, build_runner, build_sim_exchange, control_event_recorder
+from deltakeeper.config import AssetSettings, Settings
+from deltakeeper.domain.orders import OrderRequest, OrderType, Side
+from deltakeeper.domain.risk import TradingState
+from deltakeeper.sim.gateway import SimGateway
+
+HEDGE = "SOL/USDT:USDT"
+
+
+@dataclass
+class RecordingAlerts:
+    sent: list[tuple[str, str, str]] = field(default_factory=list)
+
+    async def send(self, level: str, event: str, message: str) -> None:
+        self.sent.append((level, event, message))
+
+    def events(self) -> list[str]:
+        return [event for _, event, _ in self.sent]
+
+
+def make_settings(tmp_path: Path) -> Settings:
+    # A one-coin band on the market-maker scenario at 1800x: the bot trades every second or two.
+    return Settings(
+        data_dir=tmp_path,
+        database_url=f"sqlite:///{tmp_path / 'journal.db'}",
+        sim_speed=1800,
+        recompute_secs=0.3,
+        assets={"SOL": AssetSettings(hedge=HEDGE, band_coin=Decimal(1))},
+        http_port=0,
+    )
+
+
+@asynccontextmanager
+async def journal_for(settings: Settings) -> AsyncIterator[SqlJournal]:
+    await asyncio.to_thread(upgrade, settings.database)
+    journal = create_journal(settings.database)
+    try:
+        yield journal
+    finally:
+        await journal.close()
+
+
+@asynccontextmanager
+async def running(
+    settings: Settings, journal: SqlJournal
+) -> AsyncIterator[tuple[Runner, SimGateway, RecordingAlerts]]:
+    """A Runner wired as `deltakeeper run` wires it, on a fresh simulated exchange."""
+    exchange, clock = build_sim_exchange(settings)
+    assert isinstance(exchange, SimGateway)
+    alerts = RecordingAlerts()
+    runner = await build_runner(settings, exchange, journal, clock, alerts)
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    try:
+        yield runner, exchange, alerts
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 20)
+        await exchange.close()
+
+
+async def until(condition: Callable[[], bool], timeout_secs: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_secs
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_secs}s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def sent_orders(exchange: SimGateway) -> list[str]:
+    """Client ids of every order the exchange accepted from the bot."""
+    return [o.client_order_id or "" for o in exchange.engine.orders(exchange.account_id)]
+
+
+async def rest_far_from_the_market(exchange: SimGateway, client_id: str) -> None:
+    await exchange.place_order(
+        OrderRequest(client_id, HEDGE, Side.BUY, Decimal(10), OrderType.LIMIT, price=Decimal(1))
+    )
+    assert client_id in {o.client_order_id for o in await exchange.fetch_open_orders()}
+
+
+async def test_halt_through_the_journal_stops_orders_cancels_open_ones_and_resume_trades_again(
+    tmp_path: Path,
+) -> None:
+    settings = make_settings(tmp_path)
+    async with journal_for(settings) as journal, running(settings, journal) as (runner, exchange, alerts):
+        await until(lambda: len(sent_orders(exchange)) >= 1, 20, "the bot's first hedge")
+        await rest_far_from_the_market(exchange, "manual1")
+
+        await control.halt(journal, "test halt", "pytest")  # what `deltakeeper halt` does, another process
+        await until(lambda: runner.hedger.trading.state is TradingState.HALTED, 5, "the halt to apply")
+        await until(lambda: not runner.hedger.in_flight, 5, "in-flight orders to settle")
+        assert await exchange.fetch_open_orders() == []
+        assert runner.hedger.trading.cause == "test halt"
+        assert "halted" in alerts.events()
+        sent_at_halt = sent_orders(exchange)
+        halted_from = runner.hedger.clock.now()
+
+        # The delta keeps moving out of the band: the bot decides, but sends nothing.
+        await asyncio.sleep(2.5)
+        assert sent_orders(exchange) == sent_at_halt
+        later = await journal.list_decisions(since=halted_from)
+        assert later and {d["trading_state"] for d in later} == {"halted"}
+        assert "halted" in {d["reason"] for d in later}
+        for order in await journal.list_orders(since=halted_from):
+            assert order["status"] == "canceled" and order["reject_reason"] == "halted before it was sent"
+
+        await control.resume(journal, "done testing", "pytest")
+        await until(lambda: runner.hedger.trading.state is TradingState.ACTIVE, 5, "the resume to apply")
+        assert "resumed" in alerts.events()
+        await until(lambda: len(sent_orders(exchange)) > len(sent_at_halt), 20, "a hedge after the resume")
+
+    events = await journal.list_control_events()
+    assert [(e["action"], e["by"], e["reason"]) for e in events] == [
+        ("halt", "pytest", "test halt"),
+        ("resume", "pytest", "done testing"),
+    ]
+
+
+async def test_a_halt_survives_a_restart_on_the_same_database_until_resumed(
+    tmp_path: Path,
+) -> None:
+    settings = make_settings(tmp_path)
+    async with journal_for(settings) as journal:
+        async with running(settings, journal) as (runner, _exchange, _alerts):
+            await until(lambda: runner.last_beat is not None, 10, "the first run to start")
+            await control.halt(journal, "maintenance", "ops")
+            await until(lambda: runner.hedger.trading.state is TradingState.HALTED, 5, "the halt to apply")
+
+        async with running(settings, journal) as (runner, exchange, alerts):
+            # Halted from the start, before any quote could trigger a decision.
+            await until(lambda: runner.control is not None and runner.control.halted, 10, "the restart")
+            assert runner.hedger.trading.state is TradingState.HALTED
+            assert "halted" in alerts.events()
+            await until(lambda: len(runner.hedger.last_decision) > 0, 10, "decisions while halted")
+            await asyncio.sleep(2.5)
+            assert sent_orders(exchange) == []
+
+            await control.resume(journal, "", "ops")
+            await until(lambda: len(sent_orders(exchange)) >= 1, 20, "a hedge after the resume")
+            assert runner.hedger.trading.state is TradingState.ACTIVE
+
+
+async def test_cancel_all_through_the_journal_cancels_every_open_order_and_keeps_trading(
+    tmp_path: Path,
+) -> None:
+    settings = make_settings(tmp_path)
+    async with journal_for(settings) as journal, running(settings, journal) as (runner, exchange, alerts):
+        await until(lambda: runner.control is not None and runner.last_beat is not None, 10, "the start")
+        await rest_far_from_the_market(exchange, "manual2")
+
+        await control.request_cancel_all(control_event_recorder(journal), "clean the book", "pytest")
+        await until(lambda: "canceled_all" in alerts.events(), 5, "the cancel-all to apply")
+        assert await exchange.fetch_open_orders() == []
+        assert runner.hedger.trading.state is TradingState.ACTIVE
+        trading_before = len(sent_orders(exchange))
+        await until(lambda: len(sent_orders(exchange)) > trading_before, 20, "a hedge after the cancel-all")
+
+    events = await journal.list_control_events()
+    assert [(e["action"], e["by"], e["reason"]) for e in events] == [
+        ("cancel-all", "pytest", "clean the book")
+    ]
+
+
+async def test_control_endpoints_halt_and_resume_at_once_and_status_and_metrics_show_it(
+    tmp_path: Path,
+) -> None:
+    settings = make_settings(tmp_path)
+    async with journal_for(settings) as journal, running(settings, journal) as (runner, exchange, _alerts):
+        await until(lambda: bool(runner.hedger.last_decision), 10, "the first decisions")
+        server = build_http_server(settings, runner, journal)
+        port = await server.start()
+        base = f"http://127.0.0.1:{port}"
+        try:
+            async with aiohttp.ClientSession() as http:
+                await rest_far_from_the_market(exchange, "manual3")
+                result = await post(http, f"{base}/api/halt", {"reason": "from http", "by": "curl"})
+                # Applied before the answer: no wait for the next recompute.
+                assert result["halted"] is True and result["trading_state"] == "halted"
+                assert runner.hedger.trading.state is TradingState.HALTED
+                assert await exchange.fetch_open_orders() == []
+                assert (await journal.control_state()).by == "curl"
+
+                async with http.get(f"{base}/api/status") as response:
+                    status = await response.json()
+                assert status["trading"] == {"state": "halted", "cause": "from http"}
+                assert status["control"]["halted"] is True and status["reconciled"] is True
+                sol = status["assets"]["SOL"]
+                assert sol["hedge_symbol"] == HEDGE and sol["band_coin"] == "1"
+                assert sol["last_decision"]["reason"]
+                assert status["streams"][HEDGE]["age_secs"] < 5
+
+                async with http.get(f"{base}/metrics") as response:
+                    metrics = await response.text()
+                assert 'deltakeeper_delta_coin{asset="SOL"}' in metrics
+                assert 'deltakeeper_trading_state{state="halted"} 1' in metrics
+
+                async with http.get(f"{base}/readyz") as response:
+                    ready = await response.json()
+                assert ready["checks"]["reconciled"] and ready["checks"]["database"]
+
+                async with http.get(f"{base}/api/journal/decisions?asset=SOL&limit=2") as response:
+                    assert response.status == 200
+                    assert len(await response.json()) == 2
+                async with http.get(f"{base}/api/journal/orders?bogus=1") as response:
+                    assert response.status == 400
+
+                result = await post(http, f"{base}/api/resume", {"by": "curl"})
+                assert result["halted"] is False and result["trading_state"] == "active"
+                result = await post(http, f"{base}/api/cancel-all", {"by": "curl"})
+                assert result["canceled_all"] is True
+        finally:
+            await server.stop()
+    actions = [e["action"] for e in await journal.list_control_events()]
+    assert actions == ["halt", "resume", "cancel-all"]
+
+
+async def post(http: aiohttp.ClientSession, url: str, body: dict[str, str]) -> dict[str, Any]:
+    async with http.post(url, json=body) as response:
+        assert response.status == 200, await response.text()
+        result: dict[str, Any] = await response.json()
+        return result
