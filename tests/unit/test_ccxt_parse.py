@@ -383,6 +383,17 @@ def test_ccxt_errors_map_onto_what_the_loop_does_next(exc: Exception, placing: b
     assert isinstance(error_from_ccxt(exc, placing=placing), expected)
 
 
+def test_refused_signature_does_not_echo_the_signed_string() -> None:
+    error = bybit_error({"retCode": 10004,
+                         "retMsg": "error sign! origin_string[1672280218882opjSlSOzqIeXROT5rq5000]",
+                         "result": {}, "retExtInfo": {}, "time": 1})
+
+    refusal = error_from_ccxt(error)
+
+    assert isinstance(refusal, ConfigError)
+    assert "opjSlSOzqIeXROT5rq" not in str(refusal)
+
+
 def test_bybit_key_withdraw_permission_is_read_from_the_wallet_permissions() -> None:
     answer = recorded("bybit_query_api.json")
     withdrawing = copy.deepcopy(answer)

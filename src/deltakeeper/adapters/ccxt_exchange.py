@@ -1,0 +1,553 @@
+"""The Exchange port over ccxt.pro: websocket streams where the exchange has them, REST polling where it
+does not, and nothing ccxt-shaped crossing the port (DESIGN.md 2, 6)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from decimal import Decimal
+from functools import partial
+from typing import Any, TypeVar
+
+import ccxt
+import ccxt.async_support
+import ccxt.pro
+import structlog
+
+from deltakeeper.adapters.ccxt_parse import (
+    MalformedPayload,
+    balances_from_ccxt,
+    bybit_key_can_withdraw,
+    error_from_ccxt,
+    fill_from_trade,
+    funding_from_ccxt,
+    instrument_from_market,
+    is_funding_trade,
+    order_from_ccxt,
+    position_from_ccxt,
+    quote_from_ticker,
+)
+from deltakeeper.domain.errors import ConfigError, DeltakeeperError, ExchangeUnavailable, OrderOutcomeUnknown
+from deltakeeper.domain.exposure import Position
+from deltakeeper.domain.instruments import Instrument
+from deltakeeper.domain.orders import Fill, FundingPayment, OrderRequest, OrderState, Quote
+from deltakeeper.domain.records import AccountSnapshot
+from deltakeeper.ports import AccountEvent, Clock
+from deltakeeper.sim.bybit.client import point_ccxt_at
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+
+_TRANSPORT_ERRORS = (ccxt.BaseError, OSError, TimeoutError)
+"""What a ccxt call raises when the exchange or the network fails (anything else is a bug)."""
+
+_BYBIT_PAGES = {"paginate": True, "paginationCalls": 100}
+"""ccxt follows Bybit's cursors through every page of a listing (at most 100 pages) with these params."""
+_BACKFILL_MARGIN = timedelta(minutes=5)
+_REMEMBERED_IDS = 10_000
+
+
+class CcxtExchange:
+    """An exchange account through ccxt.pro (`name` is the ccxt id).
+
+    Streams reconnect with exponential backoff and jitter after errors; a quote stream silent for
+    `stale_after_secs` counts as an error and its websocket is reopened. Malformed messages are logged
+    and skipped. After a reconnect the account stream backfills fills and funding by REST from just
+    before the last one it saw (the journal stores each once), and re-reads orders and the account.
+    """
+
+    def __init__(
+        self,
+        exchange_id: str,
+        *,
+        clock: Clock,
+        api_key: str | None = None,
+        secret: str | None = None,
+        password: str | None = None,
+        base_url: str | None = None,
+        sandbox: bool = False,
+        stale_after_secs: float = 30.0,
+        poll_interval_secs: float = 2.0,
+        backoff_initial_secs: float = 0.5,
+        backoff_max_secs: float = 30.0,
+        request_timeout_secs: float = 10.0,
+        rng: random.Random | None = None,
+        ccxt_config: Mapping[str, Any] | None = None,
+    ) -> None:
+        exchange_class = getattr(ccxt.pro, exchange_id, None) or getattr(ccxt.async_support, exchange_id,
+                                                                         None)
+        if exchange_id not in ccxt.exchanges or exchange_class is None:
+            raise ConfigError("DK_EXCHANGE", "sim or a ccxt exchange id", exchange_id)
+        self.name = exchange_id
+        self._clock = clock
+        self._stale_after_secs = stale_after_secs
+        self._poll_interval_secs = poll_interval_secs
+        self._backoff_initial_secs = backoff_initial_secs
+        self._backoff_max_secs = backoff_max_secs
+        self._rng = rng or random.Random()
+        config_options: dict[str, Any] = {"warnOnFetchOpenOrdersWithoutSymbol": False}
+        if exchange_id == "bybit":
+            # Bybit pushes funding settlements as executions: let them through to the account stream.
+            config_options["watchMyTrades"] = {"execType": ["Trade", "AdlTrade", "BustTrade", "Settle",
+                                                            "Funding"]}
+
+        def build(credentials: dict[str, str | None]) -> Any:
+            config = {
+                **{key: value for key, value in credentials.items() if value},
+                "enableRateLimit": True,
+                "timeout": int(request_timeout_secs * 1000),
+                "options": config_options,
+            }
+            exchange = exchange_class(ccxt.Exchange.deep_extend(config, dict(ccxt_config or {})))
+            if sandbox:
+                exchange.set_sandbox_mode(True)
+            if base_url:
+                point_ccxt_at(exchange, base_url)
+            return exchange
+
+        self._rest = build({"apiKey": api_key, "secret": secret, "password": password})
+        self._public = build({})
+        """Public streams on their own client, so that reopening a stale one leaves the account's alone."""
+        self._instruments: dict[str, Instrument] = {}
+
+    # --- markets -----------------------------------------------------------------------------------
+
+    async def load_instruments(self) -> dict[str, Instrument]:
+        return await self._load_instruments(reload=False)
+
+    async def reload_instruments(self) -> dict[str, Instrument]:
+        """Reload the markets (funding intervals change, markets are delisted)."""
+        return await self._load_instruments(reload=True)
+
+    async def _load_instruments(self, reload: bool) -> dict[str, Instrument]:
+        markets = await self._call(self._rest.load_markets, reload)
+        self._public.set_markets(self._rest.markets, self._rest.currencies)
+        instruments: dict[str, Instrument] = {}
+        for symbol, market in markets.items():
+            try:
+                instruments[symbol] = instrument_from_market(market, self.name, self._rest.precisionMode)
+            except MalformedPayload as exc:
+                log.warning("market_skipped", exchange=self.name, symbol=symbol, reason=str(exc))
+        self._instruments = instruments
+        return dict(instruments)
+
+    # --- account -----------------------------------------------------------------------------------
+
+    async def fetch_account(self) -> AccountSnapshot:
+        balance = await self._call(self._rest.fetch_balance)
+        raws: list[dict[str, Any]] = []
+        if self._rest.has.get("fetchPositions"):
+            for scope in self._scopes(settle=True, derivatives_only=True):
+                raws += [raw for raw in await self._call(self._rest.fetch_positions, None, scope)
+                         if raw.get("contracts")]
+        with self._reading():
+            positions = [position_from_ccxt(raw, await self._instrument(raw.get("symbol")), self.name)
+                         for raw in raws]
+            balances = balances_from_ccxt(balance, self.name)
+        return AccountSnapshot(balances, tuple(positions), self._clock.now())
+
+    async def key_can_withdraw(self) -> bool | None:
+        """Whether the API key may withdraw, where the exchange tells (Bybit); None where unknown."""
+        if self.name != "bybit":
+            return None
+        answer = await self._call(self._rest.private_get_v5_user_query_api)
+        with self._reading():
+            return bybit_key_can_withdraw(answer)
+
+    # --- orders ------------------------------------------------------------------------------------
+
+    async def place_order(self, request: OrderRequest) -> OrderState:
+        """Sent once, never retried here (DESIGN.md 6): a definite refusal raises OrderRejected or
+        RateLimited; anything after which the order may exist raises OrderOutcomeUnknown."""
+        params: dict[str, Any] = {"clientOrderId": request.client_order_id}
+        if request.reduce_only:
+            params["reduceOnly"] = True
+        if request.post_only:
+            params["postOnly"] = True
+        price = None if request.price is None else float(request.price)
+        try:
+            order = await self._rest.create_order(request.symbol, request.order_type.value,
+                                                  request.side.value, float(request.amount_contracts), price,
+                                                  params)
+        except _TRANSPORT_ERRORS as exc:
+            raise error_from_ccxt(exc, placing=True) from exc
+        try:
+            return order_from_ccxt(order, self._clock.now(), request)
+        except MalformedPayload as exc:
+            raise OrderOutcomeUnknown(f"accepted with an unreadable answer: {exc}") from exc
+
+    async def cancel_order(self, symbol: str, client_order_id: str) -> None:
+        """Cancel by client order id; an order already final (or unknown) needs nothing."""
+        state = await self.fetch_order(symbol, client_order_id)
+        if state is None or state.status.is_final:
+            return
+        try:
+            await self._rest.cancel_order(state.exchange_order_id, symbol)
+        except ccxt.OrderNotFound:
+            return
+        except _TRANSPORT_ERRORS as exc:
+            raise error_from_ccxt(exc) from exc
+
+    async def cancel_all_orders(self, symbol: str | None = None) -> None:
+        if symbol is not None:
+            await self._call(self._rest.cancel_all_orders, symbol)
+            return
+        for scope in self._scopes(settle=True, paged=False):
+            await self._call(self._rest.cancel_all_orders, None, scope)
+
+    async def fetch_open_orders(self) -> list[OrderState]:
+        raws = await self._raw_open_orders()
+        with self._reading():
+            return [order_from_ccxt(raw, self._clock.now()) for raw in raws]
+
+    async def fetch_order(self, symbol: str, client_order_id: str) -> OrderState | None:
+        """The order with this client order id, open or closed; None when the exchange does not know it."""
+        params = {"orderLinkId": client_order_id} if self.name == "bybit" else {}
+        has = self._rest.has
+        lookups = [self._rest.fetch_open_orders]
+        if has.get("fetchCanceledAndClosedOrders"):
+            lookups.append(self._rest.fetch_canceled_and_closed_orders)
+        else:
+            lookups += [method for name, method in (("fetchClosedOrders", self._rest.fetch_closed_orders),
+                                                    ("fetchCanceledOrders", self._rest.fetch_canceled_orders))
+                        if has.get(name)]
+        for lookup in lookups:
+            for raw in await self._call(lookup, symbol, None, None, params):
+                if raw.get("clientOrderId") == client_order_id:
+                    with self._reading():
+                        return order_from_ccxt(raw, self._clock.now())
+        return None
+
+    async def _raw_open_orders(self) -> list[dict[str, Any]]:
+        raws: list[dict[str, Any]] = []
+        for scope in self._scopes(settle=True):
+            raws += await self._call(self._rest.fetch_open_orders, None, None, None, scope)
+        return raws
+
+    # --- history -----------------------------------------------------------------------------------
+
+    async def fetch_fills(self, since: datetime) -> list[Fill]:
+        raws = await self._raw_trades(since)
+        with self._reading():
+            events = [await self._trade_event(raw) for raw in raws]
+        return sorted((event for event in events if isinstance(event, Fill)), key=lambda fill: fill.ts)
+
+    async def fetch_funding_payments(self, since: datetime) -> list[FundingPayment]:
+        if not self._rest.has.get("fetchFundingHistory"):
+            return []
+        raws: list[dict[str, Any]] = []
+        for scope in self._scopes(settle=False, derivatives_only=True):
+            raws += await self._call(self._rest.fetch_funding_history, None, _ms(since), None, scope)
+        with self._reading():
+            payments = [funding_from_ccxt(raw, await self._instrument(raw.get("symbol")), self.name)
+                        for raw in raws]
+        return sorted(payments, key=lambda payment: payment.ts)
+
+    async def _raw_trades(self, since: datetime) -> list[dict[str, Any]]:
+        raws: list[dict[str, Any]] = []
+        for scope in self._scopes(settle=False):
+            raws += await self._call(self._rest.fetch_my_trades, None, _ms(since), None, scope)
+        return raws
+
+    async def _trade_event(self, raw: dict[str, Any]) -> Fill | FundingPayment:
+        instrument = await self._instrument(raw.get("symbol"))
+        if is_funding_trade(raw, self.name):
+            return funding_from_ccxt(raw, instrument, self.name)
+        return fill_from_trade(raw, instrument)
+
+    # --- streams -----------------------------------------------------------------------------------
+
+    def quotes(self, symbols: Sequence[str]) -> AsyncIterator[Quote]:
+        """Quotes as they change: one websocket subscription per group of markets the exchange serves on
+        one connection (Bybit: spot, linear, inverse), else REST polling. Spot books come from the best
+        bid and ask stream where there is one (Bybit's spot tickers carry no book; spot's mark is the
+        mid), derivatives from tickers (with mark, index and funding rate)."""
+        groups: dict[tuple[str, bool], list[str]] = {}
+        for symbol in symbols:
+            market = self._public.markets[symbol]
+            groups.setdefault((market["type"], bool(market.get("inverse"))), []).append(symbol)
+        has, public = self._public.has, self._public
+        receivers: list[Callable[[], Awaitable[list[Any]]]] = []
+        for (kind, _), group in groups.items():
+            if kind == "spot" and has.get("watchBidsAsks"):
+                receivers.append(partial(_many, public.watch_bids_asks, group))
+            elif has.get("watchTickers"):
+                receivers.append(partial(_many, public.watch_tickers, group))
+            elif has.get("watchTicker"):
+                receivers += [partial(_one, public.watch_ticker, symbol) for symbol in group]
+            elif has.get("fetchTickers"):
+                receivers.append(self._polled(partial(_many, public.fetch_tickers, group)))
+            else:
+                receivers += [self._polled(partial(_one, public.fetch_ticker, symbol)) for symbol in group]
+
+        async def to_quote(ticker: dict[str, Any]) -> Quote:
+            return quote_from_ticker(ticker, self._clock.now())
+
+        return _merge([self._stream("quotes", receive, to_quote, stale_after_secs=self._stale_after_secs,
+                                    on_stale=public.close_ws_clients) for receive in receivers])
+
+    def account_events(self) -> AsyncIterator[AccountEvent]:
+        """Order updates, fills, funding payments and account snapshots (wallet balances and positions)."""
+        return _merge([self._order_stream(), self._trade_stream(), *self._snapshot_streams()])
+
+    def _order_stream(self) -> AsyncIterator[OrderState]:
+        last: dict[str, tuple[Any, ...]] = {}
+
+        async def changed(raw: dict[str, Any]) -> OrderState | None:
+            state = order_from_ccxt(raw, self._clock.now())
+            key = (state.status, state.filled_contracts)
+            if last.get(state.exchange_order_id) == key:
+                return None
+            last[state.exchange_order_id] = key
+            return state
+
+        watching = self._rest.has.get("watchOrders")
+        receive = self._rest.watch_orders if watching else self._polled(self._raw_open_orders)
+        return self._stream("orders", receive, changed, resync=self.fetch_open_orders)
+
+    def _trade_stream(self) -> AsyncIterator[Fill | FundingPayment]:
+        """Fills and funding payments, each once, though pushes, polls and backfills overlap."""
+        cursor = [self._clock.now()]
+        seen: dict[str, None] = {}
+
+        def new(event: Fill | FundingPayment) -> bool:
+            key = event.trade_id if isinstance(event, Fill) else event.payment_id
+            if key in seen:
+                return False
+            seen[key] = None
+            if len(seen) > _REMEMBERED_IDS:
+                del seen[next(iter(seen))]
+            cursor[0] = max(cursor[0], event.ts)
+            return True
+
+        async def convert(raw: dict[str, Any]) -> Fill | FundingPayment | None:
+            event = await self._trade_event(raw)
+            return event if new(event) else None
+
+        async def backfill() -> list[Fill | FundingPayment]:
+            since = cursor[0] - _BACKFILL_MARGIN
+            missed: list[Fill | FundingPayment] = [*await self.fetch_fills(since),
+                                                   *await self.fetch_funding_payments(since)]
+            return [event for event in missed if new(event)]
+
+        if self._rest.has.get("watchMyTrades"):
+            receive = self._rest.watch_my_trades
+        else:
+            receive = self._polled(lambda: self._raw_trades(cursor[0] - _BACKFILL_MARGIN))
+        return self._stream("trades", receive, convert, resync=backfill)
+
+    def _snapshot_streams(self) -> list[AsyncIterator[AccountSnapshot]]:
+        """Snapshots of the account: polled by REST, or kept from the balance and position streams."""
+        has = self._rest.has
+
+        async def fetched() -> list[AccountSnapshot]:
+            return [await self.fetch_account()]
+
+        async def same(snapshot: AccountSnapshot) -> AccountSnapshot:
+            return snapshot
+
+        if not (has.get("watchBalance") and has.get("watchPositions")):
+            return [self._stream("account", self._polled(fetched), same, resync=fetched, resync_first=True)]
+        balances: dict[str, Decimal] = {}
+        positions: dict[str, Position] = {}
+
+        def snapshot() -> AccountSnapshot:
+            return AccountSnapshot(dict(balances), tuple(positions.values()), self._clock.now())
+
+        async def resync() -> list[AccountSnapshot]:
+            fresh = await self.fetch_account()
+            balances.clear()
+            balances.update(fresh.balances)
+            positions.clear()
+            positions.update({position.symbol: position for position in fresh.positions})
+            return [snapshot()]
+
+        async def on_balance(balance: dict[str, Any]) -> AccountSnapshot:
+            wallet = balances_from_ccxt(balance, self.name)
+            balances.clear()
+            balances.update(wallet)
+            return snapshot()
+
+        async def on_positions(raws: list[dict[str, Any]]) -> AccountSnapshot:
+            for raw in raws:
+                position = position_from_ccxt(raw, await self._instrument(raw.get("symbol")), self.name)
+                if position.contracts:
+                    positions[position.symbol] = position
+                else:
+                    positions.pop(position.symbol, None)
+            return snapshot()
+
+        return [
+            self._stream("balance", partial(_one, self._rest.watch_balance), on_balance, resync=resync,
+                         resync_first=True),
+            self._stream("positions", partial(_one, self._rest.watch_positions), on_positions, resync=resync,
+                         resync_first=True),
+        ]
+
+    async def _stream(
+        self,
+        name: str,
+        receive: Callable[[], Awaitable[Iterable[Any]]],
+        convert: Callable[[Any], Awaitable[T | None]],
+        *,
+        stale_after_secs: float | None = None,
+        on_stale: Callable[[], Awaitable[Any]] | None = None,
+        resync: Callable[[], Awaitable[Sequence[T]]] | None = None,
+        resync_first: bool = False,
+    ) -> AsyncIterator[T]:
+        """Receive, convert and yield forever. After a failure: back off, resync by REST, receive again."""
+        failures = 0
+        resync_due = resync_first
+        while True:
+            if failures:
+                await asyncio.sleep(self._backoff_secs(failures))
+            if resync is not None and (failures or resync_due):
+                try:
+                    resynced = await resync()
+                except (*_TRANSPORT_ERRORS, DeltakeeperError) as exc:
+                    failures += 1
+                    self._stream_failed(name, exc, failures, stage="resync")
+                    continue
+                resync_due = False
+                for event in resynced:
+                    yield event
+            try:
+                raws = await asyncio.wait_for(receive(), stale_after_secs)
+            except TimeoutError:
+                failures += 1
+                log.warning("stream_stale", stream=name, exchange=self.name, silent_secs=stale_after_secs,
+                            failures=failures)
+                if on_stale is not None:
+                    await on_stale()
+                continue
+            except (*_TRANSPORT_ERRORS, DeltakeeperError) as exc:
+                failures += 1
+                self._stream_failed(name, exc, failures, stage="receive")
+                continue
+            if failures:
+                log.info("stream_resumed", stream=name, exchange=self.name, after_failures=failures)
+                failures = 0
+            for raw in raws:
+                try:
+                    converted = await convert(raw)
+                except MalformedPayload as exc:
+                    log.warning("malformed_message_skipped", stream=name, exchange=self.name, reason=str(exc))
+                    continue
+                if converted is not None:
+                    yield converted
+
+    def _stream_failed(self, name: str, exc: BaseException, failures: int, stage: str) -> None:
+        """Log a failure to be retried; a refused key (ConfigError) ends the stream instead."""
+        error = error_from_ccxt(exc)
+        if isinstance(error, ConfigError):
+            raise error from exc
+        log.warning("stream_error", stream=name, exchange=self.name, stage=stage,
+                    error=f"{type(exc).__name__}: {exc}", failures=failures)
+
+    def _backoff_secs(self, failures: int) -> float:
+        """Exponential in the number of failures in a row, capped, with jitter in [50%, 100%]."""
+        delay = min(self._backoff_max_secs, self._backoff_initial_secs * 2 ** (failures - 1))
+        return delay * (0.5 + self._rng.random() / 2)
+
+    def _polled(self, fetch: Callable[[], Awaitable[T]]) -> Callable[[], Awaitable[T]]:
+        async def poll() -> T:
+            await asyncio.sleep(self._poll_interval_secs)
+            return await fetch()
+
+        return poll
+
+    # --- plumbing ----------------------------------------------------------------------------------
+
+    async def _instrument(self, symbol: object) -> Instrument:
+        """The instrument of `symbol`, reloading the markets once for a symbol not seen before."""
+        if not isinstance(symbol, str):
+            raise MalformedPayload("symbol", "a market symbol", symbol)
+        if symbol not in self._instruments:
+            await self.reload_instruments()
+        if symbol not in self._instruments:
+            raise MalformedPayload("symbol", f"one of {self.name}'s markets", symbol)
+        return self._instruments[symbol]
+
+    def _scopes(self, settle: bool, derivatives_only: bool = False,
+                paged: bool = True) -> list[dict[str, Any]]:
+        """The parameters that cover the whole account for a call without a symbol. Bybit answers per
+        category (spot, linear, inverse) and, for orders and positions, per settle coin; its listings
+        are followed page by page. Elsewhere one call, one page (ccxt's default size)."""
+        if self.name != "bybit":
+            return [{}]
+        pages = _BYBIT_PAGES if paged else {}
+        scopes: list[dict[str, Any]] = [] if derivatives_only else [{"type": "spot", **pages}]
+        seen: set[tuple[str, str]] = set()
+        for market in self._rest.markets.values():
+            if market["type"] not in ("swap", "future"):
+                continue
+            category = "inverse" if market.get("inverse") else "linear"
+            key = (category, market["settleId"] if settle else "")
+            if key not in seen:
+                seen.add(key)
+                scopes.append({"subType": category, **({"settleCoin": key[1]} if settle else {}), **pages})
+        return scopes
+
+    async def _call(self, method: Callable[..., Awaitable[T]], *args: Any) -> T:
+        try:
+            return await method(*args)
+        except _TRANSPORT_ERRORS as exc:
+            raise error_from_ccxt(exc) from exc
+
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        """An unreadable REST answer is the exchange failing: ExchangeUnavailable."""
+        try:
+            yield
+        except MalformedPayload as exc:
+            raise ExchangeUnavailable(f"{self.name} sent an unreadable answer: {exc}") from exc
+
+    async def close(self) -> None:
+        await self._public.close()
+        await self._rest.close()
+
+
+def _ms(ts: datetime) -> int:
+    return int(ts.timestamp() * 1000)
+
+
+async def _many(fetch: Callable[..., Awaitable[Mapping[str, Any]]], *args: Any) -> list[Any]:
+    """The values of a ccxt answer keyed by symbol (tickers)."""
+    return list((await fetch(*args)).values())
+
+
+async def _one(fetch: Callable[..., Awaitable[Any]], *args: Any) -> list[Any]:
+    return [await fetch(*args)]
+
+
+class _StreamFailed:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+async def _merge(streams: Sequence[AsyncIterator[T]]) -> AsyncIterator[T]:
+    """Items from all `streams` as they come; a stream that dies of a bug ends the merge with its error."""
+    queue: asyncio.Queue[T | _StreamFailed] = asyncio.Queue()
+
+    async def pump(stream: AsyncIterator[T]) -> None:
+        try:
+            async for item in stream:
+                await queue.put(item)
+        except Exception as exc:
+            await queue.put(_StreamFailed(exc))
+
+    tasks = [asyncio.create_task(pump(stream)) for stream in streams]
+    try:
+        while True:
+            item = await queue.get()
+            if isinstance(item, _StreamFailed):
+                raise item.error
+            yield item
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,572 @@
+"""ccxt's unified dicts and exceptions, translated into domain values and errors (DESIGN.md 2, 4).
+
+Pure: no I/O, no clock. Every number is parsed here, once, with `Decimal(str(x))`.
+
+Contract units. The domain counts an order's and a position's size in "contracts" of
+`Instrument.contract_size` (coins for linear contracts, USD face for inverse ones), and that count is
+always ccxt's own `amount` / `contracts` for the market, so orders and positions need no conversion.
+Where ccxt's `contractSize` does not describe what its amounts count, the instrument's contract size is
+set per exchange (`_UNIT_AMOUNT_EXCHANGES`):
+- Deribit: ccxt amounts and `contracts` are USD for inverse futures and coins for linear futures and
+  options, while `contractSize` is the exchange's contract (10 USD for BTC-PERPETUAL): contract size 1.
+- Bybit inverse: amounts and `contracts` are USD (1 USD contracts), while ccxt reports the minimum order
+  quantity as `contractSize`: contract size 1.
+
+Wallet balances exclude unrealised PnL (the domain adds each position's PnL itself), per exchange:
+- Bybit (unified, contract, spot accounts): each coin's `walletBalance` (REST `info.result.list[].coin[]`,
+  websocket `info[].coin[]`), not `equity` = walletBalance + unrealisedPnl, which ccxt.pro reports as
+  the websocket balance's `total`.
+- OKX: `info.data[0].details[].cashBal`; ccxt's `total` is `eq`, which includes `upl`.
+- Deribit: `info` summaries' `balance`; ccxt's `total` is `equity`, which includes the session's
+  floating PnL (the positions' `floating_profit_loss`, their unrealised PnL).
+- Every other exchange: ccxt's `total`.
+
+Options (ccxt `type: option`, `strike`, `optionType`, `expiry` in ms) are never inverse in the domain: their
+contracts count coins of the underlying (Deribit: amounts in BTC, contract size 1), even where ccxt marks a
+coin-settled option `inverse`. Their greeks, per exchange (`position_from_ccxt`):
+- Deribit `private/get_positions`: `delta` is the position's plain Black-Scholes delta in coins (size x
+  the option's delta; the net transaction delta subtracts the mark from it, Deribit support "Delta decay
+  during settlement"), so one option's delta is `delta / size`. Its ticker (ccxt `fetch_greeks`) gives the
+  option's `delta`, `mark_iv` in percent (ccxt passes it on as `markImpliedVolatility`: 61.27 = 61.27%)
+  and the forward as `underlying_price`.
+- Elsewhere ccxt's greeks structure, with `markImpliedVolatility` a fraction (Bybit `markIv` 0.5577).
+
+Funding amounts are signed from the account's view, positive = received:
+- Bybit's execution list reports `execFee` positive when the account paid: the amount is `-execFee`.
+- Other exchanges' ccxt funding history already uses positive = received.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any, NamedTuple
+
+import ccxt
+from ccxt.base.decimal_to_precision import DECIMAL_PLACES, TICK_SIZE
+
+from deltakeeper.domain.errors import (
+    ConfigError,
+    DeltakeeperError,
+    ExchangeUnavailable,
+    OrderOutcomeUnknown,
+    OrderRejected,
+    RateLimited,
+)
+from deltakeeper.domain.exposure import Position
+from deltakeeper.domain.instruments import ZERO, Instrument, Kind, is_stable
+from deltakeeper.domain.orders import (
+    Fill,
+    FundingPayment,
+    OrderRequest,
+    OrderState,
+    OrderStatus,
+    OrderType,
+    Quote,
+    Side,
+)
+
+DEFAULT_FUNDING_INTERVAL_SECS = 8 * 3600
+
+_UNIT_AMOUNT_EXCHANGES = {"deribit": ("linear", "inverse"), "bybit": ("inverse",)}
+"""Exchanges (and market sides) where ccxt's amounts are plain units: USD for inverse, coins for linear."""
+
+_UNREALIZED_PNL_INFO_KEYS = {"bybit": "unrealisedPnl", "deribit": "floating_profit_loss", "okx": "upl"}
+"""The exchange's own unrealised-PnL field, read before ccxt's `unrealizedPnl`: ccxt drops Bybit's zero and
+derives a figure from entry and mark in its place."""
+
+_OPTION_POSITION_DELTA_INFO_KEYS = {"deribit": "delta"}
+"""The exchange's position-level option delta (in coins, signed) in a position's `info`."""
+
+_IV_PERCENT_EXCHANGES = frozenset({"deribit"})
+"""Exchanges whose mark implied volatility ccxt passes on in percent."""
+
+_CLIENT_ID_INFO_KEYS = ("orderLinkId", "clOrdId", "clientOrderId", "label")
+"""Where exchanges put the client order id in a trade (Bybit, OKX, Binance, Deribit)."""
+
+_DUPLICATE_CLIENT_ID = re.compile(r'"retCode"\s*:\s*(110072|170141)\b')
+"""Bybit refuses a repeated orderLinkId with 110072 (spot: 170141), which ccxt raises as InvalidOrder."""
+
+_SIGNED_STRING = re.compile(r"origin_string\[[^\]]*\]")
+"""Bybit echoes the signed string, API key included, when it refuses a signature: never shown."""
+
+_STATUSES = {"open": OrderStatus.OPEN, "canceled": OrderStatus.CANCELED, "expired": OrderStatus.CANCELED,
+             "rejected": OrderStatus.REJECTED}
+
+
+class MalformedPayload(ValueError):
+    """A ccxt dict lacks a field the domain needs, or holds a value that is not a number."""
+
+    def __init__(self, field: str, expected: str, got: object = None) -> None:
+        self.field = field
+        self.expected = expected
+        self.got = got
+        super().__init__(f"{field}: expected {expected} (got {got!r})")
+
+
+class Portfolio(NamedTuple):
+    instruments: dict[str, Instrument]
+    balances: dict[str, Decimal]
+    positions: list[Position]
+    prices: dict[str, Decimal]
+    external: dict[str, Decimal]
+
+
+def dec(value: object, field: str) -> Decimal:
+    """A finite Decimal from a ccxt number or numeric string."""
+    if value is None or isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
+        raise MalformedPayload(field, "a number", value)
+    try:
+        number = Decimal(str(value).strip())
+    except InvalidOperation:
+        raise MalformedPayload(field, "a number", value) from None
+    if not number.is_finite():
+        raise MalformedPayload(field, "a finite number", value)
+    return number
+
+
+def _opt_dec(value: object, field: str) -> Decimal | None:
+    return None if value is None or value == "" else dec(value, field)
+
+
+def _text(payload: Mapping[str, Any], key: str) -> str:
+    value = payload.get(key)
+    if value is None or value == "":
+        raise MalformedPayload(key, "a value", value)
+    return str(value)
+
+
+def _opt_text(payload: Mapping[str, Any], key: str) -> str | None:
+    value = payload.get(key)
+    return None if value is None or value == "" else str(value)
+
+
+def _info(payload: Mapping[str, Any]) -> dict[str, Any]:
+    info = payload.get("info")
+    return info if isinstance(info, dict) else {}
+
+
+def ts_from_ms(value: object, field: str = "timestamp") -> datetime:
+    ms = dec(value, field)
+    whole = int(ms)
+    return datetime.fromtimestamp(whole // 1000, UTC) + timedelta(milliseconds=whole % 1000)
+
+
+def _ts(payload: Mapping[str, Any], received_at: datetime) -> datetime:
+    value = payload.get("timestamp")
+    return received_at if value is None else ts_from_ms(value)
+
+
+def _side(payload: Mapping[str, Any]) -> Side:
+    value = payload.get("side")
+    if value not in ("buy", "sell"):
+        raise MalformedPayload("side", "buy or sell", value)
+    return Side(value)
+
+
+def _lot_step(amount_precision: object, precision_mode: int) -> Decimal | None:
+    """The amount step: ccxt gives it as the step itself (TICK_SIZE, nearly every exchange) or as decimal
+    places; significant digits say nothing about a step."""
+    precision = _opt_dec(amount_precision, "precision.amount")
+    if precision is None:
+        return None
+    if precision_mode == DECIMAL_PLACES:
+        return Decimal(1).scaleb(-int(precision))
+    return precision if precision_mode == TICK_SIZE and precision > 0 else None
+
+
+def _limit(market: Mapping[str, Any], name: str) -> Decimal | None:
+    limits = market.get("limits") or {}
+    return _opt_dec((limits.get(name) or {}).get("min"), f"limits.{name}.min")
+
+
+def instrument_from_market(market: Mapping[str, Any], exchange_id: str,
+                           precision_mode: int = TICK_SIZE) -> Instrument:
+    """One ccxt market as an Instrument; `precision_mode` is the ccxt exchange's `precisionMode`. Without
+    a usable amount step the lot step is the minimum amount."""
+    symbol = _text(market, "symbol")
+    kind_name = market.get("type")
+    if kind_name not in {kind.value for kind in Kind}:
+        raise MalformedPayload("type", "spot, swap, future or option", kind_name)
+    kind = Kind(kind_name)
+    base = _text(market, "base").upper()
+    quote = _text(market, "quote").upper()
+    settle = (_opt_text(market, "settle") or quote).upper()
+    inverse = kind not in (Kind.SPOT, Kind.OPTION) and bool(market.get("inverse"))
+    side = "inverse" if inverse else "linear"
+    if kind is Kind.SPOT or side in _UNIT_AMOUNT_EXCHANGES.get(exchange_id, ()):
+        contract_size = Decimal(1)
+    else:
+        contract_size = _opt_dec(market.get("contractSize"), "contractSize") or Decimal(1)
+    if contract_size <= 0:
+        raise MalformedPayload("contractSize", "a positive number", market.get("contractSize"))
+
+    defaults = Instrument(symbol, kind, base, quote, settle)
+    min_contracts = _limit(market, "amount") or ZERO
+    lot_step = _lot_step((market.get("precision") or {}).get("amount"), precision_mode)
+    min_cost = _limit(market, "cost")
+    taker = _opt_dec(market.get("taker"), "taker")
+    maker = _opt_dec(market.get("maker"), "maker")
+    expiry = market.get("expiry") if kind in (Kind.FUTURE, Kind.OPTION) else None
+    strike, option_type = _option_terms(market) if kind is Kind.OPTION else (None, None)
+    return Instrument(
+        symbol=symbol, kind=kind, base=base, quote=quote, settle=settle, inverse=inverse,
+        contract_size=contract_size,
+        lot_step_contracts=lot_step or (min_contracts if min_contracts > 0 else defaults.lot_step_contracts),
+        min_contracts=min_contracts,
+        min_notional_usd=min_cost if min_cost is not None and is_stable(quote) else ZERO,
+        taker_fee_rate=defaults.taker_fee_rate if taker is None else taker,
+        maker_fee_rate=defaults.maker_fee_rate if maker is None else maker,
+        funding_interval_secs=_funding_interval_secs(market, exchange_id) if kind is Kind.PERPETUAL else None,
+        expiry=None if expiry is None else ts_from_ms(expiry, "expiry"),
+        strike=strike,
+        option_type=option_type,
+    )
+
+
+def _option_terms(market: Mapping[str, Any]) -> tuple[Decimal, str]:
+    """An option market's strike and right; it must also have an expiry."""
+    strike = dec(market.get("strike"), "strike")
+    if strike <= 0:
+        raise MalformedPayload("strike", "a positive number", market.get("strike"))
+    option_type = market.get("optionType")
+    if option_type not in ("call", "put"):
+        raise MalformedPayload("optionType", "call or put", option_type)
+    if market.get("expiry") is None:
+        raise MalformedPayload("expiry", "an option's expiry in ms", None)
+    return strike, option_type
+
+
+def _funding_interval_secs(market: Mapping[str, Any], exchange_id: str) -> int:
+    """Bybit gives each perpetual's `fundingInterval` in minutes; elsewhere the 8-hour default."""
+    minutes = _info(market).get("fundingInterval") if exchange_id == "bybit" else None
+    if minutes is None or minutes == "":
+        return DEFAULT_FUNDING_INTERVAL_SECS
+    return int(dec(minutes, "info.fundingInterval")) * 60
+
+
+def position_from_ccxt(position: Mapping[str, Any], instrument: Instrument, exchange_id: str,
+                       greeks: Mapping[str, Any] | None = None) -> Position:
+    """Signed contracts (+ long) in the instrument's units, so that `instrument.delta_coin(contracts,
+    mark)` is the position's delta: Deribit's USD size -100 at mark 103,554.56 is -9.65675e-4 BTC.
+
+    An option position also carries its greeks (module notes): from the position where the exchange
+    puts them there, else from `greeks`, the option's ccxt greeks structure (`fetch_greeks`)."""
+    size = abs(dec(position.get("contracts"), "contracts"))
+    side = position.get("side")
+    if side == "long":
+        sign = 1
+    elif side == "short":
+        sign = -1
+    elif side is None or side == "":
+        sign = -1 if dec(position.get("contracts"), "contracts") < 0 else 1
+    else:
+        raise MalformedPayload("side", "long or short", side)
+    pnl = _info(position).get(_UNREALIZED_PNL_INFO_KEYS.get(exchange_id, ""))
+    if pnl is None or pnl == "":
+        pnl = position.get("unrealizedPnl")
+    return Position(
+        symbol=instrument.symbol,
+        contracts=sign * size,
+        entry_price=_opt_dec(position.get("entryPrice"), "entryPrice") or ZERO,
+        mark_price=dec(position.get("markPrice"), "markPrice"),
+        unrealized_pnl=_opt_dec(pnl, "unrealizedPnl"),
+        **(_option_greeks(position, greeks or {}, instrument, exchange_id, sign * size)
+           if instrument.is_option else {}),
+    )
+
+
+def _option_greeks(position: Mapping[str, Any], greeks: Mapping[str, Any], instrument: Instrument,
+                   exchange_id: str, contracts: Decimal) -> dict[str, Any]:
+    """`delta` (one option's, plain), `mark_iv` (a fraction) and `underlying_price` of an option position."""
+    delta = None
+    position_delta = _info(position).get(_OPTION_POSITION_DELTA_INFO_KEYS.get(exchange_id, ""))
+    size_coin = contracts * instrument.contract_size
+    if position_delta is not None and position_delta != "" and size_coin != 0:
+        delta = dec(position_delta, "info.delta") / size_coin
+    if delta is None:
+        delta = _opt_dec(greeks.get("delta"), "greeks.delta")
+    mark_iv = _opt_dec(greeks.get("markImpliedVolatility"), "greeks.markImpliedVolatility")
+    if mark_iv is not None and exchange_id in _IV_PERCENT_EXCHANGES:
+        mark_iv /= 100
+    if mark_iv is not None and mark_iv <= 0:
+        raise MalformedPayload("greeks.markImpliedVolatility", "a positive volatility", mark_iv)
+    return {
+        "delta": delta,
+        "mark_iv": None if mark_iv is None else float(mark_iv),
+        "underlying_price": _opt_dec(greeks.get("underlyingPrice"), "greeks.underlyingPrice") or None,
+    }
+
+
+def balances_from_ccxt(balance: Mapping[str, Any], exchange_id: str) -> dict[str, Decimal]:
+    """Wallet balances per coin, excluding unrealised PnL (see the module's notes), zeros left out."""
+    raw = balance.get("info")
+    info = raw if isinstance(raw, dict) else {}
+    wallet: dict[str, Decimal] = {}
+
+    def add(coin: object, amount: object, field: str) -> None:
+        value = _opt_dec(amount, field)
+        if coin and value:
+            wallet[str(coin).upper()] = wallet.get(str(coin).upper(), ZERO) + value
+
+    bybit_accounts = raw if isinstance(raw, list) else (info.get("result") or {}).get("list")
+    if exchange_id == "bybit" and isinstance(bybit_accounts, list):
+        for account in bybit_accounts:
+            for coin in account.get("coin") or []:
+                add(coin.get("coin"), coin.get("walletBalance"), "walletBalance")
+    elif exchange_id == "okx" and isinstance(info.get("data"), list) and info["data"]:
+        for detail in info["data"][0].get("details") or []:
+            add(detail.get("ccy"), detail.get("cashBal"), "cashBal")
+    elif exchange_id == "deribit" and info:
+        for summary in info.get("summaries") or [info]:
+            add(summary.get("currency"), summary.get("balance"), "balance")
+    else:
+        for coin, amount in (balance.get("total") or {}).items():
+            add(coin, amount, f"total.{coin}")
+    return wallet
+
+
+def quote_from_ticker(ticker: Mapping[str, Any], received_at: datetime) -> Quote:
+    """Top of book and mark; the mark falls back to the last price, then the mid (spot has no mark)."""
+    bid = dec(ticker.get("bid"), "bid")
+    ask = dec(ticker.get("ask"), "ask")
+    if bid <= 0 or ask <= 0 or bid > ask:
+        raise MalformedPayload("bid/ask", "0 < bid <= ask", (ticker.get("bid"), ticker.get("ask")))
+    mark = _opt_dec(ticker.get("markPrice"), "markPrice") or _opt_dec(ticker.get("last"), "last")
+    return Quote(
+        symbol=_text(ticker, "symbol"), bid=bid, ask=ask, mark=mark or (bid + ask) / 2,
+        ts=_ts(ticker, received_at),
+        index=_opt_dec(ticker.get("indexPrice"), "indexPrice"),
+        funding_rate=_opt_dec(_info(ticker).get("fundingRate"), "info.fundingRate"),
+    )
+
+
+def order_from_ccxt(order: Mapping[str, Any], received_at: datetime,
+                    request: OrderRequest | None = None) -> OrderState:
+    """A ccxt order. `request` fills what an acknowledgement leaves out (Bybit's answer to create_order
+    carries only the ids): an acknowledged order without a status is open."""
+    amount = _opt_dec(order.get("amount"), "amount")
+    if amount is None:
+        if request is None:
+            raise MalformedPayload("amount", "a number", None)
+        amount = request.amount_contracts
+    filled = _opt_dec(order.get("filled"), "filled") or ZERO
+    status_name = order.get("status")
+    if status_name is None:
+        status = OrderStatus.OPEN
+    elif status_name == "closed":
+        status = OrderStatus.FILLED if filled >= amount else OrderStatus.CANCELED
+    elif status_name in _STATUSES:
+        status = _STATUSES[status_name]
+    else:
+        raise MalformedPayload("status", "open, closed, canceled, expired or rejected", status_name)
+    if status is OrderStatus.OPEN and filled > 0:
+        status = OrderStatus.PARTIALLY_FILLED
+    order_type = order.get("type") or (request.order_type.value if request else None)
+    if order_type not in ("market", "limit"):
+        raise MalformedPayload("type", "market or limit", order_type)
+    updated = order.get("lastUpdateTimestamp") or order.get("timestamp")
+    if order.get("side") in ("buy", "sell") or request is None:
+        side = _side(order)
+    else:
+        side = request.side
+    return OrderState(
+        client_order_id=_opt_text(order, "clientOrderId") or (request.client_order_id if request else None),
+        exchange_order_id=_text(order, "id"),
+        symbol=_opt_text(order, "symbol") or (request.symbol if request else _text(order, "symbol")),
+        side=side,
+        amount_contracts=amount,
+        filled_contracts=filled,
+        status=status,
+        ts=received_at if updated is None else ts_from_ms(updated),
+        average_price=_opt_dec(order.get("average"), "average"),
+        order_type=OrderType(order_type),
+        price=_opt_dec(order.get("price"), "price"),
+        reject_reason=_opt_text(_info(order), "rejectReason") if status is OrderStatus.REJECTED else None,
+    )
+
+
+def is_funding_trade(trade: Mapping[str, Any], exchange_id: str) -> bool:
+    """Bybit pushes funding settlements on its execution channel (`execType` Funding)."""
+    return exchange_id == "bybit" and _info(trade).get("execType") == "Funding"
+
+
+def fill_from_trade(trade: Mapping[str, Any], instrument: Instrument) -> Fill:
+    """One of the account's trades; the fee is what the account paid (negative for a rebate)."""
+    info = _info(trade)
+    amount = dec(trade.get("amount"), "amount")
+    price = dec(trade.get("price"), "price")
+    if amount <= 0 or price <= 0:
+        raise MalformedPayload("amount/price", "positive numbers", (trade.get("amount"), trade.get("price")))
+    fee = trade.get("fee") or {}
+    client_id = next((str(info[key]) for key in _CLIENT_ID_INFO_KEYS if info.get(key)), None)
+    return Fill(
+        trade_id=_text(trade, "id"),
+        exchange_order_id=_text(trade, "order"),
+        client_order_id=_opt_text(trade, "clientOrderId") or client_id,
+        symbol=instrument.symbol,
+        side=_side(trade),
+        amount_contracts=amount,
+        price=price,
+        fee=_opt_dec(fee.get("cost"), "fee.cost") or ZERO,
+        fee_currency=str(fee.get("currency") or instrument.settle).upper(),
+        ts=ts_from_ms(trade.get("timestamp")),
+        notional_usd=instrument.notional_usd(amount, price),
+        is_maker=trade.get("takerOrMaker") == "maker",
+    )
+
+
+def funding_from_ccxt(item: Mapping[str, Any], instrument: Instrument, exchange_id: str) -> FundingPayment:
+    """A funding payment, positive = received, in the instrument's settle coin.
+
+    Bybit: from the raw execution (a `fetch_funding_history` entry or a Funding trade from the execution
+    channel alike). `execFee` is positive when paid; the position's sign follows from who paid at which
+    rate (positive rates: longs pay), `execQty` is its size. Others: ccxt's funding history entry.
+    """
+    if exchange_id == "bybit":
+        info = _info(item)
+        paid = dec(info.get("execFee"), "info.execFee")
+        rate = dec(info.get("feeRate"), "info.feeRate")
+        size = abs(dec(info.get("execQty"), "info.execQty"))
+        if paid and rate:
+            long = (paid > 0) == (rate > 0)
+        else:
+            long = info.get("side") == "Buy"
+        return FundingPayment(
+            payment_id=_text(info, "execId"), symbol=instrument.symbol, amount=-paid,
+            currency=instrument.settle, rate=rate, position_contracts=size if long else -size,
+            ts=ts_from_ms(info.get("execTime"), "info.execTime"),
+        )
+    return FundingPayment(
+        payment_id=_text(item, "id"), symbol=instrument.symbol, amount=dec(item.get("amount"), "amount"),
+        currency=str(item.get("code") or instrument.settle).upper(),
+        rate=_opt_dec(item.get("rate"), "rate") or ZERO, position_contracts=ZERO,
+        ts=ts_from_ms(item.get("timestamp")),
+    )
+
+
+def bybit_key_can_withdraw(response: Mapping[str, Any]) -> bool:
+    """From Bybit's `GET /v5/user/query-api` answer: `permissions.Wallet` lists `Withdraw`."""
+    permissions = (response.get("result") or {}).get("permissions")
+    if not isinstance(permissions, dict):
+        raise MalformedPayload("result.permissions", "an object", permissions)
+    return "Withdraw" in (permissions.get("Wallet") or [])
+
+
+def error_from_ccxt(exc: BaseException, placing: bool = False) -> DeltakeeperError:
+    """A ccxt (or transport) exception in the domain's error tree.
+
+    When `placing` an order, only definite refusals are OrderRejected or RateLimited; anything after
+    which the order may exist (timeouts, resets, 5xx, unclassified exchange errors, a repeated client
+    order id) is OrderOutcomeUnknown, settled by looking the client order id up.
+    """
+    message = f"{type(exc).__name__}: {str(exc)[:300]}"
+    if isinstance(exc, DeltakeeperError):
+        return exc
+    if isinstance(exc, ccxt.AuthenticationError):
+        return ConfigError("DK_API_KEY", "a key and secret the exchange accepts, with trading permission",
+                           _SIGNED_STRING.sub("origin_string[...]", message))
+    if isinstance(exc, ccxt.RateLimitExceeded | ccxt.DDoSProtection):
+        return RateLimited(message)
+    duplicate = isinstance(exc, ccxt.DuplicateOrderId) or bool(_DUPLICATE_CLIENT_ID.search(str(exc)))
+    if placing and duplicate:
+        return OrderOutcomeUnknown(f"client order id already used: {message}")
+    refusals = (ccxt.InsufficientFunds, ccxt.InvalidOrder, ccxt.BadRequest, ccxt.OperationRejected,
+                ccxt.ArgumentsRequired, ccxt.NotSupported)
+    if isinstance(exc, refusals):
+        return OrderRejected(message)
+    if placing:
+        return OrderOutcomeUnknown(message)
+    return ExchangeUnavailable(message)
+
+
+def precision_mode_of(exchange_id: str) -> int:
+    """The ccxt class's `precisionMode` (constructing a ccxt exchange does no I/O)."""
+    exchange_class = getattr(ccxt, exchange_id, None)
+    if exchange_id not in ccxt.exchanges or exchange_class is None:
+        raise ConfigError("exchange", "a ccxt exchange id", exchange_id)
+    return int(exchange_class().precisionMode)
+
+
+def portfolio_from_json(doc: object) -> Portfolio:
+    """The `deltakeeper delta --portfolio FILE` document (markets, positions, balances, prices, and
+    optionally exchange and external) as domain values. An option position may carry `greeks`, its ccxt
+    greeks structure (`fetch_greeks`). Raises ConfigError naming the bad entry."""
+    if not isinstance(doc, dict):
+        raise ConfigError("portfolio", "a JSON object with markets, positions, balances and prices")
+    exchange_id = doc.get("exchange", "")
+    if not isinstance(exchange_id, str):
+        raise ConfigError("exchange", "a ccxt exchange id", exchange_id)
+    precision_mode = precision_mode_of(exchange_id) if exchange_id else TICK_SIZE
+
+    instruments: dict[str, Instrument] = {}
+    for symbol, market in _section(doc, "markets", dict, required=True).items():
+        if not isinstance(market, dict):
+            raise ConfigError(f"markets.{symbol}", "a ccxt market object", market)
+        with _naming(f"markets.{symbol}"):
+            instrument = instrument_from_market({"symbol": symbol, **market}, exchange_id, precision_mode)
+        instruments[instrument.symbol] = instrument
+
+    positions: list[Position] = []
+    for i, entry in enumerate(_section(doc, "positions", list, required=True)):
+        where = f"positions[{i}]"
+        if not isinstance(entry, dict):
+            raise ConfigError(where, "a ccxt position object", entry)
+        if entry.get("symbol") not in instruments:
+            raise ConfigError(f"{where}.symbol", "a symbol listed in markets", entry.get("symbol"))
+        option_greeks = entry.get("greeks")
+        if option_greeks is not None and not isinstance(option_greeks, dict):
+            raise ConfigError(f"{where}.greeks", "a ccxt greeks object", option_greeks)
+        with _naming(where):
+            positions.append(position_from_ccxt(entry, instruments[entry["symbol"]], exchange_id,
+                                                option_greeks))
+
+    balances = _amounts(doc, "balances", required=True)
+    prices = _amounts(doc, "prices", required=True)
+    external = _amounts(doc, "external", required=False)
+    held = set(balances) | set(external)
+    for position in positions:
+        held |= {instruments[position.symbol].base, instruments[position.symbol].settle}
+    for asset in sorted(held):
+        if not is_stable(asset) and asset not in prices:
+            raise ConfigError(f"prices.{asset}", "a USD price for every asset held")
+    return Portfolio(instruments, balances, positions, prices, external)
+
+
+@contextmanager
+def _naming(where: str) -> Iterator[None]:
+    """Turn a MalformedPayload into a ConfigError naming the entry and its field."""
+    try:
+        yield
+    except MalformedPayload as exc:
+        raise ConfigError(f"{where}.{exc.field}", exc.expected, exc.got) from None
+
+
+def _section(doc: Mapping[str, Any], key: str, kind: type, required: bool) -> Any:
+    if key not in doc and not required:
+        return kind()
+    value = doc.get(key)
+    if not isinstance(value, kind):
+        raise ConfigError(key, f"a JSON {'object' if kind is dict else 'array'}", value)
+    return value
+
+
+def _amounts(doc: Mapping[str, Any], key: str, required: bool) -> dict[str, Decimal]:
+    amounts: dict[str, Decimal] = {}
+    for asset, value in _section(doc, key, dict, required).items():
+        try:
+            amounts[str(asset).upper()] = dec(value, asset)
+        except MalformedPayload as exc:
+            raise ConfigError(f"{key}.{asset}", exc.expected, exc.got) from None
+    return amounts
+
+
+__all__ = [
+    "DEFAULT_FUNDING_INTERVAL_SECS", "MalformedPayload", "Portfolio", "balances_from_ccxt",
+    "bybit_key_can_withdraw", "dec", "error_from_ccxt", "fill_from_trade", "funding_from_ccxt",
+    "instrument_from_market", "is_funding_trade", "order_from_ccxt", "portfolio_from_json",
+    "position_from_ccxt", "precision_mode_of", "quote_from_ticker", "ts_from_ms",
+]
