@@ -130,6 +130,8 @@ def build_sim_exchange(settings: Settings, account_id: str = "sim") -> tuple[Exc
 
 
 def build_exchange(settings: Settings) -> tuple[Exchange, Clock]:
+    if settings.mode is Mode.PAPER:
+        raise ConfigError("DK_MODE", "live or shadow: paper trading is not available yet", "paper")
     if settings.exchange == "sim":
         return build_sim_exchange(settings)
     from deltakeeper.adapters.ccxt_exchange import CcxtExchange
@@ -147,6 +149,17 @@ def build_exchange(settings: Settings) -> tuple[Exchange, Clock]:
         stale_after_secs=settings.stale_secs,
     )
     return exchange, clock
+
+
+async def check_key_permissions(settings: Settings, exchange: Exchange) -> None:
+    """Refuse a key that can withdraw, where the exchange tells, unless the owner allows it."""
+    from deltakeeper.adapters.ccxt_exchange import CcxtExchange
+
+    if not isinstance(exchange, CcxtExchange) or not await exchange.key_can_withdraw():
+        return
+    log.warning("api_key_can_withdraw", allowed=settings.allow_withdraw_key)
+    if not settings.allow_withdraw_key:
+        raise ConfigError("DK_API_KEY", "a key without withdrawal permission, or DK_ALLOW_WITHDRAW_KEY=true")
 
 
 def build_alerts(settings: Settings) -> Alerts:
@@ -203,6 +216,7 @@ async def build_runner(
 ) -> Runner:
     """The Hedger, its Runner and the operator's control, for the exchange's account."""
     instruments = await exchange.load_instruments()
+    await check_key_permissions(settings, exchange)
     account = await exchange.fetch_account()
     policies, price_symbols = resolve_policies(settings, instruments, account)
     check_bands(policies, instruments)
