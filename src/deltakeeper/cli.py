@@ -8,65 +8,24 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import sys
 import time
-from datetime import UTC, datetime, timedelta
-from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from deltakeeper.cli_args import ShortFormat, fail, parse_duration_secs
 from deltakeeper.domain.errors import ConfigError
+from deltakeeper.journal_cli import journal_app
 
 if TYPE_CHECKING:
     from deltakeeper.config import Settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Delta-neutral rebalancing bot.")
-journal_app = typer.Typer(no_args_is_help=True, help="Read the trade journal.")
 db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
 app.add_typer(journal_app, name="journal")
 app.add_typer(db_app, name="db")
-
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?$")
-_UNIT_SECS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-class Format(str, Enum):
-    table = "table"
-    csv = "csv"
-    json = "json"
-
-
-class ShortFormat(str, Enum):
-    table = "table"
-    json = "json"
-
-
-def fail(variable: str, expected: str, got: object = None) -> NoReturn:
-    raise ConfigError(variable, expected, got)
-
-
-def parse_duration_secs(text: str, name: str) -> float:
-    match = _DURATION.match(text.strip())
-    if not match:
-        fail(name, "a duration such as 30s, 5m, 2h or 7d", text)
-    return float(match.group(1)) * _UNIT_SECS[match.group(2) or "s"]
-
-
-def parse_time(text: str | None, name: str, now: datetime) -> datetime | None:
-    """`7d` (that long ago) or an ISO-8601 time (UTC when it names no zone)."""
-    if text is None:
-        return None
-    if _DURATION.match(text.strip()):
-        return now - timedelta(seconds=parse_duration_secs(text, name))
-    try:
-        parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        fail(name, "a duration such as 7d or an ISO-8601 time", text)
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
 
 def _settings():  # type: ignore[no-untyped-def]
     from deltakeeper.config import load_settings
@@ -128,78 +87,6 @@ def delta(
         print(to_json({"assets": assets}))
     else:
         print_table([{"asset": a, **v} for a, v in assets.items()], ["asset", "delta_coin", "delta_usd"])
-
-
-JOURNAL_COLUMNS = {
-    "fills": ["ts", "symbol", "side", "amount_contracts", "price", "fee", "fee_currency", "notional_usd",
-              "is_maker", "trade_id", "exchange_order_id", "client_order_id", "recorded_at"],
-    "funding": ["ts", "symbol", "amount", "currency", "rate", "position_contracts", "payment_id",
-                "recorded_at"],
-    "orders": ["created_ts", "updated_ts", "symbol", "asset", "side", "order_type", "amount_contracts",
-               "price", "reference_price", "reduce_only", "status", "filled_contracts", "average_price",
-               "reject_reason", "client_order_id", "exchange_order_id", "decision_id", "recorded_at"],
-    "decisions": ["ts", "asset", "delta_coin", "delta_usd", "target_coin", "band_coin", "price_usd",
-                  "reason", "trading_state", "symbol", "side", "amount_contracts", "est_cost_usd", "detail",
-                  "decision_id", "recorded_at"],
-}
-
-
-async def _read_journal(database_url: str, view: str, **filters: object) -> list[dict[str, object]]:
-    from deltakeeper.adapters.journal import create_journal
-
-    journal = create_journal(database_url)
-    try:
-        rows: list[dict[str, object]] = await getattr(journal, f"list_{view}")(**filters)
-        return rows
-    finally:
-        await journal.close()
-
-
-def _journal_view(view: str, since: str | None, until: str | None, fmt: Format) -> None:
-    from deltakeeper.adapters.journal import upgrade
-    from deltakeeper.output import print_table, to_csv, to_json
-
-    now = datetime.now(UTC)
-    settings = _settings()
-    filters = {"since": parse_time(since, "--since", now), "until": parse_time(until, "--until", now)}
-    upgrade(settings.database)
-    rows = asyncio.run(_read_journal(settings.database, view, **filters))
-    columns = JOURNAL_COLUMNS[view]
-    if fmt is Format.json:
-        print(to_json([{c: row.get(c) for c in columns} for row in rows]))
-    elif fmt is Format.csv:
-        sys.stdout.write(to_csv(rows, columns))
-    else:
-        print_table(rows, columns, title=f"{view} ({len(rows)})")
-
-
-SinceOpt = Annotated[str | None, typer.Option("--since", help="7d, 12h or an ISO time")]
-UntilOpt = Annotated[str | None, typer.Option("--until", help="7d, 12h or an ISO time")]
-FormatOpt = Annotated[Format, typer.Option("--format")]
-
-
-@journal_app.command("fills")
-def journal_fills(since: SinceOpt = None, until: UntilOpt = None, fmt: FormatOpt = Format.table) -> None:
-    """Every fill, with the exchange's trade and order ids and ours."""
-    _journal_view("fills", since, until, fmt)
-
-
-@journal_app.command("funding")
-def journal_funding(since: SinceOpt = None, until: UntilOpt = None, fmt: FormatOpt = Format.table) -> None:
-    """Funding payments (positive = received)."""
-    _journal_view("funding", since, until, fmt)
-
-
-@journal_app.command("orders")
-def journal_orders(since: SinceOpt = None, until: UntilOpt = None, fmt: FormatOpt = Format.table) -> None:
-    """Every order the bot journaled, with its final state."""
-    _journal_view("orders", since, until, fmt)
-
-
-@journal_app.command("decisions")
-def journal_decisions(since: SinceOpt = None, until: UntilOpt = None, fmt: FormatOpt = Format.table) -> None:
-    """Every decision: delta, band, chosen size, or why no trade."""
-    _journal_view("decisions", since, until, fmt)
 
 
 @db_app.command("upgrade")
@@ -481,15 +368,13 @@ def main() -> None:
         sys.exit(2)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, typer.Abort):
         sys.exit(130)
-    except Exception as exc:  # click's usage errors carry their own exit code
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(1)
+    except typer.exceptions.TyperException as exc:  # usage errors: they show themselves, exit 2
+        show = getattr(exc, "show", None)
+        if show is not None:
+            show()
+        sys.exit(getattr(exc, "exit_code", 2))
+    except Exception as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)

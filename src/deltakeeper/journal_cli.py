@@ -1,0 +1,281 @@
+"""`deltakeeper journal fills|funding|orders|decisions|pnl`: the journal, for people.
+
+Mounted by the command line with `app.add_typer(journal_app, name="journal")`.
+
+The views take filters (`--asset`, `--symbol`, `--side` where the view has one, `--since`, `--until`) and
+page their table output (`--limit N --page P`, oldest first; `--limit 0` shows every row). CSV and JSON list
+every matching row, with the columns of `JOURNAL_COLUMNS` in that order (kept stable: the README documents
+them). `pnl` attributes the hedge's PnL per asset or per day (see `deltakeeper.pnl`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from datetime import UTC, datetime
+from enum import Enum
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from deltakeeper.cli_args import Format, parse_time
+
+if TYPE_CHECKING:
+    from deltakeeper.config import Settings
+
+journal_app = typer.Typer(no_args_is_help=True, help="Read the trade journal.")
+
+JOURNAL_COLUMNS = {
+    "fills": ["ts", "symbol", "side", "amount_contracts", "price", "fee", "fee_currency", "notional_usd",
+              "is_maker", "trade_id", "exchange_order_id", "client_order_id", "recorded_at"],
+    "funding": ["ts", "symbol", "amount", "currency", "rate", "position_contracts", "payment_id",
+                "recorded_at"],
+    "orders": ["created_ts", "updated_ts", "symbol", "asset", "side", "order_type", "amount_contracts",
+               "price", "reference_price", "reduce_only", "status", "filled_contracts", "average_price",
+               "reject_reason", "client_order_id", "exchange_order_id", "decision_id", "recorded_at"],
+    "decisions": ["ts", "asset", "delta_coin", "delta_usd", "target_coin", "band_coin", "price_usd",
+                  "reason", "trading_state", "symbol", "side", "amount_contracts", "est_cost_usd", "detail",
+                  "decision_id", "recorded_at"],
+}
+DEFAULT_PAGE_ROWS = 50
+
+
+class SideChoice(str, Enum):
+    buy = "buy"
+    sell = "sell"
+
+
+class ByChoice(str, Enum):
+    asset = "asset"
+    day = "day"
+
+
+SinceOpt = Annotated[str | None, typer.Option("--since", help="From: 7d, 12h ago or an ISO time.")]
+UntilOpt = Annotated[str | None, typer.Option("--until", help="To (exclusive): 7d, 12h ago or an ISO time.")]
+FormatOpt = Annotated[Format, typer.Option("--format")]
+AssetOpt = Annotated[str | None, typer.Option("--asset", help="Only this asset, e.g. SOL.")]
+SymbolOpt = Annotated[str | None, typer.Option("--symbol", help="Only this instrument, e.g. SOL/USDT:USDT.")]
+SideOpt = Annotated[SideChoice | None, typer.Option("--side", help="Only buys or sells.")]
+LimitOpt = Annotated[int, typer.Option("--limit", min=0, help="Table rows per page; 0 for every row.")]
+PageOpt = Annotated[int, typer.Option("--page", min=1, help="Table page, from 1 (oldest rows first).")]
+
+
+def _settings() -> Settings:
+    from deltakeeper.config import load_settings
+
+    return load_settings()
+
+
+def _time_window(since: str | None, until: str | None) -> tuple[datetime | None, datetime | None]:
+
+    now = datetime.now(UTC)
+    return parse_time(since, "--since", now), parse_time(until, "--until", now)
+
+
+def _upgraded_database() -> str:
+    from deltakeeper.adapters.journal import upgrade
+
+    settings = _settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.database)
+    return settings.database
+
+
+async def read_journal(database_url: str, view: str, **filters: Any) -> list[dict[str, Any]]:
+    """The rows of one view (`fills`, `funding`, `orders`, `decisions`) with `SqlJournal.list_<view>`'s
+    filters."""
+    return (await read_journal_views(database_url, {view: filters}))[view]
+
+
+async def read_journal_views(database_url: str, views: dict[str, dict[str, Any]]
+                             ) -> dict[str, list[dict[str, Any]]]:
+    """Several views through one connection to the journal: {view: filters} -> {view: rows}."""
+    from deltakeeper.adapters.journal import create_journal
+
+    journal = create_journal(database_url)
+    try:
+        out: dict[str, list[dict[str, Any]]] = {}
+        for view, filters in views.items():
+            out[view] = await getattr(journal, f"list_{view}")(**filters)
+        return out
+    finally:
+        await journal.close()
+
+
+def _journal_view(view: str, fmt: Format, since: str | None, until: str | None, limit: int, page: int,
+                  **filters: Any) -> None:
+    from deltakeeper.output import print_table, to_csv, to_json
+
+    start, end = _time_window(since, until)
+    query: dict[str, Any] = {"since": start, "until": end,
+                             **{k: v.value if isinstance(v, Enum) else v for k, v in filters.items()
+                                if v is not None}}
+    database = _upgraded_database()
+    columns = JOURNAL_COLUMNS[view]
+    if fmt is not Format.table or limit == 0:
+        rows = asyncio.run(read_journal(database, view, **query))
+        if fmt is Format.json:
+            print(to_json([{c: row.get(c) for c in columns} for row in rows]))
+        elif fmt is Format.csv:
+            sys.stdout.write(to_csv(rows, columns))
+        else:
+            print_table(rows, columns, title=f"{view} ({len(rows)})")
+        return
+    offset = (page - 1) * limit
+    rows = asyncio.run(read_journal(database, view, **query, limit=limit + 1, offset=offset))
+    more, rows = len(rows) > limit, rows[:limit]
+    print_table(rows, columns, title=page_title(view, page, offset, len(rows), more))
+
+
+def page_title(view: str, page: int, offset: int, shown: int, more: bool) -> str:
+    """`fills: rows 51-100, page 2 (more: --page 3)`; `fills: no rows on page 4`."""
+    if not shown:
+        return f"{view}: no rows" if page == 1 else f"{view}: no rows on page {page}"
+    more_text = f" (more: --page {page + 1})" if more else " (last page)" if page > 1 else ""
+    return f"{view}: rows {offset + 1}-{offset + shown}, page {page}{more_text}"
+
+
+@journal_app.command("fills")
+def journal_fills(
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    asset: AssetOpt = None,
+    symbol: SymbolOpt = None,
+    side: SideOpt = None,
+    fmt: FormatOpt = Format.table,
+    limit: LimitOpt = DEFAULT_PAGE_ROWS,
+    page: PageOpt = 1,
+) -> None:
+    """Every fill, with the exchange's trade and order ids and ours."""
+    _journal_view("fills", fmt, since, until, limit, page, asset=asset, symbol=symbol, side=side)
+
+
+@journal_app.command("funding")
+def journal_funding(
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    asset: AssetOpt = None,
+    symbol: SymbolOpt = None,
+    fmt: FormatOpt = Format.table,
+    limit: LimitOpt = DEFAULT_PAGE_ROWS,
+    page: PageOpt = 1,
+) -> None:
+    """Funding payments (positive = received)."""
+    _journal_view("funding", fmt, since, until, limit, page, asset=asset, symbol=symbol)
+
+
+@journal_app.command("orders")
+def journal_orders(
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    asset: AssetOpt = None,
+    symbol: SymbolOpt = None,
+    side: SideOpt = None,
+    fmt: FormatOpt = Format.table,
+    limit: LimitOpt = DEFAULT_PAGE_ROWS,
+    page: PageOpt = 1,
+) -> None:
+    """Every order the bot journaled, with its final state."""
+    _journal_view("orders", fmt, since, until, limit, page, asset=asset, symbol=symbol, side=side)
+
+
+@journal_app.command("decisions")
+def journal_decisions(
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    asset: AssetOpt = None,
+    symbol: Annotated[str | None, typer.Option(
+        "--symbol", help="Only decisions that chose an order on this instrument.")] = None,
+    side: Annotated[SideChoice | None, typer.Option(
+        "--side", help="Only decisions that chose a buy, or a sell.")] = None,
+    fmt: FormatOpt = Format.table,
+    limit: LimitOpt = DEFAULT_PAGE_ROWS,
+    page: PageOpt = 1,
+) -> None:
+    """Every decision: delta, band, chosen size, or why no trade."""
+    _journal_view("decisions", fmt, since, until, limit, page, asset=asset, symbol=symbol, side=side)
+
+
+@journal_app.command("pnl")
+def journal_pnl(
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    asset: AssetOpt = None,
+    by: Annotated[ByChoice, typer.Option("--by", help="One row per asset, or per UTC day and asset.")
+                  ] = ByChoice.asset,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """PnL attribution in USD: hedge trading PnL (realised and marked), fees, funding paid and received,
+    slippage against the decision's price, and the net cost of staying hedged. The last row is the total."""
+    from deltakeeper.output import print_table, to_csv, to_json
+    from deltakeeper.pnl import PNL_COLUMNS, attribute, total_row
+
+    start, end = _time_window(since, until)
+    database = _upgraded_database()
+    # Every fill up to `until`, also those before `since`: they make the position held at `since`.
+    history: dict[str, Any] = {"until": end}
+    if asset is not None:
+        history["asset"] = asset
+    views = asyncio.run(read_journal_views(database, {
+        "fills": history,
+        "funding": {**history, "since": start},
+        "orders": {"until": end},
+        "decisions": {**history, "since": start},
+    }))
+    before_since = asyncio.run(_decisions_just_before(database, start, asset)) if start is not None else []
+    rows = attribute(views["fills"], views["funding"], views["orders"], before_since + views["decisions"],
+                     by.value, since=start, until=end)
+    rows.append(total_row(rows))
+    if fmt is Format.json:
+        print(to_json([{c: row.get(c) for c in PNL_COLUMNS} for row in rows]))
+    elif fmt is Format.csv:
+        sys.stdout.write(to_csv(rows, PNL_COLUMNS))
+    else:
+        window = f"{_when(start, 'the first row')} to {_when(end, 'the last')}"
+        shown = [{header: _cents(row[column]) if column.endswith("_usd") and column != "mark_price_usd"
+                  else row[column] for header, column in PNL_TABLE_COLUMNS.items()} for row in rows]
+        print_table(shown, list(PNL_TABLE_COLUMNS),
+                    title=f"PnL in USD by {by.value}, {window} (to the cent; CSV and JSON are exact)")
+
+
+PNL_TABLE_COLUMNS = {
+    "period": "period", "asset": "asset", "fills": "fills", "position coin": "position_coin",
+    "mark": "mark_price_usd", "realised": "realised_pnl_usd", "marked": "marked_pnl_usd",
+    "hedge pnl": "hedge_pnl_usd", "slippage": "slippage_usd", "fees": "fees_usd",
+    "funding paid": "funding_paid_usd", "funding received": "funding_received_usd",
+    "cost of hedging": "hedging_cost_usd", "total": "total_usd",
+}
+"""The table's headers and the columns they show (the table leaves out traded, market PnL, unpriced)."""
+
+
+def _cents(value: Any) -> Any:
+    """USD to the cent, `-0.00` as `0.00`."""
+    if value is None:
+        return None
+    text = f"{value:.2f}"
+    return "0.00" if text == "-0.00" else text
+
+
+def _when(value: datetime | None, otherwise: str) -> str:
+    return value.isoformat().replace("+00:00", "Z") if value is not None else otherwise
+
+
+async def _decisions_just_before(database_url: str, since: datetime, asset: str | None
+                                 ) -> list[dict[str, Any]]:
+    """Per asset the last decision before `since` (its price marks the position held at `since`), without
+    reading every older decision."""
+    from sqlalchemy import func, select
+
+    from deltakeeper.adapters.journal import create_journal
+    from deltakeeper.adapters.journal.models import decisions
+
+    latest = select(func.max(decisions.c.id)).where(decisions.c.ts < since).group_by(decisions.c.asset)
+    query = select(decisions.c.ts, decisions.c.asset, decisions.c.price_usd).where(decisions.c.id.in_(latest))
+    if asset is not None:
+        query = query.where(decisions.c.asset == asset.upper())
+    journal = create_journal(database_url)
+    try:
+        async with journal.engine.connect() as conn:
+            return [dict(row._mapping) for row in (await conn.execute(query)).all()]
+    finally:
+        await journal.close()

@@ -1,0 +1,200 @@
+"""The journal views' filters and paging, and `journal pnl`, on a journal produced by a simulated run: the
+bot runs in a subprocess (`python -m deltakeeper run --for 30s`), the journal commands through their Typer
+app. `pnl`'s totals are checked against totals computed here from the raw fills, payments and decisions."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from deltakeeper.journal_cli import JOURNAL_COLUMNS, journal_app
+from deltakeeper.pnl import PNL_COLUMNS, SUMMED_COLUMNS
+
+D = Decimal
+HEDGE = "SOL/USDT:USDT"
+Invoke = Callable[..., str]
+
+
+@pytest.fixture(scope="module")
+def journal_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data folder whose journal holds 15 simulated hours of hedging SOL (1800x for 30 s): enough for
+    buys and sells, and at least one 8-hourly funding payment."""
+    data_dir = tmp_path_factory.mktemp("journal") / "data"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DK_")}
+    env.update(DK_DATA_DIR=str(data_dir), DK_SIM_SPEED="1800", DK_HTTP_PORT="0",
+               DK_ASSETS__SOL__BAND_COIN="5")  # a band narrow enough to trade both ways every hour or so
+    result = subprocess.run([sys.executable, "-m", "deltakeeper", "run", "--for", "30s"], env=env,
+                            capture_output=True, text=True, timeout=90)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return data_dir
+
+
+@pytest.fixture
+def invoke(journal_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Invoke]:
+    """`invoke("fills", "--format", "json")`: stdout of `deltakeeper journal ...` on the run's journal."""
+    for name in [name for name in os.environ if name.startswith("DK_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("DK_DATA_DIR", str(journal_dir))
+    runner = CliRunner()
+
+    def run(*args: str) -> str:
+        result = runner.invoke(journal_app, list(args))
+        assert result.exit_code == 0, (result.output, result.exception)
+        return result.stdout
+
+    yield run
+
+
+def rows(invoke: Invoke, view: str, *args: str) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = json.loads(invoke(view, "--format", "json", *args))
+    return out
+
+
+def ts(row: dict[str, Any], column: str = "ts") -> datetime:
+    return datetime.fromisoformat(row[column].replace("Z", "+00:00"))
+
+
+def test_pnl_totals_match_totals_computed_from_the_raw_fills_payments_and_decisions(invoke: Invoke) -> None:
+    fills = rows(invoke, "fills")
+    funding = rows(invoke, "funding")
+    decisions = rows(invoke, "decisions")
+    orders = {o["client_order_id"]: o for o in rows(invoke, "orders")}
+    assert {f["side"] for f in fills} == {"buy", "sell"} and funding
+
+    # Independently: linear USDT-margined fills of contract size 1, fees and funding in USDT.
+    assert {(f["symbol"], f["fee_currency"]) for f in fills} == {(HEDGE, "USDT")}
+    assert {p["currency"] for p in funding} == {"USDT"}
+    position, cash, fees, slippage = D(0), D(0), D(0), D(0)
+    for f in fills:
+        amount, price, sign = D(f["amount_contracts"]), D(f["price"]), 1 if f["side"] == "buy" else -1
+        assert D(f["notional_usd"]) == amount * price
+        position += sign * amount
+        cash -= sign * amount * price
+        fees += D(f["fee"])
+        slippage += sign * amount * (price - D(orders[f["client_order_id"]]["reference_price"]))
+    funding_net = sum((D(p["amount"]) for p in funding), D(0))
+    # the mark: the latest price the journal knows, a decision's or a fill's (a fill wins a tie)
+    prices = [(ts(d), 0, D(d["price_usd"])) for d in decisions if d["asset"] == "SOL"]
+    prices += [(ts(f), 1, D(f["price"])) for f in fills]
+    mark = max(prices)[2]
+    hedge = cash + position * mark
+
+    report = rows(invoke, "pnl")
+    assert [list(r) for r in report] == [PNL_COLUMNS] * 2
+    sol, total = report
+    assert (sol["period"], sol["asset"], total["period"], total["asset"]) == ("all", "SOL", "all", "TOTAL")
+    assert D(total["fees_usd"]) == fees
+    assert D(total["funding_received_usd"]) - D(total["funding_paid_usd"]) == funding_net
+    assert D(total["funding_received_usd"]) == sum((D(p["amount"]) for p in funding if D(p["amount"]) > 0),
+                                                   D(0))
+    assert D(total["hedge_pnl_usd"]) == hedge
+    assert D(total["slippage_usd"]) == slippage
+    assert D(total["total_usd"]) == hedge - fees + funding_net
+    assert D(total["hedging_cost_usd"]) == fees - funding_net + slippage
+    assert D(total["traded_usd"]) == sum((D(f["notional_usd"]) for f in fills), D(0))
+    assert total["fills"] == len(fills) and total["unpriced_rows"] == 0
+    assert D(sol["position_coin"]) == position and D(sol["mark_price_usd"]) == mark
+    for row in report:  # the parts add up
+        assert D(row["realised_pnl_usd"]) + D(row["marked_pnl_usd"]) == D(row["hedge_pnl_usd"])
+        assert D(row["market_pnl_usd"]) - D(row["hedging_cost_usd"]) == D(row["total_usd"])
+
+    by_day = rows(invoke, "pnl", "--by", "day")
+    assert by_day[-1]["asset"] == "TOTAL"
+    for column in SUMMED_COLUMNS:
+        assert sum(D(str(r[column])) for r in by_day[:-1]) == D(str(total[column])), column
+
+    assert rows(invoke, "pnl", "--asset", "sol") == report
+    assert [r["asset"] for r in rows(invoke, "pnl", "--asset", "BTC")] == ["TOTAL"]
+
+    # A window: fees and funding are those within it, the hedge PnL what happened within it.
+    middle = sorted(fills, key=ts)[len(fills) // 2]
+    since = middle["ts"]
+    windowed = rows(invoke, "pnl", "--since", since)[-1]
+    assert D(windowed["fees_usd"]) == sum((D(f["fee"]) for f in fills if ts(f) >= ts(middle)), D(0))
+    assert windowed["fills"] == len([f for f in fills if ts(f) >= ts(middle)])
+    earlier = rows(invoke, "pnl", "--until", since)[-1]
+    for column in ("fees_usd", "funding_paid_usd", "funding_received_usd", "slippage_usd", "hedge_pnl_usd",
+                   "total_usd"):
+        assert D(earlier[column]) + D(windowed[column]) == D(total[column]), column
+
+    table = invoke("pnl")
+    assert "PnL in USD by asset" in table and "TOTAL" in table
+
+
+def test_views_filter_by_asset_instrument_side_and_time(invoke: Invoke) -> None:
+    fills = rows(invoke, "fills")
+    assert rows(invoke, "fills", "--asset", "SOL") == fills
+    assert rows(invoke, "fills", "--symbol", HEDGE) == fills
+    assert rows(invoke, "fills", "--asset", "BTC") == []
+    assert rows(invoke, "fills", "--symbol", "SOL/USD:SOL") == []
+
+    buys = rows(invoke, "fills", "--side", "buy")
+    assert buys and buys == [f for f in fills if f["side"] == "buy"]
+    sells = rows(invoke, "fills", "--side", "sell", "--asset", "SOL", "--symbol", HEDGE)
+    assert sells and sells == [f for f in fills if f["side"] == "sell"]
+
+    orders = rows(invoke, "orders")
+    bought = rows(invoke, "orders", "--side", "buy", "--asset", "SOL")
+    assert bought and bought == [o for o in orders if o["side"] == "buy"]
+    decisions = rows(invoke, "decisions")
+    hedging = rows(invoke, "decisions", "--symbol", HEDGE, "--side", "sell")
+    assert hedging and hedging == [d for d in decisions if d["symbol"] == HEDGE and d["side"] == "sell"]
+    assert rows(invoke, "funding", "--asset", "SOL") == rows(invoke, "funding")
+
+    ordered = sorted(fills, key=ts)
+    since, until = ordered[2]["ts"], ordered[-2]["ts"]
+    window = rows(invoke, "fills", "--since", since, "--until", until)
+    assert window == [f for f in fills if ts(ordered[2]) <= ts(f) < ts(ordered[-2])]
+    assert window and len(window) < len(fills)
+
+
+def test_csv_and_json_list_every_matching_row_with_the_documented_columns(invoke: Invoke) -> None:
+    for view, columns in JOURNAL_COLUMNS.items():
+        everything = rows(invoke, view, "--limit", "2")
+        assert everything and all(list(row) == columns for row in everything)
+        table = list(csv.reader(io.StringIO(invoke(view, "--format", "csv", "--limit", "2", "--page", "3"))))
+        assert table[0] == columns
+        assert len(table) == len(everything) + 1
+        key = columns.index("ts" if "ts" in columns else "created_ts")
+        assert [line[key] for line in table[1:]] == [row[columns[key]] for row in everything]
+
+    pnl = list(csv.reader(io.StringIO(invoke("pnl", "--format", "csv"))))
+    assert pnl[0] == PNL_COLUMNS and [line[1] for line in pnl[1:]] == ["SOL", "TOTAL"]
+
+
+def test_table_output_is_paged(invoke: Invoke) -> None:
+    fills = rows(invoke, "fills")
+    assert len(fills) > 7
+
+    def shown(text: str) -> int:
+        return text.count(HEDGE)  # the symbol fits its column: once per row
+
+    first = invoke("fills", "--limit", "3")
+    assert "fills: rows 1-3, page 1 (more: --page 2)" in first and shown(first) == 3
+    second = invoke("fills", "--limit", "3", "--page", "2")
+    assert "fills: rows 4-6, page 2 (more: --page 3)" in second and shown(second) == 3
+    assert all(f["client_order_id"] in second for f in fills[3:6])
+
+    last_page = (len(fills) + 2) // 3
+    last = invoke("fills", "--limit", "3", "--page", str(last_page))
+    on_last = len(fills) - 3 * (last_page - 1)
+    assert f"rows {3 * (last_page - 1) + 1}-{len(fills)}, page {last_page} (last page)" in last
+    assert shown(last) == on_last
+    assert "fills: no rows on page" in invoke("fills", "--limit", "3", "--page", str(last_page + 1))
+
+    everything = invoke("fills", "--limit", "0")
+    assert f"fills ({len(fills)})" in everything and shown(everything) == len(fills)
+    default = invoke("fills")
+    assert shown(default) == min(len(fills), 50)
