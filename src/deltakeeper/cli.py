@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from deltakeeper.cli_args import ShortFormat, fail, parse_duration_secs
+from deltakeeper.cli_args import ShortFormat, fail, parse_duration_secs, read_json_file
 from deltakeeper.domain.errors import ConfigError
 from deltakeeper.journal_cli import journal_app
+from deltakeeper.margin_report import margin
 
 if TYPE_CHECKING:
     from deltakeeper.config import Settings
@@ -26,6 +27,7 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, help="Delta-neutra
 db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
 app.add_typer(journal_app, name="journal")
 app.add_typer(db_app, name="db")
+app.command("margin")(margin)
 
 def _settings():  # type: ignore[no-untyped-def]
     from deltakeeper.config import load_settings
@@ -67,19 +69,13 @@ def delta(
     fmt: Annotated[ShortFormat, typer.Option("--format")] = ShortFormat.table,
 ) -> None:
     """Compute per-asset delta of a portfolio file, offline."""
-    from deltakeeper.adapters.ccxt_parse import portfolio_from_json
+    from deltakeeper.adapters.ccxt_parse import portfolio_from_json, portfolio_time
     from deltakeeper.domain.exposure import asset_deltas
     from deltakeeper.output import print_table, to_json
 
+    doc = read_json_file(portfolio, "--portfolio")
     try:
-        doc = json.loads(portfolio.read_text())
-    except OSError:
-        fail("--portfolio", "a readable JSON file", str(portfolio))
-    except json.JSONDecodeError as exc:
-        fail("--portfolio", f"valid JSON ({exc.msg} at line {exc.lineno})", str(portfolio))
-    instruments, balances, positions, prices, external = portfolio_from_json(doc)
-    try:
-        deltas = asset_deltas(instruments, balances, positions, prices, external)
+        deltas = asset_deltas(*portfolio_from_json(doc), as_of=portfolio_time(doc))
     except KeyError as exc:
         fail("--portfolio", f"a complete portfolio: {exc.args[0]}")
     assets = {a: {"delta_coin": d.delta_coin, "delta_usd": d.delta_usd} for a, d in deltas.items()}

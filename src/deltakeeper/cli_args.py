@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime, timedelta
 from enum import Enum
-from typing import NoReturn
+from pathlib import Path
+from typing import Any, NoReturn
 
 from deltakeeper.domain.errors import ConfigError
 
@@ -46,3 +48,12 @@ def parse_time(text: str | None, name: str, now: datetime) -> datetime | None:
     except ValueError:
         fail(name, "a duration such as 7d or an ISO-8601 time", text)
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def read_json_file(path: Path, flag: str) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except OSError:
+        fail(flag, "a readable JSON file", str(path))
+    except json.JSONDecodeError as exc:
+        fail(flag, f"valid JSON ({exc.msg} at line {exc.lineno})", str(path))

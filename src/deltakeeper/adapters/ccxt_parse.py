@@ -570,3 +570,14 @@ __all__ = [
     "instrument_from_market", "is_funding_trade", "order_from_ccxt", "portfolio_from_json",
     "position_from_ccxt", "precision_mode_of", "quote_from_ticker", "ts_from_ms",
 ]
+
+
+def portfolio_time(doc: object) -> datetime | None:
+    """The portfolio file's optional `timestamp` (ms since the epoch), for expiry-dependent terms."""
+    if not isinstance(doc, Mapping) or doc.get("timestamp") is None:
+        return None
+    try:
+        return ts_from_ms(doc["timestamp"])
+    except (MalformedPayload, ValueError, OverflowError):
+        expected = "the portfolio's time in ms since the epoch"
+        raise ConfigError("timestamp", expected, doc["timestamp"]) from None

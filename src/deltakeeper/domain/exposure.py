@@ -4,21 +4,108 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 
+from deltakeeper.domain.greeks import greeks
 from deltakeeper.domain.instruments import ZERO, Instrument, is_stable
+
+SECS_PER_YEAR = 365 * 86_400
+"""Option maths counts years of 365 days (domain/greeks.py)."""
 
 
 @dataclass(frozen=True, slots=True)
 class Position:
     """A derivative position. `contracts` is signed (+ long). `unrealized_pnl` is in the settle coin,
-    as the exchange reports it, or None when it did not say."""
+    as the exchange reports it, or None when it did not say.
+
+    Options: `entry_price` and `mark_price` are the option's price per coin of underlying in the settle
+    currency (coin for a coin-settled option: Deribit's BTC prices). `delta` is the exchange's plain
+    (Black-Scholes) delta of one option on one coin of underlying, as Deribit's ticker `greeks.delta`
+    shows it, or None when it published none; `mark_iv` the annualised mark implied volatility
+    (0.60 = 60%); `underlying_price` the forward the exchange prices the option on (Deribit's
+    `underlying_price`), None to price on the asset's USD price.
+    """
 
     symbol: str
     contracts: Decimal
     entry_price: Decimal
     mark_price: Decimal
     unrealized_pnl: Decimal | None = None
+    delta: Decimal | None = None
+    mark_iv: float | None = None
+    underlying_price: Decimal | None = None
+
+
+class OptionInputMissing(KeyError):
+    """An option position lacks what its delta needs: a published delta, or a mark IV with the time and
+    a price for Black-76. A KeyError, like a missing price, so callers that turn missing inputs into a
+    bad-input error (the `delta` command) treat it alike."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+@dataclass(frozen=True, slots=True)
+class OptionDelta:
+    """One option's delta, per coin of underlying (times contracts x contract size for a position).
+
+    `delta` is the plain Black-Scholes delta; `delta_adj` what adds to the underlying's delta besides
+    the option's value: `delta - value` for a coin-settled option (the price-adjusted delta, REFERENCE
+    1.3), `delta` otherwise. `value` is the option's price per coin of underlying in the settle
+    currency (the mark, else Black-76's). `source` is `exchange` or `black76`.
+    """
+
+    delta: Decimal
+    delta_adj: Decimal
+    value: Decimal
+    source: str
+
+
+def years_to_expiry(expiry: datetime, as_of: datetime) -> float:
+    """Years of 365 days from `as_of` to `expiry` (negative once expired). Both tz-aware."""
+    return (expiry - as_of).total_seconds() / SECS_PER_YEAR
+
+
+def _dec(x: float) -> Decimal:
+    return Decimal(repr(x))
+
+
+def option_delta(
+    instrument: Instrument, position: Position, price_usd: Decimal | None, as_of: datetime | None
+) -> OptionDelta:
+    """The delta of one option of `position` (REFERENCE 1.3).
+
+    The exchange's delta when it published one; else Black-76 on the position's `underlying_price`
+    (else `price_usd`, the asset's price) at its `mark_iv`, with the time to expiry counted from
+    `as_of`. A coin-settled option's adjusted delta subtracts its value in coin, the mark (Black-76's
+    premium when the mark is zero), so that `delta_adj + value` is always the plain delta.
+    Raises OptionInputMissing when neither way is open.
+    """
+    mark = position.mark_price
+    if position.delta is not None:
+        value = mark
+        delta = position.delta
+        source = "exchange"
+    else:
+        forward = position.underlying_price or price_usd
+        vol, strike, expiry = position.mark_iv, instrument.strike, instrument.expiry
+        if vol is None or as_of is None or strike is None or expiry is None or forward is None:
+            needs = {"a mark IV": vol, "the time (as_of)": as_of, "a strike": strike, "an expiry": expiry,
+                     f"a USD price for {instrument.base}": forward}
+            missing = ", ".join(name for name, given in needs.items() if given is None)
+            raise OptionInputMissing(
+                f"option {position.symbol} has no published delta, and Black-76 needs {missing}"
+            )
+        model = greeks(
+            float(forward), float(strike), years_to_expiry(expiry, as_of), vol, instrument.is_call
+        )
+        delta = _dec(model.delta)
+        model_value = model.premium_coin if instrument.coin_settled else model.price_usd
+        value = mark if mark > 0 else _dec(model_value)
+        source = "black76"
+    delta_adj = delta - value if instrument.coin_settled else delta
+    return OptionDelta(delta=delta, delta_adj=delta_adj, value=value, source=source)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,12 +135,26 @@ def asset_deltas(
     positions: Iterable[Position],
     prices_usd: Mapping[str, Decimal],
     external: Mapping[str, Decimal] | None = None,
+    as_of: datetime | None = None,
 ) -> dict[str, AssetDelta]:
     """Delta per underlying asset, in coins and in USD at `prices_usd`.
 
     Wallet balances count as exposure (coin collateral is a delta). A position settled in a coin adds
     its unrealised PnL to that coin's exposure, because wallet balances exclude it. Inverse contracts
     count at face / their own mark. Stablecoins and USD are the numeraire and never appear.
+
+    Options (`option_delta`) add `contracts x contract_size x delta_adj` to their underlying, and their
+    value `contracts x contract_size x mark` to their settle coin (nothing for a USD-settled one). Not
+    their unrealised PnL: an option's premium changes hands in full at the trade, so the wallet balance
+    already lacks what a long paid (holds what a short received); adding PnL = value - cost would
+    count the cost a second time (and Deribit's `floating_profit_loss` for an option is only the
+    session's). What the wallet lacks is the option's current value, coin the account owns as Deribit's
+    equity counts it (equity = balance + options value + futures session PnL). On top of it the
+    price-adjusted delta `delta - value` (Deribit's DeltaTotal: treat the account's delta as equity +
+    DeltaTotal), and the two sum to the plain delta, the slope of `F x wallet + n x C(F)`. Deribit's
+    FAQ: a 0.50-delta call bought for 0.10 BTC moves 0.10 out of the wallet, adds 0.10 of option value
+    and 0.40 of adjusted delta: the account's delta rises by 0.40. `as_of` (tz-aware) is needed only
+    for an option valued with Black-76; OptionInputMissing (a KeyError) says what is missing.
     """
     coin: dict[str, Decimal] = {}
     gross: dict[str, Decimal] = {}
@@ -72,6 +173,12 @@ def asset_deltas(
         instrument = instruments.get(position.symbol)
         if instrument is None:
             raise KeyError(f"position in unknown market {position.symbol!r}")
+        if instrument.is_option:
+            size_coin = position.contracts * instrument.contract_size
+            one = option_delta(instrument, position, prices_usd.get(instrument.base), as_of)
+            add(instrument.base, size_coin * one.delta_adj)
+            add(instrument.settle, size_coin * one.value)
+            continue
         add(instrument.base, instrument.delta_coin(position.contracts, position.mark_price))
         add(instrument.settle, unrealized_pnl(instrument, position))
 

@@ -29,7 +29,12 @@ class Kind(str, Enum):
 @dataclass(frozen=True, slots=True)
 class Instrument:
     """One market. For linear contracts `contract_size` is coins per contract; for inverse ones it is
-    USD face per contract. Spot has contract size 1 (amounts are coins)."""
+    USD face per contract. Spot has contract size 1 (amounts are coins).
+
+    Options (`Kind.OPTION`) are never `inverse`: `contract_size` is coins of the underlying per contract,
+    and they carry `strike` (USD per coin), `option_type` ('call' or 'put') and `expiry`. An option
+    settled in its own base coin (Deribit) is `coin_settled`: its price and PnL are in that coin.
+    """
 
     symbol: str
     kind: Kind
@@ -45,10 +50,26 @@ class Instrument:
     maker_fee_rate: Decimal = Decimal("0.0002")
     funding_interval_secs: int | None = None
     expiry: datetime | None = None
+    strike: Decimal | None = None
+    option_type: str | None = None
 
     @property
     def is_derivative(self) -> bool:
         return self.kind is not Kind.SPOT
+
+    @property
+    def is_option(self) -> bool:
+        return self.kind is Kind.OPTION
+
+    @property
+    def is_call(self) -> bool:
+        """An option's right: True for a call, False for a put (and for anything that is not an option)."""
+        return self.option_type == "call"
+
+    @property
+    def coin_settled(self) -> bool:
+        """Settled in its own base coin (inverse contracts, Deribit options): PnL and premium in coin."""
+        return self.settle == self.base
 
     @property
     def usd_margined(self) -> bool:
