@@ -17,6 +17,7 @@ import typer
 
 from deltakeeper.cli_args import ShortFormat, fail, parse_duration_secs, read_json_file
 from deltakeeper.domain.errors import ConfigError
+from deltakeeper.backtest import backtest
 from deltakeeper.journal_cli import journal_app
 from deltakeeper.margin_report import margin
 
@@ -28,6 +29,7 @@ db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
 app.add_typer(journal_app, name="journal")
 app.add_typer(db_app, name="db")
 app.command("margin")(margin)
+app.command("backtest")(backtest)
 
 def _settings():  # type: ignore[no-untyped-def]
     from deltakeeper.config import load_settings

@@ -1,0 +1,191 @@
+"""`deltakeeper backtest`: the command. Settings are the live bot's `DK_` variables; flags override them.
+Results go to stdout (a table, or JSON with money as decimal strings); bad input raises ConfigError."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from decimal import Decimal, InvalidOperation
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from deltakeeper.backtest.data import parse_file_specs
+from deltakeeper.backtest.run import load_dataset, run_dataset, sweep_dataset
+from deltakeeper.backtest.settings import POLICIES, BacktestSettings
+from deltakeeper.domain.errors import ConfigError
+from deltakeeper.domain.policy import Band, BandUnit, RebalanceTo
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d)?$")
+_UNIT_SECS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class OutputFormat(str, Enum):
+    table = "table"
+    json = "json"
+
+
+def _duration_secs(text: str, flag: str) -> float:
+    match = _DURATION.match(text.strip().lower())
+    if not match:
+        raise ConfigError(flag, "a duration such as 3600, 90m, 4h or 1d", text)
+    return float(match.group(1)) * _UNIT_SECS[match.group(2) or "s"]
+
+
+def _number(text: str, flag: str, expected: str) -> Decimal:
+    try:
+        value = Decimal(text.strip())
+    except InvalidOperation:
+        raise ConfigError(flag, expected, text) from None
+    if not value.is_finite():
+        raise ConfigError(flag, expected, text)
+    return value
+
+
+def _load_settings() -> BacktestSettings:
+    from deltakeeper.config import load_settings
+
+    return BacktestSettings.from_settings(load_settings())
+
+
+def _default_policy() -> str:
+    from deltakeeper.config import load_settings
+
+    return str(load_settings().policy)
+
+
+def apply_overrides(
+    settings: BacktestSettings,
+    *,
+    rebalance_to: str | None = None,
+    band_pct: str | None = None,
+    timer: str | None = None,
+    risk_aversion: str | None = None,
+    max_deviation_pct: str | None = None,
+    slippage_bps: str | None = None,
+    spread_bps: str | None = None,
+    skip_horizon: str | None = None,
+) -> BacktestSettings:
+    """The flags on top of the settings from the environment."""
+    changes: dict[str, Any] = {}
+    if rebalance_to is not None:
+        if rebalance_to not in ("edge", "target"):
+            raise ConfigError("--rebalance-to", "edge or target", rebalance_to)
+        changes["rebalance_to"] = RebalanceTo(rebalance_to)
+    if band_pct is not None:
+        pct = _number(band_pct, "--band-pct", "a percentage in (0, 100]")
+        if not 0 < pct <= 100:
+            raise ConfigError("--band-pct", "a percentage in (0, 100]", band_pct)
+        changes["default_band"] = Band(BandUnit.PCT, pct)
+        changes["asset_bands"] = {}
+    if timer is not None:
+        secs = _duration_secs(timer, "--timer")
+        if secs <= 0:
+            raise ConfigError("--timer", "a positive duration", timer)
+        changes["timer_secs"] = secs
+    if risk_aversion is not None:
+        ra = _number(risk_aversion, "--risk-aversion", "a positive number per USD, such as 1e-4")
+        if ra <= 0:
+            raise ConfigError("--risk-aversion", "a positive number per USD, such as 1e-4", risk_aversion)
+        changes["risk_aversion_per_usd"] = float(ra)
+    if max_deviation_pct is not None:
+        pct = _number(max_deviation_pct, "--max-deviation-pct", "a percentage in (0, 100]")
+        if not 0 < pct <= 100:
+            raise ConfigError("--max-deviation-pct", "a percentage in (0, 100]", max_deviation_pct)
+        changes["max_deviation_pct"] = pct
+    if slippage_bps is not None:
+        bps = _number(slippage_bps, "--slippage-bps", "a non-negative number of bps")
+        if bps < 0:
+            raise ConfigError("--slippage-bps", "a non-negative number of bps", slippage_bps)
+        changes["slippage_bps"] = bps
+    if spread_bps is not None:
+        bps = _number(spread_bps, "--spread-bps", "a non-negative number of bps")
+        if bps < 0:
+            raise ConfigError("--spread-bps", "a non-negative number of bps", spread_bps)
+        changes["spread_bps"] = float(bps)
+    if skip_horizon is not None:
+        changes["skip_horizon_secs"] = _duration_secs(skip_horizon, "--skip-horizon")
+    return replace(settings, **changes)
+
+
+def backtest(
+    prices: Annotated[list[str] | None, typer.Option(
+        "--prices", metavar="[ASSET=]FILE",
+        help="Price bars (CSV or Parquet: timestamp,open,high,low,close[,volume]; ms or ISO times), one "
+             "per asset: ASSET=FILE, or the asset from the file name (BTCUSDT_5m.csv is BTC). Repeatable.")
+    ] = None,
+    funding: Annotated[list[str] | None, typer.Option(
+        "--funding", metavar="[ASSET=]FILE",
+        help="Funding rates (CSV or Parquet of timestamp and rate), settled at their timestamps. "
+             "Repeatable.")] = None,
+    exposure: Annotated[str, typer.Option(
+        "--exposure", help="static[:USD] (DK_EXTERNAL__<ASSET> coins, else worth USD per asset), lp[:USD] "
+                           "(a x*y=k pool per asset, 1000000 USD by default) or inventory=FILE "
+                           "(CSV of timestamp,asset,quantity).")] = "static",
+    policy: Annotated[str | None, typer.Option(
+        "--policy", help="timer, band or cost-aware (default: DK_POLICY).")] = None,
+    sweep: Annotated[bool, typer.Option(
+        "--sweep", help="Run the policy's fixed grid: timer 1h/4h/8h/24h, band 0.5/1/2/5/10 % of gross, "
+                        "cost-aware risk aversion 1e-6/1e-5/1e-4/1e-3 per USD.")] = False,
+    fmt: Annotated[OutputFormat, typer.Option("--format", help="table or json.")] = OutputFormat.table,
+    plot: Annotated[Path | None, typer.Option(
+        "--plot", metavar="FILE.png", help="Draw cost (fees + slippage) against tracking error.")] = None,
+    rebalance_to: Annotated[str | None, typer.Option(
+        "--rebalance-to", help="edge or target (overrides DK_REBALANCE_TO).")] = None,
+    band_pct: Annotated[str | None, typer.Option(
+        "--band-pct", help="Every asset's band, percent of gross exposure (overrides DK_*BAND*).")] = None,
+    timer: Annotated[str | None, typer.Option(
+        "--timer", help="Timer interval: 3600, 90m, 4h, 1d (overrides DK_TIMER_SECS).")] = None,
+    risk_aversion: Annotated[str | None, typer.Option(
+        "--risk-aversion", help="Per USD (overrides DK_RISK_AVERSION).")] = None,
+    max_deviation_pct: Annotated[str | None, typer.Option(
+        "--max-deviation-pct", help="Cost-aware hard maximum deviation, percent of gross "
+                                    "(overrides DK_MAX_DEVIATION_PCT).")] = None,
+    slippage_bps: Annotated[str | None, typer.Option(
+        "--slippage-bps", help="Slippage estimate in the cost rate (overrides DK_SLIPPAGE_BPS).")] = None,
+    spread_bps: Annotated[str | None, typer.Option(
+        "--spread-bps", help="Quoted spread put around each close, bps (default 1).")] = None,
+    skip_horizon: Annotated[str | None, typer.Option(
+        "--skip-horizon", help="Fixed band's skip rule horizon, 0 = off (overrides DK_SKIP_HORIZON_SECS).")
+    ] = None,
+) -> None:
+    """Replay price history through the decision code and the simulated exchange: cost against tracking
+    error for a policy's settings."""
+    from deltakeeper.output import print_table, to_json
+
+    if not prices:
+        raise ConfigError("--prices", "at least one price file, as ASSET=FILE or FILE")
+    price_files = parse_file_specs(prices, "--prices")
+    funding_files = parse_file_specs(funding or [], "--funding")
+    unknown = sorted(set(funding_files) - set(price_files))
+    if unknown:
+        raise ConfigError("--funding", "assets that have --prices", ", ".join(unknown))
+    name = policy if policy is not None else _default_policy()
+    if name not in POLICIES:
+        raise ConfigError("--policy", "timer, band or cost-aware", name)
+    settings = apply_overrides(
+        _load_settings(), rebalance_to=rebalance_to, band_pct=band_pct, timer=timer,
+        risk_aversion=risk_aversion, max_deviation_pct=max_deviation_pct, slippage_bps=slippage_bps,
+        spread_bps=spread_bps, skip_horizon=skip_horizon,
+    )
+    settings.validate()
+    if plot is not None and plot.suffix.lower() != ".png":
+        raise ConfigError("--plot", "a file name ending in .png", str(plot))
+    data = load_dataset(price_files, funding_files, exposure, settings.spread_bps)
+    results = sweep_dataset(data, name, settings) if sweep else [run_dataset(data, name, settings)]
+    if plot is not None:
+        from deltakeeper.backtest.report import plot_cost_vs_tracking_error
+
+        plot_cost_vs_tracking_error(results, plot)
+    if fmt is OutputFormat.json:
+        print(to_json(results if sweep else results[0]))
+    else:
+        from deltakeeper.backtest.report import TABLE_COLUMNS, table_rows
+
+        first = results[0]
+        title = (f"{first['policy']} on {', '.join(first['assets'])}, {first['exposure']}, "
+                 f"{first['start']:%Y-%m-%d %H:%M} to {first['end']:%Y-%m-%d %H:%M} UTC, "
+                 f"{first['price_events']} price events")
+        print_table(table_rows(results, per_asset=not sweep), TABLE_COLUMNS, title=title)

@@ -1,0 +1,300 @@
+"""Reading a backtest's inputs: price bars into price events, funding rates, inventory paths, and the
+`--prices` / `--funding` / `--exposure` specifications. Bad input raises ConfigError naming the flag."""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from itertools import pairwise
+from pathlib import Path
+
+from deltakeeper.domain.errors import ConfigError
+from deltakeeper.domain.exposure_models import InventoryPath
+from deltakeeper.domain.instruments import Instrument, Kind, is_stable
+from deltakeeper.domain.orders import Quote
+from deltakeeper.sim.feeds import Bar, load_bars, parse_timestamp
+from deltakeeper.sim.markets import (
+    ASSETS,
+    MIN_NOTIONAL_USD,
+    PERP_MAKER_FEE_RATE,
+    PERP_TAKER_FEE_RATE,
+)
+
+QUOTE_SUFFIXES = ("FDUSD", "USDT", "USDC", "BUSD", "TUSD", "PERP", "USD")
+DEFAULT_POOL_USD = Decimal(1_000_000)
+_LEADING_LETTERS = re.compile(r"^[A-Za-z]+")
+_ASSET = re.compile(r"^[A-Za-z0-9]+$")
+_TIME_COLUMNS = ("timestamp", "datetime", "time", "date", "ts")
+_RATE_COLUMNS = ("rate", "funding_rate", "funding rate", "fundingrate")
+_SIGNIFICANT_PRICE_DIGITS = 6
+_BPS = Decimal(10_000)
+
+
+@dataclass(frozen=True, slots=True)
+class PriceEvent:
+    """One bar's close, as the hedge's quote: stamped at the bar's close time (its open + the bar length)."""
+
+    ts: datetime
+    t_secs: float
+    asset: str
+    quote: Quote
+    price: float
+    """The quote's mid, as a float, for statistics and exposure models."""
+    spread_bps: Decimal
+    """The quote's bid-ask spread in bps of the mid."""
+
+
+@dataclass(frozen=True, slots=True)
+class AssetSeries:
+    asset: str
+    bar_secs: float
+    events: tuple[PriceEvent, ...]
+
+
+# -- naming ------------------------------------------------------------------------------------------
+
+
+def asset_from_filename(path: str | Path) -> str | None:
+    """The file name's leading letters without a quote suffix: `BTCUSDT_5m.csv` -> BTC; None if none."""
+    match = _LEADING_LETTERS.match(Path(path).name)
+    if not match:
+        return None
+    letters = match.group(0).upper()
+    for suffix in QUOTE_SUFFIXES:
+        if letters.endswith(suffix) and len(letters) > len(suffix):
+            letters = letters[: -len(suffix)]
+            break
+    return None if is_stable(letters) else letters
+
+
+def parse_file_specs(specs: Sequence[str], flag: str) -> dict[str, Path]:
+    """`ASSET=FILE` or `FILE` (the asset from the file name), each asset once, each file readable."""
+    files: dict[str, Path] = {}
+    for spec in specs:
+        name, sep, rest = spec.partition("=")
+        if sep and _ASSET.match(name):
+            asset, path = name.upper(), Path(rest)
+        else:
+            path = Path(spec)
+            found = asset_from_filename(path)
+            if found is None:
+                raise ConfigError(flag, "ASSET=FILE, or a file named after its asset such as BTCUSDT_5m.csv",
+                                  spec)
+            asset = found
+        if is_stable(asset):
+            raise ConfigError(flag, "an asset that is not a stablecoin", asset)
+        if asset in files:
+            raise ConfigError(flag, "one file per asset", asset)
+        if not path.is_file():
+            raise ConfigError(flag, "a readable file", str(path))
+        files[asset] = path
+    return files
+
+
+@dataclass(frozen=True, slots=True)
+class ExposureSpec:
+    kind: str
+    """`static`, `lp` or `inventory`."""
+    value_usd: Decimal = DEFAULT_POOL_USD
+    """Starting value per asset: of the pool (`lp`), of the holdings (`static`, unless DK_EXTERNAL_ names
+    them in coins)."""
+    path: Path | None = None
+
+    def __str__(self) -> str:
+        if self.kind == "inventory":
+            return f"inventory={self.path}"
+        return f"{self.kind}:{self.value_usd}"
+
+
+def parse_exposure(spec: str) -> ExposureSpec:
+    """`static[:USD]`, `lp[:USD]` (1,000,000 USD per asset by default) or `inventory=FILE`."""
+    text = spec.strip()
+    expected = "static[:USD], lp[:USD] or inventory=FILE"
+    if text.lower().startswith("inventory="):
+        path = Path(text.split("=", 1)[1])
+        if not path.is_file():
+            raise ConfigError("--exposure", "inventory=FILE with a readable CSV of timestamp,asset,quantity",
+                              spec)
+        return ExposureSpec("inventory", path=path)
+    kind, sep, amount = text.partition(":")
+    kind = kind.lower()
+    if kind not in ("static", "lp"):
+        raise ConfigError("--exposure", expected, spec)
+    if not sep:
+        return ExposureSpec(kind)
+    try:
+        value = Decimal(amount.replace("_", "").replace(",", ""))
+    except InvalidOperation:
+        raise ConfigError("--exposure", f"{kind}:USD with a positive number of USD", spec) from None
+    if not value.is_finite() or value <= 0:
+        raise ConfigError("--exposure", f"{kind}:USD with a positive number of USD", spec)
+    return ExposureSpec(kind, value_usd=value)
+
+
+# -- instruments and quotes -------------------------------------------------------------------------
+
+
+def linear_perp(asset: str) -> Instrument:
+    """`{ASSET}/USDT:USDT`: the simulator's market where it lists the asset, else one made on the fly with
+    contract size 1, lot step 0.001 and Bybit's fees. Funding is settled by the backtest from the data's
+    timestamps, not by the engine's 8h grid, so the instrument has no funding interval."""
+    sim = ASSETS.get(asset)
+    if sim is not None:
+        instrument = next(i for i in sim.instruments() if i.symbol == sim.linear_symbol)
+    else:
+        step = Decimal("0.001")
+        instrument = Instrument(
+            symbol=f"{asset}/USDT:USDT", kind=Kind.PERPETUAL, base=asset, quote="USDT", settle="USDT",
+            contract_size=Decimal(1), lot_step_contracts=step, min_contracts=step,
+            min_notional_usd=MIN_NOTIONAL_USD, taker_fee_rate=PERP_TAKER_FEE_RATE,
+            maker_fee_rate=PERP_MAKER_FEE_RATE,
+        )
+    return replace(instrument, funding_interval_secs=None)
+
+
+def price_decimals(asset: str, first_price: float) -> int:
+    """The simulator's price precision where it lists the asset, else six significant digits."""
+    sim = ASSETS.get(asset)
+    if sim is not None:
+        return sim.price_decimals
+    return max(0, _SIGNIFICANT_PRICE_DIGITS - 1 - math.floor(math.log10(first_price)))
+
+
+class Quoter:
+    """A bar close to a quote `spread_bps` wide, bid and ask rounded outwards to the price tick."""
+
+    def __init__(self, symbol: str, decimals: int, spread_bps: float) -> None:
+        self.symbol = symbol
+        self._half = spread_bps / 20_000
+        self._scale = 10**decimals
+        self._exponent = -decimals
+
+    def quote(self, ts: datetime, close: float) -> Quote:
+        bid_units = math.floor(close * (1 - self._half) * self._scale)
+        ask_units = max(math.ceil(close * (1 + self._half) * self._scale), bid_units + 1)
+        bid = Decimal(bid_units).scaleb(self._exponent)
+        ask = Decimal(ask_units).scaleb(self._exponent)
+        return Quote(self.symbol, bid, ask, (bid + ask) / 2, ts)
+
+
+def bar_secs_of(bars: Sequence[Bar]) -> float:
+    """The bar length: the smallest spacing between bars (an hour for a single bar)."""
+    return min(((b.ts - a.ts).total_seconds() for a, b in pairwise(bars) if b.ts > a.ts), default=3600.0)
+
+
+def price_events(asset: str, bars: Sequence[Bar], spread_bps: float) -> AssetSeries:
+    """One price event per bar, at the bar's close time."""
+    if not bars:
+        raise ValueError(f"no bars for {asset}")
+    bar_secs = bar_secs_of(bars)
+    length = timedelta(seconds=bar_secs)
+    quoter = Quoter(linear_perp(asset).symbol, price_decimals(asset, bars[0].close), spread_bps)
+    events = []
+    last_ts: datetime | None = None
+    for bar in bars:
+        if bar.close <= 0 or not math.isfinite(bar.close):
+            raise ValueError(f"{asset} bar at {bar.ts.isoformat()} has close {bar.close}")
+        ts = bar.ts + length
+        if ts == last_ts:
+            continue  # a duplicated bar: keep the first
+        last_ts = ts
+        quote = quoter.quote(ts, bar.close)
+        quoted_bps = (quote.ask - quote.bid) / quote.mark * _BPS
+        events.append(PriceEvent(ts, ts.timestamp(), asset, quote, float(quote.mark), quoted_bps))
+    return AssetSeries(asset, bar_secs, tuple(events))
+
+
+def load_price_series(asset: str, path: Path, spread_bps: float, flag: str = "--prices") -> AssetSeries:
+    try:
+        bars = load_bars(path)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ConfigError(flag, "a CSV or Parquet file of timestamp,open,high,low,close bars",
+                          f"{path}: {exc}") from None
+    except Exception as exc:  # pyarrow's errors when a file is not Parquet
+        raise ConfigError(flag, "a CSV or Parquet file of bars", f"{path}: {exc}") from None
+    try:
+        return price_events(asset, bars, spread_bps)
+    except ValueError as exc:
+        raise ConfigError(flag, "positive closing prices", f"{path}: {exc}") from None
+
+
+# -- tables of rows ----------------------------------------------------------------------------------
+
+
+def _rows(path: Path, flag: str) -> list[dict[str, object]]:
+    """Rows of a CSV or Parquet file, keyed by lower-cased column name."""
+    try:
+        if path.suffix.lower() == ".parquet":
+            import pyarrow.parquet as pq
+
+            raw: Iterable[Mapping[str, object]] = pq.read_table(path).to_pylist()
+        else:
+            with path.open(newline="") as handle:
+                raw = list(csv.DictReader(handle))
+    except Exception as exc:
+        raise ConfigError(flag, "a readable CSV or Parquet file", f"{path}: {exc}") from None
+    return [{str(k).strip().lower(): v for k, v in row.items()} for row in raw]
+
+
+def _column(rows: Sequence[Mapping[str, object]], names: Sequence[str], flag: str, path: Path) -> str:
+    columns = rows[0].keys() if rows else ()
+    for name in names:
+        if name in columns:
+            return name
+    raise ConfigError(flag, f"a column named one of {', '.join(names)}", f"{path}: {', '.join(columns)}")
+
+
+def _epoch_secs(value: object, flag: str, path: Path) -> float:
+    try:
+        return float(math.floor(parse_timestamp(value).timestamp()))  # floor away millisecond jitter
+    except (ValueError, TypeError, OverflowError):
+        raise ConfigError(flag, "timestamps in epoch ms or ISO-8601", f"{path}: {value!r}") from None
+
+
+def _decimal(value: object, flag: str, path: Path, what: str) -> Decimal:
+    try:
+        number = Decimal(repr(value)) if isinstance(value, float) else Decimal(str(value).strip())
+    except InvalidOperation:
+        number = Decimal("NaN")
+    if not number.is_finite():
+        raise ConfigError(flag, what, f"{path}: {value!r}")
+    return number
+
+
+def load_funding(path: Path, flag: str = "--funding") -> tuple[tuple[float, Decimal], ...]:
+    """(epoch seconds, rate per funding interval), sorted; times floored to the second. Rows without a
+    rate are skipped. A positive rate means longs pay shorts."""
+    rows = _rows(path, flag)
+    if not rows:
+        raise ConfigError(flag, "a file with funding rows", str(path))
+    time_col = _column(rows, _TIME_COLUMNS, flag, path)
+    rate_col = _column(rows, _RATE_COLUMNS, flag, path)
+    out: dict[float, Decimal] = {}
+    for row in rows:
+        rate = row.get(rate_col)
+        if rate is None or rate == "" or (isinstance(rate, float) and math.isnan(rate)):
+            continue
+        out[_epoch_secs(row[time_col], flag, path)] = _decimal(rate, flag, path, "numeric funding rates")
+    return tuple(sorted(out.items()))
+
+
+def load_inventory(path: Path, flag: str = "--exposure") -> dict[str, InventoryPath]:
+    """A recorded inventory: rows of `timestamp, asset, quantity`, the asset's holding (coins) from that
+    time on. Per asset; before an asset's first row it holds nothing."""
+    rows = _rows(path, flag)
+    if not rows:
+        raise ConfigError(flag, "an inventory file with rows of timestamp,asset,quantity", str(path))
+    time_col = _column(rows, _TIME_COLUMNS, flag, path)
+    asset_col = _column(rows, ("asset",), flag, path)
+    qty_col = _column(rows, ("quantity", "qty", "holding"), flag, path)
+    points: dict[str, list[tuple[float, Decimal]]] = {}
+    for row in rows:
+        asset = str(row[asset_col]).strip().upper()
+        quantity = _decimal(row[qty_col], flag, path, "numeric quantities")
+        points.setdefault(asset, []).append((_epoch_secs(row[time_col], flag, path), quantity))
+    return {asset: InventoryPath.from_points(p) for asset, p in points.items()}

@@ -1,0 +1,250 @@
+"""The policies `DK_POLICY` chooses: a fixed timer, a fixed band with the fee-aware skip rule, and the
+cost-aware band (DESIGN.md 5, REFERENCE.md 4).
+
+Every policy wraps `policy.decide`: the policy chooses the band (or whether the timer is due), and `decide`
+sizes the trade, rounds it to the lot step and checks the minimum size and notional. Pure: the time, the
+quoted spread and the risk model's state are arguments; a policy returns its new timer state, it keeps none.
+
+- `TimerPolicy`: trade to the target at the first decision in each interval of `interval_secs` (aligned on
+  the epoch: an hourly timer trades at the first decision after every whole hour), whatever the band.
+- `FixedBandPolicy`: the asset's own band (coins, USD or percent of gross). With a `SkipRule`, a trade whose
+  cost `c |x_before - x_after| S + fixed` is not less than the risk it removes over the horizon,
+  `(ra/2)(x_before^2 - x_after^2) S^2 vol^2 T_h`, is skipped; the detail carries both numbers.
+- `CostAwarePolicy`: the cube-root band `w* = (3 k sD^2 / (4 a))^(1/3)` with `k = c S`,
+  `a = ra vol^2 S^2 / 2`, the cost rate `c` = taker fee + half the quoted spread + a slippage estimate,
+  `vol` the EWMA volatility of the price and `sD^2` the drift variance of the exposure being hedged,
+  clamped to [one lot step, the hard maximum deviation]: a deviation beyond the hard maximum always trades.
+  Until the risk model has seen a return and a change of exposure, the band is the hard maximum.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import ClassVar
+
+from deltakeeper.domain.bands import cost_aware_half_width_coin
+from deltakeeper.domain.costs import proportional_cost_rate, worth_trading
+from deltakeeper.domain.instruments import ZERO, Instrument
+from deltakeeper.domain.policy import (
+    AssetPolicy,
+    AssetView,
+    Band,
+    BandUnit,
+    Decision,
+    RebalanceTo,
+    decide,
+    min_band_coin,
+)
+from deltakeeper.domain.volatility import RISKMETRICS_DAILY_DECAY, SECONDS_PER_YEAR, EwmaDrift, EwmaVol
+
+_CENT = Decimal("0.01")
+_ZERO_BAND = Band(BandUnit.COIN, ZERO)
+
+
+@dataclass(frozen=True, slots=True)
+class RiskModel:
+    """Per asset: EWMA volatility of the price (per bar) and the drift rate of the exposure being hedged."""
+
+    vol: EwmaVol
+    drift: EwmaDrift
+
+    @classmethod
+    def for_bar(cls, bar_secs: float, daily_decay: float = RISKMETRICS_DAILY_DECAY) -> RiskModel:
+        """Volatility decays per bar with the half-life of `daily_decay` per day (REFERENCE.md 5)."""
+        return cls(EwmaVol.for_bar(bar_secs, daily_decay), EwmaDrift(daily_decay))
+
+    def observe(self, price_usd: Decimal | float, exposure_coin: Decimal | float, t_secs: float) -> RiskModel:
+        """One bar close: the price, and the exposure before hedges (holdings, not the hedge's fills)."""
+        return RiskModel(self.vol.update(price_usd), self.drift.update(exposure_coin, t_secs))
+
+    @property
+    def vol_per_sqrt_year(self) -> float | None:
+        return self.vol.annualised_vol()
+
+    @property
+    def drift_var_coin2_per_year(self) -> float | None:
+        return self.drift.drift_var_coin2_per_year()
+
+
+@dataclass(frozen=True, slots=True)
+class MarketContext:
+    """What a policy sees besides the asset's view: the time, the hedge's quoted spread, the risk model,
+    and the timer slot last traded (None before the first)."""
+
+    now_secs: float
+    spread_bps: Decimal
+    risk: RiskModel
+    timer_slot: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyDecision:
+    decision: Decision
+    detail: str = ""
+    """For the decision journal: the band's inputs, the skip rule's numbers, or why the policy waited."""
+    timer_slot: int | None = None
+    """The timer state to keep for the next decision (the context's, unless the timer fired)."""
+
+
+def cost_rate(hedge: Instrument, spread_bps: Decimal, slippage_bps: Decimal) -> Decimal:
+    """Proportional cost of a market order on `hedge`: taker fee + half the quoted spread + slippage."""
+    return proportional_cost_rate(hedge.taker_fee_rate, spread_bps, slippage_bps)
+
+
+def _wait(view: AssetView, policy: AssetPolicy, band_coin: Decimal, reason: str) -> Decision:
+    return Decision(view.asset, view.delta_coin, policy.target_coin, band_coin, view.price_usd, None, reason)
+
+
+def _traded_coin(decision: Decision, view: AssetView) -> Decimal:
+    intent = decision.intent
+    if intent is None:
+        return ZERO
+    return view.hedge.delta_coin(intent.amount_contracts * intent.side.sign, view.hedge_price)
+
+
+@dataclass(frozen=True, slots=True)
+class TimerPolicy:
+    interval_secs: float
+
+    def __post_init__(self) -> None:
+        if not self.interval_secs > 0:
+            raise ValueError(f"interval_secs must be positive, got {self.interval_secs}")
+
+    uses_risk_model: ClassVar[bool] = False
+
+    def slot(self, now_secs: float) -> int:
+        return math.floor(now_secs / self.interval_secs)
+
+    def decide(self, view: AssetView, policy: AssetPolicy, ctx: MarketContext) -> PolicyDecision:
+        slot = self.slot(ctx.now_secs)
+        if ctx.timer_slot is not None and slot <= ctx.timer_slot:
+            return PolicyDecision(_wait(view, policy, ZERO, "timer_not_due"), timer_slot=ctx.timer_slot)
+        to_target = AssetPolicy(policy.asset, policy.hedge_symbol, _ZERO_BAND, policy.target_coin,
+                                RebalanceTo.TARGET)
+        return PolicyDecision(decide(view, to_target), f"timer_secs={self.interval_secs:g}", slot)
+
+
+@dataclass(frozen=True, slots=True)
+class SkipRule:
+    """Skip a trade that costs at least the risk it removes over `horizon_secs` (REFERENCE.md 4)."""
+
+    risk_aversion_per_usd: float
+    horizon_secs: float
+    slippage_bps: Decimal = ZERO
+    fixed_cost_usd: Decimal = ZERO
+
+    def __post_init__(self) -> None:
+        if not self.risk_aversion_per_usd > 0 or not self.horizon_secs > 0:
+            raise ValueError("risk aversion and horizon must be positive")
+
+
+@dataclass(frozen=True, slots=True)
+class FixedBandPolicy:
+    skip: SkipRule | None = None
+
+    @property
+    def uses_risk_model(self) -> bool:
+        return self.skip is not None
+
+    def decide(self, view: AssetView, policy: AssetPolicy, ctx: MarketContext) -> PolicyDecision:
+        decision = decide(view, policy)
+        if decision.intent is None or self.skip is None:
+            return PolicyDecision(decision, timer_slot=ctx.timer_slot)
+        vol = ctx.risk.vol_per_sqrt_year
+        if vol is None:
+            return PolicyDecision(decision, "skip_rule=no_volatility_yet", ctx.timer_slot)
+        rule = self.skip
+        traded = _traded_coin(decision, view)
+        x_before = decision.deviation_coin
+        rate = cost_rate(view.hedge, ctx.spread_bps, rule.slippage_bps)
+        cost_usd = rate * abs(traded) * view.price_usd + rule.fixed_cost_usd
+        worth = worth_trading(
+            x_before,
+            x_before + traded,
+            view.price_usd,
+            vol,
+            rule.horizon_secs / SECONDS_PER_YEAR,
+            rule.risk_aversion_per_usd,
+            cost_usd,
+        )
+        detail = (
+            f"cost_usd={worth.cost_usd.quantize(_CENT)} "
+            f"risk_removed_usd={worth.risk_removed_usd.quantize(_CENT)}"
+        )
+        if not worth.worth:
+            return PolicyDecision(
+                _wait(view, policy, decision.band_coin, "cost_exceeds_risk"), detail, ctx.timer_slot
+            )
+        return PolicyDecision(decision, detail, ctx.timer_slot)
+
+
+@dataclass(frozen=True, slots=True)
+class CostAwarePolicy:
+    risk_aversion_per_usd: float
+    max_deviation: Band
+    """The hard maximum deviation: the band never exceeds it, so a deviation beyond it always trades."""
+    slippage_bps: Decimal = ZERO
+    uses_risk_model: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        if not self.risk_aversion_per_usd > 0:
+            raise ValueError(f"risk aversion must be positive, got {self.risk_aversion_per_usd}")
+        if self.max_deviation.half_width <= 0:
+            raise ValueError("the hard maximum deviation must be positive")
+
+    def band_coin(self, view: AssetView, ctx: MarketContext) -> tuple[Decimal, str]:
+        """The half-width in coins, and what it was computed from (for the decision journal)."""
+        width, inputs = self._band(view, ctx)
+        return width, inputs.describe(width)
+
+    def _band(self, view: AssetView, ctx: MarketContext) -> tuple[Decimal, _BandInputs]:
+        hard_max = self.max_deviation.half_width_coin(view.price_usd, view.gross_coin)
+        lot = min_band_coin(view.hedge, view.hedge_price)
+        if hard_max <= lot:
+            return lot, _BandInputs(lot, hard_max)
+        vol = ctx.risk.vol_per_sqrt_year
+        drift_var = ctx.risk.drift_var_coin2_per_year
+        if vol is None or drift_var is None:
+            return hard_max, _BandInputs(lot, hard_max, warming_up=True)
+        rate = cost_rate(view.hedge, ctx.spread_bps, self.slippage_bps)
+        width = cost_aware_half_width_coin(
+            float(rate), float(view.price_usd), vol, drift_var, self.risk_aversion_per_usd, lot, hard_max
+        )
+        return width, _BandInputs(lot, hard_max, rate, vol, drift_var, self.risk_aversion_per_usd)
+
+    def decide(self, view: AssetView, policy: AssetPolicy, ctx: MarketContext) -> PolicyDecision:
+        width, inputs = self._band(view, ctx)
+        banded = AssetPolicy(policy.asset, policy.hedge_symbol, Band(BandUnit.COIN, width),
+                             policy.target_coin, policy.rebalance_to)
+        decision = decide(view, banded)
+        detail = inputs.describe(width) if decision.intent is not None else ""
+        return PolicyDecision(decision, detail, ctx.timer_slot)
+
+
+@dataclass(frozen=True, slots=True)
+class _BandInputs:
+    lot_coin: Decimal
+    max_coin: Decimal
+    rate: Decimal | None = None
+    vol: float | None = None
+    drift_var: float | None = None
+    risk_aversion: float | None = None
+    warming_up: bool = False
+
+    def describe(self, width: Decimal) -> str:
+        clamp = ""
+        if width == self.max_coin:
+            clamp = " band=max_deviation"
+        elif width == self.lot_coin:
+            clamp = " band=lot_step"
+        if self.rate is None or self.vol is None or self.drift_var is None:
+            return ("warming_up" if self.warming_up else "") + clamp
+        return (
+            f"cost_rate={self.rate} vol={self.vol:.4f} drift_var_coin2_per_year={self.drift_var:.6g} "
+            f"risk_aversion={self.risk_aversion:g}{clamp}"
+        )
+
+
+HedgePolicy = TimerPolicy | FixedBandPolicy | CostAwarePolicy
