@@ -16,6 +16,7 @@ from deltakeeper.app.control import OperatorControl, RecordEvent
 from deltakeeper.app.market_state import MarketState
 from deltakeeper.app.rebalance import Hedger, HedgerOptions
 from deltakeeper.app.runner import Runner
+from deltakeeper.app.watch import Watch
 from deltakeeper.config import Mode, Settings
 from deltakeeper.domain.errors import ConfigError
 from deltakeeper.domain.instruments import Instrument, Kind, is_stable
@@ -236,12 +237,20 @@ async def build_runner(
     )
     hedger = Hedger(exchange, journal, clock, alerts, state, policies, options)
     control = OperatorControl(hedger, journal, control_event_recorder(journal))
+    watch = Watch(
+        hedger,
+        hard_limit_bands=settings.hard_limit_bands,
+        funding_alert_bps=settings.funding_alert_bps,
+        reader=journal,
+        daily_summary_at=settings.daily_summary_at,
+    )
     runner = Runner(
         hedger,
         settings.recompute_secs,
         settings.reconcile_secs,
         settings.data_dir / "heartbeat",
         control=control,
+        watch=watch,
     )
     log.info(
         "policies",

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from deltakeeper.backtest import backtest
 from deltakeeper.cli_args import ShortFormat, fail, parse_duration_secs, read_json_file
 from deltakeeper.domain.errors import ConfigError
-from deltakeeper.backtest import backtest
 from deltakeeper.journal_cli import journal_app
 from deltakeeper.margin_report import margin
 

@@ -77,6 +77,14 @@ class Settings(BaseSettings):
     default_band_pct: Decimal = Field(default=Decimal(1), gt=0, le=100)
     policy: Literal["band", "timer", "cost-aware"] = "band"
     rebalance_to: Literal["edge", "target"] = "target"
+    timer_secs: float = Field(default=3600, gt=0)
+    risk_aversion: float = Field(default=1e-4, gt=0)
+    max_deviation_pct: Decimal = Field(default=Decimal(10), gt=0, le=100)
+    slippage_bps: Decimal = Field(default=Decimal(0), ge=0)
+    fixed_cost_usd: Decimal = Field(default=Decimal(0), ge=0)
+    skip_horizon_secs: float = Field(default=0, ge=0)
+    ewma_daily_decay: float = Field(default=0.94, gt=0, lt=1)
+    backtest_spread_bps: Decimal = Field(default=Decimal(1), ge=0)
     recompute_secs: float = Field(default=10, gt=0)
     reconcile_secs: float = Field(default=300, gt=0)
 
@@ -87,6 +95,11 @@ class Settings(BaseSettings):
     price_collar_bps: Decimal = Field(default=Decimal(100), gt=0)
     state_clear_secs: float = Field(default=300, ge=0)
     order_timeout_secs: float = Field(default=30, gt=0)
+    hard_limit_bands: float = Field(default=3, gt=1)
+    """Alert when the delta is farther than this many band half-widths from its target and no hedge is
+    under way (halted, reduce-only, denied by a limit): `delta_outside_hard_limit`."""
+    funding_alert_bps: Decimal = Field(default=Decimal(10), gt=0)
+    """Alert when a hedge's funding rate per funding interval is beyond this, either sign."""
 
     sim_speed: float = Field(default=600, gt=0)
     sim_seed: int = 1

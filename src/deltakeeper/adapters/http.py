@@ -314,6 +314,10 @@ function draw(canvas, series, markers) {
     ctx.strokeStyle = s.color; ctx.setLineDash(s.dash || []); ctx.beginPath();
     s.points.forEach(([t, v], i) => i ? ctx.lineTo(x(t), y(v)) : ctx.moveTo(x(t), y(v)));
     ctx.stroke();
+    if (s.points.length === 1) {  // a lone point draws no line: show it as a dot
+      const [[t, v]] = s.points;
+      ctx.fillStyle = s.color; ctx.beginPath(); ctx.arc(x(t), y(v), 3, 0, 2 * Math.PI); ctx.fill();
+    }
   }
   ctx.setLineDash([]);
   for (const [t, v, color] of markers) {
@@ -321,10 +325,19 @@ function draw(canvas, series, markers) {
   }
 }
 
-function cumulative(rows, field) {
+// A running total as a step line from 0 at `start` to its last value at `end` (times in ms).
+function cumulative(rows, field, start, end) {
   let sum = 0;
-  return rows.map(r => [Date.parse(r.ts), Number(r[field])]).sort((a, b) => a[0] - b[0])
-             .map(([t, v]) => [t, sum += v]);
+  const points = [[start, 0]];
+  for (const [t, v] of rows.map(r => [Date.parse(r.ts), Number(r[field])]).sort((a, b) => a[0] - b[0])) {
+    points.push([t, sum], [t, sum += v]);
+  }
+  points.push([Math.max(end, points[points.length - 1][0]), sum]);
+  return points;
+}
+
+function plural(n, word) {
+  return `${n} ${word}${n === 1 ? "" : "s"}`;
 }
 
 async function render() {
@@ -357,12 +370,15 @@ async function render() {
       ], rows.filter(r => r.side).map(r => [Date.parse(r.ts), Number(r.delta_coin),
                                             r.side === "buy" ? "#1e8449" : "#c0392b"]));
     }
-    draw(document.getElementById("costs"), [
-      {color: "#c0392b", points: cumulative(fills, "fee")},
-      {color: "#2471a3", points: cumulative(funding, "amount")},
-    ], []);
-    status.textContent = `${decisions.length} decisions, ${fills.length} fills, ${funding.length} funding ` +
-                         `payments; updated ${new Date().toISOString().slice(0, 19)}Z`;
+    const times = [...decisions, ...fills, ...funding].map(r => Date.parse(r.ts));
+    const [start, end] = extent(times);
+    draw(document.getElementById("costs"), times.length ? [
+      {color: "#c0392b", points: cumulative(fills, "fee", start, end)},
+      {color: "#2471a3", points: cumulative(funding, "amount", start, end)},
+    ] : [], []);
+    status.textContent = `${plural(decisions.length, "decision")}, ${plural(fills.length, "fill")}, ` +
+                         `${plural(funding.length, "funding payment")}; ` +
+                         `updated ${new Date().toISOString().slice(0, 19)}Z`;
   } catch (error) {
     status.textContent = `could not load the journal: ${error.message}`;
   }

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -33,6 +35,10 @@ log = structlog.get_logger("deltakeeper.rebalance")
 
 RESEND_LIMIT = 3
 SETTLE_POLL_SECS = 0.2
+REJECT_BACKOFF_SECS = 1.0
+REJECT_BACKOFF_MAX_SECS = 60.0
+"""After a refused order no new order goes to that instrument for this long, doubling with each refusal
+in a row (up to the maximum) and cleared by a fill: an exchange that refuses everything is not hammered."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,10 +101,18 @@ class Hedger:
         self.counters = Counters()
         self._day: datetime | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._quiet = 0
+        """While above 0 no decision is taken (a periodic reconciliation compares the books)."""
+        self._backoff: dict[str, tuple[float, float]] = {}
+        """Symbol -> (monotonic time until which no order is sent, the delay that set it)."""
         self._by_price_symbol: dict[str, list[str]] = {}
         for asset, policy in policies.items():
             for symbol in {policy.hedge_symbol, state.price_symbols.get(asset, policy.hedge_symbol)}:
                 self._by_price_symbol.setdefault(symbol, []).append(asset)
+
+    def symbols(self) -> list[str]:
+        """Every symbol the bot streams quotes for: the hedges and the markets that price the assets."""
+        return sorted({*self.state.price_symbols.values(), *(p.hedge_symbol for p in self.policies.values())})
 
     # -- inputs -------------------------------------------------------------------------------
 
@@ -115,7 +129,7 @@ class Hedger:
         if await self.journal.record_fills([fill]):
             self._count_traded(fill.notional_usd)
             self.counters.fills += 1
-            self.counters.fees_usd += self._usd(fill.fee, fill.fee_currency)
+            self.counters.fees_usd += self.usd(fill.fee, fill.fee_currency)
             log.info(
                 "fill_recorded",
                 symbol=fill.symbol,
@@ -127,7 +141,7 @@ class Hedger:
 
     async def on_funding(self, payment: FundingPayment) -> None:
         if await self.journal.record_funding([payment]):
-            self.counters.funding_usd += self._usd(payment.amount, payment.currency)
+            self.counters.funding_usd += self.usd(payment.amount, payment.currency)
             log.info(
                 "funding_recorded",
                 symbol=payment.symbol,
@@ -153,7 +167,7 @@ class Hedger:
     ) -> None:
         policy = self.policies[asset]
         symbol = policy.hedge_symbol
-        if symbol in self.in_flight:
+        if symbol in self.in_flight or self._quiet or self._backing_off(symbol):
             return
         record, request = self._decide(asset, policy, self.state.deltas() if deltas is None else deltas)
         if record is None:
@@ -189,7 +203,7 @@ class Hedger:
             await self.journal.update_order(self._local_state(request, OrderStatus.CANCELED, "shadow mode"))
             self.in_flight.pop(symbol, None)
             return
-        task = asyncio.create_task(self._execute(asset, request))
+        task = asyncio.create_task(self._execute(asset, request, record))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -287,7 +301,7 @@ class Hedger:
 
     # -- execution ----------------------------------------------------------------------------
 
-    async def _execute(self, asset: str, request: OrderRequest) -> None:
+    async def _execute(self, asset: str, request: OrderRequest, decision: DecisionRecord) -> None:
         """Send once (resending only after a definite refusal, with the same client id), settle the
         outcome, journal fills, refresh the account, then free the instrument."""
         started = self.clock.now()
@@ -311,6 +325,17 @@ class Hedger:
                     status=state.status.value,
                     filled=str(state.filled_contracts),
                 )
+                if state.filled_contracts > 0:
+                    self._backoff.pop(request.symbol, None)
+                    self._spawn_alert("info", "rebalance_completed", self._completed(decision, state))
+                else:
+                    self._spawn_alert(
+                        "warning",
+                        "order_not_filled",
+                        f"order {request.client_order_id} on {request.symbol} ended "
+                        f"{state.status.value} with nothing filled"
+                        + (f": {state.reject_reason}" if state.reject_reason else ""),
+                    )
         except Exception as exc:  # an order task must never die silently
             self.counters.errors += 1
             log.exception("order_task_failed", client_order_id=request.client_order_id, error=str(exc))
@@ -318,6 +343,20 @@ class Hedger:
         finally:
             self.in_flight.pop(request.symbol, None)
         await self.evaluate(asset, scheduled=True)
+
+    def _completed(self, decision: DecisionRecord, state: OrderState) -> str:
+        """The `rebalance_completed` alert: what was traded, and the delta before and after."""
+        asset = decision.asset
+        after = self.state.deltas().get(asset)
+        verb = "bought" if state.side.sign > 0 else "sold"
+        price = f" at {short(state.average_price)}" if state.average_price is not None else ""
+        partly = "" if state.status is OrderStatus.FILLED else f" ({state.status.value})"
+        delta_after = short(after.delta_coin) if after is not None else "?"
+        return (
+            f"{asset}: {verb} {short(state.filled_contracts)} {state.symbol}{price}{partly}; delta "
+            f"{short(decision.delta_coin)} -> {delta_after} {asset} "
+            f"(target {short(decision.target_coin)} ± {short(decision.band_coin)})"
+        )
 
     async def _send(self, request: OrderRequest) -> OrderState | None:
         for attempt in range(RESEND_LIMIT + 1):
@@ -357,6 +396,14 @@ class Hedger:
         log.error("order_rejected", client_order_id=request.client_order_id, reason=reason)
         await self.journal.update_order(self._local_state(request, OrderStatus.REJECTED, reason))
         self._spawn_alert("error", "order_rejected", f"order {request.client_order_id} rejected: {reason}")
+        previous = self._backoff.get(request.symbol)
+        delay = min(previous[1] * 2, REJECT_BACKOFF_MAX_SECS) if previous else REJECT_BACKOFF_SECS
+        self._backoff[request.symbol] = (time.monotonic() + delay, delay)
+        log.warning("order_backoff", symbol=request.symbol, secs=delay)
+
+    def _backing_off(self, symbol: str) -> bool:
+        backoff = self._backoff.get(symbol)
+        return backoff is not None and time.monotonic() < backoff[0]
 
     async def _settle(self, request: OrderRequest, state: OrderState) -> OrderState:
         """Poll the order by client id until it is final; cancel it if it outlives the timeout."""
@@ -411,7 +458,7 @@ class Hedger:
         assert self._day is not None
         self.traded_today_usd = await self.journal.traded_usd_since(self._day)
 
-    def _usd(self, amount: Decimal, currency: str) -> Decimal:
+    def usd(self, amount: Decimal, currency: str) -> Decimal:
         """`amount` of `currency` in USD: a stable coin as it is, a coin at its price (0 when unpriced)."""
         if is_stable(currency):
             return amount
@@ -437,7 +484,33 @@ class Hedger:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    @contextlib.asynccontextmanager
+    async def quiet(self, timeout_secs: float) -> AsyncIterator[bool]:
+        """Take no new decision while inside; first wait (at most `timeout_secs`) for the orders in flight
+        to end. Yields whether nothing is in flight, so that the books can be compared undisturbed."""
+        self._quiet += 1
+        try:
+            deadline = time.monotonic() + timeout_secs
+            while self.in_flight:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                if self._tasks:  # the order tasks, and alerts (which end at once)
+                    await asyncio.wait(list(self._tasks), timeout=min(remaining, SETTLE_POLL_SECS))
+                else:  # an order being journaled: its task starts in a moment
+                    await asyncio.sleep(min(remaining, SETTLE_POLL_SECS / 4))
+            yield not self.in_flight
+        finally:
+            self._quiet -= 1
+
     async def drain(self) -> None:
-        """Let in-flight orders settle (on shutdown)."""
+        """Let in-flight orders settle (on shutdown); no new decision from now on."""
+        self._quiet += 1
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+def short(value: Decimal, places: int = 4) -> str:
+    """A Decimal for people: at most `places` decimals, no trailing zeros, plain notation."""
+    rounded = round(value, places).normalize()
+    return format(rounded if rounded != 0 else Decimal(0), "f")

@@ -6,15 +6,18 @@ import asyncio
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC
 from pathlib import Path
 from typing import TypeVar
 
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
 
 from deltakeeper.app.control import OperatorControl
 from deltakeeper.app.rebalance import Hedger
 from deltakeeper.app.reconciliation import reconcile
+from deltakeeper.app.watch import Watch
 from deltakeeper.domain.orders import Fill, FundingPayment, OrderState, Quote
 from deltakeeper.domain.records import AccountSnapshot
 from deltakeeper.ports import AccountEvent
@@ -23,6 +26,8 @@ log = structlog.get_logger("deltakeeper.runner")
 T = TypeVar("T")
 
 RECONCILE_RETRY_MAX_SECS = 30.0
+QUIET_WAIT_EXTRA_SECS = 5.0
+"""A periodic reconciliation waits for in-flight orders at most the order timeout plus this."""
 
 
 class Runner:
@@ -34,6 +39,7 @@ class Runner:
         heartbeat_path: Path,
         rng: random.Random | None = None,
         control: OperatorControl | None = None,
+        watch: Watch | None = None,
     ) -> None:
         self.hedger = hedger
         self.recompute_secs = recompute_secs
@@ -42,6 +48,8 @@ class Runner:
         self.rng = rng or random.Random(0)
         self.reconciled = False
         self.control = control
+        self.watch = watch or Watch(hedger)
+        self.scheduler: AsyncIOScheduler | None = None
         self.last_beat: float | None = None
         """Wall time (time.time()) of the last heartbeat."""
 
@@ -54,16 +62,22 @@ class Runner:
         if self.control is not None:
             await self.control.start()  # a halt journaled before the start holds: read it before trading
         await hedger.load_traded_today()
-        symbols = sorted(
-            {*hedger.state.price_symbols.values(), *(p.hedge_symbol for p in hedger.policies.values())}
-        )
-        scheduler = AsyncIOScheduler()
+        symbols = hedger.symbols()
+        scheduler = self.scheduler = AsyncIOScheduler(timezone=UTC)
         scheduler.add_job(
-            self._recompute, "interval", seconds=self.recompute_secs, max_instances=1, coalesce=True
+            self._recompute, "interval", seconds=self.recompute_secs, max_instances=1, coalesce=True,
+            id="recompute",
         )
         scheduler.add_job(
-            self._reconcile_quietly, "interval", seconds=self.reconcile_secs, max_instances=1, coalesce=True
+            self._reconcile_quietly, "interval", seconds=self.reconcile_secs, max_instances=1, coalesce=True,
+            id="reconcile",
         )
+        if self.watch.daily_summary_at is not None and self.watch.reader is not None:
+            hour, minute = (int(part) for part in self.watch.daily_summary_at.split(":"))
+            scheduler.add_job(
+                self._daily_summary, CronTrigger(hour=hour, minute=minute, timezone=UTC),
+                max_instances=1, coalesce=True, misfire_grace_time=3600, id="daily_summary",
+            )
         scheduler.start()
         streams = [
             asyncio.create_task(
@@ -105,6 +119,11 @@ class Runner:
         except Exception as exc:
             self.hedger.counters.errors += 1
             log.exception("recompute_failed", error=str(exc))
+        try:
+            await self.watch.check()
+        except Exception as exc:
+            self.hedger.counters.errors += 1
+            log.exception("watch_failed", error=str(exc))
 
     async def _reconcile_until_ok(self, stop: asyncio.Event) -> bool:
         delay = 1.0
@@ -123,15 +142,32 @@ class Runner:
         return False
 
     async def _reconcile_quietly(self) -> None:
+        """The periodic reconciliation: no new decision meanwhile, and in-flight orders are let end
+        first, so that what it finds to add or settle is what the streams missed."""
+        hedger = self.hedger
         try:
-            result = await reconcile(self.hedger.exchange, self.hedger.journal, self.hedger.clock)
-            self.hedger.state.on_account(result.account)
+            async with hedger.quiet(hedger.options.order_timeout_secs + QUIET_WAIT_EXTRA_SECS) as idle:
+                result = await reconcile(hedger.exchange, hedger.journal, hedger.clock)
+                hedger.state.on_account(result.account)
+        except Exception as exc:
+            hedger.counters.errors += 1
+            log.error("reconcile_failed", error=str(exc))
+            await hedger.alerts.send(
+                "error", "reconciliation_failed", f"periodic reconciliation failed: {exc}"
+            )
+            return
+        await self.watch.on_reconciled(result, idle)
+
+    async def _daily_summary(self) -> None:
+        try:
+            await self.watch.daily_summary()
         except Exception as exc:
             self.hedger.counters.errors += 1
-            log.error("reconcile_failed", error=str(exc))
+            log.exception("daily_summary_failed", error=str(exc))
 
     async def _on_quote(self, quote: Quote) -> None:
         self.hedger.state.on_quote(quote)
+        self.watch.on_quote(quote)
         await self.hedger.on_quote(quote.symbol)
 
     async def _on_event(self, event: AccountEvent) -> None:

@@ -29,7 +29,7 @@ def heartbeat_max_age_secs(recompute_secs: float) -> float:
 
 def watched_symbols(hedger: Hedger) -> list[str]:
     """Every symbol the bot streams quotes for: the hedges and the markets that price the assets."""
-    return sorted({*hedger.state.price_symbols.values(), *(p.hedge_symbol for p in hedger.policies.values())})
+    return hedger.symbols()
 
 
 def stream_ages_secs(hedger: Hedger, now_monotonic: float | None = None) -> dict[str, float]:

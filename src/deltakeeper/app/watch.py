@@ -1,0 +1,364 @@
+"""The alert events the scheduled jobs raise (issue 5, DESIGN.md 2): stale and recovered streams, a
+funding rate beyond its threshold, a delta outside the hard limit, a reconciliation that found what the
+streams missed, low margin headroom (a hook: margin is not wired into the app yet), and the daily summary.
+
+Every condition alerts once when it starts and once when it clears, not on every check; the Alerts port
+folds repeats within its cool-down. Alerts never raise and never wait (the port queues them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any, Protocol
+
+import structlog
+
+from deltakeeper.app.rebalance import Hedger, short
+from deltakeeper.app.reconciliation import Reconciliation
+from deltakeeper.domain.orders import Quote
+
+log = structlog.get_logger("deltakeeper.watch")
+
+SUMMARY_WINDOW = timedelta(hours=24)
+SUMMARY_LEVEL = "warning"
+"""The daily summary's alert level: `warning`, so that the default DK_ALERT_LEVEL lets it through."""
+MARGIN_HEADROOM_ALERT_FRACTION = 0.2
+"""The hook's threshold: headroom below this fraction of equity alerts `margin_headroom_low`."""
+
+MarginHeadroom = Callable[[], Awaitable[float | None]]
+"""Margin headroom as a fraction of equity (0 = at maintenance margin), or None where unknown."""
+
+
+class SummaryReader(Protocol):
+    """The journal reads the daily summary needs (the SQL journal has them)."""
+
+    async def list_fills(self, *, since: datetime | None = None, until: datetime | None = None
+                         ) -> list[dict[str, Any]]: ...
+
+    async def list_funding(self, *, since: datetime | None = None, until: datetime | None = None
+                           ) -> list[dict[str, Any]]: ...
+
+    async def list_decisions(self, *, since: datetime | None = None, until: datetime | None = None
+                             ) -> list[dict[str, Any]]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class WorstDeviation:
+    asset: str
+    bands: Decimal
+    """|delta - target| in band half-widths."""
+    delta_coin: Decimal
+    target_coin: Decimal
+    ts: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class DailySummary:
+    since: datetime
+    until: datetime
+    trades: int
+    traded_usd: Decimal
+    fees_usd: Decimal
+    """Fees paid: a stable fee currency as it is, a coin fee at that coin's current price."""
+    funding_usd: Decimal
+    """Net funding, received positive."""
+    decisions: int
+    rebalances: int
+    worst: WorstDeviation | None
+
+    def message(self) -> str:
+        worst = "no decision journaled"
+        if self.worst is not None:
+            w = self.worst
+            worst = (
+                f"{short(w.bands, 2)} bands ({w.asset} delta {short(w.delta_coin)} against target "
+                f"{short(w.target_coin)} at {w.ts.astimezone(UTC):%Y-%m-%d %H:%M} UTC)"
+            )
+        return (
+            f"24 h to {self.until.astimezone(UTC):%Y-%m-%d %H:%M} UTC: {self.trades} trades "
+            f"({_usd(self.traded_usd)} traded), fees {_usd(self.fees_usd)}, funding "
+            f"{_usd(self.funding_usd, signed=True)}, worst deviation {worst}; "
+            f"{self.decisions} decisions, {self.rebalances} rebalances"
+        )
+
+
+def _usd(amount: Decimal, signed: bool = False) -> str:
+    text = f"${abs(amount):,.2f}"
+    if signed and amount:
+        return ("+" if amount > 0 else "-") + text
+    return text if amount >= 0 else "-" + text
+
+
+class Watch:
+    """Checks run by the Runner: `on_quote` for every quote, `check` after every scheduled recompute,
+    `on_reconciled` after every periodic reconciliation, `daily_summary` from the cron job."""
+
+    def __init__(
+        self,
+        hedger: Hedger,
+        *,
+        hard_limit_bands: float = 3.0,
+        funding_alert_bps: Decimal = Decimal(10),
+        reader: SummaryReader | None = None,
+        daily_summary_at: str | None = None,
+        margin_headroom: MarginHeadroom | None = None,
+        margin_alert_fraction: float = MARGIN_HEADROOM_ALERT_FRACTION,
+    ) -> None:
+        self.hedger = hedger
+        self.hard_limit_bands = Decimal(str(hard_limit_bands))
+        self.funding_alert_bps = funding_alert_bps
+        self.reader = reader
+        self.daily_summary_at = daily_summary_at
+        """HH:MM UTC of the daily summary's cron job; None for none."""
+        self.margin_headroom = margin_headroom
+        self.margin_alert_fraction = margin_alert_fraction
+        self.funding_rates: dict[str, Decimal] = {}
+        """Symbol -> the last funding rate a quote carried (per funding interval)."""
+        self.stale: dict[str, float] = {}
+        """Symbol -> its quote age when it was found stale."""
+        self.funding_high: set[str] = set()
+        self.outside: set[str] = set()
+        self.margin_low = False
+
+    def on_quote(self, quote: Quote) -> None:
+        if quote.funding_rate is not None:
+            self.funding_rates[quote.symbol] = quote.funding_rate
+
+    async def check(self) -> None:
+        """After a scheduled recompute."""
+        now = self.hedger.clock.now()
+        await self.check_streams(now)
+        await self.check_funding()
+        await self.check_hard_limit()
+        await self.check_margin()
+
+    # -- streams ------------------------------------------------------------------------------
+
+    async def check_streams(self, now: datetime) -> None:
+        """A quote older than DK_STALE_SECS (by its arrival or by the exchange's stamp): `stream_stale`
+        once; fresh again: `stream_recovered`."""
+        hedger = self.hedger
+        limit = hedger.options.limits.stale_secs
+        ages = {
+            symbol: hedger.state.quote_age_secs(symbol, hedger.clock.speed, now.timestamp())
+            for symbol in hedger.symbols()
+        }
+        went_stale = sorted(s for s, age in ages.items() if age > limit and s not in self.stale)
+        recovered = sorted(s for s, age in ages.items() if age <= limit and s in self.stale)
+        if went_stale:
+            parts = [f"{s} ({_age(ages[s])})" for s in went_stale]
+            log.warning("stream_stale", symbols=went_stale, stale_secs=limit)
+            await hedger.alerts.send(
+                "warning",
+                "stream_stale",
+                f"no fresh quote for {', '.join(parts)}: older than DK_STALE_SECS={limit:g}; "
+                "orders on these markets are denied until quotes are fresh again",
+            )
+            self.stale.update({s: ages[s] for s in went_stale})
+        if recovered:
+            log.info("stream_recovered", symbols=recovered)
+            await hedger.alerts.send(
+                "warning", "stream_recovered", f"quotes fresh again for {', '.join(recovered)}"
+            )
+            for symbol in recovered:
+                self.stale.pop(symbol, None)
+
+    # -- funding ------------------------------------------------------------------------------
+
+    async def check_funding(self) -> None:
+        """A hedge's funding rate per interval beyond DK_FUNDING_ALERT_BPS: `funding_rate_high` once,
+        re-armed when it is back within."""
+        hedger = self.hedger
+        for symbol in sorted({p.hedge_symbol for p in hedger.policies.values()}):
+            rate = self.funding_rates.get(symbol)
+            if rate is None:
+                continue
+            bps = abs(rate) * 10_000
+            if bps <= self.funding_alert_bps:
+                if symbol in self.funding_high:
+                    self.funding_high.discard(symbol)
+                    log.info("funding_rate_normal", symbol=symbol, rate=str(rate))
+                continue
+            if symbol in self.funding_high:
+                continue
+            self.funding_high.add(symbol)
+            instrument = hedger.state.instruments.get(symbol)
+            interval = instrument.funding_interval_secs if instrument is not None else None
+            per = f" per {interval / 3600:g} h" if interval else " per interval"
+            position = Decimal(0)
+            if hedger.state.account is not None:
+                position = sum(
+                    (p.contracts for p in hedger.state.account.positions if p.symbol == symbol), Decimal(0)
+                )
+            if position == 0:
+                who = "no position on it"
+            else:
+                # Longs pay a positive rate to shorts.
+                pays = (position > 0) == (rate > 0)
+                side = "long" if position > 0 else "short"
+                verb = "pays" if pays else "receives"
+                who = f"the hedge ({side} {short(abs(position))} contracts) {verb} it"
+            log.warning("funding_rate_high", symbol=symbol, rate=str(rate))
+            await hedger.alerts.send(
+                "warning",
+                "funding_rate_high",
+                f"{symbol} funding rate {short(rate * 100, 4)}%{per} ({short(bps, 2)} bps, beyond "
+                f"DK_FUNDING_ALERT_BPS={short(self.funding_alert_bps)}): {who}",
+            )
+
+    # -- the hard limit -----------------------------------------------------------------------
+
+    async def check_hard_limit(self) -> None:
+        """An asset's delta farther from its target than DK_HARD_LIMIT_BANDS band half-widths while no
+        hedge is under way on it: `delta_outside_hard_limit` (error) once; back within:
+        `delta_within_hard_limit`."""
+        hedger = self.hedger
+        for asset, policy in sorted(hedger.policies.items()):
+            decision = hedger.last_decision.get(asset)
+            if decision is None or decision.band_coin <= 0 or policy.hedge_symbol in hedger.in_flight:
+                continue
+            if decision.reason == "rebalance":  # a hedge was sent: the next decision tells how it went
+                continue
+            bands = abs(decision.delta_coin - decision.target_coin) / decision.band_coin
+            if bands <= self.hard_limit_bands:
+                if asset in self.outside:
+                    self.outside.discard(asset)
+                    log.warning("delta_within_hard_limit", asset=asset, bands=str(short(bands, 2)))
+                    await hedger.alerts.send(
+                        "warning",
+                        "delta_within_hard_limit",
+                        f"{asset} delta {short(decision.delta_coin)} is back within "
+                        f"{short(self.hard_limit_bands)} bands of its target",
+                    )
+                continue
+            if asset in self.outside:
+                continue
+            self.outside.add(asset)
+            why = decision.reason + (f" ({decision.detail})" if decision.detail else "")
+            log.error("delta_outside_hard_limit", asset=asset, bands=short(bands, 2), reason=why)
+            await hedger.alerts.send(
+                "error",
+                "delta_outside_hard_limit",
+                f"{asset} delta {short(decision.delta_coin)} {asset} is {short(bands, 2)} bands from its "
+                f"target {short(decision.target_coin)} (band ± {short(decision.band_coin)}, hard limit "
+                f"DK_HARD_LIMIT_BANDS={short(self.hard_limit_bands)}); not hedged: {why}, "
+                f"trading state {hedger.trading.state.value}",
+            )
+
+    # -- margin (a hook) ----------------------------------------------------------------------
+
+    async def check_margin(self) -> None:
+        """`margin_headroom_low` (error) once when the headroom source reports less than the threshold.
+        Nothing happens without a source: margin is not wired into the app yet."""
+        if self.margin_headroom is None:
+            return
+        headroom = await self.margin_headroom()
+        if headroom is None:
+            return
+        if headroom >= self.margin_alert_fraction:
+            self.margin_low = False
+            return
+        if self.margin_low:
+            return
+        self.margin_low = True
+        log.error("margin_headroom_low", headroom=round(headroom, 4))
+        await self.hedger.alerts.send(
+            "error",
+            "margin_headroom_low",
+            f"margin headroom {headroom:.1%} of equity, below {self.margin_alert_fraction:.0%}",
+        )
+
+    # -- reconciliation -----------------------------------------------------------------------
+
+    async def on_reconciled(self, result: Reconciliation, idle: bool) -> None:
+        """After a periodic reconciliation: what it had to add or settle, the streams had missed.
+        `idle` says whether nothing was in flight (else an order still settling may be counted)."""
+        parts = [
+            _count(result.fills_added, "fill"),
+            _count(result.funding_added, "funding payment"),
+            _count(result.orders_settled, "order settled", "orders settled"),
+            _count(result.orders_canceled, "open order canceled", "open orders canceled"),
+        ]
+        found = [p for p in parts if p]
+        if not found:
+            return
+        note = "" if idle else " (an order was still in flight)"
+        log.warning(
+            "reconciliation_mismatch",
+            fills_added=result.fills_added,
+            funding_added=result.funding_added,
+            orders_settled=result.orders_settled,
+            orders_canceled=result.orders_canceled,
+            idle=idle,
+        )
+        await self.hedger.alerts.send(
+            "warning",
+            "reconciliation_mismatch",
+            f"reconciliation found what the streams missed: {', '.join(found)}{note}",
+        )
+
+    # -- the daily summary --------------------------------------------------------------------
+
+    async def daily_summary(self, now: datetime | None = None) -> DailySummary | None:
+        """The cron job: the 24 h of exchange time before `now` (the exchange clock's now by default),
+        from the journal, sent as a `daily_summary` alert. None without a journal reader."""
+        if self.reader is None:
+            return None
+        until = now if now is not None else self.hedger.clock.now()
+        since = until - SUMMARY_WINDOW
+        try:
+            fills = await self.reader.list_fills(since=since, until=until)
+            funding = await self.reader.list_funding(since=since, until=until)
+            decisions = await self.reader.list_decisions(since=since, until=until)
+        except Exception as exc:
+            self.hedger.counters.errors += 1
+            log.exception("daily_summary_failed", error=str(exc))
+            return None
+        summary = summarize(since, until, fills, funding, decisions, self.hedger.usd)
+        log.info("daily_summary", message=summary.message())
+        await self.hedger.alerts.send(SUMMARY_LEVEL, "daily_summary", summary.message())
+        return summary
+
+
+def summarize(
+    since: datetime,
+    until: datetime,
+    fills: Sequence[dict[str, Any]],
+    funding: Sequence[dict[str, Any]],
+    decisions: Sequence[dict[str, Any]],
+    usd: Callable[[Decimal, str], Decimal],
+) -> DailySummary:
+    """The summary of journal rows (as `list_fills|funding|decisions` return them)."""
+    worst: WorstDeviation | None = None
+    for d in decisions:
+        band = Decimal(d["band_coin"])
+        if band <= 0:
+            continue
+        bands = abs(Decimal(d["delta_coin"]) - Decimal(d["target_coin"])) / band
+        if worst is None or bands > worst.bands:
+            delta, target = Decimal(d["delta_coin"]), Decimal(d["target_coin"])
+            worst = WorstDeviation(d["asset"], bands, delta, target, d["ts"])
+    return DailySummary(
+        since=since,
+        until=until,
+        trades=len(fills),
+        traded_usd=sum((Decimal(f["notional_usd"]) for f in fills), Decimal(0)),
+        fees_usd=sum((usd(Decimal(f["fee"]), f["fee_currency"]) for f in fills), Decimal(0)),
+        funding_usd=sum((usd(Decimal(p["amount"]), p["currency"]) for p in funding), Decimal(0)),
+        decisions=len(decisions),
+        rebalances=sum(1 for d in decisions if d["reason"] == "rebalance"),
+        worst=worst,
+    )
+
+
+def _count(n: int, one: str, many: str | None = None) -> str:
+    if not n:
+        return ""
+    return f"{n} {one if n == 1 else (many or one + 's')}"
+
+
+def _age(secs: float) -> str:
+    return "no quote yet" if secs == float("inf") else f"{secs:.1f} s old"
