@@ -7,6 +7,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Protocol
 
+from deltakeeper.domain.costs import BookLevel
 from deltakeeper.domain.exposure import AssetDelta
 from deltakeeper.domain.instruments import Instrument
 from deltakeeper.domain.orders import Fill, FundingPayment, OrderRequest, OrderState, Quote
@@ -58,6 +59,10 @@ class Exchange(Protocol):
     async def fetch_fills(self, since: datetime) -> list[Fill]: ...
 
     async def fetch_funding_payments(self, since: datetime) -> list[FundingPayment]: ...
+
+    async def fetch_order_book(self, symbol: str, depth: int) -> tuple[list[BookLevel], list[BookLevel]]:
+        """(bids, asks), best first, at most `depth` levels each; sizes in coins of the base asset."""
+        ...
 
     async def close(self) -> None: ...
 

@@ -30,6 +30,7 @@ from deltakeeper.adapters.ccxt_parse import (
     position_from_ccxt,
     quote_from_ticker,
 )
+from deltakeeper.domain.costs import BookLevel
 from deltakeeper.domain.errors import ConfigError, DeltakeeperError, ExchangeUnavailable, OrderOutcomeUnknown
 from deltakeeper.domain.exposure import Position
 from deltakeeper.domain.instruments import Instrument
@@ -48,6 +49,10 @@ _TRANSPORT_ERRORS = (ccxt.BaseError, OSError, TimeoutError)
 _BYBIT_PAGES = {"paginate": True, "paginationCalls": 100}
 """ccxt follows Bybit's cursors through every page of a listing (at most 100 pages) with these params."""
 _BACKFILL_MARGIN = timedelta(minutes=5)
+_CATCH_UP_SECS = 2.0
+"""How long after (re)subscribing to its trades the account stream backfills them once more by REST."""
+RATE_LIMIT_RETRIES = 3
+"""How many times a read refused for the rate limit is asked again (backing off) before it fails."""
 _REMEMBERED_IDS = 10_000
 
 
@@ -222,6 +227,13 @@ class CcxtExchange:
                         return order_from_ccxt(raw, self._clock.now())
         return None
 
+    async def fetch_order_book(self, symbol: str, depth: int) -> tuple[list[BookLevel], list[BookLevel]]:
+        """(bids, asks) best first; ccxt's sizes (contracts for derivatives) turned into coins."""
+        instrument = await self._instrument(symbol)
+        raw = await self._call(self._rest.fetch_order_book, symbol, depth)
+        with self._reading():
+            return _book_side(raw, "bids", instrument), _book_side(raw, "asks", instrument)
+
     async def _raw_open_orders(self) -> list[dict[str, Any]]:
         raws: list[dict[str, Any]] = []
         for scope in self._scopes(settle=True):
@@ -328,17 +340,50 @@ class CcxtExchange:
             event = await self._trade_event(raw)
             return event if new(event) else None
 
-        async def backfill() -> list[Fill | FundingPayment]:
-            since = cursor[0] - _BACKFILL_MARGIN
+        async def backfill(start: datetime) -> list[Fill | FundingPayment]:
+            since = start - _BACKFILL_MARGIN
             missed: list[Fill | FundingPayment] = [*await self.fetch_fills(since),
                                                    *await self.fetch_funding_payments(since)]
             return [event for event in missed if new(event)]
 
-        if self._rest.has.get("watchMyTrades"):
-            receive = self._rest.watch_my_trades
-        else:
-            receive = self._polled(lambda: self._raw_trades(cursor[0] - _BACKFILL_MARGIN))
-        return self._stream("trades", receive, convert, resync=backfill)
+        if not self._rest.has.get("watchMyTrades"):
+            polled = self._polled(lambda: self._raw_trades(cursor[0] - _BACKFILL_MARGIN))
+            return self._stream("trades", polled, convert, resync=lambda: backfill(cursor[0]))
+
+        # A backfill runs before each (re)subscription, and another once the subscription has had time to
+        # start: what settled between the first backfill and the subscription reaches neither otherwise.
+        # The second starts where the first did, not at the cursor: a newer push may have moved the cursor
+        # past what the subscription missed.
+        fresh = [True]
+        subscribed = asyncio.Event()
+        resumed_from = [cursor[0]]
+
+        async def resync() -> list[Fill | FundingPayment]:
+            fresh[0] = True
+            resumed_from[0] = cursor[0]
+            return await backfill(cursor[0])
+
+        async def receive() -> Iterable[Any]:
+            if fresh[0]:
+                fresh[0] = False
+                subscribed.set()
+            return await self._rest.watch_my_trades()
+
+        async def catch_up() -> AsyncIterator[Fill | FundingPayment]:
+            while True:
+                await subscribed.wait()
+                subscribed.clear()
+                await asyncio.sleep(_CATCH_UP_SECS)
+                try:
+                    missed = await backfill(resumed_from[0])
+                except (*_TRANSPORT_ERRORS, DeltakeeperError) as exc:
+                    log.warning("stream_error", stream="trades", exchange=self.name, stage="catch_up",
+                                error=f"{type(exc).__name__}: {exc}")
+                    continue
+                for event in missed:
+                    yield event
+
+        return _merge([self._stream("trades", receive, convert, resync=resync), catch_up()])
 
     def _snapshot_streams(self) -> list[AsyncIterator[AccountSnapshot]]:
         """Snapshots of the account: polled by REST, or kept from the balance and position streams."""
@@ -493,10 +538,21 @@ class CcxtExchange:
         return scopes
 
     async def _call(self, method: Callable[..., Awaitable[T]], *args: Any) -> T:
-        try:
-            return await method(*args)
-        except _TRANSPORT_ERRORS as exc:
-            raise error_from_ccxt(exc) from exc
+        """A read (or a cancel-all, which may be repeated): asked again, backing off, while the exchange
+        refuses it for the rate limit (a definite refusal: nothing was done), at most RATE_LIMIT_RETRIES
+        times. Order placement never comes through here (DESIGN.md 6)."""
+        for attempt in range(RATE_LIMIT_RETRIES + 1):
+            try:
+                return await method(*args)
+            except (ccxt.RateLimitExceeded, ccxt.DDoSProtection) as exc:
+                if attempt == RATE_LIMIT_RETRIES:
+                    raise error_from_ccxt(exc) from exc
+                log.info("rate_limited_retry", exchange=self.name, call=getattr(method, "__name__", "?"),
+                         attempt=attempt + 1)
+                await asyncio.sleep(self._backoff_secs(attempt + 1))
+            except _TRANSPORT_ERRORS as exc:
+                raise error_from_ccxt(exc) from exc
+        raise AssertionError("unreachable")
 
     @contextmanager
     def _reading(self) -> Iterator[None]:
@@ -509,6 +565,14 @@ class CcxtExchange:
     async def close(self) -> None:
         await self._public.close()
         await self._rest.close()
+
+
+def _book_side(raw: Any, side: str, instrument: Instrument) -> list[BookLevel]:
+    try:
+        rows = [(Decimal(str(row[0])), Decimal(str(row[1]))) for row in raw[side]]
+        return [BookLevel(price, abs(instrument.delta_coin(size, price))) for price, size in rows]
+    except (ArithmeticError, LookupError, TypeError, ValueError) as exc:
+        raise MalformedPayload(f"order book {side}", "a list of [price, size]", raw) from exc
 
 
 def _ms(ts: datetime) -> int:

@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import structlog
 
 from deltakeeper.domain.orders import OrderState, OrderStatus, is_ours
-from deltakeeper.domain.records import AccountSnapshot
+from deltakeeper.domain.records import AccountSnapshot, OrderRecord
 from deltakeeper.ports import Clock, Exchange, Journal
 
 log = structlog.get_logger("deltakeeper.reconcile")
 
 FIRST_BACKFILL = timedelta(days=7)
 CURSOR_OVERLAP = timedelta(minutes=10)
+LANDING_SECS = 30.0
+"""How long after it was journaled (wall seconds) an order sent just before the bot died may still appear on
+the exchange: a request can wait in the network (Bybit refuses one older than its receive window, 5 s by
+default in ccxt) and in the exchange's gateway before it is matched. The default of the bot's own wait for
+an order's outcome (DK_ORDER_TIMEOUT_SECS)."""
+LOOK_AGAIN_SECS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +40,7 @@ async def reconcile(exchange: Exchange, journal: Journal, clock: Clock) -> Recon
     cursors; read the account. Raises when the exchange cannot be read: trading must not start."""
     settled = 0
     for order in await journal.open_orders():
-        found = await exchange.fetch_order(order.symbol, order.client_order_id)
+        found = await _look_up(exchange, clock, order)
         if found is None:
             found = OrderState(
                 client_order_id=order.client_order_id,
@@ -73,6 +81,21 @@ async def reconcile(exchange: Exchange, journal: Journal, clock: Clock) -> Recon
         funding_added=result.funding_added,
     )
     return result
+
+
+async def _look_up(exchange: Exchange, clock: Clock, order: OrderRecord) -> OrderState | None:
+    """The exchange's state of a journaled order, by client order id; None only once it cannot arrive any
+    more. A request sent just before the bot died can still be on its way (in a queue, in the exchange's
+    gateway): until LANDING_SECS after the order was journaled, not found means look again."""
+    age_secs = (clock.now() - order.created_ts).total_seconds() / clock.speed
+    deadline = time.monotonic() + LANDING_SECS - age_secs
+    while True:
+        found = await exchange.fetch_order(order.symbol, order.client_order_id)
+        left_secs = deadline - time.monotonic()
+        if found is not None or left_secs <= 0:
+            return found
+        log.info("order_not_landed_yet", client_order_id=order.client_order_id, wait_secs=round(left_secs, 1))
+        await asyncio.sleep(min(LOOK_AGAIN_SECS, left_secs))
 
 
 def _since(cursor: datetime | None, now: datetime) -> datetime:

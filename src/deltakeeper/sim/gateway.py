@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 from typing import Generic, TypeVar
 
+from deltakeeper.domain.costs import BookLevel
 from deltakeeper.domain.errors import ExchangeUnavailable
 from deltakeeper.domain.instruments import Instrument
 from deltakeeper.domain.orders import Fill, FundingPayment, OrderRequest, OrderState, Quote
@@ -222,6 +223,13 @@ class SimGateway:
 
     async def fetch_funding_payments(self, since: datetime) -> list[FundingPayment]:
         return self.engine.funding_payments(self.account_id, since)
+
+    async def fetch_order_book(self, symbol: str, depth: int) -> tuple[list[BookLevel], list[BookLevel]]:
+        """The engine's synthetic book around the last quote, sizes in coins."""
+        instrument = self.engine.instruments[symbol]
+        bids, asks = self.engine.book(symbol, depth)
+        return ([BookLevel(p, abs(instrument.delta_coin(s, p))) for p, s in bids],
+                [BookLevel(p, abs(instrument.delta_coin(s, p))) for p, s in asks])
 
     async def close(self) -> None:
         """Stop the feed and end the streams."""

@@ -19,6 +19,9 @@ class FaultConfig:
     """Share of REST requests answered with HTTP 503 (nothing is done)."""
     latency_ms: int = 0
     """Added before every REST answer and every websocket push."""
+    order_latency_ms: int = 0
+    """Added before an order placement is handled, after its request was received and authenticated: the
+    order waits in the exchange's gateway, and lands even when its client has gone meanwhile."""
     ws_drop: float = 0.0
     """Share of websocket pushes after which the server closes the connection."""
     ws_malformed: float = 0.0

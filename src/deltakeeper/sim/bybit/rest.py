@@ -403,8 +403,10 @@ async def position_list(call: Call) -> dict[str, Any]:
 
 
 async def create_order(call: Call) -> dict[str, Any]:
-    answer, _ = call.venue.create_order(call.account, call.params)
     faults = call.venue.faults
+    if faults.config.order_latency_ms:
+        await asyncio.sleep(faults.config.order_latency_ms / 1000)
+    answer, _ = call.venue.create_order(call.account, call.params)
     if faults.roll(faults.config.timeout_after_accept):
         await asyncio.sleep(faults.config.hang_ms / 1000)
         if call.request.transport is not None:
@@ -583,6 +585,8 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     authentication and handler; every answer in Bybit's envelope."""
     venue = request.app[VENUE]
     faults = venue.faults
+    # The request has arrived whole before any latency: it is handled even if its client goes meanwhile.
+    body = await request.text() if request.method == "POST" else ""
     if faults.config.latency_ms:
         await asyncio.sleep(faults.config.latency_ms / 1000)
     if faults.roll(faults.config.ip_rate_limit):
@@ -595,7 +599,7 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         route = ROUTES.get((request.method, request.path))
         if route is None:
             raise BybitError(ROUTE_NOT_FOUND, "Route not found.", http_status=404)
-        raw = await request.text() if request.method == "POST" else request.rel_url.raw_query_string
+        raw = body if request.method == "POST" else request.rel_url.raw_query_string
         params: Any = dict(request.query)
         if request.method == "POST":
             try:

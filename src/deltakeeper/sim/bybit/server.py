@@ -44,6 +44,10 @@ DEFAULT_API_KEY = "dk-sim-key"
 DEFAULT_API_SECRET = "dk-sim-secret"
 SYNTHETIC_START_PRICES = {"BTC": 60_000.0, "ETH": 3_000.0}
 
+SHUTDOWN_TIMEOUT_SECS = 2.0
+"""How long `close` lets requests in progress finish: an answer hung on purpose (`timeout_after_accept`)
+is cut, not awaited for its `hang_ms`."""
+
 HUB = web.AppKey("hub", Hub)
 
 
@@ -95,14 +99,19 @@ def build_app(
     scenario: bool = True,
 ) -> web.Application:
     """The emulator's application; the market starts moving when the application starts. `start` is the
-    simulated time at start (default: now)."""
+    simulated time at start (default: now).
+
+    Order, trade and funding ids are drawn from `seed` and the simulated start: a run started at another
+    time has ids of its own, as an exchange's ids never repeat (a journal kept across emulator runs stores
+    each fill by its id, and would take a repeated id for a fill it already has)."""
     clock = SimClock(speed, anchor_sim=start)
-    engine = SimEngine(default_instruments(), seed=seed)
+    ids_seed = seed * 1_000_003 + int((start or clock.now()).timestamp() * 1000)
+    engine = SimEngine(default_instruments(), seed=ids_seed)
     scenarios = {key: InventoryScenario(ScenarioParams(seed=seed + i)) for i, key in enumerate(credentials)}
     for key, inventory in scenarios.items():
         engine.open_account(key, inventory.params.starting_balances)
     venue = BybitVenue(engine, clock, credentials, Faults(faults, seed), allow_withdraw=allow_withdraw,
-                       seed=seed)
+                       seed=ids_seed)
     hub = Hub(venue)
     app = web.Application()
     app[VENUE] = venue
@@ -192,7 +201,7 @@ async def serve(
     """Start the emulator on `host:port` (0 picks a free port, see `RunningServer.port`). Prints nothing."""
     app = build_app(credentials, speed=speed, seed=seed, allow_withdraw=allow_withdraw, faults=faults,
                     start=start, tick_secs=tick_secs, scenario=scenario)
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_SECS)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
