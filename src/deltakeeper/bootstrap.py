@@ -13,10 +13,12 @@ from typing import TYPE_CHECKING
 import structlog
 
 from deltakeeper.app.control import OperatorControl, RecordEvent
-from deltakeeper.app.market_state import MarketState
+from deltakeeper.app.execution import ExecutionOptions, ExecutionStyle
+from deltakeeper.app.margin_watch import CoinNeutralMarketState, MarginWatch
 from deltakeeper.app.rebalance import Hedger, HedgerOptions
 from deltakeeper.app.runner import Runner
 from deltakeeper.app.watch import Watch
+from deltakeeper.backtest.settings import BacktestSettings
 from deltakeeper.config import Mode, Settings
 from deltakeeper.domain.errors import ConfigError
 from deltakeeper.domain.instruments import Instrument, Kind, is_stable
@@ -77,9 +79,46 @@ def resolve_policies(
     prices: dict[str, str] = {}
     for asset in held | set(policies):
         symbol = policies[asset].hedge_symbol if asset in policies else price_symbol(asset, instruments)
+        if asset in policies and instruments[policies[asset].hedge_symbol].base != asset:
+            symbol = price_symbol(asset, instruments)  # a proxy hedge: the asset is priced by its own market
+            if symbol is None:
+                raise ConfigError(f"DK_ASSETS__{asset}__HEDGE",
+                                  f"a hedge on {asset} itself: no market on the exchange prices {asset}",
+                                  policies[asset].hedge_symbol)
         if symbol is not None:
             prices[asset] = symbol
+    for policy in policies.values():  # a proxy hedge's position needs its own asset's price
+        base = instruments[policy.hedge_symbol].base
+        if base not in prices:
+            prices[base] = price_symbol(base, instruments) or policy.hedge_symbol
     return policies, prices
+
+
+def resolve_betas(
+    settings: Settings, policies: Mapping[str, AssetPolicy], instruments: Mapping[str, Instrument]
+) -> dict[str, Decimal | None]:
+    """`DK_ASSETS__<ASSET>__BETA` of every proxy-hedged asset (None: the EWMA estimate; unset: 1). A hedge
+    market is one asset's only: two assets hedged on one contract would trade against each other."""
+    betas: dict[str, Decimal | None] = {}
+    hedged_by: dict[str, str] = {}
+    for asset, policy in sorted(policies.items()):
+        other = hedged_by.setdefault(policy.hedge_symbol, asset)
+        if other != asset:
+            raise ConfigError(f"DK_ASSETS__{asset}__HEDGE",
+                              f"a hedge market no other asset uses ({other} is hedged with it)",
+                              policy.hedge_symbol)
+        spec = settings.assets.get(asset)
+        beta = spec.beta if spec is not None else None
+        if instruments[policy.hedge_symbol].base == asset:
+            if beta is not None and beta != "ewma" and Decimal(beta) == 1:
+                continue
+            if beta is not None:
+                raise ConfigError(f"DK_ASSETS__{asset}__BETA",
+                                  f"no beta: {policy.hedge_symbol} is a contract on {asset} itself; "
+                                  "a beta is for a hedge on another asset (DK_ASSETS__<ASSET>__HEDGE)", beta)
+            continue
+        betas[asset] = None if beta == "ewma" else Decimal(beta or 1)
+    return betas
 
 
 def check_bands(policies: Mapping[str, AssetPolicy], instruments: Mapping[str, Instrument]) -> None:
@@ -88,7 +127,7 @@ def check_bands(policies: Mapping[str, AssetPolicy], instruments: Mapping[str, I
     them, recording `rounds_to_zero` when the band is too narrow for a trade.)"""
     for asset, policy in policies.items():
         hedge = instruments[policy.hedge_symbol]
-        if policy.band.unit is not BandUnit.COIN or hedge.inverse:
+        if policy.band.unit is not BandUnit.COIN or hedge.inverse or hedge.base != asset:
             continue
         narrowest = min_band_coin(hedge, Decimal(1))
         if policy.band.half_width * 2 < narrowest:
@@ -101,7 +140,9 @@ def check_bands(policies: Mapping[str, AssetPolicy], instruments: Mapping[str, I
 
 def build_sim_exchange(settings: Settings, account_id: str = "sim") -> tuple[Exchange, Clock]:
     """The simulated exchange: the bundled SOL history replayed from now on the simulated clock, then a
-    seeded random walk from where it ends; the market-maker scenario moves the spot inventory."""
+    seeded random walk from where it ends; the market-maker scenario moves the spot inventory. The rally
+    scenario instead starts 1,000 SOL and 11,000 USDT on `sim.feeds.rally_feed` from 100 USDT: the
+    short perp that hedges the SOL runs out of margin about five simulated hours in."""
     import itertools
 
     from deltakeeper.sim.clock import SimClock
@@ -125,7 +166,16 @@ def build_sim_exchange(settings: Settings, account_id: str = "sim") -> tuple[Exc
     scenario = None
     if settings.sim_scenario == "market-maker":
         scenario = InventoryScenario(ScenarioParams(seed=settings.sim_seed))
-    engine = SimEngine(default_instruments(), seed=settings.sim_seed)
+    # Ids come from the engine's seeded generator: mix in the start so that a second run on the same
+    # journal does not repeat the first run's trade ids (which the journal would take as duplicates).
+    engine_seed = settings.sim_seed * 1_000_003 + int(clock.now().timestamp())
+    engine = SimEngine(default_instruments(), seed=engine_seed)
+    if settings.sim_scenario == "rally":  # 1,000 SOL, 11,000 USDT: enough for a 10x short perp of 1,000
+        from deltakeeper.sim.feeds import rally_feed
+
+        engine.open_account(account_id, {"SOL": Decimal(1000), "USDT": Decimal(11_000)})
+        feed = rally_feed(start=clock.now(), price=100.0, tick_secs=tick_secs, seed=settings.sim_seed)
+        return SimGateway(engine, feed, clock, None, account_id), clock
     gateway = SimGateway(engine, itertools.chain(replay, continuation), clock, scenario, account_id)
     return gateway, clock
 
@@ -221,28 +271,51 @@ async def build_runner(
     account = await exchange.fetch_account()
     policies, price_symbols = resolve_policies(settings, instruments, account)
     check_bands(policies, instruments)
-    state = MarketState(instruments, dict(settings.external), price_symbols)
+    betas = resolve_betas(settings, policies, instruments)
+    coin_neutral = frozenset(a for a, spec in settings.assets.items() if spec.neutral == "coin")
+    state = CoinNeutralMarketState(
+        instruments, dict(settings.external), price_symbols, coin_neutral=coin_neutral
+    )
     limits = RiskLimits(
         settings.max_order_usd,
         settings.max_daily_traded_usd,
         settings.max_position_usd,
         settings.stale_secs,
         settings.price_collar_bps,
+        settings.margin_min_headroom_pct / 100,
+        settings.margin_critical_headroom_pct / 100,
     )
     options = HedgerOptions(
         limits,
         settings.order_timeout_secs,
         settings.state_clear_secs,
         send_orders=settings.mode is not Mode.SHADOW,
+        policy=BacktestSettings.from_settings(settings).policy(settings.policy),
+        execution=ExecutionOptions(
+            ExecutionStyle(settings.execution),
+            settings.post_only_timeout_secs,
+            settings.slice_max_usd,
+            settings.slice_max_slippage_bps,
+        ),
+        betas=betas,
+        ewma_daily_decay=settings.ewma_daily_decay,
     )
     hedger = Hedger(exchange, journal, clock, alerts, state, policies, options)
     control = OperatorControl(hedger, journal, control_event_recorder(journal))
+    margin = MarginWatch(
+        hedger,
+        min_headroom=limits.min_margin_headroom,
+        warn_headroom=settings.margin_warn_headroom_pct / 100,
+        critical_headroom=limits.critical_margin_headroom,
+    ).attach()
     watch = Watch(
         hedger,
         hard_limit_bands=settings.hard_limit_bands,
         funding_alert_bps=settings.funding_alert_bps,
         reader=journal,
         daily_summary_at=settings.daily_summary_at,
+        margin_headroom=margin,
+        margin_alert_fraction=float(settings.margin_warn_headroom_pct) / 100,
     )
     runner = Runner(
         hedger,
@@ -254,7 +327,11 @@ async def build_runner(
     )
     log.info(
         "policies",
-        **{a: f"{p.hedge_symbol} band {p.band.half_width}{p.band.unit.value}" for a, p in policies.items()},
+        policy=settings.policy,
+        execution=settings.execution,
+        **{a: f"{p.hedge_symbol} band {p.band.half_width}{p.band.unit.value}"
+           + (f" beta {betas[a] if betas[a] is not None else 'ewma'}" if a in betas else "")
+           for a, p in policies.items()},
     )
     if not policies:
         log.warning("nothing_to_hedge", held=sorted(price_symbols))
@@ -263,14 +340,19 @@ async def build_runner(
 
 def build_http_server(settings: Settings, runner: Runner, journal: SqlJournal) -> HttpServer:
     from deltakeeper.adapters.http import HttpServer, render_metrics
+    from deltakeeper.app.margin_watch import render_margin_metrics
     from deltakeeper.app.status import build_status, is_alive, journal_api, metrics_snapshot, readiness
+
+    def metrics() -> str:
+        snapshot = metrics_snapshot(runner)
+        return render_metrics(snapshot) + render_margin_metrics(snapshot)
 
     return HttpServer(
         settings.http_host,
         settings.http_port,
         settings.secret("http_token"),
         status=lambda: build_status(runner),
-        metrics=lambda: render_metrics(metrics_snapshot(runner)),
+        metrics=metrics,
         ready=lambda: readiness(runner),
         control=runner.control.handle if runner.control is not None else None,
         journal_api=journal_api(journal),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import re
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from enum import Enum
 from pathlib import Path
 from typing import Any, Literal
@@ -37,6 +37,29 @@ class AssetSettings(BaseModel):
     band_coin: Decimal | None = Field(default=None, gt=0)
     band_usd: Decimal | None = Field(default=None, gt=0)
     band_pct: Decimal | None = Field(default=None, gt=0, le=100)
+    beta: str | None = None
+    """Proxy hedge ratio (a hedge on another asset's contract): a positive number, or `ewma` for the EWMA
+    minimum-variance estimate. Unset: 1."""
+    neutral: Literal["usd", "coin"] = "usd"
+    """What the target keeps flat: `usd`, the account's USD value (coin collateral is exposure, REFERENCE
+    1.2), or `coin`, its value in the coin (the coin equity the account holds in it is not exposure:
+    `domain.margin.coin_neutral_delta`)."""
+
+    @field_validator("beta", mode="before")
+    @classmethod
+    def _beta(cls, value: Any) -> str | None:
+        if value is None:
+            return None
+        text = str(value).strip().lower()
+        if text == "ewma":
+            return text
+        try:
+            number = Decimal(text)
+        except InvalidOperation:
+            number = Decimal(0)
+        if not number.is_finite() or number <= 0:
+            raise ValueError("a positive number or `ewma`")
+        return text
 
     @model_validator(mode="after")
     def _one_band(self) -> AssetSettings:
@@ -87,6 +110,13 @@ class Settings(BaseSettings):
     backtest_spread_bps: Decimal = Field(default=Decimal(1), ge=0)
     recompute_secs: float = Field(default=10, gt=0)
     reconcile_secs: float = Field(default=300, gt=0)
+    execution: Literal["market", "post-only"] = "market"
+    post_only_timeout_secs: float = Field(default=10, gt=0)
+    """How long a post-only order rests before the rest goes as a market order."""
+    slice_max_usd: Decimal = Field(default=Decimal(0), ge=0)
+    """Split a hedge into orders of at most this notional; 0: no slicing by size."""
+    slice_max_slippage_bps: Decimal = Field(default=Decimal(0), ge=0)
+    """Split a hedge so that no order walks the book further than this from the touch; 0: off."""
 
     max_order_usd: Decimal = Field(default=Decimal(250_000), gt=0)
     max_daily_traded_usd: Decimal = Field(default=Decimal(5_000_000), gt=0)
@@ -100,10 +130,17 @@ class Settings(BaseSettings):
     under way (halted, reduce-only, denied by a limit): `delta_outside_hard_limit`."""
     funding_alert_bps: Decimal = Field(default=Decimal(10), gt=0)
     """Alert when a hedge's funding rate per funding interval is beyond this, either sign."""
+    margin_min_headroom_pct: Decimal = Field(default=Decimal(20), ge=0, lt=100)
+    """Pre-trade: an order may not leave the margin headroom of its settlement currency, (equity -
+    maintenance margin) / equity, below this percentage: it is made smaller or refused."""
+    margin_warn_headroom_pct: Decimal = Field(default=Decimal(35), ge=0, lt=100)
+    """Alert `margin_headroom_low` when the account's margin headroom falls below this percentage."""
+    margin_critical_headroom_pct: Decimal = Field(default=Decimal(15), ge=0, lt=100)
+    """REDUCE_ONLY (breach `margin_low`) while the account's margin headroom is below this percentage."""
 
     sim_speed: float = Field(default=600, gt=0)
     sim_seed: int = 1
-    sim_scenario: Literal["market-maker", "static"] = "market-maker"
+    sim_scenario: Literal["market-maker", "static", "rally"] = "market-maker"
     sim_tick_secs: float = Field(default=30, gt=0)
 
     alert_urls: str | None = None
@@ -208,7 +245,7 @@ def load_settings() -> Settings:
         variable = _variable(error["loc"])
         if error["type"] == "extra_forbidden":
             raise ConfigError(
-                variable, "a known setting: HEDGE, TARGET, BAND_COIN, BAND_USD or BAND_PCT"
+                variable, "a known setting: HEDGE, TARGET, BAND_COIN, BAND_USD, BAND_PCT, BETA or NEUTRAL"
             ) from exc
         message = error["msg"].removeprefix("Value error, ")
         raise ConfigError(variable, message, error.get("input")) from exc

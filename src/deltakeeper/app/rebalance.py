@@ -5,30 +5,52 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 
 import structlog
 
+from deltakeeper.app.execution import (
+    BOOK_DEPTH,
+    ExecutionOptions,
+    ExecutionPlan,
+    min_slice_contracts,
+    plan_execution,
+    touch_price,
+)
 from deltakeeper.app.market_state import MarketState
 from deltakeeper.domain import risk
+from deltakeeper.domain.decide_policies import (
+    FixedBandPolicy,
+    HedgePolicy,
+    MarketContext,
+    RiskModel,
+    proxy_detail,
+    proxy_view,
+    residual_vol,
+)
 from deltakeeper.domain.errors import OrderOutcomeUnknown, OrderRejected, RateLimited
 from deltakeeper.domain.exposure import AssetDelta
-from deltakeeper.domain.instruments import is_stable
+from deltakeeper.domain.instruments import Instrument, is_stable
 from deltakeeper.domain.orders import (
     Fill,
     FundingPayment,
+    OrderIntent,
     OrderRequest,
     OrderState,
     OrderStatus,
     OrderType,
+    Quote,
+    Side,
     client_order_id,
 )
-from deltakeeper.domain.policy import AssetPolicy, AssetView, Decision, decide
+from deltakeeper.domain.policy import AssetPolicy, AssetView, Decision
 from deltakeeper.domain.records import AccountSnapshot, DecisionRecord, OrderRecord
+from deltakeeper.domain.volatility import RISKMETRICS_DAILY_DECAY, EwmaBeta
 from deltakeeper.ports import Alerts, Clock, Exchange, Journal
 
 log = structlog.get_logger("deltakeeper.rebalance")
@@ -39,6 +61,11 @@ REJECT_BACKOFF_SECS = 1.0
 REJECT_BACKOFF_MAX_SECS = 60.0
 """After a refused order no new order goes to that instrument for this long, doubling with each refusal
 in a row (up to the maximum) and cleared by a fill: an exchange that refuses everything is not hammered."""
+MIN_RISK_BAR_SECS = 1.0
+"""The risk model samples prices once per bar of the quote spacing (exchange time), at least this long."""
+_NO_RISK = RiskModel.for_bar(MIN_RISK_BAR_SECS)
+_BETA_QUANTUM = Decimal("0.0001")
+_SPREAD_QUANTUM = Decimal("0.01")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +75,26 @@ class HedgerOptions:
     state_clear_secs: float
     send_orders: bool = True
     """False in shadow mode: decisions are journaled, nothing is sent."""
+    policy: HedgePolicy = field(default_factory=FixedBandPolicy)
+    """`DK_POLICY`: what decides each rebalance (domain/decide_policies.py)."""
+    execution: ExecutionOptions = field(default_factory=ExecutionOptions)
+    betas: Mapping[str, Decimal | None] = field(default_factory=dict)
+    """`DK_ASSETS__<ASSET>__BETA` of proxy-hedged assets: a fixed ratio, or None for the EWMA estimate. An
+    asset hedged with another asset's contract and no entry here is hedged at 1."""
+    ewma_daily_decay: float = RISKMETRICS_DAILY_DECAY
+
+
+@dataclass
+class _RiskTrack:
+    """One asset's risk model, sampled from its quotes once per bar (the first quote spacing seen), and
+    for a proxy hedge the EWMA beta of the asset on the hedge."""
+
+    proxy: bool
+    first_ts: float | None = None
+    bar_secs: float | None = None
+    slot: int | None = None
+    model: RiskModel | None = None
+    beta: EwmaBeta | None = None
 
 
 @dataclass
@@ -94,6 +141,8 @@ class Hedger:
         self.policies = policies
         self.options = options
         self.trading = risk.StateMachine()
+        self.margin_context: risk.MarginSource = risk.no_margin_context  # app/margin_watch.py
+        self.on_liquidation: risk.LiquidationHandler | None = None
         self.in_flight: dict[str, str] = {}
         self.last_reason: dict[str, str] = {}
         self.last_decision: dict[str, DecisionRecord] = {}
@@ -102,6 +151,7 @@ class Hedger:
         self._day: datetime | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._quiet = 0
+        self._draining = False
         """While above 0 no decision is taken (a periodic reconciliation compares the books)."""
         self._backoff: dict[str, tuple[float, float]] = {}
         """Symbol -> (monotonic time until which no order is sent, the delay that set it)."""
@@ -109,6 +159,12 @@ class Hedger:
         for asset, policy in policies.items():
             for symbol in {policy.hedge_symbol, state.price_symbols.get(asset, policy.hedge_symbol)}:
                 self._by_price_symbol.setdefault(symbol, []).append(asset)
+        self._timer_slots: dict[str, int | None] = {}
+        self._risk: dict[str, _RiskTrack] = {}
+        for asset, policy in policies.items():
+            proxy = state.instruments[policy.hedge_symbol].base != asset
+            if proxy or options.policy.uses_risk_model:
+                self._risk[asset] = _RiskTrack(proxy)
 
     def symbols(self) -> list[str]:
         """Every symbol the bot streams quotes for: the hedges and the markets that price the assets."""
@@ -118,6 +174,8 @@ class Hedger:
 
     async def on_quote(self, quote_symbol: str) -> None:
         for asset in self._by_price_symbol.get(quote_symbol, ()):
+            if asset in self._risk:
+                self._observe_risk(asset, quote_symbol)
             await self.evaluate(asset, scheduled=False)
 
     async def on_account(self, snapshot: AccountSnapshot) -> None:
@@ -138,6 +196,8 @@ class Hedger:
                 amount=str(fill.amount_contracts),
                 price=str(fill.price),
             )
+            if fill.liquidation and self.on_liquidation is not None:
+                await self.on_liquidation(fill)
 
     async def on_funding(self, payment: FundingPayment) -> None:
         if await self.journal.record_funding([payment]):
@@ -172,9 +232,16 @@ class Hedger:
         record, request = self._decide(asset, policy, self.state.deltas() if deltas is None else deltas)
         if record is None:
             return
+        plan: ExecutionPlan | None = None
         if request is not None:
             self.in_flight[symbol] = request.client_order_id  # before any await: one order per instrument
         try:
+            if request is not None:
+                plan = await self._plan(request, record.decision_id)
+                request = self._first_order(plan)
+                self.in_flight[symbol] = request.client_order_id
+                if plan.note:
+                    record = replace(record, detail=_join(record.detail, plan.note))
             if scheduled or request is not None or self.last_reason.get(asset) != record.reason:
                 await self.journal.record_decision(record)
             self.last_reason[asset] = record.reason
@@ -203,7 +270,8 @@ class Hedger:
             await self.journal.update_order(self._local_state(request, OrderStatus.CANCELED, "shadow mode"))
             self.in_flight.pop(symbol, None)
             return
-        task = asyncio.create_task(self._execute(asset, request, record))
+        assert plan is not None
+        task = asyncio.create_task(self._execute(asset, plan, request, record))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -217,29 +285,31 @@ class Hedger:
             return None, None  # nothing to decide on yet: no record, no order
         delta = deltas.get(asset) or AssetDelta(asset, Decimal(0), Decimal(0), Decimal(0))
         now = self.clock.now()
-        decision = decide(
-            AssetView(asset, delta.delta_coin, delta.gross_coin, price, hedge, quote.mark), policy
-        )
-        decision_id = new_decision_id()
-        if decision.intent is None:
-            return self._record(decision_id, now, delta, decision, decision.reason), None
-        intent = decision.intent
-        touch = quote.ask if intent.side.sign > 0 else quote.bid
         position = next(
             (p.contracts for p in self.state.account.positions if p.symbol == hedge.symbol), Decimal(0)
         )
+        decision, delta, policy_detail = self._policy_decision(
+            asset, policy, delta, price, hedge, quote, position, now
+        )
+        decision_id = new_decision_id()
+        if decision.intent is None:
+            return self._record(decision_id, now, delta, decision, decision.reason, policy_detail), None
+        intent = decision.intent
+        touch = quote.ask if intent.side.sign > 0 else quote.bid
         ctx = risk.RiskContext(
             quote_age_secs=self.state.quote_age_secs(hedge.symbol, self.clock.speed, now.timestamp()),
             mark_price=quote.mark,
             position_contracts=position,
             traded_today_usd=self._traded_today(now),
             state=self.trading.state,
+            margin=self.margin_context(hedge.symbol),
         )
         outcome = risk.check(replace(intent, reference_price=touch), hedge, ctx, self.options.limits)
         self._observe_state(frozenset(outcome.notes), now)
         detail = ",".join(outcome.notes)
         if outcome.intent is None:
-            return self._record(decision_id, now, delta, decision, detail or "denied"), None
+            return self._record(decision_id, now, delta, decision, detail or "denied", policy_detail), None
+        detail = _join(policy_detail, detail)
         sent = outcome.intent
         request = OrderRequest(
             client_order_id(decision_id),
@@ -258,6 +328,105 @@ class Hedger:
             est_cost_usd=cost,
         )
         return record, request
+
+    def _policy_decision(
+        self,
+        asset: str,
+        policy: AssetPolicy,
+        delta: AssetDelta,
+        price: Decimal,
+        hedge: Instrument,
+        quote: Quote,
+        position: Decimal,
+        now: datetime,
+    ) -> tuple[Decision, AssetDelta, str]:
+        """`DK_POLICY`'s decision, the asset's delta it was taken on (a proxy hedge's position counted in,
+        converted back by the beta), and the policy's detail for the journal."""
+        view = AssetView(asset, delta.delta_coin, delta.gross_coin, price, hedge, quote.mark)
+        track = self._risk.get(asset)
+        proxy = ""
+        if hedge.base != asset:
+            beta = self._beta(asset, track)
+            if beta is None:
+                band = policy.band.half_width_coin(price, delta.gross_coin)
+                waiting = Decision(
+                    asset, delta.delta_coin, policy.target_coin, band, price, None, "beta_unknown"
+                )
+                return waiting, delta, "beta=ewma warming_up"
+            beta_model = track.beta if track is not None else None
+            vol = residual_vol(beta_model, float(beta)) if beta_model is not None else None
+            proxy = proxy_detail(beta, vol, delta.delta_usd)
+            view = proxy_view(view, position, beta)
+            delta = AssetDelta(asset, view.delta_coin, view.delta_coin * price, view.gross_coin)
+        mid = quote.mid
+        spread_bps = Decimal(0)
+        if mid > 0:
+            spread_bps = ((quote.ask - quote.bid) / mid * 10_000).quantize(_SPREAD_QUANTUM)
+        model = track.model if track is not None and track.model is not None else _NO_RISK
+        ctx = MarketContext(now.timestamp(), spread_bps, model, self._timer_slots.get(asset))
+        outcome = self.options.policy.decide(view, policy, ctx)
+        self._timer_slots[asset] = outcome.timer_slot
+        return outcome.decision, delta, _join(outcome.detail, proxy)
+
+    def _beta(self, asset: str, track: _RiskTrack | None) -> Decimal | None:
+        """The proxy hedge ratio: the fixed one, else the EWMA estimate (None until it is positive)."""
+        if asset not in self.options.betas:
+            return Decimal(1)
+        fixed = self.options.betas[asset]
+        if fixed is not None:
+            return fixed
+        estimate = track.beta.beta if track is not None and track.beta is not None else None
+        if estimate is None or not math.isfinite(estimate):
+            return None
+        beta = Decimal(repr(estimate)).quantize(_BETA_QUANTUM)
+        return beta if beta > 0 else None
+
+    def _observe_risk(self, asset: str, quote_symbol: str) -> None:
+        """Feed the asset's risk model (price, and its exposure before the hedge) and a proxy's EWMA beta,
+        once per bar of exchange time. The bar is the spacing of the asset's first two quotes."""
+        policy = self.policies[asset]
+        price_symbol = self.state.price_symbols.get(asset, policy.hedge_symbol)
+        quote = self.state.quotes.get(price_symbol) if quote_symbol == price_symbol else None
+        if quote is None:
+            return
+        track = self._risk[asset]
+        t_secs = quote.ts.timestamp()
+        if track.bar_secs is None:
+            if track.first_ts is None or t_secs <= track.first_ts:
+                track.first_ts = t_secs if track.first_ts is None else track.first_ts
+                return
+            track.bar_secs = max(t_secs - track.first_ts, MIN_RISK_BAR_SECS)
+            decay = self.options.ewma_daily_decay
+            if self.options.policy.uses_risk_model:
+                track.model = RiskModel.for_bar(track.bar_secs, decay)
+            if track.proxy:
+                track.beta = EwmaBeta.for_bar(track.bar_secs, decay)
+        slot = math.floor(t_secs / track.bar_secs)
+        if track.slot is not None and slot <= track.slot:
+            return
+        track.slot = slot
+        if track.model is not None:
+            exposure = self._exposure(asset, policy)
+            if exposure is not None:
+                track.model = track.model.observe(quote.mark, exposure, t_secs)
+        if track.beta is not None:
+            hedge_quote = self.state.quotes.get(policy.hedge_symbol)
+            if hedge_quote is not None:
+                track.beta = track.beta.update(quote.mark, hedge_quote.mark)
+
+    def _exposure(self, asset: str, policy: AssetPolicy) -> Decimal | None:
+        """The asset's delta before its hedge (holdings and other legs): what the hedge has to follow."""
+        account = self.state.account
+        if account is None:
+            return None
+        delta = self.state.deltas().get(asset)
+        coin = delta.delta_coin if delta is not None else Decimal(0)
+        hedge = self.state.instruments[policy.hedge_symbol]
+        quote = self.state.quotes.get(hedge.symbol)
+        if hedge.base == asset and quote is not None:
+            position = next((p.contracts for p in account.positions if p.symbol == hedge.symbol), Decimal(0))
+            coin -= hedge.delta_coin(position, quote.mark)
+        return coin
 
     def _record(
         self,
@@ -301,48 +470,192 @@ class Hedger:
 
     # -- execution ----------------------------------------------------------------------------
 
-    async def _execute(self, asset: str, request: OrderRequest, decision: DecisionRecord) -> None:
-        """Send once (resending only after a definite refusal, with the same client id), settle the
-        outcome, journal fills, refresh the account, then free the instrument."""
+    async def _plan(self, request: OrderRequest, decision_id: int) -> ExecutionPlan:
+        """The orders that carry out a checked hedge (`DK_EXECUTION`, `DK_SLICE_*`): the order book is read
+        only to slice by slippage."""
+        execution = self.options.execution
+        hedge = self.state.instruments[request.symbol]
+        quote = self.state.quotes[request.symbol]
+        touch = quote.ask if request.side is Side.BUY else quote.bid
+        book_side = None
+        if execution.needs_book:
+            try:
+                bids, asks = await self.exchange.fetch_order_book(request.symbol, BOOK_DEPTH)
+                book_side = asks if request.side is Side.BUY else bids
+            except Exception as exc:
+                log.warning("order_book_unavailable", symbol=request.symbol, error=str(exc))
+        return plan_execution(
+            decision_id, hedge, request.side, request.amount_contracts, touch, execution,
+            reduce_only=request.reduce_only, book_side=book_side,
+        )
+
+    def _first_order(self, plan: ExecutionPlan) -> OrderRequest:
+        quote = self.state.quotes[plan.symbol]
+        return plan.request(0, plan.slices_contracts[0], touch_price(plan.side, quote.bid, quote.ask))
+
+    async def _execute(
+        self, asset: str, plan: ExecutionPlan, first: OrderRequest, decision: DecisionRecord
+    ) -> None:
+        """Send the plan's orders one after another, each journaled before it is sent and final before the
+        next: the slices, and after a post-only order that did not fill whole, a market order for the rest.
+        Orders are sent once (resent only after a definite refusal, with the same client id). Then journal
+        the fills, and free the instrument."""
         started = self.clock.now()
+        states: list[OrderState] = []
+        order_no = 0
         try:
-            if self.trading.state is risk.TradingState.HALTED:  # halted since the decision: never send
-                await self.journal.update_order(
-                    self._local_state(request, OrderStatus.CANCELED, "halted before it was sent")
+            for index, amount in enumerate(plan.slices_contracts):
+                request = (
+                    first if index == 0 else await self._next_order(asset, plan, order_no, amount, decision)
                 )
-                self.counters.order_done(OrderStatus.CANCELED)
-                return
-            state = await self._send(request)
-            if state is not None:
-                state = await self._settle(request, state)
-                self.counters.order_done(state.status)
-                await self._backfill_fills(request, started)
-                await self._refresh_account()
+                if request is None:
+                    break
+                order_no += 1
+                state = await self._run_order(request)
+                if state is None:
+                    break
+                states.append(state)
+                rest = request.amount_contracts - state.filled_contracts
+                if rest > 0 and request.post_only:
+                    fallback = await self._next_order(asset, plan, order_no, rest, decision, fallback=True)
+                    if fallback is None:
+                        break
+                    order_no += 1
+                    state = await self._run_order(fallback)
+                    if state is None:
+                        break
+                    states.append(state)
+                    rest = fallback.amount_contracts - state.filled_contracts
+                if rest > 0:
+                    break  # an order that did not fill whole: the next decision sees what is left
+            if states:
+                await self._backfill_fills({s.client_order_id or "" for s in states}, started)
+                summary = self._summary(plan, first, states)
                 log.info(
                     "rebalance_completed",
                     asset=asset,
-                    client_order_id=request.client_order_id,
-                    status=state.status.value,
-                    filled=str(state.filled_contracts),
+                    client_order_id=first.client_order_id,
+                    orders=len(states),
+                    status=summary.status.value,
+                    filled=str(summary.filled_contracts),
                 )
-                if state.filled_contracts > 0:
-                    self._backoff.pop(request.symbol, None)
-                    self._spawn_alert("info", "rebalance_completed", self._completed(decision, state))
+                if summary.filled_contracts > 0:
+                    self._backoff.pop(plan.symbol, None)
+                    self._spawn_alert("info", "rebalance_completed", self._completed(decision, summary))
                 else:
                     self._spawn_alert(
                         "warning",
                         "order_not_filled",
-                        f"order {request.client_order_id} on {request.symbol} ended "
-                        f"{state.status.value} with nothing filled"
-                        + (f": {state.reject_reason}" if state.reject_reason else ""),
+                        f"order {first.client_order_id} on {plan.symbol} ended "
+                        f"{summary.status.value} with nothing filled"
+                        + (f": {summary.reject_reason}" if summary.reject_reason else ""),
                     )
         except Exception as exc:  # an order task must never die silently
             self.counters.errors += 1
-            log.exception("order_task_failed", client_order_id=request.client_order_id, error=str(exc))
-            self._spawn_alert("error", "order_failed", f"order {request.client_order_id} failed: {exc}")
+            log.exception("order_task_failed", client_order_id=first.client_order_id, error=str(exc))
+            self._spawn_alert("error", "order_failed", f"order {first.client_order_id} failed: {exc}")
         finally:
-            self.in_flight.pop(request.symbol, None)
+            self.in_flight.pop(plan.symbol, None)
         await self.evaluate(asset, scheduled=True)
+
+    async def _run_order(self, request: OrderRequest) -> OrderState | None:
+        """Send one journaled order and settle it (a post-only order is cancelled after its timeout), then
+        refresh the account. None when it was not sent (halted since) or failed."""
+        self.in_flight[request.symbol] = request.client_order_id
+        if self.trading.state is risk.TradingState.HALTED:  # halted since the decision: never send
+            await self.journal.update_order(
+                self._local_state(request, OrderStatus.CANCELED, "halted before it was sent")
+            )
+            self.counters.order_done(OrderStatus.CANCELED)
+            return None
+        state = await self._send(request)
+        if state is None:
+            return None
+        timeout = self.options.execution.post_only_timeout_secs if request.post_only else None
+        state = await self._settle(request, state, timeout)
+        self.counters.order_done(state.status)
+        await self._refresh_account()
+        return state
+
+    async def _next_order(
+        self,
+        asset: str,
+        plan: ExecutionPlan,
+        order_no: int,
+        amount: Decimal,
+        decision: DecisionRecord,
+        fallback: bool = False,
+    ) -> OrderRequest | None:
+        """The decision's next order (a slice on a newer quote, or a post-only order's market fallback),
+        checked against the risk limits again and journaled; None when nothing more is to be sent."""
+        symbol = plan.symbol
+        hedge = self.state.instruments[symbol]
+        if not fallback:
+            await self._newer_quote(symbol, self.state.quotes[symbol].ts)
+        if self._draining:
+            log.warning("order_not_sent", decision_id=plan.decision_id, symbol=symbol, reason="shutting down")
+            return None
+        quote = self.state.quotes[symbol]
+        touch = quote.ask if plan.side is Side.BUY else quote.bid
+        amount = hedge.round_contracts(amount, toward_zero=True)
+        if amount <= 0 or (fallback and amount < min_slice_contracts(hedge, touch)):
+            log.info("order_too_small", decision_id=plan.decision_id, symbol=symbol, amount=str(amount))
+            return None
+        now = self.clock.now()
+        account = self.state.account
+        position = next(
+            (p.contracts for p in account.positions if p.symbol == symbol), Decimal(0)
+        ) if account is not None else Decimal(0)
+        ctx = risk.RiskContext(
+            quote_age_secs=self.state.quote_age_secs(symbol, self.clock.speed, now.timestamp()),
+            mark_price=quote.mark,
+            position_contracts=position,
+            traded_today_usd=self._traded_today(now),
+            state=self.trading.state,
+            margin=self.margin_context(symbol),
+        )
+        intent = OrderIntent(symbol, plan.side, amount, touch, plan.reduce_only)
+        outcome = risk.check(intent, hedge, ctx, self.options.limits)
+        self._observe_state(frozenset(outcome.notes), now)
+        if outcome.intent is None:
+            log.warning("order_not_sent", decision_id=plan.decision_id, symbol=symbol,
+                        reason=",".join(outcome.notes))
+            return None
+        passive = touch_price(plan.side, quote.bid, quote.ask)
+        request = replace(
+            plan.request(order_no, outcome.intent.amount_contracts, passive, fallback=fallback),
+            reduce_only=outcome.intent.reduce_only,
+        )
+        await self.journal.record_order(
+            OrderRecord.pending(request, plan.decision_id, now, decision.price_usd, asset)
+        )
+        return request
+
+    async def _newer_quote(self, symbol: str, after: datetime) -> None:
+        """Wait (at most the order timeout) for a quote on `symbol` newer than `after`."""
+        deadline = time.monotonic() + self.options.order_timeout_secs
+        while time.monotonic() < deadline and not self._draining:
+            quote = self.state.quotes.get(symbol)
+            if quote is not None and quote.ts > after:
+                return
+            await asyncio.sleep(SETTLE_POLL_SECS / 4)
+
+    @staticmethod
+    def _summary(plan: ExecutionPlan, first: OrderRequest, states: list[OrderState]) -> OrderState:
+        """The decision's orders as one: what they filled in all, at what average price."""
+        filled = sum((s.filled_contracts for s in states), Decimal(0))
+        cost = sum((s.average_price * s.filled_contracts for s in states if s.average_price is not None),
+                   Decimal(0))
+        last = states[-1]
+        status = last.status if filled < plan.total_contracts else OrderStatus.FILLED
+        return replace(
+            last,
+            client_order_id=first.client_order_id,
+            amount_contracts=plan.total_contracts,
+            filled_contracts=filled,
+            average_price=cost / filled if filled else None,
+            status=status,
+        )
 
     def _completed(self, decision: DecisionRecord, state: OrderState) -> str:
         """The `rebalance_completed` alert: what was traded, and the delta before and after."""
@@ -377,6 +690,11 @@ class Hedger:
                     return None
                 await asyncio.sleep(0.5 * 2**attempt)
             except OrderRejected as exc:
+                if request.post_only:  # it would have taken: the market fallback sends it
+                    log.info("post_only_refused", client_order_id=request.client_order_id, reason=str(exc))
+                    refused = self._local_state(request, OrderStatus.REJECTED, str(exc))
+                    await self.journal.update_order(refused)
+                    return refused
                 await self._fail(request, str(exc))
                 return None
             except OrderOutcomeUnknown as exc:
@@ -405,9 +723,14 @@ class Hedger:
         backoff = self._backoff.get(symbol)
         return backoff is not None and time.monotonic() < backoff[0]
 
-    async def _settle(self, request: OrderRequest, state: OrderState) -> OrderState:
-        """Poll the order by client id until it is final; cancel it if it outlives the timeout."""
-        deadline = time.monotonic() + self.options.order_timeout_secs
+    async def _settle(
+        self, request: OrderRequest, state: OrderState, timeout_secs: float | None = None
+    ) -> OrderState:
+        """Poll the order by client id until it is final; cancel it if it outlives the timeout (the order
+        timeout unless given)."""
+        timeout = self.options.order_timeout_secs if timeout_secs is None else timeout_secs
+        deadline = time.monotonic() + timeout
+        lost_after = time.monotonic() + self.options.order_timeout_secs
         canceled = False
         while not state.status.is_final:
             await asyncio.sleep(SETTLE_POLL_SECS)
@@ -419,7 +742,7 @@ class Hedger:
             if found is not None:
                 state = found
                 await self.journal.update_order(state)
-            elif state.status is OrderStatus.UNKNOWN and time.monotonic() > deadline:
+            elif state.status is OrderStatus.UNKNOWN and time.monotonic() > lost_after:
                 # The exchange never saw it: the request did not arrive.
                 state = self._local_state(request, OrderStatus.REJECTED, "not found on the exchange")
                 await self.journal.update_order(state)
@@ -431,9 +754,9 @@ class Hedger:
                     log.warning("cancel_failed", client_order_id=request.client_order_id, error=str(exc))
         return state
 
-    async def _backfill_fills(self, request: OrderRequest, since: datetime) -> None:
+    async def _backfill_fills(self, client_order_ids: set[str], since: datetime) -> None:
         fills = await self.exchange.fetch_fills(since - timedelta(minutes=1))
-        ours = [f for f in fills if f.client_order_id == request.client_order_id]
+        ours = [f for f in fills if f.client_order_id in client_order_ids]
         for fill in ours:
             await self.on_fill(fill)
 
@@ -504,10 +827,17 @@ class Hedger:
             self._quiet -= 1
 
     async def drain(self) -> None:
-        """Let in-flight orders settle (on shutdown); no new decision from now on."""
+        """Let in-flight orders settle (on shutdown); no new decision, and no further slice or fallback
+        order, from now on."""
         self._quiet += 1
+        self._draining = True
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+def _join(*parts: str) -> str:
+    """Details for the decision journal, space-separated, empty ones left out."""
+    return " ".join(part for part in parts if part)
 
 
 def short(value: Decimal, places: int = 4) -> str:

@@ -50,6 +50,7 @@ class Runner:
         self.control = control
         self.watch = watch or Watch(hedger)
         self.scheduler: AsyncIOScheduler | None = None
+        self._running_jobs: set[asyncio.Task[object]] = set()
         self.last_beat: float | None = None
         """Wall time (time.time()) of the last heartbeat."""
 
@@ -65,17 +66,17 @@ class Runner:
         symbols = hedger.symbols()
         scheduler = self.scheduler = AsyncIOScheduler(timezone=UTC)
         scheduler.add_job(
-            self._recompute, "interval", seconds=self.recompute_secs, max_instances=1, coalesce=True,
-            id="recompute",
+            self._tracked(self._recompute), "interval", seconds=self.recompute_secs, max_instances=1,
+            coalesce=True, id="recompute",
         )
         scheduler.add_job(
-            self._reconcile_quietly, "interval", seconds=self.reconcile_secs, max_instances=1, coalesce=True,
-            id="reconcile",
+            self._tracked(self._reconcile_quietly), "interval", seconds=self.reconcile_secs, max_instances=1,
+            coalesce=True, id="reconcile",
         )
         if self.watch.daily_summary_at is not None and self.watch.reader is not None:
             hour, minute = (int(part) for part in self.watch.daily_summary_at.split(":"))
             scheduler.add_job(
-                self._daily_summary, CronTrigger(hour=hour, minute=minute, timezone=UTC),
+                self._tracked(self._daily_summary), CronTrigger(hour=hour, minute=minute, timezone=UTC),
                 max_instances=1, coalesce=True, misfire_grace_time=3600, id="daily_summary",
             )
         scheduler.start()
@@ -91,11 +92,27 @@ class Runner:
         finally:
             log.info("service_stopping")
             scheduler.shutdown(wait=False)
+            # A job already running finishes before the journal and the exchange close under it.
+            await asyncio.gather(*self._running_jobs, return_exceptions=True)
             for task in streams:
                 task.cancel()
             await asyncio.gather(*streams, return_exceptions=True)
             await hedger.drain()
             await hedger.alerts.send("info", "stopped", "deltakeeper stopped")
+
+    def _tracked(self, job: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+        """A scheduled job whose run the shutdown can wait for."""
+
+        async def run() -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            self._running_jobs.add(task)
+            try:
+                await job()
+            finally:
+                self._running_jobs.discard(task)
+
+        return run
 
     def beat(self) -> None:
         self.heartbeat_path.parent.mkdir(parents=True, exist_ok=True)

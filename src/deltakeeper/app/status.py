@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from deltakeeper.app.margin_watch import margin_watch_of
 from deltakeeper.app.rebalance import Hedger
 from deltakeeper.app.runner import Runner
 from deltakeeper.domain.errors import ConfigError
@@ -103,6 +104,7 @@ def build_status(runner: Runner) -> dict[str, Any]:
         },
         "in_flight": dict(hedger.in_flight),
         "traded_today_usd": hedger.traded_today_usd,
+        "margin": margin.status() if (margin := margin_watch_of(runner.watch)) is not None else None,
     }
 
 
@@ -127,6 +129,7 @@ def metrics_snapshot(runner: Runner) -> dict[str, Any]:
         "errors_total": counters.errors,
         "stream_age_secs": stream_ages_secs(hedger),
         "trading_state": hedger.trading.state.value,
+        "margin_headroom": m.headroom_by_settle() if (m := margin_watch_of(runner.watch)) is not None else {},
     }
 
 

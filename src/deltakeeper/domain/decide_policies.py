@@ -15,12 +15,18 @@ quoted spread and the risk model's state are arguments; a policy returns its new
   `vol` the EWMA volatility of the price and `sD^2` the drift variance of the exposure being hedged,
   clamped to [one lot step, the hard maximum deviation]: a deviation beyond the hard maximum always trades.
   Until the risk model has seen a return and a change of exposure, the band is the hard maximum.
+
+Proxy hedges (REFERENCE.md 5): an asset hedged with another asset's contract at a ratio `beta`. `proxy_view`
+re-expresses the hedge in coins of the asset (one hedge contract carries `hedge coins x hedge price /
+(beta x asset price)` of them) and adds the hedge position so converted back to the asset's delta, so that
+every policy above sizes, rounds and bands a proxy hedge unchanged: `beta x asset USD exposure / hedge
+price` hedge coins. Its costs are on the hedge's notional, `beta` times the asset's (`_cost_scale`).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import ClassVar
 
@@ -37,10 +43,18 @@ from deltakeeper.domain.policy import (
     decide,
     min_band_coin,
 )
-from deltakeeper.domain.volatility import RISKMETRICS_DAILY_DECAY, SECONDS_PER_YEAR, EwmaDrift, EwmaVol
+from deltakeeper.domain.volatility import (
+    RISKMETRICS_DAILY_DECAY,
+    SECONDS_PER_YEAR,
+    EwmaBeta,
+    EwmaDrift,
+    EwmaVol,
+)
 
 _CENT = Decimal("0.01")
 _ZERO_BAND = Band(BandUnit.COIN, ZERO)
+_PROXY_QUANTUM = Decimal("1E-12")
+"""A proxy hedge counted back in the asset's coins is rounded to this (the journal shows it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +118,14 @@ def _traded_coin(decision: Decision, view: AssetView) -> Decimal:
     return view.hedge.delta_coin(intent.amount_contracts * intent.side.sign, view.hedge_price)
 
 
+def _cost_scale(view: AssetView) -> Decimal | None:
+    """Hedge notional per USD of the asset's coins it offsets: `beta` for a proxy hedge (`proxy_view`),
+    None (1) for a hedge on the asset itself."""
+    if view.hedge.base == view.asset:
+        return None
+    return view.hedge_price / view.price_usd
+
+
 @dataclass(frozen=True, slots=True)
 class TimerPolicy:
     interval_secs: float
@@ -159,6 +181,9 @@ class FixedBandPolicy:
         traded = _traded_coin(decision, view)
         x_before = decision.deviation_coin
         rate = cost_rate(view.hedge, ctx.spread_bps, rule.slippage_bps)
+        scale = _cost_scale(view)
+        if scale is not None:
+            rate *= scale
         cost_usd = rate * abs(traded) * view.price_usd + rule.fixed_cost_usd
         worth = worth_trading(
             x_before,
@@ -209,6 +234,9 @@ class CostAwarePolicy:
         if vol is None or drift_var is None:
             return hard_max, _BandInputs(lot, hard_max, warming_up=True)
         rate = cost_rate(view.hedge, ctx.spread_bps, self.slippage_bps)
+        scale = _cost_scale(view)
+        if scale is not None:
+            rate *= scale
         width = cost_aware_half_width_coin(
             float(rate), float(view.price_usd), vol, drift_var, self.risk_aversion_per_usd, lot, hard_max
         )
@@ -248,3 +276,50 @@ class _BandInputs:
 
 
 HedgePolicy = TimerPolicy | FixedBandPolicy | CostAwarePolicy
+
+
+# -- proxy hedges ---------------------------------------------------------------------------------------
+
+
+def proxy_view(view: AssetView, hedge_contracts: Decimal, beta: Decimal) -> AssetView:
+    """The asset's view for a hedge on another asset at `beta` (see the module's doc).
+
+    `view` is the asset's own: its delta without the proxy hedge, its USD price, the hedge instrument and
+    the hedge's price. The result counts the hedge position (`hedge_contracts`, signed) in the asset's
+    delta and gross exposure, converted back by the beta, and trades the hedge at the price `beta x asset
+    price` per asset coin: a linear hedge's contract size is rescaled to asset coins, an inverse hedge's
+    USD face stays as it is. Sizes, lot steps, minimum size and notional then read right."""
+    if beta <= 0:
+        raise ValueError(f"beta must be positive, got {beta}")
+    hedge = view.hedge
+    per_asset_coin = beta * view.price_usd
+    hedge_usd = hedge.delta_coin(hedge_contracts, view.hedge_price) * view.hedge_price
+    hedge_in_asset = (hedge_usd / per_asset_coin).quantize(_PROXY_QUANTUM)
+    if not hedge.inverse:
+        hedge = replace(hedge, contract_size=hedge.contract_size * view.hedge_price / per_asset_coin)
+    return AssetView(
+        view.asset,
+        view.delta_coin + hedge_in_asset,
+        view.gross_coin + abs(hedge_in_asset),
+        view.price_usd,
+        hedge,
+        per_asset_coin,
+    )
+
+
+def residual_vol(model: EwmaBeta, beta: float) -> float | None:
+    """Annualised volatility of the asset's return less `beta` times the hedge's: what a proxy hedge at
+    `beta` leaves. At the EWMA beta it is `EwmaBeta.residual_vol`. None before the first return."""
+    if not model.weight:
+        return None
+    var = model.weighted_var_a - 2 * beta * model.weighted_cov + beta * beta * model.weighted_var_h
+    return math.sqrt(max(var, 0.0) / model.weight * SECONDS_PER_YEAR / model.bar_secs)
+
+
+def proxy_detail(beta: Decimal, vol: float | None, exposure_usd: Decimal) -> str:
+    """The decision journal's account of a proxy hedge: the beta, the residual (basis) volatility, and the
+    residual risk it leaves on the asset's exposure (one annualised standard deviation, USD)."""
+    if vol is None:
+        return f"beta={beta.normalize():f} residual_vol=unknown"
+    risk_usd = (Decimal(repr(vol)) * abs(exposure_usd)).quantize(_CENT)
+    return f"beta={beta.normalize():f} residual_vol={vol:.4f} residual_risk_usd={risk_usd}"

@@ -25,6 +25,10 @@ class Position:
     shows it, or None when it published none; `mark_iv` the annualised mark implied volatility
     (0.60 = 60%); `underlying_price` the forward the exchange prices the option on (Deribit's
     `underlying_price`), None to price on the asset's USD price.
+
+    Margin, where the exchange reports it (None where it does not: `domain.margin` estimates it):
+    `liquidation_price` (USD per coin; an option's is of its underlying), `initial_margin` and
+    `maintenance_margin` (in the settle coin) and `leverage`.
     """
 
     symbol: str
@@ -35,6 +39,10 @@ class Position:
     delta: Decimal | None = None
     mark_iv: float | None = None
     underlying_price: Decimal | None = None
+    liquidation_price: Decimal | None = None
+    initial_margin: Decimal | None = None
+    maintenance_margin: Decimal | None = None
+    leverage: Decimal | None = None
 
 
 class OptionInputMissing(KeyError):

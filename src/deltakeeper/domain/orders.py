@@ -143,6 +143,9 @@ class Fill:
     ts: datetime
     notional_usd: Decimal = Decimal(0)
     is_maker: bool = False
+    liquidation: bool = False
+    """The exchange closed the position itself: a liquidation or auto-deleveraging execution, not an order
+    of ours (`client_order_id` is then None)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,8 +14,27 @@ Rules, kept simple on purpose:
   contracts x size x (exit - entry); inverse: face x (1/entry - 1/exit)). Unrealised PnL is at the mark.
 - Funds: a spot order needs the free balance (wallet less what open orders reserve) to cover it, fee
   included. A derivative order that makes its position bigger needs the settle coin's wallet to cover
-  the initial margin, notional / `leverage` at the mark, of every position in that coin after the order,
-  plus the taker fee. Open derivative orders reserve nothing; unrealised PnL does not count as margin.
+  the initial margin (`domain.margin.leg_requirements`: futures notional / `leverage` at the mark, short
+  options Deribit's standard margin) of every position in that coin after the order, plus the taker fee
+  (and a bought option's premium; a sold one's counts toward it). Open derivative orders reserve nothing;
+  unrealised PnL does not count as initial margin.
+- Liquidation (the engine's own rule, with `liquidations` on): after every derivative quote, each
+  settlement currency's margin balance (wallet + futures' unrealised PnL at the marks) is compared with
+  its maintenance margin (`leg_requirements`: the tiered table `maintenance_tiers` on the USD notional,
+  REFERENCE 3.1; short options 0.075 + mark per coin). Below it, the position with the largest
+  maintenance margin is closed at its mark by a reduce-only market order of the exchange's own (no client
+  id), taker fee paid, its fill marked `liquidation`, and so on until the balance covers the rest. A
+  wallet left negative is reset to zero (the insurance fund takes the loss). Positions report these
+  figures (`Position.initial_margin`, `maintenance_margin`, `leverage`, `liquidation_price`) as an
+  exchange does.
+- Options (coin-settled, Deribit-style): the premium changes hands in the settle coin at the trade
+  (contracts x size x price), the fee is `rate` x size capped at 12.5% of the premium, positions carry an
+  average entry and no realised PnL of their own (the premium already moved the wallet), no funding. An
+  option quote's `index` is its underlying price; with a `mark_iv` (an `OptionQuote` of the feeds) the
+  position reports that vol and its Black-76 delta, as Deribit publishes greeks, and every quote of a
+  held option pushes a fresh account snapshot (Deribit's portfolio channel). At expiry (on the first
+  quote of the same underlying at or after it) positions settle in coin at their intrinsic value on the
+  underlying price and open orders on it are cancelled; orders on an expired option are rejected.
 - Funding settles when a quote's ts crosses a multiple of the instrument's funding interval (counted
   from the epoch): payment = -position notional x rate (positive = received), linear notional
   contracts x size x mark in the settle coin, inverse face / mark in coin, at the crossing quote's mark
@@ -29,13 +48,15 @@ import math
 import random
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 
 from deltakeeper.domain.errors import OrderRejected
-from deltakeeper.domain.exposure import Position, unrealized_pnl
+from deltakeeper.domain.exposure import Position, unrealized_pnl, years_to_expiry
+from deltakeeper.domain.greeks import greeks
 from deltakeeper.domain.instruments import ZERO, Instrument
+from deltakeeper.domain.margin import DEFAULT_TIERS_USD, MarginRules, account_margin, leg_requirements
 from deltakeeper.domain.orders import (
     Fill,
     FundingPayment,
@@ -48,6 +69,7 @@ from deltakeeper.domain.orders import (
 )
 from deltakeeper.domain.records import AccountSnapshot
 from deltakeeper.ports import AccountEvent
+from deltakeeper.sim.markets import OPTION_FEE_CAP
 
 BOOK_DEPTH = 25
 WALLET_QUANTUM = Decimal("1E-8")
@@ -140,6 +162,11 @@ class SimEngine:
         self.default_funding_rate = default_funding_rate
         self.faults = Faults()
         self.leverage = Decimal(10)
+        self.maintenance_tiers = DEFAULT_TIERS_USD
+        """The maintenance margin table (USD notional) of every futures market."""
+        self.liquidations = True
+        """Liquidate a settlement currency whose margin balance falls below its maintenance margin."""
+        self._margin_rules: MarginRules | None = None
         self.walk_depth = True
         self.depth_level_usd = Decimal(50_000)
         """Level i of the synthetic book (0 = the touch) holds (i + 1) x this much, in USD."""
@@ -151,6 +178,10 @@ class SimEngine:
         self._funding_slots: dict[str, int] = {}
         self._listeners: list[AccountListener] = []
         self._quote_listeners: list[QuoteListener] = []
+        self._expiries = sorted(
+            (i.expiry, i.symbol) for i in self.instruments.values() if i.is_option and i.expiry is not None
+        )
+        self._expired: set[str] = set()
 
     # accounts
 
@@ -166,14 +197,44 @@ class SimEngine:
         return dict(self._account(account_id).balances)
 
     def positions(self, account_id: str) -> list[Position]:
-        result = []
-        for symbol, pos in self._account(account_id).positions.items():
-            quote = self._quotes.get(symbol)
-            mark = quote.mark if quote else pos.entry_price
-            position = Position(symbol, pos.contracts, pos.entry_price, mark)
-            upnl = _wallet(unrealized_pnl(self.instruments[symbol], position))
-            result.append(Position(symbol, pos.contracts, pos.entry_price, mark, upnl))
-        return result
+        """Open positions at the mark, with their margin figures (the engine's rule) as an exchange
+        reports them, and an option's mark IV, Black-76 delta and underlying price."""
+        account = self._account(account_id)
+        result = [self._position(symbol, pos) for symbol, pos in account.positions.items()]
+        if not result:
+            return result
+        margin = account_margin(self.instruments, account.balances, result, {}, self._rules())
+        reported = []
+        for position in result:
+            leg = margin.leg(position.symbol)
+            if leg is None:
+                reported.append(position)
+                continue
+            liquidation = leg.liquidation_price
+            reported.append(replace(
+                position,
+                initial_margin=_wallet(leg.initial_margin),
+                maintenance_margin=_wallet(leg.maintenance_margin),
+                leverage=leg.leverage,
+                liquidation_price=None if liquidation is None else liquidation.quantize(WALLET_QUANTUM),
+            ))
+        return reported
+
+    def _position(self, symbol: str, pos: _Position) -> Position:
+        instrument = self.instruments[symbol]
+        quote = self._quotes.get(symbol)
+        mark = quote.mark if quote else pos.entry_price
+        position = Position(symbol, pos.contracts, pos.entry_price, mark)
+        upnl = _wallet(unrealized_pnl(instrument, position))
+        position = replace(position, unrealized_pnl=upnl)
+        vol = getattr(quote, "mark_iv", None)
+        if (instrument.is_option and quote is not None and quote.index and vol
+                and instrument.strike is not None and instrument.expiry is not None):
+            model = greeks(float(quote.index), float(instrument.strike),
+                           years_to_expiry(instrument.expiry, quote.ts), vol, instrument.is_call)
+            position = replace(position, delta=Decimal(repr(model.delta)), mark_iv=vol,
+                               underlying_price=quote.index)
+        return position
 
     def snapshot(self, account_id: str, now: datetime) -> AccountSnapshot:
         return AccountSnapshot(self.balances(account_id), tuple(self.positions(account_id)), now)
@@ -208,6 +269,14 @@ class SimEngine:
         if instrument.funding_interval_secs:
             self._settle_funding(instrument, quote, instrument.funding_interval_secs)
         self._match(instrument, quote)
+        if self._expiries and self._expiries[0][0] <= quote.ts:
+            self._settle_expiries(instrument.base, quote.ts)
+        if instrument.is_derivative and self.liquidations:
+            self._check_liquidations(instrument.settle, quote.ts)
+        if instrument.is_option:  # the account's greeks moved: push them, as Deribit's portfolio channel does
+            for account_id, account in self._accounts.items():
+                if quote.symbol in account.positions:
+                    self._emit(account_id, self.snapshot(account_id, quote.ts))
 
     def book(self, symbol: str, depth: int = BOOK_DEPTH) -> tuple[
         list[tuple[Decimal, Decimal]], list[tuple[Decimal, Decimal]]
@@ -263,6 +332,8 @@ class SimEngine:
         instrument = self.instruments.get(request.symbol)
         if instrument is None:
             raise OrderRejected(f"unknown market {request.symbol}")
+        if request.symbol in self._expired or (instrument.expiry is not None and instrument.expiry <= now):
+            raise OrderRejected(f"{request.symbol} has expired")
         self._validate(account, instrument, request)
         if self.faults.reject_insufficient_balance:
             raise OrderRejected("insufficient balance")
@@ -424,7 +495,12 @@ class SimEngine:
             return
         settle = instrument.settle
         required = self._initial_margin(instrument, after, price)
-        required += instrument.taker_fee_rate * self._settle_notional(instrument, amount, price)
+        if instrument.is_option:
+            premium = amount * instrument.contract_size * price
+            required += self._option_fee(instrument, amount, price, instrument.taker_fee_rate)
+            required += premium if request.side is Side.BUY else -premium
+        else:
+            required += instrument.taker_fee_rate * self._settle_notional(instrument, amount, price)
         for symbol, other in account.positions.items():
             other_instrument = self.instruments[symbol]
             if symbol != request.symbol and other_instrument.settle == settle:
@@ -455,8 +531,40 @@ class SimEngine:
             return contracts * instrument.contract_size / price
         return contracts * instrument.contract_size * price
 
+    def _rules(self) -> MarginRules:
+        rules = self._margin_rules
+        tiers = self.maintenance_tiers
+        if rules is None or rules.leverage != self.leverage or rules.default_tiers is not tiers:
+            rules = self._margin_rules = MarginRules(default_tiers=tiers, leverage=self.leverage)
+        return rules
+
     def _initial_margin(self, instrument: Instrument, contracts: Decimal, price: Decimal) -> Decimal:
-        return abs(self._settle_notional(instrument, contracts, price)) / self.leverage
+        try:
+            underlying = self._underlying(instrument)
+            return leg_requirements(instrument, contracts, price, underlying, self._rules())[0]
+        except ValueError:  # an option whose underlying has no price yet
+            return ZERO
+
+    def _underlying(self, instrument: Instrument) -> Decimal | None:
+        """The USD price of an option's underlying: its own quote's index, else a quote of its base."""
+        if not instrument.is_option:
+            return None
+        own = self._quotes.get(instrument.symbol)
+        if own is not None and own.index:
+            return own.index
+        return self._price_of(instrument.base)
+
+    def _price_of(self, base: str) -> Decimal | None:
+        for symbol, quote in self._quotes.items():
+            other = self.instruments[symbol]
+            if other.base == base and not other.is_option:
+                return quote.index or quote.mark
+        return None
+
+    @staticmethod
+    def _option_fee(instrument: Instrument, amount: Decimal, price: Decimal, rate: Decimal) -> Decimal:
+        size = amount * instrument.contract_size
+        return _wallet(min(rate * size, OPTION_FEE_CAP * size * price))
 
     def _match(self, instrument: Instrument, quote: Quote) -> None:
         for account_id, account in self._accounts.items():
@@ -480,7 +588,8 @@ class SimEngine:
                 self._emit(account_id, self.snapshot(account_id, quote.ts))
 
     def _execute(self, account_id: str, account: _Account, instrument: Instrument, order: _Order,
-                 amount: Decimal, price: Decimal, ts: datetime, *, maker: bool) -> bool:
+                 amount: Decimal, price: Decimal, ts: datetime, *, maker: bool,
+                 liquidation: bool = False) -> bool:
         """Fill up to `amount` of `order` at `price`. A reduce-only order fills at most the position it
         reduces, and is cancelled when nothing is left to reduce. Returns whether anything traded."""
         if order.reduce_only:
@@ -494,7 +603,16 @@ class SimEngine:
                 return False
         fee_rate = instrument.maker_fee_rate if maker else instrument.taker_fee_rate
         signed = order.side.sign * amount
-        if instrument.is_derivative:
+        notional_usd = instrument.notional_usd(amount, price)
+        if instrument.is_option:
+            fee_currency = instrument.settle
+            fee = self._option_fee(instrument, amount, price, fee_rate)
+            premium = signed * instrument.contract_size * price
+            self._apply_option_position(account, instrument, signed, price)
+            self._credit(account, fee_currency, _wallet(-premium) - fee)
+            underlying = self._underlying(instrument) if instrument.coin_settled else Decimal(1)
+            notional_usd = abs(premium) * (underlying or ZERO)
+        elif instrument.is_derivative:
             fee_currency = instrument.settle
             fee = _wallet(abs(self._settle_notional(instrument, amount, price)) * fee_rate)
             realised = self._apply_position(account, instrument, signed, price)
@@ -512,7 +630,7 @@ class SimEngine:
             trade_id=self._new_id(), exchange_order_id=order.exchange_order_id,
             client_order_id=order.client_order_id, symbol=order.symbol, side=order.side,
             amount_contracts=amount, price=price, fee=fee, fee_currency=fee_currency, ts=ts,
-            notional_usd=instrument.notional_usd(amount, price), is_maker=maker,
+            notional_usd=notional_usd, is_maker=maker, liquidation=liquidation,
         )
         account.fills.append(fill)
         self._emit(account_id, fill)
@@ -533,6 +651,127 @@ class SimEngine:
     @staticmethod
     def _credit(account: _Account, asset: str, amount: Decimal) -> None:
         account.balances[asset] = account.balances.get(asset, ZERO) + amount
+
+    @staticmethod
+    def _apply_option_position(account: _Account, instrument: Instrument, signed: Decimal,
+                               price: Decimal) -> None:
+        """Add a signed option fill to the position (arithmetic average entry). No realised PnL: the
+        premium has moved the wallet."""
+        pos = account.positions.setdefault(instrument.symbol, _Position())
+        held = pos.contracts
+        pos.contracts = held + signed
+        if held == 0 or (held > 0) == (signed > 0):
+            pos.entry_price = (abs(held) * pos.entry_price + abs(signed) * price) / (abs(held) + abs(signed))
+        elif pos.contracts == 0:
+            del account.positions[instrument.symbol]
+        elif (pos.contracts > 0) != (held > 0):
+            pos.entry_price = price
+
+    # liquidation and expiry
+
+    def _mark(self, symbol: str, pos: _Position) -> Decimal:
+        quote = self._quotes.get(symbol)
+        return quote.mark if quote else pos.entry_price
+
+    def _pool(self, account: _Account, settle: str) -> tuple[Decimal, dict[str, Decimal]]:
+        """A settlement currency's margin balance at the marks, and each of its positions' maintenance
+        margin."""
+        rules = self._rules()
+        equity = account.balances.get(settle, ZERO)
+        margins: dict[str, Decimal] = {}
+        for symbol, pos in account.positions.items():
+            instrument = self.instruments[symbol]
+            if instrument.settle != settle:
+                continue
+            mark = self._mark(symbol, pos)
+            if not instrument.is_option:
+                equity += unrealized_pnl(instrument, Position(symbol, pos.contracts, pos.entry_price, mark))
+            try:
+                underlying = self._underlying(instrument)
+                margins[symbol] = leg_requirements(instrument, pos.contracts, mark, underlying, rules)[1]
+            except ValueError:
+                margins[symbol] = ZERO
+        return equity, margins
+
+    def _surely_solvent(self, account: _Account, settle: str) -> bool:
+        """A cheap bound checked first on every quote: the wallet alone covers each futures position's
+        largest loss (at most its notional at the higher of entry and mark) plus its maintenance margin
+        (at most its notional at the mark). Options always take the full check."""
+        need = ZERO
+        for symbol, pos in account.positions.items():
+            instrument = self.instruments[symbol]
+            if instrument.settle != settle:
+                continue
+            if instrument.is_option:
+                return False
+            mark = self._mark(symbol, pos)
+            if instrument.inverse:
+                face = abs(pos.contracts) * instrument.contract_size
+                need += face / min(mark, pos.entry_price) + face / mark
+            else:
+                size = abs(pos.contracts) * instrument.contract_size
+                need += size * (max(mark, pos.entry_price) + mark)
+        return account.balances.get(settle, ZERO) >= need
+
+    def _check_liquidations(self, settle: str, ts: datetime) -> None:
+        for account_id, account in self._accounts.items():
+            if not any(self.instruments[s].settle == settle for s in account.positions):
+                continue
+            if self._surely_solvent(account, settle):
+                continue
+            equity, margins = self._pool(account, settle)
+            if equity >= sum(margins.values(), ZERO):
+                continue
+            while margins and equity < sum(margins.values(), ZERO):
+                self._liquidate(account_id, account, max(margins, key=lambda s: margins[s]), ts)
+                equity, margins = self._pool(account, settle)
+            if account.balances.get(settle, ZERO) < 0:
+                account.balances[settle] = ZERO
+            self._emit(account_id, self.snapshot(account_id, ts))
+
+    def _liquidate(self, account_id: str, account: _Account, symbol: str, ts: datetime) -> None:
+        """Close the position at its mark with an order of the exchange's own."""
+        pos = account.positions[symbol]
+        mark = self._mark(symbol, pos)
+        side = Side.SELL if pos.contracts > 0 else Side.BUY
+        order = _Order(
+            exchange_order_id=self._new_id(), client_order_id=None, symbol=symbol, side=side,
+            amount=abs(pos.contracts), order_type=OrderType.MARKET, price=None, reduce_only=True,
+            reserve_price=mark, ts=ts, reason="liquidation",
+        )
+        account.orders.append(order)
+        account.open_orders[order.exchange_order_id] = order
+        account.by_exchange_id[order.exchange_order_id] = order
+        self._execute(account_id, account, self.instruments[symbol], order, order.amount, mark, ts,
+                      maker=False, liquidation=True)
+        self._emit(account_id, order.state())
+
+    def _settle_expiries(self, base: str, ts: datetime) -> None:
+        """Settle the options on `base` that have expired by `ts` at their intrinsic value."""
+        due = [(e, s) for e, s in self._expiries if e <= ts and self.instruments[s].base == base]
+        if not due:
+            return
+        underlying = self._price_of(base)
+        if underlying is None:
+            return
+        self._expiries = [item for item in self._expiries if item not in due]
+        for _, symbol in due:
+            instrument = self.instruments[symbol]
+            self._expired.add(symbol)
+            strike = instrument.strike or ZERO
+            payoff = max(underlying - strike, ZERO) if instrument.is_call else max(strike - underlying, ZERO)
+            if instrument.coin_settled:
+                payoff /= underlying
+            for account_id, account in self._accounts.items():
+                for order in [o for o in account.open_orders.values() if o.symbol == symbol]:
+                    order.reason = "expired"
+                    self._close(account_id, account, order, OrderStatus.CANCELED, ts)
+                pos = account.positions.pop(symbol, None)
+                if pos is None:
+                    continue
+                paid = _wallet(pos.contracts * instrument.contract_size * payoff)
+                self._credit(account, instrument.settle, paid)
+                self._emit(account_id, self.snapshot(account_id, ts))
 
     @staticmethod
     def _apply_position(account: _Account, instrument: Instrument, signed: Decimal,

@@ -22,9 +22,10 @@ from importlib import resources
 from itertools import pairwise
 from pathlib import Path
 
-from deltakeeper.domain.instruments import Kind
+from deltakeeper.domain.greeks import black76_price_usd
+from deltakeeper.domain.instruments import Instrument, Kind
 from deltakeeper.domain.orders import Quote
-from deltakeeper.sim.markets import ASSETS, FUNDING_INTERVAL_SECS, SimAsset
+from deltakeeper.sim.markets import ASSETS, FUNDING_INTERVAL_SECS, OPTION_PRICE_TICK, SimAsset
 
 Feed = Iterator[tuple[datetime, list[Quote]]]
 
@@ -257,3 +258,93 @@ def _gbm(quoter: _Quoter, start: datetime, price: float, vol_annual: float, drif
         yield ts, quoter.quotes(ts, price, basis, funding_rate)
         price *= math.exp(log_drift + log_vol * rng.gauss(0.0, 1.0))
         ts += step
+
+
+def rally_feed(
+    asset: SimAsset = ASSETS["SOL"],
+    *,
+    start: datetime,
+    price: float = 100.0,
+    calm_secs: float = 2 * 3600,
+    rally_secs: float = 3600,
+    rise: float = 0.10,
+    creep_per_hour: float = 0.0015,
+    vol_annual: float = 0.05,
+    tick_secs: int = 10,
+    spread_bps: float = 2.0,
+    basis_bps: float = 0.0,
+    funding_rate: Decimal | None = None,
+    seed: int = 0,
+) -> Feed:
+    """A rally (`DK_SIM_SCENARIO=rally`): `price` for `calm_secs` (time to open a hedge), a straight climb by
+    `rise` over `rally_secs`, then a slow creep upward by `creep_per_hour` of the price an hour, all times
+    a small driftless random walk (`vol_annual`). The creep takes a thinly collateralised short leg
+    through its last fractions of a per cent before liquidation, where its margin headroom falls from
+    comfortable to none, slowly enough to watch. Endless."""
+    if tick_secs <= 0 or price <= 0 or vol_annual < 0 or rally_secs <= 0 or calm_secs < 0:
+        raise ValueError("tick_secs, price, rally_secs must be positive; calm_secs, vol_annual not negative")
+    quoter = _Quoter(asset, spread_bps)
+    rng = random.Random(seed)
+    log_vol = vol_annual * math.sqrt(tick_secs / _SECONDS_PER_YEAR)
+    noise = 1.0
+    step = timedelta(seconds=tick_secs)
+    ts = start
+    elapsed = 0.0
+    while True:
+        climbed = min(max(elapsed - calm_secs, 0.0) / rally_secs, 1.0)
+        creep = max(elapsed - calm_secs - rally_secs, 0.0) / 3600 * creep_per_hour
+        level = price * (1 + rise * climbed) * (1 + creep) * noise
+        yield ts, quoter.quotes(ts, level, basis_bps / 10_000, funding_rate)
+        noise *= math.exp(-log_vol * log_vol / 2 + log_vol * rng.gauss(0.0, 1.0))
+        ts += step
+        elapsed += tick_secs
+
+
+# Options quotes (coin-settled, Deribit-style)
+
+
+@dataclass(frozen=True, slots=True)
+class OptionQuote(Quote):
+    """An option's quote, priced in its settle coin per coin of underlying (`index` is the underlying's
+    USD price it was valued at), with the implied volatility of its mark."""
+
+    mark_iv: float | None = None
+
+
+def option_quote(instrument: Instrument, ts: datetime, underlying_usd: float, vol: float,
+                 spread_fraction: float = 0.02) -> OptionQuote:
+    """Black-76 on the underlying (r = 0) at `vol`: the mark is the fair value in coin (USD for an option
+    settled in a stablecoin), to 1e-8; bid and ask sit `spread_fraction` of it apart (at least a tick
+    each side), rounded outwards to the 0.0001 tick, the bid never below zero."""
+    if instrument.strike is None or instrument.expiry is None:
+        raise ValueError(f"{instrument.symbol} is not an option")
+    years = (instrument.expiry - ts).total_seconds() / _SECONDS_PER_YEAR
+    value = black76_price_usd(underlying_usd, float(instrument.strike), years, vol, instrument.is_call)
+    if instrument.coin_settled:
+        value /= underlying_usd
+    mark = Decimal(repr(value)).quantize(Decimal("1E-8"))
+    tick = OPTION_PRICE_TICK
+    half = max(mark * Decimal(repr(spread_fraction)) / 2, tick)
+    bid = max(((mark - half) / tick).to_integral_value(rounding="ROUND_FLOOR") * tick, Decimal(0))
+    ask = ((mark + half) / tick).to_integral_value(rounding="ROUND_CEILING") * tick
+    index = Decimal(repr(underlying_usd))
+    return OptionQuote(instrument.symbol, bid, ask, mark, ts, index=index, mark_iv=vol)
+
+
+def with_option_quotes(feed: Feed, options: Mapping[str, Instrument], vol: float,
+                       spread_fraction: float = 0.02) -> Feed:
+    """`feed`, with a quote for each unexpired option after its underlying's quotes at every tick: valued
+    by `option_quote` on the underlying's index (its spot price) at the fixed volatility `vol`."""
+    by_base: dict[str, list[Instrument]] = {}
+    for instrument in options.values():
+        by_base.setdefault(instrument.base, []).append(instrument)
+    for ts, quotes in feed:
+        extra: list[Quote] = []
+        for base, listed in by_base.items():
+            index = next((q.index for q in quotes if q.symbol.split("/")[0] == base and q.index), None)
+            if index is None:
+                continue
+            level = float(index)
+            extra.extend(option_quote(i, ts, level, vol, spread_fraction) for i in listed
+                         if i.expiry is not None and i.expiry > ts)
+        yield ts, quotes + extra

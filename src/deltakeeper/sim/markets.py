@@ -1,9 +1,12 @@
 """The simulator's default markets: spot, USDT-margined linear perpetual and coin-margined inverse perpetual
-for SOL, BTC and ETH, named as ccxt symbols, with Bybit's standard (VIP 0) fee rates."""
+for SOL, BTC and ETH, named as ccxt symbols, with Bybit's standard (VIP 0) fee rates; and, on request,
+coin-settled (Deribit-style) options on BTC or ETH (`option_instruments`)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from datetime import datetime, time, timedelta
 from decimal import Decimal
 
 from deltakeeper.domain.instruments import Instrument, Kind
@@ -77,3 +80,51 @@ ASSETS: dict[str, SimAsset] = {
 def default_instruments() -> dict[str, Instrument]:
     """Every simulated market by ccxt symbol."""
     return {i.symbol: i for asset in ASSETS.values() for i in asset.instruments()}
+
+
+# Options (Deribit-style: coin-settled, 1 coin a contract, priced in coin, no funding)
+
+OPTION_FEE_RATE = Decimal("0.0003")
+"""Per coin of underlying, taker and maker; the engine caps it at `OPTION_FEE_CAP` of the premium."""
+OPTION_FEE_CAP = Decimal("0.125")
+OPTION_LOT_STEP = Decimal("0.1")
+OPTION_PRICE_TICK = Decimal("0.0001")
+OPTION_EXPIRY_TIME = time(8, 0)
+"""Deribit's options expire at 08:00 UTC."""
+DEFAULT_STRIKE_MONEYNESS = (0.90, 0.95, 1.0, 1.05, 1.10)
+DEFAULT_EXPIRY_DAYS = (7, 30)
+
+
+def option_symbol(base: str, expiry: datetime, strike: Decimal, is_call: bool) -> str:
+    """ccxt's unified option symbol, e.g. `BTC/USD:BTC-260206-60000-C`."""
+    return f"{base}/USD:{base}-{expiry:%y%m%d}-{strike.normalize():f}-{'C' if is_call else 'P'}"
+
+
+def option_instruments(
+    base: str = "BTC",
+    *,
+    start: datetime,
+    price: float,
+    moneyness: tuple[float, ...] = DEFAULT_STRIKE_MONEYNESS,
+    expiry_days: tuple[int, ...] = DEFAULT_EXPIRY_DAYS,
+) -> dict[str, Instrument]:
+    """Calls and puts on `base`, settled in `base`, one coin a contract: a strike at each `moneyness`
+    times `price` (rounded to a round number: 1,000 USD for BTC-sized prices), for each expiry `days`
+    after `start` at 08:00 UTC."""
+    step = 10 ** max(0, int(math.log10(price)) - 1)
+    strikes = sorted({Decimal(round(price * m / step) * step) for m in moneyness})
+    instruments: dict[str, Instrument] = {}
+    for days in expiry_days:
+        day = (start + timedelta(days=days)).date()
+        expiry = datetime.combine(day, OPTION_EXPIRY_TIME, tzinfo=start.tzinfo)
+        for strike in strikes:
+            for is_call in (True, False):
+                symbol = option_symbol(base, expiry, strike, is_call)
+                instruments[symbol] = Instrument(
+                    symbol=symbol, kind=Kind.OPTION, base=base, quote="USD", settle=base,
+                    contract_size=Decimal(1), lot_step_contracts=OPTION_LOT_STEP,
+                    min_contracts=OPTION_LOT_STEP, taker_fee_rate=OPTION_FEE_RATE,
+                    maker_fee_rate=OPTION_FEE_RATE, expiry=expiry, strike=strike,
+                    option_type="call" if is_call else "put",
+                )
+    return instruments

@@ -1,14 +1,20 @@
 """`SqlJournal`: the Journal port over SQLAlchemy Core (async), the CLI's read queries, the trader lock.
 
-Writes are Core statements with one parameter set per row (executed as multi-row inserts), so batches
-of fills cost one round trip per thousand rows and no ORM objects. Fills and funding payments are
-insert-or-ignore on the exchange's ids, which makes ingestion idempotent.
+Writes are Core statements and no ORM objects. Fills and funding payments are insert-or-ignore on the
+exchange's ids, which makes ingestion idempotent; they are the hottest writes (every fill, and backfills
+of thousands), so they skip SQLAlchemy's statement machinery and go to the driver as one prepared
+statement (`_InsertNew`): on SQLite one `executemany` and the commit, on PostgreSQL one round trip
+however many rows, on a connection the journal keeps for it. Either way a call is one transaction,
+committed before it returns.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
+import re
+import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -17,9 +23,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, Select, Table, event, func, select, text
+from sqlalchemy import ColumnElement, Dialect, Row, Select, Table, event, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
@@ -52,6 +59,8 @@ TRADER_LOCK_KEY = int.from_bytes(b"dktrader", "big", signed=True)
 """The PostgreSQL advisory lock key held by the one active trader of a database."""
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+WRITER_RECYCLE_SECS = 1800.0
+"""The PostgreSQL pool's `pool_recycle`, which also renews the journal's writer connection."""
 
 
 class TraderLockHeld(DeltakeeperError):
@@ -80,10 +89,13 @@ def create_journal(database_url: str) -> SqlJournal:
     """
     url = normalise_url(database_url)
     if make_url(url).get_backend_name() == "sqlite":
-        engine = create_async_engine(url, pool_size=1, max_overflow=0)
+        # No rollback when the connection goes back to the pool: every Connection ends its own
+        # transaction on close (a commit in `begin()`, else a rollback), and `_InsertNew` commits or rolls
+        # back its own; on aiosqlite the reset would be one more hop to the connection's thread per write.
+        engine = create_async_engine(url, pool_size=1, max_overflow=0, pool_reset_on_return=None)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
     else:
-        engine = create_async_engine(url, pool_size=5, max_overflow=5, pool_recycle=1800)
+        engine = create_async_engine(url, pool_size=5, max_overflow=5, pool_recycle=WRITER_RECYCLE_SECS)
     return SqlJournal(engine)
 
 
@@ -93,12 +105,19 @@ class SqlJournal:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+        self._new_fills = _InsertNew(fills, ("symbol", "trade_id"), engine.dialect)
+        self._new_funding = _InsertNew(funding_payments, ("payment_id",), engine.dialect)
+        self._writer: AsyncConnection | None = None
+        self._writer_driver: Any = None
+        self._writer_since = 0.0
+        self._writer_busy = False
 
     @property
     def engine(self) -> AsyncEngine:
         return self._engine
 
     async def close(self) -> None:
+        await self._drop_writer(invalidate=False)
         await self._engine.dispose()
 
     # -- writes ---------------------------------------------------------------------------------
@@ -253,7 +272,7 @@ class SqlJournal:
             }
             for fill in new_fills
         ]
-        return await self._insert_new(fills, ["symbol", "trade_id"], rows)
+        return await self._insert_new(self._new_fills, rows)
 
     async def record_funding(self, payments: Sequence[FundingPayment]) -> int:
         """Store payments once each (unique on payment id), in one transaction; returns how many were
@@ -272,16 +291,59 @@ class SqlJournal:
             }
             for payment in payments
         ]
-        return await self._insert_new(funding_payments, ["payment_id"], rows)
+        return await self._insert_new(self._new_funding, rows)
 
-    async def _insert_new(self, table: Table, keys: list[str], rows: list[dict[str, Any]]) -> int:
-        """Insert-or-ignore on `keys`; RETURNING yields only the rows actually inserted."""
+    async def _insert_new(self, insert: _InsertNew, rows: list[dict[str, Any]]) -> int:
+        """Insert-or-ignore `rows` in one transaction, committed on return; how many were new."""
         if not rows:
             return 0
-        statement = self._insert(table).on_conflict_do_nothing(index_elements=keys).returning(table.c.id)
-        async with self._engine.begin() as conn:
-            result = await conn.execute(statement, rows)
-            return len(result.all())
+        columns = insert.bind(rows)
+        if insert.autocommits and not self._writer_busy:
+            self._writer_busy = True
+            try:
+                return await self._run_on_writer(insert, columns)
+            finally:
+                self._writer_busy = False
+        async with self._engine.connect() as conn:
+            driver: Any = (await conn.get_raw_connection()).driver_connection
+            if insert.autocommits:
+                return await insert.run(driver, columns)
+            try:
+                added = await insert.run(driver, columns)
+                await driver.commit()
+            except BaseException:
+                await driver.rollback()
+                raise
+            return added
+
+    async def _run_on_writer(self, insert: _InsertNew, columns: list[list[Any]]) -> int:
+        """PostgreSQL: run on the journal's writer, a pooled connection kept checked out between calls
+        (taking one from the pool and giving it back costs as much again as the insert). A call that
+        finds it busy takes a connection from the pool instead. It is renewed after `pool_recycle`, and
+        dropped, not reused, after any error or cancellation on it."""
+        if self._writer is not None and time.monotonic() - self._writer_since > WRITER_RECYCLE_SECS:
+            await self._drop_writer(invalidate=False)
+        if self._writer is None:
+            conn = await self._engine.connect()
+            try:
+                self._writer_driver = (await conn.get_raw_connection()).driver_connection
+            except BaseException:
+                await conn.close()
+                raise
+            self._writer, self._writer_since = conn, time.monotonic()
+        try:
+            return await insert.run(self._writer_driver, columns)
+        except BaseException:
+            await self._drop_writer(invalidate=True)
+            raise
+
+    async def _drop_writer(self, invalidate: bool) -> None:
+        writer, self._writer, self._writer_driver = self._writer, None, None
+        if writer is not None:
+            with contextlib.suppress(Exception):
+                if invalidate:
+                    await writer.invalidate()
+                await writer.close()
 
     async def record_snapshot(
         self, ts: datetime, deltas: Mapping[str, AssetDelta], trading_state: str
@@ -430,6 +492,96 @@ class SqlJournal:
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query)).all()
         return [dict(row._mapping) for row in rows]
+
+
+def _numeric_text(value: Any) -> str | None:
+    """A NUMERIC parameter as PostgreSQL reads it exactly: a Decimal in plain notation."""
+    if value is None:
+        return None
+    return format(value, "f") if isinstance(value, Decimal) else str(value)
+
+
+class _InsertNew:
+    """Insert-or-ignore of many rows of `table` (unique on `keys`) as one prepared statement, run on the
+    driver's connection: the hot write path (every fill) without SQLAlchemy's per-call statement
+    compilation, result processing and cursor round trips. Values are bound with the columns' own
+    SQLAlchemy bind processors, so they are stored exactly as a Core insert stores them.
+
+    - SQLite (aiosqlite): `INSERT ... ON CONFLICT DO NOTHING` through `executemany`, one hop to the
+      connection's thread, then the commit, one more (SQLAlchemy's begin and commit cost more than
+      both); the new rows are its rowcount (ignored rows change nothing).
+    - PostgreSQL (asyncpg): `INSERT ... SELECT * FROM unnest($1::type[], ...) ON CONFLICT DO NOTHING
+      RETURNING id`, one column array per parameter (NUMERIC ones as text), so that two rows or a
+      hundred thousand are one statement and one round trip; a single row goes as a plain `VALUES` row.
+      The new rows are those returned. It runs outside a transaction block (`autocommits`: SQLAlchemy's
+      asyncpg adapter begins a transaction only when its own cursor runs), so the statement is its own
+      transaction, committed (and flushed, with `synchronous_commit` on) before the answer comes back:
+      BEGIN and COMMIT would be two more round trips for nothing.
+    """
+
+    def __init__(self, table: Table, keys: tuple[str, ...], dialect: Dialect) -> None:
+        columns = [column for column in table.columns if column.name != "id"]
+        self.names = [column.name for column in columns]
+        self._processors = [column.type.dialect_impl(dialect).bind_processor(dialect) for column in columns]
+        self._postgresql = self.autocommits = dialect.name == "postgresql"
+        quote = dialect.identifier_preparer.quote
+        into = f"INSERT INTO {quote(table.name)} ({', '.join(quote(name) for name in self.names)})"
+        conflict = f"ON CONFLICT ({', '.join(quote(key) for key in keys)}) DO NOTHING"
+        if self._postgresql:
+            # Arrays of the types without their modifiers: an explicit cast to VARCHAR(128)[] would
+            # truncate a longer value silently, where the insert's own assignment refuses it.
+            types = [re.sub(r"\(.*?\)", "", column.type.compile(dialect=dialect)) for column in columns]
+            # NUMERIC travels as text (exact, plain notation) and is cast by the server: asyncpg's binary
+            # encoding of Decimal costs three times as much, and a backfill is mostly numbers.
+            self._as_text = [sql_type.startswith("NUMERIC") for sql_type in types]
+            arrays = ", ".join(
+                f"${i}::text[]::{sql_type}[]" if as_text else f"${i}::{sql_type}[]"
+                for i, (sql_type, as_text) in enumerate(zip(types, self._as_text, strict=True), 1)
+            )
+            self.sql = f"{into} SELECT * FROM unnest({arrays}) {conflict} RETURNING {quote('id')}"
+            values = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
+            self.sql_one = f"{into} VALUES ({values}) {conflict} RETURNING {quote('id')}"
+        else:
+            self.sql = f"{into} VALUES ({', '.join('?' for _ in columns)}) {conflict}"
+
+    @staticmethod
+    def _column(values: list[Any], process: Any) -> list[Any]:
+        """One column's values as bound: a value shared by every row (`recorded_at`) processed once."""
+        if process is None:
+            return values
+        first = values[0]
+        if all(value is first for value in values):
+            return [process(first)] * len(values)
+        return [process(value) for value in values]
+
+    def bind(self, rows: list[dict[str, Any]]) -> list[list[Any]]:
+        """The rows' values, column by column, as the driver takes them."""
+        try:
+            columns = [
+                self._column([row[name] for row in rows], process)
+                for name, process in zip(self.names, self._processors, strict=True)
+            ]
+        except Exception as exc:  # reported as a Core statement reports a value it cannot bind
+            message = f"({type(exc).__module__}.{type(exc).__name__}) {exc}"
+            raise StatementError(message, self.sql, rows[:10], exc) from exc
+        if self._postgresql and len(rows) > 1:
+            columns = [[_numeric_text(v) for v in values] if as_text else values
+                       for values, as_text in zip(columns, self._as_text, strict=True)]
+        return columns
+
+    async def run(self, driver_connection: Any, columns: list[list[Any]]) -> int:
+        """Run the statement on bound `columns`; how many rows were new. The driver's errors come out
+        as SQLAlchemy's DBAPIError, as from a Core statement."""
+        try:
+            if self._postgresql:
+                if len(columns[0]) == 1:  # the live path: a plain VALUES row plans and runs faster
+                    row = [values[0] for values in columns]
+                    return len(await driver_connection.fetch(self.sql_one, *row))
+                return len(await driver_connection.fetch(self.sql, *columns))
+            cursor = await driver_connection.executemany(self.sql, list(zip(*columns, strict=True)))
+            return int(cursor.rowcount)
+        except Exception as exc:
+            raise DBAPIError(self.sql, None, exc) from exc
 
 
 @dataclass(frozen=True, slots=True)

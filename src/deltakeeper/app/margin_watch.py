@@ -1,0 +1,376 @@
+"""Margin in the loop (issue 6, DESIGN.md 6): the account's standard cross margin per settlement
+currency, the pre-trade margin source of the Hedger, REDUCE_ONLY when the headroom is critical,
+liquidation fills journaled and alerted, and coin-neutral assets.
+
+`MarginWatch` computes, from the Hedger's market state (the account snapshot, refreshed on every account
+event and every scheduled recompute), per derivative position and per settlement currency the margin
+used (initial and maintenance margin), the headroom `(equity - MM) / equity` and the price move that would
+liquidate it (`domain.margin.account_margin`): the exchange's own figures where its adapter reports them
+on the positions (`Position.liquidation_price`, `initial_margin`, `maintenance_margin`, `leverage`; the
+simulated exchange reports its own rule's), else the estimate from `MarginRules` (the tier tables given,
+else REFERENCE 3.1's default tiers, at the position's leverage or 10x).
+
+- It is the Watch's `margin_headroom` hook (an async callable): each scheduled check computes the margin,
+  and the Watch alerts `margin_headroom_low` below DK_MARGIN_WARN_HEADROOM_PCT. Below
+  DK_MARGIN_CRITICAL_HEADROOM_PCT the check also feeds the breach `margin_low` to the trading state
+  machine (REDUCE_ONLY, alert `trading_state_changed`) and journals a decision with the reason
+  `margin_low` for each hedged asset; once the headroom is back above it, the breach clears with the
+  state machine's hysteresis (DK_STATE_CLEAR_SECS).
+- `context(symbol)` is the Hedger's margin source for the pre-trade check (`domain.risk.check`,
+  DK_MARGIN_MIN_HEADROOM_PCT): the settlement currency's equity and the margin of the other positions.
+- `on_liquidation(fill)` runs for every new fill the exchange marks as a liquidation or auto-deleveraging
+  execution: the journal's fills table has no column for it, so a decision row with the reason
+  `liquidation` names the trade id, and an `liquidation_fill` alert (error) goes out. The account event
+  that follows makes the Hedger decide again and hedge the exposure back (within the margin it has).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from deltakeeper.app.market_state import MarketState
+from deltakeeper.app.rebalance import Hedger, new_decision_id, short
+from deltakeeper.domain.exposure import AssetDelta
+from deltakeeper.domain.margin import (
+    AccountMargin,
+    MarginRules,
+    account_margin,
+    coin_equity,
+    coin_neutral_delta,
+)
+from deltakeeper.domain.orders import Fill
+from deltakeeper.domain.records import DecisionRecord
+from deltakeeper.domain.risk import MarginContext, StateMachine, TradingState
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from deltakeeper.app.watch import Watch
+
+log = structlog.get_logger("deltakeeper.margin")
+
+MARGIN_LOW = "margin_low"
+ZERO = Decimal(0)
+
+
+class MarginWatch:
+    """See the module notes. `min_headroom`, `warn_headroom` and `critical_headroom` are fractions (None:
+    that level is off); `attach()` makes it the Hedger's margin source and liquidation handler."""
+
+    def __init__(
+        self,
+        hedger: Hedger,
+        rules: MarginRules | None = None,
+        *,
+        min_headroom: Decimal | None = None,
+        warn_headroom: Decimal | None = None,
+        critical_headroom: Decimal | None = None,
+    ) -> None:
+        self.hedger = hedger
+        self.rules = rules or MarginRules()
+        self.min_headroom = min_headroom
+        self.warn_headroom = warn_headroom
+        self.critical_headroom = critical_headroom
+        self.critical = False
+        """Whether the last check found the headroom below the critical level."""
+        self.liquidations = 0
+        self.unknown = False
+        """Whether the margin could not be estimated last time (logged once)."""
+
+    def attach(self) -> MarginWatch:
+        self.hedger.margin_context = self.context
+        self.hedger.on_liquidation = self.on_liquidation
+        return self
+
+    # -- the figures ----------------------------------------------------------------------------
+
+    def margin(self) -> AccountMargin | None:
+        """The account's margin now; None before the first account snapshot, or while it cannot be
+        estimated (a short option whose underlying has no price yet: logged once)."""
+        state = self.hedger.state
+        account = state.account
+        if account is None:
+            return None
+        prices = _prices(state)
+        try:
+            margin = account_margin(
+                state.instruments, account.balances, account.positions, prices, self.rules
+            )
+        except ValueError as exc:
+            if not self.unknown:
+                log.warning("margin_unknown", error=str(exc))
+            self.unknown = True
+            return None
+        self.unknown = False
+        return margin
+
+    def context(self, symbol: str) -> MarginContext | None:
+        """The pre-trade check's view of the margin an order on `symbol` draws on."""
+        state = self.hedger.state
+        instrument = state.instruments.get(symbol)
+        account = state.account
+        if instrument is None or account is None or not instrument.is_derivative:
+            return None
+        margin = self.margin()
+        if margin is None:
+            return None
+        headroom = margin.headroom if margin.headroom is not None else Decimal(1)
+        underlying = state.price_usd(instrument.base)
+        position = next((p for p in account.positions if p.symbol == symbol), None)
+        leverage = position.leverage if position is not None else None
+        pool = margin.by_settle.get(instrument.settle)
+        if pool is None:
+            equity = account.balances.get(instrument.settle, ZERO)
+            return MarginContext(equity, ZERO, ZERO, headroom, self.rules, underlying, leverage)
+        leg = next((leg for leg in pool.legs if leg.symbol == symbol), None)
+        initial_other = pool.initial_margin - (leg.initial_margin if leg is not None else ZERO)
+        maintenance_other = pool.maintenance_margin - (leg.maintenance_margin if leg is not None else ZERO)
+        return MarginContext(
+            pool.equity, initial_other, maintenance_other, headroom, self.rules, underlying, leverage
+        )
+
+    # -- the scheduled check (the Watch's hook) -------------------------------------------------
+
+    async def __call__(self) -> float | None:
+        """Compute the margin, move the trading state on the critical level, and return the headroom for
+        the Watch's warning (None without derivative positions)."""
+        margin = self.margin()
+        headroom = margin.headroom if margin is not None else None
+        await self._observe(margin, headroom)
+        return None if headroom is None else float(headroom)
+
+    async def _observe(self, margin: AccountMargin | None, headroom: Decimal | None) -> None:
+        critical = self.critical_headroom
+        if critical is None:
+            return
+        hedger = self.hedger
+        now = hedger.clock.now()
+        before = hedger.trading
+        low = headroom is not None and headroom < critical
+        if low:
+            hedger.trading = before.observe(frozenset({MARGIN_LOW}), now, hedger.options.state_clear_secs)
+        elif before.state is TradingState.REDUCE_ONLY and MARGIN_LOW in before.cause.split(","):
+            hedger.trading = before.observe(frozenset(), now, hedger.options.state_clear_secs)
+        await self._state_changed(before, hedger.trading)
+        if low and not self.critical:
+            assert margin is not None and headroom is not None
+            await self._journal_margin_low(margin, headroom, critical, now)
+        self.critical = low
+
+    async def _state_changed(self, before: StateMachine, after: StateMachine) -> None:
+        if after.state is before.state:
+            return
+        log.warning(
+            "trading_state_changed", before=before.state.value, after=after.state.value, cause=after.cause
+        )
+        await self.hedger.alerts.send(
+            "warning",
+            "trading_state_changed",
+            f"trading state {before.state.value} -> {after.state.value} ({after.cause or 'cleared'})",
+        )
+
+    async def _journal_margin_low(
+        self, margin: AccountMargin, headroom: Decimal, critical: Decimal, now: datetime
+    ) -> None:
+        low = [s for s in margin.by_settle.values() if s.headroom < critical]
+        where = ", ".join(f"{s.settle} {_pct(s.headroom)}" for s in low)
+        detail = (
+            f"margin headroom {where} below DK_MARGIN_CRITICAL_HEADROOM_PCT={_pct(critical)}: "
+            f"trading {self.hedger.trading.state.value}"
+        )
+        log.error(
+            "margin_low", headroom=_pct(headroom), critical=_pct(critical), settle=[s.settle for s in low]
+        )
+        for asset in sorted(self.hedger.policies):
+            await self._record(asset, now, MARGIN_LOW, detail)
+
+    # -- liquidations ---------------------------------------------------------------------------
+
+    async def on_liquidation(self, fill: Fill) -> None:
+        """A new fill marked as a liquidation: journal a `liquidation` decision naming the trade, alert."""
+        hedger = self.hedger
+        self.liquidations += 1
+        instrument = hedger.state.instruments.get(fill.symbol)
+        asset = instrument.base if instrument is not None else fill.symbol.split("/")[0]
+        verb = "bought" if fill.side.sign > 0 else "sold"
+        detail = (
+            f"trade {fill.trade_id}: the exchange {verb} {short(fill.amount_contracts)} {fill.symbol} "
+            f"at {short(fill.price)} to close the position (liquidation, fee {short(fill.fee, 8)} "
+            f"{fill.fee_currency})"
+        )
+        log.error(
+            "liquidation_fill",
+            symbol=fill.symbol,
+            trade_id=fill.trade_id,
+            side=fill.side.value,
+            amount=str(fill.amount_contracts),
+            price=str(fill.price),
+        )
+        try:
+            await self._record(asset, fill.ts, "liquidation", detail, fill)
+        except Exception as exc:
+            hedger.counters.errors += 1
+            log.exception("liquidation_journal_failed", trade_id=fill.trade_id, error=str(exc))
+        await hedger.alerts.send(
+            "error",
+            "liquidation_fill",
+            f"{fill.symbol}: liquidated: the exchange {verb} {short(fill.amount_contracts)} at "
+            f"{short(fill.price)} (trade {fill.trade_id}); the next decision hedges {asset} back "
+            "within the margin left",
+        )
+
+    async def _record(
+        self, asset: str, ts: datetime, reason: str, detail: str, fill: Fill | None = None
+    ) -> None:
+        hedger = self.hedger
+        delta = hedger.state.deltas().get(asset) or AssetDelta(asset, ZERO, ZERO, ZERO)
+        last = hedger.last_decision.get(asset)
+        policy = hedger.policies.get(asset)
+        target = last.target_coin if last is not None else (policy.target_coin if policy else ZERO)
+        price = hedger.state.price_usd(asset) or (fill.price if fill is not None else ZERO)
+        await hedger.journal.record_decision(
+            DecisionRecord(
+                decision_id=new_decision_id(),
+                ts=ts,
+                asset=asset,
+                delta_coin=delta.delta_coin,
+                delta_usd=delta.delta_usd,
+                target_coin=target,
+                band_coin=last.band_coin if last is not None else ZERO,
+                price_usd=price,
+                reason=reason,
+                trading_state=hedger.trading.state.value,
+                symbol=fill.symbol if fill is not None else None,
+                side=fill.side if fill is not None else None,
+                amount_contracts=fill.amount_contracts if fill is not None else None,
+                detail=detail,
+            )
+        )
+
+    # -- status and metrics ---------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """The `margin` field of `/api/status` and `deltakeeper status --format json`."""
+        margin = self.margin()
+        levels = {
+            "min_headroom": _ratio(self.min_headroom),
+            "warn_headroom": _ratio(self.warn_headroom),
+            "critical_headroom": _ratio(self.critical_headroom),
+        }
+        if margin is None:
+            return {"headroom": None, "liquidation_move": None, **levels, "by_settle": {}}
+        return {
+            "headroom": _ratio(margin.headroom),
+            "liquidation_move": margin.liquidation_move,
+            **levels,
+            "liquidations": self.liquidations,
+            "by_settle": {
+                settle: {
+                    "equity": s.equity,
+                    "initial_margin": s.initial_margin,
+                    "maintenance_margin": s.maintenance_margin,
+                    "headroom": _ratio(s.headroom),
+                    "liquidation_move": s.liquidation_move,
+                    "positions": [
+                        {
+                            "symbol": leg.symbol,
+                            "contracts": leg.contracts,
+                            "mark_price": leg.mark_price,
+                            "initial_margin": leg.initial_margin,
+                            "maintenance_margin": leg.maintenance_margin,
+                            "leverage": leg.leverage,
+                            "liquidation_price": leg.liquidation_price,
+                            "liquidation_move": leg.liquidation_move,
+                            "source": leg.source,
+                            "estimated_maintenance_margin": leg.estimated_maintenance_margin,
+                            "estimated_liquidation_price": leg.estimated_liquidation_price,
+                        }
+                        for leg in s.legs
+                    ],
+                }
+                for settle, s in margin.by_settle.items()
+            },
+        }
+
+    def headroom_by_settle(self) -> dict[str, float]:
+        """Per settlement currency with derivative positions: its headroom (the metric)."""
+        margin = self.margin()
+        if margin is None:
+            return {}
+        return {settle: float(s.headroom) for settle, s in margin.by_settle.items()}
+
+
+def margin_watch_of(watch: Watch) -> MarginWatch | None:
+    """The MarginWatch behind a Watch's `margin_headroom` hook, if that is what it is."""
+    hook = watch.margin_headroom
+    return hook if isinstance(hook, MarginWatch) else None
+
+
+def render_margin_metrics(snapshot: Mapping[str, Any]) -> str:
+    """Prometheus text (0.0.4) of the snapshot's `margin_headroom` ({settle: fraction}), to append to
+    `adapters.http.render_metrics`: `deltakeeper_margin_headroom{settle="USDT"} 0.93`."""
+    headroom: Mapping[str, float] = snapshot.get("margin_headroom") or {}
+    lines = [
+        "# HELP deltakeeper_margin_headroom Margin headroom (equity - maintenance margin) / equity, per "
+        "settlement currency with derivative positions.",
+        "# TYPE deltakeeper_margin_headroom gauge",
+    ]
+    for settle, value in sorted(headroom.items()):
+        text = "-Inf" if value == -math.inf else repr(float(value))
+        lines.append(f'deltakeeper_margin_headroom{{settle="{settle}"}} {text}')
+    return "\n".join(lines) + "\n"
+
+
+def _prices(state: MarketState) -> dict[str, Decimal]:
+    """Every asset's USD price the state has."""
+    return {asset: price for asset in state.price_symbols if (price := state.price_usd(asset)) is not None}
+
+
+def _ratio(x: Decimal | None) -> float | None:
+    return None if x is None or not x.is_finite() else float(x)
+
+
+def _pct(x: Decimal) -> str:
+    return "-inf" if not x.is_finite() else f"{float(x):.1%}"
+
+
+# -- coin-neutral assets ----------------------------------------------------------------------------
+
+
+@dataclass
+class CoinNeutralMarketState(MarketState):
+    """A MarketState whose `deltas()` are coin-neutral for the assets in `coin_neutral`
+    (`DK_ASSETS__<ASSET>__NEUTRAL=coin`, `domain.margin.coin_neutral_delta`): the account's coin equity in
+    the asset (wallet, PnL and options' value settled in it) is not exposure. Other assets, and the
+    default, are USD-neutral (REFERENCE 1.2)."""
+
+    coin_neutral: frozenset[str] = field(default_factory=frozenset)
+
+    def deltas(self) -> dict[str, AssetDelta]:
+        return self._neutral(super().deltas())
+
+    def recompute_deltas(self) -> dict[str, AssetDelta]:
+        return self._neutral(super().recompute_deltas())
+
+    def _neutral(self, deltas: dict[str, AssetDelta]) -> dict[str, AssetDelta]:
+        account = self.account
+        if account is None or not self.coin_neutral:
+            return deltas
+        positions = [p for p in account.positions if p.symbol in self.instruments]
+        prices = _prices(self)
+        for asset in sorted(self.coin_neutral):
+            price = prices.get(asset)
+            if price is None:
+                continue
+            equity = coin_equity(asset, self.instruments, account.balances, positions, prices)
+            delta = deltas.get(asset)
+            if delta is None and equity == 0:
+                continue
+            deltas[asset] = coin_neutral_delta(delta or AssetDelta(asset, ZERO, ZERO, ZERO), equity, price)
+        return deltas

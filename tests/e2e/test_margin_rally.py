@@ -1,0 +1,92 @@
+"""Issue 6's end-to-end test: a spot-and-perpetual hedge on the simulated exchange through a rally
+(`DK_SIM_SCENARIO=rally`: 1,000 SOL and 11,000 USDT, the price calm for two simulated hours, up 10% in
+one, then creeping up), run as a user runs it (`deltakeeper run`), until the margin headroom warning
+fires and the trading state changes to reduce_only, with the journal and the alerts (real apprise
+posting JSON to a local receiver) recording it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from tests.e2e.cli_helpers import clean_env, deltakeeper, journal
+
+
+@dataclass
+class Receiver:
+    url: str = ""
+    received: list[dict[str, Any]] = field(default_factory=list)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.received.append(await request.json())
+        return web.Response(text="ok")
+
+    def events(self) -> list[str]:
+        return [r["title"].split(": ", 1)[1] for r in self.received]
+
+    def messages(self, event: str) -> list[str]:
+        return [r["message"] for r in self.received if r["title"].endswith(f": {event}")]
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    recv = Receiver()
+    app = web.Application()
+    app.router.add_post("/hook", recv.handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    recv.url = f"json://127.0.0.1:{runner.addresses[0][1]}/hook"
+    yield recv
+    await runner.cleanup()
+
+
+async def test_a_rally_fires_the_margin_warning_and_turns_trading_reduce_only_in_journal_and_alerts(
+    data_dir: Path, receiver: Receiver
+) -> None:
+    # 1800x: 30 wall seconds are 15 simulated hours; the short leg's margin runs out about 5 hours in.
+    env = clean_env(
+        data_dir,
+        DK_SIM_SCENARIO="rally",
+        DK_SIM_SPEED="1800",
+        DK_RECOMPUTE_SECS="0.5",
+        DK_ALERT_URLS=receiver.url,
+        DK_ALERT_LEVEL="warning",
+    )
+    result = await asyncio.to_thread(deltakeeper, "run", "--for", "30s", env=env, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout == ""
+
+    # The alerts: the warning below DK_MARGIN_WARN_HEADROOM_PCT, then the state change to reduce_only.
+    events = receiver.events()
+    assert "margin_headroom_low" in events, events
+    assert any("-> reduce_only (margin_low)" in m for m in receiver.messages("trading_state_changed")), events
+    assert "below 35%" in receiver.messages("margin_headroom_low")[0]
+
+    # The journal: the hedge at the start, the margin_low decision in reduce_only, then decisions in
+    # reduce_only.
+    decisions = [d for d in journal("decisions", env) if d["asset"] == "SOL"]
+    reasons = [d["reason"] for d in decisions]
+    assert reasons[0] == "rebalance" and decisions[0]["side"] == "sell"
+    assert decisions[0]["trading_state"] == "active"
+    low = reasons.index("margin_low")
+    assert decisions[low]["trading_state"] == "reduce_only"
+    assert "below DK_MARGIN_CRITICAL_HEADROOM_PCT" in decisions[low]["detail"]
+    assert all(d["trading_state"] == "active" for d in decisions[:low])
+    assert Decimal(decisions[low]["price_usd"]) > Decimal(109)  # after the 10% climb
+    assert any(d["trading_state"] == "reduce_only" for d in decisions[low + 1 :])
+
+    # The creep carries the price past the short leg's liquidation price within the run.
+    liquidation = decisions[reasons.index("liquidation")]
+    assert reasons.index("liquidation") > low
+    fills = {f["trade_id"]: f for f in journal("fills", env)}
+    trade_id = liquidation["detail"].split(":", 1)[0].removeprefix("trade ")
+    assert fills[trade_id]["client_order_id"] is None and fills[trade_id]["side"] == "buy"
+    assert any(trade_id in m for m in receiver.messages("liquidation_fill"))

@@ -1,0 +1,152 @@
+"""MarketState.deltas() is incremental: after each event it must equal a computation from scratch."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal as D
+from typing import Any
+
+import pytest
+
+from deltakeeper.app.market_state import MarketState
+from deltakeeper.domain.exposure import AssetDelta, Position, asset_deltas
+from deltakeeper.domain.instruments import Instrument, Kind, is_stable
+from deltakeeper.domain.orders import Quote
+from deltakeeper.domain.records import AccountSnapshot
+
+T0 = datetime(2024, 3, 1, tzinfo=UTC)
+ASSETS = ("BTC", "ETH", "SOL", "DOGE")
+# Options carry their exchange's delta where the domain knows the field (a published delta needs no clock).
+OPTION_POSITION: dict[str, Any] = {"delta": D("0.45")} if "delta" in Position.__dataclass_fields__ else {}
+OPTION_INSTRUMENT: dict[str, Any] = (
+    {"strike": D(100), "option_type": "call"} if "strike" in Instrument.__dataclass_fields__ else {}
+)
+
+
+def instruments() -> dict[str, Instrument]:
+    result = {}
+    for asset in ASSETS:
+        for instrument in (
+            Instrument(f"{asset}/USDT", Kind.SPOT, asset, "USDT", "USDT"),
+            Instrument(f"{asset}/USDT:USDT", Kind.PERPETUAL, asset, "USDT", "USDT", contract_size=D("0.1")),
+            Instrument(f"{asset}/USD:{asset}", Kind.PERPETUAL, asset, "USD", asset, inverse=True,
+                       contract_size=D(10)),
+            Instrument(f"{asset}/USDT:USDT-240628", Kind.FUTURE, asset, "USDT", "USDT",
+                       expiry=T0 + timedelta(days=120)),
+        ):
+            result[instrument.symbol] = instrument
+    option = Instrument("BTC/USD:BTC-240628-100-C", Kind.OPTION, "BTC", "USD", "BTC",
+                        expiry=T0 + timedelta(days=120), **OPTION_INSTRUMENT)
+    result[option.symbol] = option
+    return result
+
+
+INSTRUMENTS = instruments()
+DERIVATIVES = [s for s, i in INSTRUMENTS.items() if i.kind is not Kind.SPOT]
+
+
+def random_price(rng: random.Random) -> D:
+    return D(rng.randint(500, 150_000)) / 100
+
+
+def random_account(rng: random.Random, ts: datetime) -> AccountSnapshot:
+    balances = {asset: D(rng.randint(-500, 5_000)) / 100 for asset in rng.sample(ASSETS, 3)}
+    balances["USDT"] = D(rng.randint(0, 10**6))
+    positions = []
+    for symbol in rng.sample(DERIVATIVES, 6):
+        extra = OPTION_POSITION if INSTRUMENTS[symbol].kind is Kind.OPTION else {}
+        pnl = None if rng.random() < 0.5 else D(rng.randint(-1000, 1000)) / 1000
+        contracts = D(rng.randint(-300, 300))
+        positions.append(Position(symbol, contracts, random_price(rng), random_price(rng), pnl, **extra))
+    return AccountSnapshot(balances, tuple(positions), ts)
+
+
+def from_scratch(state: MarketState) -> dict[str, AssetDelta]:
+    """What `deltas()` computed before it was incremental: everything, every time."""
+    if state.account is None:
+        return {}
+    prices = {a: p for a in state.price_symbols if (p := state.price_usd(a)) is not None}
+    balances = {a: q for a, q in state.account.balances.items() if a in prices or is_stable(a)}
+    external = {a: q for a, q in state.external.items() if a in prices}
+    positions = [p for p in state.account.positions if p.symbol in state.instruments]
+    return asset_deltas(state.instruments, balances, positions, prices, external)
+
+
+def exactly(deltas: dict[str, AssetDelta]) -> list[tuple[str, str, str, str]]:
+    """Keys in order and every Decimal as its string, so that 1.0 and 1.00 differ."""
+    return [(a, str(d.delta_coin), str(d.delta_usd), str(d.gross_coin)) for a, d in deltas.items()]
+
+
+def quote(symbol: str, mark: D, ts: datetime) -> Quote:
+    return Quote(symbol, mark - D("0.01"), mark + D("0.01"), mark, ts)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_incremental_deltas_equal_a_full_recompute_after_every_event(seed: int) -> None:
+    rng = random.Random(seed)
+    state = MarketState(
+        dict(INSTRUMENTS),
+        {"ETH": D("1.5"), "DOGE": D(-200)},
+        {asset: f"{asset}/USDT:USDT" for asset in ASSETS[:3]},
+    )
+    ts = T0
+    assert state.deltas() == {}
+    for step in range(400):
+        ts += timedelta(seconds=1)
+        event = rng.random()
+        if event < 0.6 or step < 5:  # a tick, mostly on a pricing market, sometimes on another one
+            symbol = rng.choice([*state.price_symbols.values(), *DERIVATIVES[:3]])
+            state.on_quote(quote(symbol, random_price(rng), ts))
+        elif event < 0.7:  # the same price again, as a new quote
+            symbol = rng.choice(list(state.price_symbols.values()))
+            old = state.quotes.get(symbol)
+            if old is not None:
+                state.on_quote(replace(old, mark=D(str(old.mark)), ts=ts))
+        elif event < 0.85:
+            state.on_account(random_account(rng, ts))
+        elif event < 0.9:  # a stale snapshot is refused and must change nothing
+            state.on_account(random_account(rng, ts - timedelta(days=1)))
+        elif event < 0.95:  # DOGE gets (or loses) its pricing market
+            if "DOGE" in state.price_symbols:
+                del state.price_symbols["DOGE"]
+            else:
+                state.price_symbols["DOGE"] = "DOGE/USDT:USDT"
+        else:  # the declared external holdings change
+            state.external = {"ETH": D(rng.randint(0, 500)) / 100, "SOL": D(rng.randint(-50, 50))}
+        try:
+            expected = from_scratch(state)
+        except KeyError as missing:  # an asset with exposure but no price: both ways must refuse
+            with pytest.raises(KeyError, match=str(missing).strip("'\"")[:20]):
+                state.deltas()
+            continue
+        assert exactly(state.deltas()) == exactly(expected), f"step {step}"
+
+
+def test_a_tick_redoes_only_the_usd_delta_of_the_asset_it_prices() -> None:
+    state = MarketState(dict(INSTRUMENTS), {}, {"BTC": "BTC/USDT:USDT", "ETH": "ETH/USDT:USDT"})
+    state.on_account(AccountSnapshot(
+        {"BTC": D(2), "ETH": D(10), "USDT": D(1000)},
+        (Position("BTC/USD:BTC", D(-100), D(50_000), D(50_000)),),
+        T0,
+    ))
+    state.on_quote(quote("BTC/USDT:USDT", D(50_000), T0))
+    state.on_quote(quote("ETH/USDT:USDT", D(3_000), T0))
+    before = state.deltas()
+
+    state.on_quote(quote("BTC/USDT:USDT", D(60_000), T0 + timedelta(seconds=1)))
+    after = state.deltas()
+
+    assert after["ETH"] is before["ETH"]
+    assert after["BTC"].delta_coin == before["BTC"].delta_coin == D(2) - D(1000) / D(50_000)
+    assert after["BTC"].delta_usd == after["BTC"].delta_coin * D(60_000)
+    assert exactly(after) == exactly(state.recompute_deltas())
+
+
+def test_deltas_returns_a_copy_the_caller_may_change() -> None:
+    state = MarketState(dict(INSTRUMENTS), {}, {"BTC": "BTC/USDT:USDT"})
+    state.on_account(AccountSnapshot({"BTC": D(1)}, (), T0))
+    state.on_quote(quote("BTC/USDT:USDT", D(50_000), T0))
+    state.deltas().clear()
+    assert list(state.deltas()) == ["BTC"]
