@@ -4,6 +4,7 @@ uses them: the bot in one subprocess, the commands in others."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -39,7 +40,7 @@ def test_status_halt_and_resume_work_on_a_running_bot_from_another_process(data_
         DK_ASSETS__SOL__BAND_COIN="1",  # a narrow band: the bot trades every second or two
     )
     bot = subprocess.Popen(
-        [sys.executable, "-m", "deltakeeper", "run", "--for", "25s"],
+        [sys.executable, "-m", "deltakeeper", "run", "--for", "120s"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -81,6 +82,7 @@ def test_status_halt_and_resume_work_on_a_running_bot_from_another_process(data_
         assert 'deltakeeper_delta_coin{asset="SOL"}' in metrics
         assert 'deltakeeper_trading_state{state="active"} 1' in metrics
 
+        bot.send_signal(signal.SIGTERM)  # a clean stop, as `docker stop` sends it
         _, stderr = bot.communicate(timeout=40)
     finally:
         if bot.poll() is None:
