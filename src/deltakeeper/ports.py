@@ -70,7 +70,11 @@ class Exchange(Protocol):
 class Journal(Protocol):
     """The durable record of everything the bot decided and the exchange did."""
 
-    async def record_decision(self, decision: DecisionRecord) -> None: ...
+    async def record_decision(
+        self, decision: DecisionRecord, pending_order: OrderRecord | None = None
+    ) -> None:
+        """Store a decision, with the order it is about to send (PENDING) in the same transaction."""
+        ...
 
     async def record_order(self, order: OrderRecord) -> None:
         """Insert an order (PENDING, before it is sent) or replace its state by client order id."""

@@ -363,3 +363,23 @@ def test_an_unknown_database_scheme_is_a_config_error_naming_the_variable() -> N
     with pytest.raises(ConfigError, match="DK_DATABASE_URL") as error:
         normalise_url("mysql://root:secret@db/dk")
     assert "secret" not in str(error.value)
+
+
+async def test_a_decision_and_the_order_it_sends_are_recorded_together(journal: SqlJournal) -> None:
+    order = pending_order(decision_id=11)
+    await journal.record_decision(decision(11), order)
+    await journal.record_decision(decision(11), order)  # the same again: stored once
+
+    decisions = await journal.list_decisions()
+    orders = await journal.list_orders()
+    assert [d["decision_id"] for d in decisions] == [11]
+    assert [(o["client_order_id"], o["decision_id"], o["status"]) for o in orders] == [
+        (order.client_order_id, 11, "pending")
+    ]
+
+
+async def test_a_failed_order_write_takes_its_decision_back_with_it(journal: SqlJournal) -> None:
+    naive = replace(pending_order(decision_id=12), created_ts=datetime(2026, 1, 1))  # refused: no time zone
+    with pytest.raises(StatementError):
+        await journal.record_decision(decision(12), naive)
+    assert await journal.list_decisions() == [] and await journal.list_orders() == []

@@ -242,8 +242,13 @@ class Hedger:
                 self.in_flight[symbol] = request.client_order_id
                 if plan.note:
                     record = replace(record, detail=_join(record.detail, plan.note))
-            if scheduled or request is not None or self.last_reason.get(asset) != record.reason:
-                await self.journal.record_decision(record)
+            pending = None
+            if request is not None:
+                pending = OrderRecord.pending(
+                    request, record.decision_id, self.clock.now(), record.price_usd, asset
+                )
+            if scheduled or pending is not None or self.last_reason.get(asset) != record.reason:
+                await self.journal.record_decision(record, pending)
             self.last_reason[asset] = record.reason
             self.last_decision[asset] = record
             if scheduled or request is not None:
@@ -259,9 +264,6 @@ class Hedger:
                 )
             if request is None:
                 return
-            await self.journal.record_order(
-                OrderRecord.pending(request, record.decision_id, self.clock.now(), record.price_usd, asset)
-            )
         except BaseException:
             if request is not None:
                 self.in_flight.pop(symbol, None)

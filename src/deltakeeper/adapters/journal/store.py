@@ -122,8 +122,17 @@ class SqlJournal:
 
     # -- writes ---------------------------------------------------------------------------------
 
-    async def record_decision(self, decision: DecisionRecord) -> None:
-        """Store a decision; recording the same decision id again is a no-op."""
+    async def record_decision(
+        self, decision: DecisionRecord, pending_order: OrderRecord | None = None
+    ) -> None:
+        """Store a decision, and the order it is about to send, in one transaction (one commit before the
+        order leaves); recording the same decision id again is a no-op."""
+        async with self._engine.begin() as conn:
+            await conn.execute(*self._decision_insert(decision))
+            if pending_order is not None:
+                await conn.execute(self._order_upsert(pending_order))
+
+    def _decision_insert(self, decision: DecisionRecord) -> tuple[Any, list[dict[str, Any]]]:
         row = {
             "decision_id": decision.decision_id,
             "ts": decision.ts,
@@ -142,13 +151,15 @@ class SqlJournal:
             "detail": decision.detail,
             "recorded_at": _now(),
         }
-        statement = self._insert(decisions).on_conflict_do_nothing(index_elements=["decision_id"])
-        async with self._engine.begin() as conn:
-            await conn.execute(statement, [row])
+        return self._insert(decisions).on_conflict_do_nothing(index_elements=["decision_id"]), [row]
 
     async def record_order(self, order: OrderRecord) -> None:
         """Insert an order, or replace its state by client order id. A row already in a final state
         (filled, canceled, rejected) is left as it is."""
+        async with self._engine.begin() as conn:
+            await conn.execute(self._order_upsert(order))
+
+    def _order_upsert(self, order: OrderRecord) -> Any:
         row = {
             "client_order_id": order.client_order_id,
             "decision_id": order.decision_id,
@@ -171,13 +182,11 @@ class SqlJournal:
         }
         insert = self._insert(orders).values(row)
         replaced = [name for name in row if name not in ("client_order_id", "updated_ts")]
-        statement = insert.on_conflict_do_update(
+        return insert.on_conflict_do_update(
             index_elements=["client_order_id"],
             set_={name: insert.excluded[name] for name in replaced},
             where=orders.c.status.not_in(FINAL_STATUSES),
         )
-        async with self._engine.begin() as conn:
-            await conn.execute(statement)
 
     async def update_order(self, state: OrderState) -> None:
         """Apply the exchange's view of an order, found by client order id, else exchange order id.
