@@ -20,16 +20,16 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from tests.integration.service_harness import RecordingAlerts, journal_for, make_settings, until
 
 from deltakeeper.adapters.alerts import AppriseAlerts
-from deltakeeper.adapters.journal import create_journal, upgrade
 from deltakeeper.adapters.journal.models import fills as fills_table
 from deltakeeper.adapters.journal.store import SqlJournal
 from deltakeeper.app import control
 from deltakeeper.app.runner import Runner
 from deltakeeper.app.watch import Watch
 from deltakeeper.bootstrap import build_runner, build_sim_exchange
-from deltakeeper.config import AssetSettings, Settings
+from deltakeeper.config import Settings
 from deltakeeper.domain.errors import OrderOutcomeUnknown
 from deltakeeper.domain.orders import OrderRequest, OrderState, Quote
 from deltakeeper.domain.risk import TradingState
@@ -37,21 +37,6 @@ from deltakeeper.ports import Alerts
 from deltakeeper.sim.gateway import SimGateway
 
 HEDGE = "SOL/USDT:USDT"
-
-
-@dataclass
-class RecordingAlerts:
-    sent: list[tuple[str, str, str]] = field(default_factory=list)
-
-    async def send(self, level: str, event: str, message: str) -> None:
-        self.sent.append((level, event, message))
-
-    def events(self) -> list[str]:
-        return [event for _, event, _ in self.sent]
-
-    def of(self, event: str) -> list[tuple[str, str]]:
-        """(level, message) of every alert of `event`."""
-        return [(level, message) for level, name, message in self.sent if name == event]
 
 
 class Tap:
@@ -83,30 +68,6 @@ class Tap:
         return state
 
 
-def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
-    # A one-coin band on the market-maker scenario at 1800x: the bot trades every second or two.
-    values: dict[str, Any] = {
-        "data_dir": tmp_path,
-        "database_url": f"sqlite:///{tmp_path / 'journal.db'}",
-        "sim_speed": 1800,
-        "recompute_secs": 0.3,
-        "assets": {"SOL": AssetSettings(hedge=HEDGE, band_coin=Decimal(1))},
-        "http_port": 0,
-    }
-    values.update(overrides)
-    return Settings(**values)
-
-
-@asynccontextmanager
-async def journal_for(settings: Settings) -> AsyncIterator[SqlJournal]:
-    await asyncio.to_thread(upgrade, settings.database)
-    journal = create_journal(settings.database)
-    try:
-        yield journal
-    finally:
-        await journal.close()
-
-
 @asynccontextmanager
 async def running(
     settings: Settings, journal: SqlJournal, alerts: Alerts | None = None
@@ -125,14 +86,6 @@ async def running(
         stop.set()
         await asyncio.wait_for(task, 20)
         await gateway.close()
-
-
-async def until(condition: Callable[[], bool], timeout_secs: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_secs
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_secs}s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def decided(runner: Runner) -> Callable[[], bool]:

@@ -4,60 +4,25 @@ real simulated exchange (bootstrap.build_sim_exchange, fast) and a real SQLite j
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+from tests.integration.service_harness import RecordingAlerts, journal_for, make_settings, until
 
-from deltakeeper.adapters.journal import create_journal, upgrade
 from deltakeeper.adapters.journal.store import SqlJournal
 from deltakeeper.app import control
 from deltakeeper.app.runner import Runner
 from deltakeeper.bootstrap import build_http_server, build_runner, build_sim_exchange, control_event_recorder
-from deltakeeper.config import AssetSettings, Settings
+from deltakeeper.config import Settings
 from deltakeeper.domain.orders import OrderRequest, OrderType, Side
 from deltakeeper.domain.risk import TradingState
 from deltakeeper.sim.gateway import SimGateway
 
 HEDGE = "SOL/USDT:USDT"
-
-
-@dataclass
-class RecordingAlerts:
-    sent: list[tuple[str, str, str]] = field(default_factory=list)
-
-    async def send(self, level: str, event: str, message: str) -> None:
-        self.sent.append((level, event, message))
-
-    def events(self) -> list[str]:
-        return [event for _, event, _ in self.sent]
-
-
-def make_settings(tmp_path: Path) -> Settings:
-    # A one-coin band on the market-maker scenario at 1800x: the bot trades every second or two.
-    return Settings(
-        data_dir=tmp_path,
-        database_url=f"sqlite:///{tmp_path / 'journal.db'}",
-        sim_speed=1800,
-        recompute_secs=0.3,
-        assets={"SOL": AssetSettings(hedge=HEDGE, band_coin=Decimal(1))},
-        http_port=0,
-    )
-
-
-@asynccontextmanager
-async def journal_for(settings: Settings) -> AsyncIterator[SqlJournal]:
-    await asyncio.to_thread(upgrade, settings.database)
-    journal = create_journal(settings.database)
-    try:
-        yield journal
-    finally:
-        await journal.close()
 
 
 @asynccontextmanager
@@ -77,14 +42,6 @@ async def running(
         stop.set()
         await asyncio.wait_for(task, 20)
         await exchange.close()
-
-
-async def until(condition: Callable[[], bool], timeout_secs: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_secs
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_secs}s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def sent_orders(exchange: SimGateway) -> list[str]:

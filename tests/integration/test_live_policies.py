@@ -21,7 +21,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from deltakeeper.adapters.journal import create_journal, upgrade
+from tests.integration.service_harness import journal_for, make_settings
+
 from deltakeeper.adapters.journal.store import SqlJournal
 from deltakeeper.app.runner import Runner
 from deltakeeper.bootstrap import build_runner, build_sim_exchange, resolve_betas
@@ -67,29 +68,6 @@ class Tap:
                     if o.symbol == request.symbol and is_ours(o.client_order_id)]
         self.open_at_placement.append((request.client_order_id, open_ids))
         return await self.gateway.place_order(request)
-
-
-def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "data_dir": tmp_path,
-        "database_url": f"sqlite:///{tmp_path / 'journal.db'}",
-        "sim_speed": 1800,
-        "recompute_secs": 0.3,
-        "assets": {"SOL": AssetSettings(hedge=SOL, band_coin=D(1))},
-        "http_port": 0,
-    }
-    values.update(overrides)
-    return Settings(**values)
-
-
-@asynccontextmanager
-async def journal_for(settings: Settings) -> AsyncIterator[SqlJournal]:
-    await asyncio.to_thread(upgrade, settings.database)
-    journal = create_journal(settings.database)
-    try:
-        yield journal
-    finally:
-        await journal.close()
 
 
 @asynccontextmanager

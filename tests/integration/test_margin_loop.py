@@ -7,18 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import math
-import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+from tests.integration.service_harness import RecordingAlerts, journal_for, until
 
-from deltakeeper.adapters.journal import create_journal, upgrade
 from deltakeeper.adapters.journal.store import SqlJournal
 from deltakeeper.app.runner import Runner
 from deltakeeper.bootstrap import build_http_server, build_runner
@@ -32,17 +30,6 @@ from deltakeeper.sim.markets import ASSETS, SimAsset, default_instruments
 
 D = Decimal
 ACCOUNT = "sim"
-
-
-@dataclass
-class RecordingAlerts:
-    sent: list[tuple[str, str, str]] = field(default_factory=list)
-
-    async def send(self, level: str, event: str, message: str) -> None:
-        self.sent.append((level, event, message))
-
-    def events(self) -> list[str]:
-        return [event for _, event, _ in self.sent]
 
 
 class Lever:
@@ -89,16 +76,6 @@ def settings_for(tmp_path: Path, **assets: AssetSettings) -> Settings:
     )
 
 
-@asynccontextmanager
-async def journal_for(settings: Settings) -> AsyncIterator[SqlJournal]:
-    await asyncio.to_thread(upgrade, settings.database)
-    journal = create_journal(settings.database)
-    try:
-        yield journal
-    finally:
-        await journal.close()
-
-
 def sim_exchange(
     settings: Settings, lever: Lever, balances: dict[str, Decimal]
 ) -> tuple[SimGateway, SimClock]:
@@ -131,14 +108,6 @@ async def settle_leftover_jobs() -> None:
     leftover = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
     if leftover:
         await asyncio.wait(leftover, timeout=5)
-
-
-async def until(condition: Callable[[], bool], timeout_secs: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_secs
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_secs}s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def position(exchange: SimGateway, symbol: str) -> Decimal:

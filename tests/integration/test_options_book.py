@@ -5,12 +5,11 @@ inverse). Gamma moves the delta as the price moves; after every hedge the delta 
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from tests.integration.service_harness import until
 
 from deltakeeper.adapters.journal import create_journal, upgrade
 from deltakeeper.bootstrap import build_runner
@@ -27,14 +26,6 @@ D = Decimal
 ACCOUNT = "sim"
 BAND = D("0.1")
 CALLS = D(10)
-
-
-async def until(condition: Callable[[], bool], timeout_secs: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_secs
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_secs}s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 @pytest.mark.parametrize("hedge", ["BTC/USDT:USDT", "BTC/USD:BTC"])
