@@ -1,29 +1,11 @@
 from decimal import Decimal as D
 
 import pytest
+from tests.instruments import BYBIT_INVERSE, OKX_LINEAR
 
 from deltakeeper.domain.exposure import Position, asset_deltas, unrealized_pnl
 from deltakeeper.domain.instruments import Instrument, Kind
 
-OKX_LINEAR = Instrument(
-    "BTC/USDT:USDT",
-    Kind.PERPETUAL,
-    "BTC",
-    "USDT",
-    "USDT",
-    contract_size=D("0.01"),
-    lot_step_contracts=D("0.01"),
-)
-BYBIT_INVERSE = Instrument(
-    "BTC/USD:BTC",
-    Kind.PERPETUAL,
-    "BTC",
-    "USD",
-    "BTC",
-    inverse=True,
-    contract_size=D(1),
-    lot_step_contracts=D(1),
-)
 ETH_LINEAR = Instrument("ETH/USDC:USDC", Kind.PERPETUAL, "ETH", "USDC", "USDC", contract_size=D("0.1"))
 INSTRUMENTS = {i.symbol: i for i in (OKX_LINEAR, BYBIT_INVERSE, ETH_LINEAR)}
 TOLERANCE = D("1e-20")

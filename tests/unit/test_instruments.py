@@ -1,41 +1,10 @@
 from decimal import Decimal as D
 
 import pytest
+from tests.instruments import BYBIT_INVERSE, OKX_INVERSE, OKX_LINEAR
 
 from deltakeeper.domain.instruments import Instrument, Kind, is_stable
 
-# OKX BTC-USDT-SWAP: 0.01 BTC a contract, lot step 0.01 contracts (REFERENCE 1.1)
-OKX_LINEAR = Instrument(
-    "BTC/USDT:USDT",
-    Kind.PERPETUAL,
-    "BTC",
-    "USDT",
-    "USDT",
-    contract_size=D("0.01"),
-    lot_step_contracts=D("0.01"),
-)
-# Bybit BTCUSD: 1 USD face a contract, whole contracts
-BYBIT_INVERSE = Instrument(
-    "BTC/USD:BTC",
-    Kind.PERPETUAL,
-    "BTC",
-    "USD",
-    "BTC",
-    inverse=True,
-    contract_size=D(1),
-    lot_step_contracts=D(1),
-)
-# OKX BTC-USD-SWAP: 100 USD face a contract
-OKX_INVERSE = Instrument(
-    "BTC/USD:BTC",
-    Kind.PERPETUAL,
-    "BTC",
-    "USD",
-    "BTC",
-    inverse=True,
-    contract_size=D(100),
-    lot_step_contracts=D(1),
-)
 SPOT = Instrument("ETH/USDT", Kind.SPOT, "ETH", "USDT", "USDT", lot_step_contracts=D("0.0001"))
 
 

@@ -2,6 +2,8 @@ import random
 from decimal import Decimal as D
 
 import pytest
+from tests.instruments import LINEAR_WHOLE as LINEAR
+from tests.instruments import OKX_INVERSE as INVERSE
 
 from deltakeeper.domain.instruments import Instrument, Kind
 from deltakeeper.domain.orders import Side
@@ -17,21 +19,6 @@ from deltakeeper.domain.policy import (
     min_band_coin,
 )
 
-# 0.01 BTC a contract, whole contracts: one lot step is 0.01 BTC
-LINEAR = Instrument(
-    "BTC/USDT:USDT", Kind.PERPETUAL, "BTC", "USDT", "USDT", contract_size=D("0.01"), lot_step_contracts=D(1)
-)
-# 100 USD face a contract, whole contracts
-INVERSE = Instrument(
-    "BTC/USD:BTC",
-    Kind.PERPETUAL,
-    "BTC",
-    "USD",
-    "BTC",
-    inverse=True,
-    contract_size=D(100),
-    lot_step_contracts=D(1),
-)
 PRICE = D(60_000)
 
 

@@ -3,25 +3,12 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal as D
 
 import pytest
+from tests.instruments import LINEAR_WHOLE as LINEAR
+from tests.instruments import OKX_INVERSE as INVERSE
 
-from deltakeeper.domain.instruments import Instrument, Kind
 from deltakeeper.domain.orders import OrderIntent, Side
 from deltakeeper.domain.risk import RiskContext, RiskLimits, StateMachine, TradingState, check
 
-# 0.01 BTC a contract: 600 USD a contract at 60,000
-LINEAR = Instrument(
-    "BTC/USDT:USDT", Kind.PERPETUAL, "BTC", "USDT", "USDT", contract_size=D("0.01"), lot_step_contracts=D(1)
-)
-INVERSE = Instrument(
-    "BTC/USD:BTC",
-    Kind.PERPETUAL,
-    "BTC",
-    "USD",
-    "BTC",
-    inverse=True,
-    contract_size=D(100),
-    lot_step_contracts=D(1),
-)
 PRICE = D(60_000)
 LIMITS = RiskLimits(
     max_order_usd=D(60_000),  # 100 contracts
