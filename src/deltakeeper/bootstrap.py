@@ -274,7 +274,7 @@ async def build_runner(
     betas = resolve_betas(settings, policies, instruments)
     coin_neutral = frozenset(a for a, spec in settings.assets.items() if spec.neutral == "coin")
     state = CoinNeutralMarketState(
-        instruments, dict(settings.external), price_symbols, coin_neutral=coin_neutral
+        instruments, dict(settings.external), price_symbols, clock=clock, coin_neutral=coin_neutral
     )
     limits = RiskLimits(
         settings.max_order_usd,

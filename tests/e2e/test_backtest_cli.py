@@ -67,6 +67,25 @@ def test_backtest_module_prints_one_json_object_with_money_as_decimal_strings(bt
     assert abs(Decimal(btc["hedge_pnl_usd"]) + Decimal(btc["exposure_pnl_usd"])) < Decimal(5_000)
 
 
+def test_backtest_module_hedges_a_book_of_short_calls_with_the_cost_aware_band(btc_two_days, data_dir):
+    result = run_module("--prices", str(btc_two_days), "--exposure", "calls:-10", "--option-vol", "0.5",
+                        "--policy", "cost-aware", "--format", "json", env=clean_env(data_dir))
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["exposure"] == "calls:-10:110:30"
+    assert doc["option_vol"] == 0.5
+    btc = doc["assets"]["BTC"]
+    book = btc["options"]
+    assert book["contracts"] == "-10" and book["settled"] is False
+    assert book["expiry"] == "2025-05-03T17:10:00Z"  # 30 days after the first price event
+    first_close = float(btc_two_days.read_text().splitlines()[1].split(",")[4])
+    assert float(book["strike_usd"]) == pytest.approx(1.10 * first_close, rel=1e-4)
+    # short calls are short delta: the hedge is long, and it offsets most of the calls' PnL
+    assert 0 < Decimal(btc["final_hedge_coin"]) < 10
+    assert Decimal(btc["exposure_pnl_usd"]) != 0 and btc["trades"] > 0
+    assert abs(Decimal(btc["hedge_pnl_usd"]) + Decimal(btc["exposure_pnl_usd"])) < Decimal(5_000)
+
+
 def test_backtest_module_refuses_bad_input_with_exit_2_naming_the_flag(btc_two_days, data_dir):
     result = run_module("--prices", str(btc_two_days), "--exposure", "pool", env=clean_env(data_dir))
     assert result.returncode == 2

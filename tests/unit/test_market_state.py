@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from deltakeeper.app.market_state import MarketState
-from deltakeeper.domain.exposure import AssetDelta, Position, asset_deltas
+from deltakeeper.domain.exposure import AssetDelta, OptionInputMissing, Position, asset_deltas
+from deltakeeper.domain.greeks import greeks
 from deltakeeper.domain.instruments import Instrument, Kind, is_stable
 from deltakeeper.domain.orders import Quote
 from deltakeeper.domain.records import AccountSnapshot
@@ -63,7 +64,7 @@ def random_account(rng: random.Random, ts: datetime) -> AccountSnapshot:
     return AccountSnapshot(balances, tuple(positions), ts)
 
 
-def from_scratch(state: MarketState) -> dict[str, AssetDelta]:
+def from_scratch(state: MarketState, as_of: datetime | None = None) -> dict[str, AssetDelta]:
     """What `deltas()` computed before it was incremental: everything, every time."""
     if state.account is None:
         return {}
@@ -71,7 +72,7 @@ def from_scratch(state: MarketState) -> dict[str, AssetDelta]:
     balances = {a: q for a, q in state.account.balances.items() if a in prices or is_stable(a)}
     external = {a: q for a, q in state.external.items() if a in prices}
     positions = [p for p in state.account.positions if p.symbol in state.instruments]
-    return asset_deltas(state.instruments, balances, positions, prices, external)
+    return asset_deltas(state.instruments, balances, positions, prices, external, as_of=as_of)
 
 
 def exactly(deltas: dict[str, AssetDelta]) -> list[tuple[str, str, str, str]]:
@@ -150,3 +151,50 @@ def test_deltas_returns_a_copy_the_caller_may_change() -> None:
     state.on_quote(quote("BTC/USDT:USDT", D(50_000), T0))
     state.deltas().clear()
     assert list(state.deltas()) == ["BTC"]
+
+
+class SteppingClock:
+    speed = 1.0
+
+    def __init__(self, now: datetime) -> None:
+        self.t = now
+
+    def now(self) -> datetime:
+        return self.t
+
+
+def test_an_option_without_a_published_delta_is_valued_by_black76_at_the_clocks_time() -> None:
+    call = Instrument("BTC/USD:BTC-240331-60000-C", Kind.OPTION, "BTC", "USD", "BTC",
+                      expiry=T0 + timedelta(days=30), strike=D(60_000), option_type="call")
+    calls = Position(call.symbol, D(-10), D(0), D(0), mark_iv=0.60)  # no delta, no mark: Black-76
+    perp = Position("BTC/USDT:USDT", D(50), D(60_000), D(60_000))  # 0.1 BTC a contract
+    clock = SteppingClock(T0)
+    state = MarketState({**INSTRUMENTS, call.symbol: call}, {"ETH": D(3)},
+                        {"BTC": "BTC/USDT:USDT", "ETH": "ETH/USDT:USDT"}, clock=clock)
+    state.on_account(AccountSnapshot({"BTC": D(1), "USDT": D(10_000)}, (calls, perp), T0))
+    rng = random.Random(5)
+    for step in range(40):
+        clock.t = T0 + timedelta(hours=6 * step)
+        symbol = rng.choice(["BTC/USDT:USDT", "ETH/USDT:USDT"])
+        state.on_quote(quote(symbol, D(rng.randint(5_500_000, 6_500_000)) / 100, clock.t))
+        price = state.price_usd("BTC")
+        if price is None or state.price_usd("ETH") is None:
+            continue
+        deltas = state.deltas()
+
+        years = (30 - step / 4) / 365
+        g = greeks(float(price), 60_000.0, years, 0.60, True)
+        # the wallet, the perp, and the calls' adjusted delta plus their value in coin (REFERENCE 1.3)
+        expected = 1 + 50 * 0.1 - 10 * (g.delta_adj + g.premium_coin)
+        assert float(deltas["BTC"].delta_coin) == pytest.approx(expected, abs=1e-9), step
+        assert deltas["BTC"].gamma_coin_per_usd == pytest.approx(-10 * g.gamma_per_usd, rel=1e-12)
+        assert deltas["ETH"].delta_coin == D(3) and deltas["ETH"].gamma_coin_per_usd == 0.0
+        full = from_scratch(state, clock.t)
+        assert exactly(deltas) == exactly(full), step
+        assert deltas["BTC"].gamma_coin_per_usd == full["BTC"].gamma_coin_per_usd
+
+    without_clock = MarketState(state.instruments, {}, {"BTC": "BTC/USDT:USDT"})
+    without_clock.on_account(state.account)  # type: ignore[arg-type]
+    without_clock.on_quote(quote("BTC/USDT:USDT", D(60_000), T0))
+    with pytest.raises(OptionInputMissing, match="the time"):
+        without_clock.deltas()

@@ -5,12 +5,14 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 
 from deltakeeper.domain.exposure import AssetDelta, Position, asset_deltas
 from deltakeeper.domain.instruments import Instrument, Kind, is_stable
 from deltakeeper.domain.orders import Quote
 from deltakeeper.domain.records import AccountSnapshot
+from deltakeeper.ports import Clock
 
 
 @dataclass
@@ -19,9 +21,9 @@ class _Deltas:
 
     Only the account (its balances and positions, with their own marks), the external holdings and the
     set of priced assets decide an asset's delta in coins and its gross exposure; prices only turn coins
-    into USD. The exception is options, whose delta comes from the price of their underlying (Black-76,
-    when the exchange published no delta): an asset with an option leg is `volatile`, recomputed every
-    time."""
+    into USD. The exception is options, whose delta comes from the price of their underlying and the time
+    (Black-76, when the exchange published no delta) and whose gamma does: an asset with an option leg is
+    `volatile`, recomputed every time."""
 
     account: AccountSnapshot
     external: dict[str, Decimal]
@@ -45,6 +47,9 @@ class MarketState:
     received_at: dict[str, float] = field(default_factory=dict)
     """Symbol -> monotonic wall time of the last quote's arrival."""
     account: AccountSnapshot | None = None
+    clock: Clock | None = None
+    """The time options are valued at (Black-76's time to expiry): the Hedger's clock. Without one, an
+    option position with no published delta raises OptionInputMissing, and options have no gamma."""
     _cache: _Deltas | None = field(default=None, init=False, repr=False, compare=False)
 
     def on_quote(self, quote: Quote) -> None:
@@ -114,6 +119,7 @@ class MarketState:
                  if self.instruments[p.symbol].base in legs or self.instruments[p.symbol].settle in legs],
                 prices,
                 {a: q for a, q in cache.external_priced.items() if a.upper() in legs},
+                as_of=self._now(),
             )
             for asset in legs:
                 if asset in fresh:
@@ -131,6 +137,9 @@ class MarketState:
             return {}
         return dict(self._full(self.account, self._prices()).result)
 
+    def _now(self) -> datetime | None:
+        return self.clock.now() if self.clock is not None else None
+
     def _prices(self) -> dict[str, Decimal]:
         """`price_usd` of every asset that has one (inlined: this runs on every tick)."""
         quotes = self.quotes
@@ -146,7 +155,7 @@ class MarketState:
         balances = {a: q for a, q in account.balances.items() if a in prices or is_stable(a)}
         external = {a: q for a, q in self.external.items() if a in prices}
         positions = [p for p in account.positions if p.symbol in self.instruments]
-        result = asset_deltas(self.instruments, balances, positions, prices, external)
+        result = asset_deltas(self.instruments, balances, positions, prices, external, as_of=self._now())
         volatile: set[str] = set()
         for position in positions:
             instrument = self.instruments[position.symbol]

@@ -359,13 +359,16 @@ class Hedger:
             vol = residual_vol(beta_model, float(beta)) if beta_model is not None else None
             proxy = proxy_detail(beta, vol, delta.delta_usd)
             view = proxy_view(view, position, beta)
-            delta = AssetDelta(asset, view.delta_coin, view.delta_coin * price, view.gross_coin)
+            delta = AssetDelta(asset, view.delta_coin, view.delta_coin * price, view.gross_coin,
+                               delta.gamma_coin_per_usd)
         mid = quote.mid
         spread_bps = Decimal(0)
         if mid > 0:
             spread_bps = ((quote.ask - quote.bid) / mid * 10_000).quantize(_SPREAD_QUANTUM)
         model = track.model if track is not None and track.model is not None else _NO_RISK
-        ctx = MarketContext(now.timestamp(), spread_bps, model, self._timer_slots.get(asset))
+        ctx = MarketContext(
+            now.timestamp(), spread_bps, model, self._timer_slots.get(asset), delta.gamma_coin_per_usd
+        )
         outcome = self.options.policy.decide(view, policy, ctx)
         self._timer_slots[asset] = outcome.timer_slot
         return outcome.decision, delta, _join(outcome.detail, proxy)
@@ -417,12 +420,13 @@ class Hedger:
                 track.beta = track.beta.update(quote.mark, hedge_quote.mark)
 
     def _exposure(self, asset: str, policy: AssetPolicy) -> Decimal | None:
-        """The asset's delta before its hedge (holdings and other legs): what the hedge has to follow."""
+        """The asset's delta before its hedge (holdings and other legs): what the hedge has to follow. Options
+        are left out: the cost-aware band counts their drift by their gamma."""
         account = self.state.account
         if account is None:
             return None
         delta = self.state.deltas().get(asset)
-        coin = delta.delta_coin if delta is not None else Decimal(0)
+        coin = delta.delta_coin - delta.option_delta_coin if delta is not None else Decimal(0)
         hedge = self.state.instruments[policy.hedge_symbol]
         quote = self.state.quotes.get(hedge.symbol)
         if hedge.base == asset and quote is not None:

@@ -67,6 +67,7 @@ def apply_overrides(
     slippage_bps: str | None = None,
     spread_bps: str | None = None,
     skip_horizon: str | None = None,
+    option_vol: str | None = None,
 ) -> BacktestSettings:
     """The flags on top of the settings from the environment."""
     changes: dict[str, Any] = {}
@@ -107,6 +108,11 @@ def apply_overrides(
         changes["spread_bps"] = float(bps)
     if skip_horizon is not None:
         changes["skip_horizon_secs"] = _duration_secs(skip_horizon, "--skip-horizon")
+    if option_vol is not None:
+        vol = _number(option_vol, "--option-vol", "a positive annualised volatility (0.6 = 60%)")
+        if vol <= 0:
+            raise ConfigError("--option-vol", "a positive annualised volatility (0.6 = 60%)", option_vol)
+        changes["option_vol"] = float(vol)
     return replace(settings, **changes)
 
 
@@ -122,8 +128,10 @@ def backtest(
              "Repeatable.")] = None,
     exposure: Annotated[str, typer.Option(
         "--exposure", help="static[:USD] (DK_EXTERNAL__<ASSET> coins, else worth USD per asset), lp[:USD] "
-                           "(a x*y=k pool per asset, 1000000 USD by default) or inventory=FILE "
-                           "(CSV of timestamp,asset,quantity).")] = "static",
+                           "(a x*y=k pool per asset, 1000000 USD by default), inventory=FILE "
+                           "(CSV of timestamp,asset,quantity) or calls:N[:STRIKE_PCT[:DAYS]] (N coin-settled "
+                           "calls per asset, + long, e.g. calls:-10; strike 110 % of the first price and "
+                           "expiry 30 days after it by default; Black-76 at --option-vol).")] = "static",
     policy: Annotated[str | None, typer.Option(
         "--policy", help="timer, band or cost-aware (default: DK_POLICY).")] = None,
     sweep: Annotated[bool, typer.Option(
@@ -150,6 +158,8 @@ def backtest(
     skip_horizon: Annotated[str | None, typer.Option(
         "--skip-horizon", help="Fixed band's skip rule horizon, 0 = off (overrides DK_SKIP_HORIZON_SECS).")
     ] = None,
+    option_vol: Annotated[str | None, typer.Option(
+        "--option-vol", help="Implied volatility of --exposure calls (default 0.6 = 60%).")] = None,
 ) -> None:
     """Replay price history through the decision code and the simulated exchange: cost against tracking
     error for a policy's settings."""
@@ -168,7 +178,7 @@ def backtest(
     settings = apply_overrides(
         _load_settings(), rebalance_to=rebalance_to, band_pct=band_pct, timer=timer,
         risk_aversion=risk_aversion, max_deviation_pct=max_deviation_pct, slippage_bps=slippage_bps,
-        spread_bps=spread_bps, skip_horizon=skip_horizon,
+        spread_bps=spread_bps, skip_horizon=skip_horizon, option_vol=option_vol,
     )
     settings.validate()
     if plot is not None and plot.suffix.lower() != ".png":

@@ -21,12 +21,17 @@ from deltakeeper.sim.feeds import Bar, load_bars, parse_timestamp
 from deltakeeper.sim.markets import (
     ASSETS,
     MIN_NOTIONAL_USD,
+    OPTION_FEE_RATE,
+    OPTION_LOT_STEP,
     PERP_MAKER_FEE_RATE,
     PERP_TAKER_FEE_RATE,
+    option_symbol,
 )
 
 QUOTE_SUFFIXES = ("FDUSD", "USDT", "USDC", "BUSD", "TUSD", "PERP", "USD")
 DEFAULT_POOL_USD = Decimal(1_000_000)
+DEFAULT_STRIKE_PCT = Decimal(110)
+DEFAULT_EXPIRY_DAYS = Decimal(30)
 _LEADING_LETTERS = re.compile(r"^[A-Za-z]+")
 _ASSET = re.compile(r"^[A-Za-z0-9]+$")
 _TIME_COLUMNS = ("timestamp", "datetime", "time", "date", "ts")
@@ -99,22 +104,49 @@ def parse_file_specs(specs: Sequence[str], flag: str) -> dict[str, Path]:
 @dataclass(frozen=True, slots=True)
 class ExposureSpec:
     kind: str
-    """`static`, `lp` or `inventory`."""
+    """`static`, `lp`, `inventory` or `calls`."""
     value_usd: Decimal = DEFAULT_POOL_USD
     """Starting value per asset: of the pool (`lp`), of the holdings (`static`, unless DK_EXTERNAL_ names
     them in coins)."""
     path: Path | None = None
+    calls: Decimal = Decimal(0)
+    """`calls`: signed contracts (one coin each, + long) of a coin-settled call on each asset."""
+    strike_pct: Decimal = DEFAULT_STRIKE_PCT
+    """`calls`: the strike, percent of the asset's first price."""
+    expiry_days: Decimal = DEFAULT_EXPIRY_DAYS
+    """`calls`: days from the asset's first price event to expiry."""
 
     def __str__(self) -> str:
         if self.kind == "inventory":
             return f"inventory={self.path}"
+        if self.kind == "calls":
+            return f"calls:{self.calls:f}:{self.strike_pct:f}:{self.expiry_days:f}"
         return f"{self.kind}:{self.value_usd}"
 
 
+def _parse_calls(spec: str, fields: list[str]) -> ExposureSpec:
+    """`calls:N[:STRIKE_PCT[:DAYS]]`: N contracts non-zero, the strike percent and the days positive."""
+    expected = "calls:N[:STRIKE_PCT[:DAYS]] with N non-zero contracts, STRIKE_PCT and DAYS positive"
+    if not 1 <= len(fields) <= 3:
+        raise ConfigError("--exposure", expected, spec)
+    try:
+        numbers = [Decimal(f.strip().replace("_", "")) for f in fields]
+    except InvalidOperation:
+        raise ConfigError("--exposure", expected, spec) from None
+    contracts, *rest = numbers
+    if not all(n.is_finite() for n in numbers) or contracts == 0 or any(n <= 0 for n in rest):
+        raise ConfigError("--exposure", expected, spec)
+    strike_pct = rest[0] if rest else DEFAULT_STRIKE_PCT
+    days = rest[1] if len(rest) > 1 else DEFAULT_EXPIRY_DAYS
+    return ExposureSpec("calls", calls=contracts, strike_pct=strike_pct, expiry_days=days)
+
+
 def parse_exposure(spec: str) -> ExposureSpec:
-    """`static[:USD]`, `lp[:USD]` (1,000,000 USD per asset by default) or `inventory=FILE`."""
+    """`static[:USD]`, `lp[:USD]` (1,000,000 USD per asset by default), `inventory=FILE` or
+    `calls:N[:STRIKE_PCT[:DAYS]]` (N coin-settled calls per asset, strike 110 % of the first price and 30
+    days to expiry by default)."""
     text = spec.strip()
-    expected = "static[:USD], lp[:USD] or inventory=FILE"
+    expected = "static[:USD], lp[:USD], inventory=FILE or calls:N[:STRIKE_PCT[:DAYS]]"
     if text.lower().startswith("inventory="):
         path = Path(text.split("=", 1)[1])
         if not path.is_file():
@@ -123,6 +155,8 @@ def parse_exposure(spec: str) -> ExposureSpec:
         return ExposureSpec("inventory", path=path)
     kind, sep, amount = text.partition(":")
     kind = kind.lower()
+    if kind == "calls" and sep:
+        return _parse_calls(spec, amount.split(":"))
     if kind not in ("static", "lp"):
         raise ConfigError("--exposure", expected, spec)
     if not sep:
@@ -155,6 +189,16 @@ def linear_perp(asset: str) -> Instrument:
             maker_fee_rate=PERP_MAKER_FEE_RATE,
         )
     return replace(instrument, funding_interval_secs=None)
+
+
+def coin_settled_call(asset: str, strike_usd: Decimal, expiry: datetime) -> Instrument:
+    """A Deribit-style call on `asset`: settled in the asset, one coin a contract, the simulator's sizes."""
+    return Instrument(
+        symbol=option_symbol(asset, expiry, strike_usd, True), kind=Kind.OPTION, base=asset, quote="USD",
+        settle=asset, lot_step_contracts=OPTION_LOT_STEP, min_contracts=OPTION_LOT_STEP,
+        taker_fee_rate=OPTION_FEE_RATE, maker_fee_rate=OPTION_FEE_RATE, expiry=expiry, strike=strike_usd,
+        option_type="call",
+    )
 
 
 def price_decimals(asset: str, first_price: float) -> int:

@@ -5,7 +5,7 @@ simulated engine gets the quote, the exposure model moves the holdings (held out
 pool or a wallet, as `DK_EXTERNAL__<ASSET>` declares them to the live bot), funding due by then settles
 (`adjust_balance` of the settle coin), `domain.exposure.asset_deltas` computes each asset's delta from the
 account's balances and positions (refreshed after every fill and funding payment, as the live market state
-is on account events) and the external holdings, the policy
+is on account events), the external holdings and an options book's positions, the policy
 (`domain.decide_policies`, wrapping `domain.policy.decide`) decides, `domain.risk.check` applies the risk
 limits, and a market order goes to `SimEngine.place_order`, which fills it against its synthetic book.
 
@@ -13,14 +13,26 @@ Figures (USD; costs are positive when paid):
 - `fees_usd`: the engine's fees. `slippage_usd`: what fills cost beyond the quote's mid (half the spread
   plus the walk through the book). `cost_usd` = fees + slippage.
 - `hedge_pnl_usd`: the hedge positions' PnL valued at the mid, so fees, slippage and funding are apart.
-- `exposure_pnl_usd`: the holdings' PnL between price events, sum of holdings x change of the mid: what the
-  hedge offsets. `net_pnl_usd` = exposure + hedge + funding - cost.
+- `exposure_pnl_usd`: the holdings' PnL between price events, sum of holdings x change of the mid, plus an
+  options book's change of value: what the hedge offsets. `net_pnl_usd` = exposure + hedge + funding - cost.
 - `tracking_error_usd`: root mean square of the portfolio's USD deviation from target (sum over assets
   of (delta - target) x mid), sampled at every price event after the prices and holdings move and
   before that event's decisions, each sample weighted by the time since the previous price event.
   `max_abs_delta_usd`: the largest |deviation| among those samples.
 - `funding_usd`: funding on the hedge, settled at the funding file's timestamps at the latest mid:
   -position x mid x rate (positive = received).
+
+Options book (`--exposure calls:N[:STRIKE_PCT[:DAYS]]`, `domain.exposure_models.OptionBook`): N coin-settled
+calls per asset (Deribit-style, one coin a contract), struck at STRIKE_PCT % of the asset's first mid and
+expiring DAYS after its first price event, held outside the hedging account (with `DK_EXTERNAL__<ASSET>`
+coins beside them, if declared: covered calls). They are valued by Black-76 on the mid at the fixed implied
+volatility `option_vol`, and `asset_deltas` counts them as the live bot counts an option position without a
+published delta: the price-adjusted delta plus their value in the coin (REFERENCE 1.3), with their gamma for
+the cost-aware band. The premium and the payoff are taken in USD: the book's PnL is the change of its USD
+value. At the first price event at or after expiry the calls settle at their intrinsic value on that mid:
+the book's value stops there and its delta is zero from then on (the hedge is then traded back by the
+policy). The risk model's measured drift follows the holdings; the options enter the cost-aware band by
+their gamma.
 """
 
 from __future__ import annotations
@@ -28,7 +40,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from heapq import merge
 from itertools import groupby
@@ -39,11 +51,13 @@ from deltakeeper.backtest.data import (
     AssetSeries,
     ExposureSpec,
     PriceEvent,
+    coin_settled_call,
     linear_perp,
     load_funding,
     load_inventory,
     load_price_series,
     parse_exposure,
+    price_decimals,
 )
 from deltakeeper.backtest.settings import POLICIES, SWEEP_GRID, BacktestSettings
 from deltakeeper.domain import risk
@@ -55,6 +69,7 @@ from deltakeeper.domain.exposure_models import (
     ConstantProductPool,
     ExposureModel,
     InventoryPath,
+    OptionBook,
     StaticHoldings,
 )
 from deltakeeper.domain.instruments import ZERO, Instrument
@@ -145,6 +160,10 @@ class _Asset:
     policy: AssetPolicy
     model: ExposureModel
     risk: RiskModel
+    book: OptionBook | None = None
+    book_value_usd: Decimal | None = None
+    """The options book's value at the last price event (its payoff once settled)."""
+    book_settled: bool = False
     holdings: Decimal = ZERO
     hedge_contracts: Decimal = ZERO
     mid: Decimal | None = None
@@ -171,10 +190,24 @@ def _exposure_model(data: Dataset, cfg: BacktestSettings, asset: str, first_pric
         return ConstantProductPool.from_value(float(spec.value_usd), first_price)
     if spec.kind == "inventory":
         return data.inventory.get(asset) or StaticHoldings(ZERO)
+    if spec.kind == "calls":
+        return StaticHoldings(cfg.external_coin.get(asset, ZERO))
     held = cfg.external_coin.get(asset)
     if held is None:
         held = (spec.value_usd / Decimal(repr(first_price))).quantize(COIN_QUANTUM)
     return StaticHoldings(held)
+
+
+def _option_book(spec: ExposureSpec, cfg: BacktestSettings, series: AssetSeries) -> OptionBook | None:
+    """`calls:N:STRIKE_PCT:DAYS`: the calls on the asset, struck at STRIKE_PCT % of its first mid (to the
+    price tick), expiring DAYS after its first price event."""
+    if spec.kind != "calls":
+        return None
+    first = series.events[0]
+    tick = Decimal(1).scaleb(-price_decimals(series.asset, first.price))
+    strike = (first.quote.mark * spec.strike_pct / 100).quantize(tick)
+    expiry = first.ts + timedelta(days=float(spec.expiry_days))
+    return OptionBook(coin_settled_call(series.asset, strike, expiry), spec.calls, cfg.option_vol)
 
 
 class _Replay:
@@ -200,8 +233,13 @@ class _Replay:
                                    cfg.targets_coin.get(asset, ZERO), cfg.rebalance_to),
                 model=_exposure_model(data, cfg, asset, first),
                 risk=RiskModel.for_bar(series.bar_secs, cfg.ewma_daily_decay),
+                book=_option_book(data.exposure, cfg, series),
             )
         self.instruments = {a.hedge.symbol: a.hedge for a in self.assets.values()}
+        self.books = [a.book for a in self.assets.values() if a.book is not None]
+        self.delta_instruments = dict(self.instruments)
+        """The hedges (the engine's markets) and the options books' calls (held elsewhere)."""
+        self.delta_instruments.update((b.instrument.symbol, b.instrument) for b in self.books)
         self.engine = SimEngine(self.instruments, seed=0)
         self.engine.open_account(ACCOUNT, {SETTLE: COLLATERAL_USD})
         self.fills: list[Fill] = []
@@ -252,7 +290,7 @@ class _Replay:
                     if not state.started:
                         self._open_hedge(state, event, t_secs)
                         opened = True
-            deltas = self._deltas()
+            deltas = self._deltas(ts)
             if previous_t is not None:
                 self._sample(deltas, t_secs - previous_t)
             for event in events:
@@ -273,6 +311,13 @@ class _Replay:
             state.hedge_pnl_usd += state.hedge_contracts * state.hedge.contract_size * move
             state.exposure_pnl_usd += state.holdings * move
         state.mid = mid
+        book = state.book
+        if book is not None and not state.book_settled:
+            value = book.value_usd(mid, event.ts)
+            if state.book_value_usd is not None:
+                state.exposure_pnl_usd += value - state.book_value_usd
+            state.book_value_usd = value
+            state.book_settled = book.expired(event.ts)
         holdings = state.model.holdings_coin(event.price, t_secs)
         if holdings != state.holdings:
             state.holdings = holdings
@@ -297,9 +342,17 @@ class _Replay:
         self.balances = self.engine.balances(ACCOUNT)
         self.positions = self.engine.positions(ACCOUNT)
 
-    def _deltas(self) -> dict[str, AssetDelta]:
+    def _deltas(self, ts: datetime) -> dict[str, AssetDelta]:
         prices = {a: s.mid for a, s in self.assets.items() if s.mid is not None}
-        return asset_deltas(self.instruments, self.balances, self.positions, prices, self.external)
+        positions = self.positions
+        if self.books:
+            positions = list(positions)
+            for state in self.assets.values():
+                if state.book is not None and state.mid is not None:
+                    held = state.book.position(state.mid, ts)
+                    if held is not None:
+                        positions.append(held)
+        return asset_deltas(self.delta_instruments, self.balances, positions, prices, self.external, as_of=ts)
 
     def _deviation_usd(self, state: _Asset, deltas: Mapping[str, AssetDelta]) -> float:
         delta = deltas.get(state.asset)
@@ -332,8 +385,8 @@ class _Replay:
         state.opened_at = t_secs
         if isinstance(self.policy, TimerPolicy):
             state.timer_slot = self.policy.slot(t_secs)  # the timer counts from the opening hedge
-        deviation = state.holdings + state.hedge.delta_coin(state.hedge_contracts, event.quote.mark)
-        deviation -= state.policy.target_coin
+        delta = self._deltas(event.ts).get(state.asset)
+        deviation = (delta.delta_coin if delta is not None else ZERO) - state.policy.target_coin
         contracts = state.hedge.round_contracts(state.hedge.contracts_for_coin(-deviation, event.quote.mark))
         if contracts != 0 and abs(contracts) >= state.hedge.min_contracts:
             request = OrderRequest(client_order_id(self._next_order()), state.hedge.symbol,
@@ -349,7 +402,7 @@ class _Replay:
         quote = event.quote
         delta = deltas.get(state.asset) or AssetDelta(state.asset, ZERO, ZERO, ZERO)
         view = AssetView(state.asset, delta.delta_coin, delta.gross_coin, quote.mark, state.hedge, quote.mark)
-        ctx = MarketContext(t_secs, event.spread_bps, state.risk, state.timer_slot)
+        ctx = MarketContext(t_secs, event.spread_bps, state.risk, state.timer_slot, delta.gamma_coin_per_usd)
         outcome = self.policy.decide(view, state.policy, ctx)
         state.timer_slot = outcome.timer_slot
         decision = outcome.decision
@@ -424,6 +477,8 @@ class _Replay:
             key: _total(r["initial_hedge"][key] for r in per_asset.values())
             for key in ("trades", "traded_notional_usd", "fees_usd", "slippage_usd")
         }
+        if self.books:
+            totals["option_vol"] = self.cfg.option_vol
         totals["settings"] = self.cfg.settings_used(self.policy_name)
         totals["assets"] = per_asset
         return totals
@@ -458,6 +513,17 @@ class _Replay:
             "final_hedge_coin": s.hedge.delta_coin(s.hedge_contracts, s.mid or Decimal(1)),
             "decisions": dict(sorted(s.reasons.items())),
         }
+        if s.book is not None:
+            option = s.book.instrument
+            result["options"] = {
+                "symbol": option.symbol,
+                "contracts": s.book.contracts,
+                "strike_usd": option.strike,
+                "expiry": option.expiry,
+                "vol": s.book.vol,
+                "settled": s.book_settled,
+                "final_value_usd": (s.book_value_usd or ZERO).quantize(_WALLET),
+            }
         if s.risk_notes:
             result["risk_notes"] = dict(sorted(s.risk_notes.items()))
         if s.last_skip:
@@ -493,8 +559,8 @@ def run_backtest(
     settings: BacktestSettings | None = None,
 ) -> dict[str, Any]:
     """Replay `prices` ({asset: CSV or Parquet file of bars}) and `funding` ({asset: file of timestamp and
-    rate}) with an exposure (`static[:USD]`, `lp[:USD]`, `inventory=FILE`) and a policy (`timer`, `band`,
-    `cost-aware`). Raises ConfigError for bad input."""
+    rate}) with an exposure (`static[:USD]`, `lp[:USD]`, `inventory=FILE`, `calls:N[:STRIKE_PCT[:DAYS]]`)
+    and a policy (`timer`, `band`, `cost-aware`). Raises ConfigError for bad input."""
     cfg = settings or BacktestSettings()
     return run_dataset(load_dataset(prices, funding, exposure, cfg.spread_bps), policy, cfg)
 

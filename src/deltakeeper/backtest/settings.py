@@ -70,6 +70,8 @@ class BacktestSettings:
     ewma_daily_decay: float = RISKMETRICS_DAILY_DECAY
     spread_bps: float = 1.0
     """The quoted bid-ask spread the replay puts around each bar's close (replay only)."""
+    option_vol: float = 0.6
+    """The implied volatility an options book (`--exposure calls:...`) is valued at (replay only)."""
     start_hedged: bool = True
     """Open the hedge at the target on each asset's first price event, outside the figures (its cost is
     reported as `initial_hedge`), so that policies are compared on the hedging itself."""
@@ -145,6 +147,8 @@ class BacktestSettings:
             ("DK_EWMA_DAILY_DECAY", 0 < self.ewma_daily_decay < 1, "a decay in (0, 1)",
              self.ewma_daily_decay),
             ("--spread-bps", self.spread_bps >= 0, "a non-negative number of bps", self.spread_bps),
+            ("--option-vol", self.option_vol > 0, "a positive annualised volatility (0.6 = 60%)",
+             self.option_vol),
         )
         for variable, ok, expected, got in checks:
             if not ok:

@@ -14,6 +14,9 @@ quoted spread and the risk model's state are arguments; a policy returns its new
   `a = ra vol^2 S^2 / 2`, the cost rate `c` = taker fee + half the quoted spread + a slippage estimate,
   `vol` the EWMA volatility of the price and `sD^2` the drift variance of the exposure being hedged,
   clamped to [one lot step, the hard maximum deviation]: a deviation beyond the hard maximum always trades.
+  `sD^2` is the measured drift (the risk model's, of the exposure without its options) plus the options'
+  gamma term `(G vol S)^2`: their delta moves with the price (with only the gamma term this is
+  Whalley-Wilmott's band).
   Until the risk model has seen a return and a change of exposure, the band is the hard maximum.
 
 Proxy hedges (REFERENCE.md 5): an asset hedged with another asset's contract at a ratio `beta`. `proxy_view`
@@ -30,7 +33,7 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import ClassVar
 
-from deltakeeper.domain.bands import cost_aware_half_width_coin
+from deltakeeper.domain.bands import cost_aware_half_width_coin, gamma_drift_var_coin2_per_year
 from deltakeeper.domain.costs import proportional_cost_rate, worth_trading
 from deltakeeper.domain.instruments import ZERO, Instrument
 from deltakeeper.domain.policy import (
@@ -59,7 +62,10 @@ _PROXY_QUANTUM = Decimal("1E-12")
 
 @dataclass(frozen=True, slots=True)
 class RiskModel:
-    """Per asset: EWMA volatility of the price (per bar) and the drift rate of the exposure being hedged."""
+    """Per asset: EWMA volatility of the price (per bar) and the drift rate of the exposure being hedged.
+
+    The exposure observed leaves options out (`AssetDelta.option_delta_coin`): their delta moves with the
+    price by their gamma, which the cost-aware band adds as its own term, `(G vol S)^2`."""
 
     vol: EwmaVol
     drift: EwmaDrift
@@ -70,7 +76,8 @@ class RiskModel:
         return cls(EwmaVol.for_bar(bar_secs, daily_decay), EwmaDrift(daily_decay))
 
     def observe(self, price_usd: Decimal | float, exposure_coin: Decimal | float, t_secs: float) -> RiskModel:
-        """One bar close: the price, and the exposure before hedges (holdings, not the hedge's fills)."""
+        """One bar close: the price, and the exposure before hedges and options (holdings, not the hedge's
+        fills)."""
         return RiskModel(self.vol.update(price_usd), self.drift.update(exposure_coin, t_secs))
 
     @property
@@ -85,12 +92,14 @@ class RiskModel:
 @dataclass(frozen=True, slots=True)
 class MarketContext:
     """What a policy sees besides the asset's view: the time, the hedge's quoted spread, the risk model,
-    and the timer slot last traded (None before the first)."""
+    the timer slot last traded (None before the first) and the gamma of the asset's delta
+    (`AssetDelta.gamma_coin_per_usd`: coins per USD of its price, from options)."""
 
     now_secs: float
     spread_bps: Decimal
     risk: RiskModel
     timer_slot: int | None = None
+    gamma_coin_per_usd: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,10 +246,15 @@ class CostAwarePolicy:
         scale = _cost_scale(view)
         if scale is not None:
             rate *= scale
+        price = float(view.price_usd)
+        gamma = ctx.gamma_coin_per_usd
+        gamma_var = gamma_drift_var_coin2_per_year(gamma, vol, price)
         width = cost_aware_half_width_coin(
-            float(rate), float(view.price_usd), vol, drift_var, self.risk_aversion_per_usd, lot, hard_max
+            float(rate), price, vol, drift_var + gamma_var, self.risk_aversion_per_usd, lot, hard_max
         )
-        return width, _BandInputs(lot, hard_max, rate, vol, drift_var, self.risk_aversion_per_usd)
+        return width, _BandInputs(
+            lot, hard_max, rate, vol, drift_var, self.risk_aversion_per_usd, gamma=gamma, gamma_var=gamma_var
+        )
 
     def decide(self, view: AssetView, policy: AssetPolicy, ctx: MarketContext) -> PolicyDecision:
         width, inputs = self._band(view, ctx)
@@ -258,8 +272,11 @@ class _BandInputs:
     rate: Decimal | None = None
     vol: float | None = None
     drift_var: float | None = None
+    """The measured drift variance; the band's is this plus `gamma_var`."""
     risk_aversion: float | None = None
     warming_up: bool = False
+    gamma: float = 0.0
+    gamma_var: float = 0.0
 
     def describe(self, width: Decimal) -> str:
         clamp = ""
@@ -269,9 +286,14 @@ class _BandInputs:
             clamp = " band=lot_step"
         if self.rate is None or self.vol is None or self.drift_var is None:
             return ("warming_up" if self.warming_up else "") + clamp
+        gamma = ""
+        if self.gamma:
+            gamma = (f" measured_drift_var={self.drift_var:.6g} gamma_coin_per_usd={self.gamma:.6g} "
+                     f"gamma_drift_var={self.gamma_var:.6g}")
         return (
-            f"cost_rate={self.rate} vol={self.vol:.4f} drift_var_coin2_per_year={self.drift_var:.6g} "
-            f"risk_aversion={self.risk_aversion:g}{clamp}"
+            f"cost_rate={self.rate} vol={self.vol:.4f} "
+            f"drift_var_coin2_per_year={self.drift_var + self.gamma_var:.6g} "
+            f"risk_aversion={self.risk_aversion:g}{gamma}{clamp}"
         )
 
 

@@ -28,7 +28,10 @@ class Position:
 
     Margin, where the exchange reports it (None where it does not: `domain.margin` estimates it):
     `liquidation_price` (USD per coin; an option's is of its underlying), `initial_margin` and
-    `maintenance_margin` (in the settle coin) and `leverage`.
+    `maintenance_margin` (in the settle coin), `leverage`, `collateral` (the margin the exchange counts
+    as the position's own plus its unrealised PnL, in the settle coin: what backs an isolated position;
+    a cross-margined one is backed by the whole settlement currency) and `margin_mode` (`cross` or
+    `isolated`).
     """
 
     symbol: str
@@ -43,6 +46,8 @@ class Position:
     initial_margin: Decimal | None = None
     maintenance_margin: Decimal | None = None
     leverage: Decimal | None = None
+    collateral: Decimal | None = None
+    margin_mode: str | None = None
 
 
 class OptionInputMissing(KeyError):
@@ -62,12 +67,19 @@ class OptionDelta:
     the option's value: `delta - value` for a coin-settled option (the price-adjusted delta, REFERENCE
     1.3), `delta` otherwise. `value` is the option's price per coin of underlying in the settle
     currency (the mark, else Black-76's). `source` is `exchange` or `black76`.
+
+    `gamma_per_usd` is the slope, in the underlying's price, of what the option adds to its
+    underlying's delta: `delta_adj`, plus for a coin-settled option its value in that same coin. The
+    two slopes, `gamma_adj` and `delta_adj / F` (`greeks.greeks`), sum to the plain Black-76 gamma,
+    the slope of the plain delta. It is Black-76's at the mark IV, also beside a published delta;
+    0.0 when Black-76 lacks an input (a published delta without a mark IV or without the time).
     """
 
     delta: Decimal
     delta_adj: Decimal
     value: Decimal
     source: str
+    gamma_per_usd: float = 0.0
 
 
 def years_to_expiry(expiry: datetime, as_of: datetime) -> float:
@@ -87,33 +99,38 @@ def option_delta(
     The exchange's delta when it published one; else Black-76 on the position's `underlying_price`
     (else `price_usd`, the asset's price) at its `mark_iv`, with the time to expiry counted from
     `as_of`. A coin-settled option's adjusted delta subtracts its value in coin, the mark (Black-76's
-    premium when the mark is zero), so that `delta_adj + value` is always the plain delta.
+    premium when the mark is zero), so that `delta_adj + value` is always the plain delta. The gamma
+    is Black-76's whenever its inputs are there, beside a published delta too.
     Raises OptionInputMissing when neither way is open.
     """
     mark = position.mark_price
+    forward = position.underlying_price or price_usd
+    vol, strike, expiry = position.mark_iv, instrument.strike, instrument.expiry
+    model = None
+    if (vol is not None and as_of is not None and strike is not None and expiry is not None
+            and forward is not None):
+        model = greeks(
+            float(forward), float(strike), years_to_expiry(expiry, as_of), vol, instrument.is_call
+        )
     if position.delta is not None:
         value = mark
         delta = position.delta
         source = "exchange"
-    else:
-        forward = position.underlying_price or price_usd
-        vol, strike, expiry = position.mark_iv, instrument.strike, instrument.expiry
-        if vol is None or as_of is None or strike is None or expiry is None or forward is None:
-            needs = {"a mark IV": vol, "the time (as_of)": as_of, "a strike": strike, "an expiry": expiry,
-                     f"a USD price for {instrument.base}": forward}
-            missing = ", ".join(name for name, given in needs.items() if given is None)
-            raise OptionInputMissing(
-                f"option {position.symbol} has no published delta, and Black-76 needs {missing}"
-            )
-        model = greeks(
-            float(forward), float(strike), years_to_expiry(expiry, as_of), vol, instrument.is_call
+    elif model is None:
+        needs = {"a mark IV": vol, "the time (as_of)": as_of, "a strike": strike, "an expiry": expiry,
+                 f"a USD price for {instrument.base}": forward}
+        missing = ", ".join(name for name, given in needs.items() if given is None)
+        raise OptionInputMissing(
+            f"option {position.symbol} has no published delta, and Black-76 needs {missing}"
         )
+    else:
         delta = _dec(model.delta)
         model_value = model.premium_coin if instrument.coin_settled else model.price_usd
         value = mark if mark > 0 else _dec(model_value)
         source = "black76"
     delta_adj = delta - value if instrument.coin_settled else delta
-    return OptionDelta(delta=delta, delta_adj=delta_adj, value=value, source=source)
+    gamma = model.gamma_per_usd if model is not None else 0.0
+    return OptionDelta(delta=delta, delta_adj=delta_adj, value=value, source=source, gamma_per_usd=gamma)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +140,11 @@ class AssetDelta:
     delta_usd: Decimal
     gross_coin: Decimal
     """Sum of the absolute exposures of every leg, for percentage bands."""
+    gamma_coin_per_usd: float = 0.0
+    """How `delta_coin` moves with the asset's USD price: its options' gamma (`OptionDelta.gamma_per_usd`
+    x contracts x contract size), zero without options. The cost-aware band's drift (REFERENCE 4)."""
+    option_delta_coin: Decimal = ZERO
+    """The part of `delta_coin` that options carry: their adjusted delta, and their value in this coin."""
 
 
 def unrealized_pnl(instrument: Instrument, position: Position) -> Decimal:
@@ -162,16 +184,21 @@ def asset_deltas(
     DeltaTotal), and the two sum to the plain delta, the slope of `F x wallet + n x C(F)`. Deribit's
     FAQ: a 0.50-delta call bought for 0.10 BTC moves 0.10 out of the wallet, adds 0.10 of option value
     and 0.40 of adjusted delta: the account's delta rises by 0.40. `as_of` (tz-aware) is needed only
-    for an option valued with Black-76; OptionInputMissing (a KeyError) says what is missing.
+    for an option valued with Black-76, and for an option's gamma (`AssetDelta.gamma_coin_per_usd`);
+    OptionInputMissing (a KeyError) says what is missing.
     """
     coin: dict[str, Decimal] = {}
     gross: dict[str, Decimal] = {}
+    gamma: dict[str, float] = {}
+    options: dict[str, Decimal] = {}
 
-    def add(asset: str, amount: Decimal) -> None:
+    def add(asset: str, amount: Decimal, option: bool = False) -> None:
         if is_stable(asset) or amount == 0:
             return
         coin[asset] = coin.get(asset, ZERO) + amount
         gross[asset] = gross.get(asset, ZERO) + abs(amount)
+        if option:
+            options[asset] = options.get(asset, ZERO) + amount
 
     for asset, amount in balances.items():
         add(asset.upper(), amount)
@@ -184,8 +211,11 @@ def asset_deltas(
         if instrument.is_option:
             size_coin = position.contracts * instrument.contract_size
             one = option_delta(instrument, position, prices_usd.get(instrument.base), as_of)
-            add(instrument.base, size_coin * one.delta_adj)
-            add(instrument.settle, size_coin * one.value)
+            add(instrument.base, size_coin * one.delta_adj, option=True)
+            add(instrument.settle, size_coin * one.value, option=True)
+            if one.gamma_per_usd:
+                base = instrument.base
+                gamma[base] = gamma.get(base, 0.0) + float(size_coin) * one.gamma_per_usd
             continue
         add(instrument.base, instrument.delta_coin(position.contracts, position.mark_price))
         add(instrument.settle, unrealized_pnl(instrument, position))
@@ -195,5 +225,8 @@ def asset_deltas(
         price = prices_usd.get(asset)
         if price is None:
             raise KeyError(f"no USD price for {asset}")
-        result[asset] = AssetDelta(asset, coin[asset], coin[asset] * price, gross[asset])
+        amount = coin[asset]
+        result[asset] = AssetDelta(
+            asset, amount, amount * price, gross[asset], gamma.get(asset, 0.0), options.get(asset, ZERO)
+        )
     return result

@@ -10,8 +10,13 @@ models say how many coins of an asset are held at a time and price, for backtest
 - `InventoryPath`: a recorded path of holdings, a step function of time: the quantity of the latest
   record at or before the time, zero before the first.
 
-Pure and clock-free: time is seconds since the epoch, passed in. Pool maths is in floats (a square root);
-holdings come back as `Decimal` coins rounded to `COIN_QUANTUM`, like an exchange wallet.
+Options hold no coins: their delta moves with the price through their gamma. `OptionBook` is a book of one
+option, valued by Black-76 at a fixed implied volatility, that `exposure.asset_deltas` counts as it counts
+the live bot's option positions.
+
+Pure and clock-free: time is passed in, seconds since the epoch (an option book's: a datetime). Pool maths
+is in floats (a square root); holdings come back as `Decimal` coins rounded to `COIN_QUANTUM`, like an
+exchange wallet.
 """
 
 from __future__ import annotations
@@ -20,8 +25,13 @@ import math
 from bisect import bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Protocol
+
+from deltakeeper.domain.exposure import Position, years_to_expiry
+from deltakeeper.domain.greeks import black76_price_usd, greeks
+from deltakeeper.domain.instruments import Instrument
 
 COIN_QUANTUM = Decimal("1E-8")
 
@@ -102,3 +112,53 @@ class InventoryPath:
     def holdings_coin(self, price_usd: float, t_secs: float) -> Decimal:
         i = bisect_right(self.times_secs, t_secs)
         return self.quantities_coin[i - 1] if i else Decimal(0)
+
+
+@dataclass(frozen=True, slots=True)
+class OptionBook:
+    """`contracts` (signed, + long) of one option, held outside the hedging account and valued by Black-76
+    at the fixed implied volatility `vol` on the price of its underlying (REFERENCE 1.3).
+
+    `position` is the book as an exchange that publishes no greeks reports it: marked at Black-76's value
+    (in coin for a coin-settled option), with `vol` as its mark IV and no delta, so that
+    `exposure.asset_deltas` gives it the delta the live bot would: the price-adjusted delta plus, for a
+    coin-settled option, its value in the coin. `value_usd` is what the book is worth in USD; at expiry
+    (the price then) it is the payoff, and `position` is None from then on: the option has settled.
+    """
+
+    instrument: Instrument
+    contracts: Decimal
+    vol: float
+
+    def __post_init__(self) -> None:
+        i = self.instrument
+        if not i.is_option or i.strike is None or i.expiry is None:
+            raise ValueError(f"{i.symbol} is not an option with a strike and an expiry")
+        if not self.vol > 0:
+            raise ValueError(f"the implied volatility must be positive, got {self.vol}")
+
+    def _years(self, as_of: datetime) -> float:
+        assert self.instrument.expiry is not None
+        return years_to_expiry(self.instrument.expiry, as_of)
+
+    def value_usd(self, price_usd: Decimal, as_of: datetime) -> Decimal:
+        """contracts x contract size x the option's Black-76 price in USD: its intrinsic value at and after
+        expiry."""
+        i = self.instrument
+        assert i.strike is not None
+        one = black76_price_usd(float(price_usd), float(i.strike), self._years(as_of), self.vol, i.is_call)
+        return self.contracts * i.contract_size * Decimal(repr(one))
+
+    def expired(self, as_of: datetime) -> bool:
+        return self._years(as_of) <= 0
+
+    def position(self, price_usd: Decimal, as_of: datetime) -> Position | None:
+        """The open position at `as_of` (None at and after expiry), marked at Black-76's value (its entry
+        price too: only the mark counts)."""
+        i = self.instrument
+        if self.expired(as_of):
+            return None
+        assert i.strike is not None
+        model = greeks(float(price_usd), float(i.strike), self._years(as_of), self.vol, i.is_call)
+        mark = Decimal(repr(model.premium_coin if i.coin_settled else model.price_usd))
+        return Position(i.symbol, self.contracts, mark, mark, mark_iv=self.vol)
