@@ -30,10 +30,14 @@ def machine() -> str:
             f"load average {load}")
 
 
-def rss_bytes() -> int:
-    """Resident memory of this process, from /proc/self/statm (pages)."""
+def rss_bytes() -> tuple[int, int]:
+    """Resident memory of this process, and the part of it that is not file-backed or shared (the heap:
+    Python's objects and C libraries' own allocations, SQLite's page cache among them), from
+    /proc/self/statm (pages)."""
     with open("/proc/self/statm") as handle:
-        return int(handle.read().split()[1]) * PAGE_SIZE
+        fields = handle.read().split()
+    resident, shared = int(fields[1]) * PAGE_SIZE, int(fields[2]) * PAGE_SIZE
+    return resident, resident - shared
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

@@ -308,6 +308,8 @@ async def build_runner(
         warn_headroom=settings.margin_warn_headroom_pct / 100,
         critical_headroom=limits.critical_margin_headroom,
     ).attach()
+    held = {p.symbol for p in account.positions}
+    await margin.load_tiers(held | {p.hedge_symbol for p in policies.values()})
     watch = Watch(
         hedger,
         hard_limit_bands=settings.hard_limit_bands,

@@ -1,13 +1,17 @@
 """`deltakeeper margin`: what a portfolio needs under portfolio margin and under standard cross margin, the
 capital portfolio margin frees, and how far each derivative leg is from liquidation (REFERENCE 3).
 
-The lead registers the command: `app.command("margin")(margin)`. `margin_report(doc)` is the pure
-computation, on the portfolio file of `deltakeeper delta` (a ccxt-shaped snapshot) with these optional
-keys besides: `timestamp` (ms; needed only by dated futures and options), `leverage_tiers`
-(`{symbol: [{floor, cap, mmr}]}`, or ccxt `fetch_leverage_tiers` entries `{minNotional, maxNotional,
-maintenanceMarginRate}`) and `portfolio_margin` (`{"include_spot": true, "params": {ASSET: {field:
-value}}}`, fields of `domain.margin.PortfolioMarginParams`). Add-ons the file cannot know (open orders,
-market-maker protection) count as zero.
+`margin_report(doc)` is the pure computation, on the portfolio file of `deltakeeper delta` (a ccxt-shaped
+snapshot) with these optional keys besides: `timestamp` (ms; needed only by dated futures and options),
+`leverage_tiers` (`{symbol: [{floor, cap, mmr}]}`, or ccxt `fetch_leverage_tiers` entries `{minNotional,
+maxNotional, maintenanceMarginRate}`) and `portfolio_margin` (`{"include_spot": true, "params": {ASSET:
+{field: value}}}`, fields of `domain.margin.PortfolioMarginParams`). Add-ons the file cannot know (open
+orders, market-maker protection) count as zero.
+
+Without `--portfolio`, the command reports on the live account the DK_ settings configure, as `deltakeeper
+run` reaches it (DK_EXCHANGE, DK_EXCHANGE_URL, the keys): the adapter reads it into the same document
+(`CcxtExchange.portfolio_document`: ccxt's positions with the exchange's margin figures, their markets and
+leverage tiers, the wallet balances, each held asset's mark price, the time).
 
 Portfolio margin (`domain.margin.portfolio_margin`), one grid per underlying and settlement currency:
 - in the coin: inverse contracts and coin-settled options (Deribit);
@@ -29,15 +33,17 @@ and above a table's last cap its last rate goes on.
 
 Liquidation, per derivative leg: the relative move of the leg's price (the underlying's for an option)
 nearest to zero, within -100%..+1000%, after which the leg's equity falls below its maintenance margin;
-null where none does. The leg's equity is the exchange's `collateral` when the position has it; for an
-isolated leg (`marginMode`) the margin posted at entry at its leverage plus its PnL; for a cross leg
+null where none does. The leg's equity: for an isolated leg (`marginMode`) the exchange's `collateral`
+where the position has it, else the margin posted at entry at its leverage plus its PnL; for a cross leg
 (the default) the settlement currency's margin balance (wallet + futures PnL, as Deribit counts it: an
 option's value is left to its margin, which includes its mark) less the other legs' maintenance margin.
-Other coins' value does not count: the spot gain sits in another wallet. Each leg also shows the
-exchange's own `liquidationPrice`, `initialMargin`, `maintenanceMargin`, `collateral`, `leverage` and
-`marginMode` where the file has them, beside the estimate, and names the figures that disagree by more
-than 5%. The leg's `liquidation_price`/`liquidation_move` are the exchange's where it gives them, else the
-estimate's.
+A cross leg's `collateral` is shown, not used: ccxt's figure is the position's own margin (Bybit: its
+`positionBalance` plus its PnL), while the whole settlement currency backs it. Other coins' value does
+not count: the spot gain sits in another wallet. Each leg also shows the exchange's own
+`liquidationPrice`, `initialMargin`, `maintenanceMargin`, `collateral`, `leverage` and `marginMode` where
+the file has them (`adapters.ccxt_parse.position_from_ccxt`), beside the estimate, and names the figures
+that disagree by more than 5%. The leg's `liquidation_price`/`liquidation_move` are the exchange's where it
+gives them, else the estimate's.
 
 For each portfolio-margin grid, `move_to_margin_call` is the index move up and down after which the
 settlement currency's equity (margin balance + options' value + spot in the grid, less the other grids'
@@ -46,6 +52,7 @@ maintenance margin) falls below the grid's maintenance margin (`domain.margin.mo
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -58,16 +65,20 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from deltakeeper.cli_args import read_json_file
-from deltakeeper.domain.errors import ConfigError
+from deltakeeper.domain.errors import ConfigError, ExchangeUnavailable
 from deltakeeper.domain.exposure import Position, unrealized_pnl, years_to_expiry
 from deltakeeper.domain.greeks import black76_price_usd
 from deltakeeper.domain.instruments import ZERO, Instrument, Kind, is_stable
 from deltakeeper.domain.margin import (
+    DEFAULT_LEVERAGE,
+    DEFAULT_TIERS_USD,
+    MarginRules,
     MarginTier,
     PortfolioMarginParams,
     PositionKind,
     RiskPosition,
     cumulative_amounts_usd,
+    leg_requirements,
     margin_headroom,
     move_to_margin_call,
     portfolio_margin,
@@ -75,25 +86,7 @@ from deltakeeper.domain.margin import (
 
 if TYPE_CHECKING:
     from deltakeeper.adapters.ccxt_parse import Portfolio
-
-DEFAULT_LEVERAGE = Decimal(10)
-DEFAULT_TIERS_USD = tuple(
-    MarginTier(Decimal(floor), Decimal(cap), Decimal(mmr))
-    for floor, cap, mmr in [
-        (0, 50_000, "0.004"),
-        (50_000, 250_000, "0.005"),
-        (250_000, 1_000_000, "0.01"),
-        (1_000_000, 10_000_000, "0.025"),
-        (10_000_000, 20_000_000, "0.05"),
-        (20_000_000, 50_000_000, "0.10"),
-    ]
-)
-"""REFERENCE 3.1: Binance BTCUSDT maintenance margin tiers of 2021-03-18, USD notional."""
-
-OPTION_IM_RATE = Decimal("0.15")
-OPTION_IM_MIN_RATE = Decimal("0.10")
-OPTION_MM_RATE = Decimal("0.075")
-"""Deribit's standard margin for short options, per coin of underlying."""
+    from deltakeeper.config import Settings
 
 MOVE_UP_LIMIT = 10.0
 MOVE_DOWN_LIMIT = 0.9999
@@ -143,6 +136,8 @@ class TierTable:
 
 
 DEFAULT_TABLE = TierTable.of(DEFAULT_TIERS_USD, usd=True)
+OPTION_RULES = MarginRules()
+"""Options take Deribit's standard margin (`domain.margin.leg_requirements`), whatever the tables."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +145,6 @@ class Leg:
     """A derivative position with what the margin maths needs of it."""
 
     index: int
-    raw: dict[str, Any]
     instrument: Instrument
     position: Position
     price_usd: Decimal
@@ -191,19 +185,9 @@ def _config(where: str, expected: str, got: object = None) -> ConfigError:
     return ConfigError(where, expected, got)
 
 
-def _opt_number(raw: dict[str, Any], key: str, where: str) -> Decimal | None:
-    from deltakeeper.adapters.ccxt_parse import MalformedPayload, dec
-
-    value = raw.get(key)
-    if value is None or value == "":
-        return None
-    try:
-        return dec(value, key)
-    except MalformedPayload as exc:
-        raise _config(f"{where}.{key}", exc.expected, exc.got) from None
-
-
 def _tier_tables(doc: dict[str, Any], instruments: dict[str, Instrument]) -> dict[str, TierTable]:
+    from deltakeeper.adapters.ccxt_parse import MalformedPayload, tier_from_ccxt
+
     section = doc.get("leverage_tiers", {})
     if not isinstance(section, dict):
         raise _config("leverage_tiers", "a JSON object {symbol: [{floor, cap, mmr}]}", section)
@@ -219,21 +203,24 @@ def _tier_tables(doc: dict[str, Any], instruments: dict[str, Instrument]) -> dic
             at = f"{where}[{i}]"
             if not isinstance(entry, dict):
                 raise _config(at, "a tier {floor, cap, mmr}", entry)
-            floor = _opt_number(entry, "floor", at)
-            floor = _opt_number(entry, "minNotional", at) if floor is None else floor
-            cap = _opt_number(entry, "cap", at)
-            cap = _opt_number(entry, "maxNotional", at) if cap is None else cap
-            mmr = _opt_number(entry, "mmr", at)
-            mmr = _opt_number(entry, "maintenanceMarginRate", at) if mmr is None else mmr
-            if floor is None or mmr is None or not 0 <= mmr < 1:
+            ccxt_entry = {ccxt_key: _given(entry, key, ccxt_key) for key, ccxt_key in (
+                ("floor", "minNotional"), ("cap", "maxNotional"), ("mmr", "maintenanceMarginRate"))}
+            try:
+                tiers.append(tier_from_ccxt(ccxt_entry))
+            except MalformedPayload:
                 raise _config(at, "floor (or minNotional) and mmr (or maintenanceMarginRate) in [0, 1)",
-                              entry)
-            tiers.append(MarginTier(floor, Decimal("Infinity") if cap is None else cap, mmr))
+                              entry) from None
         try:
             tables[symbol] = TierTable.of(tiers, usd=is_stable(instruments[symbol].settle))
         except ValueError as exc:
             raise _config(where, f"contiguous ascending tiers ({exc})") from None
     return tables
+
+
+def _given(entry: dict[str, Any], key: str, other_key: str) -> Any:
+    """The entry's `key`, else its `other_key` (a tier's short name, else ccxt's)."""
+    value = entry.get(key)
+    return entry.get(other_key) if value is None or value == "" else value
 
 
 def _pm_settings(doc: dict[str, Any]) -> tuple[bool, dict[str, PortfolioMarginParams]]:
@@ -291,9 +278,9 @@ def implied_vol(
     return (low + high) / 2
 
 
-def _legs(doc: dict[str, Any], portfolio: Portfolio, as_of: datetime | None) -> list[Leg]:
+def _legs(portfolio: Portfolio, as_of: datetime | None) -> list[Leg]:
     legs = []
-    for i, (raw, position) in enumerate(zip(doc["positions"], portfolio.positions, strict=True)):
+    for i, position in enumerate(portfolio.positions):
         instrument = portfolio.instruments[position.symbol]
         if position.contracts == 0:
             continue
@@ -314,7 +301,7 @@ def _legs(doc: dict[str, Any], portfolio: Portfolio, as_of: datetime | None) -> 
             if vol is None:
                 raise _config(f"positions[{i}].greeks.markImpliedVolatility",
                               "a mark IV, or a mark price above intrinsic value, to revalue the option")
-        legs.append(Leg(i, raw, instrument, position, price, years, vol))
+        legs.append(Leg(i, instrument, position, price, years, vol))
     return legs
 
 
@@ -334,29 +321,14 @@ def _option_value(leg: Leg, price: float) -> float:
 
 def _option_margin(leg: Leg, price: Decimal, mark: Decimal) -> tuple[Decimal, Decimal]:
     """Deribit's standard IM and MM of a short option position (zero for a long one), in its settle
-    currency; `mark` per coin of underlying in that currency."""
-    size = leg.size_coin
-    if size >= 0:
-        return ZERO, ZERO
-    assert leg.instrument.strike is not None
-    strike = leg.instrument.strike
-    otm = max(ZERO, strike - price) if leg.instrument.is_call else max(ZERO, price - strike)
-    unit = Decimal(1) if leg.instrument.coin_settled else price  # rates are per coin, in coin
-    mark_coin = mark / unit
-    im = max(OPTION_IM_RATE - otm / price, OPTION_IM_MIN_RATE) + mark_coin
-    if leg.instrument.is_call:
-        mm = OPTION_MM_RATE + mark_coin
-    else:
-        mm = max(OPTION_MM_RATE, OPTION_MM_RATE * mark_coin) + mark_coin
-        im = max(im, mm)
-    return abs(size) * im * unit, abs(size) * mm * unit
+    currency, at underlying `price`; `mark` per coin of underlying in that currency."""
+    return leg_requirements(leg.instrument, leg.position.contracts, mark, price, OPTION_RULES)
 
 
 def _standard_margin(leg: Leg, tables: dict[str, TierTable]) -> tuple[Decimal, Decimal, Decimal, str]:
     """(IM, MM, leverage, leverage source) of a leg, in its settle currency."""
-    leverage = _opt_number(leg.raw, "leverage", f"positions[{leg.index}]")
-    source = "exchange"
-    if leverage is None or leverage <= 0:
+    leverage, source = leg.position.leverage, "exchange"
+    if leverage is None:
         leverage, source = DEFAULT_LEVERAGE, "default"
     if leg.is_option:
         im, mm = _option_margin(leg, leg.price_usd, leg.position.mark_price)
@@ -447,7 +419,7 @@ def margin_report(doc: object) -> dict[str, Any]:
     as_of = portfolio_time(doc)
     tables = _tier_tables(doc, portfolio.instruments)
     include_spot, params_by_asset = _pm_settings(doc)
-    legs = _legs(doc, portfolio, as_of)
+    legs = _legs(portfolio, as_of)
     notes: list[str] = []
 
     def price_of(coin: str) -> Decimal:
@@ -588,14 +560,11 @@ def _position_row(
     margin_balance: dict[str, Decimal], tables: dict[str, TierTable],
 ) -> dict[str, Any]:
     im, mm, leverage, leverage_source = leg_margin[leg.index]
-    where = f"positions[{leg.index}]"
-    mode = leg.raw.get("marginMode") or "cross"
-    if mode not in ("cross", "isolated"):
-        raise _config(f"{where}.marginMode", "cross or isolated", mode)
-    exchange_collateral = _opt_number(leg.raw, "collateral", where)
+    position = leg.position
+    mode = position.margin_mode or "cross"
     pnl_now = _leg_pnl_at(leg, float(leg.move_base))
-    if exchange_collateral is not None:
-        equity, basis = exchange_collateral, "exchange"
+    if mode == "isolated" and position.collateral is not None:
+        equity, basis = position.collateral, "exchange"
     elif mode == "isolated":
         if leg.is_option:
             posted = im
@@ -625,17 +594,15 @@ def _position_row(
         "liquidation_move": move,
     }
     exchange: dict[str, Any] = {}
-    liq = _opt_number(leg.raw, "liquidationPrice", where)
-    if liq is not None and liq > 0:
-        exchange["liquidation_price"] = liq
-        exchange["liquidation_move"] = float(liq / leg.move_base - 1)
-    for key, name in (("initialMargin", "initial_margin"), ("maintenanceMargin", "maintenance_margin"),
-                      ("collateral", "collateral"), ("leverage", "leverage")):
-        value = _opt_number(leg.raw, key, where)
+    if position.liquidation_price is not None:
+        exchange["liquidation_price"] = position.liquidation_price
+        exchange["liquidation_move"] = float(position.liquidation_price / leg.move_base - 1)
+    for name, value in (("initial_margin", position.initial_margin),
+                        ("maintenance_margin", position.maintenance_margin),
+                        ("collateral", position.collateral), ("leverage", position.leverage),
+                        ("margin_mode", position.margin_mode)):
         if value is not None:
             exchange[name] = value
-    if leg.raw.get("marginMode"):
-        exchange["margin_mode"] = leg.raw["marginMode"]
     disagreements = [
         name for name in ("liquidation_price", "initial_margin", "maintenance_margin")
         if _disagree(exchange.get(name), estimate[name])
@@ -681,12 +648,12 @@ def margin(
     fmt: Annotated[MarginFormat, typer.Option("--format")] = MarginFormat.table,
 ) -> None:
     """Margin under portfolio and standard cross margin, the capital portfolio margin frees, and each
-    leg's distance to liquidation, for a portfolio file."""
+    leg's distance to liquidation: of a portfolio file, else of the live account the DK_ settings
+    configure (DK_EXCHANGE, DK_EXCHANGE_URL, the keys)."""
     from deltakeeper.output import plain, print_table, to_json
 
-    if portfolio is None:
-        raise ConfigError("--portfolio", "a portfolio file (the live account view needs the running bot)")
-    report = margin_report(read_json_file(portfolio, "--portfolio"))
+    doc = live_portfolio() if portfolio is None else read_json_file(portfolio, "--portfolio")
+    report = margin_report(doc)
     if fmt is MarginFormat.json:
         print(to_json(report))
         return
@@ -722,9 +689,40 @@ def margin(
         print(f"note: {note}")
 
 
+def live_portfolio() -> dict[str, Any]:
+    """The live account as a portfolio file, read through the exchange adapter `deltakeeper run` builds
+    from the settings. ConfigError for the simulated exchange (its account lives inside `deltakeeper run`);
+    ExchangeUnavailable naming the exchange when it cannot be reached."""
+    from deltakeeper.config import load_settings
+    from deltakeeper.logging import configure_logging
+
+    settings = load_settings()
+    if settings.exchange == "sim":
+        raise ConfigError("DK_EXCHANGE", "a ccxt exchange id, or --portfolio: the simulated exchange's "
+                          "account lives inside `deltakeeper run`", "sim")
+    configure_logging(settings.log_level, settings.log_format)
+    return asyncio.run(_read_account(settings))
+
+
+async def _read_account(settings: Settings) -> dict[str, Any]:
+    from deltakeeper.adapters.ccxt_exchange import CcxtExchange
+    from deltakeeper.bootstrap import build_exchange, price_symbol
+
+    exchange, _ = build_exchange(settings)
+    assert isinstance(exchange, CcxtExchange)
+    try:
+        return await exchange.portfolio_document(price_symbol)
+    except ExchangeUnavailable as exc:
+        where = f" at {settings.exchange_url}" if settings.exchange_url else ""
+        raise ExchangeUnavailable(f"cannot reach {settings.exchange}{where}: {exc}") from exc
+    finally:
+        await exchange.close()
+
+
 def _pct(x: float | None) -> str:
     """A relative move or ratio for a table; `none` where there is none (no move within the range)."""
     return "none" if x is None else f"{x:+.2%}"
 
 
-__all__ = ["DEFAULT_TIERS_USD", "MarginFormat", "implied_vol", "liquidation_move", "margin", "margin_report"]
+__all__ = ["DEFAULT_TIERS_USD", "MarginFormat", "implied_vol", "liquidation_move", "live_portfolio", "margin",
+           "margin_report"]

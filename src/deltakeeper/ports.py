@@ -10,6 +10,7 @@ from typing import Protocol
 from deltakeeper.domain.costs import BookLevel
 from deltakeeper.domain.exposure import AssetDelta
 from deltakeeper.domain.instruments import Instrument
+from deltakeeper.domain.margin import MarginTier
 from deltakeeper.domain.orders import Fill, FundingPayment, OrderRequest, OrderState, Quote
 from deltakeeper.domain.records import AccountSnapshot, ControlState, DecisionRecord, OrderRecord
 
@@ -62,6 +63,11 @@ class Exchange(Protocol):
 
     async def fetch_order_book(self, symbol: str, depth: int) -> tuple[list[BookLevel], list[BookLevel]]:
         """(bids, asks), best first, at most `depth` levels each; sizes in coins of the base asset."""
+        ...
+
+    async def fetch_leverage_tiers(self, symbols: Sequence[str]) -> dict[str, tuple[MarginTier, ...]]:
+        """The exchange's maintenance margin table of each of the futures `symbols` it publishes one for,
+        on the USD notional (an inverse contract's USD face), ascending; symbols without are left out."""
         ...
 
     async def close(self) -> None: ...

@@ -29,10 +29,24 @@ def ratio_lines(output: str) -> list[str]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(60)
-def test_decision_cost_benchmark_prints_both_decisions_against_the_ccxt_parse() -> None:
+def test_decision_cost_benchmark_prints_each_policy_s_decisions_against_the_ccxt_parse() -> None:
     lines = ratio_lines(run_quick("decision_cost.py"))
-    assert len(lines) == 2
-    assert all("/ ccxt parse" in line and ("PASS" in line or "MISS" in line) for line in lines)
+    assert [line.split(":")[0] for line in lines] == [
+        f"ratio decision {policy}, {case} / ccxt parse"
+        for policy in ("band", "cost-aware")
+        for case in ("inside band (no trade)", "outside band (order)")
+    ]
+    assert all(line.endswith(("PASS", "MISS")) for line in lines)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+def test_backtest_speed_benchmark_prints_each_policy_against_the_parse() -> None:
+    lines = ratio_lines(run_quick("backtest_speed.py"))
+    assert [line.split(":")[0] for line in lines] == [
+        f"ratio backtest {policy} / parse" for policy in ("timer", "band", "cost-aware")
+    ]
+    assert all(line.endswith(("PASS", "MISS")) for line in lines)
 
 
 @pytest.mark.slow

@@ -31,6 +31,7 @@ from deltakeeper.adapters.ccxt_parse import (
     portfolio_from_json,
     position_from_ccxt,
     quote_from_ticker,
+    tiers_from_ccxt,
 )
 from deltakeeper.domain.errors import (
     ConfigError,
@@ -41,6 +42,7 @@ from deltakeeper.domain.errors import (
 )
 from deltakeeper.domain.exposure import asset_deltas
 from deltakeeper.domain.instruments import Instrument, Kind
+from deltakeeper.domain.margin import MarginTier, cumulative_amounts_usd
 from deltakeeper.domain.orders import OrderRequest, OrderStatus, OrderType, Side
 
 FIXTURES = Path(__file__).parent / "fixtures" / "ccxt"
@@ -183,6 +185,124 @@ def test_bybit_zero_unrealised_pnl_is_zero_not_unknown() -> None:
 
     assert parsed["unrealizedPnl"] != 0  # ccxt drops the zero and derives a figure of its own
     assert position.unrealized_pnl == 0
+
+
+# The exchange's margin figures on a position
+
+
+def test_bybit_position_carries_its_margins_and_no_liquidation_price_where_bybit_leaves_it_empty() -> None:
+    exchange = bybit_with_markets()
+    instrument = bybit_instrument(exchange, "BTC/USD:BTC")
+    raw = recorded("bybit_position_inverse.json")["result"]["list"][0]
+
+    position = position_from_ccxt(exchange.parse_position(raw), instrument, "bybit")
+
+    assert raw["liqPrice"] == "" and position.liquidation_price is None
+    assert position.initial_margin == Decimal(raw["positionIM"])
+    assert position.maintenance_margin == Decimal(raw["positionMM"])
+    assert position.leverage == Decimal(raw["leverage"])
+    # ccxt's collateral: the position's margin plus its PnL; Bybit's positions say nothing of the mode.
+    assert position.collateral == Decimal(raw["positionBalance"]) + Decimal(raw["unrealisedPnl"])
+    assert position.margin_mode is None
+
+
+def test_bybit_liquidation_price_is_read_and_a_zero_one_is_none() -> None:
+    exchange = bybit_with_markets()
+    instrument = bybit_instrument(exchange, "BTC/USD:BTC")
+    raw = recorded("bybit_position_inverse.json")["result"]["list"][0]
+
+    priced = position_from_ccxt(exchange.parse_position(raw | {"liqPrice": "41537.5"}), instrument, "bybit")
+    zero = position_from_ccxt(exchange.parse_position(raw | {"liqPrice": "0"}), instrument, "bybit")
+
+    assert priced.liquidation_price == Decimal("41537.5")
+    assert zero.liquidation_price is None
+
+
+def test_okx_cross_position_carries_its_liquidation_price_margins_and_mode() -> None:
+    exchange = ccxt.okx()
+    market = exchange.parse_market(recorded("okx_instrument_swap.json"))
+    exchange.set_markets([market])
+    instrument = instrument_from_market(market, "okx", exchange.precisionMode)
+    raw = recorded("okx_position.json")
+
+    position = position_from_ccxt(exchange.parse_position(raw), instrument, "okx")
+
+    assert position.liquidation_price == Decimal(raw["liqPx"])
+    assert position.initial_margin == Decimal(raw["imr"])
+    assert position.maintenance_margin == Decimal(raw["mmr"])
+    assert position.leverage == Decimal(raw["lever"])
+    assert position.margin_mode == raw["mgnMode"] == "cross"
+
+
+def test_deribit_position_carries_its_estimated_liquidation_price_and_margins() -> None:
+    exchange = deribit_with_markets()
+    instrument = instrument_from_market(exchange.market("BTC/USD:BTC"), "deribit", exchange.precisionMode)
+    raw = recorded("deribit_positions.json")
+
+    position = position_from_ccxt(exchange.parse_position(raw["docs_example"]), instrument, "deribit")
+    bare = position_from_ccxt(exchange.parse_position(raw["reference_short"]), instrument, "deribit")
+
+    assert position.liquidation_price == Decimal("1.74")
+    assert (position.initial_margin, position.maintenance_margin) == (Decimal("0.000197283"),
+                                                                      Decimal("0.000143783"))
+    assert position.leverage == 34
+    assert position.collateral is None
+    assert (bare.liquidation_price, bare.initial_margin, bare.maintenance_margin, bare.leverage) == (
+        None, None, None, None)
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("liquidationPrice", "soon"),
+    ("initialMargin", "-1"),
+    ("maintenanceMargin", "NaN"),
+    ("collateral", [1]),
+    ("leverage", "10x"),
+    ("marginMode", "portfolio"),
+])
+def test_a_malformed_margin_figure_is_a_malformed_payload(field: str, value: object) -> None:
+    exchange = bybit_with_markets()
+    instrument = bybit_instrument(exchange, "BTC/USD:BTC")
+    parsed = exchange.parse_position(recorded("bybit_position_inverse.json")["result"]["list"][0])
+
+    with pytest.raises(MalformedPayload) as caught:
+        position_from_ccxt(parsed | {field: value}, instrument, "bybit")
+
+    assert caught.value.field == field
+
+
+def bybit_tiers() -> list[dict[str, Any]]:
+    exchange = bybit_with_markets()
+    exchange.publicGetV5MarketRiskLimit = lambda params: recorded("bybit_risk_limit_linear.json")
+    return list(exchange.fetch_market_leverage_tiers("BTC/USDT:USDT"))
+
+
+def test_bybit_risk_limits_become_a_contiguous_maintenance_table() -> None:
+    tiers = tiers_from_ccxt(bybit_tiers())
+
+    assert tiers == (
+        MarginTier(Decimal(0), Decimal(2_000_000), Decimal("0.005")),
+        MarginTier(Decimal(2_000_000), Decimal(4_000_000), Decimal("0.01")),
+        MarginTier(Decimal(4_000_000), Decimal(8_000_000), Decimal("0.02")),
+    )
+    # Bybit's mmDeduction is the table's cumulative amount: MM stays continuous across tiers.
+    deductions = [Decimal(row["mmDeduction"] or 0)
+                  for row in recorded("bybit_risk_limit_linear.json")["result"]["list"]]
+    assert cumulative_amounts_usd(tiers) == deductions
+
+
+def test_a_last_tier_without_a_cap_goes_on_and_a_gap_is_malformed() -> None:
+    uncapped = bybit_tiers()
+    uncapped[-1] = uncapped[-1] | {"maxNotional": None}
+    gap = bybit_tiers()
+    gap[1] = gap[1] | {"minNotional": 2_500_000}
+
+    assert tiers_from_ccxt(uncapped)[-1].cap_usd == Decimal("Infinity")
+    with pytest.raises(MalformedPayload, match="contiguous"):
+        tiers_from_ccxt(gap)
+    with pytest.raises(MalformedPayload, match="maintenanceMarginRate"):
+        tiers_from_ccxt([uncapped[0] | {"maintenanceMarginRate": 1.5}])
+    with pytest.raises(MalformedPayload):
+        tiers_from_ccxt([])
 
 
 def test_bybit_rest_wallet_balance_is_wallet_balance() -> None:

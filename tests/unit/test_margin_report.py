@@ -85,6 +85,27 @@ def test_cross_margin_leg_is_backed_by_the_whole_settlement_wallet() -> None:
     assert leg["liquidation_move"] == pytest.approx(float(exact / 60_000 - 1), abs=1e-9)
 
 
+def test_an_isolated_legs_exchange_collateral_backs_it() -> None:
+    leg = margin_report(hedged_book(collateral=1_500_000))["positions"][0]
+
+    exact = liquidation_price_usd(D(-100), D(60_000), D(1_500_000), list(DEFAULT_TIERS_USD))
+    assert exact is not None
+    assert (leg["estimate"]["collateral"], leg["estimate"]["collateral_basis"]) == (D(1_500_000), "exchange")
+    assert leg["liquidation_move"] == pytest.approx(float(exact / 60_000 - 1), abs=1e-9)
+
+
+def test_a_cross_legs_exchange_collateral_is_shown_but_the_wallet_backs_it() -> None:
+    # ccxt's Bybit collateral is the position's own margin plus its PnL, while the whole wallet backs it.
+    cross = hedged_book(marginMode="cross", collateral=120_000)
+    cross["balances"]["USDT"] = 3_000_000
+
+    leg = margin_report(cross)["positions"][0]
+
+    assert leg["exchange"]["collateral"] == D(120_000)
+    assert leg["estimate"]["collateral"] == D(3_000_000)
+    assert leg["estimate"]["collateral_basis"].startswith("cross")
+
+
 def test_file_tiers_in_ccxt_shape_set_the_maintenance_margin() -> None:
     doc = hedged_book()
     doc["leverage_tiers"] = {"BTC/USDT:USDT": [

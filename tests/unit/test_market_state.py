@@ -198,3 +198,33 @@ def test_an_option_without_a_published_delta_is_valued_by_black76_at_the_clocks_
     without_clock.on_quote(quote("BTC/USDT:USDT", D(60_000), T0))
     with pytest.raises(OptionInputMissing, match="the time"):
         without_clock.deltas()
+
+
+def test_snapshots_of_one_instant_are_kept_in_the_order_the_simulator_took_them() -> None:
+    """At full speed the simulated clock stands still between ticks: the fill of an order and the snapshot
+    after it share the time of the snapshot the decision saw. The later one must replace it (else the
+    next decision sees the account before the fill and sends the same order again), and a snapshot taken
+    earlier, delivered late, must not undo it."""
+    from deltakeeper.domain.orders import OrderRequest, Side
+    from deltakeeper.sim.engine import SimEngine
+    from deltakeeper.sim.markets import default_instruments
+
+    engine = SimEngine(default_instruments(), seed=1)
+    engine.open_account("acct", {"USDT": D(100_000)})
+    quote = Quote("SOL/USDT:USDT", D(100), D("100.1"), D("100.05"), T0)
+    engine.on_quote(quote)
+    events: list[object] = []
+    engine.subscribe(lambda _account, event: events.append(event))
+    state = MarketState(dict(engine.instruments), {}, {"SOL": "SOL/USDT:USDT"})
+    state.on_quote(quote)
+    before = engine.snapshot("acct", T0)
+    assert state.on_account(before)
+
+    engine.place_order("acct", OrderRequest("c1", "SOL/USDT:USDT", Side.BUY, D(3)), T0)
+    after_fill = [e for e in events if isinstance(e, AccountSnapshot)][-1]
+    assert after_fill.ts == before.ts
+    assert state.on_account(after_fill)
+    assert state.deltas()["SOL"].delta_coin == D(3)
+    assert not state.on_account(before)
+    assert state.deltas()["SOL"].delta_coin == D(3)
+    assert not state.on_account(replace(after_fill, seq=0))  # an exchange without an order: time decides

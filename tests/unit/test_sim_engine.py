@@ -464,3 +464,56 @@ def test_snapshot_reports_wallet_balances_and_positions_at_the_mark() -> None:
     assert snapshot.balances == {"USDT": 10_000 - fee}
     (position,) = snapshot.positions
     assert position.mark_price == 90 and position.unrealized_pnl == 100 and position.contracts == -10
+
+
+def test_history_keeps_open_orders_and_the_newest_closed_orders_fills_and_funding_up_to_the_count() -> None:
+    engine = SimEngine(default_instruments(), history_max=3)
+    engine.open_account(ACCOUNT, {"USDT": Decimal(1_000_000)})
+    engine.on_quote(quote(LINEAR, "99.98", "100.02"))
+    resting = engine.place_order(ACCOUNT, limit(LINEAR, Side.BUY, "1", "90", cid="rest"), T0)
+    sent = [engine.place_order(ACCOUNT, market(LINEAR, Side.BUY, "1", cid=f"m{i}"), T0) for i in range(5)]
+    boundaries = [FUNDING_TIME + timedelta(hours=8 * i) for i in range(5)]
+    for ts in boundaries:
+        engine.on_quote(quote(LINEAR, "99.98", "100.02", ts=ts))
+
+    kept = sent[2:]
+    assert [o.client_order_id for o in engine.orders(ACCOUNT)] == ["rest", "m2", "m3", "m4"]
+    assert engine.order(ACCOUNT, client_order_id="rest") == resting
+    assert engine.order(ACCOUNT, client_order_id="m1") is None
+    assert engine.order(ACCOUNT, exchange_order_id=sent[1].exchange_order_id) is None
+    assert [engine.order(ACCOUNT, client_order_id=o.client_order_id) for o in kept] == kept
+    assert [f.client_order_id for f in engine.fills(ACCOUNT)] == ["m2", "m3", "m4"]
+    assert [p.ts for p in engine.funding_payments(ACCOUNT)] == boundaries[2:]
+    # A client id used again: forgetting the older order keeps the newer one's.
+    engine.place_order(ACCOUNT, market(LINEAR, Side.BUY, "1", cid="m2"), boundaries[-1])
+    reused = engine.order(ACCOUNT, client_order_id="m2")
+    assert reused is not None and reused.exchange_order_id != sent[2].exchange_order_id
+
+
+def test_history_forgets_what_is_older_than_its_window_by_the_newest_time_seen() -> None:
+    engine = SimEngine(default_instruments(), history_secs=3600)
+    engine.open_account(ACCOUNT, {"USDT": Decimal(1_000_000)})
+    engine.on_quote(quote(LINEAR, "99.98", "100.02"))
+    old = engine.place_order(ACCOUNT, market(LINEAR, Side.BUY, "1", cid="old"), T0)
+    engine.on_quote(quote(LINEAR, "99.98", "100.02", ts=FUNDING_TIME))
+    hour_later = T0 + timedelta(minutes=59)
+    engine.on_quote(quote(LINEAR, "99.98", "100.02", ts=hour_later))
+    engine.place_order(ACCOUNT, market(LINEAR, Side.BUY, "1", cid="within"), hour_later)
+
+    assert [f.client_order_id for f in engine.fills(ACCOUNT, since=T0)] == ["old", "within"]
+    (payment,) = engine.funding_payments(ACCOUNT, since=T0)
+
+    later = FUNDING_TIME + timedelta(hours=1, seconds=1)
+    engine.on_quote(quote(LINEAR, "99.98", "100.02", ts=later))
+    engine.place_order(ACCOUNT, market(LINEAR, Side.BUY, "1", cid="new"), later)
+
+    assert engine.order(ACCOUNT, exchange_order_id=old.exchange_order_id) is None
+    assert [o.client_order_id for o in engine.orders(ACCOUNT)] == ["within", "new"]
+    assert [f.client_order_id for f in engine.fills(ACCOUNT, since=T0)] == ["within", "new"]
+    assert engine.funding_payments(ACCOUNT, since=T0) == []
+    assert payment.ts == FUNDING_TIME
+
+
+def test_history_must_keep_something() -> None:
+    with pytest.raises(ValueError, match="history"):
+        SimEngine(default_instruments(), history_max=0)

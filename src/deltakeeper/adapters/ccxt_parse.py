@@ -58,6 +58,7 @@ from deltakeeper.domain.errors import (
 )
 from deltakeeper.domain.exposure import Position
 from deltakeeper.domain.instruments import ZERO, Instrument, Kind, is_stable
+from deltakeeper.domain.margin import MarginTier, cumulative_amounts_usd
 from deltakeeper.domain.orders import (
     Fill,
     FundingPayment,
@@ -253,8 +254,10 @@ def position_from_ccxt(position: Mapping[str, Any], instrument: Instrument, exch
     """Signed contracts (+ long) in the instrument's units, so that `instrument.delta_coin(contracts,
     mark)` is the position's delta: Deribit's USD size -100 at mark 103,554.56 is -9.65675e-4 BTC.
 
-    An option position also carries its greeks (module notes): from the position where the exchange
-    puts them there, else from `greeks`, the option's ccxt greeks structure (`fetch_greeks`)."""
+    It carries the exchange's margin figures where ccxt gives them (`liquidationPrice`, `initialMargin`,
+    `maintenanceMargin`, `leverage`, `collateral`, `marginMode`). An option position also carries its
+    greeks (module notes): from the position where the exchange puts them there, else from `greeks`, the
+    option's ccxt greeks structure (`fetch_greeks`)."""
     size = abs(dec(position.get("contracts"), "contracts"))
     side = position.get("side")
     if side == "long":
@@ -274,9 +277,56 @@ def position_from_ccxt(position: Mapping[str, Any], instrument: Instrument, exch
         entry_price=_opt_dec(position.get("entryPrice"), "entryPrice") or ZERO,
         mark_price=dec(position.get("markPrice"), "markPrice"),
         unrealized_pnl=_opt_dec(pnl, "unrealizedPnl"),
+        **_position_margin(position),
         **(_option_greeks(position, greeks or {}, instrument, exchange_id, sign * size)
            if instrument.is_option else {}),
     )
+
+
+def _position_margin(position: Mapping[str, Any]) -> dict[str, Any]:
+    """The exchange's margin figures of a position, None where it gives none (ccxt: None; the exchange:
+    an empty string). A liquidation price or leverage of zero means none (Bybit's `liqPrice` of a flat
+    position; a long its collateral outlasts); margins must not be negative."""
+    liquidation = _opt_dec(position.get("liquidationPrice"), "liquidationPrice")
+    leverage = _opt_dec(position.get("leverage"), "leverage")
+    figures: dict[str, Any] = {
+        "liquidation_price": liquidation if liquidation is not None and liquidation > 0 else None,
+        "leverage": leverage if leverage is not None and leverage > 0 else None,
+        "collateral": _opt_dec(position.get("collateral"), "collateral"),
+    }
+    for key, name in (("initialMargin", "initial_margin"), ("maintenanceMargin", "maintenance_margin")):
+        value = figures[name] = _opt_dec(position.get(key), key)
+        if value is not None and value < 0:
+            raise MalformedPayload(key, "a non-negative number", position.get(key))
+    mode = _opt_text(position, "marginMode")
+    if mode not in (None, "cross", "isolated"):
+        raise MalformedPayload("marginMode", "cross or isolated", mode)
+    figures["margin_mode"] = mode
+    return figures
+
+
+def tier_from_ccxt(entry: Mapping[str, Any]) -> MarginTier:
+    """One ccxt leverage tier (`minNotional`, `maxNotional`, `maintenanceMarginRate`, in ccxt's notional
+    unit) as a bracket of a maintenance margin table; a tier without a cap has none."""
+    floor = dec(entry.get("minNotional"), "minNotional")
+    cap = _opt_dec(entry.get("maxNotional"), "maxNotional")
+    rate = dec(entry.get("maintenanceMarginRate"), "maintenanceMarginRate")
+    if not ZERO <= rate < 1:
+        raise MalformedPayload("maintenanceMarginRate", "a rate in [0, 1)", rate)
+    return MarginTier(floor, Decimal("Infinity") if cap is None else cap, rate)
+
+
+def tiers_from_ccxt(entries: object) -> tuple[MarginTier, ...]:
+    """A market's ccxt leverage tiers (`fetch_leverage_tiers`) as a maintenance margin table, ascending
+    and contiguous."""
+    if not isinstance(entries, list) or not entries or not all(isinstance(e, Mapping) for e in entries):
+        raise MalformedPayload("leverage tiers", "a list of tier objects", entries)
+    tiers = tuple(tier_from_ccxt(entry) for entry in entries)
+    try:
+        cumulative_amounts_usd(tiers)
+    except ValueError as exc:
+        raise MalformedPayload("leverage tiers", f"contiguous ascending tiers ({exc})", entries) from None
+    return tiers
 
 
 def _option_greeks(position: Mapping[str, Any], greeks: Mapping[str, Any], instrument: Instrument,
@@ -568,7 +618,8 @@ __all__ = [
     "DEFAULT_FUNDING_INTERVAL_SECS", "MalformedPayload", "Portfolio", "balances_from_ccxt",
     "bybit_key_can_withdraw", "dec", "error_from_ccxt", "fill_from_trade", "funding_from_ccxt",
     "instrument_from_market", "is_funding_trade", "order_from_ccxt", "portfolio_from_json",
-    "position_from_ccxt", "precision_mode_of", "quote_from_ticker", "ts_from_ms",
+    "position_from_ccxt", "precision_mode_of", "quote_from_ticker", "tier_from_ccxt", "tiers_from_ccxt",
+    "ts_from_ms",
 ]
 
 

@@ -7,8 +7,9 @@ event and every scheduled recompute), per derivative position and per settlement
 used (initial and maintenance margin), the headroom `(equity - MM) / equity` and the price move that would
 liquidate it (`domain.margin.account_margin`): the exchange's own figures where its adapter reports them
 on the positions (`Position.liquidation_price`, `initial_margin`, `maintenance_margin`, `leverage`; the
-simulated exchange reports its own rule's), else the estimate from `MarginRules` (the tier tables given,
-else REFERENCE 3.1's default tiers, at the position's leverage or 10x).
+simulated exchange reports its own rule's), else the estimate from `MarginRules` at the position's leverage
+or 10x: the tier tables the exchange publishes for the futures held or hedged with (`load_tiers`, once at
+start, `Exchange.fetch_leverage_tiers`), else the tables given, else REFERENCE 3.1's default tiers (logged).
 
 - It is the Watch's `margin_headroom` hook (an async callable): each scheduled check computes the margin,
   and the Watch alerts `margin_headroom_low` below DK_MARGIN_WARN_HEADROOM_PCT. Below
@@ -27,8 +28,8 @@ else REFERENCE 3.1's default tiers, at the position's leverage or 10x).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +37,7 @@ import structlog
 
 from deltakeeper.app.market_state import MarketState
 from deltakeeper.app.rebalance import Hedger, new_decision_id, short
+from deltakeeper.domain.errors import DeltakeeperError
 from deltakeeper.domain.exposure import AssetDelta
 from deltakeeper.domain.margin import (
     AccountMargin,
@@ -87,6 +89,27 @@ class MarginWatch:
         self.hedger.margin_context = self.context
         self.hedger.on_liquidation = self.on_liquidation
         return self
+
+    async def load_tiers(self, symbols: Iterable[str]) -> None:
+        """Take the exchange's maintenance margin tables for the futures among `symbols` (the markets held
+        and hedged with) in place of the rules' defaults. Those it publishes none for, or all when it
+        cannot be asked, keep the rules' tables: logged (`margin_tiers_default`)."""
+        instruments = self.hedger.state.instruments
+        futures = sorted({s for s in symbols if s in instruments and instruments[s].is_derivative
+                          and not instruments[s].is_option})
+        if not futures:
+            return
+        try:
+            tiers = await self.hedger.exchange.fetch_leverage_tiers(futures)
+        except DeltakeeperError as exc:
+            log.warning("margin_tiers_default", symbols=futures, reason=f"{type(exc).__name__}: {exc}")
+            return
+        missing = [s for s in futures if s not in tiers]
+        if missing:
+            log.info("margin_tiers_default", symbols=missing, reason="the exchange publishes none")
+        if tiers:
+            self.rules = replace(self.rules, tiers={**self.rules.tiers, **tiers})
+            log.info("margin_tiers_loaded", symbols=sorted(tiers))
 
     # -- the figures ----------------------------------------------------------------------------
 

@@ -57,8 +57,9 @@ class MarketState:
         self.received_at[quote.symbol] = time.monotonic()
 
     def on_account(self, snapshot: AccountSnapshot) -> bool:
-        """Keep only a strictly newer snapshot, so that a late stream event never undoes a refresh."""
-        if self.account is not None and snapshot.ts <= self.account.ts:
+        """Keep only a strictly newer snapshot (by time, then by the exchange's `seq`), so that a late
+        stream event never undoes a refresh."""
+        if self.account is not None and (snapshot.ts, snapshot.seq) <= (self.account.ts, self.account.seq):
             return False
         self.account = snapshot
         return True

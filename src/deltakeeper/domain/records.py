@@ -12,11 +12,16 @@ from deltakeeper.domain.orders import OrderRequest, OrderState, OrderStatus, Ord
 
 @dataclass(frozen=True, slots=True)
 class AccountSnapshot:
-    """Wallet balances (coins, excluding unrealised PnL) and open derivative positions."""
+    """Wallet balances (coins, excluding unrealised PnL) and open derivative positions, at `ts`.
+
+    `seq` orders snapshots of the same `ts`: the simulator counts the snapshots it takes (at full speed
+    its clock stands still between ticks, so an order's fill and the refresh after it share the time of
+    the snapshot before them); 0 where the exchange gives no such order."""
 
     balances: dict[str, Decimal]
     positions: tuple[Position, ...]
     ts: datetime
+    seq: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,16 +40,23 @@ Rules, kept simple on purpose:
   contracts x size x mark in the settle coin, inverse face / mark in coin, at the crossing quote's mark
   and funding rate (or `default_funding_rate`), stamped at the boundary.
 - Ids for orders, trades and funding payments are UUID-4 strings drawn from `random.Random(seed)`.
+- History: like an exchange, the engine answers for recent history only. Open orders are always kept;
+  closed orders, fills and funding payments are forgotten once older than `history_secs` (by the time of
+  the newest one) or beyond the newest `history_max` of each kind in the account (`order`, `orders`,
+  `fills` and `funding_payments` then no longer return them), so that its memory stays bounded however
+  long it runs.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import uuid
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from deltakeeper.domain.errors import OrderRejected
@@ -72,6 +79,11 @@ from deltakeeper.ports import AccountEvent
 from deltakeeper.sim.markets import OPTION_FEE_CAP
 
 BOOK_DEPTH = 25
+HISTORY_SECS = 7 * 86_400
+"""How long closed orders, fills and funding payments stay answerable: the bot asks for at most a week back
+(its first backfill, `app.reconciliation.FIRST_BACKFILL`), and for less once it has a cursor."""
+HISTORY_MAX = 1_000
+"""At most this many closed orders, fills and funding payments (each) are kept per account."""
 WALLET_QUANTUM = Decimal("1E-8")
 _BPS = Decimal(10_000)
 
@@ -132,13 +144,15 @@ class _Position:
 class _Account:
     balances: dict[str, Decimal]
     positions: dict[str, _Position] = field(default_factory=dict)
-    orders: list[_Order] = field(default_factory=list)
     open_orders: dict[str, _Order] = field(default_factory=dict)
     by_exchange_id: dict[str, _Order] = field(default_factory=dict)
+    """Every order kept (open, or closed and not forgotten yet), oldest first."""
     by_client_id: dict[str, _Order] = field(default_factory=dict)
-    """The latest order with each client id."""
-    fills: list[Fill] = field(default_factory=list)
-    funding: list[FundingPayment] = field(default_factory=list)
+    """The latest order kept with each client id."""
+    closed: deque[_Order] = field(default_factory=deque)
+    """The closed orders kept, in the order they closed."""
+    fills: deque[Fill] = field(default_factory=deque)
+    funding: deque[FundingPayment] = field(default_factory=deque)
 
 
 def _wallet(amount: Decimal) -> Decimal:
@@ -157,8 +171,14 @@ class SimEngine:
         *,
         seed: int = 0,
         default_funding_rate: Decimal = Decimal("0.0001"),
+        history_secs: float = HISTORY_SECS,
+        history_max: int = HISTORY_MAX,
     ) -> None:
+        if history_secs < 0 or history_max < 1:
+            raise ValueError(f"history must be kept: history_secs={history_secs}, history_max={history_max}")
         self.instruments: dict[str, Instrument] = dict(instruments)
+        self._history = timedelta(seconds=history_secs)
+        self._history_max = history_max
         self.default_funding_rate = default_funding_rate
         self.faults = Faults()
         self.leverage = Decimal(10)
@@ -182,6 +202,8 @@ class SimEngine:
             (i.expiry, i.symbol) for i in self.instruments.values() if i.is_option and i.expiry is not None
         )
         self._expired: set[str] = set()
+        self._snapshots = itertools.count(1)
+        """Numbers the snapshots in the order they are taken (`AccountSnapshot.seq`)."""
 
     # accounts
 
@@ -237,7 +259,9 @@ class SimEngine:
         return position
 
     def snapshot(self, account_id: str, now: datetime) -> AccountSnapshot:
-        return AccountSnapshot(self.balances(account_id), tuple(self.positions(account_id)), now)
+        return AccountSnapshot(
+            self.balances(account_id), tuple(self.positions(account_id)), now, next(self._snapshots)
+        )
 
     def adjust_balance(self, account_id: str, asset: str, amount: Decimal, now: datetime) -> None:
         """An external flow (deposit, withdrawal, a scenario's inventory change)."""
@@ -367,7 +391,6 @@ class SimEngine:
             order_type=request.order_type, price=limit, reduce_only=request.reduce_only,
             reserve_price=reserve_price, ts=now,
         )
-        account.orders.append(order)
         account.open_orders[order.exchange_order_id] = order
         account.by_exchange_id[order.exchange_order_id] = order
         if order.client_order_id:
@@ -409,8 +432,8 @@ class SimEngine:
         return order.state() if order else None
 
     def orders(self, account_id: str) -> list[OrderState]:
-        """Every accepted order, oldest first (rejected requests are not kept)."""
-        return [o.state() for o in self._account(account_id).orders]
+        """The open orders and the closed ones still kept, oldest first (rejected requests are not kept)."""
+        return [o.state() for o in self._account(account_id).by_exchange_id.values()]
 
     def fills(self, account_id: str, since: datetime | None = None) -> list[Fill]:
         return [f for f in self._account(account_id).fills if since is None or f.ts >= since]
@@ -636,17 +659,39 @@ class SimEngine:
         self._emit(account_id, fill)
         if order.remaining == 0:
             order.status = OrderStatus.FILLED
-            del account.open_orders[order.exchange_order_id]
+            self._closed(account, order)
         else:
             order.status = OrderStatus.PARTIALLY_FILLED
+            self._forget(account, ts)
         return True
 
     def _close(self, account_id: str, account: _Account, order: _Order, status: OrderStatus,
                ts: datetime) -> None:
         order.status = status
         order.ts = ts
-        del account.open_orders[order.exchange_order_id]
+        self._closed(account, order)
         self._emit(account_id, order.state())
+
+    def _closed(self, account: _Account, order: _Order) -> None:
+        """Move a final order from the open ones to the history."""
+        del account.open_orders[order.exchange_order_id]
+        account.closed.append(order)
+        self._forget(account, order.ts)
+
+    def _forget(self, account: _Account, now: datetime) -> None:
+        """Drop the closed orders, fills and funding payments beyond the history kept (oldest first)."""
+        horizon = now - self._history
+        limit = self._history_max
+        closed = account.closed
+        while closed and (len(closed) > limit or closed[0].ts < horizon):
+            order = closed.popleft()
+            del account.by_exchange_id[order.exchange_order_id]
+            cid = order.client_order_id
+            if cid is not None and account.by_client_id.get(cid) is order:
+                del account.by_client_id[cid]
+        for events in (account.fills, account.funding):
+            while events and (len(events) > limit or events[0].ts < horizon):
+                events.popleft()
 
     @staticmethod
     def _credit(account: _Account, asset: str, amount: Decimal) -> None:
@@ -739,7 +784,6 @@ class SimEngine:
             amount=abs(pos.contracts), order_type=OrderType.MARKET, price=None, reduce_only=True,
             reserve_price=mark, ts=ts, reason="liquidation",
         )
-        account.orders.append(order)
         account.open_orders[order.exchange_order_id] = order
         account.by_exchange_id[order.exchange_order_id] = order
         self._execute(account_id, account, self.instruments[symbol], order, order.amount, mark, ts,
@@ -820,5 +864,6 @@ class SimEngine:
                     currency=instrument.settle, rate=rate, position_contracts=pos.contracts, ts=ts,
                 )
                 account.funding.append(payment)
+                self._forget(account, ts)
                 self._emit(account_id, payment)
                 self._emit(account_id, self.snapshot(account_id, ts))

@@ -11,6 +11,9 @@ Streams: every `quotes()` or `account_events()` call gets its own bounded queue.
   (a slow reader sees fewer, never stale, quotes).
 - Account events: when a subscriber's queue is full, its stream ends with ExchangeUnavailable after the
   events already queued, like a dropped websocket; the reader then reconciles with `fetch_*`.
+  With `max_event_backlog` (a benchmark's driver; an exchange waits for nobody, and by default neither
+  does the feed) the feed waits instead, before each step, while a reader has more than that many events
+  queued, until it has taken them all.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Generic, TypeVar
 from deltakeeper.domain.costs import BookLevel
 from deltakeeper.domain.errors import ExchangeUnavailable
 from deltakeeper.domain.instruments import Instrument
+from deltakeeper.domain.margin import MarginTier
 from deltakeeper.domain.orders import Fill, FundingPayment, OrderRequest, OrderState, Quote
 from deltakeeper.domain.records import AccountSnapshot
 from deltakeeper.ports import AccountEvent
@@ -48,6 +52,7 @@ class _Stream(ABC, Generic[T]):
         self._on_close = on_close
         self._ended = False
         self._error: Exception | None = None
+        self._drained: asyncio.Event | None = None
 
     def push(self, item: T) -> None:
         if self._ended:
@@ -66,12 +71,29 @@ class _Stream(ABC, Generic[T]):
             self._error = error
             self._queue.put_nowait(None)
             self._on_close(self)
+            self._wake()
 
     def __aiter__(self) -> _Stream[T]:
         return self
 
+    @property
+    def backlog(self) -> int:
+        return self._queue.qsize()
+
+    async def drained(self) -> None:
+        """Wait until the reader has taken every queued item, or the stream has ended."""
+        while not self._ended and not self._queue.empty():
+            self._drained = asyncio.Event()
+            await self._drained.wait()
+
+    def _wake(self) -> None:
+        if self._drained is not None and (self._ended or self._queue.empty()):
+            self._drained.set()
+            self._drained = None
+
     async def __anext__(self) -> T:
         item = await self._queue.get()
+        self._wake()
         if item is None:
             self._queue.put_nowait(None)
             if self._error is not None:
@@ -108,8 +130,11 @@ class SimGateway:
     name = "sim"
 
     def __init__(self, engine: SimEngine, feed: Feed, clock: SimClock, scenario: InventoryScenario | None,
-                 account_id: str) -> None:
+                 account_id: str, *, max_event_backlog: int | None = None) -> None:
         self.engine = engine
+        self.max_event_backlog = max_event_backlog
+        self.feed_waits = 0
+        """How many times the feed waited for an account-event reader (`max_event_backlog`)."""
         self.clock = clock
         self.account_id = account_id
         self._feed = feed
@@ -144,6 +169,8 @@ class SimGateway:
         try:
             for sim_time, quotes in self._feed:
                 await asyncio.sleep(self.clock.wall_secs_until(sim_time))
+                if self.max_event_backlog is not None:
+                    await self._wait_for_readers(self.max_event_backlog)
                 self.clock.advance_to(sim_time)
                 for quote in quotes:
                     self.engine.on_quote(quote)
@@ -153,6 +180,11 @@ class SimGateway:
             self._failure = ExchangeUnavailable(f"simulated feed failed: {exc!r}")
             self._failure.__cause__ = exc
         self._end_streams(self._failure)
+
+    async def _wait_for_readers(self, max_backlog: int) -> None:
+        for stream in [s for s in self._event_streams if s.backlog > max_backlog]:
+            self.feed_waits += 1
+            await stream.drained()
 
     def _end_streams(self, error: Exception | None = None) -> None:
         for quote_stream in list(self._quote_streams):
@@ -230,6 +262,11 @@ class SimGateway:
         bids, asks = self.engine.book(symbol, depth)
         return ([BookLevel(p, abs(instrument.delta_coin(s, p))) for p, s in bids],
                 [BookLevel(p, abs(instrument.delta_coin(s, p))) for p, s in asks])
+
+    async def fetch_leverage_tiers(self, symbols: Sequence[str]) -> dict[str, tuple[MarginTier, ...]]:
+        """The engine's one table (`maintenance_tiers`) for each of the futures `symbols` it lists."""
+        futures = {i.symbol for i in self.engine.instruments.values() if i.is_derivative and not i.is_option}
+        return {symbol: tuple(self.engine.maintenance_tiers) for symbol in symbols if symbol in futures}
 
     async def close(self) -> None:
         """Stop the feed and end the streams."""

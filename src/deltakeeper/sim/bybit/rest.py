@@ -253,16 +253,17 @@ async def risk_limit(call: Call) -> dict[str, Any]:
     chosen, cursor = page(markets, RISK_PAGE_SYMBOLS, call.get("cursor"))
     rows = []
     for symbol, _ in chosen:
-        for tier, (limit_usd, mmr, imr, leverage) in enumerate(serializers.RISK_TIERS, start=1):
+        for tier, ((limit_usd, mmr, imr, leverage), deduction) in enumerate(
+                zip(serializers.RISK_TIERS, serializers.MM_DEDUCTIONS, strict=True), start=1):
             rows.append({
                 "id": tier,
                 "symbol": symbol,
                 "riskLimitValue": serializers.risk_limit_value(limit_usd, category),
-                "maintenanceMargin": fmt(mmr * 100),
-                "initialMargin": fmt(imr * 100),
+                "maintenanceMargin": fmt(mmr),
+                "initialMargin": fmt(imr),
                 "isLowestRisk": 1 if tier == 1 else 0,
                 "maxLeverage": f"{leverage:.2f}",
-                "mmDeduction": "",
+                "mmDeduction": serializers.risk_limit_value(deduction, category) if deduction else "",
             })
     return {"category": category, "list": rows, "nextPageCursor": cursor}
 

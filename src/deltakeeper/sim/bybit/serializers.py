@@ -12,6 +12,7 @@ from typing import Any
 
 from deltakeeper.domain.exposure import Position
 from deltakeeper.domain.instruments import ZERO, Instrument, is_stable
+from deltakeeper.domain.margin import MarginTier, cumulative_amounts_usd
 from deltakeeper.domain.orders import OrderState, OrderStatus, OrderType, Quote
 from deltakeeper.sim.bybit.protocol import INVERSE, SPOT, fmt
 from deltakeeper.sim.bybit.records import DAY_MS, HOUR_MS, Execution, MarketStats, OrderMeta, PositionBook
@@ -24,7 +25,15 @@ RISK_TIERS: tuple[tuple[Decimal, Decimal, Decimal, Decimal], ...] = (
 )
 """(risk limit value in USD, maintenance margin rate, initial margin rate, max leverage) per tier; inverse
 markets state the limit in coin, as Bybit does, here at 1/10,000 of the USD figure."""
-MAINTENANCE_MARGIN_RATE = RISK_TIERS[0][1]
+MAINTENANCE_TIERS_USD = tuple(
+    MarginTier(floor, cap, mmr)
+    for floor, (cap, mmr, _, _) in zip((ZERO, *(tier[0] for tier in RISK_TIERS[:-1])), RISK_TIERS,
+                                       strict=True)
+)
+"""The risk tiers as the maintenance margin table (USD notional) the emulator's engine margins and
+liquidates every futures market with: what the positions' `positionMM` and `liqPrice` follow."""
+MM_DEDUCTIONS = tuple(cumulative_amounts_usd(MAINTENANCE_TIERS_USD))
+"""Bybit's `mmDeduction` per tier: `MM = value x maintenance margin rate - mmDeduction`."""
 
 _STATUS = {
     OrderStatus.OPEN: "New",
@@ -34,8 +43,9 @@ _STATUS = {
 }
 
 
-def risk_limit_value(limit_usd: Decimal, category: str) -> str:
-    return fmt(limit_usd / 10_000 if category == INVERSE else limit_usd)
+def risk_limit_value(usd: Decimal, category: str) -> str:
+    """An amount of the risk table as Bybit states it: in coin for inverse markets (see RISK_TIERS)."""
+    return fmt(usd / 10_000 if category == INVERSE else usd)
 
 
 def side_name(sign: int) -> str:
@@ -179,11 +189,16 @@ def position(
     *,
     stream: bool,
 ) -> dict[str, Any]:
+    """`held` carries the engine's margin figures (`Position.initial_margin`, `maintenance_margin`,
+    `leverage`, `liquidation_price`); `leverage` is the account's, for a flat position. `liqPrice` is empty
+    where the engine finds no liquidation price, as Bybit leaves it empty outside its price band."""
     contracts = held.contracts if held else ZERO
     entry = held.entry_price if held and contracts else ZERO
     mark = held.mark_price if held else None
     value = settle_value(instrument, abs(contracts), entry) if contracts else ZERO
-    initial = settle_value(instrument, abs(contracts), mark) / leverage if contracts and mark else ZERO
+    initial = held.initial_margin if held and held.initial_margin is not None else ZERO
+    maintenance = held.maintenance_margin if held and held.maintenance_margin is not None else ZERO
+    liquidation = held.liquidation_price if held and contracts else None
     item: dict[str, Any] = {
         "positionIdx": 0,
         "riskId": 1,
@@ -197,12 +212,12 @@ def position(
         "positionStatus": "Normal",
         "autoAddMargin": 0,
         "adlRankIndicator": 2 if contracts else 0,
-        "leverage": fmt(leverage),
+        "leverage": fmt(held.leverage if held and held.leverage else leverage),
         "positionBalance": fmt(initial),
         "markPrice": fmt(mark),
-        "liqPrice": "",
+        "liqPrice": fmt(liquidation) if liquidation is not None else "",
         "bustPrice": "",
-        "positionMM": fmt(initial * leverage * MAINTENANCE_MARGIN_RATE),
+        "positionMM": fmt(maintenance),
         "positionIM": fmt(initial),
         "tpslMode": "Full",
         "takeProfit": "0",
@@ -230,23 +245,24 @@ def wallet(
     locked: Mapping[str, Decimal],
     cum_realised: Mapping[str, Decimal],
     usd_price: Callable[[str], Decimal | None],
-    leverage: Decimal,
 ) -> dict[str, Any]:
-    """The UNIFIED account: one entry per coin held or margining a position, and USD totals."""
+    """The UNIFIED account: one entry per coin held or margining a position, and USD totals; the positions'
+    margin is the engine's (`Position.initial_margin`, `maintenance_margin`)."""
     upnl: dict[str, Decimal] = {}
     initial: dict[str, Decimal] = {}
+    maintenance: dict[str, Decimal] = {}
     for instrument, held in positions:
         settle = instrument.settle
         upnl[settle] = upnl.get(settle, ZERO) + (held.unrealized_pnl or ZERO)
-        notional = abs(settle_value(instrument, held.contracts, held.mark_price))
-        initial[settle] = initial.get(settle, ZERO) + notional / leverage
+        initial[settle] = initial.get(settle, ZERO) + (held.initial_margin or ZERO)
+        maintenance[settle] = maintenance.get(settle, ZERO) + (held.maintenance_margin or ZERO)
     coins = []
     totals = dict.fromkeys(("equity", "wallet", "upl", "im", "mm", "available"), ZERO)
     for coin in sorted(set(balances) | set(upnl)):
         wallet_balance = balances.get(coin, ZERO)
         equity = wallet_balance + upnl.get(coin, ZERO)
         im = initial.get(coin, ZERO)
-        mm = im * leverage * MAINTENANCE_MARGIN_RATE
+        mm = maintenance.get(coin, ZERO)
         held_back = locked.get(coin, ZERO)
         available = max(ZERO, wallet_balance - held_back - im)
         price = Decimal(1) if is_stable(coin) else usd_price(coin)

@@ -5,7 +5,8 @@ Each API key is an account of one simulated engine, opened at start with the def
 balances; its inventory then moves on its own (`deltakeeper.sim.scenario`). Prices: the bundled SOL
 history replayed from the simulated start, then a seeded random walk; BTC and ETH follow seeded random
 walks. The simulated clock runs `speed` times faster than the wall clock; authentication uses the wall
-clock.
+clock. The engine margins and liquidates positions with the risk limits the emulator publishes
+(`serializers.RISK_TIERS`), and reports its own figures on them (`positionIM`, `positionMM`, `liqPrice`).
 
 Control endpoints (no authentication; answered to loopback clients only, 403 otherwise):
 - `GET /sim/faults`: the current fault settings (`FaultConfig` fields) as JSON;
@@ -23,13 +24,14 @@ import itertools
 import json
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from ipaddress import ip_address
 
 from aiohttp import web
 
 from deltakeeper.sim.bybit.faults import FaultConfig, Faults
 from deltakeeper.sim.bybit.rest import VENUE, dispatch
+from deltakeeper.sim.bybit.serializers import MAINTENANCE_TIERS_USD
 from deltakeeper.sim.bybit.venue import BybitVenue
 from deltakeeper.sim.bybit.ws import Hub
 from deltakeeper.sim.clock import SimClock
@@ -107,6 +109,7 @@ def build_app(
     clock = SimClock(speed, anchor_sim=start)
     ids_seed = seed * 1_000_003 + int((start or clock.now()).timestamp() * 1000)
     engine = SimEngine(default_instruments(), seed=ids_seed)
+    engine.maintenance_tiers = MAINTENANCE_TIERS_USD  # the risk limits `/v5/market/risk-limit` publishes
     scenarios = {key: InventoryScenario(ScenarioParams(seed=seed + i)) for i, key in enumerate(credentials)}
     for key, inventory in scenarios.items():
         engine.open_account(key, inventory.params.starting_balances)
@@ -116,7 +119,9 @@ def build_app(
     app = web.Application()
     app[VENUE] = venue
     app[HUB] = hub
-    app[_DRIVER] = Driver(engine, clock, default_feed(clock.now(), seed, tick_secs),
+    # The feed starts on the tick at or before the clock's start, so that every market has a quote at once.
+    first_tick = datetime.fromtimestamp(clock.now().timestamp() // tick_secs * tick_secs, UTC)
+    app[_DRIVER] = Driver(engine, clock, default_feed(first_tick, seed, tick_secs),
                           scenarios if scenario else {})
     app.router.add_get("/v5/public/{channel}", hub.handle)
     app.router.add_get("/v5/private", hub.handle)

@@ -371,7 +371,7 @@ class BybitVenue:
                 cum_realised[self.engine.instruments[symbol].settle] += book.cum_realised
         positions = [(self.engine.instruments[p.symbol], p) for p in self.engine.positions(account)]
         return serializers.wallet(self.engine.balances(account), positions, locked, cum_realised,
-                                  self.usd_price, self.engine.leverage)
+                                  self.usd_price)
 
     def usd_price(self, coin: str) -> Decimal | None:
         for instrument in self.engine.instruments.values():
