@@ -13,7 +13,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, select, text
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import StatementError
+from sqlalchemy.exc import DBAPIError, StatementError
 
 from deltakeeper.adapters.journal import (
     SqlJournal,
@@ -383,3 +383,14 @@ async def test_a_failed_order_write_takes_its_decision_back_with_it(journal: Sql
     with pytest.raises(StatementError):
         await journal.record_decision(decision(12), naive)
     assert await journal.list_decisions() == [] and await journal.list_orders() == []
+
+
+async def test_an_order_the_database_refuses_takes_its_decision_back_with_it(journal: SqlJournal) -> None:
+    refused = replace(pending_order(decision_id=13), symbol=None)  # NOT NULL: refused by the database itself
+    with pytest.raises(DBAPIError):
+        await journal.record_decision(decision(13), refused)
+    assert await journal.list_decisions() == [] and await journal.list_orders() == []
+
+    await journal.record_decision(decision(13), pending_order(decision_id=13))  # and the journal goes on
+    assert [d["decision_id"] for d in await journal.list_decisions()] == [13]
+    assert [o["decision_id"] for o in await journal.list_orders()] == [13]

@@ -39,6 +39,7 @@ from deltakeeper.domain.risk import (
     headroom_after,
     margin_after,
 )
+from deltakeeper.sim.clock import SimClock
 from deltakeeper.sim.engine import SimEngine
 from deltakeeper.sim.feeds import option_quote, rally_feed, synthetic_feed, with_option_quotes
 from deltakeeper.sim.markets import ASSETS, default_instruments, option_instruments
@@ -310,6 +311,23 @@ def test_coin_neutral_market_state_applies_to_its_assets_only() -> None:
     deltas = state.deltas()
     assert deltas["BTC"].delta_coin == 0 and deltas["SOL"].delta_coin == 10
     assert state.recompute_deltas() == deltas
+
+
+
+def test_a_coin_neutral_asset_values_its_options_by_black76_at_the_clocks_time() -> None:
+    """An option with no published delta needs the time for Black-76, in the coin equity too."""
+    calls = Position(CALL.symbol, D(-10), D("0.06"), D(0), mark_iv=0.6)
+    snapshot = AccountSnapshot({"BTC": D(2)}, (calls,), T0)
+    quotes = {"BTC/USD:BTC": Quote("BTC/USD:BTC", PRICE, PRICE, PRICE, T0)}
+    state = CoinNeutralMarketState(dict(INSTRUMENTS), {}, {"BTC": "BTC/USD:BTC"},
+                                   clock=SimClock(0, anchor_sim=T0), coin_neutral=frozenset({"BTC"}))
+    state.quotes.update(quotes)
+    state.on_account(snapshot)
+    model = greeks(60_000.0, 60_000.0, 30 / 365, 0.6, True)
+    # USD-neutral, the wallet and the calls' plain delta: 2 - 10 delta; less the coin equity, the wallet
+    # less what the short calls are worth: 2 - 10 premium.
+    expected = D(2) - 10 * D(repr(model.delta)) - (D(2) - 10 * D(repr(model.premium_coin)))
+    assert abs(state.deltas()["BTC"].delta_coin - expected) < D("1e-12")
 
 
 # -- settings and metrics -----------------------------------------------------------------------

@@ -391,7 +391,7 @@ class CoinNeutralMarketState(MarketState):
             price = prices.get(asset)
             if price is None:
                 continue
-            equity = coin_equity(asset, self.instruments, account.balances, positions, prices)
+            equity = coin_equity(asset, self.instruments, account.balances, positions, prices, self._now())
             delta = deltas.get(asset)
             if delta is None and equity == 0:
                 continue

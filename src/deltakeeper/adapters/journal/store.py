@@ -1,11 +1,12 @@
 """`SqlJournal`: the Journal port over SQLAlchemy Core (async), the CLI's read queries, the trader lock.
 
 Writes are Core statements and no ORM objects. Fills and funding payments are insert-or-ignore on the
-exchange's ids, which makes ingestion idempotent; they are the hottest writes (every fill, and backfills
-of thousands), so they skip SQLAlchemy's statement machinery and go to the driver as one prepared
-statement (`_InsertNew`): on SQLite one `executemany` and the commit, on PostgreSQL one round trip
-however many rows, on a connection the journal keeps for it. Either way a call is one transaction,
-committed before it returns.
+exchange's ids, which makes ingestion idempotent. The hottest writes skip SQLAlchemy's statement
+machinery and go to the driver as statements prepared once (`_InsertNew`): fills and funding (every fill,
+and backfills of thousands: on SQLite one `executemany` and the commit, on PostgreSQL one round trip
+however many rows, on a connection the journal keeps for it), and a decision with the order it is about
+to send (on the path from a tick to that order). Either way a call is one transaction, committed before
+it returns.
 """
 
 from __future__ import annotations
@@ -104,9 +105,18 @@ class SqlJournal:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
-        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+        self._postgresql = engine.dialect.name == "postgresql"
+        self._insert = postgresql.insert if self._postgresql else sqlite.insert
         self._new_fills = _InsertNew(fills, ("symbol", "trade_id"), engine.dialect)
         self._new_funding = _InsertNew(funding_payments, ("payment_id",), engine.dialect)
+        self._new_decisions = _InsertNew(decisions, ("decision_id",), engine.dialect)
+        # An order is inserted, or replaced by client order id unless the row is in a final state.
+        self._order_upserts = _InsertNew(
+            orders, ("client_order_id",), engine.dialect,
+            update=[column.name for column in orders.columns
+                    if column.name not in ("id", "client_order_id", "updated_ts")],
+            where=orders.c.status.not_in(FINAL_STATUSES),
+        )
         self._writer: AsyncConnection | None = None
         self._writer_driver: Any = None
         self._writer_since = 0.0
@@ -127,13 +137,15 @@ class SqlJournal:
     ) -> None:
         """Store a decision, and the order it is about to send, in one transaction (one commit before the
         order leaves); recording the same decision id again is a no-op."""
-        async with self._engine.begin() as conn:
-            await conn.execute(*self._decision_insert(decision))
-            if pending_order is not None:
-                await conn.execute(self._order_upsert(pending_order))
+        recorded_at = _now()
+        writes = [(self._new_decisions, [self._decision_row(decision, recorded_at)])]
+        if pending_order is not None:
+            writes.append((self._order_upserts, [self._order_row(pending_order, recorded_at)]))
+        await self._write(writes)
 
-    def _decision_insert(self, decision: DecisionRecord) -> tuple[Any, list[dict[str, Any]]]:
-        row = {
+    @staticmethod
+    def _decision_row(decision: DecisionRecord, recorded_at: datetime) -> dict[str, Any]:
+        return {
             "decision_id": decision.decision_id,
             "ts": decision.ts,
             "asset": decision.asset,
@@ -149,18 +161,17 @@ class SqlJournal:
             "amount_contracts": decision.amount_contracts,
             "est_cost_usd": decision.est_cost_usd,
             "detail": decision.detail,
-            "recorded_at": _now(),
+            "recorded_at": recorded_at,
         }
-        return self._insert(decisions).on_conflict_do_nothing(index_elements=["decision_id"]), [row]
 
     async def record_order(self, order: OrderRecord) -> None:
         """Insert an order, or replace its state by client order id. A row already in a final state
         (filled, canceled, rejected) is left as it is."""
-        async with self._engine.begin() as conn:
-            await conn.execute(self._order_upsert(order))
+        await self._write([(self._order_upserts, [self._order_row(order, _now())])])
 
-    def _order_upsert(self, order: OrderRecord) -> Any:
-        row = {
+    @staticmethod
+    def _order_row(order: OrderRecord, recorded_at: datetime) -> dict[str, Any]:
+        return {
             "client_order_id": order.client_order_id,
             "decision_id": order.decision_id,
             "exchange_order_id": order.exchange_order_id,
@@ -178,15 +189,8 @@ class SqlJournal:
             "reject_reason": order.reject_reason,
             "created_ts": order.created_ts,
             "updated_ts": order.created_ts,
-            "recorded_at": _now(),
+            "recorded_at": recorded_at,
         }
-        insert = self._insert(orders).values(row)
-        replaced = [name for name in row if name not in ("client_order_id", "updated_ts")]
-        return insert.on_conflict_do_update(
-            index_elements=["client_order_id"],
-            set_={name: insert.excluded[name] for name in replaced},
-            where=orders.c.status.not_in(FINAL_STATUSES),
-        )
 
     async def update_order(self, state: OrderState) -> None:
         """Apply the exchange's view of an order, found by client order id, else exchange order id.
@@ -306,26 +310,42 @@ class SqlJournal:
         """Insert-or-ignore `rows` in one transaction, committed on return; how many were new."""
         if not rows:
             return 0
-        columns = insert.bind(rows)
-        if insert.autocommits and not self._writer_busy:
+        [added] = await self._write([(insert, rows)])
+        return added
+
+    async def _write(self, writes: list[tuple[_InsertNew, list[dict[str, Any]]]]) -> list[int]:
+        """Run each statement on its rows, all in one transaction committed on return; how many rows
+        each added (or, for an upsert, changed). Every value is bound before anything is written."""
+        bound = [(insert, insert.bind(rows)) for insert, rows in writes]
+        if self._postgresql and not self._writer_busy:
             self._writer_busy = True
             try:
-                return await self._run_on_writer(insert, columns)
+                return await self._run_on_writer(bound)
             finally:
                 self._writer_busy = False
         async with self._engine.connect() as conn:
             driver: Any = (await conn.get_raw_connection()).driver_connection
-            if insert.autocommits:
-                return await insert.run(driver, columns)
-            try:
-                added = await insert.run(driver, columns)
-                await driver.commit()
-            except BaseException:
-                await driver.rollback()
-                raise
-            return added
+            return await self._run(driver, bound)
 
-    async def _run_on_writer(self, insert: _InsertNew, columns: list[list[Any]]) -> int:
+    async def _run(self, driver: Any, bound: list[tuple[_InsertNew, list[list[Any]]]]) -> list[int]:
+        """Run bound statements on the driver's connection in one transaction. PostgreSQL: one statement
+        is its own transaction (see `_InsertNew`), several are wrapped in one; SQLite: the driver's
+        implicit transaction, committed or rolled back here."""
+        if self._postgresql:
+            if len(bound) == 1:
+                insert, columns = bound[0]
+                return [await insert.run(driver, columns)]
+            async with driver.transaction():
+                return [await insert.run(driver, columns) for insert, columns in bound]
+        try:
+            changed = [await insert.run(driver, columns) for insert, columns in bound]
+            await driver.commit()
+        except BaseException:
+            await driver.rollback()
+            raise
+        return changed
+
+    async def _run_on_writer(self, bound: list[tuple[_InsertNew, list[list[Any]]]]) -> list[int]:
         """PostgreSQL: run on the journal's writer, a pooled connection kept checked out between calls
         (taking one from the pool and giving it back costs as much again as the insert). A call that
         finds it busy takes a connection from the pool instead. It is renewed after `pool_recycle`, and
@@ -341,7 +361,7 @@ class SqlJournal:
                 raise
             self._writer, self._writer_since = conn, time.monotonic()
         try:
-            return await insert.run(self._writer_driver, columns)
+            return await self._run(self._writer_driver, bound)
         except BaseException:
             await self._drop_writer(invalidate=True)
             raise
@@ -512,9 +532,12 @@ def _numeric_text(value: Any) -> str | None:
 
 class _InsertNew:
     """Insert-or-ignore of many rows of `table` (unique on `keys`) as one prepared statement, run on the
-    driver's connection: the hot write path (every fill) without SQLAlchemy's per-call statement
-    compilation, result processing and cursor round trips. Values are bound with the columns' own
-    SQLAlchemy bind processors, so they are stored exactly as a Core insert stores them.
+    driver's connection: the hot write paths (every fill; a decision and its order) without SQLAlchemy's
+    per-call statement building and compilation, result processing and cursor round trips. Values are
+    bound with the columns' own SQLAlchemy bind processors, so they are stored exactly as a Core insert
+    stores them. With `update`, a row whose key exists has those columns replaced by the new row's
+    instead (`ON CONFLICT ... DO UPDATE`, where the existing row matches `where`): one row per key in
+    a call.
 
     - SQLite (aiosqlite): `INSERT ... ON CONFLICT DO NOTHING` through `executemany`, one hop to the
       connection's thread, then the commit, one more (SQLAlchemy's begin and commit cost more than
@@ -522,20 +545,26 @@ class _InsertNew:
     - PostgreSQL (asyncpg): `INSERT ... SELECT * FROM unnest($1::type[], ...) ON CONFLICT DO NOTHING
       RETURNING id`, one column array per parameter (NUMERIC ones as text), so that two rows or a
       hundred thousand are one statement and one round trip; a single row goes as a plain `VALUES` row.
-      The new rows are those returned. It runs outside a transaction block (`autocommits`: SQLAlchemy's
-      asyncpg adapter begins a transaction only when its own cursor runs), so the statement is its own
+      The new rows are those returned. It runs outside a transaction block (SQLAlchemy's asyncpg
+      adapter begins a transaction only when its own cursor runs), so one statement is its own
       transaction, committed (and flushed, with `synchronous_commit` on) before the answer comes back:
       BEGIN and COMMIT would be two more round trips for nothing.
     """
 
-    def __init__(self, table: Table, keys: tuple[str, ...], dialect: Dialect) -> None:
+    def __init__(self, table: Table, keys: tuple[str, ...], dialect: Dialect, update: Sequence[str] = (),
+                 where: ColumnElement[bool] | None = None) -> None:
         columns = [column for column in table.columns if column.name != "id"]
         self.names = [column.name for column in columns]
         self._processors = [column.type.dialect_impl(dialect).bind_processor(dialect) for column in columns]
-        self._postgresql = self.autocommits = dialect.name == "postgresql"
+        self._postgresql = dialect.name == "postgresql"
         quote = dialect.identifier_preparer.quote
         into = f"INSERT INTO {quote(table.name)} ({', '.join(quote(name) for name in self.names)})"
-        conflict = f"ON CONFLICT ({', '.join(quote(key) for key in keys)}) DO NOTHING"
+        action = "DO NOTHING"
+        if update:
+            action = "DO UPDATE SET " + ", ".join(f"{quote(n)} = excluded.{quote(n)}" for n in update)
+            if where is not None:
+                action += f" WHERE {where.compile(dialect=dialect, compile_kwargs={'literal_binds': True})}"
+        conflict = f"ON CONFLICT ({', '.join(quote(key) for key in keys)}) {action}"
         if self._postgresql:
             # Arrays of the types without their modifiers: an explicit cast to VARCHAR(128)[] would
             # truncate a longer value silently, where the insert's own assignment refuses it.
