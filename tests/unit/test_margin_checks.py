@@ -306,7 +306,8 @@ def test_coin_neutral_market_state_applies_to_its_assets_only() -> None:
     state = CoinNeutralMarketState(
         dict(INSTRUMENTS), {}, {"BTC": "BTC/USD:BTC", "SOL": "SOL/USDT:USDT"}, coin_neutral=frozenset({"BTC"})
     )
-    state.quotes.update(quotes)
+    for one in quotes.values():
+        state.on_quote(one)
     state.on_account(snapshot)
     deltas = state.deltas()
     assert deltas["BTC"].delta_coin == 0 and deltas["SOL"].delta_coin == 10
@@ -321,7 +322,8 @@ def test_a_coin_neutral_asset_values_its_options_by_black76_at_the_clocks_time()
     quotes = {"BTC/USD:BTC": Quote("BTC/USD:BTC", PRICE, PRICE, PRICE, T0)}
     state = CoinNeutralMarketState(dict(INSTRUMENTS), {}, {"BTC": "BTC/USD:BTC"},
                                    clock=SimClock(0, anchor_sim=T0), coin_neutral=frozenset({"BTC"}))
-    state.quotes.update(quotes)
+    for one in quotes.values():
+        state.on_quote(one)
     state.on_account(snapshot)
     model = greeks(60_000.0, 60_000.0, 30 / 365, 0.6, True)
     # USD-neutral, the wallet and the calls' plain delta: 2 - 10 delta; less the coin equity, the wallet

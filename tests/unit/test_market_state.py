@@ -145,6 +145,21 @@ def test_a_tick_redoes_only_the_usd_delta_of_the_asset_it_prices() -> None:
     assert exactly(after) == exactly(state.recompute_deltas())
 
 
+def test_position_contracts_is_the_first_position_in_the_symbol_of_the_current_snapshot() -> None:
+    rng = random.Random(11)
+    state = MarketState(dict(INSTRUMENTS))
+    assert state.position_contracts(DERIVATIVES[0]) == 0
+    for step in range(200):
+        ts = T0 + timedelta(seconds=step)
+        snapshot = random_account(rng, ts)
+        if rng.random() < 0.3:  # the same symbol twice: the first one counts
+            snapshot = replace(snapshot, positions=(*snapshot.positions, *snapshot.positions))
+        state.on_account(snapshot)
+        for symbol in DERIVATIVES:
+            first = next((p.contracts for p in snapshot.positions if p.symbol == symbol), D(0))
+            assert state.position_contracts(symbol) == first, f"step {step} {symbol}"
+
+
 def test_deltas_returns_a_copy_the_caller_may_change() -> None:
     state = MarketState(dict(INSTRUMENTS), {}, {"BTC": "BTC/USDT:USDT"})
     state.on_account(AccountSnapshot({"BTC": D(1)}, (), T0))

@@ -19,8 +19,11 @@ def test_to_base36_uses_digits_then_lowercase_letters():
 
 
 def test_to_base36_round_trips_through_int():
-    for number in (1, 37, 123_456_789, 2**63 - 1, 7_000_000_000_000_000):
-        assert int(to_base36(number), 36) == number
+    around_powers = [36**k + d for k in range(1, 13) for d in (-1, 0, 1)]
+    for number in (0, 1, 37, 123_456_789, 2**63 - 1, 7_000_000_000_000_000, *range(3000), *around_powers):
+        digits = to_base36(number)
+        assert int(digits, 36) == number
+        assert digits == "0" or not digits.startswith("0")
 
 
 def test_to_base36_rejects_negative_numbers():

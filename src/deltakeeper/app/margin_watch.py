@@ -39,6 +39,7 @@ from deltakeeper.app.market_state import MarketState
 from deltakeeper.app.rebalance import Hedger, new_decision_id, short
 from deltakeeper.domain.errors import DeltakeeperError
 from deltakeeper.domain.exposure import AssetDelta
+from deltakeeper.domain.instruments import Instrument
 from deltakeeper.domain.margin import (
     AccountMargin,
     MarginRules,
@@ -47,7 +48,7 @@ from deltakeeper.domain.margin import (
     coin_neutral_delta,
 )
 from deltakeeper.domain.orders import Fill
-from deltakeeper.domain.records import DecisionRecord
+from deltakeeper.domain.records import AccountSnapshot, DecisionRecord
 from deltakeeper.domain.risk import MarginContext, StateMachine, TradingState
 
 if TYPE_CHECKING:
@@ -59,6 +60,30 @@ log = structlog.get_logger("deltakeeper.margin")
 
 MARGIN_LOW = "margin_low"
 ZERO = Decimal(0)
+
+
+@dataclass
+class _Computed:
+    """`MarginWatch.margin()`'s last result and what it was computed from."""
+
+    account: AccountSnapshot
+    instruments: dict[str, Instrument]
+    instrument_count: int
+    rules: MarginRules
+    prices: dict[str, Decimal]
+    margin: AccountMargin | None
+
+    def same_inputs(self, other: _Computed) -> bool:
+        """The same account snapshot, instruments and rules (the very objects: they are replaced, not
+        changed; the instruments' count is checked too), and the same assets at the very same prices."""
+        return (
+            self.account is other.account
+            and self.instruments is other.instruments
+            and self.instrument_count == other.instrument_count
+            and self.rules is other.rules
+            and len(self.prices) == len(other.prices)
+            and all(other.prices.get(asset) is price for asset, price in self.prices.items())
+        )
 
 
 class MarginWatch:
@@ -84,6 +109,7 @@ class MarginWatch:
         self.liquidations = 0
         self.unknown = False
         """Whether the margin could not be estimated last time (logged once)."""
+        self._last: _Computed | None = None
 
     def attach(self) -> MarginWatch:
         self.hedger.margin_context = self.context
@@ -121,16 +147,22 @@ class MarginWatch:
         if account is None:
             return None
         prices = _prices(state)
+        computed = _Computed(account, state.instruments, len(state.instruments), self.rules, prices, None)
+        if self._last is not None and self._last.same_inputs(computed):
+            return self._last.margin  # the same snapshot (replaced, never mutated) at the same prices
         try:
-            margin = account_margin(
+            margin: AccountMargin | None = account_margin(
                 state.instruments, account.balances, account.positions, prices, self.rules
             )
         except ValueError as exc:
             if not self.unknown:
                 log.warning("margin_unknown", error=str(exc))
             self.unknown = True
-            return None
-        self.unknown = False
+            margin = None
+        else:
+            self.unknown = False
+        computed.margin = margin
+        self._last = computed
         return margin
 
     def context(self, symbol: str) -> MarginContext | None:

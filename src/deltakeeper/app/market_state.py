@@ -7,9 +7,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from types import MappingProxyType
 
 from deltakeeper.domain.exposure import AssetDelta, Position, asset_deltas
-from deltakeeper.domain.instruments import Instrument, Kind, is_stable
+from deltakeeper.domain.instruments import ZERO, Instrument, Kind, is_stable
 from deltakeeper.domain.orders import Quote
 from deltakeeper.domain.records import AccountSnapshot
 from deltakeeper.ports import Clock
@@ -29,6 +30,9 @@ class _Deltas:
     external: dict[str, Decimal]
     instruments: dict[str, Instrument]
     instrument_count: int
+    price_symbols: dict[str, str]
+    priced_by: dict[str, list[str]]
+    """Symbol -> the assets it prices."""
     prices: dict[str, Decimal]
     result: dict[str, AssetDelta]
     balances: dict[str, Decimal]
@@ -43,17 +47,33 @@ class MarketState:
     external: Mapping[str, Decimal] = field(default_factory=dict)
     price_symbols: dict[str, str] = field(default_factory=dict)
     """Asset -> the instrument whose mark prices it in USD."""
-    quotes: dict[str, Quote] = field(default_factory=dict)
     received_at: dict[str, float] = field(default_factory=dict)
     """Symbol -> monotonic wall time of the last quote's arrival."""
     account: AccountSnapshot | None = None
     clock: Clock | None = None
     """The time options are valued at (Black-76's time to expiry): the Hedger's clock. Without one, an
     option position with no published delta raises OptionInputMissing, and options have no gamma."""
+    _quotes: dict[str, Quote] = field(default_factory=dict, init=False, repr=False)
+    _quotes_view: Mapping[str, Quote] = field(init=False, repr=False, compare=False)
+    _quoted: set[str] = field(default_factory=set, init=False, repr=False, compare=False)
+    """Symbols quoted since `deltas()` last looked at the prices."""
     _cache: _Deltas | None = field(default=None, init=False, repr=False, compare=False)
+    _positions: tuple[AccountSnapshot, dict[str, Decimal]] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        self._quotes_view = MappingProxyType(self._quotes)
+
+    @property
+    def quotes(self) -> Mapping[str, Quote]:
+        """Symbol -> its latest quote. Read-only: quotes come in through `on_quote`, which `deltas()`
+        counts on."""
+        return self._quotes_view
 
     def on_quote(self, quote: Quote) -> None:
-        self.quotes[quote.symbol] = quote
+        self._quotes[quote.symbol] = quote
+        self._quoted.add(quote.symbol)
         self.received_at[quote.symbol] = time.monotonic()
 
     def on_account(self, snapshot: AccountSnapshot) -> bool:
@@ -67,7 +87,7 @@ class MarketState:
     def quote_age_secs(self, symbol: str, speed: float, now_ts: float) -> float:
         """Wall seconds since the quote arrived, or since the exchange stamped it (scaled by the
         simulator's speed), whichever is older. Infinite when there is no quote."""
-        quote = self.quotes.get(symbol)
+        quote = self._quotes.get(symbol)
         if quote is None:
             return float("inf")
         arrived = time.monotonic() - self.received_at[symbol]
@@ -76,41 +96,56 @@ class MarketState:
 
     def price_usd(self, asset: str) -> Decimal | None:
         symbol = self.price_symbols.get(asset)
-        quote = self.quotes.get(symbol) if symbol else None
+        quote = self._quotes.get(symbol) if symbol else None
         return quote.mark if quote else None
+
+    def position_contracts(self, symbol: str) -> Decimal:
+        """The account's signed position in `symbol` (its first one there), 0 without. Looked up by symbol,
+        indexed once per account snapshot (snapshots are replaced, never mutated: `on_account`)."""
+        account = self.account
+        if account is None:
+            return ZERO
+        if self._positions is None or self._positions[0] is not account:
+            by_symbol: dict[str, Decimal] = {}
+            for position in account.positions:
+                by_symbol.setdefault(position.symbol, position.contracts)
+            self._positions = (account, by_symbol)
+        return self._positions[1].get(symbol, ZERO)
 
     def deltas(self) -> dict[str, AssetDelta]:
         """Per-asset delta of the account plus external holdings, for every asset with a price.
 
         Incremental: while the account snapshot (replaced, never mutated: `on_account`), the external
-        holdings, the instruments and the set of priced assets stay the same, a new price only changes
-        its asset's USD delta, so only the assets whose price object changed are redone (options' assets
-        always are). Anything else changing means a full `recompute_deltas`. Equal to it either way."""
+        holdings, the instruments, the pricing markets and the set of priced assets stay the same, a new
+        price only changes its asset's USD delta, so only the assets whose price object changed (of those
+        priced by the markets quoted since the last call) are redone (options' assets always are).
+        Anything else changing means a full `recompute_deltas`. Equal to it either way."""
         account = self.account
         if account is None:
             return {}
-        prices = self._prices()
         cache = self._cache
         if (
             cache is None
             or cache.account is not account
             or cache.instruments is not self.instruments
             or cache.instrument_count != len(self.instruments)
-            or len(cache.prices) != len(prices)
+            or cache.price_symbols != self.price_symbols
             or cache.external != self.external
         ):
-            return dict(self._full(account, prices).result)
-        old_prices = cache.prices
-        changed = [asset for asset, price in prices.items() if price is not old_prices.get(asset)]
-        if any(asset not in old_prices for asset in changed):  # another asset is priced now
-            return dict(self._full(account, prices).result)
-        if not changed and not cache.volatile:
-            return dict(cache.result)
-        result = dict(cache.result)
-        for asset in changed:
-            if asset in result and asset not in cache.volatile:
-                coin, gross = result[asset].delta_coin, result[asset].gross_coin
-                result[asset] = AssetDelta(asset, coin, coin * prices[asset], gross)
+            return dict(self._full(account, self._prices()).result)
+        prices, result = cache.prices, cache.result  # the cache's own: callers get copies
+        for symbol in self._quoted:
+            price = self._quotes[symbol].mark
+            for asset in cache.priced_by.get(symbol, ()):
+                if price is prices.get(asset):
+                    continue
+                if asset not in prices:  # another asset is priced now
+                    return dict(self._full(account, self._prices()).result)
+                prices[asset] = price
+                if asset in result and asset not in cache.volatile:
+                    coin, gross = result[asset].delta_coin, result[asset].gross_coin
+                    result[asset] = AssetDelta(asset, coin, coin * price, gross)
+        self._quoted.clear()
         if cache.volatile:
             legs = cache.volatile
             fresh = asset_deltas(
@@ -127,9 +162,7 @@ class MarketState:
                     result[asset] = fresh[asset]
                 else:
                     result.pop(asset, None)
-            result = {asset: result[asset] for asset in sorted(result)}
-        cache.prices = prices
-        cache.result = result
+            cache.result = result = {asset: result[asset] for asset in sorted(result)}
         return dict(result)
 
     def recompute_deltas(self) -> dict[str, AssetDelta]:
@@ -142,17 +175,17 @@ class MarketState:
         return self.clock.now() if self.clock is not None else None
 
     def _prices(self) -> dict[str, Decimal]:
-        """`price_usd` of every asset that has one (inlined: this runs on every tick)."""
-        quotes = self.quotes
-        prices = {}
-        for asset, symbol in self.price_symbols.items():
-            quote = quotes.get(symbol) if symbol else None
-            if quote is not None:
-                prices[asset] = quote.mark
-        return prices
+        """`price_usd` of every asset that has one."""
+        quotes = self._quotes
+        return {
+            asset: quote.mark
+            for asset, symbol in self.price_symbols.items()
+            if symbol and (quote := quotes.get(symbol)) is not None
+        }
 
     def _full(self, account: AccountSnapshot, prices: dict[str, Decimal]) -> _Deltas:
         self._cache = None
+        self._quoted.clear()
         balances = {a: q for a, q in account.balances.items() if a in prices or is_stable(a)}
         external = {a: q for a, q in self.external.items() if a in prices}
         positions = [p for p in account.positions if p.symbol in self.instruments]
@@ -162,9 +195,14 @@ class MarketState:
             instrument = self.instruments[position.symbol]
             if instrument.kind is Kind.OPTION:
                 volatile.update((instrument.base, instrument.settle))
+        priced_by: dict[str, list[str]] = {}
+        for asset, symbol in self.price_symbols.items():
+            if symbol:
+                priced_by.setdefault(symbol, []).append(asset)
         self._cache = _Deltas(
             account=account, external=dict(self.external), instruments=self.instruments,
-            instrument_count=len(self.instruments), prices=prices, result=result, balances=balances,
+            instrument_count=len(self.instruments), price_symbols=dict(self.price_symbols),
+            priced_by=priced_by, prices=prices, result=result, balances=balances,
             external_priced=external, positions=positions,
             volatile=frozenset(a for a in volatile if not is_stable(a)),
         )

@@ -1,4 +1,5 @@
-"""The rebalance cycle: recompute delta, decide, check risk, journal, execute (DESIGN.md 5 and 6)."""
+"""The rebalance cycle: recompute delta, decide, check risk, journal, execute (DESIGN.md 5 and 6). The
+orders themselves are sent, settled and sliced by `app/orders.py`."""
 
 from __future__ import annotations
 
@@ -18,11 +19,11 @@ from deltakeeper.app.execution import (
     BOOK_DEPTH,
     ExecutionOptions,
     ExecutionPlan,
-    min_slice_contracts,
     plan_execution,
     touch_price,
 )
 from deltakeeper.app.market_state import MarketState
+from deltakeeper.app.orders import SETTLE_POLL_SECS, OrderRunner
 from deltakeeper.domain import risk
 from deltakeeper.domain.decide_policies import (
     FixedBandPolicy,
@@ -33,7 +34,6 @@ from deltakeeper.domain.decide_policies import (
     proxy_view,
     residual_vol,
 )
-from deltakeeper.domain.errors import OrderOutcomeUnknown, OrderRejected, RateLimited
 from deltakeeper.domain.exposure import AssetDelta
 from deltakeeper.domain.instruments import Instrument, is_stable
 from deltakeeper.domain.orders import (
@@ -55,12 +55,6 @@ from deltakeeper.ports import Alerts, Clock, Exchange, Journal
 
 log = structlog.get_logger("deltakeeper.rebalance")
 
-RESEND_LIMIT = 3
-SETTLE_POLL_SECS = 0.2
-REJECT_BACKOFF_SECS = 1.0
-REJECT_BACKOFF_MAX_SECS = 60.0
-"""After a refused order no new order goes to that instrument for this long, doubling with each refusal
-in a row (up to the maximum) and cleared by a fill: an exchange that refuses everything is not hammered."""
 MIN_RISK_BAR_SECS = 1.0
 """The risk model samples prices once per bar of the quote spacing (exchange time), at least this long."""
 _NO_RISK = RiskModel.for_bar(MIN_RISK_BAR_SECS)
@@ -151,10 +145,17 @@ class Hedger:
         self._day: datetime | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._quiet = 0
-        self._draining = False
         """While above 0 no decision is taken (a periodic reconciliation compares the books)."""
-        self._backoff: dict[str, tuple[float, float]] = {}
-        """Symbol -> (monotonic time until which no order is sent, the delay that set it)."""
+        self.orders = OrderRunner(
+            exchange, journal, clock, state,
+            order_timeout_secs=options.order_timeout_secs,
+            post_only_timeout_secs=options.execution.post_only_timeout_secs,
+            in_flight=self.in_flight,
+            check=self._check_order,
+            halted=self._halted,
+            order_done=self.counters.order_done,
+            alert=self._spawn_alert,
+        )
         self._by_price_symbol: dict[str, list[str]] = {}
         for asset, policy in policies.items():
             for symbol in {policy.hedge_symbol, state.price_symbols.get(asset, policy.hedge_symbol)}:
@@ -227,7 +228,7 @@ class Hedger:
     ) -> None:
         policy = self.policies[asset]
         symbol = policy.hedge_symbol
-        if symbol in self.in_flight or self._quiet or self._backing_off(symbol):
+        if symbol in self.in_flight or self._quiet or self.orders.backing_off(symbol):
             return
         record, request = self._decide(asset, policy, self.state.deltas() if deltas is None else deltas)
         if record is None:
@@ -269,7 +270,9 @@ class Hedger:
                 self.in_flight.pop(symbol, None)
             raise
         if not self.options.send_orders:
-            await self.journal.update_order(self._local_state(request, OrderStatus.CANCELED, "shadow mode"))
+            await self.journal.update_order(
+                self.orders.local_state(request, OrderStatus.CANCELED, "shadow mode")
+            )
             self.in_flight.pop(symbol, None)
             return
         assert plan is not None
@@ -287,9 +290,7 @@ class Hedger:
             return None, None  # nothing to decide on yet: no record, no order
         delta = deltas.get(asset) or AssetDelta(asset, Decimal(0), Decimal(0), Decimal(0))
         now = self.clock.now()
-        position = next(
-            (p.contracts for p in self.state.account.positions if p.symbol == hedge.symbol), Decimal(0)
-        )
+        position = self.state.position_contracts(hedge.symbol)
         decision, delta, policy_detail = self._policy_decision(
             asset, policy, delta, price, hedge, quote, position, now
         )
@@ -298,16 +299,8 @@ class Hedger:
             return self._record(decision_id, now, delta, decision, decision.reason, policy_detail), None
         intent = decision.intent
         touch = quote.ask if intent.side.sign > 0 else quote.bid
-        ctx = risk.RiskContext(
-            quote_age_secs=self.state.quote_age_secs(hedge.symbol, self.clock.speed, now.timestamp()),
-            mark_price=quote.mark,
-            position_contracts=position,
-            traded_today_usd=self._traded_today(now),
-            state=self.trading.state,
-            margin=self.margin_context(hedge.symbol),
-        )
-        outcome = risk.check(replace(intent, reference_price=touch), hedge, ctx, self.options.limits)
-        self._observe_state(frozenset(outcome.notes), now)
+        priced = OrderIntent(intent.symbol, intent.side, intent.amount_contracts, touch, intent.reduce_only)
+        outcome = self._check_order(priced, now)
         detail = ",".join(outcome.notes)
         if outcome.intent is None:
             return self._record(decision_id, now, delta, decision, detail or "denied", policy_detail), None
@@ -322,14 +315,7 @@ class Hedger:
             reduce_only=sent.reduce_only,
         )
         cost = hedge.notional_usd(sent.amount_contracts, touch) * hedge.taker_fee_rate
-        record = replace(
-            self._record(decision_id, now, delta, decision, "rebalance", detail),
-            symbol=sent.symbol,
-            side=sent.side,
-            amount_contracts=sent.amount_contracts,
-            est_cost_usd=cost,
-        )
-        return record, request
+        return self._record(decision_id, now, delta, decision, "rebalance", detail, sent, cost), request
 
     def _policy_decision(
         self,
@@ -422,16 +408,14 @@ class Hedger:
     def _exposure(self, asset: str, policy: AssetPolicy) -> Decimal | None:
         """The asset's delta before its hedge (holdings and other legs): what the hedge has to follow. Options
         are left out: the cost-aware band counts their drift by their gamma."""
-        account = self.state.account
-        if account is None:
+        if self.state.account is None:
             return None
         delta = self.state.deltas().get(asset)
         coin = delta.delta_coin - delta.option_delta_coin if delta is not None else Decimal(0)
         hedge = self.state.instruments[policy.hedge_symbol]
         quote = self.state.quotes.get(hedge.symbol)
         if hedge.base == asset and quote is not None:
-            position = next((p.contracts for p in account.positions if p.symbol == hedge.symbol), Decimal(0))
-            coin -= hedge.delta_coin(position, quote.mark)
+            coin -= hedge.delta_coin(self.state.position_contracts(hedge.symbol), quote.mark)
         return coin
 
     def _record(
@@ -442,7 +426,11 @@ class Hedger:
         decision: Decision,
         reason: str,
         detail: str = "",
+        sent: OrderIntent | None = None,
+        est_cost_usd: Decimal | None = None,
     ) -> DecisionRecord:
+        """The decision journal's record; with the order `sent` (after the risk check) and its estimated
+        cost when it trades."""
         return DecisionRecord(
             decision_id=decision_id,
             ts=now,
@@ -454,8 +442,31 @@ class Hedger:
             price_usd=decision.price_usd,
             reason=reason,
             trading_state=self.trading.state.value,
+            symbol=sent.symbol if sent is not None else None,
+            side=sent.side if sent is not None else None,
+            amount_contracts=sent.amount_contracts if sent is not None else None,
+            est_cost_usd=est_cost_usd,
             detail=detail,
         )
+
+    def _check_order(self, intent: OrderIntent, now: datetime) -> risk.RiskOutcome:
+        """The risk limits on an order at its instrument's quote, position and the trading state now; the
+        state machine observes the outcome's notes."""
+        symbol = intent.symbol
+        ctx = risk.RiskContext(
+            quote_age_secs=self.state.quote_age_secs(symbol, self.clock.speed, now.timestamp()),
+            mark_price=self.state.quotes[symbol].mark,
+            position_contracts=self.state.position_contracts(symbol),
+            traded_today_usd=self._traded_today(now),
+            state=self.trading.state,
+            margin=self.margin_context(symbol),
+        )
+        outcome = risk.check(intent, self.state.instruments[symbol], ctx, self.options.limits)
+        self._observe_state(frozenset(outcome.notes), now)
+        return outcome
+
+    def _halted(self) -> bool:
+        return self.trading.state is risk.TradingState.HALTED
 
     def _observe_state(self, notes: frozenset[str], now: datetime) -> None:
         before = self.trading.state
@@ -512,22 +523,25 @@ class Hedger:
         try:
             for index, amount in enumerate(plan.slices_contracts):
                 request = (
-                    first if index == 0 else await self._next_order(asset, plan, order_no, amount, decision)
+                    first if index == 0
+                    else await self.orders.next_order(asset, plan, order_no, amount, decision.price_usd)
                 )
                 if request is None:
                     break
                 order_no += 1
-                state = await self._run_order(request)
+                state = await self.orders.run(request)
                 if state is None:
                     break
                 states.append(state)
                 rest = request.amount_contracts - state.filled_contracts
                 if rest > 0 and request.post_only:
-                    fallback = await self._next_order(asset, plan, order_no, rest, decision, fallback=True)
+                    fallback = await self.orders.next_order(
+                        asset, plan, order_no, rest, decision.price_usd, fallback=True
+                    )
                     if fallback is None:
                         break
                     order_no += 1
-                    state = await self._run_order(fallback)
+                    state = await self.orders.run(fallback)
                     if state is None:
                         break
                     states.append(state)
@@ -546,7 +560,7 @@ class Hedger:
                     filled=str(summary.filled_contracts),
                 )
                 if summary.filled_contracts > 0:
-                    self._backoff.pop(plan.symbol, None)
+                    self.orders.filled(plan.symbol)
                     self._spawn_alert("info", "rebalance_completed", self._completed(decision, summary))
                 else:
                     self._spawn_alert(
@@ -563,88 +577,6 @@ class Hedger:
         finally:
             self.in_flight.pop(plan.symbol, None)
         await self.evaluate(asset, scheduled=True)
-
-    async def _run_order(self, request: OrderRequest) -> OrderState | None:
-        """Send one journaled order and settle it (a post-only order is cancelled after its timeout), then
-        refresh the account. None when it was not sent (halted since) or failed."""
-        self.in_flight[request.symbol] = request.client_order_id
-        if self.trading.state is risk.TradingState.HALTED:  # halted since the decision: never send
-            await self.journal.update_order(
-                self._local_state(request, OrderStatus.CANCELED, "halted before it was sent")
-            )
-            self.counters.order_done(OrderStatus.CANCELED)
-            return None
-        state = await self._send(request)
-        if state is None:
-            return None
-        timeout = self.options.execution.post_only_timeout_secs if request.post_only else None
-        state = await self._settle(request, state, timeout)
-        self.counters.order_done(state.status)
-        await self._refresh_account()
-        return state
-
-    async def _next_order(
-        self,
-        asset: str,
-        plan: ExecutionPlan,
-        order_no: int,
-        amount: Decimal,
-        decision: DecisionRecord,
-        fallback: bool = False,
-    ) -> OrderRequest | None:
-        """The decision's next order (a slice on a newer quote, or a post-only order's market fallback),
-        checked against the risk limits again and journaled; None when nothing more is to be sent."""
-        symbol = plan.symbol
-        hedge = self.state.instruments[symbol]
-        if not fallback:
-            await self._newer_quote(symbol, self.state.quotes[symbol].ts)
-        if self._draining:
-            log.warning("order_not_sent", decision_id=plan.decision_id, symbol=symbol, reason="shutting down")
-            return None
-        quote = self.state.quotes[symbol]
-        touch = quote.ask if plan.side is Side.BUY else quote.bid
-        amount = hedge.round_contracts(amount, toward_zero=True)
-        if amount <= 0 or (fallback and amount < min_slice_contracts(hedge, touch)):
-            log.info("order_too_small", decision_id=plan.decision_id, symbol=symbol, amount=str(amount))
-            return None
-        now = self.clock.now()
-        account = self.state.account
-        position = next(
-            (p.contracts for p in account.positions if p.symbol == symbol), Decimal(0)
-        ) if account is not None else Decimal(0)
-        ctx = risk.RiskContext(
-            quote_age_secs=self.state.quote_age_secs(symbol, self.clock.speed, now.timestamp()),
-            mark_price=quote.mark,
-            position_contracts=position,
-            traded_today_usd=self._traded_today(now),
-            state=self.trading.state,
-            margin=self.margin_context(symbol),
-        )
-        intent = OrderIntent(symbol, plan.side, amount, touch, plan.reduce_only)
-        outcome = risk.check(intent, hedge, ctx, self.options.limits)
-        self._observe_state(frozenset(outcome.notes), now)
-        if outcome.intent is None:
-            log.warning("order_not_sent", decision_id=plan.decision_id, symbol=symbol,
-                        reason=",".join(outcome.notes))
-            return None
-        passive = touch_price(plan.side, quote.bid, quote.ask)
-        request = replace(
-            plan.request(order_no, outcome.intent.amount_contracts, passive, fallback=fallback),
-            reduce_only=outcome.intent.reduce_only,
-        )
-        await self.journal.record_order(
-            OrderRecord.pending(request, plan.decision_id, now, decision.price_usd, asset)
-        )
-        return request
-
-    async def _newer_quote(self, symbol: str, after: datetime) -> None:
-        """Wait (at most the order timeout) for a quote on `symbol` newer than `after`."""
-        deadline = time.monotonic() + self.options.order_timeout_secs
-        while time.monotonic() < deadline and not self._draining:
-            quote = self.state.quotes.get(symbol)
-            if quote is not None and quote.ts > after:
-                return
-            await asyncio.sleep(SETTLE_POLL_SECS / 4)
 
     @staticmethod
     def _summary(plan: ExecutionPlan, first: OrderRequest, states: list[OrderState]) -> OrderState:
@@ -677,97 +609,11 @@ class Hedger:
             f"(target {short(decision.target_coin)} ± {short(decision.band_coin)})"
         )
 
-    async def _send(self, request: OrderRequest) -> OrderState | None:
-        for attempt in range(RESEND_LIMIT + 1):
-            try:
-                state = await self.exchange.place_order(request)
-                log.info(
-                    "order_submitted",
-                    client_order_id=request.client_order_id,
-                    symbol=request.symbol,
-                    side=request.side.value,
-                    amount=str(request.amount_contracts),
-                )
-                await self.journal.update_order(state)
-                return state
-            except RateLimited:
-                if attempt == RESEND_LIMIT:
-                    await self._fail(request, "rate limited: not sent")
-                    return None
-                await asyncio.sleep(0.5 * 2**attempt)
-            except OrderRejected as exc:
-                if request.post_only:  # it would have taken: the market fallback sends it
-                    log.info("post_only_refused", client_order_id=request.client_order_id, reason=str(exc))
-                    refused = self._local_state(request, OrderStatus.REJECTED, str(exc))
-                    await self.journal.update_order(refused)
-                    return refused
-                await self._fail(request, str(exc))
-                return None
-            except OrderOutcomeUnknown as exc:
-                log.warning("order_outcome_unknown", client_order_id=request.client_order_id, error=str(exc))
-                self._spawn_alert(
-                    "warning",
-                    "order_outcome_unknown",
-                    f"order {request.client_order_id}: outcome unknown, settling by client id",
-                )
-                unknown = self._local_state(request, OrderStatus.UNKNOWN, str(exc))
-                await self.journal.update_order(unknown)
-                return unknown
-        return None
-
-    async def _fail(self, request: OrderRequest, reason: str) -> None:
-        self.counters.order_done(OrderStatus.REJECTED)
-        log.error("order_rejected", client_order_id=request.client_order_id, reason=reason)
-        await self.journal.update_order(self._local_state(request, OrderStatus.REJECTED, reason))
-        self._spawn_alert("error", "order_rejected", f"order {request.client_order_id} rejected: {reason}")
-        previous = self._backoff.get(request.symbol)
-        delay = min(previous[1] * 2, REJECT_BACKOFF_MAX_SECS) if previous else REJECT_BACKOFF_SECS
-        self._backoff[request.symbol] = (time.monotonic() + delay, delay)
-        log.warning("order_backoff", symbol=request.symbol, secs=delay)
-
-    def _backing_off(self, symbol: str) -> bool:
-        backoff = self._backoff.get(symbol)
-        return backoff is not None and time.monotonic() < backoff[0]
-
-    async def _settle(
-        self, request: OrderRequest, state: OrderState, timeout_secs: float | None = None
-    ) -> OrderState:
-        """Poll the order by client id until it is final; cancel it if it outlives the timeout (the order
-        timeout unless given)."""
-        timeout = self.options.order_timeout_secs if timeout_secs is None else timeout_secs
-        deadline = time.monotonic() + timeout
-        lost_after = time.monotonic() + self.options.order_timeout_secs
-        canceled = False
-        while not state.status.is_final:
-            await asyncio.sleep(SETTLE_POLL_SECS)
-            try:
-                found = await self.exchange.fetch_order(request.symbol, request.client_order_id)
-            except Exception as exc:
-                log.warning("order_lookup_failed", client_order_id=request.client_order_id, error=str(exc))
-                found = None
-            if found is not None:
-                state = found
-                await self.journal.update_order(state)
-            elif state.status is OrderStatus.UNKNOWN and time.monotonic() > lost_after:
-                # The exchange never saw it: the request did not arrive.
-                state = self._local_state(request, OrderStatus.REJECTED, "not found on the exchange")
-                await self.journal.update_order(state)
-            if not state.status.is_final and time.monotonic() > deadline and not canceled:
-                canceled = True
-                try:
-                    await self.exchange.cancel_order(request.symbol, request.client_order_id)
-                except Exception as exc:
-                    log.warning("cancel_failed", client_order_id=request.client_order_id, error=str(exc))
-        return state
-
     async def _backfill_fills(self, client_order_ids: set[str], since: datetime) -> None:
         fills = await self.exchange.fetch_fills(since - timedelta(minutes=1))
         ours = [f for f in fills if f.client_order_id in client_order_ids]
         for fill in ours:
             await self.on_fill(fill)
-
-    async def _refresh_account(self) -> None:
-        self.state.on_account(await self.exchange.fetch_account())
 
     # -- housekeeping -------------------------------------------------------------------------
 
@@ -793,20 +639,6 @@ class Hedger:
             return amount
         price = self.state.price_usd(currency)
         return amount * price if price is not None else Decimal(0)
-
-    def _local_state(self, request: OrderRequest, status: OrderStatus, reason: str) -> OrderState:
-        return OrderState(
-            client_order_id=request.client_order_id,
-            exchange_order_id="",
-            symbol=request.symbol,
-            side=request.side,
-            amount_contracts=request.amount_contracts,
-            filled_contracts=Decimal(0),
-            status=status,
-            ts=self.clock.now(),
-            order_type=request.order_type,
-            reject_reason=reason,
-        )
 
     def _spawn_alert(self, level: str, event: str, message: str) -> None:
         task = asyncio.create_task(self.alerts.send(level, event, message))
@@ -836,14 +668,14 @@ class Hedger:
         """Let in-flight orders settle (on shutdown); no new decision, and no further slice or fallback
         order, from now on."""
         self._quiet += 1
-        self._draining = True
+        self.orders.draining = True
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
 
 def _join(*parts: str) -> str:
     """Details for the decision journal, space-separated, empty ones left out."""
-    return " ".join(part for part in parts if part)
+    return " ".join(filter(None, parts))
 
 
 def short(value: Decimal, places: int = 4) -> str:

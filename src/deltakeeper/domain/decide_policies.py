@@ -258,15 +258,16 @@ class CostAwarePolicy:
 
     def decide(self, view: AssetView, policy: AssetPolicy, ctx: MarketContext) -> PolicyDecision:
         width, inputs = self._band(view, ctx)
-        banded = AssetPolicy(policy.asset, policy.hedge_symbol, Band(BandUnit.COIN, width),
-                             policy.target_coin, policy.rebalance_to)
-        decision = decide(view, banded)
+        decision = decide(view, policy, width)
         detail = inputs.describe(width) if decision.intent is not None else ""
         return PolicyDecision(decision, detail, ctx.timer_slot)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _BandInputs:
+    """What the cost-aware band was computed from, for the decision journal. Built on every decision and
+    read at once: not frozen, which makes it cheaper to build."""
+
     lot_coin: Decimal
     max_coin: Decimal
     rate: Decimal | None = None

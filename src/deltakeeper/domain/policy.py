@@ -74,9 +74,11 @@ class Decision:
         return self.delta_coin - self.target_coin
 
 
-def decide(view: AssetView, policy: AssetPolicy) -> Decision:
-    """Trade when |delta - target| exceeds the band: to the target, or just inside the band's edge."""
-    band_coin = policy.band.half_width_coin(view.price_usd, view.gross_coin)
+def decide(view: AssetView, policy: AssetPolicy, band_coin: Decimal | None = None) -> Decision:
+    """Trade when |delta - target| exceeds the band: to the target, or just inside the band's edge.
+    `band_coin`: the half-width in coins to use instead of the policy's own band (a computed band)."""
+    if band_coin is None:
+        band_coin = policy.band.half_width_coin(view.price_usd, view.gross_coin)
     deviation = view.delta_coin - policy.target_coin
 
     def no_trade(reason: str) -> Decision:
