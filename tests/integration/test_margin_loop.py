@@ -118,6 +118,44 @@ def bot_orders(exchange: SimGateway) -> list[Any]:
     return [o for o in exchange.engine.orders(ACCOUNT) if (o.client_order_id or "").startswith("dk")]
 
 
+async def test_a_liquidation_while_the_bot_was_down_is_found_by_reconciliation_journaled_and_alerted(
+    tmp_path: Path,
+) -> None:
+    """The exchange liquidates the short hedge before the bot starts: no stream tells it, reconciliation's
+    backfill does, and the fill is handled as the stream's would be."""
+    hedge = "SOL/USDT:USDT"
+    settings = settings_for(tmp_path, SOL=AssetSettings(hedge=hedge, band_coin=D(2)))
+    lever = Lever(ASSETS["SOL"], 100.0)
+    exchange, clock = sim_exchange(settings, lever, {"SOL": D(100), "USDT": D(2000)})
+    engine = exchange.engine
+    now = clock.now()
+    _, quotes = next(lever.feed(now))
+    for quote in quotes:
+        engine.on_quote(quote)
+    engine.place_order(ACCOUNT, OrderRequest("manual-short", hedge, Side.SELL, D(100)), now)
+    (leg,) = engine.positions(ACCOUNT)
+    assert leg.liquidation_price is not None
+    lever.price = float(leg.liquidation_price) * 1.005
+    _, quotes = next(lever.feed(now + timedelta(seconds=30)))
+    for quote in quotes:
+        engine.on_quote(quote)
+    assert position(exchange, hedge) == 0
+    (closed,) = [f for f in engine.fills(ACCOUNT) if f.liquidation]
+
+    async with (
+        journal_for(settings) as journal,
+        running(settings, journal, exchange, clock) as (runner, alerts),
+    ):
+        await until(lambda: "liquidation_fill" in alerts.events(), 10, "the liquidation alert")
+        assert runner.reconciled
+        decisions = await journal.list_decisions()
+        (record,) = [d for d in decisions if d["reason"] == "liquidation"]
+        assert closed.trade_id in record["detail"] and record["amount_contracts"] == 100
+        assert [f["trade_id"] for f in await journal.list_fills()].count(closed.trade_id) == 1
+    level, _, message = next(a for a in alerts.sent if a[1] == "liquidation_fill")
+    assert level == "error" and closed.trade_id in message
+
+
 async def test_a_liquidation_is_journaled_alerted_and_hedged_back_within_the_margin_left(
     tmp_path: Path,
 ) -> None:

@@ -27,6 +27,7 @@ from deltakeeper.adapters.ccxt_parse import (
     funding_from_ccxt,
     instrument_from_market,
     is_funding_trade,
+    is_liquidation_trade,
     order_from_ccxt,
     portfolio_from_json,
     position_from_ccxt,
@@ -385,7 +386,7 @@ def test_bybit_execution_is_a_fill_with_its_usd_notional() -> None:
     instrument = Instrument("ETH/USDC:USDC", Kind.PERPETUAL, "ETH", "USDC", "USDC")
 
     trade = exchange.parse_trade(raw)
-    fill = fill_from_trade(trade, instrument)
+    fill = fill_from_trade(trade, instrument, "bybit")
 
     assert not is_funding_trade(trade, "bybit")
     assert (fill.trade_id, fill.exchange_order_id) == ("e0cbe81d-0f18-5866-9415-cf319b5dab3b",
@@ -395,6 +396,73 @@ def test_bybit_execution_is_a_fill_with_its_usd_notional() -> None:
     assert fill.notional_usd == Decimal("119.015")
     assert fill.client_order_id is None
     assert is_funding_trade(exchange.parse_trade(recorded("bybit_execution_funding.json")), "bybit")
+    assert not fill.liquidation
+
+
+@pytest.mark.parametrize("exec_type", ["BustTrade", "AdlTrade"])
+def test_bybit_takeover_and_adl_executions_are_liquidation_fills(exec_type: str) -> None:
+    exchange = bybit_with_markets()
+    instrument = Instrument("ETH/USDC:USDC", Kind.PERPETUAL, "ETH", "USDC", "USDC")
+    raw = recorded("bybit_execution_busttrade.json") | {"execType": exec_type}
+
+    trade = exchange.parse_trade(raw)
+    fill = fill_from_trade(trade, instrument, "bybit")
+
+    assert not is_funding_trade(trade, "bybit")
+    assert fill.liquidation
+    assert (fill.trade_id, fill.exchange_order_id) == ("3f9d51c2-8b0e-5a7f-9c24-61e2d0a4b8e3",
+                                                       "5c7b3a8e-2f14-4d0b-9a61-0e53c2b1f7d4")
+    assert (fill.side, fill.amount_contracts, fill.price) == (Side.BUY, Decimal("0.1"), Decimal("1190.15"))
+    assert (fill.fee, fill.client_order_id) == (Decimal("0.071409"), None)
+    assert not is_liquidation_trade(trade, "okx")  # the field is Bybit's: another exchange's is not read
+
+
+def test_deribit_trade_is_a_liquidation_only_where_the_accounts_side_was_under_liquidation() -> None:
+    exchange = ccxt.deribit()
+    trades = recorded("deribit_user_trades_liquidation.json")
+    instrument = Instrument("ETH/USD:ETH", Kind.PERPETUAL, "ETH", "USD", "ETH", inverse=True)
+
+    ours = fill_from_trade(exchange.parse_trade(trades["ours"]), instrument, "deribit")
+    counterparty = fill_from_trade(exchange.parse_trade(trades["counterparty"]), instrument, "deribit")
+    by_order_type = exchange.parse_trade(trades["counterparty"] | {"order_type": "liquidation"})
+
+    assert ours.liquidation  # taker, and the taker side was under liquidation
+    assert (ours.side, ours.amount_contracts, ours.price) == (Side.BUY, 30, Decimal("142.15"))
+    assert not counterparty.liquidation  # the maker's counterparty was liquidated, not this account
+    assert is_liquidation_trade(by_order_type, "deribit")
+
+
+def test_binance_autoclose_and_adl_orders_are_liquidations_and_a_settlement_is_not() -> None:
+    exchange = ccxt.pro.binanceusdm()
+    raw = recorded("binance_ws_trade_autoclose.json")
+    instrument = Instrument("BTC/USDT:USDT", Kind.PERPETUAL, "BTC", "USDT", "USDT")
+
+    fill = fill_from_trade(exchange.parse_ws_trade(raw), instrument, "binanceusdm")
+    adl = exchange.parse_ws_trade(raw | {"c": "adl_autoclose"})
+    settlement = exchange.parse_ws_trade(raw | {"c": "settlement_autoclose-1596107620040000021"})
+    own = exchange.parse_ws_trade(raw | {"c": "dk1a0", "o": "MARKET", "ot": "MARKET"})
+
+    assert fill.liquidation
+    assert (fill.trade_id, fill.exchange_order_id, fill.client_order_id) == ("458032604", "13351197194", None)
+    assert (fill.side, fill.amount_contracts, fill.price) == (Side.BUY, Decimal("0.001"), Decimal("33468.46"))
+    assert is_liquidation_trade(adl, "binance")
+    assert not is_liquidation_trade(settlement, "binanceusdm")
+    assert not is_liquidation_trade(own, "binanceusdm")
+
+
+@pytest.mark.parametrize(("sub_type", "liquidation"), [("105", True), ("100", True), ("128", True),
+                                                       ("6", False), ("3", False)])
+def test_okx_liquidation_and_adl_sub_types_are_liquidations(sub_type: str, liquidation: bool) -> None:
+    exchange = ccxt.okx()
+    instrument = Instrument("BTC/USDT:USDT", Kind.PERPETUAL, "BTC", "USDT", "USDT",
+                            contract_size=Decimal("0.01"))
+
+    raw = recorded("okx_fill_liquidation.json") | {"subType": sub_type}
+    fill = fill_from_trade(exchange.parse_trade(raw), instrument, "okx")
+
+    assert fill.liquidation is liquidation
+    assert (fill.side, fill.amount_contracts, fill.price) == (Side.BUY, 2, Decimal("30120.5"))
+    assert fill.client_order_id is None
 
 
 def test_bybit_order_acknowledgement_is_open_with_the_request_details() -> None:

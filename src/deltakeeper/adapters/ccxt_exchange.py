@@ -57,6 +57,9 @@ _TRANSPORT_ERRORS = (ccxt.BaseError, OSError, TimeoutError)
 
 _BYBIT_PAGES = {"paginate": True, "paginationCalls": 100}
 """ccxt follows Bybit's cursors through every page of a listing (at most 100 pages) with these params."""
+_BYBIT_FILL_EXEC_TYPES = ("Trade", "AdlTrade", "BustTrade", "Settle")
+"""Bybit's executions that are fills: trades, and the exchange's own closes (ADL, takeover liquidation,
+delisting settlement). ccxt's `fetch_my_trades` asks Bybit for `execType` Trade alone."""
 _BACKFILL_MARGIN = timedelta(minutes=5)
 _CATCH_UP_SECS = 2.0
 """How long after (re)subscribing to its trades the account stream backfills them once more by REST."""
@@ -147,8 +150,7 @@ class CcxtExchange:
         config_options: dict[str, Any] = {"warnOnFetchOpenOrdersWithoutSymbol": False}
         if exchange_id == "bybit":
             # Bybit pushes funding settlements as executions: let them through to the account stream.
-            config_options["watchMyTrades"] = {"execType": ["Trade", "AdlTrade", "BustTrade", "Settle",
-                                                            "Funding"]}
+            config_options["watchMyTrades"] = {"execType": [*_BYBIT_FILL_EXEC_TYPES, "Funding"]}
 
         def build(credentials: dict[str, str | None]) -> Any:
             config = {
@@ -378,14 +380,17 @@ class CcxtExchange:
     async def _raw_trades(self, since: datetime) -> list[dict[str, Any]]:
         raws: list[dict[str, Any]] = []
         for scope in self._scopes(settle=False):
-            raws += await self._call(self._rest.fetch_my_trades, None, _ms(since), None, scope)
+            derivatives = self.name == "bybit" and scope.get("type") != "spot"
+            for kind in [{"execType": t} for t in _BYBIT_FILL_EXEC_TYPES] if derivatives else [{}]:
+                params = {**scope, **kind}
+                raws += await self._call(self._rest.fetch_my_trades, None, _ms(since), None, params)
         return raws
 
     async def _trade_event(self, raw: dict[str, Any]) -> Fill | FundingPayment:
         instrument = await self._instrument(raw.get("symbol"))
         if is_funding_trade(raw, self.name):
             return funding_from_ccxt(raw, instrument, self.name)
-        return fill_from_trade(raw, instrument)
+        return fill_from_trade(raw, instrument, self.name)
 
     # --- streams -----------------------------------------------------------------------------------
 

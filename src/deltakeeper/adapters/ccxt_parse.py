@@ -31,6 +31,20 @@ coin-settled option `inverse`. Their greeks, per exchange (`position_from_ccxt`)
   and the forward as `underlying_price`.
 - Elsewhere ccxt's greeks structure, with `markImpliedVolatility` a fraction (Bybit `markIv` 0.5577).
 
+Liquidation and auto-deleveraging (ADL) fills: the exchange closed (part of) a position itself. A fill is
+marked `liquidation` where the exchange's trade says so (`is_liquidation_trade`), and then carries no client
+order id:
+- Bybit: `info.execType` BustTrade (takeover liquidation) or AdlTrade (Bybit v5 docs, Enums: execType).
+- Deribit: the account's own side was under liquidation: its role `info.liquidity` ("M" maker, "T" taker)
+  is in `info.liquidation` ("M", "T" or "MT": which side of the trade was under liquidation; the trade of
+  a counterparty's liquidation carries the field too), or the account's order is `info.order_type`
+  "liquidation" (docs.deribit.com, private/get_user_trades_by_currency).
+- Binance futures: the order's client id starts with `autoclose-` (liquidation) or `adl_autoclose` (ADL)
+  (Binance USDⓈ-M user data stream, ORDER_TRADE_UPDATE: "special client order id"). Binance's REST trade
+  list (`userTrades`) carries no client id: there only the websocket's trades are recognised.
+- OKX: the fill's `info.subType` is a liquidation (100-107) or ADL (125-128) transaction type (OKX v5
+  docs, `GET /api/v5/trade/fills` subType, the bill subtype codes).
+
 Funding amounts are signed from the account's view, positive = received:
 - Bybit's execution list reports `execFee` positive when the account paid: the amount is `-execFee`.
 - Other exchanges' ccxt funding history already uses positive = received.
@@ -87,6 +101,11 @@ _IV_PERCENT_EXCHANGES = frozenset({"deribit"})
 
 _CLIENT_ID_INFO_KEYS = ("orderLinkId", "clOrdId", "clientOrderId", "label")
 """Where exchanges put the client order id in a trade (Bybit, OKX, Binance, Deribit)."""
+
+_BYBIT_LIQUIDATION_EXEC_TYPES = frozenset({"BustTrade", "AdlTrade"})
+_BINANCE_IDS = frozenset({"binance", "binanceusdm", "binancecoinm"})
+_BINANCE_LIQUIDATION_CLIENT_IDS = ("autoclose-", "adl_autoclose")
+_OKX_LIQUIDATION_SUB_TYPES = frozenset({*map(str, range(100, 108)), *map(str, range(125, 129))})
 
 _DUPLICATE_CLIENT_ID = re.compile(r'"retCode"\s*:\s*(110072|170141)\b')
 """Bybit refuses a repeated orderLinkId with 110072 (spot: 170141), which ccxt raises as InvalidOrder."""
@@ -444,19 +463,38 @@ def is_funding_trade(trade: Mapping[str, Any], exchange_id: str) -> bool:
     return exchange_id == "bybit" and _info(trade).get("execType") == "Funding"
 
 
-def fill_from_trade(trade: Mapping[str, Any], instrument: Instrument) -> Fill:
-    """One of the account's trades; the fee is what the account paid (negative for a rebate)."""
+def is_liquidation_trade(trade: Mapping[str, Any], exchange_id: str) -> bool:
+    """The exchange closed the position itself: a liquidation or ADL execution (module notes)."""
+    info = _info(trade)
+    if exchange_id == "bybit":
+        return info.get("execType") in _BYBIT_LIQUIDATION_EXEC_TYPES
+    if exchange_id == "deribit":
+        role = str(info.get("liquidity") or "")
+        liquidated_sides = str(info.get("liquidation") or "")
+        return info.get("order_type") == "liquidation" or (role != "" and role in liquidated_sides)
+    if exchange_id in _BINANCE_IDS:
+        client_id = str(trade.get("clientOrderId") or info.get("c") or info.get("clientOrderId") or "")
+        return client_id.startswith(_BINANCE_LIQUIDATION_CLIENT_IDS)
+    if exchange_id == "okx":
+        return str(info.get("subType")) in _OKX_LIQUIDATION_SUB_TYPES
+    return False
+
+
+def fill_from_trade(trade: Mapping[str, Any], instrument: Instrument, exchange_id: str) -> Fill:
+    """One of the account's trades; the fee is what the account paid (negative for a rebate). A liquidation
+    or ADL fill is marked so, without a client order id."""
     info = _info(trade)
     amount = dec(trade.get("amount"), "amount")
     price = dec(trade.get("price"), "price")
     if amount <= 0 or price <= 0:
         raise MalformedPayload("amount/price", "positive numbers", (trade.get("amount"), trade.get("price")))
     fee = trade.get("fee") or {}
+    liquidation = is_liquidation_trade(trade, exchange_id)
     client_id = next((str(info[key]) for key in _CLIENT_ID_INFO_KEYS if info.get(key)), None)
     return Fill(
         trade_id=_text(trade, "id"),
         exchange_order_id=_text(trade, "order"),
-        client_order_id=_opt_text(trade, "clientOrderId") or client_id,
+        client_order_id=None if liquidation else _opt_text(trade, "clientOrderId") or client_id,
         symbol=instrument.symbol,
         side=_side(trade),
         amount_contracts=amount,
@@ -466,6 +504,7 @@ def fill_from_trade(trade: Mapping[str, Any], instrument: Instrument) -> Fill:
         ts=ts_from_ms(trade.get("timestamp")),
         notional_usd=instrument.notional_usd(amount, price),
         is_maker=trade.get("takerOrMaker") == "maker",
+        liquidation=liquidation,
     )
 
 
@@ -617,9 +656,9 @@ def _amounts(doc: Mapping[str, Any], key: str, required: bool) -> dict[str, Deci
 __all__ = [
     "DEFAULT_FUNDING_INTERVAL_SECS", "MalformedPayload", "Portfolio", "balances_from_ccxt",
     "bybit_key_can_withdraw", "dec", "error_from_ccxt", "fill_from_trade", "funding_from_ccxt",
-    "instrument_from_market", "is_funding_trade", "order_from_ccxt", "portfolio_from_json",
-    "position_from_ccxt", "precision_mode_of", "quote_from_ticker", "tier_from_ccxt", "tiers_from_ccxt",
-    "ts_from_ms",
+    "instrument_from_market", "is_funding_trade", "is_liquidation_trade", "order_from_ccxt",
+    "portfolio_from_json", "position_from_ccxt", "precision_mode_of", "quote_from_ticker", "tier_from_ccxt",
+    "tiers_from_ccxt", "ts_from_ms",
 ]
 
 

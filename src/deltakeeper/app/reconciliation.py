@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 
 import structlog
 
-from deltakeeper.domain.orders import OrderState, OrderStatus, is_ours
+from deltakeeper.domain.orders import Fill, OrderState, OrderStatus, is_ours
 from deltakeeper.domain.records import AccountSnapshot, OrderRecord
 from deltakeeper.ports import Clock, Exchange, Journal
 
@@ -32,12 +32,16 @@ class Reconciliation:
     fills_added: int
     funding_added: int
     account: AccountSnapshot
+    liquidations: tuple[Fill, ...] = ()
+    """The liquidation and auto-deleveraging fills among those added: the exchange closed a position while
+    the streams did not tell (the bot was down, or a stream missed it)."""
 
 
 async def reconcile(exchange: Exchange, journal: Journal, clock: Clock) -> Reconciliation:
     """Settle every order the journal does not know the end of, by client order id; cancel open orders
     of ours (the next decision re-sizes from scratch); backfill fills and funding since the journal's
-    cursors; read the account. Raises when the exchange cannot be read: trading must not start."""
+    cursors (the liquidation fills among them one by one, to know which are new); read the account. Raises
+    when the exchange cannot be read: trading must not start."""
     settled = 0
     for order in await journal.open_orders():
         found = await _look_up(exchange, clock, order)
@@ -66,12 +70,14 @@ async def reconcile(exchange: Exchange, journal: Journal, clock: Clock) -> Recon
     now = clock.now()
     fills = await exchange.fetch_fills(_since(await journal.last_fill_ts(), now))
     funding = await exchange.fetch_funding_payments(_since(await journal.last_funding_ts(), now))
+    liquidations = [fill for fill in fills if fill.liquidation and await journal.record_fills([fill])]
     result = Reconciliation(
         orders_settled=settled,
         orders_canceled=canceled,
-        fills_added=await journal.record_fills(fills),
+        fills_added=len(liquidations) + await journal.record_fills([f for f in fills if not f.liquidation]),
         funding_added=await journal.record_funding(funding),
         account=await exchange.fetch_account(),
+        liquidations=tuple(liquidations),
     )
     log.info(
         "reconciled",
@@ -79,6 +85,7 @@ async def reconcile(exchange: Exchange, journal: Journal, clock: Clock) -> Recon
         orders_canceled=canceled,
         fills_added=result.fills_added,
         funding_added=result.funding_added,
+        liquidations=len(liquidations),
     )
     return result
 

@@ -16,7 +16,7 @@ from apscheduler.triggers.cron import CronTrigger
 
 from deltakeeper.app.control import OperatorControl
 from deltakeeper.app.rebalance import Hedger
-from deltakeeper.app.reconciliation import reconcile
+from deltakeeper.app.reconciliation import Reconciliation, reconcile
 from deltakeeper.app.watch import Watch
 from deltakeeper.domain.orders import Fill, FundingPayment, OrderState, Quote
 from deltakeeper.domain.records import AccountSnapshot
@@ -148,6 +148,7 @@ class Runner:
             try:
                 result = await reconcile(self.hedger.exchange, self.hedger.journal, self.hedger.clock)
                 self.hedger.state.on_account(result.account)
+                await self._report_liquidations(result)
                 self.reconciled = True
                 return True
             except Exception as exc:
@@ -158,6 +159,13 @@ class Runner:
                 delay = min(delay * 2, RECONCILE_RETRY_MAX_SECS)
         return False
 
+    async def _report_liquidations(self, result: Reconciliation) -> None:
+        """Liquidation fills that only reconciliation found are journaled and alerted as the stream's are."""
+        handler = self.hedger.on_liquidation
+        if handler is not None:
+            for fill in result.liquidations:
+                await handler(fill)
+
     async def _reconcile_quietly(self) -> None:
         """The periodic reconciliation: no new decision meanwhile, and in-flight orders are let end
         first, so that what it finds to add or settle is what the streams missed."""
@@ -166,6 +174,7 @@ class Runner:
             async with hedger.quiet(hedger.options.order_timeout_secs + QUIET_WAIT_EXTRA_SECS) as idle:
                 result = await reconcile(hedger.exchange, hedger.journal, hedger.clock)
                 hedger.state.on_account(result.account)
+                await self._report_liquidations(result)
         except Exception as exc:
             hedger.counters.errors += 1
             log.error("reconcile_failed", error=str(exc))

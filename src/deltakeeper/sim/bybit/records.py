@@ -33,11 +33,14 @@ class OrderMeta:
     closed_pnl: Decimal = ZERO
     reject_reason: str = "EC_NoError"
     cancel_type: str = "UNKNOWN"
+    create_type: str = "CreateByUser"
+    """Derivatives' `createType`: the liquidation engine's orders are `CreateByTakeOver_PassThrough`."""
 
 
 @dataclass(frozen=True, slots=True)
 class Execution:
-    """One row of /v5/execution/list and one item of the `execution` topic: a trade or a funding fee."""
+    """One row of /v5/execution/list and one item of the `execution` topic: a trade (`execType` Trade, or
+    BustTrade for the liquidation engine's), or a funding fee."""
 
     category: str
     symbol: str

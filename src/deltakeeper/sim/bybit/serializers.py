@@ -35,6 +35,12 @@ liquidates every futures market with: what the positions' `positionMM` and `liqP
 MM_DEDUCTIONS = tuple(cumulative_amounts_usd(MAINTENANCE_TIERS_USD))
 """Bybit's `mmDeduction` per tier: `MM = value x maintenance margin rate - mmDeduction`."""
 
+TAKEOVER_CREATE_TYPE = "CreateByTakeOver_PassThrough"
+"""The `createType` of the liquidation engine's order that takes a position over and closes it (Bybit's
+enum page: "the position shall be taken over by the liquidation engine and closed")."""
+_CREATE_TYPES = {"Trade": "CreateByUser", "BustTrade": TAKEOVER_CREATE_TYPE}
+"""An execution's `createType` by its `execType`; a funding fee's is empty."""
+
 _STATUS = {
     OrderStatus.OPEN: "New",
     OrderStatus.PARTIALLY_FILLED: "PartiallyFilled",
@@ -130,7 +136,7 @@ def order(state: OrderState, meta: OrderMeta, symbol: str, *, stream: bool) -> d
         item["ocoTriggerBy"] = "OcoTriggerByUnknown"
     else:
         item["tpslMode"] = ""
-        item["createType"] = "CreateByUser"
+        item["createType"] = meta.create_type
     if stream:
         item["category"] = meta.category
         item["closedPnl"] = fmt(meta.closed_pnl)
@@ -170,7 +176,7 @@ def execution(e: Execution, *, stream: bool) -> dict[str, Any]:
         "extraFees": "",
     }
     if e.category != SPOT:
-        item["createType"] = "CreateByUser" if e.exec_type == "Trade" else ""
+        item["createType"] = _CREATE_TYPES.get(e.exec_type, "")
     if stream:
         item["category"] = e.category
         item["isLeverage"] = "0" if e.category == SPOT else ""

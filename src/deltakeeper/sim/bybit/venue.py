@@ -1,8 +1,9 @@
 """Bybit's view of the simulated engine: markets by category and Bybit symbol, one account per API key,
 orders placed and cancelled with Bybit's parameters and refusals, and the records Bybit keeps that the
 engine does not (order attributes, executions with their ids, realised PnL, the transaction log,
-funding-rate history, 24h statistics). Engine events become private-topic pushes through
-`private_listeners`; quotes reach `quote_listeners`."""
+funding-rate history, 24h statistics). The engine's liquidations appear as Bybit shows a takeover
+liquidation: an order of the liquidation engine and its BustTrade execution. Engine events become
+private-topic pushes through `private_listeners`; quotes reach `quote_listeners`."""
 
 from __future__ import annotations
 
@@ -410,6 +411,8 @@ class BybitVenue:
 
     def _on_fill(self, account: str, fill: Fill) -> None:
         meta = self._meta.get(fill.exchange_order_id)
+        if meta is None and fill.liquidation:
+            meta = self._meta[fill.exchange_order_id] = self._takeover_order(fill)
         if meta is None and self._pending is not None:
             meta = self._meta[fill.exchange_order_id] = self._pending
         if meta is None:
@@ -434,8 +437,8 @@ class BybitVenue:
             order_price=state.price if state else None, order_qty=meta.qty,
             leaves_qty=state.amount_contracts - state.filled_contracts if state else ZERO,
             order_type="Limit" if state and state.order_type is OrderType.LIMIT else "Market",
-            exec_type="Trade", exec_price=fill.price, exec_qty=fill.amount_contracts, exec_value=value,
-            exec_fee=fill.fee,
+            exec_type="BustTrade" if fill.liquidation else "Trade", exec_price=fill.price,
+            exec_qty=fill.amount_contracts, exec_value=value, exec_fee=fill.fee,
             fee_rate=instrument.maker_fee_rate if fill.is_maker else instrument.taker_fee_rate,
             fee_currency=fill.fee_currency, is_maker=fill.is_maker,
             mark_price=quote.mark if quote else fill.price,
@@ -444,8 +447,19 @@ class BybitVenue:
         self._executions[account].append(execution)
         self.stats[fill.symbol].on_trade(ms, fill.amount_contracts, value)
         if instrument.is_derivative:
-            self._record(account, instrument, execution, "TRADE", cash_flow=realised, funding=ZERO)
+            self._record(account, instrument, execution, "LIQUIDATION" if fill.liquidation else "TRADE",
+                         cash_flow=realised, funding=ZERO)
         self._push(account, "execution", [serializers.execution(execution, stream=True)])
+
+    def _takeover_order(self, fill: Fill) -> OrderMeta:
+        """The liquidation engine's order behind one of the engine's liquidation fills: reduce-only, IOC, no
+        orderLinkId, `createType` CreateByTakeOver_PassThrough. Its execution is a BustTrade."""
+        quote = self.engine.quote(fill.symbol)
+        return OrderMeta(
+            category=self.ids[fill.symbol][0], created_ms=to_ms(fill.ts), time_in_force="IOC",
+            order_link_id="", qty=fill.amount_contracts, reduce_only=True,
+            last_price_on_created=quote.mid if quote else None, create_type=serializers.TAKEOVER_CREATE_TYPE,
+        )
 
     def _on_position_fill(self, account: str, instrument: Instrument, fill: Fill, ms: int,
                           seq: int) -> tuple[Decimal, Decimal]:
@@ -500,7 +514,7 @@ class BybitVenue:
 
     def _record(self, account: str, instrument: Instrument, e: Execution, entry_type: str, *,
                 cash_flow: Decimal, funding: Decimal) -> None:
-        fee = e.exec_fee if entry_type == "TRADE" else ZERO
+        fee = ZERO if entry_type == "SETTLEMENT" else e.exec_fee
         book = self._books.get((account, instrument.symbol), PositionBook())
         self._ledger[account].append(LedgerEntry(
             entry_id=str(uuid.UUID(int=self._rng.getrandbits(128), version=4)), category=e.category,
