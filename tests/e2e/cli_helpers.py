@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -28,3 +29,9 @@ def journal(view: str, env: dict[str, str]) -> list[dict[str, Any]]:
     assert result.returncode == 0, result.stderr
     rows: list[dict[str, Any]] = json.loads(result.stdout)
     return rows
+
+
+def journals(env: dict[str, str], *views: str) -> list[list[dict[str, Any]]]:
+    """`journal(view, env)` for each view, the commands running side by side."""
+    with ThreadPoolExecutor(len(views)) as pool:
+        return list(pool.map(lambda view: journal(view, env), views))

@@ -1,10 +1,11 @@
 """The journal views' filters and paging, and `journal pnl`, on a journal produced by a simulated run: the
-bot runs in a subprocess (`python -m deltakeeper run --for 30s`), the journal commands through their Typer
+bot runs in a subprocess (`python -m deltakeeper run --for 8s`), the journal commands through their Typer
 app. `pnl`'s totals are checked against totals computed here from the raw fills, payments and decisions."""
 
 from __future__ import annotations
 
 import csv
+import fcntl
 import io
 import json
 import os
@@ -27,18 +28,31 @@ HEDGE = "SOL/USDT:USDT"
 Invoke = Callable[..., str]
 
 
-@pytest.fixture(scope="module")
-def journal_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A data folder whose journal holds 15 simulated hours of hedging SOL (1800x for 30 s): enough for
-    buys and sells, and at least one 8-hourly funding payment."""
-    data_dir = tmp_path_factory.mktemp("journal") / "data"
+@pytest.fixture(scope="session")
+def journal_dir(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+    """A data folder whose journal holds 16 simulated hours of hedging SOL (7200x for 8 s): enough for
+    buys and sells, and at least one 8-hourly funding payment. Made once per test session: pytest-xdist's
+    workers share it through their common temporary folder, the first to come making it under a lock."""
+    shared = tmp_path_factory.getbasetemp()
+    if worker_id != "master":
+        shared = shared.parent  # the session's folder, above each worker's own
+    folder = shared / "journal_cli"
+    folder.mkdir(exist_ok=True)
+    with (folder / "lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (folder / "made").exists():
+            run_bot(folder / "data")
+            (folder / "made").touch()
+    return folder / "data"
+
+
+def run_bot(data_dir: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DK_")}
-    env.update(DK_DATA_DIR=str(data_dir), DK_SIM_SPEED="1800", DK_HTTP_PORT="0",
+    env.update(DK_DATA_DIR=str(data_dir), DK_SIM_SPEED="7200", DK_HTTP_PORT="0",
                DK_ASSETS__SOL__BAND_COIN="5")  # a band narrow enough to trade both ways every hour or so
-    result = subprocess.run([sys.executable, "-m", "deltakeeper", "run", "--for", "30s"], env=env,
+    result = subprocess.run([sys.executable, "-m", "deltakeeper", "run", "--for", "8s"], env=env,
                             capture_output=True, text=True, timeout=90)
     assert result.returncode == 0, result.stderr[-3000:]
-    return data_dir
 
 
 @pytest.fixture

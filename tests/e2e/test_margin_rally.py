@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from tests.e2e.cli_helpers import clean_env, deltakeeper, journal
+from tests.e2e.cli_helpers import clean_env, deltakeeper, journals
 
 
 @dataclass
@@ -51,16 +51,18 @@ async def receiver() -> AsyncIterator[Receiver]:
 async def test_a_rally_fires_the_margin_warning_and_turns_trading_reduce_only_in_journal_and_alerts(
     data_dir: Path, receiver: Receiver
 ) -> None:
-    # 1800x: 30 wall seconds are 15 simulated hours; the short leg's margin runs out about 5 hours in.
+    # 1800x: 14 wall seconds are 7 simulated hours; the short leg's margin runs out about 5 hours in. (A
+    # faster clock would leave too little of the two calm hours to a start-up slowed by a loaded machine.)
+    # A margin check every 0.25 wall seconds is one every 7.5 simulated minutes.
     env = clean_env(
         data_dir,
         DK_SIM_SCENARIO="rally",
         DK_SIM_SPEED="1800",
-        DK_RECOMPUTE_SECS="0.5",
+        DK_RECOMPUTE_SECS="0.25",
         DK_ALERT_URLS=receiver.url,
         DK_ALERT_LEVEL="warning",
     )
-    result = await asyncio.to_thread(deltakeeper, "run", "--for", "30s", env=env, timeout=120)
+    result = await asyncio.to_thread(deltakeeper, "run", "--for", "14s", env=env, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout == ""
 
@@ -72,7 +74,8 @@ async def test_a_rally_fires_the_margin_warning_and_turns_trading_reduce_only_in
 
     # The journal: the hedge at the start, the margin_low decision in reduce_only, then decisions in
     # reduce_only.
-    decisions = [d for d in journal("decisions", env) if d["asset"] == "SOL"]
+    decision_rows, fill_rows = journals(env, "decisions", "fills")
+    decisions = [d for d in decision_rows if d["asset"] == "SOL"]
     reasons = [d["reason"] for d in decisions]
     assert reasons[0] == "rebalance" and decisions[0]["side"] == "sell"
     assert decisions[0]["trading_state"] == "active"
@@ -86,7 +89,7 @@ async def test_a_rally_fires_the_margin_warning_and_turns_trading_reduce_only_in
     # The creep carries the price past the short leg's liquidation price within the run.
     liquidation = decisions[reasons.index("liquidation")]
     assert reasons.index("liquidation") > low
-    fills = {f["trade_id"]: f for f in journal("fills", env)}
+    fills = {f["trade_id"]: f for f in fill_rows}
     trade_id = liquidation["detail"].split(":", 1)[0].removeprefix("trade ")
     assert fills[trade_id]["client_order_id"] is None and fills[trade_id]["side"] == "buy"
     assert any(trade_id in m for m in receiver.messages("liquidation_fill"))

@@ -1,4 +1,4 @@
-"""The whole loop on the simulated exchange, as a user runs it: `deltakeeper run --for 30s`, then the
+"""The whole loop on the simulated exchange, as a user runs it: `deltakeeper run --for 10s`, then the
 journal read back through the CLI."""
 
 from __future__ import annotations
@@ -6,21 +6,20 @@ from __future__ import annotations
 from collections import defaultdict
 from decimal import Decimal
 
-from tests.e2e.cli_helpers import clean_env, deltakeeper, journal
+from tests.e2e.cli_helpers import clean_env, deltakeeper, journals
 
 
 async def test_run_hedges_every_band_exit_and_journals_orders_fills_and_funding(data_dir, database_url):
-    # 1800x: 30 wall seconds are 15 simulated hours, so at least one 8-hourly funding settles.
-    env = clean_env(data_dir, DK_SIM_SPEED="1800", DK_RECOMPUTE_SECS="2", DK_DATABASE_URL=database_url)
-    result = deltakeeper("run", "--for", "30s", env=env, timeout=90)
+    # 7200x: 10 wall seconds are 20 simulated hours, so at least two 8-hourly fundings settle; a recompute
+    # every 0.5 wall seconds is one every simulated hour.
+    env = clean_env(data_dir, DK_SIM_SPEED="7200", DK_RECOMPUTE_SECS="0.5", DK_DATABASE_URL=database_url)
+    result = deltakeeper("run", "--for", "10s", env=env, timeout=90)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout == ""  # logs go to stderr only
     assert '"event": "rebalance_cycle"' in result.stderr
 
-    decisions = journal("decisions", env)
-    orders = {o["client_order_id"]: o for o in journal("orders", env)}
-    fills = journal("fills", env)
-    funding = journal("funding", env)
+    decisions, order_rows, fills, funding = journals(env, "decisions", "orders", "fills", "funding")
+    orders = {o["client_order_id"]: o for o in order_rows}
     assert decisions and orders and fills and funding
 
     # Every order reached a final state and carries the exchange's id; every fill belongs to one of them.
