@@ -204,6 +204,8 @@ def build_exchange(settings: Settings) -> tuple[Exchange, Clock]:
 
 async def check_key_permissions(settings: Settings, exchange: Exchange) -> None:
     """Refuse a key that can withdraw, where the exchange tells, unless the owner allows it."""
+    if settings.exchange == "sim":
+        return
     from deltakeeper.adapters.ccxt_exchange import CcxtExchange
 
     if not isinstance(exchange, CcxtExchange) or not await exchange.key_can_withdraw():
@@ -362,6 +364,29 @@ def build_http_server(settings: Settings, runner: Runner, journal: SqlJournal) -
     )
 
 
+SLOW_STOP_SECS = 10.0
+"""After this long stopping (in-flight orders settle first, each within DK_ORDER_TIMEOUT_SECS), the tasks
+still running are logged with where each waits (`stop_slow`)."""
+
+
+def _log_slow_stop() -> None:
+    waiting = [f"{task.get_name()}: {_awaiting(task.get_coro())}" for task in asyncio.all_tasks()
+               if not task.done()]
+    log.warning("stop_slow", after_secs=SLOW_STOP_SECS, tasks=waiting)
+
+
+def _awaiting(awaitable: object) -> str:
+    """Where a coroutine waits: its chain of awaits, innermost 3 first."""
+    calls = []
+    while awaitable is not None:
+        code = getattr(awaitable, "cr_code", None) or getattr(awaitable, "gi_code", None)
+        frame = getattr(awaitable, "cr_frame", None) or getattr(awaitable, "gi_frame", None)
+        if code is not None and frame is not None:
+            calls.append(f"{code.co_name} ({Path(code.co_filename).name}:{frame.f_lineno})")
+        awaitable = getattr(awaitable, "cr_await", None) or getattr(awaitable, "gi_yieldfrom", None)
+    return " < ".join(reversed(calls[-3:]))
+
+
 async def _serve(
     settings: Settings,
     exchange: Exchange,
@@ -378,10 +403,16 @@ async def _serve(
     try:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+
+        def request_stop() -> None:
+            if not stop.is_set():
+                stop.set()
+                loop.call_later(SLOW_STOP_SECS, _log_slow_stop)
+
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, request_stop)
         if duration_secs is not None:
-            loop.call_later(duration_secs, stop.set)
+            loop.call_later(duration_secs, request_stop)
         await runner.run(stop)
     finally:
         port_path.unlink(missing_ok=True)

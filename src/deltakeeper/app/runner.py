@@ -91,9 +91,11 @@ class Runner:
             await stop.wait()
         finally:
             log.info("service_stopping")
-            scheduler.shutdown(wait=False)
-            # A job already running finishes before the journal and the exchange close under it.
+            # No new job starts; one already running finishes (shutting the scheduler down would cancel
+            # it) before the journal and the exchange close under it.
+            scheduler.pause()
             await asyncio.gather(*self._running_jobs, return_exceptions=True)
+            scheduler.shutdown(wait=False)
             for task in streams:
                 task.cancel()
             await asyncio.gather(*streams, return_exceptions=True)
