@@ -6,16 +6,17 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     DK_DATA_DIR=/data
 
-RUN groupadd --system deltakeeper && useradd --system --gid deltakeeper --home-dir /app deltakeeper
+RUN groupadd --system --gid 10001 deltakeeper \
+    && useradd --system --uid 10001 --gid deltakeeper --home-dir /app deltakeeper
 
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY src ./src
 RUN pip install .
 
-RUN mkdir -p /data && chown deltakeeper:deltakeeper /data
+RUN mkdir -p /data && chown 10001:10001 /data
 VOLUME ["/data"]
-USER deltakeeper
+USER 10001:10001
 
 EXPOSE 8080
 HEALTHCHECK --interval=30s --timeout=10s --start-period=60s --retries=3 CMD ["deltakeeper", "healthcheck"]

