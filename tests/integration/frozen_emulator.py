@@ -10,8 +10,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
+
+import ccxt.pro as ccxtpro
 
 from deltakeeper.domain.exposure import Position
+from deltakeeper.sim.bybit.client import point_ccxt_at
 from deltakeeper.sim.bybit.server import RunningServer, serve
 
 KEY, SECRET = "dk-margin-key", "dk-margin-secret"
@@ -30,6 +34,18 @@ async def frozen_emulator() -> AsyncIterator[RunningServer]:
         yield server
     finally:
         await server.close()
+
+
+@asynccontextmanager
+async def ccxt_client(server: RunningServer) -> AsyncIterator[Any]:
+    """Stock ccxt.pro on the emulator, its markets loaded, without ccxt's rate limiter."""
+    client = ccxtpro.bybit({"apiKey": KEY, "secret": SECRET, "enableRateLimit": False})
+    point_ccxt_at(client, server.url)
+    try:
+        await client.load_markets()
+        yield client
+    finally:
+        await client.close()
 
 
 def sell(server: RunningServer, category: str, bybit_symbol: str, qty: str) -> None:

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import ccxt
-import ccxt.pro as ccxtpro
 import pytest
 from structlog.testing import capture_logs
 from tests.integration.frozen_emulator import (
@@ -22,6 +21,7 @@ from tests.integration.frozen_emulator import (
     LINEAR,
     SECRET,
     SPOT,
+    ccxt_client,
     engine_position,
     frozen_emulator,
     sell,
@@ -39,7 +39,6 @@ from deltakeeper.domain.errors import ExchangeUnavailable
 from deltakeeper.domain.margin import DEFAULT_TIERS_USD, MarginTier
 from deltakeeper.margin_report import margin_report
 from deltakeeper.ports import Exchange
-from deltakeeper.sim.bybit.client import point_ccxt_at
 from deltakeeper.sim.bybit.server import RunningServer
 from deltakeeper.sim.gateway import SimGateway
 
@@ -58,17 +57,6 @@ pytestmark = pytest.mark.timeout(60)
 class WallClock:
     def now(self) -> datetime:
         return datetime.now(UTC)
-
-
-@asynccontextmanager
-async def ccxt_client(server: RunningServer) -> AsyncIterator[Any]:
-    client = ccxtpro.bybit({"apiKey": KEY, "secret": SECRET, "enableRateLimit": False})
-    point_ccxt_at(client, server.url)
-    try:
-        await client.load_markets()
-        yield client
-    finally:
-        await client.close()
 
 
 @asynccontextmanager

@@ -10,34 +10,28 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from datetime import timedelta
 from decimal import Decimal
-from typing import Any
 
-import ccxt.pro as ccxtpro
 import pytest
-from tests.integration.frozen_emulator import KEY, LINEAR, SECRET, engine_position, frozen_emulator, sell
+from tests.integration.frozen_emulator import (
+    KEY,
+    LINEAR,
+    SECRET,
+    ccxt_client,
+    engine_position,
+    frozen_emulator,
+    sell,
+)
 from tests.integration.service_harness import until
 
 from deltakeeper.adapters.ccxt_exchange import CcxtExchange
 from deltakeeper.domain.orders import Fill, Quote, Side
 from deltakeeper.ports import AccountEvent
-from deltakeeper.sim.bybit.client import point_ccxt_at
 from deltakeeper.sim.bybit.server import RunningServer
 
 D = Decimal
 SHORT_SOL = D(600)
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@asynccontextmanager
-async def ccxt_client(server: RunningServer) -> AsyncIterator[Any]:
-    client = ccxtpro.bybit({"apiKey": KEY, "secret": SECRET, "enableRateLimit": False})
-    point_ccxt_at(client, server.url)
-    try:
-        await client.load_markets()
-        yield client
-    finally:
-        await client.close()
 
 
 @asynccontextmanager
