@@ -214,7 +214,8 @@ class OrderRunner:
         self, request: OrderRequest, state: OrderState, timeout_secs: float | None = None
     ) -> OrderState:
         """Poll the order by client id until it is final; cancel it if it outlives the timeout (the order
-        timeout unless given)."""
+        timeout unless given). While stopping (`draining`), an order still not final after its cancel is
+        left to the next start's reconciliation, so that a stop does not wait on an unreachable exchange."""
         timeout = self.order_timeout_secs if timeout_secs is None else timeout_secs
         deadline = time.monotonic() + timeout
         lost_after = time.monotonic() + self.order_timeout_secs
@@ -233,12 +234,18 @@ class OrderRunner:
                 # The exchange never saw it: the request did not arrive.
                 state = self.local_state(request, OrderStatus.REJECTED, "not found on the exchange")
                 await self.journal.update_order(state)
-            if not state.status.is_final and time.monotonic() > deadline and not canceled:
-                canceled = True
-                try:
-                    await self.exchange.cancel_order(request.symbol, request.client_order_id)
-                except Exception as exc:
-                    log.warning("cancel_failed", client_order_id=request.client_order_id, error=str(exc))
+            if not state.status.is_final and time.monotonic() > deadline:
+                if canceled and self.draining:
+                    # Stopping: the next start's reconciliation settles it by client id.
+                    log.warning("order_left_unsettled", client_order_id=request.client_order_id,
+                                status=state.status.value)
+                    break
+                if not canceled:
+                    canceled = True
+                    try:
+                        await self.exchange.cancel_order(request.symbol, request.client_order_id)
+                    except Exception as exc:
+                        log.warning("cancel_failed", client_order_id=request.client_order_id, error=str(exc))
         return state
 
     async def _refresh_account(self) -> None:

@@ -1,0 +1,86 @@
+"""The order life cycle while stopping: an order the exchange never settles does not hold the stop."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from decimal import Decimal as D
+
+from tests.instruments import LINEAR_WHOLE
+
+from deltakeeper.app.market_state import MarketState
+from deltakeeper.app.orders import OrderRunner
+from deltakeeper.domain.errors import ExchangeUnavailable
+from deltakeeper.domain.orders import OrderRequest, OrderState, OrderStatus, OrderType, Side
+from deltakeeper.domain.risk import RiskOutcome
+from deltakeeper.sim.clock import SimClock
+
+T0 = datetime(2026, 1, 5, tzinfo=UTC)
+REQUEST = OrderRequest("dk1", LINEAR_WHOLE.symbol, Side.SELL, D(5), OrderType.LIMIT, D(60_000))
+
+
+class UnreachableAfterAccepting:
+    """The exchange port: takes the order, then answers nothing about it (no state, no cancel)."""
+
+    def __init__(self) -> None:
+        self.cancels = 0
+
+    async def place_order(self, request: OrderRequest) -> OrderState:
+        return OrderState(request.client_order_id, "x1", request.symbol, request.side,
+                          request.amount_contracts, D(0), OrderStatus.OPEN, T0,
+                          order_type=request.order_type, price=request.price)
+
+    async def fetch_order(self, symbol: str, client_order_id: str) -> OrderState | None:
+        raise ExchangeUnavailable("connection refused")
+
+    async def cancel_order(self, symbol: str, client_order_id: str) -> None:
+        self.cancels += 1
+        raise ExchangeUnavailable("connection refused")
+
+    async def fetch_account(self) -> None:
+        raise ExchangeUnavailable("connection refused")
+
+
+class Journaled:
+    """The journal port: what it was told of the order."""
+
+    def __init__(self) -> None:
+        self.states: list[OrderState] = []
+
+    async def update_order(self, state: OrderState) -> None:
+        self.states.append(state)
+
+
+def runner(exchange: UnreachableAfterAccepting, journal: Journaled) -> OrderRunner:
+    return OrderRunner(
+        exchange,  # type: ignore[arg-type]
+        journal,  # type: ignore[arg-type]
+        SimClock(0, anchor_sim=T0),
+        MarketState({LINEAR_WHOLE.symbol: LINEAR_WHOLE}),
+        order_timeout_secs=0.3,
+        post_only_timeout_secs=0.3,
+        in_flight={},
+        check=lambda intent, now: RiskOutcome(intent, ()),
+        halted=lambda: False,
+        order_done=lambda status: None,
+        alert=lambda level, event, message: None,
+    )
+
+
+async def test_while_stopping_an_order_not_final_after_its_cancel_is_left_to_reconciliation() -> None:
+    exchange, journal = UnreachableAfterAccepting(), Journaled()
+    orders = runner(exchange, journal)
+    orders.draining = True
+    task = asyncio.create_task(orders.run(REQUEST))
+    done, _ = await asyncio.wait([task], timeout=5)
+    assert done, "the stop waited on an order the exchange never settled"
+    assert exchange.cancels == 1
+    assert [s.status for s in journal.states] == [OrderStatus.OPEN]  # still open in the journal
+
+
+async def test_while_trading_an_unsettled_order_is_polled_on_after_its_cancel() -> None:
+    exchange, journal = UnreachableAfterAccepting(), Journaled()
+    task = asyncio.create_task(runner(exchange, journal).run(REQUEST))
+    done, _ = await asyncio.wait([task], timeout=1)
+    assert not done and exchange.cancels == 1
+    task.cancel()
