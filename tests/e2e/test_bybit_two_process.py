@@ -457,6 +457,9 @@ def test_bot_and_emulator_agree_through_faults_and_a_kill_mid_order(tmp_path: Pa
         bot = start_bot(url, data_dir, tmp_path, "bot-4")
         wait_for(lambda: hedged(bot, 0), 40, "a hedge after the restart", every=0.2)
         assert not bot.events("order_task_failed")
+        # What the streams still bring after the hedge reaches the journal before the stop: a stop right
+        # after it leaves that to the next start's reconciliation, which this comparison does not run.
+        time.sleep(2)
         stopped = stop_between_fundings(url, bot)
 
         theirs, link_ids = emulator_books(url)
