@@ -8,44 +8,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import pytest
-from aiohttp import web
 
+from tests.alert_receiver import Receiver, alert_receiver
 from tests.e2e.cli_helpers import clean_env, deltakeeper, journals
-
-
-@dataclass
-class Receiver:
-    url: str = ""
-    received: list[dict[str, Any]] = field(default_factory=list)
-
-    async def handle(self, request: web.Request) -> web.Response:
-        self.received.append(await request.json())
-        return web.Response(text="ok")
-
-    def events(self) -> list[str]:
-        return [r["title"].split(": ", 1)[1] for r in self.received]
-
-    def messages(self, event: str) -> list[str]:
-        return [r["message"] for r in self.received if r["title"].endswith(f": {event}")]
 
 
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
-    recv = Receiver()
-    app = web.Application()
-    app.router.add_post("/hook", recv.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    recv.url = f"json://127.0.0.1:{runner.addresses[0][1]}/hook"
-    yield recv
-    await runner.cleanup()
+    async with alert_receiver() as recv:
+        yield recv
 
 
 async def test_a_rally_fires_the_margin_warning_and_turns_trading_reduce_only_in_journal_and_alerts(

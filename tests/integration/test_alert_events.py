@@ -13,13 +13,13 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
+from tests.alert_receiver import alert_receiver
 from tests.integration.service_harness import RecordingAlerts, journal_for, make_settings, until
 
 from deltakeeper.adapters.alerts import AppriseAlerts
@@ -287,37 +287,12 @@ async def test_margin_headroom_hook_alerts_once_below_the_threshold(tmp_path: Pa
 # -- the daily summary ----------------------------------------------------------------------------
 
 
-@dataclass
-class Receiver:
-    url: str = ""
-    received: list[dict[str, Any]] = field(default_factory=list)
-
-    async def handle(self, request: web.Request) -> web.Response:
-        self.received.append(await request.json())
-        return web.Response(text="ok")
-
-
-@asynccontextmanager
-async def receiver() -> AsyncIterator[Receiver]:
-    recv = Receiver()
-    app = web.Application()
-    app.router.add_post("/hook", recv.handle)
-    site_runner = web.AppRunner(app, access_log=None)
-    await site_runner.setup()
-    await web.TCPSite(site_runner, "127.0.0.1", 0).start()
-    recv.url = f"json://127.0.0.1:{site_runner.addresses[0][1]}/hook"
-    try:
-        yield recv
-    finally:
-        await site_runner.cleanup()
-
-
 async def test_daily_summary_job_reports_the_days_trades_fees_funding_and_worst_deviation(
     tmp_path: Path,
 ) -> None:
     # 3600x: a funding settlement (every 8 simulated hours) within seconds.
     settings = make_settings(tmp_path, sim_speed=3600, daily_summary_at="07:30")
-    async with journal_for(settings) as journal, receiver() as recv:
+    async with journal_for(settings) as journal, alert_receiver() as recv:
         alerts = AppriseAlerts([recv.url], "warning", cooldown_secs=600)  # the default level
         await alerts.start()
         try:

@@ -6,46 +6,19 @@ import asyncio
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
-from typing import Any
 
 import pytest
-from aiohttp import web
 from structlog.testing import capture_logs
+from tests.alert_receiver import Receiver, alert_receiver
 
 from deltakeeper.adapters.alerts import AppriseAlerts, parse_alert_urls
 from deltakeeper.domain.errors import ConfigError
 
 
-@dataclass
-class Receiver:
-    """An HTTP endpoint that records apprise's JSON posts and answers with scripted statuses."""
-
-    url: str = ""
-    received: list[dict[str, Any]] = field(default_factory=list)
-    hits: int = 0
-    failures_left: int = 0
-
-    async def handle(self, request: web.Request) -> web.Response:
-        self.hits += 1
-        if self.failures_left:
-            self.failures_left -= 1
-            return web.Response(status=500)
-        self.received.append(await request.json())
-        return web.Response(text="ok")
-
-
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
-    recv = Receiver()
-    app = web.Application()
-    app.router.add_post("/hook", recv.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    recv.url = f"json://127.0.0.1:{runner.addresses[0][1]}/hook"
-    yield recv
-    await runner.cleanup()
+    async with alert_receiver() as recv:
+        yield recv
 
 
 class FakeClock:
