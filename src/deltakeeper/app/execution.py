@@ -64,7 +64,6 @@ class ExecutionPlan:
     slices_contracts: tuple[Decimal, ...]
     style: ExecutionStyle
     reduce_only: bool = False
-    post_only_timeout_secs: float = 10.0
     note: str = ""
     """For the decision journal: how the hedge was split and sent (empty for one market order)."""
 
@@ -202,6 +201,5 @@ def plan_execution(
         if max_slice is not None and slices and max(slices) > max_slice:
             notes.append("slice_limit=unmet")
     return ExecutionPlan(
-        decision_id, hedge.symbol, side, slices, options.style, reduce_only, options.post_only_timeout_secs,
-        " ".join(notes),
+        decision_id, hedge.symbol, side, slices, options.style, reduce_only, " ".join(notes)
     )

@@ -1,6 +1,6 @@
 """The alert events the scheduled jobs raise (issue 5, DESIGN.md 2): stale and recovered streams, a
 funding rate beyond its threshold, a delta outside the hard limit, a reconciliation that found what the
-streams missed, low margin headroom (a hook: margin is not wired into the app yet), and the daily summary.
+streams missed, low margin headroom (a hook: `MarginWatch` is its source), and the daily summary.
 
 Every condition alerts once when it starts and once when it clears, not on every check; the Alerts port
 folds repeats within its cool-down. Alerts never raise and never wait (the port queues them).
@@ -252,7 +252,7 @@ class Watch:
 
     async def check_margin(self) -> None:
         """`margin_headroom_low` (error) once when the headroom source reports less than the threshold.
-        Nothing happens without a source: margin is not wired into the app yet."""
+        Nothing happens without a source (`margin_headroom`: the service wires `MarginWatch` in)."""
         if self.margin_headroom is None:
             return
         headroom = await self.margin_headroom()
