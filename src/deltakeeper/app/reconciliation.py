@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -17,11 +18,6 @@ log = structlog.get_logger("deltakeeper.reconcile")
 
 FIRST_BACKFILL = timedelta(days=7)
 CURSOR_OVERLAP = timedelta(minutes=10)
-LANDING_SECS = 30.0
-"""How long after it was journaled (wall seconds) an order sent just before the bot died may still appear on
-the exchange: a request can wait in the network (Bybit refuses one older than its receive window, 5 s by
-default in ccxt) and in the exchange's gateway before it is matched. The default of the bot's own wait for
-an order's outcome (DK_ORDER_TIMEOUT_SECS)."""
 LOOK_AGAIN_SECS = 1.0
 
 
@@ -37,14 +33,25 @@ class Reconciliation:
     the streams did not tell (the bot was down, or a stream missed it)."""
 
 
-async def reconcile(exchange: Exchange, journal: Journal, clock: Clock) -> Reconciliation:
+async def reconcile(
+    exchange: Exchange, journal: Journal, clock: Clock, landing_secs: float, in_flight: Collection[str] = ()
+) -> Reconciliation:
     """Settle every order the journal does not know the end of, by client order id; cancel open orders
     of ours (the next decision re-sizes from scratch); backfill fills and funding since the journal's
     cursors (the liquidation fills among them one by one, to know which are new); read the account. Raises
-    when the exchange cannot be read: trading must not start."""
+    when the exchange cannot be read: trading must not start.
+
+    `in_flight`: the client ids of orders the running bot is still sending or settling (a periodic
+    reconciliation that gave up waiting for them): left to it. `landing_secs`: how long after it was
+    journaled an order sent just before the bot died may still appear on the exchange (the bot's own wait
+    for an order's outcome, DK_ORDER_TIMEOUT_SECS): a request can wait in the network (Bybit refuses one
+    older than its receive window, 5 s by default in ccxt) and in the exchange's gateway before it is
+    matched."""
     settled = 0
     for order in await journal.open_orders():
-        found = await _look_up(exchange, clock, order)
+        if order.client_order_id in in_flight:
+            continue
+        found = await _look_up(exchange, clock, order, landing_secs)
         if found is None:
             found = OrderState(
                 client_order_id=order.client_order_id,
@@ -62,10 +69,11 @@ async def reconcile(exchange: Exchange, journal: Journal, clock: Clock) -> Recon
         settled += 1
     canceled = 0
     for open_order in await exchange.fetch_open_orders():
-        if is_ours(open_order.client_order_id) and open_order.client_order_id is not None:
-            await exchange.cancel_order(open_order.symbol, open_order.client_order_id)
+        cid = open_order.client_order_id
+        if is_ours(cid) and cid is not None and cid not in in_flight:
+            await exchange.cancel_order(open_order.symbol, cid)
             canceled += 1
-            found = await exchange.fetch_order(open_order.symbol, open_order.client_order_id)
+            found = await exchange.fetch_order(open_order.symbol, cid)
             await journal.update_order(found or open_order)
     now = clock.now()
     fills = await exchange.fetch_fills(_since(await journal.last_fill_ts(), now))
@@ -90,12 +98,13 @@ async def reconcile(exchange: Exchange, journal: Journal, clock: Clock) -> Recon
     return result
 
 
-async def _look_up(exchange: Exchange, clock: Clock, order: OrderRecord) -> OrderState | None:
+async def _look_up(exchange: Exchange, clock: Clock, order: OrderRecord, landing_secs: float
+                   ) -> OrderState | None:
     """The exchange's state of a journaled order, by client order id; None only once it cannot arrive any
     more. A request sent just before the bot died can still be on its way (in a queue, in the exchange's
-    gateway): until LANDING_SECS after the order was journaled, not found means look again."""
+    gateway): until `landing_secs` after the order was journaled, not found means look again."""
     age_secs = (clock.now() - order.created_ts).total_seconds() / clock.speed
-    deadline = time.monotonic() + LANDING_SECS - age_secs
+    deadline = time.monotonic() + landing_secs - age_secs
     while True:
         found = await exchange.fetch_order(order.symbol, order.client_order_id)
         left_secs = deadline - time.monotonic()

@@ -145,18 +145,21 @@ class Runner:
             log.exception("watch_failed", error=str(exc))
 
     async def _reconcile_until_ok(self, stop: asyncio.Event) -> bool:
+        hedger = self.hedger
         delay = 1.0
         while not stop.is_set():
             try:
-                result = await reconcile(self.hedger.exchange, self.hedger.journal, self.hedger.clock)
-                self.hedger.state.on_account(result.account)
+                result = await reconcile(
+                    hedger.exchange, hedger.journal, hedger.clock, hedger.options.order_timeout_secs
+                )
+                hedger.state.on_account(result.account)
                 await self._report_liquidations(result)
                 self.reconciled = True
                 return True
             except Exception as exc:
-                self.hedger.counters.errors += 1
+                hedger.counters.errors += 1
                 log.error("reconcile_failed", error=str(exc), retry_in_secs=round(delay, 1))
-                await self.hedger.alerts.send("error", "reconciliation_failed", f"not trading: {exc}")
+                await hedger.alerts.send("error", "reconciliation_failed", f"not trading: {exc}")
                 await _sleep_or_stop(stop, delay)
                 delay = min(delay * 2, RECONCILE_RETRY_MAX_SECS)
         return False
@@ -174,7 +177,9 @@ class Runner:
         hedger = self.hedger
         try:
             async with hedger.quiet(hedger.options.order_timeout_secs + QUIET_WAIT_EXTRA_SECS) as idle:
-                result = await reconcile(hedger.exchange, hedger.journal, hedger.clock)
+                # Orders still in flight after the wait stay the Hedger's to settle.
+                result = await reconcile(hedger.exchange, hedger.journal, hedger.clock,
+                                         hedger.options.order_timeout_secs, set(hedger.in_flight.values()))
                 hedger.state.on_account(result.account)
                 await self._report_liquidations(result)
         except Exception as exc:
