@@ -3,7 +3,6 @@ Results go to stdout (a table, or JSON with money as decimal strings); bad input
 
 from __future__ import annotations
 
-import re
 from dataclasses import replace
 from decimal import Decimal, InvalidOperation
 from enum import Enum
@@ -15,23 +14,14 @@ import typer
 from deltakeeper.backtest.data import parse_file_specs
 from deltakeeper.backtest.run import load_dataset, run_dataset, sweep_dataset
 from deltakeeper.backtest.settings import POLICIES, BacktestSettings
+from deltakeeper.cli_args import parse_duration_secs
 from deltakeeper.domain.errors import ConfigError
 from deltakeeper.domain.policy import Band, BandUnit, RebalanceTo
-
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d)?$")
-_UNIT_SECS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 class OutputFormat(str, Enum):
     table = "table"
     json = "json"
-
-
-def _duration_secs(text: str, flag: str) -> float:
-    match = _DURATION.match(text.strip().lower())
-    if not match:
-        raise ConfigError(flag, "a duration such as 3600, 90m, 4h or 1d", text)
-    return float(match.group(1)) * _UNIT_SECS[match.group(2) or "s"]
 
 
 def _number(text: str, flag: str, expected: str) -> Decimal:
@@ -42,18 +32,6 @@ def _number(text: str, flag: str, expected: str) -> Decimal:
     if not value.is_finite():
         raise ConfigError(flag, expected, text)
     return value
-
-
-def _load_settings() -> BacktestSettings:
-    from deltakeeper.config import load_settings
-
-    return BacktestSettings.from_settings(load_settings())
-
-
-def _default_policy() -> str:
-    from deltakeeper.config import load_settings
-
-    return str(load_settings().policy)
 
 
 def apply_overrides(
@@ -82,7 +60,7 @@ def apply_overrides(
         changes["default_band"] = Band(BandUnit.PCT, pct)
         changes["asset_bands"] = {}
     if timer is not None:
-        secs = _duration_secs(timer, "--timer")
+        secs = parse_duration_secs(timer, "--timer")
         if secs <= 0:
             raise ConfigError("--timer", "a positive duration", timer)
         changes["timer_secs"] = secs
@@ -107,7 +85,7 @@ def apply_overrides(
             raise ConfigError("--spread-bps", "a non-negative number of bps", spread_bps)
         changes["spread_bps"] = float(bps)
     if skip_horizon is not None:
-        changes["skip_horizon_secs"] = _duration_secs(skip_horizon, "--skip-horizon")
+        changes["skip_horizon_secs"] = parse_duration_secs(skip_horizon, "--skip-horizon")
     if option_vol is not None:
         vol = _number(option_vol, "--option-vol", "a positive annualised volatility (0.6 = 60%)")
         if vol <= 0:
@@ -154,7 +132,7 @@ def backtest(
     slippage_bps: Annotated[str | None, typer.Option(
         "--slippage-bps", help="Slippage estimate in the cost rate (overrides DK_SLIPPAGE_BPS).")] = None,
     spread_bps: Annotated[str | None, typer.Option(
-        "--spread-bps", help="Quoted spread put around each close, bps (default 1).")] = None,
+        "--spread-bps", help="Quoted spread put around each close, bps (overrides DK_BACKTEST_SPREAD_BPS).")] = None,
     skip_horizon: Annotated[str | None, typer.Option(
         "--skip-horizon", help="Fixed band's skip rule horizon, 0 = off (overrides DK_SKIP_HORIZON_SECS).")
     ] = None,
@@ -172,11 +150,14 @@ def backtest(
     unknown = sorted(set(funding_files) - set(price_files))
     if unknown:
         raise ConfigError("--funding", "assets that have --prices", ", ".join(unknown))
-    name = policy if policy is not None else _default_policy()
+    from deltakeeper.config import load_settings
+
+    live = load_settings()
+    name = policy if policy is not None else str(live.policy)
     if name not in POLICIES:
         raise ConfigError("--policy", "timer, band or cost-aware", name)
     settings = apply_overrides(
-        _load_settings(), rebalance_to=rebalance_to, band_pct=band_pct, timer=timer,
+        BacktestSettings.from_settings(live), rebalance_to=rebalance_to, band_pct=band_pct, timer=timer,
         risk_aversion=risk_aversion, max_deviation_pct=max_deviation_pct, slippage_bps=slippage_bps,
         spread_bps=spread_bps, skip_horizon=skip_horizon, option_vol=option_vol,
     )
