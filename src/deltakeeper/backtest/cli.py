@@ -132,7 +132,8 @@ def backtest(
     slippage_bps: Annotated[str | None, typer.Option(
         "--slippage-bps", help="Slippage estimate in the cost rate (overrides DK_SLIPPAGE_BPS).")] = None,
     spread_bps: Annotated[str | None, typer.Option(
-        "--spread-bps", help="Quoted spread around each close, bps (overrides DK_BACKTEST_SPREAD_BPS).")] = None,
+        "--spread-bps",
+        help="Quoted spread around each close, bps (overrides DK_BACKTEST_SPREAD_BPS).")] = None,
     skip_horizon: Annotated[str | None, typer.Option(
         "--skip-horizon", help="Fixed band's skip rule horizon, 0 = off (overrides DK_SKIP_HORIZON_SECS).")
     ] = None,
