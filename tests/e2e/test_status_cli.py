@@ -3,10 +3,12 @@ uses them: the bot in one subprocess, the commands in others."""
 
 from __future__ import annotations
 
+import http.server
 import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -96,3 +98,50 @@ def test_status_halt_and_resume_work_on_a_running_bot_from_another_process(data_
     assert stopped["source"] == "journal"
     assert "SOL" in stopped["assets"]
     assert stopped["control"] == {"halted": False, "reason": "", "by": "e2e", "ts": stopped["control"]["ts"]}
+
+
+class _Probe(http.server.BaseHTTPRequestHandler):
+    """Answers /healthz with the status the test sets on the server."""
+
+    def do_GET(self) -> None:  # noqa: N802 (the handler's name)
+        status: int = self.server.healthz_status  # type: ignore[attr-defined]
+        body = json.dumps({"alive": status == 200}).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_args: object) -> None:
+        pass
+
+
+def test_healthcheck_exits_1_when_unhealthy_and_0_when_healthy(data_dir: Path) -> None:
+    env = clean_env(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    heartbeat = data_dir / "heartbeat"
+
+    missing = deltakeeper("healthcheck", env=env)
+    assert (missing.returncode, missing.stdout.split(":")[0]) == (1, "unhealthy"), missing
+    heartbeat.write_text(f"{time.time() - 3600:.3f}\n")
+    stale = deltakeeper("healthcheck", env=env)
+    assert (stale.returncode, stale.stdout.split(":")[0]) == (1, "unhealthy"), stale
+    heartbeat.write_text(f"{time.time():.3f}\n")
+    fresh = deltakeeper("healthcheck", env=env)
+    assert (fresh.returncode, fresh.stdout.split(":")[0]) == (0, "healthy"), fresh
+
+    # A running bot's HTTP server is asked first: its /healthz answer decides.
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Probe)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        (data_dir / "http_port").write_text(f"{server.server_address[1]}\n")
+        server.healthz_status = 503  # type: ignore[attr-defined]
+        down = deltakeeper("healthcheck", env=env)
+        assert (down.returncode, down.stdout.split(":")[0]) == (1, "unhealthy"), down
+        server.healthz_status = 200  # type: ignore[attr-defined]
+        up = deltakeeper("healthcheck", env=env)
+        assert (up.returncode, up.stdout.split(":")[0]) == (0, "healthy"), up
+    finally:
+        server.shutdown()
+        server.server_close()
