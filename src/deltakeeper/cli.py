@@ -360,12 +360,11 @@ def sim_exchange(
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        # Without standalone mode a command's `typer.Exit(code)` comes back as the return value.
+        code = app(standalone_mode=False)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
     except (KeyboardInterrupt, typer.Abort):
         sys.exit(130)
     except typer.exceptions.TyperException as exc:  # usage errors: they show themselves, exit 2
@@ -376,3 +375,4 @@ def main() -> None:
     except Exception as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
