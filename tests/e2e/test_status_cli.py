@@ -103,7 +103,7 @@ def test_status_halt_and_resume_work_on_a_running_bot_from_another_process(data_
 class _Probe(http.server.BaseHTTPRequestHandler):
     """Answers /healthz with the status the test sets on the server."""
 
-    def do_GET(self) -> None:  # noqa: N802 (the handler's name)
+    def do_GET(self) -> None:
         status: int = self.server.healthz_status  # type: ignore[attr-defined]
         body = json.dumps({"alive": status == 200}).encode()
         self.send_response(status)

@@ -174,7 +174,7 @@ async def test_control_endpoints_halt_and_resume_at_once_and_status_and_metrics_
 
                 async with http.get(f"{base}/readyz") as response:
                     ready = await response.json()
-                assert ready["checks"]["reconciled"] and ready["checks"]["database"]
+                assert ready["checks"]["reconciled"]["ok"] and ready["checks"]["database"]["ok"]
 
                 async with http.get(f"{base}/api/journal/decisions?asset=SOL&limit=2") as response:
                     assert response.status == 200

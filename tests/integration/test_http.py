@@ -67,7 +67,9 @@ class Fakes:
         return render_metrics(SNAPSHOT)
 
     async def readiness(self) -> tuple[bool, dict[str, Any]]:
-        return self.ready, {"reconciled": True, "streams_fresh": self.ready, "database": True}
+        failing = [] if self.ready else ["streams_fresh"]
+        checks = {"reconciled": {"ok": True}, "streams_fresh": {"ok": self.ready}}
+        return self.ready, {"failing": failing, "checks": checks}
 
     async def control(self, action: str, reason: str, by: str) -> dict[str, Any]:
         self.control_calls.append((action, reason, by))
@@ -125,7 +127,8 @@ async def test_readyz_answers_with_its_checks(client: aiohttp.ClientSession) -> 
             assert response.status == 503
             assert await response.json() == {
                 "ready": False,
-                "checks": {"reconciled": True, "streams_fresh": False, "database": True},
+                "failing": ["streams_fresh"],
+                "checks": {"reconciled": {"ok": True}, "streams_fresh": {"ok": False}},
             }
         fakes.ready = True
         async with client.get(f"{url}/readyz") as response:
