@@ -14,6 +14,7 @@ import structlog
 
 from deltakeeper.app.control import OperatorControl, RecordEvent
 from deltakeeper.app.execution import ExecutionOptions, ExecutionStyle
+from deltakeeper.app.journal_writes import WatchedJournal
 from deltakeeper.app.margin_watch import CoinNeutralMarketState, MarginWatch
 from deltakeeper.app.rebalance import Hedger, HedgerOptions
 from deltakeeper.app.runner import Runner
@@ -302,7 +303,8 @@ async def build_runner(
         betas=betas,
         ewma_daily_decay=settings.ewma_daily_decay,
     )
-    hedger = Hedger(exchange, journal, clock, alerts, state, policies, options)
+    journal_writes = WatchedJournal(journal)
+    hedger = Hedger(exchange, journal_writes, clock, alerts, state, policies, options)
     control = OperatorControl(hedger, journal, control_event_recorder(journal))
     margin = MarginWatch(
         hedger,
@@ -320,6 +322,7 @@ async def build_runner(
         daily_summary_at=settings.daily_summary_at,
         margin_headroom=margin,
         margin_alert_fraction=float(settings.margin_warn_headroom_pct) / 100,
+        blind_alert_secs=settings.blind_alert_secs,
     )
     runner = Runner(
         hedger,
@@ -328,6 +331,7 @@ async def build_runner(
         settings.data_dir / "heartbeat",
         control=control,
         watch=watch,
+        journal_writes=journal_writes,
     )
     log.info(
         "policies",

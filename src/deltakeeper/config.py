@@ -151,6 +151,15 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=0, le=65535)
     http_token: SecretStr | None = None
+    http_allowed_hosts: str = ""
+    """Comma-separated host names (or IPs) the HTTP server also answers in the Host header, beyond the bound
+    address and the loopback names: the names it is reached by through a proxy or a DNS name. Ignored
+    (any Host) when DK_HTTP_TOKEN is set."""
+    http_allow_unauthenticated_control: bool = False
+    """Without DK_HTTP_TOKEN, POST /api/halt|resume|cancel-all are refused unless this is true."""
+    blind_alert_secs: float = Field(default=60, gt=0)
+    """Alert `blind` when the account has been unreadable, a market's quotes missing, or journal writes
+    failing for longer than this."""
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"

@@ -28,6 +28,7 @@ Alive = Callable[[], bool]
 Status = Callable[[], Mapping[str, Any]]
 Metrics = Callable[[], str]
 Ready = Callable[[], Awaitable[tuple[bool, Mapping[str, Any]]]]
+"""() -> (ready, details): the details go into the /readyz answer beside `ready`."""
 Control = Callable[[str, str, str], Awaitable[Mapping[str, Any]]]
 """(action: halt|resume|cancel-all, reason, by) -> result."""
 JournalApi = Callable[[str, dict[str, str]], Awaitable[list[dict[str, Any]]]]
@@ -119,8 +120,8 @@ class HttpServer:
         return _json({"alive": alive}, 200 if alive else 503)
 
     async def _readyz(self, _request: web.Request) -> web.Response:
-        ready, checks = await self.ready()
-        return _json({"ready": ready, "checks": checks}, 200 if ready else 503)
+        ready, details = await self.ready()
+        return _json({"ready": ready, **details}, 200 if ready else 503)
 
     async def _metrics(self, _request: web.Request) -> web.Response:
         return web.Response(body=self.metrics().encode(), headers={"Content-Type": METRICS_CONTENT_TYPE})

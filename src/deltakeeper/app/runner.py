@@ -15,6 +15,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 
 from deltakeeper.app.control import OperatorControl
+from deltakeeper.app.journal_writes import WatchedJournal
 from deltakeeper.app.rebalance import Hedger
 from deltakeeper.app.reconciliation import Reconciliation, reconcile
 from deltakeeper.app.watch import Watch
@@ -28,6 +29,11 @@ T = TypeVar("T")
 RECONCILE_RETRY_MAX_SECS = 30.0
 QUIET_WAIT_EXTRA_SECS = 5.0
 """A periodic reconciliation waits for in-flight orders at most the order timeout plus this."""
+ACCOUNT_READ_MAX_RECOMPUTES = 3
+"""Ready (`/readyz`) only while the account was read within this many DK_RECOMPUTE_SECS."""
+
+ReadinessCheck = Callable[[], str | None]
+"""A condition of trading safely now, for `/readyz`: None while it holds, else why not."""
 
 
 class Runner:
@@ -40,6 +46,7 @@ class Runner:
         rng: random.Random | None = None,
         control: OperatorControl | None = None,
         watch: Watch | None = None,
+        journal_writes: WatchedJournal | None = None,
     ) -> None:
         self.hedger = hedger
         self.recompute_secs = recompute_secs
@@ -53,10 +60,18 @@ class Runner:
         self._running_jobs: set[asyncio.Task[object]] = set()
         self.last_beat: float | None = None
         """Wall time (time.time()) of the last heartbeat."""
+        self.journal_writes = journal_writes
+        """The Hedger's journal, watched: whether its writes succeed."""
+        self.started_at = time.monotonic()
+        self.account_read_at: float | None = None
+        """Monotonic time of the last successful read of the account (REST, or pushed by the stream)."""
+        self.readiness_checks: dict[str, ReadinessCheck] = {}
+        """More conditions of readiness by name, beside the Runner's own (see `app.status.readiness`)."""
 
     async def run(self, stop: asyncio.Event) -> None:
         hedger = self.hedger
         await hedger.alerts.send("info", "started", f"deltakeeper started on {hedger.exchange.name}")
+        self.started_at = time.monotonic()
         self.beat()
         if not await self._reconcile_until_ok(stop):
             return
@@ -130,6 +145,7 @@ class Runner:
                 log.exception("control_poll_failed", error=str(exc))
         try:
             self.hedger.state.on_account(await self.hedger.exchange.fetch_account())
+            self.account_read_at = time.monotonic()
             deltas = await self.hedger.evaluate_all()
             await self.hedger.journal.record_snapshot(
                 self.hedger.clock.now(), deltas, self.hedger.trading.state.value
@@ -139,10 +155,28 @@ class Runner:
             self.hedger.counters.errors += 1
             log.exception("recompute_failed", error=str(exc))
         try:
+            await self.watch.check_blind(self.blind_secs())
             await self.watch.check()
         except Exception as exc:
             self.hedger.counters.errors += 1
             log.exception("watch_failed", error=str(exc))
+
+    def account_read_age_secs(self) -> float | None:
+        """Seconds since the account was last read; None before the first read."""
+        return None if self.account_read_at is None else time.monotonic() - self.account_read_at
+
+    def blind_secs(self) -> dict[str, float]:
+        """How long the bot has been without each thing it trades on: `account` (since its last read),
+        each watched symbol (since its last quote), `journal` (since its writes started failing; 0 while
+        they succeed). Never longer than the Runner has run."""
+        now = time.monotonic()
+        running = now - self.started_at
+        seen = {"account": self.account_read_at,
+                **{s: self.hedger.state.received_at.get(s) for s in self.hedger.symbols()}}
+        ages = {name: running if at is None else min(now - at, running) for name, at in seen.items()}
+        failing = self.journal_writes.failing_secs() if self.journal_writes is not None else None
+        ages["journal"] = failing or 0.0
+        return ages
 
     async def _reconcile_until_ok(self, stop: asyncio.Event) -> bool:
         hedger = self.hedger
@@ -153,6 +187,7 @@ class Runner:
                     hedger.exchange, hedger.journal, hedger.clock, hedger.options.order_timeout_secs
                 )
                 hedger.state.on_account(result.account)
+                self.account_read_at = time.monotonic()
                 await self._report_liquidations(result)
                 self.reconciled = True
                 return True
@@ -181,6 +216,7 @@ class Runner:
                 result = await reconcile(hedger.exchange, hedger.journal, hedger.clock,
                                          hedger.options.order_timeout_secs, set(hedger.in_flight.values()))
                 hedger.state.on_account(result.account)
+                self.account_read_at = time.monotonic()
                 await self._report_liquidations(result)
         except Exception as exc:
             hedger.counters.errors += 1
@@ -211,6 +247,7 @@ class Runner:
         elif isinstance(event, OrderState):
             await self.hedger.on_order(event)
         elif isinstance(event, AccountSnapshot):
+            self.account_read_at = time.monotonic()
             await self.hedger.on_account(event)
 
     async def _consume(

@@ -13,7 +13,7 @@ from typing import Any
 
 from deltakeeper.app.margin_watch import margin_watch_of
 from deltakeeper.app.rebalance import Hedger
-from deltakeeper.app.runner import Runner
+from deltakeeper.app.runner import ACCOUNT_READ_MAX_RECOMPUTES, Runner
 from deltakeeper.domain.errors import ConfigError
 
 JOURNAL_VIEWS = ("fills", "funding", "orders", "decisions")
@@ -141,24 +141,39 @@ def is_alive(runner: Runner) -> bool:
 
 
 async def readiness(runner: Runner) -> tuple[bool, dict[str, Any]]:
-    """Ready to trade: reconciled, every watched stream fresh (within DK_STALE_SECS), and the database
-    answering a trivial query."""
+    """Ready means able to trade safely now: reconciled, the account read within ACCOUNT_READ_MAX_RECOMPUTES
+    recomputes, every watched stream fresh (within DK_STALE_SECS), the last journal write succeeded, the
+    database answering a trivial query, and every check registered on `runner.readiness_checks` (the
+    trader lock's) holding. Returns (ready, {"failing": [names], "checks": {name: {"ok": ..., ...}}})."""
     hedger = runner.hedger
     stale_secs = hedger.options.limits.stale_secs
     ages = stream_ages_secs(hedger)
     stale = sorted(symbol for symbol, age in ages.items() if age > stale_secs)
+    account_age = runner.account_read_age_secs()
+    account_limit = ACCOUNT_READ_MAX_RECOMPUTES * runner.recompute_secs
+    writes = runner.journal_writes
     try:
         await asyncio.wait_for(hedger.journal.control_state(), DATABASE_CHECK_SECS)
-        database = True
-    except Exception:
-        database = False
-    checks = {
-        "reconciled": runner.reconciled,
-        "streams_fresh": bool(ages) and not stale,
-        "stale_streams": stale,
-        "database": database,
+        database_error = ""
+    except Exception as exc:
+        database_error = str(exc) or type(exc).__name__
+    checks: dict[str, dict[str, Any]] = {
+        "reconciled": {"ok": runner.reconciled},
+        "account_read": {
+            "ok": account_age is not None and account_age <= account_limit,
+            "age_secs": None if account_age is None else round(account_age, 3),
+            "limit_secs": account_limit,
+        },
+        "streams_fresh": {"ok": bool(ages) and not stale, "stale": stale, "limit_secs": stale_secs},
+        "journal_write": {"ok": writes is None or writes.failing_since is None,
+                          "error": writes.last_error if writes is not None else ""},
+        "database": {"ok": not database_error, "error": database_error},
     }
-    return bool(checks["reconciled"] and checks["streams_fresh"] and database), checks
+    for name, check in runner.readiness_checks.items():
+        why_not = check()
+        checks[name] = {"ok": why_not is None, "error": why_not or ""}
+    failing = [name for name, check in checks.items() if not check["ok"]]
+    return not failing, {"failing": failing, "checks": checks}
 
 
 ListRows = Callable[..., Awaitable[list[dict[str, Any]]]]

@@ -8,7 +8,7 @@ folds repeats within its cool-down. Alerts never raise and never wait (the port 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -106,6 +106,7 @@ class Watch:
         daily_summary_at: str | None = None,
         margin_headroom: MarginHeadroom | None = None,
         margin_alert_fraction: float = MARGIN_HEADROOM_ALERT_FRACTION,
+        blind_alert_secs: float = 60.0,
     ) -> None:
         self.hedger = hedger
         self.hard_limit_bands = Decimal(str(hard_limit_bands))
@@ -122,6 +123,9 @@ class Watch:
         self.funding_high: set[str] = set()
         self.outside: set[str] = set()
         self.margin_low = False
+        self.blind_alert_secs = blind_alert_secs
+        self.blind: list[str] = []
+        """What the bot has been without for longer than `blind_alert_secs`, as last alerted."""
 
     def on_quote(self, quote: Quote) -> None:
         if quote.funding_rate is not None:
@@ -165,6 +169,29 @@ class Watch:
             )
             for symbol in recovered:
                 self.stale.pop(symbol, None)
+
+    # -- blindness ----------------------------------------------------------------------------
+
+    async def check_blind(self, blind_secs: Mapping[str, float]) -> None:
+        """`blind_secs`: how long the bot has been without each thing it trades on (`account`, a symbol's
+        quotes, `journal` writes; `Runner.blind_secs`). Any beyond DK_BLIND_ALERT_SECS: `blind` (error)
+        once; none: `blind_cleared`."""
+        limit = self.blind_alert_secs
+        blind = sorted(name for name, secs in blind_secs.items() if secs > limit)
+        if blind and not self.blind:
+            parts = [f"{_blind_name(name)} for {blind_secs[name]:.0f} s" for name in blind]
+            log.error("blind", blind=blind, blind_alert_secs=limit)
+            await self.hedger.alerts.send(
+                "error", "blind",
+                f"trading blind: {', '.join(parts)} (beyond DK_BLIND_ALERT_SECS={limit:g}); "
+                "not ready to trade",
+            )
+        elif not blind and self.blind:
+            log.warning("blind_cleared", was=self.blind)
+            await self.hedger.alerts.send(
+                "warning", "blind_cleared", f"no longer blind: {', '.join(self.blind)} recovered"
+            )
+        self.blind = blind
 
     # -- funding ------------------------------------------------------------------------------
 
@@ -358,6 +385,12 @@ def _count(n: int, one: str, many: str | None = None) -> str:
     if not n:
         return ""
     return f"{n} {one if n == 1 else (many or one + 's')}"
+
+
+def _blind_name(name: str) -> str:
+    return {"account": "the account unreadable", "journal": "journal writes failing"}.get(
+        name, f"no quote on {name}"
+    )
 
 
 def _age(secs: float) -> str:
