@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
 from deltakeeper.adapters.http import HttpServer, check_bind, render_metrics
+from deltakeeper.adapters.journal import create_journal, upgrade
+from deltakeeper.app.status import JOURNAL_PAGE_MAX_ROWS, JOURNAL_PAGE_ROWS, journal_api
 from deltakeeper.domain.errors import ConfigError
+from deltakeeper.domain.orders import Fill, Side
 
 TOKEN = "s3cret-token"
 SAMPLE = re.compile(
@@ -75,16 +81,16 @@ class Fakes:
         self.control_calls.append((action, reason, by))
         return {"action": action, "trading_state": "halted"}
 
-    async def journal(self, view: str, params: dict[str, str]) -> list[dict[str, Any]]:
+    async def journal(self, view: str, params: dict[str, str]) -> tuple[list[dict[str, Any]], None]:
         self.journal_calls.append((view, params))
         if params.get("since") == "never":
             raise ConfigError("since", "7d, 12h or an ISO time", "never")
-        return [{"ts": datetime(2024, 5, 1, 12, tzinfo=UTC), "fee": Decimal("0.0100"), "view": view}]
+        return [{"ts": datetime(2024, 5, 1, 12, tzinfo=UTC), "fee": Decimal("0.0100"), "view": view}], None
 
 
 @asynccontextmanager
 async def serve(
-    fakes: Fakes, token: str | None = TOKEN, with_control_and_journal: bool = True
+    fakes: Fakes, token: str | None = TOKEN, with_control_and_journal: bool = True, **options: Any
 ) -> AsyncIterator[str]:
     server = HttpServer(
         "127.0.0.1",
@@ -96,6 +102,7 @@ async def serve(
         control=fakes.control if with_control_and_journal else None,
         journal_api=fakes.journal if with_control_and_journal else None,
         alive=fakes.is_alive,
+        **options,
     )
     port = await server.start()
     try:
@@ -174,9 +181,10 @@ async def test_control_endpoints_pass_the_action_the_reason_and_who(client: aioh
             assert await response.json() == {"action": "halt", "trading_state": "halted"}
         async with client.post(f"{url}/api/cancel-all", json={"reason": "stuck order"}) as response:
             assert response.status == 200
-        async with client.post(f"{url}/api/resume") as response:
+        async with client.post(f"{url}/api/resume", json={}) as response:
             assert response.status == 200
-        async with client.post(f"{url}/api/halt", data="not json") as response:
+        not_json = {"Content-Type": "application/json"}
+        async with client.post(f"{url}/api/halt", data="not json", headers=not_json) as response:
             assert response.status == 400
         async with client.post(f"{url}/api/halt", json={"reason": 3}) as response:
             assert response.status == 400
@@ -210,7 +218,8 @@ async def test_with_a_token_the_api_needs_the_bearer_token(method: str, path: st
                 assert response.status == 401
                 assert response.headers["WWW-Authenticate"] == "Bearer"
         good = {"Authorization": f"Bearer {TOKEN}"}
-        async with session.request(method, f"{url}{path}", headers=good) as response:
+        body = {} if method == "POST" else None
+        async with session.request(method, f"{url}{path}", headers=good, json=body) as response:
             assert response.status == (404 if path == "/nowhere" else 200)
     expected_calls = [(path.removeprefix("/api/"), "", "http 127.0.0.1")] if method == "POST" else []
     assert fakes.control_calls == expected_calls
@@ -227,6 +236,76 @@ async def test_without_a_token_the_api_is_open_on_loopback() -> None:
     async with serve(Fakes(), token=None) as url, aiohttp.ClientSession() as session:
         async with session.get(f"{url}/api/status") as response:
             assert response.status == 200
+
+
+async def test_without_a_token_control_is_refused_unless_the_user_allows_it() -> None:
+    fakes = Fakes()
+    async with serve(fakes, token=None) as url, aiohttp.ClientSession() as session:
+        for action in ("halt", "resume", "cancel-all"):
+            async with session.post(f"{url}/api/{action}", json={"reason": "x"}) as response:
+                assert response.status == 403
+                assert "DK_HTTP_TOKEN" in (await response.json())["error"]
+    assert fakes.control_calls == []
+    async with (
+        serve(fakes, token=None, allow_unauthenticated_control=True) as url,
+        aiohttp.ClientSession() as session,
+    ):
+        async with session.post(f"{url}/api/halt", json={"reason": "x"}) as response:
+            assert response.status == 200
+    assert fakes.control_calls == [("halt", "x", "http 127.0.0.1")]
+
+
+@pytest.mark.parametrize("token", [None, TOKEN])
+async def test_a_cross_site_text_plain_post_is_refused(token: str | None) -> None:
+    """What a page on another site can send without a preflight: a form or `fetch` POST with `text/plain`
+    (its body JSON all the same) and the browser's Origin; and a JSON POST from another Origin."""
+    fakes = Fakes()
+    auth = {"Authorization": f"Bearer {token}"} if token else {}
+    async with (
+        serve(fakes, token=token, allow_unauthenticated_control=True) as url,
+        aiohttp.ClientSession(headers=auth) as session,
+    ):
+        cross_site = {"Origin": "https://evil.example", "Content-Type": "text/plain"}
+        async with session.post(f"{url}/api/halt", data='{"reason": "csrf"}', headers=cross_site) as response:
+            assert response.status == 403
+        async with session.post(
+            f"{url}/api/halt", json={}, headers={"Origin": "https://evil.example"}
+        ) as response:
+            assert response.status == 403
+        plain_text = {"Origin": url, "Content-Type": "text/plain"}
+        async with session.post(
+            f"{url}/api/resume", data='{"reason": "csrf"}', headers=plain_text
+        ) as response:
+            assert response.status == 415
+        async with session.post(
+            f"{url}/api/resume", json={"reason": "mine"}, headers={"Origin": url}
+        ) as response:
+            assert response.status == 200
+    assert fakes.control_calls == [("resume", "mine", "http 127.0.0.1")]
+
+
+async def test_without_a_token_only_this_machine_s_host_names_are_served() -> None:
+    """A DNS-rebinding page reaches the server under its own name: refused. Loopback names and addresses,
+    the bound address and DK_HTTP_ALLOWED_HOSTS are served."""
+    async with serve(Fakes(ready=True), token=None, allowed_hosts=["bot.internal"]) as url:
+        port = url.rsplit(":", 1)[1]
+        async with aiohttp.ClientSession() as session:
+            for host, expected in [
+                (f"evil.example:{port}", 421),
+                ("evil.example", 421),
+                (f"127.0.0.1.evil.example:{port}", 421),
+                (f"127.0.0.1:{port}", 200),
+                (f"localhost:{port}", 200),
+                (f"[::1]:{port}", 200),
+                (f"BOT.internal:{port}", 200),
+            ]:
+                for path in ("/api/status", "/readyz"):
+                    async with session.get(f"{url}{path}", headers={"Host": host}) as response:
+                        assert response.status == expected, (host, path)
+    async with serve(Fakes(), token=TOKEN) as url, aiohttp.ClientSession() as session:
+        headers = {"Host": "bot.example.com", "Authorization": f"Bearer {TOKEN}"}
+        async with session.get(f"{url}/api/status", headers=headers) as response:
+            assert response.status == 200  # with a token any name: the token is what a page cannot have
 
 
 async def test_without_control_or_journal_their_endpoints_do_not_exist(client: aiohttp.ClientSession) -> None:
@@ -309,3 +388,141 @@ def test_an_empty_snapshot_renders_zeros_and_no_per_asset_samples() -> None:
     lines = [line for line in render_metrics({}).splitlines() if not line.startswith("#")]
     assert "deltakeeper_fills_total 0.0" in lines
     assert not any(line.startswith("deltakeeper_delta_coin") for line in lines)
+
+
+async def test_journal_pages_have_a_default_and_a_maximum_size_and_link_the_next_page(tmp_path: Path) -> None:
+    """On a real SQLite journal of 1,234 fills: pages of JOURNAL_PAGE_ROWS by default, each naming the
+    next in a `Link` header (relative, with `since` pinned to the time it meant), none after the last."""
+    database = f"sqlite:///{tmp_path / 'journal.db'}"
+    await asyncio.to_thread(upgrade, database)
+    journal = create_journal(database)
+    start = datetime.now(UTC) - timedelta(hours=5)
+    total = 1234
+    await journal.record_fills(
+        [
+            Fill(
+                f"t{i:05d}",
+                f"x{i}",
+                f"dk{i}",
+                "BTC/USDT:USDT",
+                Side.BUY,
+                Decimal(1),
+                Decimal(100),
+                Decimal("0.01"),
+                "USDT",
+                start + timedelta(seconds=i),
+                Decimal(100),
+            )
+            for i in range(total)
+        ]
+    )
+    fakes = Fakes()
+    server = HttpServer(
+        "127.0.0.1",
+        0,
+        None,
+        status=fakes.status,
+        metrics=fakes.metrics,
+        ready=fakes.readiness,
+        control=None,
+        journal_api=journal_api(journal),
+        alive=fakes.is_alive,
+    )
+    port = await server.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            url: Any = aiohttp.client.URL(f"http://127.0.0.1:{port}/api/journal/fills?since=1d")
+            pages: list[list[dict[str, Any]]] = []
+            links: list[str] = []
+            while url is not None:
+                async with session.get(url) as response:
+                    assert response.status == 200
+                    pages.append(await response.json())
+                    link = response.headers.get("Link")
+                if link is None:
+                    url = None
+                else:
+                    links.append(link)
+                    match = re.fullmatch(r'<([^>]+)>; rel="next"', link)
+                    assert match, link
+                    url = response.url.join(aiohttp.client.URL(match.group(1)))
+            assert [len(page) for page in pages] == [
+                JOURNAL_PAGE_ROWS,
+                JOURNAL_PAGE_ROWS,
+                total - 2 * JOURNAL_PAGE_ROWS,
+            ]
+            assert [row["trade_id"] for page in pages for row in page] == [f"t{i:05d}" for i in range(total)]
+            assert links[0].startswith("<fills?since=20")  # the window `1d` pinned to a time
+            assert "offset=500" in links[0] and "offset=1000" in links[1]
+
+            async with session.get(
+                f"http://127.0.0.1:{port}/api/journal/fills?limit={JOURNAL_PAGE_MAX_ROWS}"
+            ) as response:
+                assert response.status == 200 and "Link" not in response.headers
+                assert len(await response.json()) == total
+            for limit in (JOURNAL_PAGE_MAX_ROWS + 1, 0):
+                async with session.get(
+                    f"http://127.0.0.1:{port}/api/journal/fills?limit={limit}"
+                ) as response:
+                    assert response.status == 400
+                    assert "limit" in (await response.json())["error"]
+    finally:
+        await server.stop()
+        await journal.close()
+
+
+class SlowToEncode(dict[str, Any]):
+    """A journal row whose conversion to JSON says it has begun, then waits (at most 5 s) until /healthz has
+    been answered: encoded on the event loop, it would hold /healthz back until it is done."""
+
+    encoding = threading.Event()
+    healthz_answered = threading.Event()
+
+    def items(self) -> Any:
+        self.encoding.set()
+        self.healthz_answered.wait(5)
+        return super().items()
+
+
+async def test_healthz_answers_while_a_big_journal_page_is_being_encoded() -> None:
+    fakes = Fakes()
+    SlowToEncode.encoding.clear()
+    SlowToEncode.healthz_answered.clear()
+
+    async def big_page(view: str, params: dict[str, str]) -> tuple[list[dict[str, Any]], None]:
+        rows = [{"ts": datetime(2024, 5, 1, tzinfo=UTC), "n": n} for n in range(1, 5000)]
+        return [*rows, SlowToEncode(n=5000)], None
+
+    server = HttpServer(
+        "127.0.0.1",
+        0,
+        TOKEN,
+        status=fakes.status,
+        metrics=fakes.metrics,
+        ready=fakes.readiness,
+        control=None,
+        journal_api=big_page,
+        alive=fakes.is_alive,
+    )
+    port = await server.start()
+    done: list[str] = []
+    try:
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as session:
+
+            async def journal_page() -> None:
+                async with session.get(f"http://127.0.0.1:{port}/api/journal/fills") as response:
+                    assert len(await response.json()) == 5000
+                done.append("journal")
+
+            async def healthz() -> None:
+                await asyncio.to_thread(SlowToEncode.encoding.wait, 5)  # the page is being encoded
+                async with session.get(f"http://127.0.0.1:{port}/healthz") as response:
+                    assert response.status == 200
+                done.append("healthz")
+                SlowToEncode.healthz_answered.set()
+
+            await asyncio.gather(journal_page(), healthz())
+    finally:
+        SlowToEncode.healthz_answered.set()
+        await server.stop()
+    assert done == ["healthz", "journal"]
