@@ -365,6 +365,8 @@ def build_http_server(settings: Settings, runner: Runner, journal: SqlJournal) -
         control=runner.control.handle if runner.control is not None else None,
         journal_api=journal_api(journal),
         alive=lambda: is_alive(runner),
+        allowed_hosts=settings.http_allowed_hosts.split(","),
+        allow_unauthenticated_control=settings.http_allow_unauthenticated_control,
     )
 
 

@@ -1,9 +1,15 @@
 """The HTTP server (DESIGN.md 2): probes, Prometheus metrics, a read-only JSON API, the control endpoints
 and a dashboard page. The probes, the metrics and the (data-free) page answer anyone; with a token set,
-everything else needs `Authorization: Bearer <token>`."""
+everything else needs `Authorization: Bearer <token>`.
+
+Against other web pages in the operator's browser: without a token only the Host names of this machine
+(and DK_HTTP_ALLOWED_HOSTS) are served, which defeats DNS rebinding; a control request (POST) needs the
+token (unless DK_HTTP_ALLOW_UNAUTHENTICATED_CONTROL), a JSON body, and no Origin but the server's own, which
+no cross-site form or `text/plain` fetch can forge."""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 import json
@@ -14,6 +20,7 @@ from typing import Any
 
 import structlog
 from aiohttp import web
+from yarl import URL
 
 from deltakeeper.domain.errors import ConfigError
 from deltakeeper.domain.risk import TradingState
@@ -31,9 +38,10 @@ Ready = Callable[[], Awaitable[tuple[bool, Mapping[str, Any]]]]
 """() -> (ready, details): the details go into the /readyz answer beside `ready`."""
 Control = Callable[[str, str, str], Awaitable[Mapping[str, Any]]]
 """(action: halt|resume|cancel-all, reason, by) -> result."""
-JournalApi = Callable[[str, dict[str, str]], Awaitable[list[dict[str, Any]]]]
-"""(view: fills|funding|orders|decisions, query parameters) -> rows. Raises ValueError or ConfigError
-on a bad parameter."""
+JournalApi = Callable[[str, dict[str, str]], Awaitable[tuple[list[dict[str, Any]], dict[str, str] | None]]]
+"""(view: fills|funding|orders|decisions, query parameters) -> (one page of rows, the query parameters of
+the next page or None on the last). Raises ValueError or ConfigError on a bad parameter."""
+LOOPBACK_NAMES = frozenset({"localhost"})
 
 
 def check_bind(host: str, token: str | None) -> None:
@@ -67,6 +75,8 @@ class HttpServer:
         control: Control | None,
         journal_api: JournalApi | None,
         alive: Alive,
+        allowed_hosts: Iterable[str] = (),
+        allow_unauthenticated_control: bool = False,
     ) -> None:
         self.host = host
         self.port = port
@@ -77,12 +87,15 @@ class HttpServer:
         self.control = control
         self.journal_api = journal_api
         self.alive = alive
+        self.allowed_hosts = frozenset(h.strip().lower() for h in allowed_hosts if h.strip())
+        """Host names served without a token beside the bound address and loopback (DK_HTTP_ALLOWED_HOSTS)."""
+        self.allow_unauthenticated_control = allow_unauthenticated_control
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> int:
         """Serve in the background; returns the bound port (a free one when `port` is 0)."""
         check_bind(self.host, self.token)
-        app = web.Application(middlewares=[self._authorize])
+        app = web.Application(middlewares=[self._guard])
         app.router.add_get("/", self._dashboard)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
@@ -105,12 +118,31 @@ class HttpServer:
             self._runner = None
 
     @web.middleware
-    async def _authorize(
+    async def _guard(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
+        if not self.token and not self._host_allowed(request.host):
+            # 421: this server does not answer for that name (a DNS-rebinding page's, say).
+            return _json({"error": f"host {request.host!r} not served: set DK_HTTP_ALLOWED_HOSTS"}, 421)
         if self.token and request.path not in OPEN_PATHS and not _bearer_matches(request, self.token):
             return _json({"error": "unauthorized"}, 401, headers={"WWW-Authenticate": "Bearer"})
+        if request.method not in ("GET", "HEAD"):
+            origin = request.headers.get("Origin")
+            if origin is not None and origin != f"{request.scheme}://{request.host}":
+                return _json({"error": f"cross-origin request from {origin!r} refused"}, 403)
+            if not self.token and not self.allow_unauthenticated_control:
+                return _json({"error": "control needs DK_HTTP_TOKEN (or DK_HTTP_ALLOW_UNAUTHENTICATED_CONTROL"
+                                       "=true)"}, 403)
+            if request.content_type != "application/json":
+                return _json({"error": "the body must be application/json"}, 415)
         return await handler(request)
+
+    def _host_allowed(self, host_header: str) -> bool:
+        try:
+            name = (URL(f"http://{host_header}").host or "").lower().rstrip(".")
+        except ValueError:
+            return False
+        return name in {self.host.lower(), *LOOPBACK_NAMES, *self.allowed_hosts} or _is_loopback(name)
 
     async def _dashboard(self, _request: web.Request) -> web.Response:
         return web.Response(text=DASHBOARD_HTML, content_type="text/html")
@@ -131,11 +163,17 @@ class HttpServer:
 
     async def _journal(self, request: web.Request) -> web.Response:
         assert self.journal_api is not None
+        view = request.match_info["view"]
         try:
-            rows = await self.journal_api(request.match_info["view"], dict(request.query))
+            rows, next_query = await self.journal_api(view, dict(request.query))
         except (ValueError, ConfigError) as exc:
             return _json({"error": str(exc)}, 400)
-        return _json(rows)
+        # A page is up to thousands of rows: turned into JSON in a thread, so that the probes still answer.
+        body = await asyncio.to_thread(_encode, rows)
+        headers = {}
+        if next_query is not None:  # relative to this request's URL (the page may sit behind a prefix)
+            headers["Link"] = f'<{URL.build(path=view, query=next_query)}>; rel="next"'
+        return web.Response(text=body, content_type="application/json", headers=headers)
 
     async def _control(self, request: web.Request) -> web.Response:
         assert self.control is not None
@@ -157,10 +195,12 @@ def _bearer_matches(request: web.Request, token: str) -> bool:
     return scheme.lower() == "bearer" and hmac.compare_digest(presented.strip().encode(), token.encode())
 
 
+def _encode(data: Any) -> str:
+    return json.dumps(plain(data))
+
+
 def _json(data: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
-    return web.Response(
-        text=json.dumps(plain(data)), status=status, content_type="application/json", headers=headers
-    )
+    return web.Response(text=_encode(data), status=status, content_type="application/json", headers=headers)
 
 
 # -- Prometheus ---------------------------------------------------------------------------------
@@ -285,11 +325,18 @@ if (token) {
   history.replaceState(null, "", location.pathname + location.search);
 }
 
+// Every page of a journal view: each answer's `Link: <...>; rel="next"` names the next page.
 async function load(view) {
-  const response = await fetch(`api/journal/${view}${location.search}`,
-                               {headers: token ? {Authorization: `Bearer ${token}`} : {}});
-  if (!response.ok) throw new Error(`${view}: HTTP ${response.status}`);
-  return response.json();
+  const rows = [];
+  let url = new URL(`api/journal/${view}${location.search}`, location.href);
+  while (url) {
+    const response = await fetch(url, {headers: token ? {Authorization: `Bearer ${token}`} : {}});
+    if (!response.ok) throw new Error(`${view}: HTTP ${response.status}`);
+    rows.push(...await response.json());
+    const next = /<([^>]*)>\\s*;\\s*rel="next"/.exec(response.headers.get("Link") || "");
+    url = next ? new URL(next[1], url) : null;
+  }
+  return rows;
 }
 
 function extent(values) {

@@ -19,6 +19,10 @@ from deltakeeper.domain.errors import ConfigError
 JOURNAL_VIEWS = ("fills", "funding", "orders", "decisions")
 JOURNAL_FILTERS = ("since", "until", "symbol", "side", "asset", "limit", "offset")
 DATABASE_CHECK_SECS = 5.0
+JOURNAL_PAGE_ROWS = 500
+"""Rows of a journal API page when the request gives no `limit`."""
+JOURNAL_PAGE_MAX_ROWS = 5000
+"""The largest `limit` of a journal API page: a page is read and sent while the bot trades."""
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?$")
 _UNIT_SECS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -179,20 +183,35 @@ async def readiness(runner: Runner) -> tuple[bool, dict[str, Any]]:
 ListRows = Callable[..., Awaitable[list[dict[str, Any]]]]
 
 
-def journal_api(reader: object) -> Callable[[str, dict[str, str]], Awaitable[list[dict[str, Any]]]]:
+JournalPage = tuple[list[dict[str, Any]], dict[str, str] | None]
+"""A page of rows and the query parameters of the next page (None on the last)."""
+
+
+def journal_api(reader: object) -> Callable[[str, dict[str, str]], Awaitable[JournalPage]]:
     """The JSON API's journal views over a reader with `list_fills|funding|orders|decisions(**filters)`.
     Query parameters: since, until (a duration back from now such as 7d, or an ISO-8601 time), symbol,
-    side, asset, limit, offset. A bad parameter raises ValueError or ConfigError (HTTP 400)."""
+    side, asset, limit (rows per page: JOURNAL_PAGE_ROWS unless given, at most JOURNAL_PAGE_MAX_ROWS),
+    offset. The next page's parameters carry `since` and `until` as the times this page resolved them to,
+    so that a window such as 7d does not move between pages. A bad parameter raises ValueError or
+    ConfigError (HTTP 400)."""
 
-    async def read(view: str, query: dict[str, str]) -> list[dict[str, Any]]:
+    async def read(view: str, query: dict[str, str]) -> JournalPage:
         if view not in JOURNAL_VIEWS:
             raise ValueError(f"unknown journal view {view!r}")
         unknown = sorted(set(query) - set(JOURNAL_FILTERS))
         if unknown:
             raise ValueError(f"unknown parameter {unknown[0]!r}: one of {', '.join(JOURNAL_FILTERS)}")
         filters = parse_filters(query, datetime.now(UTC))
+        limit = filters.pop("limit", JOURNAL_PAGE_ROWS)
+        if not 1 <= limit <= JOURNAL_PAGE_MAX_ROWS:
+            raise ConfigError("limit", f"a whole number from 1 to {JOURNAL_PAGE_MAX_ROWS}", query["limit"])
+        offset = filters.pop("offset", 0)
         list_rows: ListRows = getattr(reader, f"list_{view}")
-        return await list_rows(**filters)
+        rows = await list_rows(**filters, limit=limit + 1, offset=offset)  # one more: is there a next page?
+        if len(rows) <= limit:
+            return rows, None
+        resolved: dict[str, str] = {n: filters[n].isoformat() for n in ("since", "until") if n in filters}
+        return rows[:limit], {**query, **resolved, "limit": str(limit), "offset": str(offset + limit)}
 
     return read
 
