@@ -142,7 +142,7 @@ async def test_cancel_all_through_the_journal_cancels_every_open_order_and_keeps
 async def test_control_endpoints_halt_and_resume_at_once_and_status_and_metrics_show_it(
     tmp_path: Path,
 ) -> None:
-    settings = make_settings(tmp_path)
+    settings = make_settings(tmp_path, http_allow_unauthenticated_control=True)
     async with journal_for(settings) as journal, running(settings, journal) as (runner, exchange, _alerts):
         await until(lambda: bool(runner.hedger.last_decision), 10, "the first decisions")
         server = build_http_server(settings, runner, journal)
