@@ -1,5 +1,7 @@
 """deploy/: the Prometheus scrape config, the compose file's monitoring profile and the Grafana dashboard
-parse, and the dashboard only queries metrics (and labels) that `render_metrics` emits."""
+parse, and the dashboard only queries metrics (and labels) that `render_metrics` emits; the compose file
+and the Kubernetes manifests give a stop the time it may take, probe the right paths, and set only known
+settings."""
 
 from __future__ import annotations
 
@@ -11,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from deltakeeper.adapters.http import render_metrics
-from deltakeeper.config import Settings
+from deltakeeper.adapters.http import OPEN_PATHS, render_metrics
+from deltakeeper.bootstrap import stop_bound_secs
+from deltakeeper.config import SECRET_FIELDS, Settings
 
 yaml = pytest.importorskip("yaml", reason="PyYAML is not installed (apprise depends on it)")
 
@@ -119,3 +122,115 @@ def test_compose_monitoring_profile_runs_prometheus_and_grafana_with_the_files_f
     dashboard_file = "./grafana/deltakeeper-dashboard.json:"
     mounted = [v for v in services["grafana"]["volumes"] if v.startswith(dashboard_file)]
     assert mounted and mounted[0].split(":")[1].startswith(path + "/")
+
+
+# -- stopping, and the Kubernetes manifests ----------------------------------------------------------
+
+KUBERNETES = DEPLOY / "kubernetes"
+KUBERNETES_VERSION = "1.30.0"
+
+
+def kubernetes_documents() -> list[dict[str, Any]]:
+    kustomization = yaml.safe_load((KUBERNETES / "kustomization.yaml").read_text())
+    files = [*kustomization["resources"], "secret.example.yaml"]
+    return [doc for name in files for doc in yaml.safe_load_all((KUBERNETES / name).read_text())]
+
+
+def known_variable(name: str) -> bool:
+    """A DK_ variable `load_settings` reads: a setting, a secret's `_FILE`, a per-asset or external one."""
+    field = name.removeprefix("DK_").lower()
+    if field.endswith("_file") and field.removesuffix("_file") in SECRET_FIELDS:
+        return True
+    head, _, rest = field.partition("__")
+    if rest:
+        return head in ("assets", "external")
+    return field in Settings.model_fields and field not in ("assets", "external")
+
+
+def settings_of(environment: dict[str, str]) -> Settings:
+    """The settings of a deployment's environment, as far as they are literal (secrets are not needed)."""
+    values = {
+        name.removeprefix("DK_").lower(): value
+        for name, value in environment.items()
+        if "$" not in value and not name.endswith("_FILE") and "__" not in name
+    }
+    return Settings(**values)
+
+
+def deployment() -> dict[str, Any]:
+    [doc] = [d for d in kubernetes_documents() if d["kind"] == "Deployment"]
+    return doc
+
+
+def test_every_kubernetes_manifest_validates_against_the_kubernetes_schema() -> None:
+    """kubernetes-validate's bundled OpenAPI schemas, offline, strict (no unknown field)."""
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    docs = kubernetes_documents()
+    assert {d["kind"] for d in docs} == {"Deployment", "Service", "Secret"}
+    for doc in docs:
+        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+    broken = {**deployment(), "spec": {**deployment()["spec"], "replicas": "one"}}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, KUBERNETES_VERSION, strict=True)
+
+
+def test_the_deployment_grace_covers_the_stop_bound_and_probes_the_health_and_readiness_paths() -> None:
+    doc = deployment()
+    assert doc["spec"]["replicas"] == 1 and doc["spec"]["strategy"]["type"] == "Recreate"
+    pod = doc["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    environment = {e["name"]: e["value"] for e in container["env"] if "value" in e}  # not valueFrom
+    settings = settings_of(environment)
+    assert pod["terminationGracePeriodSeconds"] >= stop_bound_secs(settings)
+
+    assert settings.http_host == "0.0.0.0" and "DK_HTTP_TOKEN_FILE" in environment  # no token: no bind
+    [port] = container["ports"]
+    assert port["containerPort"] == settings.http_port
+    probes = {
+        kind: container[kind]["httpGet"] for kind in ("startupProbe", "livenessProbe", "readinessProbe")
+    }
+    assert {kind: probe["path"] for kind, probe in probes.items()} == {
+        "startupProbe": "/healthz",
+        "livenessProbe": "/healthz",
+        "readinessProbe": "/readyz",
+    }
+    assert {probe["port"] for probe in probes.values()} == {port["name"]}
+    assert "/healthz" in OPEN_PATHS and "/readyz" in OPEN_PATHS  # the probes carry no token
+
+    security = pod["securityContext"]
+    assert security["runAsNonRoot"] is True and security["runAsUser"] == 10001
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+
+
+def test_the_deployment_reads_its_secrets_from_the_secret_and_sets_only_known_settings() -> None:
+    docs = kubernetes_documents()
+    [secret] = [d for d in docs if d["kind"] == "Secret"]
+    pod = deployment()["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    assert [name for name in env if not known_variable(name)] == []
+    reference = env["DK_DATABASE_URL"]["valueFrom"]["secretKeyRef"]
+    assert reference["name"] == secret["metadata"]["name"] and reference["key"] in secret["stringData"]
+
+    [volume] = [v for v in pod["volumes"] if "secret" in v]
+    assert volume["secret"]["secretName"] == secret["metadata"]["name"]
+    [mount] = [m for m in container["volumeMounts"] if m["name"] == volume["name"]]
+    files = {f"{mount['mountPath']}/{item['path']}" for item in volume["secret"]["items"]}
+    assert {item["key"] for item in volume["secret"]["items"]} <= set(secret["stringData"])
+    secret_files = {name: e["value"] for name, e in env.items() if name.endswith("_FILE")}
+    assert set(secret_files) == {"DK_API_KEY_FILE", "DK_API_SECRET_FILE", "DK_HTTP_TOKEN_FILE"}
+    assert set(secret_files.values()) <= files
+
+    [service] = [d for d in docs if d["kind"] == "Service"]
+    assert service["spec"]["selector"] == deployment()["spec"]["selector"]["matchLabels"]
+    assert service["spec"]["ports"][0]["targetPort"] == container["ports"][0]["name"]
+
+
+def test_compose_gives_the_bot_a_stop_grace_covering_the_stop_bound_and_sets_only_known_settings() -> None:
+    service = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())["services"]["deltakeeper"]
+    environment: dict[str, str] = service["environment"]
+    assert [name for name in environment if not known_variable(name)] == []
+    grace = re.fullmatch(r"(\d+)(s|m)", service["stop_grace_period"])
+    assert grace, service["stop_grace_period"]
+    grace_secs = int(grace.group(1)) * {"s": 1, "m": 60}[grace.group(2)]
+    assert grace_secs >= stop_bound_secs(settings_of(environment))
