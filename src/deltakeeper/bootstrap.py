@@ -199,6 +199,7 @@ def build_exchange(settings: Settings) -> tuple[Exchange, Clock]:
         sandbox=settings.sandbox,
         clock=clock,
         stale_after_secs=settings.stale_secs,
+        request_timeout_secs=EXCHANGE_REQUEST_TIMEOUT_SECS,
     )
     return exchange, clock
 
@@ -368,6 +369,41 @@ def build_http_server(settings: Settings, runner: Runner, journal: SqlJournal) -
         allowed_hosts=settings.http_allowed_hosts.split(","),
         allow_unauthenticated_control=settings.http_allow_unauthenticated_control,
     )
+
+
+EXCHANGE_REQUEST_TIMEOUT_SECS = 10.0
+"""Every REST request to an exchange ends within this (ccxt's timeout)."""
+RECONCILE_REQUESTS = 5
+"""Exchange requests of a periodic reconciliation: open orders, a cancel, fills, funding, the account."""
+STOP_CLOSE_SECS = 1.0
+"""Closing the journal's connections and the exchange's sessions, beyond one request's timeout."""
+
+
+def stop_bound_secs(settings: Settings) -> float:
+    """The longest a stop (SIGTERM, SIGINT) takes, every exchange request ending within its timeout R
+    (EXCHANGE_REQUEST_TIMEOUT_SECS), T = max(DK_ORDER_TIMEOUT_SECS, DK_POST_ONLY_TIMEOUT_SECS):
+
+    - a scheduled job under way finishes: a periodic reconciliation waits for the orders in flight (at most
+      DK_ORDER_TIMEOUT_SECS + QUIET_WAIT_EXTRA_SECS), then makes RECONCILE_REQUESTS requests;
+    - the orders in flight settle (side by side): the send (with its resends after 429 answers and their
+      backoff), the wait T, the poll that overshoots it, the cancel, the last look-up, the account refresh;
+    - the HTTP server, the exchange, the journal and the alerts' last deliveries close.
+
+    About 216 s at the defaults; a stop with nothing in flight takes a second or two. Deployments give
+    the process at least this long before a SIGKILL (which is survived too: the next start reconciles)."""
+    from deltakeeper.adapters.alerts import FLUSH_SECS
+    from deltakeeper.adapters.http import HTTP_STOP_SECS
+    from deltakeeper.app.orders import RESEND_LIMIT, SETTLE_POLL_SECS
+    from deltakeeper.app.runner import QUIET_WAIT_EXTRA_SECS
+
+    request = EXCHANGE_REQUEST_TIMEOUT_SECS
+    job = settings.order_timeout_secs + QUIET_WAIT_EXTRA_SECS + RECONCILE_REQUESTS * request
+    send = (RESEND_LIMIT + 1) * request + sum(0.5 * 2**attempt for attempt in range(RESEND_LIMIT))
+    order_wait = max(settings.order_timeout_secs, settings.post_only_timeout_secs)
+    settle = order_wait + 2 * (SETTLE_POLL_SECS + request)
+    drain = send + settle + 2 * request  # and the cancel, and the account refresh
+    close = HTTP_STOP_SECS + request + STOP_CLOSE_SECS + FLUSH_SECS
+    return job + drain + close
 
 
 SLOW_STOP_SECS = 10.0

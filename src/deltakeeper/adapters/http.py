@@ -29,6 +29,8 @@ from deltakeeper.output import plain
 log = structlog.get_logger("deltakeeper.http")
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/"})
+HTTP_STOP_SECS = 3.0
+"""At a stop, requests still being answered get this long before their connections close."""
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 Alive = Callable[[], bool]
@@ -105,7 +107,7 @@ class HttpServer:
             app.router.add_get("/api/journal/{view:fills|funding|orders|decisions}", self._journal)
         if self.control is not None:
             app.router.add_post("/api/{action:halt|resume|cancel-all}", self._control)
-        self._runner = web.AppRunner(app, access_log=None)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=HTTP_STOP_SECS)
         await self._runner.setup()
         await web.TCPSite(self._runner, self.host, self.port).start()
         port: int = self._runner.addresses[0][1]
