@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
@@ -16,6 +17,7 @@ from tests.integration.service_harness import RecordingAlerts, journal_for, make
 
 from deltakeeper.adapters.journal.store import SqlJournal
 from deltakeeper.app.runner import Runner
+from deltakeeper.app.watch import Watch
 from deltakeeper.bootstrap import build_http_server, build_runner, build_sim_exchange
 from deltakeeper.config import Settings
 from deltakeeper.domain.records import AccountSnapshot
@@ -165,3 +167,18 @@ async def test_readyz_is_503_naming_the_journal_while_its_writes_fail_until_one_
 
         await set_max_pages(journal, 1_000_000)
         await probe.until(ready, "ready after a journal write succeeded")
+
+
+async def test_blind_alerts_once_naming_what_is_missing_and_clears_once() -> None:
+    alerts = RecordingAlerts()
+    watch = Watch(SimpleNamespace(alerts=alerts), blind_alert_secs=60)  # type: ignore[arg-type]
+    await watch.check_blind({"account": 5, "SOL/USDT:USDT": 1, "journal": 0})
+    assert alerts.sent == []
+    await watch.check_blind({"account": 5, "SOL/USDT:USDT": 1, "journal": 61})
+    await watch.check_blind({"account": 75, "SOL/USDT:USDT": 70, "journal": 75})
+    [(level, message)] = alerts.of("blind")
+    assert level == "error" and "journal writes failing for 61 s" in message and "account" not in message
+    await watch.check_blind({"account": 1, "SOL/USDT:USDT": 1, "journal": 0})
+    await watch.check_blind({"account": 2, "SOL/USDT:USDT": 1, "journal": 0})
+    assert alerts.events() == ["blind", "blind_cleared"]
+    assert "SOL/USDT:USDT" in alerts.of("blind_cleared")[0][1]
