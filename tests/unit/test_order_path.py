@@ -122,7 +122,7 @@ class Exchange:
             self.account_reads_failing -= 1
             raise ExchangeUnavailable("503 Service Temporarily Unavailable")
         self.reads += 1
-        return account(self.position, self.clock.now(), seq=self.reads)
+        return account(self.position, self.clock.now(), seq=1000 + self.reads)  # after any a test made
 
     async def fetch_fills(self, since: datetime) -> list[Fill]:
         return []
@@ -262,8 +262,16 @@ async def halted_meanwhile(bot: Bot) -> None:
     bot.hedger.trading = bot.hedger.trading.halt("operator")
 
 
-async def account_changed(bot: Bot) -> None:
+async def holdings_changed(bot: Bot) -> None:
     bot.state.on_account(account(D(0), bot.clock.now(), seq=99, held=D(400)))
+
+
+async def position_changed(bot: Bot) -> None:
+    bot.state.on_account(account(D(-600), bot.clock.now(), seq=99))
+
+
+async def holdings_moved_within_the_band(bot: Bot) -> None:
+    bot.state.on_account(account(D(0), bot.clock.now(), seq=99, held=HELD_SOL + D("0.5")))
 
 
 async def price_moved(bot: Bot) -> None:
@@ -274,7 +282,8 @@ async def price_moved(bot: Bot) -> None:
 @pytest.mark.parametrize(("meanwhile", "reason"), [
     (stale_by_now, "not sent: its quote is 11.0 s old (stale after 10 s)"),
     (halted_meanwhile, "halted before it was sent"),
-    (account_changed, "not sent: the account changed since it was sized"),
+    (holdings_changed, "not sent: the SOL delta moved 600 since it was sized (band 1)"),
+    (position_changed, "not sent: the position changed since it was sized"),
     (price_moved, "not sent: the price moved 300 bps since it was sized"),
 ])
 async def test_an_order_whose_basis_went_stale_or_changed_during_its_journal_write_is_not_sent(
@@ -296,6 +305,19 @@ async def test_an_order_whose_basis_went_stale_or_changed_during_its_journal_wri
     assert cid not in {r.client_order_id for r in bot.exchange.placed}
     ended = bot.journal.last(cid)
     assert (ended.status, ended.reject_reason) == (OrderStatus.CANCELED, reason)
+
+
+async def test_an_order_whose_delta_moved_within_its_band_during_its_journal_write_is_sent() -> None:
+    bot = Bot()
+
+    async def slow_write() -> None:
+        bot.journal.on_write = None
+        await holdings_moved_within_the_band(bot)
+
+    bot.journal.on_write = slow_write
+    await bot.quote()
+    await bot.idle()
+    assert [r.amount_contracts for r in bot.exchange.placed] == [HELD_SOL]
 
 
 async def test_after_a_stale_write_the_next_cycle_decides_afresh_on_a_new_quote() -> None:

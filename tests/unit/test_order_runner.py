@@ -84,7 +84,7 @@ async def test_while_stopping_an_order_not_final_after_its_cancel_is_left_to_rec
     exchange, journal = UnreachableAfterAccepting(), Journaled()
     orders = runner(exchange, journal)
     orders.draining = True
-    task = asyncio.create_task(orders.run(REQUEST, orders.basis(REQUEST.symbol)))
+    task = asyncio.create_task(orders.run(REQUEST, orders.basis(REQUEST.symbol, "BTC", D(1))))
     done, _ = await asyncio.wait([task], timeout=5)
     assert done, "the stop waited on an order the exchange never settled"
     assert exchange.cancels == 1
@@ -94,7 +94,7 @@ async def test_while_stopping_an_order_not_final_after_its_cancel_is_left_to_rec
 async def test_while_trading_an_unsettled_order_is_polled_on_after_its_cancel() -> None:
     exchange, journal = UnreachableAfterAccepting(), Journaled()
     orders = runner(exchange, journal)
-    task = asyncio.create_task(orders.run(REQUEST, orders.basis(REQUEST.symbol)))
+    task = asyncio.create_task(orders.run(REQUEST, orders.basis(REQUEST.symbol, "BTC", D(1))))
     done, _ = await asyncio.wait([task], timeout=1)
     assert not done and exchange.cancels == 1
     task.cancel()
@@ -104,7 +104,7 @@ async def test_while_stopping_an_order_of_unknown_outcome_whose_look_ups_fail_is
     exchange, journal = LostAnswerThenUnreachable(), Journaled()
     orders = runner(exchange, journal)
     orders.draining = True
-    task = asyncio.create_task(orders.run(REQUEST, orders.basis(REQUEST.symbol)))
+    task = asyncio.create_task(orders.run(REQUEST, orders.basis(REQUEST.symbol, "BTC", D(1))))
     done, _ = await asyncio.wait([task], timeout=5)
     assert done, "the stop waited on an order the exchange never settled"
     # a failed look-up is no answer: the next start's reconciliation settles it, never "rejected" here

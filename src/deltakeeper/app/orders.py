@@ -28,7 +28,7 @@ from deltakeeper.app.execution import ExecutionPlan, min_slice_contracts, touch_
 from deltakeeper.app.market_state import MarketState
 from deltakeeper.domain.errors import OrderOutcomeUnknown, OrderRejected, RateLimited
 from deltakeeper.domain.orders import OrderIntent, OrderRequest, OrderState, OrderStatus, Quote, Side
-from deltakeeper.domain.records import AccountSnapshot, OrderRecord
+from deltakeeper.domain.records import DecisionRecord, OrderRecord
 from deltakeeper.domain.risk import RiskOutcome
 from deltakeeper.ports import Clock, Exchange, Journal
 
@@ -47,14 +47,18 @@ in a row (up to the maximum) and cleared by a fill: an exchange that refuses eve
 
 @dataclass(frozen=True, slots=True)
 class Basis:
-    """What an order was sized from: its instrument's quote, when that quote arrived (monotonic seconds),
-    and the account. Checked again after the order's journal write has returned, just before it is sent:
-    a write can take long (a frozen database), and an order never goes out on what went stale or changed
-    meanwhile."""
+    """What an order was sized from: its instrument's quote and when that quote arrived (monotonic
+    seconds), the position, and its asset's delta. Checked again after the order's journal write has
+    returned, just before it is sent: a write can take long (a frozen database), and an order never goes
+    out on what went stale or changed meanwhile."""
 
     quote: Quote
     received_at: float
-    account: AccountSnapshot | None
+    position_contracts: Decimal
+    asset: str
+    delta_coin: Decimal
+    band_coin: Decimal
+    """How far the asset's delta may move before the order no longer holds: its decision's band."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,9 +137,14 @@ class OrderRunner:
             reject_reason=reason,
         )
 
-    def basis(self, symbol: str) -> Basis:
-        """What an order on `symbol` sized now is sized from."""
-        return Basis(self.state.quotes[symbol], self.state.received_at[symbol], self.state.account)
+    def basis(self, symbol: str, asset: str, band_coin: Decimal) -> Basis:
+        """What an order on `symbol` for `asset` sized now is sized from."""
+        return Basis(self.state.quotes[symbol], self.state.received_at[symbol],
+                     self.state.position_contracts(symbol), asset, self._delta_coin(asset), band_coin)
+
+    def _delta_coin(self, asset: str) -> Decimal:
+        delta = self.state.deltas().get(asset)
+        return delta.delta_coin if delta is not None else Decimal(0)
 
     async def run(self, request: OrderRequest, basis: Basis) -> Ended | None:
         """Send one journaled order sized from `basis`, unless that no longer holds, and settle it (a
@@ -165,8 +174,8 @@ class OrderRunner:
     def _not_sendable(self, request: OrderRequest, basis: Basis) -> str | None:
         """Why the order may not go now that its journal write has returned, or None: trading halted since
         it was sized, the quote it was sized from older than the stale limit (as the risk check measures
-        it), its touch moved beyond the price collar since, or the account's balances or positions
-        changed under it."""
+        it), its touch moved beyond the price collar since, its position changed under it, or its asset's
+        delta moved by more than the decision's band."""
         if self.halted():
             return "halted before it was sent"
         now_ts = self.clock.now().timestamp()
@@ -179,23 +188,21 @@ class OrderRunner:
         moved_bps = abs(now - sized) / sized * 10_000 if sized > 0 else Decimal("Infinity")
         if moved_bps > self.price_collar_bps:
             return f"not sent: the price moved {moved_bps:.0f} bps since it was sized"
-        if _holdings(self.state.account) != _holdings(basis.account):
-            return "not sent: the account changed since it was sized"
+        if self.state.position_contracts(request.symbol) != basis.position_contracts:
+            return "not sent: the position changed since it was sized"
+        moved_coin = abs(self._delta_coin(basis.asset) - basis.delta_coin)
+        if moved_coin > basis.band_coin:
+            return (f"not sent: the {basis.asset} delta moved {moved_coin.normalize():f} since it was sized "
+                    f"(band {basis.band_coin.normalize():f})")
         return None
 
     async def next_order(
-        self,
-        asset: str,
-        plan: ExecutionPlan,
-        order_no: int,
-        amount: Decimal,
-        price_usd: Decimal,
+        self, decision: DecisionRecord, plan: ExecutionPlan, order_no: int, amount: Decimal,
         fallback: bool = False,
     ) -> tuple[OrderRequest, Basis] | None:
         """The decision's next order (a slice on a newer quote, or a post-only order's market fallback),
         checked against the risk limits again and journaled, with what it was sized from; None when
-        nothing more is to be sent. `price_usd`: the asset's price the decision was taken at (the journal's
-        reference)."""
+        nothing more is to be sent."""
         symbol = plan.symbol
         hedge = self.state.instruments[symbol]
         if not fallback:
@@ -203,7 +210,7 @@ class OrderRunner:
         if self.draining:
             log.warning("order_not_sent", decision_id=plan.decision_id, symbol=symbol, reason="shutting down")
             return None
-        basis = self.basis(symbol)
+        basis = self.basis(symbol, decision.asset, decision.band_coin)
         quote = basis.quote
         touch = _taking(plan.side, quote)
         amount = hedge.round_contracts(amount, toward_zero=True)
@@ -221,7 +228,9 @@ class OrderRunner:
             plan.request(order_no, outcome.intent.amount_contracts, passive, fallback=fallback),
             reduce_only=outcome.intent.reduce_only,
         )
-        await self.journal.record_order(OrderRecord.pending(request, plan.decision_id, now, price_usd, asset))
+        await self.journal.record_order(
+            OrderRecord.pending(request, plan.decision_id, now, decision.price_usd, decision.asset)
+        )
         return request, basis
 
     async def _newer_quote(self, symbol: str, after: datetime) -> None:
@@ -370,10 +379,3 @@ def _taking(side: Side, quote: Quote) -> Decimal:
     """The price an order on `side` takes at: the ask for a buy, the bid for a sell."""
     return quote.ask if side is Side.BUY else quote.bid
 
-
-def _holdings(account: AccountSnapshot | None) -> tuple[dict[str, Decimal], list[tuple[str, Decimal]]] | None:
-    """What a hedge is sized from in an account: its balances and its positions' sizes (not their marks or
-    PnL, which move with the price)."""
-    if account is None:
-        return None
-    return account.balances, sorted((p.symbol, p.contracts) for p in account.positions)

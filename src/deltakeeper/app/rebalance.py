@@ -235,7 +235,9 @@ class Hedger:
         record, request = self._decide(asset, policy, self.state.deltas() if deltas is None else deltas)
         if record is None:
             return
-        basis = self.orders.basis(symbol) if request is not None else None  # what `_decide` just sized from
+        basis = None
+        if request is not None:  # what `_decide` has just sized it from
+            basis = self.orders.basis(symbol, asset, record.band_coin)
         plan: ExecutionPlan | None = None
         if request is not None:
             self.in_flight[symbol] = request.client_order_id  # before any await: one order per instrument
@@ -529,7 +531,7 @@ class Hedger:
             order: tuple[OrderRequest, Basis] | None = (first, basis)
             for index, amount in enumerate(plan.slices_contracts):
                 if index > 0:
-                    order = await self.orders.next_order(asset, plan, order_no, amount, decision.price_usd)
+                    order = await self.orders.next_order(decision, plan, order_no, amount)
                 rest = amount
                 while order is not None:  # the slice, then a post-only slice's market fallback
                     request = order[0]
@@ -544,9 +546,7 @@ class Hedger:
                     account_known = ended.account_read
                     rest = request.amount_contracts - ended.state.filled_contracts
                     if ended.falls_back and account_known:
-                        order = await self.orders.next_order(
-                            asset, plan, order_no, rest, decision.price_usd, fallback=True
-                        )
+                        order = await self.orders.next_order(decision, plan, order_no, rest, fallback=True)
                 if rest > 0 or not account_known:
                     break  # an order that did not fill whole: the next decision sees what is left
             if states:
