@@ -1,6 +1,7 @@
 """An order whose answer is lost and whose look-ups then fail, through the real ccxt client against the
 Bybit emulator on loopback and a real journal: the order stays unsettled (never taken for "not found")
-until the exchange answers, and is settled by its client id, sent once."""
+until the exchange answers, and is settled by its client id, sent once. And the same at a start's
+reconciliation, on the simulated exchange."""
 
 from __future__ import annotations
 
@@ -18,14 +19,20 @@ from deltakeeper.adapters.ccxt_exchange import CcxtExchange
 from deltakeeper.adapters.journal import create_journal, upgrade
 from deltakeeper.app.market_state import MarketState
 from deltakeeper.app.orders import OrderRunner
-from deltakeeper.domain.orders import OrderRequest, OrderStatus, Side
+from deltakeeper.app.reconciliation import reconcile
+from deltakeeper.domain.errors import ExchangeUnavailable
+from deltakeeper.domain.orders import OrderRequest, OrderState, OrderStatus, Quote, Side
 from deltakeeper.domain.records import OrderRecord
 from deltakeeper.domain.risk import RiskOutcome
 from deltakeeper.sim.bybit.server import RunningServer, serve
-from deltakeeper.sim.clock import WallClock
+from deltakeeper.sim.clock import SimClock, WallClock
+from deltakeeper.sim.engine import SimEngine
+from deltakeeper.sim.gateway import SimGateway
+from deltakeeper.sim.markets import default_instruments
 
 KEY, SECRET = "dk-test-key", "dk-test-secret"
 BTC_PERP = "BTC/USDT:USDT"
+SOL_PERP = "SOL/USDT:USDT"
 ORDER_TIMEOUT_SECS = 0.3
 
 pytestmark = pytest.mark.timeout(60)
@@ -97,3 +104,46 @@ async def test_an_order_of_unknown_outcome_is_settled_filled_once_its_failing_lo
         await exchange.close()
         await journal.close()
         await server.close()
+
+
+class LookUpsFailing(SimGateway):
+    """The simulated exchange, with its order look-ups failing while `failing` is set."""
+
+    failing = True
+
+    async def fetch_order(self, symbol: str, client_order_id: str) -> OrderState | None:
+        if self.failing:
+            raise ExchangeUnavailable("503 Service Temporarily Unavailable")
+        return await super().fetch_order(symbol, client_order_id)
+
+
+async def test_reconciliation_takes_a_failed_look_up_of_an_unknown_order_for_no_answer(
+    database_url: str,
+) -> None:
+    # The bot stopped with an order of unknown outcome (it had filled); at the next start the look-ups fail.
+    clock = SimClock(1)
+    engine = SimEngine(default_instruments(), seed=1)
+    engine.open_account("sim", {"USDT": Decimal(10_000)})
+    engine.on_quote(Quote(SOL_PERP, Decimal(100), Decimal("100.1"), Decimal("100.05"), clock.now()))
+    gateway = LookUpsFailing(engine, iter(()), clock, None, "sim")
+    request = OrderRequest("dkleft1a0", SOL_PERP, Side.BUY, Decimal(1))
+    await asyncio.to_thread(upgrade, database_url)
+    journal = create_journal(database_url)
+    try:
+        await journal.record_order(OrderRecord.pending(request, 1, clock.now(), Decimal(100), "SOL"))
+        placed = await gateway.place_order(request)
+        await journal.update_order(replace(placed, status=OrderStatus.UNKNOWN, filled_contracts=Decimal(0)))
+
+        with pytest.raises(ExchangeUnavailable):  # trading does not start
+            await reconcile(gateway, journal, clock, landing_secs=0.0)
+        [left] = await journal.open_orders()
+        assert left.status is OrderStatus.UNKNOWN  # not "rejected"
+
+        gateway.failing = False
+        result = await reconcile(gateway, journal, clock, landing_secs=0.0)
+        assert result.orders_settled == 1
+        [order] = await journal.list_orders()
+        assert order["status"] == "filled"
+    finally:
+        await journal.close()
+        await gateway.close()
