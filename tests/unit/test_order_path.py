@@ -142,6 +142,7 @@ class Journal:
         self.orders: dict[str, list[OrderState | OrderRecord]] = {}
         self.on_write: Callable[[], Awaitable[None]] | None = None
         self.on_order_write: Callable[[], Awaitable[None]] | None = None
+        self.updates_failing = False
 
     async def record_decision(self, decision: DecisionRecord, pending: OrderRecord | None = None) -> None:
         if pending is not None and self.on_write is not None:
@@ -156,6 +157,8 @@ class Journal:
         self.orders.setdefault(order.client_order_id, []).append(order)
 
     async def update_order(self, state: OrderState) -> None:
+        if self.updates_failing:
+            raise TimeoutError("journal write took longer than 5 s")
         self.orders.setdefault(state.client_order_id or "", []).append(state)
 
     async def record_fills(self, fills: object) -> int:
@@ -367,6 +370,25 @@ async def test_a_slice_whose_journal_write_fails_is_not_sent() -> None:
     assert "order_failed" in bot.alerts.events()
     # the next decision, on the account read after the first slice, sells what is left: never more
     assert sum(r.amount_contracts for r in bot.exchange.placed) == HELD_SOL
+
+
+async def test_a_sent_order_whose_journal_updates_fail_is_settled_on_and_its_instrument_held() -> None:
+    bot = Bot(ExecutionOptions(ExecutionStyle.POST_ONLY, post_only_timeout_secs=30))
+    bot.journal.updates_failing = True  # the database froze after the order's pending write
+    await bot.quote()
+    await bot.until(lambda: bool(bot.exchange.placed), "the post-only order")
+    [limit] = bot.exchange.placed
+    for _ in range(10):
+        await bot.quote()
+        await asyncio.sleep(0.05)
+    assert bot.exchange.placed == [limit]  # no second order while the first rests
+    assert bot.hedger.in_flight == {SOL: limit.client_order_id}
+    assert "order_failed" not in bot.alerts.events()
+
+    bot.journal.updates_failing = False
+    await bot.exchange.cancel_all_orders()
+    await bot.idle()
+    assert bot.journal.last(limit.client_order_id).status is OrderStatus.CANCELED
 
 
 # -- item 11: cancel-all on a resting post-only order; a failed re-read after a fill ----------------------

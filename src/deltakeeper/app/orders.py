@@ -253,7 +253,7 @@ class OrderRunner:
                     side=request.side.value,
                     amount=str(request.amount_contracts),
                 )
-                await self.journal.update_order(state)
+                await self._journal_sent(state)
                 return state
             except RateLimited:
                 if attempt == RESEND_LIMIT:
@@ -264,7 +264,7 @@ class OrderRunner:
                 if request.post_only:  # it would have taken: the market fallback sends it
                     log.info("post_only_refused", client_order_id=request.client_order_id, reason=str(exc))
                     refused = self.local_state(request, OrderStatus.REJECTED, str(exc))
-                    await self.journal.update_order(refused)
+                    await self._journal_sent(refused)
                     return refused
                 await self._fail(request, str(exc))
                 return None
@@ -276,9 +276,19 @@ class OrderRunner:
                     f"order {request.client_order_id}: outcome unknown, settling by client id",
                 )
                 unknown = self.local_state(request, OrderStatus.UNKNOWN, str(exc))
-                await self.journal.update_order(unknown)
+                await self._journal_sent(unknown)
                 return unknown
         return None
+
+    async def _journal_sent(self, state: OrderState) -> None:
+        """Journal what became of a sent order. A write that fails (a frozen database) does not end its
+        settling: the order stays in flight until it is final, and the periodic reconciliation journals
+        what this could not."""
+        try:
+            await self.journal.update_order(state)
+        except Exception as exc:
+            log.error("order_journal_failed", client_order_id=state.client_order_id,
+                      status=state.status.value, error=str(exc))
 
     async def _fail(self, request: OrderRequest, reason: str) -> None:
         self.order_done(OrderStatus.REJECTED)
@@ -324,11 +334,11 @@ class OrderRunner:
                 wait_secs = SETTLE_POLL_SECS
                 if found is not None:
                     state = found
-                    await self.journal.update_order(state)
+                    await self._journal_sent(state)
                 elif state.status is OrderStatus.UNKNOWN and time.monotonic() > lost_after:
                     # The exchange says it does not have it: the request did not arrive.
                     state = self.local_state(request, OrderStatus.REJECTED, "not found on the exchange")
-                    await self.journal.update_order(state)
+                    await self._journal_sent(state)
             if state.status.is_final:
                 break
             now = time.monotonic()

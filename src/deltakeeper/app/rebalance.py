@@ -551,7 +551,27 @@ class Hedger:
                     break  # an order that did not fill whole: the next decision sees what is left
             if states:
                 await self._backfill_fills({s.client_order_id or "" for s in states}, started)
-                self._report(asset, plan, first, decision, states, account_known)
+                summary = self._summary(plan, first, states)
+                log.info(
+                    "rebalance_completed",
+                    asset=asset,
+                    client_order_id=first.client_order_id,
+                    orders=len(states),
+                    status=summary.status.value,
+                    filled=str(summary.filled_contracts),
+                )
+                if summary.filled_contracts > 0:
+                    self.orders.filled(plan.symbol)
+                    completed = self._completed(decision, summary, account_known)
+                    self._spawn_alert("info", "rebalance_completed", completed)
+                else:
+                    self._spawn_alert(
+                        "warning",
+                        "order_not_filled",
+                        f"order {first.client_order_id} on {plan.symbol} ended "
+                        f"{summary.status.value} with nothing filled"
+                        + (f": {summary.reject_reason}" if summary.reject_reason else ""),
+                    )
         except Exception as exc:  # an order task must never die silently
             self.counters.errors += 1
             log.exception("order_task_failed", client_order_id=first.client_order_id, error=str(exc))
@@ -563,30 +583,6 @@ class Hedger:
             finally:
                 self.in_flight.pop(plan.symbol, None)
         await self.evaluate(asset, scheduled=True)
-
-    def _report(self, asset: str, plan: ExecutionPlan, first: OrderRequest, decision: DecisionRecord,
-                states: list[OrderState], account_known: bool) -> None:
-        summary = self._summary(plan, first, states)
-        log.info(
-            "rebalance_completed",
-            asset=asset,
-            client_order_id=first.client_order_id,
-            orders=len(states),
-            status=summary.status.value,
-            filled=str(summary.filled_contracts),
-        )
-        if summary.filled_contracts > 0:
-            self.orders.filled(plan.symbol)
-            message = self._completed(decision, summary, account_known)
-            self._spawn_alert("info", "rebalance_completed", message)
-        else:
-            self._spawn_alert(
-                "warning",
-                "order_not_filled",
-                f"order {first.client_order_id} on {plan.symbol} ended "
-                f"{summary.status.value} with nothing filled"
-                + (f": {summary.reject_reason}" if summary.reject_reason else ""),
-            )
 
     @staticmethod
     def _summary(plan: ExecutionPlan, first: OrderRequest, states: list[OrderState]) -> OrderState:
@@ -605,7 +601,7 @@ class Hedger:
             status=status,
         )
 
-    def _completed(self, decision: DecisionRecord, state: OrderState, account_known: bool = True) -> str:
+    def _completed(self, decision: DecisionRecord, state: OrderState, account_known: bool) -> str:
         """The `rebalance_completed` alert: what was traded, and the delta before and after (`?` when the
         account could not be read after it)."""
         asset = decision.asset
