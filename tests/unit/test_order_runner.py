@@ -1,4 +1,5 @@
-"""The order life cycle while stopping: an order the exchange never settles does not hold the stop."""
+"""The order life cycle while stopping: an order the exchange never settles does not hold the stop, and is
+left as it stands (never taken for not found) to the next start's reconciliation."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from tests.instruments import LINEAR_WHOLE
 
 from deltakeeper.app.market_state import MarketState
 from deltakeeper.app.orders import OrderRunner
-from deltakeeper.domain.errors import ExchangeUnavailable
-from deltakeeper.domain.orders import OrderRequest, OrderState, OrderStatus, OrderType, Side
+from deltakeeper.domain.errors import ExchangeUnavailable, OrderOutcomeUnknown
+from deltakeeper.domain.orders import OrderRequest, OrderState, OrderStatus, OrderType, Quote, Side
 from deltakeeper.domain.risk import RiskOutcome
 from deltakeeper.sim.clock import SimClock
 
@@ -41,6 +42,14 @@ class UnreachableAfterAccepting:
         raise ExchangeUnavailable("connection refused")
 
 
+class LostAnswerThenUnreachable(UnreachableAfterAccepting):
+    """Takes the order, loses the answer, then answers nothing about it."""
+
+    async def place_order(self, request: OrderRequest) -> OrderState:
+        await super().place_order(request)
+        raise OrderOutcomeUnknown("request timed out")
+
+
 class Journaled:
     """The journal port: what it was told of the order."""
 
@@ -52,13 +61,17 @@ class Journaled:
 
 
 def runner(exchange: UnreachableAfterAccepting, journal: Journaled) -> OrderRunner:
+    state = MarketState({LINEAR_WHOLE.symbol: LINEAR_WHOLE})
+    state.on_quote(Quote(LINEAR_WHOLE.symbol, D(59_999), D(60_001), D(60_000), T0))
     return OrderRunner(
         exchange,  # type: ignore[arg-type]
         journal,  # type: ignore[arg-type]
-        SimClock(0, anchor_sim=T0),
-        MarketState({LINEAR_WHOLE.symbol: LINEAR_WHOLE}),
+        SimClock(1, anchor_sim=T0),
+        state,
         order_timeout_secs=0.3,
         post_only_timeout_secs=0.3,
+        stale_secs=60.0,
+        price_collar_bps=D(100),
         in_flight={},
         check=lambda intent, now: RiskOutcome(intent, ()),
         halted=lambda: False,
@@ -71,7 +84,7 @@ async def test_while_stopping_an_order_not_final_after_its_cancel_is_left_to_rec
     exchange, journal = UnreachableAfterAccepting(), Journaled()
     orders = runner(exchange, journal)
     orders.draining = True
-    task = asyncio.create_task(orders.run(REQUEST))
+    task = asyncio.create_task(orders.run(REQUEST, orders.basis(REQUEST.symbol, "BTC", D(1))))
     done, _ = await asyncio.wait([task], timeout=5)
     assert done, "the stop waited on an order the exchange never settled"
     assert exchange.cancels == 1
@@ -80,7 +93,19 @@ async def test_while_stopping_an_order_not_final_after_its_cancel_is_left_to_rec
 
 async def test_while_trading_an_unsettled_order_is_polled_on_after_its_cancel() -> None:
     exchange, journal = UnreachableAfterAccepting(), Journaled()
-    task = asyncio.create_task(runner(exchange, journal).run(REQUEST))
+    orders = runner(exchange, journal)
+    task = asyncio.create_task(orders.run(REQUEST, orders.basis(REQUEST.symbol, "BTC", D(1))))
     done, _ = await asyncio.wait([task], timeout=1)
     assert not done and exchange.cancels == 1
     task.cancel()
+
+
+async def test_while_stopping_an_order_of_unknown_outcome_whose_look_ups_fail_is_left_unknown() -> None:
+    exchange, journal = LostAnswerThenUnreachable(), Journaled()
+    orders = runner(exchange, journal)
+    orders.draining = True
+    task = asyncio.create_task(orders.run(REQUEST, orders.basis(REQUEST.symbol, "BTC", D(1))))
+    done, _ = await asyncio.wait([task], timeout=5)
+    assert done, "the stop waited on an order the exchange never settled"
+    # a failed look-up is no answer: the next start's reconciliation settles it, never "rejected" here
+    assert [s.status for s in journal.states] == [OrderStatus.UNKNOWN]

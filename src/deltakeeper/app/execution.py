@@ -3,7 +3,9 @@
 - Style `market`: market orders. Style `post-only`: a post-only limit order at the touch (the bid for a
   buy, the ask for a sell) that rests up to `post_only_timeout_secs`; then it is cancelled and the unfilled
   rest goes as a market order (the fallback). A post-only order the exchange refuses (it would take) falls
-  back at once.
+  back at once. One cancelled by anyone but that timeout (the operator, a cancel-all or a halt, the
+  exchange: Bybit accepts a post-only order that would take and cancels it) ends its decision with no
+  fallback; the next decision, after a short back-off, sizes and prices afresh.
 - Slicing: a hedge larger than `slice_max_usd` (at the touch), or than what the order book takes within
   `slice_max_slippage_bps` of the touch (walked with `domain.costs.walk_book`), is split into the fewest
   slices below both limits, as even as the lot step allows, each at least the instrument's minimum size and

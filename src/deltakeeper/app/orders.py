@@ -6,6 +6,11 @@ asks of the deciding side is small: the risk check of each further order (`check
 trading state), whether trading is halted (`halted`), and where an order's end is counted (`order_done`)
 and alerts go (`alert`). It keeps the instruments in flight (shared with the Hedger, one order each) and
 the back-off after refused orders.
+
+What it never does: take a failed look-up for an answer. An order of unknown outcome stays in flight (its
+instrument blocked) until the exchange says it has it or does not; an account that could not be read
+again after an order is unknown until a read succeeds. And an order goes out only if what it was sized
+from still holds once its journal write has returned (`Basis`).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 
@@ -22,8 +27,8 @@ import structlog
 from deltakeeper.app.execution import ExecutionPlan, min_slice_contracts, touch_price
 from deltakeeper.app.market_state import MarketState
 from deltakeeper.domain.errors import OrderOutcomeUnknown, OrderRejected, RateLimited
-from deltakeeper.domain.orders import OrderIntent, OrderRequest, OrderState, OrderStatus, Side
-from deltakeeper.domain.records import OrderRecord
+from deltakeeper.domain.orders import OrderIntent, OrderRequest, OrderState, OrderStatus, Quote, Side
+from deltakeeper.domain.records import DecisionRecord, OrderRecord
 from deltakeeper.domain.risk import RiskOutcome
 from deltakeeper.ports import Clock, Exchange, Journal
 
@@ -31,10 +36,43 @@ log = structlog.get_logger("deltakeeper.rebalance")  # the Hedger's log: its ord
 
 RESEND_LIMIT = 3
 SETTLE_POLL_SECS = 0.2
+READ_BACKOFF_MAX_SECS = 2.0
+"""A failed look-up of an order, or read of the account, is asked again after twice the last wait (from
+SETTLE_POLL_SECS) up to this, for as long as it takes."""
 REJECT_BACKOFF_SECS = 1.0
 REJECT_BACKOFF_MAX_SECS = 60.0
 """After a refused order no new order goes to that instrument for this long, doubling with each refusal
 in a row (up to the maximum) and cleared by a fill: an exchange that refuses everything is not hammered."""
+
+
+@dataclass(frozen=True, slots=True)
+class Basis:
+    """What an order was sized from: its instrument's quote and when that quote arrived (monotonic
+    seconds), the position, and its asset's delta. Checked again after the order's journal write has
+    returned, just before it is sent: a write can take long (a frozen database), and an order never goes
+    out on what went stale or changed meanwhile."""
+
+    quote: Quote
+    received_at: float
+    position_contracts: Decimal
+    asset: str
+    delta_coin: Decimal
+    band_coin: Decimal
+    """How far the asset's delta may move before the order no longer holds: its decision's band."""
+
+
+@dataclass(frozen=True, slots=True)
+class Ended:
+    """How a sent order ended."""
+
+    state: OrderState
+    falls_back: bool
+    """A post-only order that did not fill whole and was refused (it would have taken) or cancelled by the
+    runner's own timeout: the rest goes as a market order. Cancelled by anyone else (the operator, a
+    cancel-all or a halt, the exchange), the decision ends there."""
+    account_read: bool
+    """The account was read again after it; False: that read failed, the account is unknown until a read
+    succeeds (`read_account_until_ok`)."""
 
 
 class OrderRunner:
@@ -49,6 +87,8 @@ class OrderRunner:
         *,
         order_timeout_secs: float,
         post_only_timeout_secs: float,
+        stale_secs: float,
+        price_collar_bps: Decimal,
         in_flight: dict[str, str],
         check: Callable[[OrderIntent, datetime], RiskOutcome],
         halted: Callable[[], bool],
@@ -61,6 +101,8 @@ class OrderRunner:
         self.state = state
         self.order_timeout_secs = order_timeout_secs
         self.post_only_timeout_secs = post_only_timeout_secs
+        self.stale_secs = stale_secs
+        self.price_collar_bps = price_collar_bps
         self.in_flight = in_flight
         """Symbol -> the client id of its order in flight (the Hedger's)."""
         self.check = check
@@ -95,37 +137,72 @@ class OrderRunner:
             reject_reason=reason,
         )
 
-    async def run(self, request: OrderRequest) -> OrderState | None:
-        """Send one journaled order and settle it (a post-only order is cancelled after its timeout), then
-        refresh the account. None when it was not sent (halted since) or failed."""
+    def basis(self, symbol: str, asset: str, band_coin: Decimal) -> Basis:
+        """What an order on `symbol` for `asset` sized now is sized from."""
+        return Basis(self.state.quotes[symbol], self.state.received_at[symbol],
+                     self.state.position_contracts(symbol), asset, self._delta_coin(asset), band_coin)
+
+    def _delta_coin(self, asset: str) -> Decimal:
+        delta = self.state.deltas().get(asset)
+        return delta.delta_coin if delta is not None else Decimal(0)
+
+    async def run(self, request: OrderRequest, basis: Basis) -> Ended | None:
+        """Send one journaled order sized from `basis`, unless that no longer holds, and settle it (a
+        post-only order is cancelled after its timeout); then read the account again. None when it was not
+        sent (journaled cancelled, with the reason) or was refused."""
         self.in_flight[request.symbol] = request.client_order_id
-        if self.halted():  # halted since the decision: never send
-            await self.journal.update_order(
-                self.local_state(request, OrderStatus.CANCELED, "halted before it was sent")
-            )
+        reason = self._not_sendable(request, basis)
+        if reason is not None:
+            log.warning("order_not_sent", client_order_id=request.client_order_id, symbol=request.symbol,
+                        reason=reason)
+            await self.journal.update_order(self.local_state(request, OrderStatus.CANCELED, reason))
             self.order_done(OrderStatus.CANCELED)
             return None
-        state = await self._send(request)
-        if state is None:
+        sent = await self._send(request)
+        if sent is None:
             return None
         timeout = self.post_only_timeout_secs if request.post_only else None
-        state = await self._settle(request, state, timeout)
+        state, timed_out = await self._settle(request, sent, timeout)
         self.order_done(state.status)
-        await self._refresh_account()
-        return state
+        if state.status is OrderStatus.CANCELED and not timed_out:
+            self._back_off(request.symbol)  # not ours: the next order on it waits a moment
+        refused = sent.status is OrderStatus.REJECTED  # `_send` answers a refusal only of a post-only order
+        rest = request.amount_contracts - state.filled_contracts
+        falls_back = request.post_only and rest > 0 and (refused or timed_out)
+        return Ended(state, falls_back, await self.read_account())
+
+    def _not_sendable(self, request: OrderRequest, basis: Basis) -> str | None:
+        """Why the order may not go now that its journal write has returned, or None: trading halted since
+        it was sized, the quote it was sized from older than the stale limit (as the risk check measures
+        it), its touch moved beyond the price collar since, its position changed under it, or its asset's
+        delta moved by more than the decision's band."""
+        if self.halted():
+            return "halted before it was sent"
+        now_ts = self.clock.now().timestamp()
+        age_secs = max(time.monotonic() - basis.received_at,
+                       (now_ts - basis.quote.ts.timestamp()) / self.clock.speed)
+        if age_secs > self.stale_secs:
+            return f"not sent: its quote is {age_secs:.1f} s old (stale after {self.stale_secs:g} s)"
+        sized = _taking(request.side, basis.quote)
+        now = _taking(request.side, self.state.quotes[request.symbol])
+        moved_bps = abs(now - sized) / sized * 10_000 if sized > 0 else Decimal("Infinity")
+        if moved_bps > self.price_collar_bps:
+            return f"not sent: the price moved {moved_bps:.0f} bps since it was sized"
+        if self.state.position_contracts(request.symbol) != basis.position_contracts:
+            return "not sent: the position changed since it was sized"
+        moved_coin = abs(self._delta_coin(basis.asset) - basis.delta_coin)
+        if moved_coin > basis.band_coin:
+            return (f"not sent: the {basis.asset} delta moved {moved_coin.normalize():f} since it was sized "
+                    f"(band {basis.band_coin.normalize():f})")
+        return None
 
     async def next_order(
-        self,
-        asset: str,
-        plan: ExecutionPlan,
-        order_no: int,
-        amount: Decimal,
-        price_usd: Decimal,
+        self, decision: DecisionRecord, plan: ExecutionPlan, order_no: int, amount: Decimal,
         fallback: bool = False,
-    ) -> OrderRequest | None:
+    ) -> tuple[OrderRequest, Basis] | None:
         """The decision's next order (a slice on a newer quote, or a post-only order's market fallback),
-        checked against the risk limits again and journaled; None when nothing more is to be sent.
-        `price_usd`: the asset's price the decision was taken at (the journal's reference)."""
+        checked against the risk limits again and journaled, with what it was sized from; None when
+        nothing more is to be sent."""
         symbol = plan.symbol
         hedge = self.state.instruments[symbol]
         if not fallback:
@@ -133,8 +210,9 @@ class OrderRunner:
         if self.draining:
             log.warning("order_not_sent", decision_id=plan.decision_id, symbol=symbol, reason="shutting down")
             return None
-        quote = self.state.quotes[symbol]
-        touch = quote.ask if plan.side is Side.BUY else quote.bid
+        basis = self.basis(symbol, decision.asset, decision.band_coin)
+        quote = basis.quote
+        touch = _taking(plan.side, quote)
         amount = hedge.round_contracts(amount, toward_zero=True)
         if amount <= 0 or (fallback and amount < min_slice_contracts(hedge, touch)):
             log.info("order_too_small", decision_id=plan.decision_id, symbol=symbol, amount=str(amount))
@@ -150,8 +228,10 @@ class OrderRunner:
             plan.request(order_no, outcome.intent.amount_contracts, passive, fallback=fallback),
             reduce_only=outcome.intent.reduce_only,
         )
-        await self.journal.record_order(OrderRecord.pending(request, plan.decision_id, now, price_usd, asset))
-        return request
+        await self.journal.record_order(
+            OrderRecord.pending(request, plan.decision_id, now, decision.price_usd, decision.asset)
+        )
+        return request, basis
 
     async def _newer_quote(self, symbol: str, after: datetime) -> None:
         """Wait (at most the order timeout) for a quote on `symbol` newer than `after`."""
@@ -173,7 +253,7 @@ class OrderRunner:
                     side=request.side.value,
                     amount=str(request.amount_contracts),
                 )
-                await self.journal.update_order(state)
+                await self._journal_sent(state)
                 return state
             except RateLimited:
                 if attempt == RESEND_LIMIT:
@@ -184,7 +264,7 @@ class OrderRunner:
                 if request.post_only:  # it would have taken: the market fallback sends it
                     log.info("post_only_refused", client_order_id=request.client_order_id, reason=str(exc))
                     refused = self.local_state(request, OrderStatus.REJECTED, str(exc))
-                    await self.journal.update_order(refused)
+                    await self._journal_sent(refused)
                     return refused
                 await self._fail(request, str(exc))
                 return None
@@ -196,47 +276,84 @@ class OrderRunner:
                     f"order {request.client_order_id}: outcome unknown, settling by client id",
                 )
                 unknown = self.local_state(request, OrderStatus.UNKNOWN, str(exc))
-                await self.journal.update_order(unknown)
+                await self._journal_sent(unknown)
                 return unknown
         return None
+
+    async def _journal_sent(self, state: OrderState) -> None:
+        """Journal what became of a sent order. A write that fails (a frozen database) does not end its
+        settling: the order stays in flight until it is final, and the periodic reconciliation journals
+        what this could not."""
+        try:
+            await self.journal.update_order(state)
+        except Exception as exc:
+            log.error("order_journal_failed", client_order_id=state.client_order_id,
+                      status=state.status.value, error=str(exc))
 
     async def _fail(self, request: OrderRequest, reason: str) -> None:
         self.order_done(OrderStatus.REJECTED)
         log.error("order_rejected", client_order_id=request.client_order_id, reason=reason)
         await self.journal.update_order(self.local_state(request, OrderStatus.REJECTED, reason))
         self.alert("error", "order_rejected", f"order {request.client_order_id} rejected: {reason}")
-        previous = self._backoff.get(request.symbol)
+        self._back_off(request.symbol)
+
+    def _back_off(self, symbol: str) -> None:
+        previous = self._backoff.get(symbol)
         delay = min(previous[1] * 2, REJECT_BACKOFF_MAX_SECS) if previous else REJECT_BACKOFF_SECS
-        self._backoff[request.symbol] = (time.monotonic() + delay, delay)
-        log.warning("order_backoff", symbol=request.symbol, secs=delay)
+        self._backoff[symbol] = (time.monotonic() + delay, delay)
+        log.warning("order_backoff", symbol=symbol, secs=delay)
 
     async def _settle(
         self, request: OrderRequest, state: OrderState, timeout_secs: float | None = None
-    ) -> OrderState:
+    ) -> tuple[OrderState, bool]:
         """Poll the order by client id until it is final; cancel it if it outlives the timeout (the order
-        timeout unless given). While stopping (`draining`), an order still not final after its cancel is
-        left to the next start's reconciliation, so that a stop does not wait on an unreachable exchange."""
+        timeout unless given). Returns its state, and whether it ended cancelled after that cancel of ours.
+
+        A look-up that fails is no answer: it is asked again, backing off, for as long as it takes (the
+        order stays in flight, its instrument blocked), with one alert once the order has gone unsettled an
+        order timeout past its cancel. Only the exchange answering that it does not know an order of
+        unknown outcome, once the request could have landed (the order timeout), ends it as never arrived.
+        While stopping (`draining`), an order still not final after its cancel is left, as it stands, to the
+        next start's reconciliation, so that a stop does not wait on an unreachable exchange."""
         timeout = self.order_timeout_secs if timeout_secs is None else timeout_secs
-        deadline = time.monotonic() + timeout
-        lost_after = time.monotonic() + self.order_timeout_secs
-        canceled = False
+        started = time.monotonic()
+        deadline = started + timeout
+        lost_after = started + self.order_timeout_secs
+        alert_after = deadline + self.order_timeout_secs
+        canceled = alerted = False
+        wait_secs = SETTLE_POLL_SECS
         while not state.status.is_final:
-            await asyncio.sleep(SETTLE_POLL_SECS)
+            await asyncio.sleep(SETTLE_POLL_SECS if self.draining else wait_secs)
             try:
                 found = await self.exchange.fetch_order(request.symbol, request.client_order_id)
             except Exception as exc:
-                log.warning("order_lookup_failed", client_order_id=request.client_order_id, error=str(exc))
-                found = None
-            if found is not None:
-                state = found
-                await self.journal.update_order(state)
-            elif state.status is OrderStatus.UNKNOWN and time.monotonic() > lost_after:
-                # The exchange never saw it: the request did not arrive.
-                state = self.local_state(request, OrderStatus.REJECTED, "not found on the exchange")
-                await self.journal.update_order(state)
-            if not state.status.is_final and time.monotonic() > deadline:
+                wait_secs = min(wait_secs * 2, READ_BACKOFF_MAX_SECS)
+                log.warning("order_lookup_failed", client_order_id=request.client_order_id, error=str(exc),
+                            retry_in_secs=wait_secs)
+            else:
+                wait_secs = SETTLE_POLL_SECS
+                if found is not None:
+                    state = found
+                    await self._journal_sent(state)
+                elif state.status is OrderStatus.UNKNOWN and time.monotonic() > lost_after:
+                    # The exchange says it does not have it: the request did not arrive.
+                    state = self.local_state(request, OrderStatus.REJECTED, "not found on the exchange")
+                    await self._journal_sent(state)
+            if state.status.is_final:
+                break
+            now = time.monotonic()
+            if not alerted and now > alert_after:
+                alerted = True
+                log.error("order_unsettled", client_order_id=request.client_order_id,
+                          status=state.status.value, secs=round(now - started))
+                self.alert(
+                    "error",
+                    "order_unsettled",
+                    f"order {request.client_order_id} on {request.symbol} still {state.status.value} after "
+                    f"{now - started:.0f} s: no new order on {request.symbol} until the exchange answers",
+                )
+            if now > deadline:
                 if canceled and self.draining:
-                    # Stopping: the next start's reconciliation settles it by client id.
                     log.warning("order_left_unsettled", client_order_id=request.client_order_id,
                                 status=state.status.value)
                     break
@@ -246,7 +363,29 @@ class OrderRunner:
                         await self.exchange.cancel_order(request.symbol, request.client_order_id)
                     except Exception as exc:
                         log.warning("cancel_failed", client_order_id=request.client_order_id, error=str(exc))
-        return state
+        return state, canceled and state.status is OrderStatus.CANCELED
 
-    async def _refresh_account(self) -> None:
-        self.state.on_account(await self.exchange.fetch_account())
+    async def read_account(self) -> bool:
+        """Read the account again; False (logged `account_refresh_failed`) when that failed."""
+        try:
+            self.state.on_account(await self.exchange.fetch_account())
+        except Exception as exc:
+            log.warning("account_refresh_failed", error=str(exc))
+            return False
+        return True
+
+    async def read_account_until_ok(self) -> None:
+        """Read the account, backing off, until a read succeeds or the bot stops (the next start reads it)."""
+        wait_secs = SETTLE_POLL_SECS
+        while not self.draining:
+            await asyncio.sleep(wait_secs)
+            if await self.read_account():
+                log.info("account_refreshed")
+                return
+            wait_secs = min(wait_secs * 2, READ_BACKOFF_MAX_SECS)
+
+
+def _taking(side: Side, quote: Quote) -> Decimal:
+    """The price an order on `side` takes at: the ask for a buy, the bid for a sell."""
+    return quote.ask if side is Side.BUY else quote.bid
+

@@ -23,7 +23,7 @@ from deltakeeper.app.execution import (
     touch_price,
 )
 from deltakeeper.app.market_state import MarketState
-from deltakeeper.app.orders import SETTLE_POLL_SECS, OrderRunner
+from deltakeeper.app.orders import SETTLE_POLL_SECS, Basis, OrderRunner
 from deltakeeper.domain import risk
 from deltakeeper.domain.decide_policies import (
     FixedBandPolicy,
@@ -150,6 +150,8 @@ class Hedger:
             exchange, journal, clock, state,
             order_timeout_secs=options.order_timeout_secs,
             post_only_timeout_secs=options.execution.post_only_timeout_secs,
+            stale_secs=options.limits.stale_secs,
+            price_collar_bps=options.limits.price_collar_bps,
             in_flight=self.in_flight,
             check=self._check_order,
             halted=self._halted,
@@ -233,6 +235,9 @@ class Hedger:
         record, request = self._decide(asset, policy, self.state.deltas() if deltas is None else deltas)
         if record is None:
             return
+        basis = None
+        if request is not None:  # what `_decide` has just sized it from
+            basis = self.orders.basis(symbol, asset, record.band_coin)
         plan: ExecutionPlan | None = None
         if request is not None:
             self.in_flight[symbol] = request.client_order_id  # before any await: one order per instrument
@@ -275,8 +280,8 @@ class Hedger:
             )
             self.in_flight.pop(symbol, None)
             return
-        assert plan is not None
-        task = asyncio.create_task(self._execute(asset, plan, request, record))
+        assert plan is not None and basis is not None
+        task = asyncio.create_task(self._execute(asset, plan, request, basis, record))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -511,42 +516,38 @@ class Hedger:
         return plan.request(0, plan.slices_contracts[0], touch_price(plan.side, quote.bid, quote.ask))
 
     async def _execute(
-        self, asset: str, plan: ExecutionPlan, first: OrderRequest, decision: DecisionRecord
+        self, asset: str, plan: ExecutionPlan, first: OrderRequest, basis: Basis, decision: DecisionRecord
     ) -> None:
         """Send the plan's orders one after another, each journaled before it is sent and final before the
-        next: the slices, and after a post-only order that did not fill whole, a market order for the rest.
-        Orders are sent once (resent only after a definite refusal, with the same client id). Then journal
-        the fills, and free the instrument."""
+        next: the slices, and after a post-only order that did not fill whole by its timeout, a market
+        order for the rest. Orders are sent once (resent only after a definite refusal, with the same client
+        id). Then journal the fills, and free the instrument: only once the account has been read after the
+        last order (never decide on the account from before a fill)."""
         started = self.clock.now()
         states: list[OrderState] = []
-        order_no = 0
+        account_known = True
         try:
+            order_no = 0
+            order: tuple[OrderRequest, Basis] | None = (first, basis)
             for index, amount in enumerate(plan.slices_contracts):
-                request = (
-                    first if index == 0
-                    else await self.orders.next_order(asset, plan, order_no, amount, decision.price_usd)
-                )
-                if request is None:
-                    break
-                order_no += 1
-                state = await self.orders.run(request)
-                if state is None:
-                    break
-                states.append(state)
-                rest = request.amount_contracts - state.filled_contracts
-                if rest > 0 and request.post_only:
-                    fallback = await self.orders.next_order(
-                        asset, plan, order_no, rest, decision.price_usd, fallback=True
-                    )
-                    if fallback is None:
-                        break
+                if index > 0:
+                    order = await self.orders.next_order(decision, plan, order_no, amount)
+                rest = amount
+                while order is not None:  # the slice, then a post-only slice's market fallback
+                    request = order[0]
                     order_no += 1
-                    state = await self.orders.run(fallback)
-                    if state is None:
+                    account_known = False
+                    ended = await self.orders.run(*order)
+                    order = None
+                    if ended is None:  # not sent, or refused: the account is as it was
+                        account_known = True
                         break
-                    states.append(state)
-                    rest = fallback.amount_contracts - state.filled_contracts
-                if rest > 0:
+                    states.append(ended.state)
+                    account_known = ended.account_read
+                    rest = request.amount_contracts - ended.state.filled_contracts
+                    if ended.falls_back and account_known:
+                        order = await self.orders.next_order(decision, plan, order_no, rest, fallback=True)
+                if rest > 0 or not account_known:
                     break  # an order that did not fill whole: the next decision sees what is left
             if states:
                 await self._backfill_fills({s.client_order_id or "" for s in states}, started)
@@ -561,7 +562,8 @@ class Hedger:
                 )
                 if summary.filled_contracts > 0:
                     self.orders.filled(plan.symbol)
-                    self._spawn_alert("info", "rebalance_completed", self._completed(decision, summary))
+                    completed = self._completed(decision, summary, account_known)
+                    self._spawn_alert("info", "rebalance_completed", completed)
                 else:
                     self._spawn_alert(
                         "warning",
@@ -575,7 +577,11 @@ class Hedger:
             log.exception("order_task_failed", client_order_id=first.client_order_id, error=str(exc))
             self._spawn_alert("error", "order_failed", f"order {first.client_order_id} failed: {exc}")
         finally:
-            self.in_flight.pop(plan.symbol, None)
+            try:
+                if not account_known:  # the account is unknown: no decision on it until a read succeeds
+                    await self.orders.read_account_until_ok()
+            finally:
+                self.in_flight.pop(plan.symbol, None)
         await self.evaluate(asset, scheduled=True)
 
     @staticmethod
@@ -595,10 +601,11 @@ class Hedger:
             status=status,
         )
 
-    def _completed(self, decision: DecisionRecord, state: OrderState) -> str:
-        """The `rebalance_completed` alert: what was traded, and the delta before and after."""
+    def _completed(self, decision: DecisionRecord, state: OrderState, account_known: bool) -> str:
+        """The `rebalance_completed` alert: what was traded, and the delta before and after (`?` when the
+        account could not be read after it)."""
         asset = decision.asset
-        after = self.state.deltas().get(asset)
+        after = self.state.deltas().get(asset) if account_known else None
         verb = "bought" if state.side.sign > 0 else "sold"
         price = f" at {short(state.average_price)}" if state.average_price is not None else ""
         partly = "" if state.status is OrderStatus.FILLED else f" ({state.status.value})"
@@ -610,7 +617,13 @@ class Hedger:
         )
 
     async def _backfill_fills(self, client_order_ids: set[str], since: datetime) -> None:
-        fills = await self.exchange.fetch_fills(since - timedelta(minutes=1))
+        """Journal the fills of these orders the stream may have missed; when the exchange cannot be read,
+        the stream and the next reconciliation bring them."""
+        try:
+            fills = await self.exchange.fetch_fills(since - timedelta(minutes=1))
+        except Exception as exc:
+            log.warning("fills_backfill_failed", error=str(exc))
+            return
         ours = [f for f in fills if f.client_order_id in client_order_ids]
         for fill in ours:
             await self.on_fill(fill)
