@@ -53,7 +53,7 @@ class OrderRunner:
         check: Callable[[OrderIntent, datetime], RiskOutcome],
         halted: Callable[[], bool],
         order_done: Callable[[OrderStatus], None],
-        alert: Callable[[str, str, str], None],
+        alert: Callable[[str, str, str, str], None],
     ) -> None:
         self.exchange = exchange
         self.journal = journal
@@ -194,6 +194,7 @@ class OrderRunner:
                     "warning",
                     "order_outcome_unknown",
                     f"order {request.client_order_id}: outcome unknown, settling by client id",
+                    request.symbol,
                 )
                 unknown = self.local_state(request, OrderStatus.UNKNOWN, str(exc))
                 await self.journal.update_order(unknown)
@@ -204,7 +205,8 @@ class OrderRunner:
         self.order_done(OrderStatus.REJECTED)
         log.error("order_rejected", client_order_id=request.client_order_id, reason=reason)
         await self.journal.update_order(self.local_state(request, OrderStatus.REJECTED, reason))
-        self.alert("error", "order_rejected", f"order {request.client_order_id} rejected: {reason}")
+        rejected = f"order {request.client_order_id} rejected: {reason}"
+        self.alert("error", "order_rejected", rejected, request.symbol)
         previous = self._backoff.get(request.symbol)
         delay = min(previous[1] * 2, REJECT_BACKOFF_MAX_SECS) if previous else REJECT_BACKOFF_SECS
         self._backoff[request.symbol] = (time.monotonic() + delay, delay)
