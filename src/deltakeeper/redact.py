@@ -17,7 +17,7 @@ TOKEN_CHARS = 16
 
 _USERINFO_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/?#@\s]*):[^/?#\s]*@")
 _SECRET_PARAMETER = re.compile(
-    r"(?P<name>[?&;][^=&#\s]*(?:pass|pwd|token|key|secret|auth|sig|credential)[^=&#\s]*=)[^&#\s]*",
+    r"(?P<name>[?&;][^=&;#\s]*(?:pass|pwd|token|key|secret|auth|sig|credential)[^=&;#\s]*=)[^&;#\s]*",
     re.IGNORECASE,
 )
 
