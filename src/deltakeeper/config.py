@@ -59,12 +59,6 @@ def _number_in_range(value: Any, info: ValidationInfo) -> Any:
     return value
 
 
-def _coins(value: Decimal) -> Decimal:
-    if not value.is_finite() or abs(value) > MAX_NUMBER:
-        raise ValueError(f"a finite number at most {MAX_NUMBER:g} in size")
-    return value
-
-
 class Mode(str, Enum):
     LIVE = "live"
     PAPER = "paper"
@@ -146,7 +140,7 @@ class Settings(BaseSettings):
     database_url: str | None = None
 
     assets: dict[str, AssetSettings] = Field(default_factory=dict)
-    external: dict[str, Annotated[Decimal, AfterValidator(_coins)]] = Field(default_factory=dict)
+    external: dict[str, Annotated[Decimal, AfterValidator(_number_in_range)]] = Field(default_factory=dict)
     default_band_pct: Decimal = Field(default=Decimal(1), gt=0, le=100)
     policy: Literal["band", "timer", "cost-aware"] = "band"
     rebalance_to: Literal["edge", "target"] = "target"
@@ -360,11 +354,13 @@ def load_settings() -> Settings:
 def secret_values(settings: Settings) -> list[str]:
     """The values no log line may show: the credentials, the URLs' passwords, what in an alert URL may be
     a credential."""
+    from deltakeeper.adapters.alerts import parse_alert_urls
+
     values = [secret for name in SECRET_FIELDS if (secret := settings.secret(name))]
     for url in (settings.database_url, settings.exchange_url):
         values += url_credentials(url) if url else []
-    for url in re.split(r"[,\s]+", settings.alert_urls or ""):
-        values += alert_url_secrets(url) if url else []
+    for url in parse_alert_urls(settings.alert_urls):
+        values += alert_url_secrets(url)
     return values
 
 
