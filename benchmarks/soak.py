@@ -91,7 +91,7 @@ class Sample:
 
 
 class NoAlerts:
-    async def send(self, level: str, event: str, message: str) -> None:
+    async def send(self, level: str, event: str, message: str, subject: str = "") -> None:
         return None
 
 

@@ -43,11 +43,12 @@ def run(
 ) -> None:
     """Run the service: stream, decide, hedge, journal. SIGINT/SIGTERM stop it cleanly."""
     from deltakeeper.bootstrap import run_service
+    from deltakeeper.config import secret_values
     from deltakeeper.logging import configure_logging
 
     duration_secs = parse_duration_secs(for_, "--for") if for_ else None
     settings = _settings()
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format, secret_values(settings))
     asyncio.run(run_service(settings, duration_secs))
 
 
@@ -350,11 +351,12 @@ def sim_exchange(
     allow_withdraw: Annotated[bool, typer.Option(help="Give keys withdrawal rights")] = False,
 ) -> None:
     """Run the Bybit-v5 emulator: REST and websockets on one port, for ccxt to trade against."""
+    from deltakeeper.config import secret_values
     from deltakeeper.logging import configure_logging
     from deltakeeper.sim.bybit.cli import run_emulator
 
     settings = _settings()
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format, secret_values(settings))
     asyncio.run(run_emulator(settings, host, port, {api_key: api_secret}, allow_withdraw))
 
 

@@ -3,22 +3,60 @@ the variable and what it expected."""
 
 from __future__ import annotations
 
+import difflib
+import math
 import os
 import re
+from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from enum import Enum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from deltakeeper.domain.errors import ConfigError
 from deltakeeper.domain.policy import Band, BandUnit
+from deltakeeper.redact import alert_url_secrets, redact_url, url_credentials
 
 ENV_PREFIX = "DK_"
 SECRET_FIELDS = ("api_key", "api_secret", "api_password", "http_token")
 DATABASE_SCHEMES = ("sqlite", "sqlite+aiosqlite", "postgresql", "postgres", "postgresql+asyncpg")
+NOT_SETTINGS_PREFIXES = ("DK_TEST_", "DK_CHROMIUM")
+"""`DK_` variables that are not the bot's settings: the test suite's and the benchmarks' own
+(DK_TEST_POSTGRES_URL, DK_TEST_ARTIFACTS, DK_CHROMIUM), left alone by the check for unknown variables."""
+MAX_NUMBER = 1e12
+"""No numeric setting is larger than this in size: a bigger one is a typo, and overflows the arithmetic."""
+MAX_SECS = 366 * 24 * 3600
+"""No duration setting (`*_SECS`) is longer than a year."""
+NON_NEGATIVE_UNITS = ("_secs", "_usd", "_bps", "_pct")
+"""Settings whose name ends with one of these units are never negative."""
+
+
+def _number_in_range(value: Any, info: ValidationInfo) -> Any:
+    """Every numeric setting, whoever adds it: finite, at most MAX_NUMBER in size, not negative when its
+    unit is a duration, an amount of USD, basis points or a percentage, and at most a year in seconds."""
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+        return value
+    number = float(value)
+    if not math.isfinite(number) or abs(number) > MAX_NUMBER:
+        raise ValueError(f"a finite number at most {MAX_NUMBER:g} in size")
+    name = info.field_name or ""
+    if name.endswith(NON_NEGATIVE_UNITS) and number < 0:
+        raise ValueError("a number of 0 or more")
+    if name.endswith("_secs") and number > MAX_SECS:
+        raise ValueError(f"at most {MAX_SECS} seconds (a year)")
+    return value
 
 
 class Mode(str, Enum):
@@ -30,7 +68,7 @@ class Mode(str, Enum):
 class AssetSettings(BaseModel):
     """`DK_ASSETS__<ASSET>__<FIELD>`: how one asset is hedged."""
 
-    model_config = {"extra": "forbid"}
+    model_config = {"extra": "forbid", "allow_inf_nan": False}
 
     hedge: str | None = None
     target: Decimal = Decimal(0)
@@ -57,9 +95,11 @@ class AssetSettings(BaseModel):
             number = Decimal(text)
         except InvalidOperation:
             number = Decimal(0)
-        if not number.is_finite() or number <= 0:
+        if not number.is_finite() or number <= 0 or number > MAX_NUMBER:
             raise ValueError("a positive number or `ewma`")
         return text
+
+    _numbers = field_validator("*")(_number_in_range)
 
     @model_validator(mode="after")
     def _one_band(self) -> AssetSettings:
@@ -80,7 +120,11 @@ class AssetSettings(BaseModel):
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="ignore", validate_default=True
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="ignore",
+        validate_default=True,
+        allow_inf_nan=False,
     )
 
     exchange: str = "sim"
@@ -96,7 +140,7 @@ class Settings(BaseSettings):
     database_url: str | None = None
 
     assets: dict[str, AssetSettings] = Field(default_factory=dict)
-    external: dict[str, Decimal] = Field(default_factory=dict)
+    external: dict[str, Annotated[Decimal, AfterValidator(_number_in_range)]] = Field(default_factory=dict)
     default_band_pct: Decimal = Field(default=Decimal(1), gt=0, le=100)
     policy: Literal["band", "timer", "cost-aware"] = "band"
     rebalance_to: Literal["edge", "target"] = "target"
@@ -164,6 +208,8 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
 
+    _numbers = field_validator("*")(_number_in_range)
+
     @field_validator("exchange")
     @classmethod
     def _known_exchange(cls, value: str) -> str:
@@ -191,6 +237,22 @@ class Settings(BaseSettings):
         scheme = value.split("://", 1)[0] if "://" in value else ""
         if scheme not in DATABASE_SCHEMES:
             raise ValueError("a sqlite:/// or postgresql:// URL")
+        return value
+
+    @field_validator("http_token")
+    @classmethod
+    def _token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError("a token that is not empty (unset DK_HTTP_TOKEN for no authentication)")
+        return value
+
+    @field_validator("data_dir")
+    @classmethod
+    def _data_dir(cls, value: Path) -> Path:
+        """A folder, or a path where one can be made: its nearest existing ancestor is a folder."""
+        existing = next(path for path in (value.absolute(), *value.absolute().parents) if path.exists())
+        if not existing.is_dir() or not os.access(existing, os.W_OK):
+            raise ValueError(f"a folder, or a path where one can be made ({existing}: not a writable folder)")
         return value
 
     @field_validator("assets", "external", mode="before")
@@ -243,10 +305,39 @@ def _read_secret_files(environ: dict[str, str]) -> dict[str, str]:
     return values
 
 
+def _unknown_variables(environ: Mapping[str, str]) -> None:
+    """Refuse a `DK_` variable that is no setting (a typo would silently leave its setting at the
+    default), naming the closest known one."""
+    known = {f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields}
+    known |= {f"{ENV_PREFIX}{name.upper()}_FILE" for name in SECRET_FIELDS}
+    asset_fields = [name.upper() for name in AssetSettings.model_fields]
+    for variable in sorted(environ):
+        name = variable.upper()
+        if not name.startswith(ENV_PREFIX) or name in known or name.startswith(NOT_SETTINGS_PREFIXES):
+            continue
+        head, _, rest = name.partition("__")
+        asset, _, field = rest.partition("__")
+        if head == "DK_EXTERNAL" and asset and not field:
+            continue
+        if head == "DK_ASSETS" and asset and (not field or field in asset_fields):
+            continue
+        candidates = [*known, *(f"DK_ASSETS__{asset or '<ASSET>'}__{f}" for f in asset_fields)]
+        candidates.append(f"DK_EXTERNAL__{asset or '<ASSET>'}")
+        closest = difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
+        hint = f"; did you mean {closest[0]}?" if closest else " (see the README's settings table)"
+        raise ConfigError(variable, f"a known setting{hint}")
+
+
+def _message(pydantic_message: str) -> str:
+    return pydantic_message.removeprefix("Value error, ").removeprefix("Input should be ")
+
+
 def load_settings() -> Settings:
     """Read and validate every setting from the environment. Raises ConfigError naming the first bad
     variable."""
-    overrides = _read_secret_files(dict(os.environ))
+    environ = dict(os.environ)
+    _unknown_variables(environ)
+    overrides = _read_secret_files(environ)
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
@@ -256,8 +347,30 @@ def load_settings() -> Settings:
             raise ConfigError(
                 variable, "a known setting: HEDGE, TARGET, BAND_COIN, BAND_USD, BAND_PCT, BETA or NEUTRAL"
             ) from exc
-        message = error["msg"].removeprefix("Value error, ")
-        raise ConfigError(variable, message, error.get("input")) from exc
+        got = error.get("input")
+        if variable.removeprefix(ENV_PREFIX).lower() in SECRET_FIELDS:
+            got = None
+        elif isinstance(got, str):
+            got = redact_url(got)
+        raise ConfigError(variable, _message(error["msg"]), got) from exc
+    except SettingsError as exc:  # a nested setting given as a whole that is not JSON
+        field = re.search(r'field "(\w+)"', str(exc))
+        variable = ENV_PREFIX + (field.group(1).upper() if field else "")
+        expected = "a JSON object (or its parts as __ variables)"
+        raise ConfigError(variable, expected, environ.get(variable)) from exc
+
+
+def secret_values(settings: Settings) -> list[str]:
+    """The values no log line may show: the credentials, the URLs' passwords, what in an alert URL may be
+    a credential."""
+    from deltakeeper.adapters.alerts import parse_alert_urls
+
+    values = [secret for name in SECRET_FIELDS if (secret := settings.secret(name))]
+    for url in (settings.database_url, settings.exchange_url):
+        values += url_credentials(url) if url else []
+    for url in parse_alert_urls(settings.alert_urls):
+        values += alert_url_secrets(url)
+    return values
 
 
 def effective_settings(settings: Settings) -> dict[str, Any]:
@@ -281,11 +394,6 @@ def effective_settings(settings: Settings) -> dict[str, Any]:
         elif value is None or isinstance(value, bool | int | float):
             out[var] = value
         else:
-            out[var] = value.value if isinstance(value, Enum) else str(value)
+            out[var] = redact_url(value.value if isinstance(value, Enum) else str(value))
     out["DK_DATABASE_URL"] = redact_url(settings.database)
     return out
-
-
-def redact_url(url: str) -> str:
-    """Hide a password in a database URL."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1****@", url)

@@ -1,22 +1,46 @@
-"""structlog on stderr: JSON when stderr is not a terminal, console lines when it is."""
+"""structlog on stderr: JSON when stderr is not a terminal, console lines when it is. Exceptions are rendered
+(a traceback in JSON as structured frames), and no line shows a secret: the libraries that log credentials
+at debug level are held at a higher level, and every line has the known secret values and URL credentials
+masked (`deltakeeper.redact`)."""
 
 from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterable
 
 import structlog
 
+from deltakeeper.redact import Redactor
 
-def configure_logging(level: str = "info", fmt: str = "auto") -> None:
+LIBRARY_LEVELS = {
+    "apscheduler": logging.WARNING,
+    "aiosqlite": logging.WARNING,
+    "asyncio": logging.WARNING,
+    "alembic": logging.WARNING,
+    "sqlalchemy": logging.WARNING,
+    "ccxt": logging.INFO,  # at debug: every request with its headers, the API key among them
+    "apprise": logging.WARNING,  # at info and debug: the alert URLs with their tokens
+}
+"""The lowest level each library logs at, whatever DK_LOG_LEVEL."""
+
+
+def configure_logging(level: str = "info", fmt: str = "auto", secrets: Iterable[str] = ()) -> None:
+    """`secrets`: values no line may show (`config.secret_values`)."""
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    exceptions: structlog.typing.Processor = (
+        structlog.processors.ExceptionRenderer(structlog.tracebacks.ExceptionDictTransformer(show_locals=False))
+        if use_json
+        else structlog.processors.format_exc_info
     )
     shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        exceptions,
     ]
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
@@ -25,14 +49,14 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
         cache_logger_on_first_use=True,
     )
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=shared,
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
-        )
-    )
+    final: list[structlog.typing.Processor] = [
+        structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+        Redactor(secrets),
+        renderer,
+    ]
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(foreign_pre_chain=shared, processors=final))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("apscheduler", "aiosqlite", "asyncio", "alembic", "sqlalchemy"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    for library, lowest in LIBRARY_LEVELS.items():
+        logging.getLogger(library).setLevel(max(lowest, root.level))

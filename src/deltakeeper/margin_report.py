@@ -693,14 +693,14 @@ def live_portfolio() -> dict[str, Any]:
     """The live account as a portfolio file, read through the exchange adapter `deltakeeper run` builds
     from the settings. ConfigError for the simulated exchange (its account lives inside `deltakeeper run`);
     ExchangeUnavailable naming the exchange when it cannot be reached."""
-    from deltakeeper.config import load_settings
+    from deltakeeper.config import load_settings, secret_values
     from deltakeeper.logging import configure_logging
 
     settings = load_settings()
     if settings.exchange == "sim":
         raise ConfigError("DK_EXCHANGE", "a ccxt exchange id, or --portfolio: the simulated exchange's "
                           "account lives inside `deltakeeper run`", "sim")
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format, secret_values(settings))
     return asyncio.run(_read_account(settings))
 
 

@@ -120,6 +120,7 @@ class Journal(Protocol):
 
 
 class Alerts(Protocol):
-    async def send(self, level: str, event: str, message: str) -> None:
-        """Never raises and never blocks trading: delivery happens in the background."""
+    async def send(self, level: str, event: str, message: str, subject: str = "") -> None:
+        """Never raises and never blocks trading: delivery happens in the background. `subject`: the
+        asset or market the alert is about (its repeats are counted apart from another's)."""
         ...

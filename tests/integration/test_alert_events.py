@@ -29,7 +29,7 @@ from deltakeeper.app import control
 from deltakeeper.app.runner import Runner
 from deltakeeper.app.watch import Watch
 from deltakeeper.bootstrap import build_runner, build_sim_exchange
-from deltakeeper.config import Settings
+from deltakeeper.config import AssetSettings, Settings
 from deltakeeper.domain.errors import OrderOutcomeUnknown
 from deltakeeper.domain.orders import OrderRequest, OrderState, Quote
 from deltakeeper.domain.risk import TradingState
@@ -46,6 +46,7 @@ class Tap:
         self.gateway = gateway
         self.name = gateway.name
         self.drop_quotes = False
+        self.drop_symbols: set[str] = set()
         self.funding_rate: Decimal | None = None
         self.lose_answers = 0
 
@@ -54,7 +55,7 @@ class Tap:
 
     async def quotes(self, symbols: Sequence[str]) -> AsyncIterator[Quote]:
         async for quote in self.gateway.quotes(symbols):
-            if self.drop_quotes:
+            if self.drop_quotes or quote.symbol in self.drop_symbols:
                 continue
             if self.funding_rate is not None and quote.symbol == HEDGE:
                 quote = replace(quote, funding_rate=self.funding_rate)
@@ -206,6 +207,30 @@ async def test_a_stream_gone_quiet_is_alerted_stale_once_then_recovered(tmp_path
     assert level == "warning" and message.startswith(f"no fresh quote for {HEDGE} (")
     assert "DK_STALE_SECS=1" in message
     assert alerts.of("stream_recovered") == [("warning", f"quotes fresh again for {HEDGE}")]
+
+
+async def test_one_markets_stale_alert_does_not_hold_back_anothers_through_apprise(tmp_path: Path) -> None:
+    """The cool-down is per event and market: SOL's stream_stale after BTC's, within DK_ALERT_COOLDOWN_SECS,
+    is sent too. (The scenario quotes SOL's markets only: BTC's perpetual is stale from the start.)"""
+    btc = "BTC/USDT:USDT"
+    assets = {"SOL": AssetSettings(hedge=HEDGE, band_coin=Decimal(1)), "BTC": AssetSettings(hedge=btc)}
+    settings = make_settings(tmp_path, stale_secs=1, assets=assets)
+    async with alert_receiver() as recv, journal_for(settings) as journal:
+        alerts = AppriseAlerts([recv.url], "warning", cooldown_secs=600)
+        await alerts.start()
+        async with running(settings, journal, alerts) as (runner, tap, _):
+            await until(lambda: bool(recv.messages("stream_stale")), 10, "BTC's stale alert")
+            await until(decided(runner), 10, "the first decision")
+            tap.drop_symbols = {HEDGE}
+            await until(lambda: len(recv.messages("stream_stale")) == 2, 5, "SOL's stale alert")
+            tap.drop_symbols = set()
+            await until(lambda: bool(recv.messages("stream_recovered")), 5, "SOL's recovered alert")
+        await alerts.aclose()
+
+    stale = recv.messages("stream_stale")
+    assert stale[0].startswith(f"no fresh quote for {btc} (no quote yet)")
+    assert stale[1].startswith(f"no fresh quote for {HEDGE} (")
+    assert recv.messages("stream_recovered") == [f"quotes fresh again for {HEDGE}"]
 
 
 async def test_a_funding_rate_beyond_the_threshold_is_alerted_once_until_it_falls_back(

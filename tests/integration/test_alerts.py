@@ -99,6 +99,29 @@ async def test_repeats_within_the_cooldown_are_sent_once_then_counted(receiver: 
     ]
 
 
+async def test_the_cooldown_is_per_event_and_subject(receiver: Receiver) -> None:
+    clock = FakeClock()
+    alerts = AppriseAlerts([receiver.url], "info", cooldown_secs=600, clock_monotonic=clock)
+    await alerts.start()
+    for symbol in ("SOL/USDT:USDT", "BTC/USDT:USDT", "ETH/USDT:USDT", "SOL/USDT:USDT"):
+        await alerts.send("warning", "stream_stale", f"{symbol} stale", symbol)
+        clock.now += 10
+    await alerts.send("warning", "stream_stale", "every market stale")  # the bot as a whole
+    clock.now += 600
+    await alerts.send("warning", "stream_stale", "SOL/USDT:USDT stale again", "SOL/USDT:USDT")
+    await alerts.send("warning", "stream_stale", "BTC/USDT:USDT stale again", "BTC/USDT:USDT")
+    await alerts.aclose()
+
+    assert [r["message"] for r in receiver.received] == [
+        "SOL/USDT:USDT stale",
+        "BTC/USDT:USDT stale",
+        "ETH/USDT:USDT stale",
+        "every market stale",
+        "SOL/USDT:USDT stale again (repeated 1 time)",
+        "BTC/USDT:USDT stale again",
+    ]
+
+
 async def test_failing_channel_is_retried_in_the_background_without_delaying_the_caller(
     receiver: Receiver,
 ) -> None:
@@ -160,6 +183,21 @@ def test_alert_urls_split_on_commas_and_whitespace() -> None:
     ]
     assert parse_alert_urls(None) == []
     assert parse_alert_urls("  ") == []
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "tgram//123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw/-100200300",  # the colon forgotten
+        "tgram:/123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw/-100200300",
+        "AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw",
+    ],
+)
+def test_a_mistyped_url_is_refused_without_showing_its_token(url: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        AppriseAlerts([url], "warning", cooldown_secs=600)
+    assert error.value.variable == "DK_ALERT_URLS"
+    assert "AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw" not in str(error.value)
 
 
 def test_an_url_apprise_does_not_know_is_refused_without_showing_its_secret() -> None:

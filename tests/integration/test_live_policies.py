@@ -48,7 +48,7 @@ D = Decimal
 class RecordingAlerts:
     sent: list[tuple[str, str, str]] = field(default_factory=list)
 
-    async def send(self, level: str, event: str, message: str) -> None:
+    async def send(self, level: str, event: str, message: str, subject: str = "") -> None:
         self.sent.append((level, event, message))
 
 

@@ -107,5 +107,5 @@ async def settle_leftover_jobs() -> None:
 
 
 class _NoAlerts:
-    async def send(self, level: str, event: str, message: str) -> None:
+    async def send(self, level: str, event: str, message: str, subject: str = "") -> None:
         return None

@@ -71,7 +71,7 @@ async def test_an_order_of_unknown_outcome_is_settled_filled_once_its_failing_lo
             order_timeout_secs=ORDER_TIMEOUT_SECS, post_only_timeout_secs=ORDER_TIMEOUT_SECS,
             stale_secs=60.0, price_collar_bps=Decimal(10_000), in_flight={},
             check=lambda intent, now: RiskOutcome(intent, ()), halted=lambda: False,
-            order_done=lambda status: None, alert=lambda level, event, message: alerts.append(event),
+            order_done=lambda status: None, alert=lambda level, event, message, subject: alerts.append(event),
         )
         request = OrderRequest("dklost1a0", BTC_PERP, Side.BUY, Decimal("0.01"))
         await journal.record_order(OrderRecord.pending(request, 1, clock.now(), quote.mark, "BTC"))

@@ -175,7 +175,7 @@ class Alerts:
     def __init__(self) -> None:
         self.sent: list[tuple[str, str, str]] = []
 
-    async def send(self, level: str, event: str, message: str) -> None:
+    async def send(self, level: str, event: str, message: str, subject: str = "") -> None:
         self.sent.append((level, event, message))
 
     def events(self) -> list[str]:

@@ -76,7 +76,7 @@ def runner(exchange: UnreachableAfterAccepting, journal: Journaled) -> OrderRunn
         check=lambda intent, now: RiskOutcome(intent, ()),
         halted=lambda: False,
         order_done=lambda status: None,
-        alert=lambda level, event, message: None,
+        alert=lambda level, event, message, subject: None,
     )
 
 

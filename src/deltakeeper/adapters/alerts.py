@@ -1,5 +1,6 @@
-"""Alerts through apprise (DESIGN.md 2): filtered by level, an event repeated within the cool-down folded
-into one message with a count, delivered in the background so that a slow or failing channel never
+"""Alerts through apprise (DESIGN.md 2): filtered by level, an event repeated within the cool-down (per
+event and subject: one asset's or market's alert does not hold back another's) folded into one message with
+a count, delivered in the background so that a slow or failing channel never
 delays trading."""
 
 from __future__ import annotations
@@ -36,6 +37,13 @@ def parse_alert_urls(text: str | None) -> list[str]:
     return [url for url in re.split(r"[,\s]+", text or "") if url]
 
 
+def _shown(url: str) -> str:
+    """What of a URL apprise refused can be shown: its scheme, when it has one (the rest may hold a token,
+    and a mistyped URL cannot be told apart)."""
+    scheme = re.match(r"[A-Za-z][A-Za-z0-9+.-]*(?=://)", url)
+    return f"{scheme.group(0)}://..." if scheme else "a URL without scheme://"
+
+
 @dataclass(frozen=True, slots=True)
 class Alert:
     level: str
@@ -54,8 +62,7 @@ class _Channel:
     def __init__(self, url: str, attempts: int, retry_secs: float) -> None:
         self.apprise = apprise.Apprise()
         if not self.apprise.add(url):
-            scheme = url.partition("://")[0]
-            raise ConfigError("DK_ALERT_URLS", "URLs that apprise supports", f"{scheme}://...")
+            raise ConfigError("DK_ALERT_URLS", "URLs that apprise supports", _shown(url))
         self.name = self.apprise[0].url(privacy=True)
         self.attempts = attempts
         self.retry_secs = retry_secs
@@ -126,26 +133,28 @@ class AppriseAlerts:
         self._cooldown_secs = cooldown_secs
         self._clock = clock_monotonic
         self._channels = [_Channel(url, attempts, retry_secs) for url in urls]
-        self._last_sent: dict[str, float] = {}
-        self._suppressed: dict[str, int] = {}
+        self._last_sent: dict[tuple[str, str], float] = {}
+        self._suppressed: dict[tuple[str, str], int] = {}
         self._workers: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         self._workers = [asyncio.create_task(channel.run()) for channel in self._channels]
 
-    async def send(self, level: str, event: str, message: str) -> None:
-        """Never raises and never waits: delivery is queued. An unknown level counts as `warning`."""
+    async def send(self, level: str, event: str, message: str, subject: str = "") -> None:
+        """Never raises and never waits: delivery is queued. An unknown level counts as `warning`. The
+        cool-down is per event and `subject` (the asset or market the alert is about; "": the bot)."""
         if level not in LEVELS:
             level = "warning"
         if LEVELS[level] < self._min_level:
             return
         now = self._clock()
-        last = self._last_sent.get(event)
+        key = (event, subject)
+        last = self._last_sent.get(key)
         if last is not None and now - last < self._cooldown_secs:
-            self._suppressed[event] = self._suppressed.get(event, 0) + 1
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
             return
-        self._last_sent[event] = now
-        repeated = self._suppressed.pop(event, 0)
+        self._last_sent[key] = now
+        repeated = self._suppressed.pop(key, 0)
         if repeated:
             message = f"{message} (repeated {repeated} {'time' if repeated == 1 else 'times'})"
         log.log(LEVELS[level], "alert", alert=event, message=message)

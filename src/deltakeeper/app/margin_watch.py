@@ -278,6 +278,7 @@ class MarginWatch:
             f"{fill.symbol}: liquidated: the exchange {verb} {short(fill.amount_contracts)} at "
             f"{short(fill.price)} (trade {fill.trade_id}); the next decision hedges {asset} back "
             "within the margin left",
+            fill.symbol,
         )
 
     async def _record(

@@ -93,7 +93,7 @@ class OrderRunner:
         check: Callable[[OrderIntent, datetime], RiskOutcome],
         halted: Callable[[], bool],
         order_done: Callable[[OrderStatus], None],
-        alert: Callable[[str, str, str], None],
+        alert: Callable[[str, str, str, str], None],
     ) -> None:
         self.exchange = exchange
         self.journal = journal
@@ -274,6 +274,7 @@ class OrderRunner:
                     "warning",
                     "order_outcome_unknown",
                     f"order {request.client_order_id}: outcome unknown, settling by client id",
+                    request.symbol,
                 )
                 unknown = self.local_state(request, OrderStatus.UNKNOWN, str(exc))
                 await self._journal_sent(unknown)
@@ -294,7 +295,8 @@ class OrderRunner:
         self.order_done(OrderStatus.REJECTED)
         log.error("order_rejected", client_order_id=request.client_order_id, reason=reason)
         await self.journal.update_order(self.local_state(request, OrderStatus.REJECTED, reason))
-        self.alert("error", "order_rejected", f"order {request.client_order_id} rejected: {reason}")
+        rejected = f"order {request.client_order_id} rejected: {reason}"
+        self.alert("error", "order_rejected", rejected, request.symbol)
         self._back_off(request.symbol)
 
     def _back_off(self, symbol: str) -> None:
@@ -351,6 +353,7 @@ class OrderRunner:
                     "order_unsettled",
                     f"order {request.client_order_id} on {request.symbol} still {state.status.value} after "
                     f"{now - started:.0f} s: no new order on {request.symbol} until the exchange answers",
+                    request.symbol,
                 )
             if now > deadline:
                 if canceled and self.draining:

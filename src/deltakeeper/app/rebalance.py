@@ -563,7 +563,7 @@ class Hedger:
                 if summary.filled_contracts > 0:
                     self.orders.filled(plan.symbol)
                     completed = self._completed(decision, summary, account_known)
-                    self._spawn_alert("info", "rebalance_completed", completed)
+                    self._spawn_alert("info", "rebalance_completed", completed, asset)
                 else:
                     self._spawn_alert(
                         "warning",
@@ -571,11 +571,13 @@ class Hedger:
                         f"order {first.client_order_id} on {plan.symbol} ended "
                         f"{summary.status.value} with nothing filled"
                         + (f": {summary.reject_reason}" if summary.reject_reason else ""),
+                        plan.symbol,
                     )
         except Exception as exc:  # an order task must never die silently
             self.counters.errors += 1
             log.exception("order_task_failed", client_order_id=first.client_order_id, error=str(exc))
-            self._spawn_alert("error", "order_failed", f"order {first.client_order_id} failed: {exc}")
+            failed = f"order {first.client_order_id} failed: {exc}"
+            self._spawn_alert("error", "order_failed", failed, plan.symbol)
         finally:
             try:
                 if not account_known:  # the account is unknown: no decision on it until a read succeeds
@@ -653,8 +655,8 @@ class Hedger:
         price = self.state.price_usd(currency)
         return amount * price if price is not None else Decimal(0)
 
-    def _spawn_alert(self, level: str, event: str, message: str) -> None:
-        task = asyncio.create_task(self.alerts.send(level, event, message))
+    def _spawn_alert(self, level: str, event: str, message: str, subject: str = "") -> None:
+        task = asyncio.create_task(self.alerts.send(level, event, message, subject))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

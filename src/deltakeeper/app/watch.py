@@ -160,13 +160,13 @@ class Watch:
                 "stream_stale",
                 f"no fresh quote for {', '.join(parts)}: older than DK_STALE_SECS={limit:g}; "
                 "orders on these markets are denied until quotes are fresh again",
+                ",".join(went_stale),
             )
             self.stale.update({s: ages[s] for s in went_stale})
         if recovered:
             log.info("stream_recovered", symbols=recovered)
-            await hedger.alerts.send(
-                "warning", "stream_recovered", f"quotes fresh again for {', '.join(recovered)}"
-            )
+            fresh = f"quotes fresh again for {', '.join(recovered)}"
+            await hedger.alerts.send("warning", "stream_recovered", fresh, ",".join(recovered))
             for symbol in recovered:
                 self.stale.pop(symbol, None)
 
@@ -234,6 +234,7 @@ class Watch:
                 "funding_rate_high",
                 f"{symbol} funding rate {short(rate * 100, 4)}%{per} ({short(bps, 2)} bps, beyond "
                 f"DK_FUNDING_ALERT_BPS={short(self.funding_alert_bps)}): {who}",
+                symbol,
             )
 
     # -- the hard limit -----------------------------------------------------------------------
@@ -259,6 +260,7 @@ class Watch:
                         "delta_within_hard_limit",
                         f"{asset} delta {short(decision.delta_coin)} is back within "
                         f"{short(self.hard_limit_bands)} bands of its target",
+                        asset,
                     )
                 continue
             if asset in self.outside:
@@ -273,6 +275,7 @@ class Watch:
                 f"target {short(decision.target_coin)} (band ± {short(decision.band_coin)}, hard limit "
                 f"DK_HARD_LIMIT_BANDS={short(self.hard_limit_bands)}); not hedged: {why}, "
                 f"trading state {hedger.trading.state.value}",
+                asset,
             )
 
     # -- margin (a hook) ----------------------------------------------------------------------
