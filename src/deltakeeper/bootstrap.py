@@ -253,7 +253,7 @@ async def run_service(settings: Settings, duration_secs: float | None = None) ->
     await asyncio.to_thread(upgrade, settings.database)
     async with acquire_trader_lock(settings.database, settings.data_dir):
         exchange, clock = build_exchange(settings)
-        journal = create_journal(settings.database)
+        journal = create_journal(settings.database, settings.journal_timeout_secs)
         alerts = build_alerts(settings)
         await alerts.start()  # type: ignore[attr-defined]
         try:

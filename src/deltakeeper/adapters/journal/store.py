@@ -11,12 +11,13 @@ it returns.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import os
 import re
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -41,7 +42,7 @@ from deltakeeper.adapters.journal.models import (
     orders,
     snapshots,
 )
-from deltakeeper.domain.errors import ConfigError, DeltakeeperError
+from deltakeeper.domain.errors import ConfigError, DeltakeeperError, JournalUnavailable
 from deltakeeper.domain.exposure import AssetDelta
 from deltakeeper.domain.orders import (
     Fill,
@@ -72,21 +73,31 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _connection_record: Any) -> None:
-    """WAL lets a CLI reader and the bot share the file; the busy timeout makes writers wait their turn."""
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-    cursor.close()
+def _sqlite_pragmas(busy_timeout_ms: int) -> Callable[[Any, Any], None]:
+    """WAL lets a CLI reader and the bot share the file; the busy timeout makes writers wait their turn,
+    and a writer that waits longer gives up (SQLITE_BUSY)."""
+
+    def on_connect(dbapi_connection: Any, _connection_record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
+        cursor.close()
+
+    return on_connect
 
 
-def create_journal(database_url: str) -> SqlJournal:
+def create_journal(database_url: str, timeout_secs: float | None = None) -> SqlJournal:
     """A journal over an upgraded database (see `migrate.upgrade`); `postgresql://` and `sqlite:///`
     URLs are mapped to their async drivers.
 
     SQLite gets one connection: its writes are serialised anyway, and a single connection means no
     read-then-write transaction in this process ever finds its snapshot overtaken by another.
+
+    `timeout_secs` (the service's DK_JOURNAL_TIMEOUT_SECS; None for the CLI's reads, unbounded): a journal
+    call not done within it raises JournalUnavailable, and the database stops the statement too: on
+    PostgreSQL the session's `statement_timeout` and the driver's command timeout (which cancels the
+    query on the server), on SQLite the busy timeout (a write waiting on another's lock gives up).
     """
     url = normalise_url(database_url)
     if make_url(url).get_backend_name() == "sqlite":
@@ -94,17 +105,25 @@ def create_journal(database_url: str) -> SqlJournal:
         # transaction on close (a commit in `begin()`, else a rollback), and `_InsertNew` commits or rolls
         # back its own; on aiosqlite the reset would be one more hop to the connection's thread per write.
         engine = create_async_engine(url, pool_size=1, max_overflow=0, pool_reset_on_return=None)
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        busy_ms = SQLITE_BUSY_TIMEOUT_MS if timeout_secs is None else max(1, round(timeout_secs * 1000))
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas(busy_ms))
     else:
-        engine = create_async_engine(url, pool_size=5, max_overflow=5, pool_recycle=WRITER_RECYCLE_SECS)
-    return SqlJournal(engine)
+        bounds: dict[str, Any] = {}
+        if timeout_secs is not None:
+            statement_ms = str(max(1, round(timeout_secs * 1000)))
+            bounds = {"timeout": timeout_secs, "command_timeout": timeout_secs,
+                      "server_settings": {"statement_timeout": statement_ms}}
+        engine = create_async_engine(url, pool_size=5, max_overflow=5, pool_recycle=WRITER_RECYCLE_SECS,
+                                     connect_args=bounds)
+    return SqlJournal(engine, timeout_secs)
 
 
 class SqlJournal:
     """The journal (ports.Journal) on SQLite or PostgreSQL, plus the queries the CLI reads."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, timeout_secs: float | None = None) -> None:
         self._engine = engine
+        self._timeout_secs = timeout_secs
         self._postgresql = engine.dialect.name == "postgresql"
         self._insert = postgresql.insert if self._postgresql else sqlite.insert
         self._new_fills = _InsertNew(fills, ("symbol", "trade_id"), engine.dialect)
@@ -129,6 +148,25 @@ class SqlJournal:
     async def close(self) -> None:
         await self._drop_writer(invalidate=False)
         await self._engine.dispose()
+
+    @asynccontextmanager
+    async def _bounded(self, what: str) -> AsyncIterator[None]:
+        """Run the block within the journal's timeout, else raise JournalUnavailable. A call cut short
+        leaves nothing behind: its transaction is rolled back, or its connection dropped (the writer's,
+        see `_run_on_writer`), and the database has stopped the statement itself (see `create_journal`)."""
+        if self._timeout_secs is None:
+            yield
+            return
+        try:
+            async with asyncio.timeout(self._timeout_secs):
+                yield
+        except TimeoutError as exc:
+            raise JournalUnavailable(f"journal {what}: no answer within {self._timeout_secs} s") from exc
+        except DBAPIError as exc:
+            if not _timed_out(exc):
+                raise
+            raise JournalUnavailable(f"journal {what}: no answer within {self._timeout_secs} s "
+                                     f"({exc.orig})") from exc
 
     # -- writes ---------------------------------------------------------------------------------
 
@@ -200,7 +238,7 @@ class SqlJournal:
         client id carries our prefix (`dk`): we sent it, the journal lost it. Any other unknown order
         was placed by someone else on the account and is not ours to journal.
         """
-        async with self._engine.begin() as conn:
+        async with self._bounded("order update"), self._engine.begin() as conn:
             found = await self._find_order(conn, state)
             if found is None:
                 if is_ours(state.client_order_id):
@@ -317,15 +355,16 @@ class SqlJournal:
         """Run each statement on its rows, all in one transaction committed on return; how many rows
         each added (or, for an upsert, changed). Every value is bound before anything is written."""
         bound = [(insert, insert.bind(rows)) for insert, rows in writes]
-        if self._postgresql and not self._writer_busy:
-            self._writer_busy = True
-            try:
-                return await self._run_on_writer(bound)
-            finally:
-                self._writer_busy = False
-        async with self._engine.connect() as conn:
-            driver: Any = (await conn.get_raw_connection()).driver_connection
-            return await self._run(driver, bound)
+        async with self._bounded("write"):
+            if self._postgresql and not self._writer_busy:
+                self._writer_busy = True
+                try:
+                    return await self._run_on_writer(bound)
+                finally:
+                    self._writer_busy = False
+            async with self._engine.connect() as conn:
+                driver: Any = (await conn.get_raw_connection()).driver_connection
+                return await self._run(driver, bound)
 
     async def _run(self, driver: Any, bound: list[tuple[_InsertNew, list[list[Any]]]]) -> list[int]:
         """Run bound statements on the driver's connection in one transaction. PostgreSQL: one statement
@@ -391,7 +430,7 @@ class SqlJournal:
             for delta in deltas.values()
         ]
         if rows:
-            async with self._engine.begin() as conn:
+            async with self._bounded("snapshot"), self._engine.begin() as conn:
                 await conn.execute(snapshots.insert(), rows)
 
     async def set_control_state(self, state: ControlState) -> None:
@@ -405,7 +444,7 @@ class SqlJournal:
             index_elements=["id"], set_={name: insert.excluded[name] for name in row if name != "id"}
         )
         action = "halt" if state.halted else "resume"
-        async with self._engine.begin() as conn:
+        async with self._bounded("control state"), self._engine.begin() as conn:
             await conn.execute(upsert)
             await conn.execute(control_events.insert().values(ts=ts, action=action, by=state.by,
                                                               reason=state.reason))
@@ -417,7 +456,7 @@ class SqlJournal:
         unknown), oldest first."""
         query = (select(orders).where(orders.c.status.in_(OPEN_STATUSES))
                  .order_by(orders.c.created_ts, orders.c.id))
-        async with self._engine.connect() as conn:
+        async with self._bounded("open orders"), self._engine.connect() as conn:
             rows = (await conn.execute(query)).all()
         return [_order_record(row) for row in rows]
 
@@ -436,20 +475,20 @@ class SqlJournal:
         if self._engine.dialect.name == "postgresql":
             total = await self._scalar(select(func.sum(fills.c.notional_usd)).where(fills.c.ts >= since))
             return total if total is not None else Decimal(0)
-        async with self._engine.connect() as conn:
+        async with self._bounded("traded"), self._engine.connect() as conn:
             amounts = (await conn.execute(select(fills.c.notional_usd).where(fills.c.ts >= since))).scalars()
             return sum(amounts, Decimal(0))
 
     async def control_state(self) -> ControlState:
         """The operator's word; not halted when nobody has spoken yet."""
-        async with self._engine.connect() as conn:
+        async with self._bounded("control state"), self._engine.connect() as conn:
             row = (await conn.execute(select(control).where(control.c.id == 1))).first()
         if row is None:
             return ControlState(halted=False)
         return ControlState(halted=row.halted, reason=row.reason, by=row.by, ts=row.ts, extra=dict(row.extra))
 
     async def _scalar(self, query: Select[Any]) -> Any:
-        async with self._engine.connect() as conn:
+        async with self._bounded("read"), self._engine.connect() as conn:
             return await conn.scalar(query)
 
     # -- reads for the CLI ----------------------------------------------------------------------
@@ -518,9 +557,25 @@ class SqlJournal:
             else:
                 symbol = _filtered_column(table, "asset", asset)
                 query = query.where(symbol.startswith(f"{asset}/", autoescape=True))
-        async with self._engine.connect() as conn:
+        async with self._bounded("read"), self._engine.connect() as conn:
             rows = (await conn.execute(query)).all()
         return [dict(row._mapping) for row in rows]
+
+
+_TIMEOUT_SQLSTATES = frozenset({"57014", "55P03"})
+"""PostgreSQL's query_canceled (the statement timeout, a cancel) and lock_not_available."""
+
+
+def _timed_out(exc: DBAPIError) -> bool:
+    """Whether the database stopped a statement at the journal's bound: SQLite's busy timeout, PostgreSQL's
+    statement timeout, the driver's command timeout."""
+    cause: BaseException | None = exc.orig
+    while cause is not None:
+        if (isinstance(cause, TimeoutError) or getattr(cause, "sqlstate", None) in _TIMEOUT_SQLSTATES
+                or str(getattr(cause, "sqlite_errorname", "")).startswith("SQLITE_BUSY")):
+            return True
+        cause = cause.__cause__
+    return False
 
 
 def _numeric_text(value: Any) -> str | None:
