@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
@@ -14,13 +15,14 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, StatementError
+from structlog.testing import capture_logs
+from tests.integration.service_harness import until
 
 from deltakeeper.adapters.journal import (
     SqlJournal,
-    TraderLockHeld,
-    acquire_trader_lock,
     create_journal,
     normalise_url,
+    take_trader_lock,
     upgrade,
 )
 from deltakeeper.adapters.journal.models import metadata, snapshots
@@ -342,13 +344,17 @@ async def test_snapshots_store_one_row_per_asset(journal: SqlJournal) -> None:
     ]
 
 
-async def test_the_trader_lock_refuses_a_second_holder(database_url: str, tmp_path: Path) -> None:
-    async with acquire_trader_lock(database_url, tmp_path):
-        with pytest.raises(TraderLockHeld, match="another deltakeeper trader"):
-            async with acquire_trader_lock(database_url, tmp_path):
-                pytest.fail("a second trader got the lock")
-    async with acquire_trader_lock(database_url, tmp_path):
-        pass
+async def test_a_second_trader_lock_holder_waits_until_the_first_releases(database_url: str,
+                                                                          tmp_path: Path) -> None:
+    first = await take_trader_lock(database_url, tmp_path, poll_secs=0.05)
+    with capture_logs() as logs:
+        second = asyncio.create_task(take_trader_lock(database_url, tmp_path, poll_secs=0.05))
+        await until(lambda: any(entry["event"] == "trader_lock_waiting" for entry in logs), 5, "a standby")
+    assert not second.done()
+    await first.release()
+    lock = await second
+    assert lock.held()
+    await lock.release()
 
 
 def test_database_urls_are_mapped_to_async_drivers() -> None:

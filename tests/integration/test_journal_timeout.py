@@ -11,7 +11,6 @@ from contextlib import asynccontextmanager
 import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
-
 from tests.integration.test_journal import decision, exchange_state, pending_order
 
 from deltakeeper.adapters.journal import SqlJournal, create_journal, upgrade
@@ -69,7 +68,7 @@ async def _lock_waiters(session: asyncpg.Connection) -> int:
 async def test_a_decision_and_its_order_time_out_together_and_keep_nothing(journal: SqlJournal,
                                                                             database_url: str) -> None:
     async with write_locked(database_url) as session:
-        with pytest.raises(JournalUnavailable, match="no answer within 0.5 s"):
+        with pytest.raises(JournalUnavailable, match=r"no answer within 0\.5 s"):
             await journal.record_decision(decision(7), pending_order(7))
         if session is not None:  # the server stopped the statement, not only the coroutine awaiting it
             for _ in range(50):

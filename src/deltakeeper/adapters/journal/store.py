@@ -17,20 +17,21 @@ import fcntl
 import os
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, Dialect, Row, Select, Table, event, func, select, text
+import asyncpg
+import structlog
+from sqlalchemy import ColumnElement, Dialect, Row, Select, Table, event, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.pool import NullPool
 
 from deltakeeper.adapters.journal.migrate import normalise_url, sqlite_file
 from deltakeeper.adapters.journal.models import (
@@ -42,7 +43,7 @@ from deltakeeper.adapters.journal.models import (
     orders,
     snapshots,
 )
-from deltakeeper.domain.errors import ConfigError, DeltakeeperError, JournalUnavailable
+from deltakeeper.domain.errors import ConfigError, JournalUnavailable
 from deltakeeper.domain.exposure import AssetDelta
 from deltakeeper.domain.orders import (
     Fill,
@@ -63,10 +64,12 @@ TRADER_LOCK_KEY = int.from_bytes(b"dktrader", "big", signed=True)
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 WRITER_RECYCLE_SECS = 1800.0
 """The PostgreSQL pool's `pool_recycle`, which also renews the journal's writer connection."""
+LOCK_POLL_SECS = 1.0
+"""How often a standby tries the trader lock, and the holder of a PostgreSQL lock checks it still has it."""
+LOCK_CHECK_TIMEOUT_SECS = 5.0
+"""A check of the PostgreSQL trader lock not answered within this long loses the lock."""
 
-
-class TraderLockHeld(DeltakeeperError):
-    """Another deltakeeper trader already holds this journal's trader lock."""
+log = structlog.get_logger("deltakeeper.journal")
 
 
 def _now() -> datetime:
@@ -724,57 +727,141 @@ def _order_record(row: Row[Any]) -> OrderRecord:
     )
 
 
-@asynccontextmanager
-async def acquire_trader_lock(database_url: str, data_dir: str | Path) -> AsyncIterator[None]:
-    """Hold the one-trader-per-journal lock for the life of the block; raise TraderLockHeld if another
-    process (or another holder in this one) has it.
+class TraderLock:
+    """The one-trader-per-journal lock, held from `take_trader_lock` until `release`. `held()` turns False
+    the moment the lock is lost (on PostgreSQL, its session ended or stopped answering), and the listeners
+    are called then, synchronously: whatever they stop, nothing runs in between."""
+
+    def __init__(self, release: Callable[[], Awaitable[None]]) -> None:
+        self._release = release
+        self._listeners: list[Callable[[str], None]] = []
+        self.lost_cause: str | None = None
+
+    def held(self) -> bool:
+        return self.lost_cause is None
+
+    def on_lost(self, listener: Callable[[str], None]) -> None:
+        """Call `listener(cause)` when the lock is lost; at once if it already is."""
+        self._listeners.append(listener)
+        if self.lost_cause is not None:
+            listener(self.lost_cause)
+
+    def lose(self, cause: str) -> None:
+        if self.lost_cause is None:
+            self.lost_cause = cause
+            for listener in self._listeners:
+                listener(cause)
+
+    async def release(self) -> None:
+        await self._release()
+
+
+async def take_trader_lock(database_url: str, data_dir: str | Path, poll_secs: float = LOCK_POLL_SECS,
+                           first_try_after_secs: float = 0) -> TraderLock:
+    """Wait until this process holds the one-trader-per-journal lock, trying every `poll_secs` (the first
+    time after `first_try_after_secs`: a trader that has just lost it lets a standby take it): while
+    another process (or another holder in this one) has it, this one is a standby (`trader_lock_waiting`
+    is logged once).
 
     PostgreSQL: a session advisory lock on a dedicated connection, released when it closes (also when
-    the process dies). SQLite: an exclusive flock on `<database file>.lock` (in-memory SQLite:
-    `<data_dir>/deltakeeper.lock`), released by the kernel when the file closes.
+    the process dies), and watched: the connection's end, or a check every `poll_secs` that finds it
+    gone or gets no answer, loses it. SQLite: an exclusive flock on `<database file>.lock` (in-memory
+    SQLite: `<data_dir>/deltakeeper.lock`), released by the kernel when the file closes.
     """
     url = normalise_url(database_url)
+    await asyncio.sleep(first_try_after_secs)
     if make_url(url).get_backend_name() == "postgresql":
-        async with _advisory_lock(url):
-            yield
-    else:
-        database_file = sqlite_file(url)
-        lock_path = (Path(f"{database_file}.lock") if database_file is not None
-                     else Path(data_dir) / "deltakeeper.lock")
-        with _file_lock(lock_path):
-            yield
+        return await _advisory_lock(url, poll_secs)
+    database_file = sqlite_file(url)
+    lock_path = (Path(f"{database_file}.lock") if database_file is not None
+                 else Path(data_dir) / "deltakeeper.lock")
+    return await _file_lock(lock_path, poll_secs)
 
 
 @asynccontextmanager
-async def _advisory_lock(url: str) -> AsyncIterator[None]:
-    engine = create_async_engine(url, poolclass=NullPool)
+async def acquire_trader_lock(database_url: str, data_dir: str | Path, poll_secs: float = LOCK_POLL_SECS
+                              ) -> AsyncIterator[TraderLock]:
+    """`take_trader_lock` for the life of the block."""
+    lock = await take_trader_lock(database_url, data_dir, poll_secs)
     try:
-        async with engine.connect() as conn:
-            acquired = await conn.scalar(text("SELECT pg_try_advisory_lock(:key)"), {"key": TRADER_LOCK_KEY})
-            await conn.commit()  # the lock belongs to the session: no transaction is left open
-            if not acquired:
-                raise TraderLockHeld(
-                    f"another deltakeeper trader holds this database's trader lock "
-                    f"(PostgreSQL advisory lock {TRADER_LOCK_KEY}); stop it before starting another"
-                )
-            yield
+        yield lock
     finally:
-        await engine.dispose()  # closing the session releases the lock
+        await lock.release()
 
 
-@contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
+_LOCK_HELD_SQL = (
+    "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1 "
+    "AND pid = pg_backend_pid() AND (classid::bigint << 32 | objid::bigint) = $1)"
+)
+
+
+async def _advisory_lock(url: str, poll_secs: float) -> TraderLock:
+    dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    conn = await asyncpg.connect(dsn, timeout=LOCK_CHECK_TIMEOUT_SECS)
+    try:
+        waiting = False
+        while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", TRADER_LOCK_KEY,
+                                      timeout=LOCK_CHECK_TIMEOUT_SECS):
+            if not waiting:
+                waiting = True
+                log.warning("trader_lock_waiting", lock=f"PostgreSQL advisory lock {TRADER_LOCK_KEY}")
+            await asyncio.sleep(poll_secs)
+    except BaseException:
+        conn.terminate()
+        raise
+
+    def session_ended(_conn: object) -> None:
+        lock.lose("the lock's database session ended")
+
+    async def watch() -> None:
+        while True:
+            await asyncio.sleep(poll_secs)
+            try:
+                still_held = await conn.fetchval(_LOCK_HELD_SQL, TRADER_LOCK_KEY,
+                                                 timeout=LOCK_CHECK_TIMEOUT_SECS)
+            except Exception as exc:
+                lock.lose(f"the lock's database session does not answer: {type(exc).__name__} {exc}")
+                return
+            if not still_held:
+                lock.lose("the database no longer shows the lock held by this session")
+                return
+
+    async def release() -> None:
+        conn.remove_termination_listener(session_ended)
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+        conn.terminate()  # the server ends the session, and its lock with it
+
+    lock = TraderLock(release)
+    conn.add_termination_listener(session_ended)
+    watcher = asyncio.create_task(watch(), name="trader-lock-watch")
+    return lock
+
+
+async def _file_lock(path: Path, poll_secs: float) -> TraderLock:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown"
-            raise TraderLockHeld(
-                f"another deltakeeper trader (pid {holder}) holds {path}; stop it before starting another"
-            ) from None
+    handle = path.open("a+")
+    try:
+        waiting = False
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not waiting:
+                    waiting = True
+                    handle.seek(0)
+                    holder = handle.read().strip() or None
+                    log.warning("trader_lock_waiting", lock=str(path), holder_pid=holder)
+                await asyncio.sleep(poll_secs)
         handle.truncate(0)
         handle.write(str(os.getpid()))
         handle.flush()
-        yield
+    except BaseException:
+        handle.close()
+        raise
+
+    async def release() -> None:
+        handle.close()
+
+    return TraderLock(release)
