@@ -10,11 +10,13 @@ from typing import Any
 
 import asyncpg
 import pytest
+from sqlalchemy import inspect
 from sqlalchemy.engine import make_url
 from structlog.testing import capture_logs
 from tests.alert_receiver import alert_receiver
 from tests.integration.service_harness import make_settings, until
 
+from deltakeeper.adapters.journal import acquire_trader_lock, create_journal
 from deltakeeper.bootstrap import ExchangeFactory, build_sim_exchange, run_service
 from deltakeeper.config import Settings
 from deltakeeper.domain.orders import OrderRequest, OrderState
@@ -110,3 +112,24 @@ async def test_the_standby_takes_over_when_the_trader_stops(database_url: str, t
         await stop_all(second)
     assert built == ["a", "b"]
     assert not events(logs, "trader_lock_lost")
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+async def test_a_standby_leaves_the_schema_to_the_lock_holder(database_url: str, tmp_path: Path) -> None:
+    built: list[str] = []
+    async with acquire_trader_lock(database_url, tmp_path / "a"):
+        with capture_logs() as logs:
+            standby = asyncio.create_task(run_service(
+                make_settings(tmp_path / "b", database_url=database_url),
+                exchange_factory=recording("b", logs, built),
+            ))
+            await until(lambda: bool(events(logs, "trader_lock_waiting")), 5, "the standby")
+            journal = create_journal(database_url)
+            try:
+                async with journal.engine.connect() as conn:
+                    tables = await conn.run_sync(lambda sync: inspect(sync).get_table_names())
+            finally:
+                await journal.close()
+            await stop_all(standby)
+    assert tables == []
+    assert built == []
