@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import signal
 from collections.abc import Callable, Coroutine, Mapping
 from datetime import datetime, timedelta
@@ -16,6 +17,7 @@ from deltakeeper.app.control import OperatorControl, RecordEvent
 from deltakeeper.app.execution import ExecutionOptions, ExecutionStyle
 from deltakeeper.app.margin_watch import CoinNeutralMarketState, MarginWatch
 from deltakeeper.app.rebalance import Hedger, HedgerOptions
+from deltakeeper.app.reconciliation import halt_on_foreign_order
 from deltakeeper.app.runner import Runner
 from deltakeeper.app.watch import Watch
 from deltakeeper.backtest.settings import BacktestSettings
@@ -357,6 +359,7 @@ async def build_runner(
     )
     hedger = Hedger(exchange, journal, clock, alerts, state, policies, options)
     control = OperatorControl(hedger, journal, control_event_recorder(journal))
+    hedger.on_foreign_order = functools.partial(halt_on_foreign_order, control, alerts)
     margin = MarginWatch(
         hedger,
         min_headroom=limits.min_margin_headroom,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Protocol
@@ -87,7 +87,12 @@ class Journal(Protocol):
         ...
 
     async def update_order(self, state: OrderState) -> None:
-        """Apply an exchange's view of an order, matched by client order id, else exchange order id."""
+        """Apply an exchange's view of an order, matched by client order id, else exchange order id.
+        Raises ForeignOrder for an order with our client-id prefix that the journal did not create."""
+        ...
+
+    async def unknown_client_ids(self, client_order_ids: Collection[str]) -> set[str]:
+        """Those of `client_order_ids` that no journaled order carries."""
         ...
 
     async def record_fills(self, fills: Sequence[Fill]) -> int:

@@ -26,7 +26,7 @@ from deltakeeper.adapters.journal import (
     upgrade,
 )
 from deltakeeper.adapters.journal.models import metadata, snapshots
-from deltakeeper.domain.errors import ConfigError
+from deltakeeper.domain.errors import ConfigError, ForeignOrder
 from deltakeeper.domain.exposure import AssetDelta
 from deltakeeper.domain.orders import (
     Fill,
@@ -34,7 +34,6 @@ from deltakeeper.domain.orders import (
     OrderRequest,
     OrderState,
     OrderStatus,
-    OrderType,
     Side,
     client_order_id,
 )
@@ -215,14 +214,17 @@ async def test_an_update_without_client_id_matches_by_exchange_order_id(journal:
     assert (row["client_order_id"], row["status"]) == (order.client_order_id, "canceled")
 
 
-async def test_an_unknown_order_is_adopted_only_when_its_client_id_is_ours(journal: SqlJournal) -> None:
-    await journal.update_order(exchange_state("dk99a0", OrderStatus.OPEN, exchange_id="X1"))
+async def test_an_unknown_order_is_never_adopted_and_one_with_our_prefix_is_foreign(journal: SqlJournal
+                                                                                  ) -> None:
+    with pytest.raises(ForeignOrder, match="dk99a0 on BTC/USDT:USDT carries our client-id prefix"):
+        await journal.update_order(exchange_state("dk99a0", OrderStatus.OPEN, exchange_id="X1"))
     await journal.update_order(exchange_state("manual-order", OrderStatus.OPEN, exchange_id="X2"))
     await journal.update_order(exchange_state(None, OrderStatus.OPEN, exchange_id="X3"))
 
-    [adopted] = await journal.open_orders()
-    assert (adopted.client_order_id, adopted.decision_id, adopted.exchange_order_id) == ("dk99a0", 0, "X1")
-    assert adopted.order_type is OrderType.MARKET
+    assert await journal.list_orders() == []
+    await journal.record_order(pending_order(7))
+    known = pending_order(7).client_order_id
+    assert await journal.unknown_client_ids({known, "dk99a0"}) == {"dk99a0"}
 
 
 async def test_record_order_replaces_a_live_order_by_client_id(journal: SqlJournal) -> None:

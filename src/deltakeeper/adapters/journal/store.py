@@ -17,7 +17,7 @@ import fcntl
 import os
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -43,7 +43,7 @@ from deltakeeper.adapters.journal.models import (
     orders,
     snapshots,
 )
-from deltakeeper.domain.errors import ConfigError, JournalUnavailable
+from deltakeeper.domain.errors import ConfigError, ForeignOrder, JournalUnavailable
 from deltakeeper.domain.exposure import AssetDelta
 from deltakeeper.domain.orders import (
     Fill,
@@ -237,18 +237,15 @@ class SqlJournal:
         """Apply the exchange's view of an order, found by client order id, else exchange order id.
 
         Stale updates are ignored: a final status never moves back to a non-final one, and the filled
-        amount never shrinks. An order the journal does not know is inserted (decision id 0) when its
-        client id carries our prefix (`dk`): we sent it, the journal lost it. Any other unknown order
-        was placed by someone else on the account and is not ours to journal.
+        amount never shrinks. An order the journal does not know is not journaled: placed by someone else
+        on the account, it is not ours; with our client-id prefix (`dk`), which every order we send is
+        journaled with before it leaves, another trader is on the account: ForeignOrder is raised.
         """
         async with self._bounded("order update"), self._engine.begin() as conn:
             found = await self._find_order(conn, state)
             if found is None:
                 if is_ours(state.client_order_id):
-                    await conn.execute(
-                        self._insert(orders).on_conflict_do_nothing(index_elements=["client_order_id"]),
-                        [self._adopted_order_row(state)],
-                    )
+                    raise ForeignOrder(str(state.client_order_id), state.symbol)
                 return
             order_id, status, filled_contracts = found
             if (status.is_final and not state.status.is_final) or state.filled_contracts < filled_contracts:
@@ -280,29 +277,6 @@ class SqlJournal:
                 if row is not None:
                     return row.id, OrderStatus(row.status), row.filled_contracts
         return None
-
-    @staticmethod
-    def _adopted_order_row(state: OrderState) -> dict[str, Any]:
-        return {
-            "client_order_id": state.client_order_id,
-            "decision_id": 0,
-            "exchange_order_id": state.exchange_order_id,
-            "symbol": state.symbol,
-            "asset": None,
-            "side": state.side.value,
-            "order_type": state.order_type.value,
-            "amount_contracts": state.amount_contracts,
-            "price": state.price,
-            "reference_price": None,
-            "reduce_only": False,
-            "status": state.status.value,
-            "filled_contracts": state.filled_contracts,
-            "average_price": state.average_price,
-            "reject_reason": state.reject_reason,
-            "created_ts": state.ts,
-            "updated_ts": state.ts,
-            "recorded_at": _now(),
-        }
 
     async def record_fills(self, new_fills: Sequence[Fill]) -> int:
         """Store fills once each (unique on symbol and trade id), in one transaction; returns how many
@@ -462,6 +436,16 @@ class SqlJournal:
         async with self._bounded("open orders"), self._engine.connect() as conn:
             rows = (await conn.execute(query)).all()
         return [_order_record(row) for row in rows]
+
+    async def unknown_client_ids(self, client_order_ids: Collection[str]) -> set[str]:
+        """Those of `client_order_ids` that no order of the journal carries."""
+        wanted = set(client_order_ids)
+        if not wanted:
+            return set()
+        query = select(orders.c.client_order_id).where(orders.c.client_order_id.in_(sorted(wanted)))
+        async with self._bounded("read"), self._engine.connect() as conn:
+            known = set((await conn.execute(query)).scalars())
+        return wanted - known
 
     async def last_fill_ts(self) -> datetime | None:
         return await self._scalar(select(func.max(fills.c.ts)))
