@@ -9,7 +9,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 
@@ -274,9 +274,14 @@ async def run_service(
     lost = False
     while not stop.is_set():
         first_try_after_secs = LOCK_POLL_SECS * 3 if lost else 0  # a standby's turn first
-        lock = await _unless_stopped(stop, take_trader_lock(
-            settings.database, settings.data_dir, first_try_after_secs=first_try_after_secs
-        ))
+        standby = build_standby_server(settings)
+        await _serve_http(settings, standby)
+        try:
+            lock = await _unless_stopped(stop, take_trader_lock(
+                settings.database, settings.data_dir, first_try_after_secs=first_try_after_secs
+            ))
+        finally:
+            await _stop_http(settings, standby)
         if lock is None:
             return
         try:
@@ -420,6 +425,31 @@ def build_http_server(settings: Settings, runner: Runner, journal: SqlJournal) -
     )
 
 
+def build_standby_server(settings: Settings) -> HttpServer:
+    """The HTTP server of a process waiting for the trader lock: alive, not ready, nothing to control."""
+    from deltakeeper.adapters.http import HttpServer
+
+    async def not_ready() -> tuple[bool, dict[str, Any]]:
+        return False, {"trader_lock": "waiting: another instance trades this journal"}
+
+    return HttpServer(
+        settings.http_host, settings.http_port, settings.secret("http_token"),
+        status=lambda: {"trading_state": "standby"}, metrics=lambda: "", ready=not_ready,
+        control=None, journal_api=None, alive=lambda: True,
+    )
+
+
+async def _serve_http(settings: Settings, server: HttpServer) -> None:
+    """Start `server`, its port written where `status` and `healthcheck` look."""
+    port = await server.start()
+    http_port_path(settings).write_text(f"{port}\n")
+
+
+async def _stop_http(settings: Settings, server: HttpServer) -> None:
+    http_port_path(settings).unlink(missing_ok=True)
+    await server.stop()
+
+
 SLOW_STOP_SECS = 10.0
 """After this long stopping (in-flight orders settle first, each within DK_ORDER_TIMEOUT_SECS), the tasks
 still running are logged with where each waits (`stop_slow`)."""
@@ -472,13 +502,10 @@ async def _serve(
     forward = asyncio.create_task(stop.wait())
     forward.add_done_callback(lambda _: session_stop.set())
     server = build_http_server(settings, runner, journal)
-    port_path = http_port_path(settings)
     try:
-        port = await server.start()
-        port_path.write_text(f"{port}\n")
+        await _serve_http(settings, server)
         await runner.run(session_stop)
     finally:
         forward.cancel()
-        port_path.unlink(missing_ok=True)
-        await server.stop()
+        await _stop_http(settings, server)
         await asyncio.gather(*lost_alerts, return_exceptions=True)

@@ -8,6 +8,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import asyncpg
 import pytest
 from sqlalchemy import inspect
@@ -42,6 +43,13 @@ def recording(name: str, logs: list[dict[str, Any]], built: list[str]) -> Exchan
         return exchange, clock
 
     return build
+
+
+async def probe(data_dir: Path, path: str) -> int:
+    """The status code of `path` on the HTTP server of the service in `data_dir`."""
+    port = int((data_dir / "http_port").read_text())
+    async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}{path}") as answer:
+        return answer.status
 
 
 def events(logs: list[dict[str, Any]], event: str, service: str | None = None) -> list[int]:
@@ -107,6 +115,8 @@ async def test_the_standby_takes_over_when_the_trader_stops(database_url: str, t
             exchange_factory=recording("b", logs, built),
         ))
         await until(lambda: bool(events(logs, "trader_lock_waiting")), 5, "the second standing by")
+        assert await probe(tmp_path / "b", "/healthz") == 200  # a standby is alive, and not ready
+        assert await probe(tmp_path / "b", "/readyz") == 503
         await stop_all(first)
         await until(lambda: bool(events(logs, ORDER_SENT, "b")), 8, "the second trading")
         await stop_all(second)
