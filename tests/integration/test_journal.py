@@ -402,3 +402,15 @@ async def test_an_order_the_database_refuses_takes_its_decision_back_with_it(jou
     await journal.record_decision(decision(13), pending_order(decision_id=13))  # and the journal goes on
     assert [d["decision_id"] for d in await journal.list_decisions()] == [13]
     assert [o["decision_id"] for o in await journal.list_orders()] == [13]
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_a_standby_waits_through_an_unreachable_database(database_url: str, tmp_path: Path) -> None:
+    closed_port = "postgresql://postgres@127.0.0.1:1/none"
+    with capture_logs() as logs:
+        standby = asyncio.create_task(take_trader_lock(closed_port, tmp_path, poll_secs=0.05))
+        await until(lambda: any(entry["event"] == "trader_lock_unreachable" for entry in logs), 5, "a retry")
+    assert not standby.done()
+    standby.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await standby

@@ -779,20 +779,13 @@ _LOCK_HELD_SQL = (
 )
 
 
+_UNREACHABLE = (OSError, TimeoutError, asyncpg.CannotConnectNowError, asyncpg.ConnectionDoesNotExistError)
+"""The database is down, starting or restarting: a standby waits for it as for the lock."""
+
+
 async def _advisory_lock(url: str, poll_secs: float) -> TraderLock:
     dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-    conn = await asyncpg.connect(dsn, timeout=LOCK_CHECK_TIMEOUT_SECS)
-    try:
-        waiting = False
-        while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", TRADER_LOCK_KEY,
-                                      timeout=LOCK_CHECK_TIMEOUT_SECS):
-            if not waiting:
-                waiting = True
-                log.warning("trader_lock_waiting", lock=f"PostgreSQL advisory lock {TRADER_LOCK_KEY}")
-            await asyncio.sleep(poll_secs)
-    except BaseException:
-        conn.terminate()
-        raise
+    conn = await _locked_session(dsn, poll_secs)
 
     def session_ended(_conn: object) -> None:
         lock.lose("the lock's database session ended")
@@ -820,6 +813,33 @@ async def _advisory_lock(url: str, poll_secs: float) -> TraderLock:
     conn.add_termination_listener(session_ended)
     watcher = asyncio.create_task(watch(), name="trader-lock-watch")
     return lock
+
+
+async def _locked_session(dsn: str, poll_secs: float) -> asyncpg.Connection:
+    """A session holding the trader lock, once no other does; waiting through outages of the database."""
+    waiting = unreachable = False
+    while True:
+        conn = None
+        try:
+            conn = await asyncpg.connect(dsn, timeout=LOCK_CHECK_TIMEOUT_SECS)
+            while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", TRADER_LOCK_KEY,
+                                          timeout=LOCK_CHECK_TIMEOUT_SECS):
+                if not waiting:
+                    waiting = True
+                    log.warning("trader_lock_waiting", lock=f"PostgreSQL advisory lock {TRADER_LOCK_KEY}")
+                await asyncio.sleep(poll_secs)
+            return conn
+        except _UNREACHABLE as exc:
+            if not unreachable:
+                unreachable = True
+                log.warning("trader_lock_unreachable", error=f"{type(exc).__name__}: {exc}")
+            if conn is not None:
+                conn.terminate()
+        except BaseException:
+            if conn is not None:
+                conn.terminate()
+            raise
+        await asyncio.sleep(poll_secs)
 
 
 async def _file_lock(path: Path, poll_secs: float) -> TraderLock:
