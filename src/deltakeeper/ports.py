@@ -74,7 +74,8 @@ class Exchange(Protocol):
 
 
 class Journal(Protocol):
-    """The durable record of everything the bot decided and the exchange did."""
+    """The durable record of everything the bot decided and the exchange did. A call not done within
+    DK_JOURNAL_TIMEOUT_SECS raises JournalUnavailable, and keeps nothing of itself."""
 
     async def record_decision(
         self, decision: DecisionRecord, pending_order: OrderRecord | None = None
