@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import signal
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 
@@ -17,6 +18,7 @@ from deltakeeper.app.execution import ExecutionOptions, ExecutionStyle
 from deltakeeper.app.journal_writes import WatchedJournal
 from deltakeeper.app.margin_watch import CoinNeutralMarketState, MarginWatch
 from deltakeeper.app.rebalance import Hedger, HedgerOptions
+from deltakeeper.app.reconciliation import halt_on_foreign_order
 from deltakeeper.app.runner import Runner
 from deltakeeper.app.watch import Watch
 from deltakeeper.backtest.settings import BacktestSettings
@@ -30,9 +32,10 @@ from deltakeeper.ports import Alerts, Clock, Exchange
 
 if TYPE_CHECKING:
     from deltakeeper.adapters.http import HttpServer
-    from deltakeeper.adapters.journal.store import SqlJournal
+    from deltakeeper.adapters.journal.store import SqlJournal, TraderLock
 
 log = structlog.get_logger("deltakeeper")
+T = TypeVar("T")
 
 
 def price_symbol(asset: str, instruments: Mapping[str, Instrument]) -> str | None:
@@ -244,26 +247,83 @@ def http_port_path(settings: Settings) -> Path:
     return settings.data_dir / "http_port"
 
 
-async def run_service(settings: Settings, duration_secs: float | None = None) -> None:
-    """Upgrade the journal, take the trader lock, wire everything, run until stopped."""
+ExchangeFactory = Callable[[Settings], tuple[Exchange, Clock]]
+
+
+async def run_service(
+    settings: Settings, duration_secs: float | None = None, exchange_factory: ExchangeFactory = build_exchange
+) -> None:
+    """Stand by until this process holds the trader lock; then upgrade the journal, wire everything and
+    trade until stopped. A lost lock stops the sending at once, then the trading, and the process stands
+    by again (a takeover reconciles before it trades, as a start does)."""
     from deltakeeper.adapters.http import check_bind
-    from deltakeeper.adapters.journal.migrate import upgrade
-    from deltakeeper.adapters.journal.store import acquire_trader_lock, create_journal
+    from deltakeeper.adapters.journal.store import LOCK_POLL_SECS, take_trader_lock
 
     check_bind(settings.http_host, settings.secret("http_token"))
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    await asyncio.to_thread(upgrade, settings.database)
-    async with acquire_trader_lock(settings.database, settings.data_dir):
-        exchange, clock = build_exchange(settings)
-        journal = create_journal(settings.database)
-        alerts = build_alerts(settings)
-        await alerts.start()  # type: ignore[attr-defined]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def request_stop() -> None:
+        if not stop.is_set():
+            stop.set()
+            loop.call_later(SLOW_STOP_SECS, _log_slow_stop)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, request_stop)
+    if duration_secs is not None:
+        loop.call_later(duration_secs, request_stop)
+    lost = False
+    while not stop.is_set():
+        first_try_after_secs = LOCK_POLL_SECS * 3 if lost else 0  # a standby's turn first
+        standby = build_standby_server(settings)
+        await _serve_http(settings, standby)
         try:
-            await _serve(settings, exchange, journal, clock, alerts, duration_secs)
+            lock = await _unless_stopped(stop, take_trader_lock(
+                settings.database, settings.data_dir, first_try_after_secs=first_try_after_secs
+            ))
         finally:
-            await exchange.close()
-            await journal.close()
-            await alerts.aclose()  # type: ignore[attr-defined]
+            await _stop_http(settings, standby)
+        if lock is None:
+            return
+        try:
+            await _trade(settings, exchange_factory, lock, stop)
+        finally:
+            await lock.release()
+        lost = not lock.held()
+
+
+async def _unless_stopped(stop: asyncio.Event, waiting: Coroutine[object, object, T]) -> T | None:
+    """`waiting`'s result, or None (and `waiting` cancelled) if `stop` comes first."""
+    task = asyncio.ensure_future(waiting)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    return None if task.cancelled() else task.result()
+
+
+async def _trade(settings: Settings, exchange_factory: ExchangeFactory, lock: TraderLock,
+                 stop: asyncio.Event) -> None:
+    """Trade while holding `lock`: the schema is upgraded by the lock's holder only."""
+    from deltakeeper.adapters.journal.migrate import upgrade
+    from deltakeeper.adapters.journal.store import create_journal
+
+    await asyncio.to_thread(upgrade, settings.database)
+    exchange, clock = exchange_factory(settings)
+    journal = create_journal(settings.database, settings.journal_timeout_secs)
+    alerts = build_alerts(settings)
+    await alerts.start()  # type: ignore[attr-defined]
+    try:
+        await _serve(settings, exchange, journal, clock, alerts, stop, lock)
+    finally:
+        await exchange.close()
+        await journal.close()
+        await alerts.aclose()  # type: ignore[attr-defined]
 
 
 async def build_runner(
@@ -307,6 +367,7 @@ async def build_runner(
     journal_writes = WatchedJournal(journal)
     hedger = Hedger(exchange, journal_writes, clock, alerts, state, policies, options)
     control = OperatorControl(hedger, journal, control_event_recorder(journal))
+    hedger.on_foreign_order = functools.partial(halt_on_foreign_order, control, alerts)
     margin = MarginWatch(
         hedger,
         min_headroom=limits.min_margin_headroom,
@@ -406,6 +467,31 @@ def stop_bound_secs(settings: Settings) -> float:
     return job + drain + close
 
 
+def build_standby_server(settings: Settings) -> HttpServer:
+    """The HTTP server of a process waiting for the trader lock: alive, not ready, nothing to control."""
+    from deltakeeper.adapters.http import HttpServer
+
+    async def not_ready() -> tuple[bool, dict[str, Any]]:
+        return False, {"trader_lock": "waiting: another instance trades this journal"}
+
+    return HttpServer(
+        settings.http_host, settings.http_port, settings.secret("http_token"),
+        status=lambda: {"trading_state": "standby"}, metrics=lambda: "", ready=not_ready,
+        control=None, journal_api=None, alive=lambda: True,
+    )
+
+
+async def _serve_http(settings: Settings, server: HttpServer) -> None:
+    """Start `server`, its port written where `status` and `healthcheck` look."""
+    port = await server.start()
+    http_port_path(settings).write_text(f"{port}\n")
+
+
+async def _stop_http(settings: Settings, server: HttpServer) -> None:
+    http_port_path(settings).unlink(missing_ok=True)
+    await server.stop()
+
+
 SLOW_STOP_SECS = 10.0
 """After this long stopping (in-flight orders settle first, each within DK_ORDER_TIMEOUT_SECS), the tasks
 still running are logged with where each waits (`stop_slow`)."""
@@ -435,27 +521,33 @@ async def _serve(
     journal: SqlJournal,
     clock: Clock,
     alerts: Alerts,
-    duration_secs: float | None,
+    stop: asyncio.Event,
+    lock: TraderLock,
 ) -> None:
     runner = await build_runner(settings, exchange, journal, clock, alerts)
+    hedger = runner.hedger
+    session_stop = asyncio.Event()
+    """Set when the service stops, or the trader lock is lost."""
+    lost_alerts: list[asyncio.Task[None]] = []
+
+    def lock_lost(cause: str) -> None:
+        # Synchronous, in the lock's callback: HALTED before anything else runs, so that the order path's
+        # halted check refuses every order from now on; then the session stops and stands by.
+        hedger.trading = hedger.trading.halt(f"trader lock lost: {cause}")
+        log.error("trader_lock_lost", cause=cause)
+        lost_alerts.append(asyncio.create_task(alerts.send(
+            "error", "trader_lock_lost", f"trader lock lost ({cause}): no order is sent; standing by"
+        )))
+        session_stop.set()
+
+    lock.on_lost(lock_lost)
+    forward = asyncio.create_task(stop.wait())
+    forward.add_done_callback(lambda _: session_stop.set())
     server = build_http_server(settings, runner, journal)
-    port_path = http_port_path(settings)
-    port = await server.start()
-    port_path.write_text(f"{port}\n")
     try:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-
-        def request_stop() -> None:
-            if not stop.is_set():
-                stop.set()
-                loop.call_later(SLOW_STOP_SECS, _log_slow_stop)
-
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, request_stop)
-        if duration_secs is not None:
-            loop.call_later(duration_secs, request_stop)
-        await runner.run(stop)
+        await _serve_http(settings, server)
+        await runner.run(session_stop)
     finally:
-        port_path.unlink(missing_ok=True)
-        await server.stop()
+        forward.cancel()
+        await _stop_http(settings, server)
+        await asyncio.gather(*lost_alerts, return_exceptions=True)

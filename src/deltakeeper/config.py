@@ -138,6 +138,8 @@ class Settings(BaseSettings):
 
     data_dir: Path = Path("./data")
     database_url: str | None = None
+    journal_timeout_secs: float = Field(default=5, gt=0)
+    """A journal write or trading read not done within this long raises: the order path sends nothing."""
 
     assets: dict[str, AssetSettings] = Field(default_factory=dict)
     external: dict[str, Annotated[Decimal, AfterValidator(_number_in_range)]] = Field(default_factory=dict)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Protocol
@@ -74,7 +74,8 @@ class Exchange(Protocol):
 
 
 class Journal(Protocol):
-    """The durable record of everything the bot decided and the exchange did."""
+    """The durable record of everything the bot decided and the exchange did. A call not done within
+    DK_JOURNAL_TIMEOUT_SECS raises JournalUnavailable, and keeps nothing of itself."""
 
     async def record_decision(
         self, decision: DecisionRecord, pending_order: OrderRecord | None = None
@@ -87,7 +88,12 @@ class Journal(Protocol):
         ...
 
     async def update_order(self, state: OrderState) -> None:
-        """Apply an exchange's view of an order, matched by client order id, else exchange order id."""
+        """Apply an exchange's view of an order, matched by client order id, else exchange order id.
+        Raises ForeignOrder for an order with our client-id prefix that the journal did not create."""
+        ...
+
+    async def unknown_client_ids(self, client_order_ids: Collection[str]) -> set[str]:
+        """Those of `client_order_ids` that no journaled order carries."""
         ...
 
     async def record_fills(self, fills: Sequence[Fill]) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
@@ -14,17 +15,18 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, StatementError
+from structlog.testing import capture_logs
+from tests.integration.service_harness import until
 
 from deltakeeper.adapters.journal import (
     SqlJournal,
-    TraderLockHeld,
-    acquire_trader_lock,
     create_journal,
     normalise_url,
+    take_trader_lock,
     upgrade,
 )
 from deltakeeper.adapters.journal.models import metadata, snapshots
-from deltakeeper.domain.errors import ConfigError
+from deltakeeper.domain.errors import ConfigError, ForeignOrder
 from deltakeeper.domain.exposure import AssetDelta
 from deltakeeper.domain.orders import (
     Fill,
@@ -32,7 +34,6 @@ from deltakeeper.domain.orders import (
     OrderRequest,
     OrderState,
     OrderStatus,
-    OrderType,
     Side,
     client_order_id,
 )
@@ -213,14 +214,17 @@ async def test_an_update_without_client_id_matches_by_exchange_order_id(journal:
     assert (row["client_order_id"], row["status"]) == (order.client_order_id, "canceled")
 
 
-async def test_an_unknown_order_is_adopted_only_when_its_client_id_is_ours(journal: SqlJournal) -> None:
-    await journal.update_order(exchange_state("dk99a0", OrderStatus.OPEN, exchange_id="X1"))
+async def test_an_unknown_order_is_never_adopted_and_one_with_our_prefix_is_foreign(journal: SqlJournal
+                                                                                  ) -> None:
+    with pytest.raises(ForeignOrder, match="dk99a0 on BTC/USDT:USDT carries our client-id prefix"):
+        await journal.update_order(exchange_state("dk99a0", OrderStatus.OPEN, exchange_id="X1"))
     await journal.update_order(exchange_state("manual-order", OrderStatus.OPEN, exchange_id="X2"))
     await journal.update_order(exchange_state(None, OrderStatus.OPEN, exchange_id="X3"))
 
-    [adopted] = await journal.open_orders()
-    assert (adopted.client_order_id, adopted.decision_id, adopted.exchange_order_id) == ("dk99a0", 0, "X1")
-    assert adopted.order_type is OrderType.MARKET
+    assert await journal.list_orders() == []
+    await journal.record_order(pending_order(7))
+    known = pending_order(7).client_order_id
+    assert await journal.unknown_client_ids({known, "dk99a0"}) == {"dk99a0"}
 
 
 async def test_record_order_replaces_a_live_order_by_client_id(journal: SqlJournal) -> None:
@@ -342,13 +346,17 @@ async def test_snapshots_store_one_row_per_asset(journal: SqlJournal) -> None:
     ]
 
 
-async def test_the_trader_lock_refuses_a_second_holder(database_url: str, tmp_path: Path) -> None:
-    async with acquire_trader_lock(database_url, tmp_path):
-        with pytest.raises(TraderLockHeld, match="another deltakeeper trader"):
-            async with acquire_trader_lock(database_url, tmp_path):
-                pytest.fail("a second trader got the lock")
-    async with acquire_trader_lock(database_url, tmp_path):
-        pass
+async def test_a_second_trader_lock_holder_waits_until_the_first_releases(database_url: str,
+                                                                          tmp_path: Path) -> None:
+    first = await take_trader_lock(database_url, tmp_path, poll_secs=0.05)
+    with capture_logs() as logs:
+        second = asyncio.create_task(take_trader_lock(database_url, tmp_path, poll_secs=0.05))
+        await until(lambda: any(entry["event"] == "trader_lock_waiting" for entry in logs), 5, "a standby")
+    assert not second.done()
+    await first.release()
+    lock = await second
+    assert lock.held()
+    await lock.release()
 
 
 def test_database_urls_are_mapped_to_async_drivers() -> None:
@@ -394,3 +402,15 @@ async def test_an_order_the_database_refuses_takes_its_decision_back_with_it(jou
     await journal.record_decision(decision(13), pending_order(decision_id=13))  # and the journal goes on
     assert [d["decision_id"] for d in await journal.list_decisions()] == [13]
     assert [o["decision_id"] for o in await journal.list_orders()] == [13]
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_a_standby_waits_through_an_unreachable_database(database_url: str, tmp_path: Path) -> None:
+    closed_port = "postgresql://postgres@127.0.0.1:1/none"
+    with capture_logs() as logs:
+        standby = asyncio.create_task(take_trader_lock(closed_port, tmp_path, poll_secs=0.05))
+        await until(lambda: any(entry["event"] == "trader_lock_unreachable" for entry in logs), 5, "a retry")
+    assert not standby.done()
+    standby.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await standby

@@ -5,13 +5,14 @@ ready (`/readyz`) until a write succeeds again, and blind past DK_BLIND_ALERT_SE
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import TypeVar
 
 import structlog
 
+from deltakeeper.domain.errors import ForeignOrder
 from deltakeeper.domain.exposure import AssetDelta
 from deltakeeper.domain.orders import Fill, FundingPayment, OrderState
 from deltakeeper.domain.records import ControlState, DecisionRecord, OrderRecord
@@ -39,6 +40,8 @@ class WatchedJournal:
     async def _write(self, write: Awaitable[T]) -> T:
         try:
             result = await write
+        except ForeignOrder:  # refused, not failed: the journal works
+            raise
         except BaseException as exc:
             if self.failing_since is None:
                 self.failing_since = self.monotonic()
@@ -82,6 +85,9 @@ class WatchedJournal:
 
     async def open_orders(self) -> list[OrderRecord]:
         return await self.journal.open_orders()
+
+    async def unknown_client_ids(self, client_order_ids: Collection[str]) -> set[str]:
+        return await self.journal.unknown_client_ids(client_order_ids)
 
     async def last_fill_ts(self) -> datetime | None:
         return await self.journal.last_fill_ts()

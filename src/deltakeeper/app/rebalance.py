@@ -8,7 +8,7 @@ import contextlib
 import itertools
 import math
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -34,6 +34,7 @@ from deltakeeper.domain.decide_policies import (
     proxy_view,
     residual_vol,
 )
+from deltakeeper.domain.errors import ForeignOrder
 from deltakeeper.domain.exposure import AssetDelta
 from deltakeeper.domain.instruments import Instrument, is_stable
 from deltakeeper.domain.orders import (
@@ -137,6 +138,8 @@ class Hedger:
         self.trading = risk.StateMachine()
         self.margin_context: risk.MarginSource = risk.no_margin_context  # app/margin_watch.py
         self.on_liquidation: risk.LiquidationHandler | None = None
+        self.on_foreign_order: Callable[[ForeignOrder], Awaitable[None]] | None = None
+        """Another trader's order with our prefix (app/reconciliation.py `halt_on_foreign_order`)."""
         self.in_flight: dict[str, str] = {}
         self.last_reason: dict[str, str] = {}
         self.last_decision: dict[str, DecisionRecord] = {}
@@ -214,7 +217,12 @@ class Hedger:
             )
 
     async def on_order(self, order: OrderState) -> None:
-        await self.journal.update_order(order)
+        try:
+            await self.journal.update_order(order)
+        except ForeignOrder as found:
+            if self.on_foreign_order is None:
+                raise
+            await self.on_foreign_order(found)
 
     # -- the cycle ----------------------------------------------------------------------------
 

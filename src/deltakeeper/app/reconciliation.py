@@ -10,9 +10,11 @@ from datetime import datetime, timedelta
 
 import structlog
 
+from deltakeeper.app.control import OperatorControl, halt
+from deltakeeper.domain.errors import ForeignOrder
 from deltakeeper.domain.orders import Fill, OrderState, OrderStatus, is_ours
 from deltakeeper.domain.records import AccountSnapshot, OrderRecord
-from deltakeeper.ports import Clock, Exchange, Journal
+from deltakeeper.ports import Alerts, Clock, Exchange, Journal
 
 log = structlog.get_logger("deltakeeper.reconcile")
 
@@ -31,15 +33,19 @@ class Reconciliation:
     liquidations: tuple[Fill, ...] = ()
     """The liquidation and auto-deleveraging fills among those added: the exchange closed a position while
     the streams did not tell (the bot was down, or a stream missed it)."""
+    foreign_orders: tuple[ForeignOrder, ...] = ()
+    """Open orders, and orders of new fills, with our client-id prefix that the journal did not create:
+    another trader is on the account. Neither cancelled nor journaled as ours."""
 
 
 async def reconcile(
     exchange: Exchange, journal: Journal, clock: Clock, landing_secs: float, in_flight: Collection[str] = ()
 ) -> Reconciliation:
     """Settle every order the journal does not know the end of, by client order id; cancel open orders
-    of ours (the next decision re-sizes from scratch); backfill fills and funding since the journal's
-    cursors (the liquidation fills among them one by one, to know which are new); read the account. Raises
-    when the exchange cannot be read: trading must not start.
+    of ours (the next decision re-sizes from scratch), and report those with our prefix the journal did
+    not create (`foreign_orders`, left alone; so are the orders of new fills); backfill fills and funding
+    since the journal's cursors (the liquidation fills among them one by one, to know which are new); read
+    the account. Raises when the exchange cannot be read: trading must not start.
 
     `in_flight`: the client ids of orders the running bot is still sending or settling (a periodic
     reconciliation that gave up waiting for them): left to it. `landing_secs`: how long after it was
@@ -67,17 +73,25 @@ async def reconcile(
             )
         await journal.update_order(found)
         settled += 1
+    ours = [o for o in await exchange.fetch_open_orders()
+            if is_ours(o.client_order_id) and o.client_order_id not in in_flight]
+    foreign = await _foreign(journal, [(str(o.client_order_id), o.symbol) for o in ours])
     canceled = 0
-    for open_order in await exchange.fetch_open_orders():
-        cid = open_order.client_order_id
-        if is_ours(cid) and cid is not None and cid not in in_flight:
-            await exchange.cancel_order(open_order.symbol, cid)
-            canceled += 1
-            found = await exchange.fetch_order(open_order.symbol, cid)
-            await journal.update_order(found or open_order)
+    for open_order in ours:
+        cid = str(open_order.client_order_id)
+        if cid in foreign:
+            continue
+        await exchange.cancel_order(open_order.symbol, cid)
+        canceled += 1
+        found = await exchange.fetch_order(open_order.symbol, cid)
+        await journal.update_order(found or open_order)
     now = clock.now()
-    fills = await exchange.fetch_fills(_since(await journal.last_fill_ts(), now))
+    last_fill_ts = await journal.last_fill_ts()
+    fills = await exchange.fetch_fills(_since(last_fill_ts, now))
     funding = await exchange.fetch_funding_payments(_since(await journal.last_funding_ts(), now))
+    new_fills = [(str(f.client_order_id), f.symbol) for f in fills
+                 if is_ours(f.client_order_id) and (last_fill_ts is None or f.ts > last_fill_ts)]
+    foreign |= await _foreign(journal, new_fills)
     liquidations = [fill for fill in fills if fill.liquidation and await journal.record_fills([fill])]
     result = Reconciliation(
         orders_settled=settled,
@@ -86,6 +100,7 @@ async def reconcile(
         funding_added=await journal.record_funding(funding),
         account=await exchange.fetch_account(),
         liquidations=tuple(liquidations),
+        foreign_orders=tuple(foreign.values()),
     )
     log.info(
         "reconciled",
@@ -94,8 +109,15 @@ async def reconcile(
         fills_added=result.fills_added,
         funding_added=result.funding_added,
         liquidations=len(liquidations),
+        foreign_orders=sorted(foreign),
     )
     return result
+
+
+async def _foreign(journal: Journal, orders: list[tuple[str, str]]) -> dict[str, ForeignOrder]:
+    """Of (client order id, symbol) with our prefix, those the journal did not create."""
+    unknown = await journal.unknown_client_ids({cid for cid, _ in orders})
+    return {cid: ForeignOrder(cid, symbol) for cid, symbol in orders if cid in unknown}
 
 
 async def _look_up(exchange: Exchange, clock: Clock, order: OrderRecord, landing_secs: float
@@ -112,6 +134,17 @@ async def _look_up(exchange: Exchange, clock: Clock, order: OrderRecord, landing
             return found
         log.info("order_not_landed_yet", client_order_id=order.client_order_id, wait_secs=round(left_secs, 1))
         await asyncio.sleep(min(LOOK_AGAIN_SECS, left_secs))
+
+
+async def halt_on_foreign_order(control: OperatorControl, alerts: Alerts, found: ForeignOrder) -> None:
+    """Another trader is on the account: alert, and halt trading through the operator's control path
+    (journaled: it holds across restarts until someone resumes)."""
+    log.error("foreign_order_detected", client_order_id=found.client_order_id, symbol=found.symbol)
+    await alerts.send("error", "foreign_order_detected", str(found))
+    if not (await control.journal.control_state()).halted:
+        reason = f"foreign order {found.client_order_id} on {found.symbol}: another trader on the account"
+        await halt(control.journal, reason, "deltakeeper")
+    await control.poll()
 
 
 def _since(cursor: datetime | None, now: datetime) -> datetime:

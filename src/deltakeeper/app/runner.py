@@ -200,11 +200,14 @@ class Runner:
         return False
 
     async def _report_liquidations(self, result: Reconciliation) -> None:
-        """Liquidation fills that only reconciliation found are journaled and alerted as the stream's are."""
+        """Liquidation fills that only reconciliation found are journaled and alerted as the stream's are;
+        so are other traders' orders with our prefix."""
         handler = self.hedger.on_liquidation
         if handler is not None:
             for fill in result.liquidations:
                 await handler(fill)
+        if result.foreign_orders and self.hedger.on_foreign_order is not None:
+            await self.hedger.on_foreign_order(result.foreign_orders[0])
 
     async def _reconcile_quietly(self) -> None:
         """The periodic reconciliation: no new decision meanwhile, and in-flight orders are let end

@@ -38,3 +38,19 @@ class OrderOutcomeUnknown(DeltakeeperError):
 
 class StaleData(DeltakeeperError):
     """A price or position is older than the staleness limit."""
+
+
+class JournalUnavailable(DeltakeeperError):
+    """The journal did not answer within DK_JOURNAL_TIMEOUT_SECS: nothing of the call was kept, and no
+    order may be sent on it."""
+
+
+class ForeignOrder(DeltakeeperError):
+    """An order with our client-id prefix that this journal did not create: another trader is on the
+    account. Never adopted; trading halts."""
+
+    def __init__(self, client_order_id: str, symbol: str) -> None:
+        self.client_order_id = client_order_id
+        self.symbol = symbol
+        super().__init__(f"order {client_order_id} on {symbol} carries our client-id prefix but this journal "
+                         "did not create it: another trader is on the account")

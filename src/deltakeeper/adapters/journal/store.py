@@ -11,25 +11,27 @@ it returns.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import os
 import re
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, Dialect, Row, Select, Table, event, func, select, text
+import asyncpg
+import structlog
+from sqlalchemy import ColumnElement, Dialect, Row, Select, Table, event, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.pool import NullPool
 
 from deltakeeper.adapters.journal.migrate import normalise_url, sqlite_file
 from deltakeeper.adapters.journal.models import (
@@ -41,7 +43,7 @@ from deltakeeper.adapters.journal.models import (
     orders,
     snapshots,
 )
-from deltakeeper.domain.errors import ConfigError, DeltakeeperError
+from deltakeeper.domain.errors import ConfigError, ForeignOrder, JournalUnavailable
 from deltakeeper.domain.exposure import AssetDelta
 from deltakeeper.domain.orders import (
     Fill,
@@ -62,31 +64,43 @@ TRADER_LOCK_KEY = int.from_bytes(b"dktrader", "big", signed=True)
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 WRITER_RECYCLE_SECS = 1800.0
 """The PostgreSQL pool's `pool_recycle`, which also renews the journal's writer connection."""
+LOCK_POLL_SECS = 1.0
+"""How often a standby tries the trader lock, and the holder of a PostgreSQL lock checks it still has it."""
+LOCK_CHECK_TIMEOUT_SECS = 5.0
+"""A check of the PostgreSQL trader lock not answered within this long loses the lock."""
 
-
-class TraderLockHeld(DeltakeeperError):
-    """Another deltakeeper trader already holds this journal's trader lock."""
+log = structlog.get_logger("deltakeeper.journal")
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _connection_record: Any) -> None:
-    """WAL lets a CLI reader and the bot share the file; the busy timeout makes writers wait their turn."""
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-    cursor.close()
+def _sqlite_pragmas(busy_timeout_ms: int) -> Callable[[Any, Any], None]:
+    """WAL lets a CLI reader and the bot share the file; the busy timeout makes writers wait their turn,
+    and a writer that waits longer gives up (SQLITE_BUSY)."""
+
+    def on_connect(dbapi_connection: Any, _connection_record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
+        cursor.close()
+
+    return on_connect
 
 
-def create_journal(database_url: str) -> SqlJournal:
+def create_journal(database_url: str, timeout_secs: float | None = None) -> SqlJournal:
     """A journal over an upgraded database (see `migrate.upgrade`); `postgresql://` and `sqlite:///`
     URLs are mapped to their async drivers.
 
     SQLite gets one connection: its writes are serialised anyway, and a single connection means no
     read-then-write transaction in this process ever finds its snapshot overtaken by another.
+
+    `timeout_secs` (the service's DK_JOURNAL_TIMEOUT_SECS; None for the CLI's reads, unbounded): a journal
+    call not done within it raises JournalUnavailable, and the database stops the statement too: on
+    PostgreSQL the session's `statement_timeout` and the driver's command timeout (which cancels the
+    query on the server), on SQLite the busy timeout (a write waiting on another's lock gives up).
     """
     url = normalise_url(database_url)
     if make_url(url).get_backend_name() == "sqlite":
@@ -94,17 +108,25 @@ def create_journal(database_url: str) -> SqlJournal:
         # transaction on close (a commit in `begin()`, else a rollback), and `_InsertNew` commits or rolls
         # back its own; on aiosqlite the reset would be one more hop to the connection's thread per write.
         engine = create_async_engine(url, pool_size=1, max_overflow=0, pool_reset_on_return=None)
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        busy_ms = SQLITE_BUSY_TIMEOUT_MS if timeout_secs is None else max(1, round(timeout_secs * 1000))
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas(busy_ms))
     else:
-        engine = create_async_engine(url, pool_size=5, max_overflow=5, pool_recycle=WRITER_RECYCLE_SECS)
-    return SqlJournal(engine)
+        bounds: dict[str, Any] = {}
+        if timeout_secs is not None:
+            statement_ms = str(max(1, round(timeout_secs * 1000)))
+            bounds = {"timeout": timeout_secs, "command_timeout": timeout_secs,
+                      "server_settings": {"statement_timeout": statement_ms}}
+        engine = create_async_engine(url, pool_size=5, max_overflow=5, pool_recycle=WRITER_RECYCLE_SECS,
+                                     connect_args=bounds)
+    return SqlJournal(engine, timeout_secs)
 
 
 class SqlJournal:
     """The journal (ports.Journal) on SQLite or PostgreSQL, plus the queries the CLI reads."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, timeout_secs: float | None = None) -> None:
         self._engine = engine
+        self._timeout_secs = timeout_secs
         self._postgresql = engine.dialect.name == "postgresql"
         self._insert = postgresql.insert if self._postgresql else sqlite.insert
         self._new_fills = _InsertNew(fills, ("symbol", "trade_id"), engine.dialect)
@@ -129,6 +151,25 @@ class SqlJournal:
     async def close(self) -> None:
         await self._drop_writer(invalidate=False)
         await self._engine.dispose()
+
+    @asynccontextmanager
+    async def _bounded(self, what: str) -> AsyncIterator[None]:
+        """Run the block within the journal's timeout, else raise JournalUnavailable. A call cut short
+        leaves nothing behind: its transaction is rolled back, or its connection dropped (the writer's,
+        see `_run_on_writer`), and the database has stopped the statement itself (see `create_journal`)."""
+        if self._timeout_secs is None:
+            yield
+            return
+        try:
+            async with asyncio.timeout(self._timeout_secs):
+                yield
+        except TimeoutError as exc:
+            raise JournalUnavailable(f"journal {what}: no answer within {self._timeout_secs} s") from exc
+        except DBAPIError as exc:
+            if not _timed_out(exc):
+                raise
+            raise JournalUnavailable(f"journal {what}: no answer within {self._timeout_secs} s "
+                                     f"({exc.orig})") from exc
 
     # -- writes ---------------------------------------------------------------------------------
 
@@ -196,18 +237,15 @@ class SqlJournal:
         """Apply the exchange's view of an order, found by client order id, else exchange order id.
 
         Stale updates are ignored: a final status never moves back to a non-final one, and the filled
-        amount never shrinks. An order the journal does not know is inserted (decision id 0) when its
-        client id carries our prefix (`dk`): we sent it, the journal lost it. Any other unknown order
-        was placed by someone else on the account and is not ours to journal.
+        amount never shrinks. An order the journal does not know is not journaled: placed by someone else
+        on the account, it is not ours; with our client-id prefix (`dk`), which every order we send is
+        journaled with before it leaves, another trader is on the account: ForeignOrder is raised.
         """
-        async with self._engine.begin() as conn:
+        async with self._bounded("order update"), self._engine.begin() as conn:
             found = await self._find_order(conn, state)
             if found is None:
                 if is_ours(state.client_order_id):
-                    await conn.execute(
-                        self._insert(orders).on_conflict_do_nothing(index_elements=["client_order_id"]),
-                        [self._adopted_order_row(state)],
-                    )
+                    raise ForeignOrder(str(state.client_order_id), state.symbol)
                 return
             order_id, status, filled_contracts = found
             if (status.is_final and not state.status.is_final) or state.filled_contracts < filled_contracts:
@@ -239,29 +277,6 @@ class SqlJournal:
                 if row is not None:
                     return row.id, OrderStatus(row.status), row.filled_contracts
         return None
-
-    @staticmethod
-    def _adopted_order_row(state: OrderState) -> dict[str, Any]:
-        return {
-            "client_order_id": state.client_order_id,
-            "decision_id": 0,
-            "exchange_order_id": state.exchange_order_id,
-            "symbol": state.symbol,
-            "asset": None,
-            "side": state.side.value,
-            "order_type": state.order_type.value,
-            "amount_contracts": state.amount_contracts,
-            "price": state.price,
-            "reference_price": None,
-            "reduce_only": False,
-            "status": state.status.value,
-            "filled_contracts": state.filled_contracts,
-            "average_price": state.average_price,
-            "reject_reason": state.reject_reason,
-            "created_ts": state.ts,
-            "updated_ts": state.ts,
-            "recorded_at": _now(),
-        }
 
     async def record_fills(self, new_fills: Sequence[Fill]) -> int:
         """Store fills once each (unique on symbol and trade id), in one transaction; returns how many
@@ -317,15 +332,16 @@ class SqlJournal:
         """Run each statement on its rows, all in one transaction committed on return; how many rows
         each added (or, for an upsert, changed). Every value is bound before anything is written."""
         bound = [(insert, insert.bind(rows)) for insert, rows in writes]
-        if self._postgresql and not self._writer_busy:
-            self._writer_busy = True
-            try:
-                return await self._run_on_writer(bound)
-            finally:
-                self._writer_busy = False
-        async with self._engine.connect() as conn:
-            driver: Any = (await conn.get_raw_connection()).driver_connection
-            return await self._run(driver, bound)
+        async with self._bounded("write"):
+            if self._postgresql and not self._writer_busy:
+                self._writer_busy = True
+                try:
+                    return await self._run_on_writer(bound)
+                finally:
+                    self._writer_busy = False
+            async with self._engine.connect() as conn:
+                driver: Any = (await conn.get_raw_connection()).driver_connection
+                return await self._run(driver, bound)
 
     async def _run(self, driver: Any, bound: list[tuple[_InsertNew, list[list[Any]]]]) -> list[int]:
         """Run bound statements on the driver's connection in one transaction. PostgreSQL: one statement
@@ -391,7 +407,7 @@ class SqlJournal:
             for delta in deltas.values()
         ]
         if rows:
-            async with self._engine.begin() as conn:
+            async with self._bounded("snapshot"), self._engine.begin() as conn:
                 await conn.execute(snapshots.insert(), rows)
 
     async def set_control_state(self, state: ControlState) -> None:
@@ -405,7 +421,7 @@ class SqlJournal:
             index_elements=["id"], set_={name: insert.excluded[name] for name in row if name != "id"}
         )
         action = "halt" if state.halted else "resume"
-        async with self._engine.begin() as conn:
+        async with self._bounded("control state"), self._engine.begin() as conn:
             await conn.execute(upsert)
             await conn.execute(control_events.insert().values(ts=ts, action=action, by=state.by,
                                                               reason=state.reason))
@@ -417,9 +433,19 @@ class SqlJournal:
         unknown), oldest first."""
         query = (select(orders).where(orders.c.status.in_(OPEN_STATUSES))
                  .order_by(orders.c.created_ts, orders.c.id))
-        async with self._engine.connect() as conn:
+        async with self._bounded("open orders"), self._engine.connect() as conn:
             rows = (await conn.execute(query)).all()
         return [_order_record(row) for row in rows]
+
+    async def unknown_client_ids(self, client_order_ids: Collection[str]) -> set[str]:
+        """Those of `client_order_ids` that no order of the journal carries."""
+        wanted = set(client_order_ids)
+        if not wanted:
+            return set()
+        query = select(orders.c.client_order_id).where(orders.c.client_order_id.in_(sorted(wanted)))
+        async with self._bounded("read"), self._engine.connect() as conn:
+            known = set((await conn.execute(query)).scalars())
+        return wanted - known
 
     async def last_fill_ts(self) -> datetime | None:
         return await self._scalar(select(func.max(fills.c.ts)))
@@ -436,20 +462,20 @@ class SqlJournal:
         if self._engine.dialect.name == "postgresql":
             total = await self._scalar(select(func.sum(fills.c.notional_usd)).where(fills.c.ts >= since))
             return total if total is not None else Decimal(0)
-        async with self._engine.connect() as conn:
+        async with self._bounded("traded"), self._engine.connect() as conn:
             amounts = (await conn.execute(select(fills.c.notional_usd).where(fills.c.ts >= since))).scalars()
             return sum(amounts, Decimal(0))
 
     async def control_state(self) -> ControlState:
         """The operator's word; not halted when nobody has spoken yet."""
-        async with self._engine.connect() as conn:
+        async with self._bounded("control state"), self._engine.connect() as conn:
             row = (await conn.execute(select(control).where(control.c.id == 1))).first()
         if row is None:
             return ControlState(halted=False)
         return ControlState(halted=row.halted, reason=row.reason, by=row.by, ts=row.ts, extra=dict(row.extra))
 
     async def _scalar(self, query: Select[Any]) -> Any:
-        async with self._engine.connect() as conn:
+        async with self._bounded("read"), self._engine.connect() as conn:
             return await conn.scalar(query)
 
     # -- reads for the CLI ----------------------------------------------------------------------
@@ -518,9 +544,25 @@ class SqlJournal:
             else:
                 symbol = _filtered_column(table, "asset", asset)
                 query = query.where(symbol.startswith(f"{asset}/", autoescape=True))
-        async with self._engine.connect() as conn:
+        async with self._bounded("read"), self._engine.connect() as conn:
             rows = (await conn.execute(query)).all()
         return [dict(row._mapping) for row in rows]
+
+
+_TIMEOUT_SQLSTATES = frozenset({"57014", "55P03"})
+"""PostgreSQL's query_canceled (the statement timeout, a cancel) and lock_not_available."""
+
+
+def _timed_out(exc: DBAPIError) -> bool:
+    """Whether the database stopped a statement at the journal's bound: SQLite's busy timeout, PostgreSQL's
+    statement timeout, the driver's command timeout."""
+    cause: BaseException | None = exc.orig
+    while cause is not None:
+        if (isinstance(cause, TimeoutError) or getattr(cause, "sqlstate", None) in _TIMEOUT_SQLSTATES
+                or str(getattr(cause, "sqlite_errorname", "")).startswith("SQLITE_BUSY")):
+            return True
+        cause = cause.__cause__
+    return False
 
 
 def _numeric_text(value: Any) -> str | None:
@@ -669,57 +711,161 @@ def _order_record(row: Row[Any]) -> OrderRecord:
     )
 
 
-@asynccontextmanager
-async def acquire_trader_lock(database_url: str, data_dir: str | Path) -> AsyncIterator[None]:
-    """Hold the one-trader-per-journal lock for the life of the block; raise TraderLockHeld if another
-    process (or another holder in this one) has it.
+class TraderLock:
+    """The one-trader-per-journal lock, held from `take_trader_lock` until `release`. `held()` turns False
+    the moment the lock is lost (on PostgreSQL, its session ended or stopped answering), and the listeners
+    are called then, synchronously: whatever they stop, nothing runs in between."""
+
+    def __init__(self, release: Callable[[], Awaitable[None]]) -> None:
+        self._release = release
+        self._listeners: list[Callable[[str], None]] = []
+        self.lost_cause: str | None = None
+
+    def held(self) -> bool:
+        return self.lost_cause is None
+
+    def on_lost(self, listener: Callable[[str], None]) -> None:
+        """Call `listener(cause)` when the lock is lost; at once if it already is."""
+        self._listeners.append(listener)
+        if self.lost_cause is not None:
+            listener(self.lost_cause)
+
+    def lose(self, cause: str) -> None:
+        if self.lost_cause is None:
+            self.lost_cause = cause
+            for listener in self._listeners:
+                listener(cause)
+
+    async def release(self) -> None:
+        await self._release()
+
+
+async def take_trader_lock(database_url: str, data_dir: str | Path, poll_secs: float = LOCK_POLL_SECS,
+                           first_try_after_secs: float = 0) -> TraderLock:
+    """Wait until this process holds the one-trader-per-journal lock, trying every `poll_secs` (the first
+    time after `first_try_after_secs`: a trader that has just lost it lets a standby take it): while
+    another process (or another holder in this one) has it, this one is a standby (`trader_lock_waiting`
+    is logged once).
 
     PostgreSQL: a session advisory lock on a dedicated connection, released when it closes (also when
-    the process dies). SQLite: an exclusive flock on `<database file>.lock` (in-memory SQLite:
-    `<data_dir>/deltakeeper.lock`), released by the kernel when the file closes.
+    the process dies), and watched: the connection's end, or a check every `poll_secs` that finds it
+    gone or gets no answer, loses it. SQLite: an exclusive flock on `<database file>.lock` (in-memory
+    SQLite: `<data_dir>/deltakeeper.lock`), released by the kernel when the file closes.
     """
     url = normalise_url(database_url)
+    await asyncio.sleep(first_try_after_secs)
     if make_url(url).get_backend_name() == "postgresql":
-        async with _advisory_lock(url):
-            yield
-    else:
-        database_file = sqlite_file(url)
-        lock_path = (Path(f"{database_file}.lock") if database_file is not None
-                     else Path(data_dir) / "deltakeeper.lock")
-        with _file_lock(lock_path):
-            yield
+        return await _advisory_lock(url, poll_secs)
+    database_file = sqlite_file(url)
+    lock_path = (Path(f"{database_file}.lock") if database_file is not None
+                 else Path(data_dir) / "deltakeeper.lock")
+    return await _file_lock(lock_path, poll_secs)
 
 
 @asynccontextmanager
-async def _advisory_lock(url: str) -> AsyncIterator[None]:
-    engine = create_async_engine(url, poolclass=NullPool)
+async def acquire_trader_lock(database_url: str, data_dir: str | Path, poll_secs: float = LOCK_POLL_SECS
+                              ) -> AsyncIterator[TraderLock]:
+    """`take_trader_lock` for the life of the block."""
+    lock = await take_trader_lock(database_url, data_dir, poll_secs)
     try:
-        async with engine.connect() as conn:
-            acquired = await conn.scalar(text("SELECT pg_try_advisory_lock(:key)"), {"key": TRADER_LOCK_KEY})
-            await conn.commit()  # the lock belongs to the session: no transaction is left open
-            if not acquired:
-                raise TraderLockHeld(
-                    f"another deltakeeper trader holds this database's trader lock "
-                    f"(PostgreSQL advisory lock {TRADER_LOCK_KEY}); stop it before starting another"
-                )
-            yield
+        yield lock
     finally:
-        await engine.dispose()  # closing the session releases the lock
+        await lock.release()
 
 
-@contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a+") as handle:
+_LOCK_HELD_SQL = (
+    "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1 "
+    "AND pid = pg_backend_pid() AND (classid::bigint << 32 | objid::bigint) = $1)"
+)
+
+
+_UNREACHABLE = (OSError, TimeoutError, asyncpg.CannotConnectNowError, asyncpg.ConnectionDoesNotExistError)
+"""The database is down, starting or restarting: a standby waits for it as for the lock."""
+
+
+async def _advisory_lock(url: str, poll_secs: float) -> TraderLock:
+    dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    conn = await _locked_session(dsn, poll_secs)
+
+    def session_ended(_conn: object) -> None:
+        lock.lose("the lock's database session ended")
+
+    async def watch() -> None:
+        while True:
+            await asyncio.sleep(poll_secs)
+            try:
+                still_held = await conn.fetchval(_LOCK_HELD_SQL, TRADER_LOCK_KEY,
+                                                 timeout=LOCK_CHECK_TIMEOUT_SECS)
+            except Exception as exc:
+                lock.lose(f"the lock's database session does not answer: {type(exc).__name__} {exc}")
+                return
+            if not still_held:
+                lock.lose("the database no longer shows the lock held by this session")
+                return
+
+    async def release() -> None:
+        conn.remove_termination_listener(session_ended)
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+        conn.terminate()  # the server ends the session, and its lock with it
+
+    lock = TraderLock(release)
+    conn.add_termination_listener(session_ended)
+    watcher = asyncio.create_task(watch(), name="trader-lock-watch")
+    return lock
+
+
+async def _locked_session(dsn: str, poll_secs: float) -> asyncpg.Connection:
+    """A session holding the trader lock, once no other does; waiting through outages of the database."""
+    waiting = unreachable = False
+    while True:
+        conn = None
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown"
-            raise TraderLockHeld(
-                f"another deltakeeper trader (pid {holder}) holds {path}; stop it before starting another"
-            ) from None
+            conn = await asyncpg.connect(dsn, timeout=LOCK_CHECK_TIMEOUT_SECS)
+            while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", TRADER_LOCK_KEY,
+                                          timeout=LOCK_CHECK_TIMEOUT_SECS):
+                if not waiting:
+                    waiting = True
+                    log.warning("trader_lock_waiting", lock=f"PostgreSQL advisory lock {TRADER_LOCK_KEY}")
+                await asyncio.sleep(poll_secs)
+            return conn
+        except _UNREACHABLE as exc:
+            if not unreachable:
+                unreachable = True
+                log.warning("trader_lock_unreachable", error=f"{type(exc).__name__}: {exc}")
+            if conn is not None:
+                conn.terminate()
+        except BaseException:
+            if conn is not None:
+                conn.terminate()
+            raise
+        await asyncio.sleep(poll_secs)
+
+
+async def _file_lock(path: Path, poll_secs: float) -> TraderLock:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = path.open("a+")
+    try:
+        waiting = False
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not waiting:
+                    waiting = True
+                    handle.seek(0)
+                    holder = handle.read().strip() or None
+                    log.warning("trader_lock_waiting", lock=str(path), holder_pid=holder)
+                await asyncio.sleep(poll_secs)
         handle.truncate(0)
         handle.write(str(os.getpid()))
         handle.flush()
-        yield
+    except BaseException:
+        handle.close()
+        raise
+
+    async def release() -> None:
+        handle.close()
+
+    return TraderLock(release)
