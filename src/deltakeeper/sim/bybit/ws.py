@@ -20,6 +20,7 @@ from aiohttp import WSMsgType, web
 
 from deltakeeper.domain.orders import Quote
 from deltakeeper.sim.bybit.auth import check_ws
+from deltakeeper.sim.bybit.faults import Faults
 from deltakeeper.sim.bybit.protocol import CATEGORIES, SPOT, BybitError
 from deltakeeper.sim.bybit.rest import book_item, ticker_item, wall_ms
 from deltakeeper.sim.bybit.venue import BybitVenue
@@ -62,6 +63,8 @@ class Hub:
         self.venue = venue
         self.connections: set[Connection] = set()
         self._dirty: set[str] = set()
+        self.corrupted_pushes = 0
+        """Topic pushes sent corrupted by an injected fault."""
         venue.private_listeners.append(self._on_private)
         venue.quote_listeners.append(self._on_quote)
 
@@ -102,14 +105,10 @@ class Hub:
             queued_at, message = await connection.outbox.get()
             config = faults.config
             await asyncio.sleep(max(0.0, queued_at + config.latency_ms / 1000 - loop.time()))
-            if faults.roll(config.ws_nan_prices):
-                message = _replaced(message, _is_amount, "NaN")
-            if faults.roll(config.ws_absurd_ts):
-                message = _replaced(message, _is_time, ABSURD_TS_MS)
-            text = json.dumps(message)
-            if faults.roll(config.ws_malformed):
-                text = text[: len(text) // 2]
-            if not await self._send(connection, text):
+            corrupted = _corrupted(message, faults)
+            if corrupted is not None:
+                self.corrupted_pushes += 1
+            if not await self._send(connection, corrupted or json.dumps(message)):
                 return
             if faults.roll(config.ws_drop):
                 connection.drop()
@@ -278,6 +277,20 @@ def _levels_delta(before: dict[str, str], after: dict[str, str]) -> list[list[st
     changed = [[price, size] for price, size in after.items() if before.get(price) != size]
     removed = [[price, "0"] for price in before if price not in after]
     return changed + removed
+
+
+def _corrupted(message: dict[str, Any], faults: Faults) -> str | None:
+    """The push as an injected fault corrupts it (NaN amounts, absurd timestamps, truncated JSON), or None
+    when none does."""
+    config = faults.config
+    if faults.roll(config.ws_nan_prices):
+        return json.dumps(_replaced(message, _is_amount, "NaN"))
+    if faults.roll(config.ws_absurd_ts):
+        return json.dumps(_replaced(message, _is_time, ABSURD_TS_MS))
+    if faults.roll(config.ws_malformed):
+        text = json.dumps(message)
+        return text[: len(text) // 2]
+    return None
 
 
 def _is_amount(key: str) -> bool:
