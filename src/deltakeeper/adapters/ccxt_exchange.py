@@ -143,8 +143,8 @@ class CcxtExchange:
 
     Streams reconnect with exponential backoff and jitter after errors; a quote stream silent for
     `stale_after_secs` counts as an error and its websocket is reopened. Malformed messages are logged
-    and skipped: a websocket frame ccxt cannot read (invalid JSON, a non-finite number) is dropped
-    before ccxt sees it, and the connection goes on. A rate-limit refusal's `Retry-After` holds every
+    and skipped: a websocket frame that carries a non-finite number, is not JSON or makes ccxt fail is
+    dropped, and the connection is read on. A rate-limit refusal's `Retry-After` holds every
     REST request of both clients (at most RETRY_AFTER_MAX_SECS). After a reconnect the account stream
     backfills fills and funding by REST from just before the last one it saw (the journal stores each
     once), and re-reads orders and the account.
@@ -581,8 +581,9 @@ class CcxtExchange:
             return snapshot()
 
         async def on_positions(raws: list[dict[str, Any]]) -> AccountSnapshot:
-            for raw in raws:
-                position = position_from_ccxt(raw, await self._instrument(raw.get("symbol")), self.name)
+            pushed = [position_from_ccxt(raw, await self._instrument(raw.get("symbol")), self.name)
+                      for raw in raws]  # all read before any is taken: a malformed push changes nothing
+            for position in pushed:
                 if position.contracts:
                     positions[position.symbol] = position
                 else:
@@ -671,9 +672,9 @@ class CcxtExchange:
     # --- plumbing ----------------------------------------------------------------------------------
 
     def _checking_answers(self, handle_errors: Callable[..., Any]) -> Callable[..., Any]:
-        """ccxt's check of each REST answer (status, headers, body), and ours before it: a rate-limit
-        refusal's wait is held for every request; a Bybit account answer not shaped as Bybit sends it is a
-        bad response (ccxt would read it as an empty account)."""
+        """ccxt's check of each REST answer (status, headers, body), then ours: a rate-limit refusal's wait
+        is held for every request; a Bybit account answer not shaped as Bybit sends it is a bad response
+        (ccxt would read it as an empty account)."""
 
         def check(code: int, reason: str, url: str, method: str, headers: Mapping[str, Any], body: str,
                   answer: Any, *request: Any) -> Any:
