@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import aclosing
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -28,17 +28,13 @@ from deltakeeper.domain.errors import ExchangeUnavailable
 from deltakeeper.domain.orders import Fill, OrderRequest, Quote, Side
 from deltakeeper.domain.records import AccountSnapshot
 from deltakeeper.sim.bybit.server import HUB, RunningServer, serve
+from deltakeeper.sim.clock import WallClock
 
 KEY, SECRET = "dk-test-key", "dk-test-secret"
 STARTING = {"SOL": Decimal(1000), "USDT": Decimal(100000)}
 LINEAR = "BTC/USDT:USDT"
 
 pytestmark = pytest.mark.timeout(60)
-
-
-class WallClock:
-    def now(self) -> datetime:
-        return datetime.now(UTC)
 
 
 @pytest.fixture
@@ -65,7 +61,7 @@ def set_faults(server: RunningServer, **faults: float) -> None:
     server.venue.faults.config = server.venue.faults.config.updated(faults)
 
 
-def events(logs: list[dict[str, Any]], *names: str) -> list[dict[str, Any]]:
+def events(logs: Sequence[Mapping[str, Any]], *names: str) -> list[Mapping[str, Any]]:
     return [entry for entry in logs if entry["event"] in names]
 
 
