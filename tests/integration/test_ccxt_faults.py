@@ -238,5 +238,5 @@ async def test_a_rate_limit_refusals_wait_holds_every_request(fault: str, emulat
     assert len(after) >= 2
     assert min(after) >= refused_at + 0.99  # Bybit's reset time counts whole ms
     [pause] = events(logs, "rate_limit_pause")
-    assert 0.5 < pause["wait_secs"] <= 1.0
+    assert 0 < pause["wait_secs"] <= 1.0
 
