@@ -365,7 +365,7 @@ def test_an_empty_bybit_wallet_reads_empty() -> None:
     ("deribit", {"info": {"summaries": "none"}, "total": {}}),
     ("binance", {"info": {}}),
     ("binance", {"info": {}, "total": {"USDT": float("nan")}}),
-    ("binance", {"info": {}, "total": {"USDT": None}}),
+    ("binance", {"info": {}, "total": {"USDT": "12,5"}}),
 ])
 def test_a_malformed_balance_elsewhere_is_unreadable_not_empty(exchange_id: str,
                                                              balance: dict[str, Any]) -> None:
@@ -378,7 +378,8 @@ def test_okx_and_other_balances_read_whole() -> None:
     okx = {"info": {"data": [{"details": details}]}}
 
     assert balances_from_ccxt(okx, "okx") == {"USDT": Decimal("12.5")}
-    assert balances_from_ccxt({"info": {}, "total": {"USDT": 3.0, "BTC": 0}}, "binance") == {"USDT": 3}
+    assert balances_from_ccxt({"info": {}, "total": {"USDT": 3.0, "BTC": 0, "ETH": None}},
+                              "binance") == {"USDT": 3}
 
 
 @pytest.mark.parametrize("answer", [

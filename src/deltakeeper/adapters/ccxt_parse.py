@@ -455,7 +455,8 @@ def balances_from_ccxt(balance: Mapping[str, Any], exchange_id: str) -> dict[str
         if not isinstance(totals, Mapping):
             raise MalformedPayload("total", "ccxt's totals per coin", totals)
         for coin, amount in totals.items():
-            add(coin, amount, f"total.{coin}")
+            if amount is not None:  # ccxt lists a coin the exchange gave no amount of with None
+                add(coin, amount, f"total.{coin}")
     return wallet
 
 
