@@ -441,6 +441,58 @@ async def test_rate_limits_raise_rate_limit_errors_and_clear(emulator: RunningSe
     assert (await exchange.fetch_ticker(LINEAR))["bid"]
 
 
+async def test_rate_limit_refusals_name_their_wait(emulator: RunningServer) -> None:
+    await set_faults(emulator, http_rate_limit=1, retry_after_ms=1500)
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{emulator.url}/v5/market/time") as response:
+            assert (response.status, response.headers["Retry-After"]) == (429, "2")  # whole seconds, up
+        await set_faults(emulator, http_rate_limit=0, rate_limit=1)
+        async with session.get(f"{emulator.url}/v5/market/time") as response:
+            reset_ms = int(response.headers["X-Bapi-Limit-Reset-Timestamp"])
+            assert (await response.json())["retCode"] == 10006
+    assert 0 < reset_ms - time.time() * 1000 <= 1500
+
+
+async def test_malformed_account_answers_are_injected_each_kind_in_turn(emulator: RunningServer,
+                                                                       exchange: Any) -> None:
+    exchange.enableLastJsonResponse = True
+    await set_faults(emulator, malformed_wallet=1, malformed_positions=1)
+    wallets, read = [], []
+    for _ in range(3):
+        read.append(await exchange.fetch_balance())
+        wallets.append(exchange.last_json_response)
+    held = await exchange.fetch_positions(None, {"subType": "linear", "settleCoin": "USDT"})
+    positions = exchange.last_json_response
+
+    assert not any(read[0]["total"].values()) and held == []  # stock ccxt: an empty account
+    assert "result" not in wallets[0] and wallets[0]["retCode"] == 0
+    assert wallets[1]["result"]["list"] == {"coin": "USDT"}
+    assert all("walletBalance" not in coin for coin in wallets[2]["result"]["list"][0]["coin"])
+    assert "result" not in positions and positions["retCode"] == 0
+
+
+async def test_nan_prices_and_absurd_timestamps_are_injected(emulator: RunningServer) -> None:
+    async with aiohttp.ClientSession() as session, session.ws_connect(
+        emulator.url.replace("http://", "ws://") + "/v5/public/linear"
+    ) as ws:
+        await ws.send_json({"op": "subscribe", "args": ["tickers.SOLUSDT"]})
+        assert json.loads(await ws.receive_str())["success"] is True
+        await set_faults(emulator, ws_nan_prices=1)
+        nan = await next_push(ws, lambda push: "NaN" in push["data"].values())
+        await set_faults(emulator, ws_nan_prices=0, ws_absurd_ts=1)
+        absurd = await next_push(ws, lambda push: push["ts"] == 10**20)
+
+    assert all(value == "NaN" for key, value in nan["data"].items() if "Price" in key)
+    assert all(value == 10**20 for key, value in absurd["data"].items() if key.endswith("Time"))
+
+
+async def next_push(ws: aiohttp.ClientWebSocketResponse, wanted: Callable[[Any], bool]) -> Any:
+    """The next push `wanted` (one sent before a fault was switched may come first)."""
+    while not wanted(push := json.loads(await asyncio.wait_for(ws.receive_str(), 5))):
+        pass
+    return push
+
+
 async def test_server_errors_raise_exchange_not_available(emulator: RunningServer, exchange: Any) -> None:
     await set_faults(emulator, server_error=1)
     with pytest.raises(ccxt_errors.ExchangeNotAvailable):

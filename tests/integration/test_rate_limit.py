@@ -12,7 +12,7 @@ from decimal import Decimal
 
 import pytest
 
-from deltakeeper.adapters.ccxt_exchange import CcxtExchange, RefillingBucket
+from deltakeeper.adapters.ccxt_exchange import CcxtExchange, RateLimitPause, RefillingBucket
 from deltakeeper.domain.orders import OrderRequest, Side
 from deltakeeper.sim.bybit.server import RunningServer, serve
 
@@ -123,6 +123,23 @@ async def test_a_cancelled_request_takes_nothing_from_the_bucket() -> None:
     await limiter(ORDER_COST)
 
     assert clock.monotonic() - 100.0 == pytest.approx(0.050)
+
+
+async def test_a_held_pause_keeps_every_bucket_sharing_it_waiting_until_it_ends() -> None:
+    clock = ManualClock()
+    pause = RateLimitPause(clock.monotonic)
+    private = RefillingBucket(BYBIT_BUCKET, clock.monotonic, clock.sleep, pause)
+    public = RefillingBucket(BYBIT_BUCKET, clock.monotonic, clock.sleep, pause)
+    await private(ORDER_COST)
+    clock.advance(1.0)
+    pause.hold(7.0)  # a refusal said: retry after 7 s
+    held_at = clock.monotonic()
+    pause.hold(2.0)  # a shorter wait named later leaves the longer one standing
+
+    times = await asyncio.gather(request_times(private, clock, [None]), request_times(public, clock, [5]))
+
+    assert min(t for [t] in times) >= held_at + 7.0
+    assert pause.remaining_secs() == 0
 
 
 # -- on the real ccxt client ---------------------------------------------------------------------------------

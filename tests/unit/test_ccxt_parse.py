@@ -19,19 +19,23 @@ import pytest
 from ccxt.base.decimal_to_precision import DECIMAL_PLACES
 
 from deltakeeper.adapters.ccxt_parse import (
+    RETRY_AFTER_MAX_SECS,
     MalformedPayload,
     balances_from_ccxt,
     bybit_key_can_withdraw,
+    check_bybit_account_answer,
     error_from_ccxt,
     fill_from_trade,
     funding_from_ccxt,
     instrument_from_market,
     is_funding_trade,
     is_liquidation_trade,
+    is_open_position,
     order_from_ccxt,
     portfolio_from_json,
     position_from_ccxt,
     quote_from_ticker,
+    retry_after_secs,
     tiers_from_ccxt,
 )
 from deltakeeper.domain.errors import (
@@ -332,6 +336,101 @@ def test_bybit_websocket_wallet_balance_excludes_unrealised_pnl_where_ccxt_repor
     assert "ETH" not in wallet
 
 
+@pytest.mark.parametrize("answer", [
+    {"retCode": 0, "retMsg": "OK", "retExtInfo": {}, "time": 1},  # no result
+    {"retCode": 0, "result": {"list": {"coin": "USDT"}}},  # a list that is not a list
+    {"retCode": 0, "result": {"list": []}},  # no account
+    {"retCode": 0, "result": {"list": [{"coin": [{"usdValue": "1"}]}]}},  # a coin without its fields
+    {"retCode": 0, "result": {"list": [{"coin": [{"coin": "USDT", "walletBalance": "NaN"}]}]}},
+    {"retCode": 0, "result": {"list": [{"coin": [{"coin": "USDT", "walletBalance": ""}]}]}},
+    {"retCode": 0, "result": {"list": [{"coin": "USDT"}]}},  # coins that are not a list
+])
+def test_a_malformed_bybit_wallet_answer_is_unreadable_not_empty(answer: dict[str, Any]) -> None:
+    balance = ccxt.bybit().parse_balance(answer)
+
+    with pytest.raises(MalformedPayload):
+        balances_from_ccxt(balance, "bybit")
+
+
+def test_an_empty_bybit_wallet_reads_empty() -> None:
+    balance = ccxt.bybit().parse_balance({"retCode": 0, "result": {"list": [{"coin": []}]}})
+
+    assert balances_from_ccxt(balance, "bybit") == {}
+
+
+@pytest.mark.parametrize(("exchange_id", "balance"), [
+    ("okx", {"info": {"code": "0"}, "total": {}}),
+    ("okx", {"info": {"data": [{"details": [{"ccy": "USDT"}]}]}, "total": {}}),
+    ("deribit", {"info": {}, "total": {}}),
+    ("deribit", {"info": {"summaries": "none"}, "total": {}}),
+    ("binance", {"info": {}}),
+    ("binance", {"info": {}, "total": {"USDT": float("nan")}}),
+    ("binance", {"info": {}, "total": {"USDT": "12,5"}}),
+])
+def test_a_malformed_balance_elsewhere_is_unreadable_not_empty(exchange_id: str,
+                                                             balance: dict[str, Any]) -> None:
+    with pytest.raises(MalformedPayload):
+        balances_from_ccxt(balance, exchange_id)
+
+
+def test_okx_and_other_balances_read_whole() -> None:
+    details = [{"ccy": "USDT", "cashBal": "12.5"}, {"ccy": "BTC", "cashBal": "0"}]
+    okx = {"info": {"data": [{"details": details}]}}
+
+    assert balances_from_ccxt(okx, "okx") == {"USDT": Decimal("12.5")}
+    assert balances_from_ccxt({"info": {}, "total": {"USDT": 3.0, "BTC": 0, "ETH": None}},
+                              "binance") == {"USDT": 3}
+
+
+@pytest.mark.parametrize("answer", [
+    {"retCode": 0, "retMsg": "OK"},
+    {"retCode": 0, "result": None},
+    {"retCode": 0, "result": {"list": "none"}},
+    {"retCode": 0, "result": {"list": ["BTCUSDT"]}},
+    "<html>502</html>",
+    None,
+])
+def test_a_bybit_account_answer_without_its_list_is_malformed(answer: object) -> None:
+    for path in ("/v5/account/wallet-balance", "/v5/position/list"):
+        with pytest.raises(MalformedPayload):
+            check_bybit_account_answer(path, answer)
+
+
+def test_bybit_account_answers_with_their_list_and_other_answers_pass() -> None:
+    check_bybit_account_answer("/v5/position/list", {"retCode": 0, "result": {"list": []}})
+    check_bybit_account_answer("/v5/position/list", {"retCode": 10006, "result": {}})  # ccxt's to refuse
+    check_bybit_account_answer("/v5/order/realtime", {"retCode": 0})
+
+
+def test_a_bybit_position_without_its_side_or_size_is_unreadable_not_long_or_flat() -> None:
+    exchange = bybit_with_markets()
+    instrument = bybit_instrument(exchange, "BTC/USD:BTC")
+    raw = recorded("bybit_position_inverse.json")["result"]["list"][0]
+
+    without_side = exchange.parse_position({key: value for key, value in raw.items() if key != "side"})
+    without_size = exchange.parse_position({key: value for key, value in raw.items() if key != "size"})
+
+    with pytest.raises(MalformedPayload, match="side"):
+        position_from_ccxt(without_side, instrument, "bybit")
+    with pytest.raises(MalformedPayload, match="contracts"):
+        is_open_position(without_size)
+    assert is_open_position(exchange.parse_position(raw))
+    assert not is_open_position(exchange.parse_position(raw | {"size": "0", "side": ""}))
+
+
+def test_retry_after_is_read_in_seconds_capped_and_ignored_when_unreadable() -> None:
+    reset_ms = int(NOW.timestamp() * 1000) + 2500
+
+    assert retry_after_secs({"Retry-After": "7"}, NOW) == 7
+    assert retry_after_secs({"retry-after": "0.5"}, NOW) == 0.5
+    assert retry_after_secs({"Retry-After": "86400"}, NOW) == RETRY_AFTER_MAX_SECS == 60
+    assert retry_after_secs({"X-Bapi-Limit-Reset-Timestamp": str(reset_ms)}, NOW) == 2.5
+    assert retry_after_secs({"X-Bapi-Limit-Reset-Timestamp": str(reset_ms - 10_000)}, NOW) == 0
+    for unreadable in ("Wed, 21 Oct 2026 07:28:00 GMT", "soon", "-5", "nan", "inf", ""):
+        assert retry_after_secs({"Retry-After": unreadable}, NOW) is None
+    assert retry_after_secs({}, NOW) is None
+
+
 def test_deribit_balance_is_the_balance_field() -> None:
     balance = ccxt.deribit().parse_balance(recorded("deribit_account_summary.json")["result"])
 
@@ -509,6 +608,31 @@ def test_bybit_tickers_become_quotes_with_mark_index_and_funding() -> None:
     assert (inverse.mark, inverse.index) == (Decimal("16596.00"), Decimal("16598.54"))
     assert inverse.funding_rate == Decimal("-0.001034")
     assert (spot.symbol, spot.mark, spot.ts) == ("BTC/USDT", Decimal("20533.13"), NOW)
+
+
+@pytest.mark.parametrize("corrupt", [
+    {"bid": float("nan")},
+    {"ask": float("inf")},
+    {"bid": 0},
+    {"bid": 101, "ask": 100},  # crossed
+    {"markPrice": -1},
+    {"timestamp": 10**20},  # beyond any date
+    {"timestamp": 10**14},  # the year 5138
+    {"timestamp": 0},  # 1970
+])
+def test_a_corrupted_ticker_is_malformed(corrupt: dict[str, Any]) -> None:
+    ticker = {"symbol": "BTC/USDT:USDT", "bid": 100, "ask": 100.5, "markPrice": 100.2,
+              "timestamp": int(NOW.timestamp() * 1000)} | corrupt
+
+    with pytest.raises(MalformedPayload):
+        quote_from_ticker(ticker, NOW)
+
+
+def test_a_ticker_stamped_ahead_by_the_emulators_speed_is_a_quote() -> None:
+    ahead_ms = int(NOW.timestamp() * 1000) + 30 * 86_400_000  # a month ahead: hours at 600x
+    ticker = {"symbol": "BTC/USDT:USDT", "bid": 100, "ask": 100.5, "timestamp": ahead_ms}
+
+    assert quote_from_ticker(ticker, NOW).ts > NOW
 
 
 def test_ticker_without_a_book_is_malformed() -> None:

@@ -4,6 +4,7 @@ does not, and nothing ccxt-shaped crossing the port (DESIGN.md 2, 6)."""
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
@@ -12,6 +13,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from functools import partial
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import ccxt
 import ccxt.async_support
@@ -22,14 +24,17 @@ from deltakeeper.adapters.ccxt_parse import (
     MalformedPayload,
     balances_from_ccxt,
     bybit_key_can_withdraw,
+    check_bybit_account_answer,
     error_from_ccxt,
     fill_from_trade,
     funding_from_ccxt,
     instrument_from_market,
     is_funding_trade,
+    is_open_position,
     order_from_ccxt,
     position_from_ccxt,
     quote_from_ticker,
+    retry_after_secs,
     tiers_from_ccxt,
 )
 from deltakeeper.domain.costs import BookLevel
@@ -66,6 +71,25 @@ _CATCH_UP_SECS = 2.0
 RATE_LIMIT_RETRIES = 3
 """How many times a read refused for the rate limit is asked again (backing off) before it fails."""
 _REMEMBERED_IDS = 10_000
+_RATE_LIMIT_STATUSES = (403, 418, 429)
+"""HTTP statuses of rate-limit refusals (Bybit answers its IP limit with 403)."""
+_NON_FINITE_TEXTS = frozenset({"NaN", "nan", "Infinity", "-Infinity", "inf", "-inf"})
+
+
+class RateLimitPause:
+    """The exchange's word on when to ask again (`Retry-After`): every REST request of the adapter's
+    clients waits until then (`RefillingBucket`)."""
+
+    def __init__(self, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._monotonic = monotonic
+        self._resume_at = -math.inf
+
+    def hold(self, secs: float) -> None:
+        """No request before `secs` from now (a later hold already set stands)."""
+        self._resume_at = max(self._resume_at, self._monotonic() + secs)
+
+    def remaining_secs(self) -> float:
+        return max(0.0, self._resume_at - self._monotonic())
 
 
 class RefillingBucket:
@@ -77,13 +101,15 @@ class RefillingBucket:
 
     Requests go one at a time in the order they come, each once the bucket is not below zero; its cost is
     then taken (so the bucket may go below zero, as in ccxt), and a burst is spaced at the exchange's
-    rate. ccxt calls it as `throttler(cost)` and may set a `loop` attribute on it, which is not used."""
+    rate. ccxt calls it as `throttler(cost)` and may set a `loop` attribute on it, which is not used.
+    While the exchange's `pause` holds (after a rate-limit refusal), no request goes."""
 
     def __init__(
         self,
         bucket: Mapping[str, Any],
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        pause: RateLimitPause | None = None,
     ) -> None:
         self.tokens_per_sec = float(bucket["refillRate"]) * 1000
         self.capacity = float(bucket["capacity"])
@@ -93,9 +119,12 @@ class RefillingBucket:
         self._sleep = sleep
         self._refilled_at = monotonic()
         self._turn = asyncio.Lock()
+        self._pause = pause or RateLimitPause(monotonic)
 
     async def __call__(self, cost: float | None = None) -> None:
         async with self._turn:
+            while (paused_secs := self._pause.remaining_secs()) > 0:
+                await self._sleep(paused_secs)
             owed = -self._refill()
             if owed > 0:
                 await self._sleep(owed / self.tokens_per_sec)
@@ -114,8 +143,11 @@ class CcxtExchange:
 
     Streams reconnect with exponential backoff and jitter after errors; a quote stream silent for
     `stale_after_secs` counts as an error and its websocket is reopened. Malformed messages are logged
-    and skipped. After a reconnect the account stream backfills fills and funding by REST from just
-    before the last one it saw (the journal stores each once), and re-reads orders and the account.
+    and skipped: a websocket frame that carries a non-finite number, is not JSON or makes ccxt fail is
+    dropped, and the connection is read on. A rate-limit refusal's `Retry-After` holds every
+    REST request of both clients (at most RETRY_AFTER_MAX_SECS). After a reconnect the account stream
+    backfills fills and funding by REST from just before the last one it saw (the journal stores each
+    once), and re-reads orders and the account.
     """
 
     def __init__(
@@ -147,6 +179,7 @@ class CcxtExchange:
         self._backoff_initial_secs = backoff_initial_secs
         self._backoff_max_secs = backoff_max_secs
         self._rng = rng or random.Random()
+        self._pause = RateLimitPause()
         config_options: dict[str, Any] = {"warnOnFetchOpenOrdersWithoutSymbol": False}
         if exchange_id == "bybit":
             # Bybit pushes funding settlements as executions: let them through to the account stream.
@@ -161,7 +194,10 @@ class CcxtExchange:
             }
             exchange = exchange_class(ccxt.Exchange.deep_extend(config, dict(ccxt_config or {})))
             if exchange.tokenBucket["algorithm"] == "leakyBucket":
-                exchange.throttler = RefillingBucket(exchange.tokenBucket)
+                exchange.throttler = RefillingBucket(exchange.tokenBucket, pause=self._pause)
+            exchange.handle_errors = self._checking_answers(exchange.handle_errors)
+            exchange.handle_message = self._checking_frames(exchange.handle_message)
+            exchange.client = self._guarding_frames(exchange.client)
             if sandbox:
                 exchange.set_sandbox_mode(True)
             if base_url:
@@ -206,13 +242,14 @@ class CcxtExchange:
         return AccountSnapshot(balances, tuple(positions), self._clock.now())
 
     async def _raw_positions(self) -> list[dict[str, Any]]:
-        """The open positions as ccxt reports them, over the whole account."""
+        """The open positions as ccxt reports them, over the whole account; an entry without a readable
+        size is an unreadable answer (ExchangeUnavailable), never a flat position."""
         raws: list[dict[str, Any]] = []
         if self._rest.has.get("fetchPositions"):
             for scope in self._scopes(settle=True, derivatives_only=True):
-                raws += [raw for raw in await self._call(self._rest.fetch_positions, None, scope)
-                         if raw.get("contracts")]
-        return raws
+                raws += await self._call(self._rest.fetch_positions, None, scope)
+        with self._reading():
+            return [raw for raw in raws if is_open_position(raw)]
 
     async def fetch_leverage_tiers(self, symbols: Sequence[str]) -> dict[str, tuple[MarginTier, ...]]:
         """The tables of the stablecoin-settled futures among `symbols` (ccxt's inverse tiers count coins,
@@ -417,8 +454,13 @@ class CcxtExchange:
             else:
                 receivers += [self._polled(partial(_one, public.fetch_ticker, symbol)) for symbol in group]
 
-        async def to_quote(ticker: dict[str, Any]) -> Quote:
-            return quote_from_ticker(ticker, self._clock.now())
+        async def to_quote(ticker: dict[str, Any]) -> Quote | None:
+            try:
+                return quote_from_ticker(ticker, self._clock.now())
+            except MalformedPayload as exc:
+                log.warning("quote_malformed", exchange=self.name, symbol=ticker.get("symbol"),
+                            reason=str(exc))
+                return None
 
         return _merge([self._stream("quotes", receive, to_quote, stale_after_secs=self._stale_after_secs,
                                     on_stale=public.close_ws_clients) for receive in receivers])
@@ -539,8 +581,9 @@ class CcxtExchange:
             return snapshot()
 
         async def on_positions(raws: list[dict[str, Any]]) -> AccountSnapshot:
-            for raw in raws:
-                position = position_from_ccxt(raw, await self._instrument(raw.get("symbol")), self.name)
+            pushed = [position_from_ccxt(raw, await self._instrument(raw.get("symbol")), self.name)
+                      for raw in raws]  # all read before any is taken: a malformed push changes nothing
+            for position in pushed:
                 if position.contracts:
                     positions[position.symbol] = position
                 else:
@@ -628,6 +671,72 @@ class CcxtExchange:
 
     # --- plumbing ----------------------------------------------------------------------------------
 
+    def _checking_answers(self, handle_errors: Callable[..., Any]) -> Callable[..., Any]:
+        """ccxt's check of each REST answer (status, headers, body), then ours: a rate-limit refusal's wait
+        is held for every request; a Bybit account answer not shaped as Bybit sends it is a bad response
+        (ccxt would read it as an empty account)."""
+
+        def check(code: int, reason: str, url: str, method: str, headers: Mapping[str, Any], body: str,
+                  answer: Any, *request: Any) -> Any:
+            try:
+                checked = handle_errors(code, reason, url, method, headers, body, answer, *request)
+            except (ccxt.RateLimitExceeded, ccxt.DDoSProtection):
+                self._hold_requests(headers)
+                raise
+            if code in _RATE_LIMIT_STATUSES:
+                self._hold_requests(headers)
+            elif code == 200 and self.name == "bybit":
+                try:
+                    check_bybit_account_answer(urlsplit(url).path, answer)
+                except MalformedPayload as exc:
+                    raise ccxt.BadResponse(f"{self.name} {exc}") from exc
+            return checked
+
+        return check
+
+    def _hold_requests(self, headers: Mapping[str, Any] | None) -> None:
+        """Hold every request for the wait a rate-limit refusal names (none named: the usual backoff)."""
+        wait_secs = retry_after_secs(headers or {}, self._clock.now())
+        if wait_secs:
+            self._pause.hold(wait_secs)
+            log.info("rate_limit_pause", exchange=self.name, wait_secs=round(wait_secs, 3))
+
+    def _checking_frames(self, handle_message: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+        """ccxt's handling of a decoded websocket frame, skipping a frame that carries a non-finite number
+        before ccxt merges it into what it keeps (a ticker's fields, the order book, the balance)."""
+
+        def handle(client: Any, frame: Any) -> Any:
+            if _has_non_finite(frame):
+                log.warning("ws_frame_skipped", exchange=self.name, reason="a non-finite number")
+                return None
+            return handle_message(client, frame)
+
+        return handle
+
+    def _guarding_frames(self, client_of: Callable[[str], Any]) -> Callable[[str], Any]:
+        """ccxt's websocket client of a url, reading on past a frame it fails on: ccxt stops reading a
+        connection whose frame raised (invalid JSON, a handler's error), and its stream then stays silent
+        until the stale timer (quotes) or for ever (the account's streams)."""
+
+        def guarded(url: str) -> Any:
+            client = client_of(url)
+            if getattr(client, "_frames_guarded", False):
+                return client
+            handle = client.handle_text_or_binary_message
+
+            def handle_frame(data: Any) -> None:
+                try:
+                    handle(data)
+                except Exception as exc:
+                    log.warning("ws_frame_skipped", exchange=self.name, url=url,
+                                reason=f"{type(exc).__name__}: {str(exc)[:200]}")
+
+            client.handle_text_or_binary_message = handle_frame
+            client._frames_guarded = True
+            return client
+
+        return guarded
+
     async def _instrument(self, symbol: object) -> Instrument:
         """The instrument of `symbol`, reloading the markets once for a symbol not seen before."""
         if not isinstance(symbol, str):
@@ -686,6 +795,19 @@ class CcxtExchange:
     async def close(self) -> None:
         await self._public.close()
         await self._rest.close()
+
+
+def _has_non_finite(value: Any) -> bool:
+    """Whether a decoded frame holds NaN or an infinity, as a number or as a numeric text, at any depth."""
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, str):
+        return value in _NON_FINITE_TEXTS
+    if isinstance(value, dict):
+        return any(_has_non_finite(item) for item in value.values())
+    if isinstance(value, list):
+        return any(_has_non_finite(item) for item in value)
+    return False
 
 
 def _book_side(raw: Any, side: str, instrument: Instrument) -> list[BookLevel]:

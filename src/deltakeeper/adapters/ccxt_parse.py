@@ -85,6 +85,18 @@ from deltakeeper.domain.orders import (
 )
 
 DEFAULT_FUNDING_INTERVAL_SECS = 8 * 3600
+QUOTE_TS_EARLIEST = datetime(2009, 1, 3, tzinfo=UTC)
+"""No market quoted a crypto asset before Bitcoin's first block: an earlier quote time is corrupt."""
+QUOTE_TS_MAX_AHEAD = timedelta(days=3660)
+"""How far past its arrival a quote's time may be: the Bybit emulator stamps simulated time, which runs
+ahead of the wall clock at its speed; a time beyond that (a timestamp of 1e20 ms) is corrupt."""
+RETRY_AFTER_MAX_SECS = 60.0
+"""The longest wait an exchange's rate-limit refusal is honoured for."""
+_UNSIGNED_CONTRACTS_EXCHANGES = frozenset({"bybit"})
+"""Exchanges whose ccxt positions carry the size without sign (`contracts`) and the side apart: a position
+without its side is unreadable, not long."""
+_BYBIT_ACCOUNT_LISTS = ("/v5/account/wallet-balance", "/v5/position/list")
+"""Bybit's account answers, each a `result.list` of objects."""
 
 _UNIT_AMOUNT_EXCHANGES = {"deribit": ("linear", "inverse"), "bybit": ("inverse",)}
 """Exchanges (and market sides) where ccxt's amounts are plain units: USD for inverse, coins for linear."""
@@ -172,7 +184,10 @@ def _info(payload: Mapping[str, Any]) -> dict[str, Any]:
 def ts_from_ms(value: object, field: str = "timestamp") -> datetime:
     ms = dec(value, field)
     whole = int(ms)
-    return datetime.fromtimestamp(whole // 1000, UTC) + timedelta(milliseconds=whole % 1000)
+    try:
+        return datetime.fromtimestamp(whole // 1000, UTC) + timedelta(milliseconds=whole % 1000)
+    except (OverflowError, OSError, ValueError):
+        raise MalformedPayload(field, "a time in ms since the epoch", value) from None
 
 
 def _ts(payload: Mapping[str, Any], received_at: datetime) -> datetime:
@@ -283,7 +298,7 @@ def position_from_ccxt(position: Mapping[str, Any], instrument: Instrument, exch
         sign = 1
     elif side == "short":
         sign = -1
-    elif side is None or side == "":
+    elif (side is None or side == "") and not (size and exchange_id in _UNSIGNED_CONTRACTS_EXCHANGES):
         sign = -1 if dec(position.get("contracts"), "contracts") < 0 else 1
     else:
         raise MalformedPayload("side", "long or short", side)
@@ -300,6 +315,41 @@ def position_from_ccxt(position: Mapping[str, Any], instrument: Instrument, exch
         **(_option_greeks(position, greeks or {}, instrument, exchange_id, sign * size)
            if instrument.is_option else {}),
     )
+
+
+def is_open_position(position: Mapping[str, Any]) -> bool:
+    """Whether a ccxt position holds contracts. A size that is missing or not a number raises
+    MalformedPayload: a malformed entry never reads as a flat position."""
+    return dec(position.get("contracts"), "contracts") != 0
+
+
+def check_bybit_account_answer(path: str, answer: object) -> None:
+    """Bybit's account answers (wallet balance, positions) that succeed (retCode 0) carry `result.list`, a
+    list of objects; anything else raises MalformedPayload (ccxt would read it as an empty account)."""
+    if path not in _BYBIT_ACCOUNT_LISTS:
+        return
+    if isinstance(answer, Mapping) and str(answer.get("retCode")) != "0":
+        return
+    result = answer.get("result") if isinstance(answer, Mapping) else None
+    _entries(result.get("list") if isinstance(result, Mapping) else None, f"{path} result.list",
+             nonempty=False)
+
+
+def retry_after_secs(headers: Mapping[str, Any], now: datetime) -> float | None:
+    """How long a rate-limit refusal asks the client to wait, at most RETRY_AFTER_MAX_SECS: its
+    `Retry-After` header (seconds), else Bybit's `X-Bapi-Limit-Reset-Timestamp` (ms since the epoch). None
+    without either, or where it is not a finite, non-negative number (an HTTP date included)."""
+    named = {str(name).lower(): value for name, value in headers.items()}
+    for name in ("retry-after", "x-bapi-limit-reset-timestamp"):
+        try:
+            value = float(dec(named.get(name), name))
+        except MalformedPayload:
+            continue
+        secs = value if name == "retry-after" else value / 1000 - now.timestamp()
+        if name == "retry-after" and secs < 0:
+            continue
+        return min(max(secs, 0.0), RETRY_AFTER_MAX_SECS)
+    return None
 
 
 def _position_margin(position: Mapping[str, Any]) -> dict[str, Any]:
@@ -371,43 +421,72 @@ def _option_greeks(position: Mapping[str, Any], greeks: Mapping[str, Any], instr
 
 
 def balances_from_ccxt(balance: Mapping[str, Any], exchange_id: str) -> dict[str, Decimal]:
-    """Wallet balances per coin, excluding unrealised PnL (see the module's notes), zeros left out."""
+    """Wallet balances per coin, excluding unrealised PnL (see the module's notes), zeros left out.
+
+    Read whole or not at all: an answer not shaped as the exchange sends it (Bybit without its list of
+    accounts, an entry without its coin or amount, an amount that is not a finite number) raises
+    MalformedPayload, never reads as an empty or partial wallet."""
     raw = balance.get("info")
     info = raw if isinstance(raw, dict) else {}
     wallet: dict[str, Decimal] = {}
 
     def add(coin: object, amount: object, field: str) -> None:
-        value = _opt_dec(amount, field)
-        if coin and value:
-            wallet[str(coin).upper()] = wallet.get(str(coin).upper(), ZERO) + value
+        if not isinstance(coin, str) or not coin:
+            raise MalformedPayload(f"{field} coin", "a coin name", coin)
+        value = dec(amount, field)
+        if value:
+            wallet[coin.upper()] = wallet.get(coin.upper(), ZERO) + value
 
-    bybit_accounts = raw if isinstance(raw, list) else (info.get("result") or {}).get("list")
-    if exchange_id == "bybit" and isinstance(bybit_accounts, list):
-        for account in bybit_accounts:
-            for coin in account.get("coin") or []:
+    if exchange_id == "bybit":
+        accounts = raw if isinstance(raw, list) else (info.get("result") or {}).get("list")
+        for account in _entries(accounts, "info.result.list", nonempty=True):
+            for coin in _entries(account.get("coin"), "coin", nonempty=False):
                 add(coin.get("coin"), coin.get("walletBalance"), "walletBalance")
-    elif exchange_id == "okx" and isinstance(info.get("data"), list) and info["data"]:
-        for detail in info["data"][0].get("details") or []:
+    elif exchange_id == "okx":
+        data = _entries(info.get("data"), "info.data", nonempty=True)
+        for detail in _entries(data[0].get("details"), "info.data[0].details", nonempty=False):
             add(detail.get("ccy"), detail.get("cashBal"), "cashBal")
-    elif exchange_id == "deribit" and info:
-        for summary in info.get("summaries") or [info]:
+    elif exchange_id == "deribit":
+        summaries = info.get("summaries") if "summaries" in info else [info]
+        for summary in _entries(summaries, "info.summaries", nonempty=True):
             add(summary.get("currency"), summary.get("balance"), "balance")
     else:
-        for coin, amount in (balance.get("total") or {}).items():
-            add(coin, amount, f"total.{coin}")
+        totals = balance.get("total")
+        if not isinstance(totals, Mapping):
+            raise MalformedPayload("total", "ccxt's totals per coin", totals)
+        for coin, amount in totals.items():
+            if amount is not None:  # ccxt lists a coin the exchange gave no amount of with None
+                add(coin, amount, f"total.{coin}")
     return wallet
 
 
+def _entries(value: object, field: str, nonempty: bool) -> list[Mapping[str, Any]]:
+    """A list of objects, as an exchange's answer lists accounts or coins."""
+    if not isinstance(value, list) or not all(isinstance(entry, Mapping) for entry in value) or (
+            nonempty and not value):
+        raise MalformedPayload(field, "a non-empty list of objects" if nonempty else "a list of objects",
+                               value)
+    return value
+
+
 def quote_from_ticker(ticker: Mapping[str, Any], received_at: datetime) -> Quote:
-    """Top of book and mark; the mark falls back to the last price, then the mid (spot has no mark)."""
+    """Top of book and mark; the mark falls back to the last price, then the mid (spot has no mark).
+    Prices must be finite and positive, the bid at most the ask, and the time plausible: from
+    `QUOTE_TS_EARLIEST` to `QUOTE_TS_MAX_AHEAD` past `received_at` (the emulator's clock runs ahead of the
+    wall clock at its speed)."""
     bid = dec(ticker.get("bid"), "bid")
     ask = dec(ticker.get("ask"), "ask")
     if bid <= 0 or ask <= 0 or bid > ask:
         raise MalformedPayload("bid/ask", "0 < bid <= ask", (ticker.get("bid"), ticker.get("ask")))
     mark = _opt_dec(ticker.get("markPrice"), "markPrice") or _opt_dec(ticker.get("last"), "last")
+    if mark is not None and mark <= 0:
+        raise MalformedPayload("markPrice", "a positive price", mark)
+    ts = _ts(ticker, received_at)
+    if not QUOTE_TS_EARLIEST <= ts <= received_at + QUOTE_TS_MAX_AHEAD:
+        raise MalformedPayload("timestamp", "a plausible time", ticker.get("timestamp"))
     return Quote(
         symbol=_text(ticker, "symbol"), bid=bid, ask=ask, mark=mark or (bid + ask) / 2,
-        ts=_ts(ticker, received_at),
+        ts=ts,
         index=_opt_dec(ticker.get("indexPrice"), "indexPrice"),
         funding_rate=_opt_dec(_info(ticker).get("fundingRate"), "info.fundingRate"),
     )
@@ -654,11 +733,12 @@ def _amounts(doc: Mapping[str, Any], key: str, required: bool) -> dict[str, Deci
 
 
 __all__ = [
-    "DEFAULT_FUNDING_INTERVAL_SECS", "MalformedPayload", "Portfolio", "balances_from_ccxt",
-    "bybit_key_can_withdraw", "dec", "error_from_ccxt", "fill_from_trade", "funding_from_ccxt",
-    "instrument_from_market", "is_funding_trade", "is_liquidation_trade", "order_from_ccxt",
-    "portfolio_from_json", "position_from_ccxt", "precision_mode_of", "quote_from_ticker", "tier_from_ccxt",
-    "tiers_from_ccxt", "ts_from_ms",
+    "DEFAULT_FUNDING_INTERVAL_SECS", "QUOTE_TS_EARLIEST", "QUOTE_TS_MAX_AHEAD", "RETRY_AFTER_MAX_SECS",
+    "MalformedPayload", "Portfolio", "balances_from_ccxt", "bybit_key_can_withdraw",
+    "check_bybit_account_answer", "dec", "error_from_ccxt", "fill_from_trade", "funding_from_ccxt",
+    "instrument_from_market", "is_funding_trade", "is_liquidation_trade", "is_open_position",
+    "order_from_ccxt", "portfolio_from_json", "position_from_ccxt", "precision_mode_of", "quote_from_ticker",
+    "retry_after_secs", "tier_from_ccxt", "tiers_from_ccxt", "ts_from_ms",
 ]
 
 

@@ -36,6 +36,22 @@ class FaultConfig:
     """Share of orders accepted by the engine whose HTTP answer never comes: the connection hangs for
     `hang_ms`, then closes."""
     hang_ms: int = 30_000
+    http_rate_limit: float = 0.0
+    """Share of REST requests refused with HTTP 429 (a gateway's rate limit)."""
+    retry_after_ms: int = 0
+    """How long rate-limit refusals (HTTP 429 and 403, retCode 10006) tell the client to wait: a
+    `Retry-After` header in whole seconds (rounded up; 429 and 403) and Bybit's
+    `X-Bapi-Limit-Reset-Timestamp` (ms since the epoch; 10006). None when 0."""
+    malformed_wallet: float = 0.0
+    """Share of wallet-balance answers with retCode 0 that are malformed, in turn: no `result`, a
+    `result.list` that is not a list, a coin entry without its coin and wallet balance."""
+    malformed_positions: float = 0.0
+    """Share of position-list answers with retCode 0 that are malformed, in turn: no `result`, a
+    `result.list` that is not a list, a position without its size and side."""
+    ws_nan_prices: float = 0.0
+    """Share of websocket topic pushes sent with every price and balance field "NaN"."""
+    ws_absurd_ts: float = 0.0
+    """Share of websocket topic pushes sent with their timestamps (`ts`, `*Time`) at 1e20 ms."""
 
     def updated(self, changes: dict[str, Any]) -> FaultConfig:
         """A copy with `changes` applied; raises ValueError naming an unknown or invalid field."""
@@ -66,6 +82,13 @@ class Faults:
     def __init__(self, config: FaultConfig, seed: int) -> None:
         self.config = config
         self._rng = random.Random(seed)
+        self._malformed_turns: dict[str, int] = {}
+
+    def turn(self, fault: str, kinds: int) -> int:
+        """Which of a fault's `kinds` of malformation comes next: each in turn."""
+        turn = self._malformed_turns.get(fault, 0)
+        self._malformed_turns[fault] = turn + 1
+        return turn % kinds
 
     def roll(self, rate: float) -> bool:
         return rate > 0 and self._rng.random() < rate

@@ -577,8 +577,9 @@ ROUTES: dict[tuple[str, str], Route] = {
 }
 
 
-def _json(body: dict[str, Any], status: int = 200) -> web.Response:
-    return web.Response(text=json.dumps(body), status=status, content_type="application/json")
+def _json(body: dict[str, Any], status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.Response(text=json.dumps(body), status=status, content_type="application/json",
+                        headers=headers)
 
 
 async def dispatch(request: web.Request) -> web.StreamResponse:
@@ -590,13 +591,21 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     body = await request.text() if request.method == "POST" else ""
     if faults.config.latency_ms:
         await asyncio.sleep(faults.config.latency_ms / 1000)
+    venue.rest_arrivals.append(time.monotonic())
     if faults.roll(faults.config.ip_rate_limit):
-        return web.Response(text="403 Forbidden: access too frequent", status=403)
+        return web.Response(text="403 Forbidden: access too frequent", status=403,
+                            headers=_retry_after(faults.config.retry_after_ms))
+    if faults.roll(faults.config.http_rate_limit):
+        return web.Response(text="429 Too Many Requests", status=429,
+                            headers=_retry_after(faults.config.retry_after_ms))
     if faults.roll(faults.config.server_error):
         return web.Response(text="503 Service Temporarily Unavailable", status=503)
+    if faults.roll(faults.config.rate_limit):
+        reset_ms = faults.config.retry_after_ms
+        reset = {"X-Bapi-Limit-Reset-Timestamp": str(wall_ms() + reset_ms)} if reset_ms else None
+        return _json(envelope({}, wall_ms(), RATE_LIMITED, "Too many visits. Exceeded the API Rate Limit."),
+                     headers=reset)
     try:
-        if faults.roll(faults.config.rate_limit):
-            raise BybitError(RATE_LIMITED, "Too many visits. Exceeded the API Rate Limit.")
         route = ROUTES.get((request.method, request.path))
         if route is None:
             raise BybitError(ROUTE_NOT_FOUND, "Route not found.", http_status=404)
@@ -618,4 +627,41 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     except Exception:
         logger.exception("bybit_emulator_request_failed", extra={"path": request.path})
         return _json(envelope({}, wall_ms(), SERVER_ERROR, "Internal System Error."))
-    return _json(envelope(result, wall_ms()))
+    answer = envelope(result, wall_ms())
+    fault = _MALFORMED_ACCOUNT.get(request.path)
+    if fault is not None and faults.roll(getattr(faults.config, fault[0])):
+        fault[1](answer, faults.turn(fault[0], 3))
+    return _json(answer)
+
+
+def _retry_after(retry_after_ms: int) -> dict[str, str]:
+    return {"Retry-After": str(-(-retry_after_ms // 1000))} if retry_after_ms else {}
+
+
+def _malformed_wallet(answer: dict[str, Any], kind: int) -> None:
+    """Bybit's envelope with retCode 0, malformed: no result, a non-list list, or a bare coin entry."""
+    if kind == 0:
+        del answer["result"]
+    elif kind == 1:
+        answer["result"]["list"] = {"coin": "USDT"}
+    else:
+        for account in answer["result"]["list"]:
+            account["coin"] = [{"usdValue": coin.get("usdValue")} for coin in account["coin"]] or [{}]
+
+
+def _malformed_positions(answer: dict[str, Any], kind: int) -> None:
+    """Bybit's envelope with retCode 0, malformed: no result, a non-list list, or a position without its
+    size and side."""
+    if kind == 0:
+        del answer["result"]
+    elif kind == 1:
+        answer["result"]["list"] = "none"
+    else:
+        answer["result"]["list"] = [{key: value for key, value in item.items() if key not in ("size", "side")}
+                                    for item in answer["result"]["list"]]
+
+
+_MALFORMED_ACCOUNT: dict[str, tuple[str, Callable[[dict[str, Any], int], None]]] = {
+    "/v5/account/wallet-balance": ("malformed_wallet", _malformed_wallet),
+    "/v5/position/list": ("malformed_positions", _malformed_positions),
+}

@@ -11,7 +11,7 @@ import math
 import random
 import re
 import uuid
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from decimal import ROUND_DOWN, Decimal, InvalidOperation
@@ -56,6 +56,7 @@ PrivateListener = Callable[[str, str, list[dict[str, Any]]], None]
 
 RECENT_CLOSED_ORDERS = 500
 PARTIAL_FILL_FRACTION = Decimal("0.5")
+REST_ARRIVALS_KEPT = 1000
 _ORDER_LINK_ID = re.compile(r"^[A-Za-z0-9_-]{1,36}$")
 _TIME_IN_FORCE = ("GTC", "IOC", "PostOnly")
 
@@ -124,6 +125,8 @@ class BybitVenue:
         self.stats: dict[str, MarketStats] = defaultdict(MarketStats)
         self.funding_history: dict[str, list[tuple[int, Decimal]]] = defaultdict(list)
         self.book_updates: dict[str, int] = defaultdict(int)
+        self.rest_arrivals: deque[float] = deque(maxlen=REST_ARRIVALS_KEPT)
+        """The event loop's monotonic time of each REST request's arrival, the latest ones."""
         self._rng = random.Random(seed)
         self._seq = 0
         self._meta: dict[str, OrderMeta] = {}

@@ -5,7 +5,7 @@
 Public topics start with a snapshot and then carry deltas (spot tickers are always snapshots), pushed at
 most every `PUBLIC_PUSH_SECS` of wall time per market, the latest state only, as Bybit throttles its
 streams. Private topics carry the engine's events for the authenticated key. Injected faults (latency,
-drops, malformed frames) apply to topic pushes, never to operation answers."""
+drops, malformed frames, NaN amounts, absurd timestamps) apply to topic pushes, never to operation answers."""
 
 from __future__ import annotations
 
@@ -13,12 +13,14 @@ import asyncio
 import contextlib
 import json
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import WSMsgType, web
 
 from deltakeeper.domain.orders import Quote
 from deltakeeper.sim.bybit.auth import check_ws
+from deltakeeper.sim.bybit.faults import Faults
 from deltakeeper.sim.bybit.protocol import CATEGORIES, SPOT, BybitError
 from deltakeeper.sim.bybit.rest import book_item, ticker_item, wall_ms
 from deltakeeper.sim.bybit.venue import BybitVenue
@@ -26,6 +28,8 @@ from deltakeeper.sim.bybit.venue import BybitVenue
 PUBLIC_PUSH_SECS = 0.1
 PRIVATE = "private"
 PRIVATE_TOPICS = ("order", "execution", "position", "wallet")
+ABSURD_TS_MS = 10**20
+"""The timestamp of a push corrupted by `ws_absurd_ts`: beyond any date."""
 BOOK_DEPTHS = {SPOT: (1, 50, 200, 1000), "linear": (1, 50, 200, 500), "inverse": (1, 50, 200, 500)}
 
 
@@ -59,6 +63,8 @@ class Hub:
         self.venue = venue
         self.connections: set[Connection] = set()
         self._dirty: set[str] = set()
+        self.corrupted_pushes = 0
+        """Topic pushes sent corrupted by an injected fault."""
         venue.private_listeners.append(self._on_private)
         venue.quote_listeners.append(self._on_quote)
 
@@ -99,10 +105,10 @@ class Hub:
             queued_at, message = await connection.outbox.get()
             config = faults.config
             await asyncio.sleep(max(0.0, queued_at + config.latency_ms / 1000 - loop.time()))
-            text = json.dumps(message)
-            if faults.roll(config.ws_malformed):
-                text = text[: len(text) // 2]
-            if not await self._send(connection, text):
+            corrupted = _corrupted(message, faults)
+            if corrupted is not None:
+                self.corrupted_pushes += 1
+            if not await self._send(connection, corrupted or json.dumps(message)):
                 return
             if faults.roll(config.ws_drop):
                 connection.drop()
@@ -271,3 +277,35 @@ def _levels_delta(before: dict[str, str], after: dict[str, str]) -> list[list[st
     changed = [[price, size] for price, size in after.items() if before.get(price) != size]
     removed = [[price, "0"] for price in before if price not in after]
     return changed + removed
+
+
+def _corrupted(message: dict[str, Any], faults: Faults) -> str | None:
+    """The push as an injected fault corrupts it (NaN amounts, absurd timestamps, truncated JSON), or None
+    when none does."""
+    config = faults.config
+    if faults.roll(config.ws_nan_prices):
+        return json.dumps(_replaced(message, _is_amount, "NaN"))
+    if faults.roll(config.ws_absurd_ts):
+        return json.dumps(_replaced(message, _is_time, ABSURD_TS_MS))
+    if faults.roll(config.ws_malformed):
+        text = json.dumps(message)
+        return text[: len(text) // 2]
+    return None
+
+
+def _is_amount(key: str) -> bool:
+    return "price" in key.lower() or "balance" in key.lower()
+
+
+def _is_time(key: str) -> bool:
+    return key == "ts" or key.endswith("Time")
+
+
+def _replaced(value: Any, corrupt: Callable[[str], bool], by: object) -> Any:
+    """A copy of a push with the value of every key `corrupt` picks (at any depth) replaced `by`."""
+    if isinstance(value, dict):
+        return {key: by if corrupt(key) and not isinstance(item, dict | list)
+                else _replaced(item, corrupt, by) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_replaced(item, corrupt, by) for item in value]
+    return value
