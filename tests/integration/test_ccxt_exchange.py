@@ -190,6 +190,19 @@ async def test_resting_orders_are_listed_and_cancelled_by_client_order_id(exchan
     assert second is not None and second.status is OrderStatus.CANCELED
 
 
+async def test_a_post_only_order_that_would_take_is_looked_up_as_refused(exchange: CcxtExchange) -> None:
+    # Bybit accepts it, then cancels it itself: a refusal (the runner falls back to market), not a cancel.
+    async with aclosing(exchange.quotes(["BTC/USDT:USDT"])) as quotes:
+        quote = await first(quotes, lambda quote: True)
+    crossing = (quote.ask * Decimal("1.01")).quantize(Decimal("0.1"))
+    await exchange.place_order(OrderRequest("dktake1a0", "BTC/USDT:USDT", Side.BUY, Decimal("0.01"),
+                                            OrderType.LIMIT, price=crossing, post_only=True))
+
+    refused = await exchange.fetch_order("BTC/USDT:USDT", "dktake1a0")
+    assert refused is not None and refused.status is OrderStatus.REJECTED
+    assert refused.reject_reason == "EC_PostOnlyWillTakeLiquidity"
+
+
 async def test_order_the_account_cannot_afford_is_rejected(exchange: CcxtExchange) -> None:
     with pytest.raises(OrderRejected):
         await exchange.place_order(OrderRequest("dkpoor1a0", "BTC/USD:BTC", Side.SELL, Decimal(100000)))

@@ -19,7 +19,7 @@ from deltakeeper.app.execution import ExecutionOptions, ExecutionStyle
 from deltakeeper.app.market_state import MarketState
 from deltakeeper.app.rebalance import Hedger, HedgerOptions
 from deltakeeper.domain import risk
-from deltakeeper.domain.errors import ExchangeUnavailable, OrderOutcomeUnknown
+from deltakeeper.domain.errors import ExchangeUnavailable, OrderOutcomeUnknown, RateLimited
 from deltakeeper.domain.exposure import Position
 from deltakeeper.domain.instruments import Instrument, Kind
 from deltakeeper.domain.orders import (
@@ -79,8 +79,15 @@ class Exchange:
         """The next this many order look-ups (and the cancels meanwhile) fail."""
         self.account_reads_failing = 0
         """The next this many account reads fail."""
+        self.rate_limited = 0
+        """The next this many placements are refused as rate limited (they never reach the book)."""
+        self.refused: list[OrderRequest] = []
 
     async def place_order(self, request: OrderRequest) -> OrderState:
+        if self.rate_limited:
+            self.rate_limited -= 1
+            self.refused.append(request)
+            raise RateLimited("429 Too Many Requests")
         self.placed.append(request)
         if request.order_type is OrderType.MARKET:
             price = D("100.01") if request.side is Side.BUY else D("99.99")
@@ -428,6 +435,32 @@ async def test_a_post_only_order_cancelled_by_its_own_timeout_falls_back_to_mark
     limit, fallback = bot.exchange.placed
     assert limit.post_only and fallback.order_type is OrderType.MARKET
     assert fallback.amount_contracts == HELD_SOL
+
+
+async def test_a_post_only_order_the_exchange_accepts_and_then_refuses_falls_back_to_market() -> None:
+    bot = Bot(ExecutionOptions(ExecutionStyle.POST_ONLY, post_only_timeout_secs=30))
+    await bot.quote()
+    await bot.until(lambda: bool(bot.exchange.placed), "the post-only order")
+    [limit] = bot.exchange.placed
+    state = bot.exchange.orders[limit.client_order_id]  # it would take: Bybit cancels it at once
+    bot.exchange.orders[limit.client_order_id] = replace(state, status=OrderStatus.REJECTED)
+    await bot.idle()
+
+    _, fallback = bot.exchange.placed
+    assert fallback.order_type is OrderType.MARKET and fallback.amount_contracts == HELD_SOL
+
+
+async def test_an_order_refused_as_rate_limited_is_not_resent_once_trading_is_halted() -> None:
+    bot = Bot()
+    bot.exchange.rate_limited = 1
+    await bot.quote()
+    await bot.until(lambda: bool(bot.exchange.refused), "the rate-limited placement")
+    bot.hedger.trading = bot.hedger.trading.halt("trader lock lost")  # during the resend's back-off
+    await bot.idle()
+
+    [refused] = bot.exchange.refused
+    assert bot.exchange.placed == []
+    assert bot.journal.last(refused.client_order_id).status is OrderStatus.CANCELED
 
 
 async def test_a_failed_account_read_after_a_fill_reports_the_fill_and_holds_the_instrument() -> None:

@@ -125,6 +125,9 @@ _DUPLICATE_CLIENT_ID = re.compile(r'"retCode"\s*:\s*(110072|170141)\b')
 _SIGNED_STRING = re.compile(r"origin_string\[[^\]]*\]")
 """Bybit echoes the signed string, API key included, when it refuses a signature: never shown."""
 
+_REFUSALS_AFTER_ACCEPT = frozenset({"EC_PostOnlyWillTakeLiquidity"})
+"""Bybit's reasons for cancelling an order it has just accepted, before it could rest or fill."""
+
 _STATUSES = {"open": OrderStatus.OPEN, "canceled": OrderStatus.CANCELED, "expired": OrderStatus.CANCELED,
              "rejected": OrderStatus.REJECTED}
 
@@ -513,6 +516,9 @@ def order_from_ccxt(order: Mapping[str, Any], received_at: datetime,
         raise MalformedPayload("status", "open, closed, canceled, expired or rejected", status_name)
     if status is OrderStatus.OPEN and filled > 0:
         status = OrderStatus.PARTIALLY_FILLED
+    reject_reason = _opt_text(_info(order), "rejectReason")
+    if status is OrderStatus.CANCELED and filled == 0 and reject_reason in _REFUSALS_AFTER_ACCEPT:
+        status = OrderStatus.REJECTED  # accepted, then refused by the exchange itself: never resting
     order_type = order.get("type") or (request.order_type.value if request else None)
     if order_type not in ("market", "limit"):
         raise MalformedPayload("type", "market or limit", order_type)
@@ -533,7 +539,7 @@ def order_from_ccxt(order: Mapping[str, Any], received_at: datetime,
         average_price=_opt_dec(order.get("average"), "average"),
         order_type=OrderType(order_type),
         price=_opt_dec(order.get("price"), "price"),
-        reject_reason=_opt_text(_info(order), "rejectReason") if status is OrderStatus.REJECTED else None,
+        reject_reason=reject_reason if status is OrderStatus.REJECTED else None,
     )
 
 

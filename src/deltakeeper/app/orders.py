@@ -151,14 +151,7 @@ class OrderRunner:
         post-only order is cancelled after its timeout); then read the account again. None when it was not
         sent (journaled cancelled, with the reason) or was refused."""
         self.in_flight[request.symbol] = request.client_order_id
-        reason = self._not_sendable(request, basis)
-        if reason is not None:
-            log.warning("order_not_sent", client_order_id=request.client_order_id, symbol=request.symbol,
-                        reason=reason)
-            await self.journal.update_order(self.local_state(request, OrderStatus.CANCELED, reason))
-            self.order_done(OrderStatus.CANCELED)
-            return None
-        sent = await self._send(request)
+        sent = await self._send(request, basis)
         if sent is None:
             return None
         timeout = self.post_only_timeout_secs if request.post_only else None
@@ -166,7 +159,8 @@ class OrderRunner:
         self.order_done(state.status)
         if state.status is OrderStatus.CANCELED and not timed_out:
             self._back_off(request.symbol)  # not ours: the next order on it waits a moment
-        refused = sent.status is OrderStatus.REJECTED  # `_send` answers a refusal only of a post-only order
+        # A post-only order that would take: refused at once, or (Bybit) accepted and then refused.
+        refused = OrderStatus.REJECTED in (sent.status, state.status)
         rest = request.amount_contracts - state.filled_contracts
         falls_back = request.post_only and rest > 0 and (refused or timed_out)
         return Ended(state, falls_back, await self.read_account())
@@ -242,8 +236,17 @@ class OrderRunner:
                 return
             await asyncio.sleep(SETTLE_POLL_SECS / 4)
 
-    async def _send(self, request: OrderRequest) -> OrderState | None:
+    async def _send(self, request: OrderRequest, basis: Basis) -> OrderState | None:
+        """Place the order unless its basis no longer holds (checked again before each resend after a
+        rate-limit refusal: a halt or a lost lock meanwhile stops it)."""
         for attempt in range(RESEND_LIMIT + 1):
+            reason = self._not_sendable(request, basis)
+            if reason is not None:
+                log.warning("order_not_sent", client_order_id=request.client_order_id, symbol=request.symbol,
+                            reason=reason)
+                await self.journal.update_order(self.local_state(request, OrderStatus.CANCELED, reason))
+                self.order_done(OrderStatus.CANCELED)
+                return None
             try:
                 state = await self.exchange.place_order(request)
                 log.info(
