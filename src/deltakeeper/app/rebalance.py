@@ -174,10 +174,16 @@ class Hedger:
     # -- inputs -------------------------------------------------------------------------------
 
     async def on_quote(self, quote_symbol: str) -> None:
+        """Decide on every asset the quoted market prices or hedges. An error on one asset is logged with
+        its traceback and the others go on."""
         for asset in self._by_price_symbol.get(quote_symbol, ()):
-            if asset in self._risk:
-                self._observe_risk(asset, quote_symbol)
-            await self.evaluate(asset, scheduled=False)
+            try:
+                if asset in self._risk:
+                    self._observe_risk(asset, quote_symbol)
+                await self.evaluate(asset, scheduled=False)
+            except Exception as exc:
+                self.counters.errors += 1
+                log.exception("quote_failed", symbol=quote_symbol, asset=asset, error=str(exc))
 
     async def on_account(self, snapshot: AccountSnapshot) -> None:
         if self.state.on_account(snapshot):
@@ -455,7 +461,7 @@ class Hedger:
         symbol = intent.symbol
         ctx = risk.RiskContext(
             quote_age_secs=self.state.quote_age_secs(symbol, self.clock.speed, now.timestamp()),
-            mark_price=self.state.quotes[symbol].mark,
+            mark_price=self.state.references[symbol],  # not the same tick's mark: its touch moves with it
             position_contracts=self.state.position_contracts(symbol),
             traded_today_usd=self._traded_today(now),
             state=self.trading.state,

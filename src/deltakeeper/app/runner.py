@@ -199,9 +199,16 @@ class Runner:
             log.exception("daily_summary_failed", error=str(exc))
 
     async def _on_quote(self, quote: Quote) -> None:
-        self.hedger.state.on_quote(quote)
-        self.watch.on_quote(quote)
-        await self.hedger.on_quote(quote.symbol)
+        """Apply a quote the price gate accepts, and decide on it. Nothing here ends the shared quote
+        stream: an error handling one quote is logged with its traceback and that quote skipped."""
+        try:
+            if not self.hedger.state.on_quote(quote):
+                return  # held by the price gate (`quote_held`): no decision on it
+            self.watch.on_quote(quote)
+            await self.hedger.on_quote(quote.symbol)
+        except Exception as exc:
+            self.hedger.counters.errors += 1
+            log.exception("quote_failed", symbol=quote.symbol, error=str(exc))
 
     async def _on_event(self, event: AccountEvent) -> None:
         if isinstance(event, Fill):
