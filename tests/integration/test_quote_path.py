@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from decimal import Decimal
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +77,8 @@ async def test_absurd_ticks_are_never_traded_on_and_a_genuine_15_pct_gap_is_foll
     gateway = Corrupting(engine, scripted_sol(clock.now(), script), clock, None, "sim")
     gateway.script = script
     with capture_logs() as logs:
-        async with journal_for(settings) as journal, running(settings, journal, gateway, clock) as (runner, _):
+        async with journal_for(settings) as journal, running(settings, journal, gateway, clock) as bot:
+            runner = bot[0]
 
             async def traded() -> bool:
                 return any(d["reason"] == "rebalance" for d in await journal.list_decisions())
@@ -147,7 +148,8 @@ async def test_a_restart_with_two_hedged_assets_decides_on_sol_while_eth_has_no_
     gateway = EthLate(engine, two_assets(clock.now()), clock, None, "sim")
     gateway.eth_priced = asyncio.Event()
     with capture_logs() as logs:
-        async with journal_for(settings) as journal, running(settings, journal, gateway, clock) as (runner, _):
+        async with journal_for(settings) as journal, running(settings, journal, gateway, clock) as bot:
+            runner = bot[0]
 
             async def decided(asset: str) -> bool:
                 return bool(await journal.list_decisions(asset=asset))
