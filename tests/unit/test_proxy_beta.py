@@ -24,7 +24,7 @@ T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 BTC = Instrument("BTC/USDT:USDT", Kind.PERPETUAL, "BTC", "USDT", "USDT", lot_step_contracts=D("0.001"),
                  min_contracts=D("0.001"))
 ETH = Instrument("ETH/USDT:USDT", Kind.PERPETUAL, "ETH", "USDT", "USDT", lot_step_contracts=D("0.01"))
-LIMITS = risk.RiskLimits(D(10**9), D(10**12), D(10**12), 60.0, D(500))
+LIMITS = risk.RiskLimits(D(10**9), D(10**12), D(10**12), 60.0, D(2000))  # bars of 9 %: no collar
 BAR = timedelta(seconds=60)
 
 
@@ -43,7 +43,7 @@ class DecisionLog:
 
     decisions: list[DecisionRecord] = field(default_factory=list)
 
-    async def record_decision(self, decision: DecisionRecord, pending_order: OrderRecord | None = None) -> None:
+    async def record_decision(self, decision: DecisionRecord, pending: OrderRecord | None = None) -> None:
         self.decisions.append(decision)
 
     async def update_order(self, state: OrderState) -> None:
@@ -62,7 +62,8 @@ class Desk:
         policy = AssetPolicy("ETH", BTC.symbol, Band(BandUnit.COIN, D("0.5")))
         self.hedger = Hedger(
             cast(Exchange, object()), cast(Journal, self.journal), self.clock, cast(Alerts, object()),
-            self.state, {"ETH": policy}, HedgerOptions(LIMITS, 30.0, 300.0, send_orders=False, betas={"ETH": None}),
+            self.state, {"ETH": policy},
+            HedgerOptions(LIMITS, 30.0, 300.0, send_orders=False, betas={"ETH": None}),
         )
         self.eth, self.btc = 3000.0, 60_000.0
         self.hold(D(0))
