@@ -94,6 +94,8 @@ async def test_absurd_ticks_are_never_traded_on_and_a_genuine_15_pct_gap_is_foll
                 return end is not None and any(d["ts"] > end for d in await journal.list_decisions())
 
             await until(past_the_spikes, 20, "a scheduled decision after the spikes")
+            spiked = await journal.list_decisions()
+            assert {d["price_usd"] for d in spiked} == {D(136)}, "decided on an absurd price"
             script["price"] = D("156.4")  # +15 %, for good
 
             async def followed() -> bool:  # the band is 0.64 SOL at the new price: the 0.7 left trades

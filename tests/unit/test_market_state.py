@@ -248,3 +248,30 @@ def test_snapshots_of_one_instant_are_kept_in_the_order_the_simulator_took_them(
     assert not state.on_account(before)
     assert state.deltas()["SOL"].delta_coin == D(3)
     assert not state.on_account(replace(after_fill, seq=0))  # an exchange without an order: time decides
+
+
+def test_a_held_quote_is_not_applied_and_is_logged_and_a_confirmed_move_is() -> None:
+    from structlog.testing import capture_logs
+
+    wall = [0.0]
+    state = MarketState(dict(INSTRUMENTS), {}, {"SOL": "SOL/USDT:USDT"}, monotonic=lambda: wall[0],
+                        gate=PriceGate(GateLimits(jump_pct=D(10), confirm_secs=5.0)))
+    perp, spot = "SOL/USDT:USDT", "SOL/USDT"
+    with capture_logs() as logs:
+        assert state.on_quote(quote(spot, D(136), T0))
+        assert not state.on_quote(quote(perp, D(136_000), T0))  # a first quote the spot contradicts
+        assert state.on_quote(quote(perp, D("136.1"), T0))
+        wall[0] = 1.0
+        assert not state.on_quote(quote(perp, D(408), T0 + timedelta(seconds=1)))
+        assert state.price_usd("SOL") == D("136.1") and state.received_at[perp] == 0.0
+        assert state.references[perp] == D(136)  # the spot's price vouched for the perp's first quote
+        for step in range(7):  # both markets gap +15 %, and stay there
+            wall[0] = 2.0 + step
+            ts = T0 + timedelta(seconds=2 + step)
+            state.on_quote(quote(spot, D("156.4"), ts))
+            state.on_quote(quote(perp, D("156.5"), ts))
+    assert state.price_usd("SOL") == D("156.5") and state.quotes[spot].mark == D("156.4")
+    held = [e for e in logs if e["event"] == "quote_held"]
+    assert held[0]["symbol"] == perp and held[0]["reason"] == f"disagrees_with:{spot} unconfirmed"
+    assert held[1]["mark"] == "408" and held[1]["last_good"] == "136.10"
+    assert {e["reason"] for e in logs if e["event"] == "quote_confirmed"} >= {"confirmed"}
