@@ -116,10 +116,13 @@ def test_the_first_quote_of_a_market_is_checked_against_the_other_markets_of_its
     assert lone.accepted and lone.reason == "first"  # nothing to compare with
 
 
-def test_markets_of_other_assets_and_options_are_not_compared() -> None:
+def test_markets_of_other_assets_are_not_compared_and_an_option_only_with_itself() -> None:
     gate = gate_at(136)
     assert gate.check("BTC/USDT:USDT", "BTC", at(60_000, 1)).accepted
-    assert gate.check("SOL/USD:SOL-C", None, at("0.01", 1)).accepted
+    option = "SOL/USDT:USDT-260626-150-C"
+    # an option's index is its underlying's: not its price
+    assert gate.check(option, None, Sample(D("2.5"), D("2.3"), D(136), 1)).accepted
+    assert not gate.check(option, None, at("7.5", 2)).accepted  # 3x its own last good price
 
 
 def test_a_non_positive_price_is_never_accepted() -> None:

@@ -54,8 +54,7 @@ class Verdict:
     reason: str
     """Accepted: `consistent`, `first` (nothing to compare with), `agrees_with:<symbol>` (a jump another
     market confirms), `confirmed` (held quotes that stayed at the new level). Held: `inconsistent`
-    (mark or index far from the mid), `jump`, `disagrees_with:<symbol>`, each with `unconfirmed` when
-    the held quotes at the new level are not enough yet."""
+    (mark or index far from the mid), `jump unconfirmed`, `disagrees_with:<symbol> unconfirmed`."""
     reference: Decimal
     """An earlier price that vouches for this quote: the last good mid of the market, the agreeing
     market's, the previous confirming quote's; the quote's own mark only for a first quote with nothing
@@ -87,16 +86,16 @@ class PriceGate:
         return good.mid if good is not None else None
 
     def check(self, symbol: str, asset: str | None, sample: Sample) -> Verdict:
-        """Judge a quote of `symbol`, a market of `asset` (None: no other market is compared, e.g. an
-        option, whose price is not its asset's), and remember it: accepted, it is the market's good price."""
+        """Judge a quote of `symbol`, a market of `asset`, and remember it: accepted, it is the market's good
+        price. `asset` None (an option: its price is not its asset's, nor its index) checks only the
+        quote's jumps from its own market's last good price."""
         if asset is not None:
             self._groups[symbol] = asset
         last = self._good.get(symbol)
         last_mid = last.mid if last is not None else None
         agree, disagree = self._others(symbol, asset, sample)
-        consistent = not self._apart(sample.mark, sample.mid) and (
-            sample.index is None or not self._apart(sample.index, sample.mid)
-        )
+        own = [] if asset is None else [p for p in (sample.mark, sample.index) if p is not None]
+        consistent = not any(self._apart(p, sample.mid) for p in own)
         jump = last is not None and self._apart(sample.mid, last.mid)
         if consistent and not disagree and (not jump or agree):
             if last is not None and not jump:
