@@ -275,3 +275,12 @@ def test_a_held_quote_is_not_applied_and_is_logged_and_a_confirmed_move_is() -> 
     assert held[0]["symbol"] == perp and held[0]["reason"] == f"disagrees_with:{spot} unconfirmed"
     assert held[1]["mark"] == "408" and held[1]["last_good"] == "136.10"
     assert {e["reason"] for e in logs if e["event"] == "quote_confirmed"} >= {"confirmed"}
+
+
+def test_markets_are_compared_by_what_their_price_is_a_price_of() -> None:
+    eth_btc = Instrument("ETH/BTC", Kind.SPOT, "ETH", "BTC", "BTC")
+    state = MarketState({**INSTRUMENTS, eth_btc.symbol: eth_btc}, {}, {"ETH": "ETH/USDT:USDT"})
+    assert state.on_quote(quote("ETH/USDT:USDT", D(3000), T0))
+    assert state.on_quote(quote("ETH/USD:ETH", D("3001"), T0))  # USD and USDT: one price
+    assert not state.on_quote(quote("ETH/USDT", D(9000), T0))
+    assert state.on_quote(quote("ETH/BTC", D("0.05"), T0))  # ETH in BTC: not comparable with USD

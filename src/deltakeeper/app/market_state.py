@@ -88,9 +88,8 @@ class MarketState:
         no price, no age, no decision from it. Returns whether it was applied."""
         symbol = quote.symbol
         now = self.monotonic()
-        instrument = self.instruments.get(symbol)
-        asset = instrument.base if instrument is not None and instrument.kind is not Kind.OPTION else None
-        verdict = self.gate.check(symbol, asset, Sample(quote.mid, quote.mark, quote.index, now))
+        sample = Sample(quote.mid, quote.mark, quote.index, now)
+        verdict = self.gate.check(symbol, self._priced_as(symbol), sample)
         if not verdict.accepted:
             log.warning(
                 "quote_held", symbol=symbol, reason=verdict.reason, bid=str(quote.bid), ask=str(quote.ask),
@@ -105,6 +104,16 @@ class MarketState:
         self.received_at[symbol] = now
         self.references[symbol] = verdict.reference
         return True
+
+    def _priced_as(self, symbol: str) -> str | None:
+        """What a market's price is a price of, for the gate to compare markets: `BASE/USD` for every market
+        quoted in USD or a stablecoin (spot, perpetual, future), `BASE/QUOTE` for another quote, None for
+        an option (its price is a premium) or an unknown market."""
+        instrument = self.instruments.get(symbol)
+        if instrument is None or instrument.kind is Kind.OPTION:
+            return None
+        quote = "USD" if is_stable(instrument.quote) else instrument.quote
+        return f"{instrument.base}/{quote}"
 
     def on_account(self, snapshot: AccountSnapshot) -> bool:
         """Keep only a strictly newer snapshot (by time, then by the exchange's `seq`), so that a late

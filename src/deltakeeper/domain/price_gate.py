@@ -86,9 +86,10 @@ class PriceGate:
         return good.mid if good is not None else None
 
     def check(self, symbol: str, asset: str | None, sample: Sample) -> Verdict:
-        """Judge a quote of `symbol`, a market of `asset`, and remember it: accepted, it is the market's good
-        price. `asset` None (an option: its price is not its asset's, nor its index) checks only the
-        quote's jumps from its own market's last good price."""
+        """Judge a quote of `symbol`, and remember it: accepted, it is the market's good price. `asset` is
+        what the market's price is a price of (`SOL/USD` for SOL's spot and perpetuals alike): the markets
+        with the same one are compared. None (an option: its price is a premium, and its index its
+        underlying's) checks only the quote's jumps from its own market's last good price."""
         if asset is not None:
             self._groups[symbol] = asset
         last = self._good.get(symbol)
