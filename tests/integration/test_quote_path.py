@@ -45,14 +45,18 @@ def scaled(q: Quote, factor: Decimal) -> Quote:
 class Corrupting(SimGateway):
     """The simulated exchange seen through a faulty link: when the test puts factors in
     `script["spikes"]`, the bot's quote stream carries one quote scaled by each (everything in it: book,
-    mark and index), with a true quote between them; then `script["spiked"]` is the last one's time. The
-    exchange itself never sees them."""
+    mark and index), with a true quote between them; then `script["spiked"]` is the last one's time. While
+    `script["scale"]` is set, every quote is scaled by it. The exchange itself never sees them: its REST
+    ticker (`fetch_quote`) has the true price."""
 
     script: dict[str, Any]
 
     def quotes(self, symbols: Sequence[str]) -> AsyncIterator[Quote]:
         async def corrupted() -> AsyncIterator[Quote]:
             async for item in super(Corrupting, self).quotes(symbols):
+                if self.script.get("scale"):  # every quote, for as long as the test says
+                    yield scaled(item, self.script["scale"])
+                    continue
                 spikes = self.script.get("spikes")
                 if spikes:
                     yield scaled(item, spikes.pop(0))
@@ -111,6 +115,50 @@ async def test_absurd_ticks_are_never_traded_on_and_a_genuine_15_pct_gap_is_foll
     assert len(held) >= len(SPIKES)
     assert {e["last_good"] for e in held} >= {"136.00"}
     assert any(e["event"] == "quote_confirmed" and e["reason"] == "confirmed" for e in logs)
+
+
+async def test_a_stream_corrupted_for_longer_than_the_confirmation_is_contradicted_by_the_rest_ticker(
+    tmp_path: Path,
+) -> None:
+    settings = make_settings(
+        tmp_path, assets={"SOL": AssetSettings(hedge=SOL, band_usd=D(100))}, rebalance_to="edge",
+        price_confirm_secs=0.2,
+    )
+    script: dict[str, Any] = {"price": D(136)}
+    clock = SimClock(settings.sim_speed)
+    engine = SimEngine(default_instruments(), seed=1)
+    engine.open_account("sim", {"USDT": D(1_000_000), "SOL": D(1000)})
+    gateway = Corrupting(engine, scripted_sol(clock.now(), script), clock, None, "sim")
+    gateway.script = script
+    with capture_logs() as logs:
+        async with journal_for(settings) as journal, running(settings, journal, gateway, clock) as bot:
+            runner = bot[0]
+
+            async def traded() -> bool:
+                return any(d["reason"] == "rebalance" for d in await journal.list_decisions())
+
+            await until(traded, 20, "the opening hedge")
+            first = next(d for d in await journal.list_decisions() if d["reason"] == "rebalance")
+            await until(settled(journal, runner, first), 10, "the opening hedge to settle")
+            script["scale"] = D(3)
+
+            async def contradicted() -> bool:
+                return sum(e["event"] == "quote_contradicted" for e in logs) >= 2  # two reads, 1 s apart
+
+            await until(contradicted, 20, "the REST ticker to contradict the stream twice")
+            script["scale"] = None
+
+            async def back() -> bool:
+                return any(e["event"] == "quote_held" for e in logs) and any(
+                    d["ts"] > first["ts"] and d["reason"] == "inside_band"
+                    for d in await journal.list_decisions())
+
+            await until(back, 20, "decisions on the true price again")
+            decisions = await journal.list_decisions()
+    # held far longer than DK_PRICE_CONFIRM_SECS at 3x, never confirmed: the reads vetoed the level
+    assert {d["price_usd"] for d in decisions} == {D(136)}
+    assert not any(e["event"] == "quote_confirmed" for e in logs)
+    assert {e["reason"] for e in logs if e["event"] == "quote_held"} >= {"jump unconfirmed", "jump vetoed"}
 
 
 def two_assets(start: datetime) -> Iterator[tuple[datetime, list[Quote]]]:

@@ -66,6 +66,8 @@ class MarketState:
     """Symbol -> the earlier price that vouched for its latest quote (`Verdict.reference`): what the
     price collar compares the touch with."""
     _quotes: dict[str, Quote] = field(default_factory=dict, init=False, repr=False)
+    _held: dict[str, Quote] = field(default_factory=dict, init=False, repr=False, compare=False)
+    """Symbol -> its latest quote held at a level a read could confirm."""
     _quotes_view: Mapping[str, Quote] = field(init=False, repr=False, compare=False)
     _quoted: set[str] = field(default_factory=set, init=False, repr=False, compare=False)
     """Symbols quoted since `deltas()` last looked at the prices."""
@@ -96,14 +98,42 @@ class MarketState:
                 mark=str(quote.mark), index=None if quote.index is None else str(quote.index),
                 last_good=None if verdict.last_good is None else str(verdict.last_good),
             )
+            if verdict.reason != "inconsistent":
+                self._held[symbol] = quote
             return False
         if verdict.reason not in ("consistent", "first"):
             log.info("quote_confirmed", symbol=symbol, reason=verdict.reason, mid=str(quote.mid))
+        self._apply(quote, verdict.reference, now)
+        return True
+
+    def held(self, symbol: str) -> bool:
+        """Whether the market's quotes are held at a level that a read (`on_read`) could confirm."""
+        return self.gate.holding(symbol)
+
+    def on_read(self, read: Quote) -> bool:
+        """An independent read of a market whose quotes are held (`Exchange.fetch_quote`): agreeing with
+        the held level, it applies the latest held quote (`quote_confirmed`, returns True); contradicting
+        it, the level stays held for good (`quote_contradicted`) until a read agrees."""
+        symbol = read.symbol
+        verdict = self.gate.vouch(symbol, read.mid)
+        if verdict is None:
+            return False
+        if not verdict.accepted:
+            log.warning("quote_contradicted", symbol=symbol, read_mid=str(read.mid),
+                        last_good=None if verdict.last_good is None else str(verdict.last_good))
+            return False
+        quote = self._held.pop(symbol)
+        log.info("quote_confirmed", symbol=symbol, reason=verdict.reason, mid=str(quote.mid))
+        self._apply(quote, verdict.reference, self.monotonic())
+        return True
+
+    def _apply(self, quote: Quote, reference: Decimal, now: float) -> None:
+        symbol = quote.symbol
+        self._held.pop(symbol, None)
         self._quotes[symbol] = quote
         self._quoted.add(symbol)
         self.received_at[symbol] = now
-        self.references[symbol] = verdict.reference
-        return True
+        self.references[symbol] = reference
 
     def _priced_as(self, symbol: str) -> str | None:
         """What a market's price is a price of, for the gate to compare markets: `BASE/USD` for every market

@@ -13,6 +13,11 @@ that genuinely gapped is followed at most `confirm_secs` (and `confirm_quotes` q
 a lone absurd tick (3x, 1000x, 0.001x) is never accepted: the next normal quote is accepted and drops it.
 A quote that disagrees with its own mark or index is never confirmed, and does not break a confirmation.
 
+An independent read of the market's price (a REST ticker: `vouch`) settles a held level at once: one that
+agrees with it accepts the latest held quote; one that contradicts it (agrees with the last good price, or
+with neither) vetoes it: persistence no longer confirms it, only a later agreeing read does. A read that
+failed is no read: the caller does not call `vouch`.
+
 Pure: prices are Decimals, times are seconds on any monotonic clock, given by the caller.
 """
 
@@ -54,7 +59,9 @@ class Verdict:
     reason: str
     """Accepted: `consistent`, `first` (nothing to compare with), `agrees_with:<symbol>` (a jump another
     market confirms), `confirmed` (held quotes that stayed at the new level). Held: `inconsistent`
-    (mark or index far from the mid), `jump unconfirmed`, `disagrees_with:<symbol> unconfirmed`."""
+    (mark or index far from the mid), `jump` or `disagrees_with:<symbol>`, then `unconfirmed` (not yet)
+    or `vetoed` (a read contradicted the level); `read_contradicts` (`vouch`). Accepted by a read:
+    `read`."""
     reference: Decimal
     """An earlier price that vouches for this quote: the last good mid of the market, the agreeing
     market's, the previous confirming quote's; the quote's own mark only for a first quote with nothing
@@ -70,7 +77,11 @@ class _Candidate:
     since_secs: float
     last_mid: Decimal
     last_secs: float
+    latest: Sample
+    """The last held quote at the level: what an agreeing read accepts."""
     count: int = 1
+    vetoed: bool = False
+    """A read contradicted the level: only an agreeing read confirms it."""
 
 
 @dataclass
@@ -110,18 +121,34 @@ class PriceGate:
         candidate = self._candidates.get(symbol)
         if candidate is not None and not self._apart(sample.mid, candidate.level):
             previous = candidate.last_mid
-            candidate = replace(candidate, last_mid=sample.mid, last_secs=sample.at_secs,
+            candidate = replace(candidate, last_mid=sample.mid, last_secs=sample.at_secs, latest=sample,
                                 count=candidate.count + 1)
         else:
             previous = sample.mark
-            candidate = _Candidate(sample.mid, sample.at_secs, sample.mid, sample.at_secs)
+            candidate = _Candidate(sample.mid, sample.at_secs, sample.mid, sample.at_secs, sample)
         self._candidates[symbol] = candidate
         why = f"disagrees_with:{disagree[0]}" if disagree else "jump"
         held_long_enough = (candidate.count >= self.limits.confirm_quotes
                             and sample.at_secs - candidate.since_secs >= self.limits.confirm_secs)
-        if held_long_enough and not disagree:
+        if held_long_enough and not disagree and not candidate.vetoed:
             return self._accept(symbol, sample, "confirmed", previous)
-        return Verdict(False, f"{why} unconfirmed", previous, last_mid)
+        return Verdict(False, f"{why} {'vetoed' if candidate.vetoed else 'unconfirmed'}", previous, last_mid)
+
+    def holding(self, symbol: str) -> bool:
+        """Whether quotes of the market are held at a level a read could confirm."""
+        return symbol in self._candidates
+
+    def vouch(self, symbol: str, read_mid: Decimal) -> Verdict | None:
+        """An independent read of the market's price now (a REST ticker's mid). None when nothing is held;
+        else the latest held quote accepted (`read`, the read its reference) when the read agrees with its
+        level, or held with the level vetoed when the read contradicts it."""
+        candidate = self._candidates.get(symbol)
+        if candidate is None:
+            return None
+        if not self._apart(read_mid, candidate.level):
+            return self._accept(symbol, candidate.latest, "read", read_mid)
+        self._candidates[symbol] = replace(candidate, vetoed=True)
+        return Verdict(False, "read_contradicts", read_mid, self.last_good(symbol))
 
     def _accept(self, symbol: str, sample: Sample, reason: str, reference: Decimal) -> Verdict:
         self._good[symbol] = sample
