@@ -284,3 +284,21 @@ def test_markets_are_compared_by_what_their_price_is_a_price_of() -> None:
     assert state.on_quote(quote("ETH/USD:ETH", D("3001"), T0))  # USD and USDT: one price
     assert not state.on_quote(quote("ETH/USDT", D(9000), T0))
     assert state.on_quote(quote("ETH/BTC", D("0.05"), T0))  # ETH in BTC: not comparable with USD
+
+
+def test_a_read_confirms_the_latest_held_quote_or_contradicts_it() -> None:
+    from structlog.testing import capture_logs
+
+    perp = "SOL/USDT:USDT"
+    state = MarketState(dict(INSTRUMENTS), {}, {"SOL": perp})
+    with capture_logs() as logs:
+        assert state.on_quote(quote(perp, D(136), T0))
+        assert not state.on_read(quote(perp, D(136), T0))  # nothing held
+        assert not state.on_quote(quote(perp, D(408), T0)) and state.held(perp)
+        assert not state.on_read(quote(perp, D("136.2"), T0))
+        assert state.price_usd("SOL") == D(136) and state.held(perp)
+        assert not state.on_quote(quote(perp, D("156.4"), T0)) and state.held(perp)  # a new level
+        assert state.on_read(quote(perp, D("156.3"), T0))
+    assert state.price_usd("SOL") == D("156.4") and state.references[perp] == D("156.3")
+    assert not state.held(perp)
+    assert [e["event"] for e in logs] == ["quote_held", "quote_contradicted", "quote_held", "quote_confirmed"]

@@ -129,3 +129,26 @@ def test_a_non_positive_price_is_never_accepted() -> None:
     gate = PriceGate(LIMITS)
     for step in range(10):
         assert not gate.check(PERP, "SOL", at(0, step)).accepted
+
+
+def test_a_read_that_agrees_with_the_held_level_accepts_the_latest_held_quote_at_once() -> None:
+    gate = gate_at(136)
+    assert gate.vouch(PERP, D(157)) is None  # nothing held: nothing to confirm
+    assert not gate.check(PERP, "SOL", at("156.4", 1)).accepted
+    assert not gate.check(PERP, "SOL", at("156.6", 2)).accepted
+    assert gate.holding(PERP)
+    verdict = gate.vouch(PERP, D("156.5"))
+    assert verdict is not None and verdict.accepted and verdict.reason == "read"
+    assert verdict.reference == D("156.5") and gate.last_good(PERP) == D("156.6")
+    assert not gate.holding(PERP)
+
+
+def test_a_read_that_contradicts_the_held_level_vetoes_it_until_a_read_agrees() -> None:
+    gate = gate_at(136)
+    assert not gate.check(PERP, "SOL", at(408, 1)).accepted
+    verdict = gate.vouch(PERP, D("136.1"))
+    assert verdict is not None and not verdict.accepted and verdict.reason == "read_contradicts"
+    for step in range(2, 40):  # however long the stream stays there
+        assert gate.check(PERP, "SOL", at(408, step)).reason == "jump vetoed"
+    agreeing = gate.vouch(PERP, D(407))
+    assert agreeing is not None and agreeing.accepted and gate.last_good(PERP) == 408
