@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator, Sequence
-from dataclasses import replace
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -16,8 +17,10 @@ from structlog.testing import capture_logs
 from tests.integration.service_harness import journal_for, make_settings
 from tests.integration.test_live_policies import ETH, SOL, quote, running, settled, until
 
+from deltakeeper.adapters.journal.store import SqlJournal
 from deltakeeper.app.status import build_status
 from deltakeeper.config import AssetSettings
+from deltakeeper.domain.errors import ExchangeUnavailable
 from deltakeeper.domain.orders import OrderRequest, Quote, Side
 from deltakeeper.sim.clock import SimClock
 from deltakeeper.sim.engine import SimEngine
@@ -47,7 +50,7 @@ class Corrupting(SimGateway):
     `script["spikes"]`, the bot's quote stream carries one quote scaled by each (everything in it: book,
     mark and index), with a true quote between them; then `script["spiked"]` is the last one's time. While
     `script["scale"]` is set, every quote is scaled by it. The exchange itself never sees them: its REST
-    ticker (`fetch_quote`) has the true price."""
+    ticker (`fetch_quote`) has the true price, unless `script["reads_fail"]`."""
 
     script: dict[str, Any]
 
@@ -66,13 +69,38 @@ class Corrupting(SimGateway):
 
         return corrupted()
 
+    async def fetch_quote(self, symbol: str) -> Quote:
+        if self.script.get("reads_fail"):
+            raise ExchangeUnavailable("503 Service Unavailable")
+        return await super().fetch_quote(symbol)
 
-async def test_absurd_ticks_are_never_traded_on_and_a_genuine_15_pct_gap_is_followed(tmp_path: Path) -> None:
-    # A USD band, traded to its edge: a tick at 3x or 1000x the price shrinks the band in coins below the
-    # delta left at the edge and would trade; so does the genuine +15 % gap.
+
+@dataclass
+class HedgedSol:
+    """A bot hedging 1,000 SOL on a USD band of 100, traded to its edge (a tick at 3x or 1000x shrinks the
+    band in coins below the ~0.7 SOL left at the edge and would trade; so does a +15 % gap), after its
+    opening hedge has settled."""
+
+    journal: SqlJournal
+    script: dict[str, Any]
+    logs: list[dict[str, Any]]
+    first: dict[str, Any]
+
+    async def decisions(self) -> list[dict[str, Any]]:
+        return await self.journal.list_decisions()
+
+    def logged(self, event: str) -> list[dict[str, Any]]:
+        return [e for e in self.logs if e["event"] == event]
+
+    async def hedged_at(self, price: Decimal) -> bool:
+        return any(d["price_usd"] == price and d["reason"] == "rebalance" for d in await self.decisions())
+
+
+@asynccontextmanager
+async def hedged_sol(tmp_path: Path, confirm_secs: float) -> AsyncIterator[HedgedSol]:
     settings = make_settings(
         tmp_path, assets={"SOL": AssetSettings(hedge=SOL, band_usd=D(100))}, rebalance_to="edge",
-        price_confirm_secs=0.2,
+        price_confirm_secs=confirm_secs,
     )
     script: dict[str, Any] = {"price": D(136)}
     clock = SimClock(settings.sim_speed)
@@ -82,83 +110,72 @@ async def test_absurd_ticks_are_never_traded_on_and_a_genuine_15_pct_gap_is_foll
     gateway.script = script
     with capture_logs() as logs:
         async with journal_for(settings) as journal, running(settings, journal, gateway, clock) as bot:
-            runner = bot[0]
 
             async def traded() -> bool:
                 return any(d["reason"] == "rebalance" for d in await journal.list_decisions())
 
             await until(traded, 20, "the opening hedge")
             first = next(d for d in await journal.list_decisions() if d["reason"] == "rebalance")
-            await until(settled(journal, runner, first), 10, "the opening hedge to settle")
+            await until(settled(journal, bot[0], first), 10, "the opening hedge to settle")
+            yield HedgedSol(journal, script, logs, first)
 
-            script["spikes"] = list(SPIKES)
 
-            async def past_the_spikes() -> bool:
-                end = script.get("spiked")
-                return end is not None and any(d["ts"] > end for d in await journal.list_decisions())
+async def test_absurd_ticks_are_never_traded_on_and_a_genuine_15_pct_gap_is_followed(tmp_path: Path) -> None:
+    async with hedged_sol(tmp_path, confirm_secs=0.2) as bot:
+        bot.script["spikes"] = list(SPIKES)
 
-            await until(past_the_spikes, 20, "a scheduled decision after the spikes")
-            spiked = await journal.list_decisions()
-            assert {d["price_usd"] for d in spiked} == {D(136)}, "decided on an absurd price"
-            script["price"] = D("156.4")  # +15 %, for good
+        async def past_the_spikes() -> bool:
+            end = bot.script.get("spiked")
+            return end is not None and any(d["ts"] > end for d in await bot.decisions())
 
-            async def followed() -> bool:  # the band is 0.64 SOL at the new price: the 0.7 left trades
-                return any(d["price_usd"] == D("156.4") and d["reason"] == "rebalance"
-                           for d in await journal.list_decisions())
-
-            await until(followed, 20, "a hedge at the new price")
-            decisions = await journal.list_decisions()
-            orders = await journal.list_orders()
+        await until(past_the_spikes, 20, "a scheduled decision after the spikes")
+        assert {d["price_usd"] for d in await bot.decisions()} == {D(136)}, "decided on an absurd price"
+        bot.script["price"] = D("156.4")  # +15 %, for good
+        # the band is 0.64 SOL at the new price: the 0.7 left trades
+        await until(lambda: bot.hedged_at(D("156.4")), 20, "a hedge at the new price")
+        decisions = await bot.decisions()
+        orders = await bot.journal.list_orders()
     assert {d["price_usd"] for d in decisions} <= {D(136), D("156.4")}, "decided on an absurd price"
     assert orders and all(o["reference_price"] < 160 for o in orders), orders
-    held = [e for e in logs if e["event"] == "quote_held"]
+    held = bot.logged("quote_held")
     assert len(held) >= len(SPIKES)
     assert {e["last_good"] for e in held} >= {"136.00"}
-    assert any(e["event"] == "quote_confirmed" and e["reason"] == "confirmed" for e in logs)
+    assert bot.logged("quote_confirmed")
 
 
 async def test_a_stream_corrupted_for_longer_than_the_confirmation_is_contradicted_by_the_rest_ticker(
     tmp_path: Path,
 ) -> None:
-    settings = make_settings(
-        tmp_path, assets={"SOL": AssetSettings(hedge=SOL, band_usd=D(100))}, rebalance_to="edge",
-        price_confirm_secs=0.2,
-    )
-    script: dict[str, Any] = {"price": D(136)}
-    clock = SimClock(settings.sim_speed)
-    engine = SimEngine(default_instruments(), seed=1)
-    engine.open_account("sim", {"USDT": D(1_000_000), "SOL": D(1000)})
-    gateway = Corrupting(engine, scripted_sol(clock.now(), script), clock, None, "sim")
-    gateway.script = script
-    with capture_logs() as logs:
-        async with journal_for(settings) as journal, running(settings, journal, gateway, clock) as bot:
-            runner = bot[0]
+    async with hedged_sol(tmp_path, confirm_secs=0.2) as bot:
+        bot.script["scale"] = D(3)
 
-            async def traded() -> bool:
-                return any(d["reason"] == "rebalance" for d in await journal.list_decisions())
+        async def contradicted() -> bool:
+            return len(bot.logged("quote_contradicted")) >= 2  # two reads, a second apart
 
-            await until(traded, 20, "the opening hedge")
-            first = next(d for d in await journal.list_decisions() if d["reason"] == "rebalance")
-            await until(settled(journal, runner, first), 10, "the opening hedge to settle")
-            script["scale"] = D(3)
-
-            async def contradicted() -> bool:
-                return sum(e["event"] == "quote_contradicted" for e in logs) >= 2  # two reads, 1 s apart
-
-            await until(contradicted, 20, "the REST ticker to contradict the stream twice")
-            script["scale"] = None
-
-            async def back() -> bool:
-                return any(e["event"] == "quote_held" for e in logs) and any(
-                    d["ts"] > first["ts"] and d["reason"] == "inside_band"
-                    for d in await journal.list_decisions())
-
-            await until(back, 20, "decisions on the true price again")
-            decisions = await journal.list_decisions()
+        await until(contradicted, 20, "the REST ticker to contradict the stream twice")
+        bot.script["scale"] = None
+        decisions = await bot.decisions()
     # held far longer than DK_PRICE_CONFIRM_SECS at 3x, never confirmed: the reads vetoed the level
     assert {d["price_usd"] for d in decisions} == {D(136)}
-    assert not any(e["event"] == "quote_confirmed" for e in logs)
-    assert {e["reason"] for e in logs if e["event"] == "quote_held"} >= {"jump unconfirmed", "jump vetoed"}
+    assert not bot.logged("quote_confirmed")
+    assert {e["reason"] for e in bot.logged("quote_held")} >= {"jump unconfirmed", "jump vetoed"}
+
+
+async def test_a_failed_read_confirms_nothing_and_a_read_that_agrees_confirms_a_gap(tmp_path: Path) -> None:
+    # the confirmation by persistence takes 300 s: within the test only a read confirms
+    async with hedged_sol(tmp_path, confirm_secs=300) as bot:
+        bot.script["reads_fail"] = True
+        bot.script["price"] = D("156.4")
+
+        async def reads_failed() -> bool:
+            return len(bot.logged("quote_read_failed")) >= 2
+
+        await until(reads_failed, 20, "two failed reads")
+        assert not await bot.hedged_at(D("156.4")) and not bot.logged("quote_confirmed")
+        assert {d["price_usd"] for d in await bot.decisions()} == {D(136)}
+        bot.script["reads_fail"] = False
+        await until(lambda: bot.hedged_at(D("156.4")), 20, "a hedge at the new price")
+    assert [e["reason"] for e in bot.logged("quote_confirmed")] == ["read"]
 
 
 def two_assets(start: datetime) -> Iterator[tuple[datetime, list[Quote]]]:
