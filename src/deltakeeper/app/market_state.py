@@ -62,7 +62,7 @@ class MarketState:
     """What a quote must pass to be applied (domain/price_gate.py)."""
     monotonic: Callable[[], float] = time.monotonic
     """The wall clock of quote arrivals (`received_at`, the gate's confirmation time)."""
-    references: dict[str, Decimal] = field(default_factory=dict)
+    references: dict[str, Decimal] = field(default_factory=dict, init=False)
     """Symbol -> the earlier price that vouched for its latest quote (`Verdict.reference`): what the
     price collar compares the touch with."""
     _quotes: dict[str, Quote] = field(default_factory=dict, init=False, repr=False)
