@@ -161,19 +161,19 @@ def _rounded_asset(hedger: Hedger, view: Mapping[str, Any]) -> dict[str, Any]:
 
 _MARGIN_RATIOS = frozenset({"headroom", "min_headroom", "warn_headroom", "critical_headroom",
                             "liquidation_move"})
-_MARGIN_COINS = frozenset({"equity", "initial_margin", "maintenance_margin", "estimated_maintenance_margin",
-                           "contracts"})
+_MARGIN_AMOUNTS = frozenset({"equity", "initial_margin", "maintenance_margin", "estimated_maintenance_margin",
+                             "contracts", "mark_price", "liquidation_price", "estimated_liquidation_price"})
 
 
 def _rounded_margin(value: Any, key: str = "") -> Any:
-    """The margin status with its ratios to 4 places and its amounts (in the settle coin) to 8."""
+    """The margin status with its ratios to 4 places, its amounts (in the settle coin) and prices to 8."""
     if isinstance(value, Mapping):
         return {k: _rounded_margin(v, k) for k, v in value.items()}
     if isinstance(value, list):
         return [_rounded_margin(v, key) for v in value]
     if key in _MARGIN_RATIOS:
         return ratio(value)
-    if key in _MARGIN_COINS and isinstance(value, Decimal):
+    if key in _MARGIN_AMOUNTS and isinstance(value, Decimal):
         return coins(value)
     return value
 
@@ -187,8 +187,9 @@ def to_usd(hedger: Hedger, amount: Decimal, currency: str) -> Decimal | None:
 
 
 def position_views(hedger: Hedger) -> list[dict[str, Any]]:
-    """The account's derivative positions as last read: size, prices, unrealised PnL in the settle coin
-    and in USD (None when the exchange did not say, or the settle coin has no price)."""
+    """The account's derivative positions as last read: size (to the lot step), prices (8 places),
+    unrealised PnL in the settle coin and in USD (None when the exchange did not say, or the settle coin
+    has no price)."""
     account = hedger.state.account
     if account is None:
         return []
@@ -201,9 +202,9 @@ def position_views(hedger: Hedger) -> list[dict[str, Any]]:
         views.append({
             "symbol": p.symbol,
             "contracts": coins(p.contracts, lot),
-            "entry_price": p.entry_price,
-            "mark_price": p.mark_price,
-            "liquidation_price": p.liquidation_price,
+            "entry_price": coins(p.entry_price),
+            "mark_price": coins(p.mark_price),
+            "liquidation_price": coins(p.liquidation_price),
             "settle": settle,
             "unrealised_pnl": coins(p.unrealized_pnl),
             "unrealised_pnl_usd": usd(pnl_usd),
