@@ -7,7 +7,8 @@
 const REFRESH_MS = 5000;
 const RECENT_ROWS = 20;
 const CHART_POINTS = 2000;  // decisions kept per asset (the chart's window)
-const CLIP_BANDS = 3;       // the chart's y axis spans target ± this many band half-widths
+const CLIP_BANDS = 3;          // deltas within this many (median) bands of the target are always on the axis,
+const OUTLIER_QUANTILE = 0.9;  // and those up to this quantile of their distance from the target
 
 const tokenField = document.getElementById("token");
 const fromAddress = new URLSearchParams(location.hash.slice(1)).get("token");
@@ -91,7 +92,7 @@ function renderPnl(status, summary) {
   document.getElementById("pnl-since").textContent = summary ? `today since ${time(summary.since)} UTC` : "";
   const rows = [["hedge unrealised PnL", usd(status.hedge_unrealised_pnl_usd), "hedge-pnl"]];
   if (summary) {
-    const parts = by => Object.entries(by).map(([cur, v]) => `${fmt(v.amount)} ${cur}`).join(" + ") || "0";
+    const parts = by => Object.entries(by).map(([cur, v]) => `${fmt(v.amount)} ${cur}`).join(" + ") || "none";
     rows.push(["traded", `${usd(summary.traded_usd)} in ${summary.fills} fills`, "traded"]);
     rows.push(["fees paid", `${usd(summary.fees_usd)}  (${parts(summary.fees)})`, "fees"]);
     rows.push(["funding (received +)", `${usd(summary.funding_usd)}  (${parts(summary.funding)})`, "funding"]);
@@ -190,31 +191,41 @@ function addDecisions(rows) {
   for (const rows of Object.values(decisions)) rows.splice(0, Math.max(0, rows.length - CHART_POINTS));
 }
 
-// The y range: target ± CLIP_BANDS bands over the visible points, so that one outlier does not flatten the
-// band to a line; points beyond it are marked at the edge (the "beyond the axis" series).
-function bandRange(rows, lo, hi) {
-  let min = Infinity, max = -Infinity;
-  rows.forEach((d, i) => {
-    if (i < lo || i > hi) return;
-    const t = num(d.target_coin), b = Math.abs(num(d.band_coin)) || 0, v = num(d.delta_coin);
-    min = Math.min(min, t - CLIP_BANDS * b, b ? Math.max(v, t - CLIP_BANDS * b) : v);
-    max = Math.max(max, t + CLIP_BANDS * b, b ? Math.min(v, t + CLIP_BANDS * b) : v);
-  });
-  if (!Number.isFinite(min)) return [-1, 1];
-  if (min === max) return [min - 1, max + 1];
-  const pad = (max - min) * 0.04;
-  return [min - pad, max + pad];
+// The y axis spans the band (target ± band) and the deltas within OUTLIER_QUANTILE of their distance from
+// the target (or within CLIP_BANDS bands of it), so that one outlier (a 1,000-coin first point) does not flatten
+// the band to a line; points beyond the axis are marked at its edge (the "beyond the axis" series) and
+// counted above the chart.
+function lowerQuantile(values, q) {
+  const sorted = values.slice().sort((a, b) => a - b);
+  return sorted.length ? sorted[Math.floor(q * (sorted.length - 1))] : 0;
 }
 
 function chartData(rows) {
   const xs = rows.map(d => Date.parse(d.ts) / 1000);
   const target = rows.map(d => num(d.target_coin)), band = rows.map(d => Math.abs(num(d.band_coin)));
   const delta = rows.map(d => num(d.delta_coin));
-  const limit = (i, sign) => target[i] + sign * CLIP_BANDS * band[i];
-  const beyond = delta.map((v, i) => band[i] && (v > limit(i, 1) || v < limit(i, -1))
-                                     ? (v > limit(i, 1) ? limit(i, 1) : limit(i, -1)) : null);
+  const distance = delta.map((v, i) => Math.abs(v - target[i]));
+  const cutoff = Math.max(CLIP_BANDS * lowerQuantile(band, 0.5), lowerQuantile(distance, OUTLIER_QUANTILE));
+  let lo = Infinity, hi = -Infinity;
+  rows.forEach((_, i) => {
+    const kept = distance[i] <= cutoff ? [delta[i]] : [];
+    lo = Math.min(lo, target[i] - band[i], ...kept);
+    hi = Math.max(hi, target[i] + band[i], ...kept);
+  });
+  if (!Number.isFinite(lo)) [lo, hi] = [-1, 1];
+  if (lo === hi) [lo, hi] = [lo - 1, hi + 1];
+  const pad = (hi - lo) * 0.06;
+  const range = [lo - pad, hi + pad];
+  const beyond = delta.map(v => v > range[1] ? range[1] : v < range[0] ? range[0] : null);
   const trades = rows.map((d, i) => d.side ? delta[i] : null);
-  return [xs, delta, target, target.map((t, i) => t + band[i]), target.map((t, i) => t - band[i]), trades, beyond];
+  const data = [xs, delta, target, target.map((t, i) => t + band[i]), target.map((t, i) => t - band[i]), trades,
+                beyond];
+  return {data, range, clipped: beyond.filter(v => v !== null).length};
+}
+
+function utcTicks(u, splits) {
+  const days = (u.scales.x.max - u.scales.x.min) > 86400;
+  return splits.map(s => new Date(s * 1000).toISOString().slice(days ? 5 : 11, 16).replace("T", " "));
 }
 
 function tooltipPlugin(asset, tooltip) {
@@ -249,12 +260,9 @@ function renderChart(asset) {
       width, height: 300,
       tzDate: ts => uPlot.tzDate(new Date(ts * 1000), "Etc/UTC"),
       cursor: {drag: {x: true, y: false}},
-      scales: {x: {time: true}, y: {range: u => {
-        const [lo, hi] = [u.valToIdx(u.scales.x.min ?? -Infinity), u.valToIdx(u.scales.x.max ?? Infinity)];
-        return bandRange(decisions[asset], lo, hi);
-      }}},
+      scales: {x: {time: true}, y: {range: () => window.dkCharts[asset].range}},
       axes: [
-        {label: "time (UTC)", labelSize: 20},
+        {label: "time (UTC)", labelSize: 20, values: utcTicks},
         {label: `delta (${asset}, coins)`, labelSize: 24, size: 70},
       ],
       series: [
@@ -264,20 +272,25 @@ function renderChart(asset) {
         {label: "target + band", stroke: "#2471a3", dash: [5, 4], width: 1},
         {label: "target − band", stroke: "#2471a3", dash: [5, 4], width: 1},
         {label: "order sent", stroke: "#1e8449", paths: () => null, points: {show: true, size: 7, fill: "#1e8449"}},
-        {label: `beyond ±${CLIP_BANDS} bands (clipped)`, stroke: "#c0392b", paths: () => null,
+        {label: "beyond the axis (at its edge)", stroke: "#c0392b", paths: () => null,
          points: {show: true, size: 9, fill: "#c0392b"}},
       ],
       plugins: [tooltipPlugin(asset, tooltip)],
     };
-    entry = window.dkCharts[asset] = {plot: new uPlot(opts, chartData(rows), box), note, axes: opts.axes};
+    const chart = chartData(rows);
+    entry = window.dkCharts[asset] = {range: chart.range, note, axes: opts.axes};
+    entry.plot = new uPlot(opts, chart.data, box);
+    entry.clipped = chart.clipped;
   } else {
+    const chart = chartData(rows);
     const zoomed = entry.plot.scales.x.min !== entry.plot.data[0][0]
                 || entry.plot.scales.x.max !== entry.plot.data[0][entry.plot.data[0].length - 1];
-    entry.plot.setData(chartData(rows), !zoomed);
+    entry.range = chart.range;
+    entry.clipped = chart.clipped;
+    entry.plot.setData(chart.data, !zoomed);
   }
-  const clipped = chartData(rows)[6].filter(v => v !== null).length;
-  entry.note.textContent = clipped ? `${clipped} point${clipped === 1 ? "" : "s"} beyond ±${CLIP_BANDS} bands `
-                                     + "drawn at the edge" : "";
+  entry.note.textContent = entry.clipped ? `${entry.clipped} point${entry.clipped === 1 ? "" : "s"} beyond the `
+                                           + "axis, marked at its edge" : "";
   entry.plot.root.dataset.points = rows.length;
 }
 
