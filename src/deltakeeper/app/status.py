@@ -178,11 +178,15 @@ def _rounded_margin(value: Any, key: str = "") -> Any:
     return value
 
 
-def to_usd(hedger: Hedger, amount: Decimal, currency: str) -> Decimal | None:
+PriceUsd = Callable[[str], Decimal | None]
+"""A coin's USD price now (`MarketState.price_usd`), None when unknown."""
+
+
+def to_usd(amount: Decimal, currency: str, price_usd: PriceUsd) -> Decimal | None:
     """`amount` of `currency` in USD at its price now; None when the coin has no price (never 0)."""
     if is_stable(currency):
         return amount
-    price = hedger.state.price_usd(currency)
+    price = price_usd(currency)
     return None if price is None else amount * price
 
 
@@ -198,7 +202,8 @@ def position_views(hedger: Hedger) -> list[dict[str, Any]]:
         instrument = hedger.state.instruments.get(p.symbol)
         settle = instrument.settle if instrument is not None else "USD"
         lot = instrument.lot_step_contracts if instrument is not None else COIN_STEP
-        pnl_usd = to_usd(hedger, p.unrealized_pnl, settle) if p.unrealized_pnl is not None else None
+        pnl = p.unrealized_pnl
+        pnl_usd = to_usd(pnl, settle, hedger.state.price_usd) if pnl is not None else None
         views.append({
             "symbol": p.symbol,
             "contracts": coins(p.contracts, lot),
@@ -206,7 +211,7 @@ def position_views(hedger: Hedger) -> list[dict[str, Any]]:
             "mark_price": coins(p.mark_price),
             "liquidation_price": coins(p.liquidation_price),
             "settle": settle,
-            "unrealised_pnl": coins(p.unrealized_pnl),
+            "unrealised_pnl": coins(pnl),
             "unrealised_pnl_usd": usd(pnl_usd),
         })
     return sorted(views, key=lambda v: v["symbol"])
@@ -265,8 +270,11 @@ class Console:
     """The console's reads: `summary()` (today's costs per currency and in USD, the recent alerts) and
     `recent(view, query)` (the newest rows of a journal table, incremental with `after_id`)."""
 
-    def __init__(self, runner: Runner, reader: ConsoleReader, alerts: RecentAlerts | None) -> None:
-        self.runner = runner
+    def __init__(self, now: Callable[[], datetime], price_usd: PriceUsd, reader: ConsoleReader,
+                 alerts: RecentAlerts | None) -> None:
+        self.now = now
+        """The exchange's time (the day of `summary` is the exchange's)."""
+        self.price_usd = price_usd
         self.reader = reader
         self.alerts = alerts
 
@@ -274,15 +282,14 @@ class Console:
         """Since 00:00 UTC of the exchange's day: fills, notional traded, fees and funding per currency
         with their USD value at the coin's price now, and the totals in USD (None while a currency has
         no price: it is listed in `unpriced`). Funding received is positive, fees paid positive."""
-        hedger = self.runner.hedger
-        since = hedger.clock.now().replace(hour=0, minute=0, second=0, microsecond=0)
+        since = self.now().replace(hour=0, minute=0, second=0, microsecond=0)
         costs = await self.reader.costs_since(since)
         unpriced: set[str] = set()
 
         def by_currency(sums: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
             views = {}
             for currency, row in sorted(sums.items()):
-                in_usd = to_usd(hedger, row["amount"], currency)
+                in_usd = to_usd(row["amount"], currency, self.price_usd)
                 if in_usd is None:
                     unpriced.add(currency)
                 views[currency] = {"count": row["count"], "amount": coins(row["amount"]), "usd": usd(in_usd)}
