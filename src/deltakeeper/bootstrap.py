@@ -433,9 +433,8 @@ def build_http_server(
         alive=lambda: is_alive(runner),
         allowed_hosts=settings.http_allowed_hosts.split(","),
         allow_unauthenticated_control=settings.http_allow_unauthenticated_control,
-        console=Console(
-            runner.hedger.clock.now, lambda coin: runner.hedger.state.price_usd(coin), ConsoleReads(journal), alerts
-        ),
+        console=Console(runner.hedger.clock.now, lambda coin: runner.hedger.state.price_usd(coin),
+                        ConsoleReads(journal), alerts),
     )
 
 
