@@ -123,7 +123,24 @@ def test_console_shows_trading_reduce_only_and_halted_in_headless_chromium(tmp_p
                 page.wait_for_function(LOADED_STATE, arg="active", timeout=15_000)
                 page.wait_for_function("() => window.dkCharts.SOL && Number(window.dkCharts.SOL.plot.root"
                                        ".dataset.points) >= 3", timeout=15_000)
+                # Hover: the tooltip shows the point's values; drag: the time axis zooms in.
+                overlay = page.locator("#chart-SOL .u-over")
+                box = overlay.bounding_box()
+                assert box is not None
+                overlay.hover(position={"x": box["width"] * 0.6, "y": box["height"] / 2})
+                tooltip = page.inner_text("#chart-SOL .tooltip")
+                span = "() => window.dkCharts.SOL.plot.scales.x.max - window.dkCharts.SOL.plot.scales.x.min"
+                full_span = page.evaluate(span)
+                page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + 50)
+                page.mouse.down()
+                page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + 50, steps=5)
+                page.mouse.up()
+                zoomed_span = page.evaluate(span)
+                overlay.dblclick(position={"x": box["width"] * 0.4, "y": 50})
+                page.mouse.move(0, 0)
                 trading = {
+                    "tooltip": tooltip,
+                    "zoom": (full_span, zoomed_span, page.evaluate(span)),
                     "banner": page.inner_text("#state-banner"),
                     "chart": page.evaluate(CHART, "SOL"),
                     "address": page.url,
@@ -191,6 +208,10 @@ def test_console_shows_trading_reduce_only_and_halted_in_headless_chromium(tmp_p
     assert max(chart["delta"]) >= 900 and chart["clipped"] >= 1, chart
     assert chart["range"][1] < 200 and "beyond the axis, marked at its edge" in chart["note"], chart
     assert "#token" not in trading["address"] and trading["token_field"] == TOKEN
+    assert "UTC\ndelta " in trading["tooltip"] and " SOL\ntarget " in trading["tooltip"], trading["tooltip"]
+    assert "bands" in trading["tooltip"]
+    full_span, zoomed_span, reset_span = trading["zoom"]
+    assert zoomed_span < full_span / 3 and reset_span == full_span
 
     assert halted["banner"].startswith("HALTED") and "e2e: operator halt" in halted["banner"]
     assert "halted" in (halted["body_class"] or "") and halted["title"].startswith("HALTED")
