@@ -20,6 +20,7 @@ from deltakeeper.app.margin_watch import CoinNeutralMarketState, MarginWatch
 from deltakeeper.app.rebalance import Hedger, HedgerOptions
 from deltakeeper.app.reconciliation import halt_on_foreign_order
 from deltakeeper.app.runner import Runner
+from deltakeeper.app.status import Console, RecentAlerts
 from deltakeeper.app.watch import Watch
 from deltakeeper.backtest.settings import BacktestSettings
 from deltakeeper.config import Mode, Settings
@@ -410,8 +411,11 @@ async def build_runner(
     return runner
 
 
-def build_http_server(settings: Settings, runner: Runner, journal: SqlJournal) -> HttpServer:
+def build_http_server(
+    settings: Settings, runner: Runner, journal: SqlJournal, alerts: RecentAlerts | None = None
+) -> HttpServer:
     from deltakeeper.adapters.http import HttpServer, render_metrics
+    from deltakeeper.adapters.journal.console import ConsoleReads
     from deltakeeper.app.margin_watch import render_margin_metrics
     from deltakeeper.app.status import build_status, is_alive, journal_api, metrics_snapshot, readiness
 
@@ -431,6 +435,8 @@ def build_http_server(settings: Settings, runner: Runner, journal: SqlJournal) -
         alive=lambda: is_alive(runner),
         allowed_hosts=settings.http_allowed_hosts.split(","),
         allow_unauthenticated_control=settings.http_allow_unauthenticated_control,
+        console=Console(runner.hedger.clock.now, lambda coin: runner.hedger.state.price_usd(coin),
+                        ConsoleReads(journal), alerts),
     )
 
 
@@ -526,6 +532,8 @@ async def _serve(
     stop: asyncio.Event,
     lock: TraderLock,
 ) -> None:
+    recent_alerts = RecentAlerts(alerts)  # every alert passes through it: the console shows the newest
+    alerts = recent_alerts
     runner = await build_runner(settings, exchange, journal, clock, alerts)
     hedger = runner.hedger
     session_stop = asyncio.Event()
@@ -545,7 +553,7 @@ async def _serve(
     lock.on_lost(lock_lost)
     forward = asyncio.create_task(stop.wait())
     forward.add_done_callback(lambda _: session_stop.set())
-    server = build_http_server(settings, runner, journal)
+    server = build_http_server(settings, runner, journal, recent_alerts)
     try:
         await _serve_http(settings, server)
         await runner.run(session_stop)

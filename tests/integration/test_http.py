@@ -15,6 +15,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from yarl import URL
 
 from deltakeeper.adapters.http import HttpServer, check_bind, render_metrics
 from deltakeeper.adapters.journal import create_journal, upgrade
@@ -316,13 +317,22 @@ async def test_without_control_or_journal_their_endpoints_do_not_exist(client: a
             assert response.status == 404
 
 
-async def test_dashboard_is_one_self_contained_page(client: aiohttp.ClientSession) -> None:
-    async with serve(Fakes()) as url, client.get(f"{url}/") as response:
-        assert response.status == 200
-        assert response.content_type == "text/html"
-        page = await response.text()
-    assert "<canvas" in page and "api/journal/${view}" in page
-    assert not re.search(r"(src|href)=\"?(https?:)?//", page), "nothing may load from another host"
+async def test_console_page_and_its_files_are_served_from_this_host_without_the_token() -> None:
+    async with serve(Fakes()) as url, aiohttp.ClientSession() as anonymous:
+        async with anonymous.get(f"{url}/") as response:
+            assert response.status == 200
+            assert response.content_type == "text/html"
+            page = await response.text()
+        assets = re.findall(r'(?:src|href)="([^"]+)"', page)
+        assert assets and all(a.startswith("static/") for a in assets), "nothing may load from another host"
+        for asset in assets:
+            async with anonymous.get(f"{url}/{asset}") as response:
+                assert response.status == 200, asset
+                assert len(await response.read()) > 100
+        async with anonymous.get(URL(f"{url}/static/%2E%2E/http.py", encoded=True)) as response:
+            assert response.status in (403, 404)  # only the files of web/
+        async with anonymous.get(f"{url}/api/console/summary") as response:  # no console: no endpoint
+            assert response.status == 401
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "::1", "localhost"])

@@ -1,6 +1,7 @@
 """The HTTP server (DESIGN.md 2): probes, Prometheus metrics, a read-only JSON API, the control endpoints
-and a dashboard page. The probes, the metrics and the (data-free) page answer anyone; with a token set,
-everything else needs `Authorization: Bearer <token>`.
+and the operator's console (static files under `web/`, which read the JSON API). The probes, the metrics
+and the (data-free) console files answer anyone; with a token set, everything else needs
+`Authorization: Bearer <token>`.
 
 Against other web pages in the operator's browser: without a token only the Host names of this machine
 (and DK_HTTP_ALLOWED_HOSTS) are served, which defeats DNS rebinding; a control request (POST) needs the
@@ -16,7 +17,8 @@ import json
 import math
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from decimal import Decimal
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import structlog
 from aiohttp import web
@@ -29,6 +31,9 @@ from deltakeeper.output import plain
 log = structlog.get_logger("deltakeeper.http")
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/"})
+WEB_DIR = Path(__file__).parent / "web"
+"""The console's page, script, style and vendored chart library, served under /static/ (open, data-free)."""
+STATIC_PREFIX = "/static/"
 HTTP_STOP_SECS = 3.0
 """At a stop, requests still being answered get this long before their connections close."""
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -44,6 +49,16 @@ JournalApi = Callable[[str, dict[str, str]], Awaitable[tuple[list[dict[str, Any]
 """(view: fills|funding|orders|decisions, query parameters) -> (one page of rows, the query parameters of
 the next page or None on the last). Raises ValueError or ConfigError on a bad parameter."""
 LOOPBACK_NAMES = frozenset({"localhost"})
+
+
+class ConsoleApi(Protocol):
+    """The console's reads (`app.status.Console`): bounded whatever the journal's size."""
+
+    async def summary(self) -> Mapping[str, Any]: ...
+
+    async def recent(self, view: str, query: Mapping[str, str]) -> list[dict[str, Any]]:
+        """Raises ValueError or ConfigError on a bad parameter."""
+        ...
 
 
 def check_bind(host: str, token: str | None) -> None:
@@ -64,7 +79,8 @@ def _is_loopback(host: str) -> bool:
 class HttpServer:
     """Serves the bot's callables: `alive` for /healthz, `ready` for /readyz, `metrics` (Prometheus text,
     see `render_metrics`) for /metrics, `status` and `journal_api` for the JSON API, `control` for
-    POST /api/halt|resume|cancel-all. Without `control` or `journal_api` those endpoints do not exist."""
+    POST /api/halt|resume|cancel-all, `console` for the console's /api/console/summary and
+    /api/console/recent/{view}. Without `control`, `journal_api` or `console` those endpoints do not exist."""
 
     def __init__(
         self,
@@ -79,6 +95,7 @@ class HttpServer:
         alive: Alive,
         allowed_hosts: Iterable[str] = (),
         allow_unauthenticated_control: bool = False,
+        console: ConsoleApi | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -92,19 +109,25 @@ class HttpServer:
         self.allowed_hosts = frozenset(h.strip().lower() for h in allowed_hosts if h.strip())
         """Host names served without a token beside the bound address and loopback (DK_HTTP_ALLOWED_HOSTS)."""
         self.allow_unauthenticated_control = allow_unauthenticated_control
+        self.console = console
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> int:
         """Serve in the background; returns the bound port (a free one when `port` is 0)."""
         check_bind(self.host, self.token)
         app = web.Application(middlewares=[self._guard])
-        app.router.add_get("/", self._dashboard)
+        app.router.add_get("/", self._console_page)
+        app.router.add_static(STATIC_PREFIX, WEB_DIR)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/api/status", self._status)
         if self.journal_api is not None:
             app.router.add_get("/api/journal/{view:fills|funding|orders|decisions}", self._journal)
+        if self.console is not None:
+            app.router.add_get("/api/console/summary", self._console_summary)
+            recent = "/api/console/recent/{view:fills|orders|decisions|funding}"
+            app.router.add_get(recent, self._console_recent)
         if self.control is not None:
             app.router.add_post("/api/{action:halt|resume|cancel-all}", self._control)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=HTTP_STOP_SECS)
@@ -126,7 +149,8 @@ class HttpServer:
         if not self.token and not self._host_allowed(request.host):
             # 421: this server does not answer for that name (a DNS-rebinding page's, say).
             return _json({"error": f"host {request.host!r} not served: set DK_HTTP_ALLOWED_HOSTS"}, 421)
-        if self.token and request.path not in OPEN_PATHS and not _bearer_matches(request, self.token):
+        open_path = request.path in OPEN_PATHS or request.path.startswith(STATIC_PREFIX)
+        if self.token and not open_path and not _bearer_matches(request, self.token):
             return _json({"error": "unauthorized"}, 401, headers={"WWW-Authenticate": "Bearer"})
         if request.method not in ("GET", "HEAD"):
             origin = request.headers.get("Origin")
@@ -146,8 +170,20 @@ class HttpServer:
             return False
         return name in {self.host.lower(), *LOOPBACK_NAMES, *self.allowed_hosts} or _is_loopback(name)
 
-    async def _dashboard(self, _request: web.Request) -> web.Response:
-        return web.Response(text=DASHBOARD_HTML, content_type="text/html")
+    async def _console_page(self, _request: web.Request) -> web.FileResponse:
+        return web.FileResponse(WEB_DIR / "index.html")
+
+    async def _console_summary(self, _request: web.Request) -> web.Response:
+        assert self.console is not None
+        return _json(await self.console.summary())
+
+    async def _console_recent(self, request: web.Request) -> web.Response:
+        assert self.console is not None
+        try:
+            rows = await self.console.recent(request.match_info["view"], dict(request.query))
+        except (ValueError, ConfigError) as exc:
+            return _json({"error": str(exc)}, 400)
+        return web.Response(text=await asyncio.to_thread(_encode, rows), content_type="application/json")
 
     async def _healthz(self, _request: web.Request) -> web.Response:
         alive = self.alive()
@@ -294,149 +330,3 @@ def _number(value: Any) -> str:
     if math.isinf(number):
         return "+Inf" if number > 0 else "-Inf"
     return repr(number)
-
-
-# -- the dashboard ------------------------------------------------------------------------------
-
-DASHBOARD_HTML = """<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>deltakeeper</title>
-<style>
-body { font: 14px system-ui, sans-serif; margin: 1.5em; color: #222; }
-canvas { width: 100%; max-width: 960px; height: 260px; border: 1px solid #ddd; display: block; }
-.legend { margin: 0.3em 0 1.5em; } .legend span { margin-right: 1.2em; }
-</style>
-</head>
-<body>
-<h1>deltakeeper</h1>
-<p id="status">loading…</p>
-<div id="assets"></div>
-<h2>Cumulative fees and funding</h2>
-<canvas id="costs" height="260"></canvas>
-<p class="legend">
-  <span style="color:#c0392b">■ fees paid</span><span style="color:#2471a3">■ funding (received +)</span>
-</p>
-<script>
-// Query parameters of this page (e.g. ?since=7d) are passed to the journal API; a token is taken from
-// the address's fragment (#token=...) once and kept for the tab.
-const token = new URLSearchParams(location.hash.slice(1)).get("token") || sessionStorage.getItem("dk_token");
-if (token) {
-  sessionStorage.setItem("dk_token", token);
-  history.replaceState(null, "", location.pathname + location.search);
-}
-
-// Every page of a journal view: each answer's `Link: <...>; rel="next"` names the next page.
-async function load(view) {
-  const rows = [];
-  let url = new URL(`api/journal/${view}${location.search}`, location.href);
-  while (url) {
-    const response = await fetch(url, {headers: token ? {Authorization: `Bearer ${token}`} : {}});
-    if (!response.ok) throw new Error(`${view}: HTTP ${response.status}`);
-    rows.push(...await response.json());
-    const next = /<([^>]*)>\\s*;\\s*rel="next"/.exec(response.headers.get("Link") || "");
-    url = next ? new URL(next[1], url) : null;
-  }
-  return rows;
-}
-
-function extent(values) {
-  return values.reduce(([lo, hi], v) => [Math.min(lo, v), Math.max(hi, v)], [Infinity, -Infinity]);
-}
-
-// series: [{color, dash, points: [[ms, value], ...]}]; markers: [[ms, value, color], ...]
-function draw(canvas, series, markers) {
-  const ctx = canvas.getContext("2d");
-  const w = canvas.width = canvas.clientWidth, h = canvas.height;
-  const all = series.flatMap(s => s.points).concat(markers);
-  canvas.dataset.points = all.length;
-  if (!all.length) return;
-  const [t0, t1] = extent(all.map(p => p[0])), [v0, v1] = extent(all.map(p => p[1]));
-  const x = t => 70 + (w - 80) * (t - t0) / ((t1 - t0) || 1);
-  const y = v => h - 25 - (h - 40) * (v - v0) / ((v1 - v0) || 1);
-  ctx.fillStyle = "#666";
-  ctx.fillText(v1.toPrecision(4), 4, y(v1) + 4);
-  ctx.fillText(v0.toPrecision(4), 4, y(v0) + 4);
-  ctx.fillText(new Date(t0).toISOString().slice(0, 16), 70, h - 6);
-  ctx.fillText(new Date(t1).toISOString().slice(0, 16), w - 110, h - 6);
-  for (const s of series) {
-    ctx.strokeStyle = s.color; ctx.setLineDash(s.dash || []); ctx.beginPath();
-    s.points.forEach(([t, v], i) => i ? ctx.lineTo(x(t), y(v)) : ctx.moveTo(x(t), y(v)));
-    ctx.stroke();
-    if (s.points.length === 1) {  // a lone point draws no line: show it as a dot
-      const [[t, v]] = s.points;
-      ctx.fillStyle = s.color; ctx.beginPath(); ctx.arc(x(t), y(v), 3, 0, 2 * Math.PI); ctx.fill();
-    }
-  }
-  ctx.setLineDash([]);
-  for (const [t, v, color] of markers) {
-    ctx.fillStyle = color; ctx.beginPath(); ctx.arc(x(t), y(v), 4, 0, 2 * Math.PI); ctx.fill();
-  }
-}
-
-// A running total as a step line from 0 at `start` to its last value at `end` (times in ms).
-function cumulative(rows, field, start, end) {
-  let sum = 0;
-  const points = [[start, 0]];
-  for (const [t, v] of rows.map(r => [Date.parse(r.ts), Number(r[field])]).sort((a, b) => a[0] - b[0])) {
-    points.push([t, sum], [t, sum += v]);
-  }
-  points.push([Math.max(end, points[points.length - 1][0]), sum]);
-  return points;
-}
-
-function plural(n, word) {
-  return `${n} ${word}${n === 1 ? "" : "s"}`;
-}
-
-async function render() {
-  const status = document.getElementById("status");
-  try {
-    const [decisions, fills, funding] = await Promise.all(["decisions", "fills", "funding"].map(load));
-    const byAsset = {};
-    for (const d of decisions) (byAsset[d.asset] ||= []).push(d);
-    const container = document.getElementById("assets");
-    container.replaceChildren();
-    for (const [asset, rows] of Object.entries(byAsset).sort()) {
-      rows.sort((a, b) => Date.parse(a.ts) - Date.parse(b.ts));
-      const at = (r, v) => [Date.parse(r.ts), v];
-      const heading = document.createElement("h2");
-      heading.textContent = `${asset}: delta against its band (coins)`;
-      const canvas = document.createElement("canvas");
-      canvas.id = `delta-${asset}`; canvas.height = 260;
-      const legend = document.createElement("p");
-      legend.className = "legend";
-      legend.innerHTML = '<span style="color:#222">■ delta</span>'
-                       + '<span style="color:#888">■ target ± band</span>'
-                       + '<span style="color:#1e8449">● buy</span><span style="color:#c0392b">● sell</span>';
-      container.append(heading, canvas, legend);
-      const target = r => Number(r.target_coin), band = r => Number(r.band_coin);
-      draw(canvas, [
-        {color: "#888", dash: [4, 4], points: rows.map(r => at(r, target(r) + band(r)))},
-        {color: "#888", dash: [4, 4], points: rows.map(r => at(r, target(r) - band(r)))},
-        {color: "#bbb", points: rows.map(r => at(r, target(r)))},
-        {color: "#222", points: rows.map(r => at(r, Number(r.delta_coin)))},
-      ], rows.filter(r => r.side).map(r => [Date.parse(r.ts), Number(r.delta_coin),
-                                            r.side === "buy" ? "#1e8449" : "#c0392b"]));
-    }
-    const times = [...decisions, ...fills, ...funding].map(r => Date.parse(r.ts));
-    const [start, end] = extent(times);
-    draw(document.getElementById("costs"), times.length ? [
-      {color: "#c0392b", points: cumulative(fills, "fee", start, end)},
-      {color: "#2471a3", points: cumulative(funding, "amount", start, end)},
-    ] : [], []);
-    status.textContent = `${plural(decisions.length, "decision")}, ${plural(fills.length, "fill")}, ` +
-                         `${plural(funding.length, "funding payment")}; ` +
-                         `updated ${new Date().toISOString().slice(0, 19)}Z`;
-  } catch (error) {
-    status.textContent = `could not load the journal: ${error.message}`;
-  }
-}
-
-render();
-setInterval(render, 30000);
-</script>
-</body>
-</html>
-"""

@@ -4,17 +4,21 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
-from typing import Any
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any, Protocol
 
 from deltakeeper.app.margin_watch import margin_watch_of
 from deltakeeper.app.rebalance import Hedger
 from deltakeeper.app.runner import ACCOUNT_READ_MAX_RECOMPUTES, Runner
 from deltakeeper.domain.errors import ConfigError
+from deltakeeper.domain.instruments import is_stable
+from deltakeeper.ports import Alerts
 
 JOURNAL_VIEWS = ("fills", "funding", "orders", "decisions")
 JOURNAL_FILTERS = ("since", "until", "symbol", "side", "asset", "limit", "offset")
@@ -87,10 +91,13 @@ def asset_views(hedger: Hedger) -> dict[str, dict[str, Any]]:
 
 
 def build_status(runner: Runner) -> dict[str, Any]:
-    """The JSON of `/api/status`."""
+    """The JSON of `/api/status`. Money is rounded for reading (see `usd`, `coins`, `ratio`): USD to
+    cents, coins to 8 places, contracts to the instrument's lot step, ratios to 4 places."""
     hedger = runner.hedger
     control = runner.control.state if runner.control is not None else None
     heartbeat_age = time.time() - runner.last_beat if runner.last_beat is not None else None
+    stale_secs = hedger.options.limits.stale_secs
+    positions = position_views(hedger)
     return {
         "ts": datetime.now(UTC),
         "exchange": hedger.exchange.name,
@@ -100,16 +107,235 @@ def build_status(runner: Runner) -> dict[str, Any]:
         if control is None
         else {"halted": control.halted, "reason": control.reason, "by": control.by, "ts": control.ts},
         "reconciled": runner.reconciled,
-        "heartbeat_age_secs": heartbeat_age,
-        "assets": asset_views(hedger),
+        "heartbeat_age_secs": None if heartbeat_age is None else round(heartbeat_age, 3),
+        "assets": {asset: _rounded_asset(hedger, view) for asset, view in asset_views(hedger).items()},
+        "positions": positions,
+        "hedge_unrealised_pnl_usd": _sum_known(p["unrealised_pnl_usd"] for p in positions),
         "streams": {
-            symbol: {"age_secs": None if age == float("inf") else round(age, 3)}
+            symbol: {"age_secs": None if age == float("inf") else round(age, 3), "stale": age > stale_secs}
             for symbol, age in stream_ages_secs(hedger).items()
         },
+        "stale_limit_secs": stale_secs,
         "in_flight": dict(hedger.in_flight),
-        "traded_today_usd": hedger.traded_today_usd,
-        "margin": margin.status() if (margin := margin_watch_of(runner.watch)) is not None else None,
+        "traded_today_usd": usd(hedger.traded_today_usd),
+        "margin": _rounded_margin(margin.status()) if (margin := margin_watch_of(runner.watch)) else None,
     }
+
+
+CENT = Decimal("0.01")
+COIN_STEP = Decimal("1e-8")
+RATIO_PLACES = 4
+
+
+def usd(value: Decimal | None) -> Decimal | None:
+    """USD to the cent."""
+    return None if value is None else value.quantize(CENT, ROUND_HALF_EVEN)
+
+
+def coins(value: Decimal | None, step: Decimal = COIN_STEP) -> Decimal | None:
+    """An amount of coin or contracts to `step` (8 places unless the instrument's lot step is given)."""
+    if value is None or not value.is_finite():
+        return value
+    return value.quantize(step.normalize() if step < 1 else Decimal(1), ROUND_HALF_EVEN)
+
+
+def ratio(value: float | Decimal | None) -> float | None:
+    """A ratio (a deviation in bands, a headroom) to 4 places; infinite ones as they are."""
+    if value is None:
+        return None
+    number = float(value)
+    return round(number, RATIO_PLACES) if math.isfinite(number) else number
+
+
+def _rounded_asset(hedger: Hedger, view: Mapping[str, Any]) -> dict[str, Any]:
+    instrument = hedger.state.instruments.get(view["hedge_symbol"])
+    lot = instrument.lot_step_contracts if instrument is not None else COIN_STEP
+    return {
+        **view,
+        **{k: coins(view[k]) for k in ("delta_coin", "target_coin", "band_coin")},
+        "delta_usd": usd(view["delta_usd"]),
+        "deviation": ratio(view["deviation"]),
+        "position_contracts": coins(view["position_contracts"], lot),
+    }
+
+
+_MARGIN_RATIOS = frozenset({"headroom", "min_headroom", "warn_headroom", "critical_headroom",
+                            "liquidation_move"})
+_MARGIN_AMOUNTS = frozenset({"equity", "initial_margin", "maintenance_margin", "estimated_maintenance_margin",
+                             "contracts", "mark_price", "liquidation_price", "estimated_liquidation_price"})
+
+
+def _rounded_margin(value: Any, key: str = "") -> Any:
+    """The margin status with its ratios to 4 places, its amounts (in the settle coin) and prices to 8."""
+    if isinstance(value, Mapping):
+        return {k: _rounded_margin(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded_margin(v, key) for v in value]
+    if key in _MARGIN_RATIOS:
+        return ratio(value)
+    if key in _MARGIN_AMOUNTS and isinstance(value, Decimal):
+        return coins(value)
+    return value
+
+
+PriceUsd = Callable[[str], Decimal | None]
+"""A coin's USD price now (`MarketState.price_usd`), None when unknown."""
+
+
+def to_usd(amount: Decimal, currency: str, price_usd: PriceUsd) -> Decimal | None:
+    """`amount` of `currency` in USD at its price now; None when the coin has no price (never 0)."""
+    if is_stable(currency):
+        return amount
+    price = price_usd(currency)
+    return None if price is None else amount * price
+
+
+def position_views(hedger: Hedger) -> list[dict[str, Any]]:
+    """The account's derivative positions as last read: size (to the lot step), prices (8 places),
+    unrealised PnL in the settle coin and in USD (None when the exchange did not say, or the settle coin
+    has no price)."""
+    account = hedger.state.account
+    if account is None:
+        return []
+    views = []
+    for p in account.positions:
+        instrument = hedger.state.instruments.get(p.symbol)
+        settle = instrument.settle if instrument is not None else "USD"
+        lot = instrument.lot_step_contracts if instrument is not None else COIN_STEP
+        pnl = p.unrealized_pnl
+        pnl_usd = to_usd(pnl, settle, hedger.state.price_usd) if pnl is not None else None
+        views.append({
+            "symbol": p.symbol,
+            "contracts": coins(p.contracts, lot),
+            "entry_price": coins(p.entry_price),
+            "mark_price": coins(p.mark_price),
+            "liquidation_price": coins(p.liquidation_price),
+            "settle": settle,
+            "unrealised_pnl": coins(pnl),
+            "unrealised_pnl_usd": usd(pnl_usd),
+        })
+    return sorted(views, key=lambda v: v["symbol"])
+
+
+def _sum_known(values: Any) -> Decimal | None:
+    """The sum of the values, None when any is unknown (a sum with a hole is no answer)."""
+    total = Decimal(0)
+    for value in values:
+        if value is None:
+            return None
+        total += value
+    return total
+
+
+RECENT_ALERTS = 50
+"""Alerts the console shows: the newest this many since the service started."""
+
+
+class RecentAlerts:
+    """The Alerts port: every alert goes on to `inner`, and the newest RECENT_ALERTS are kept for the
+    console (whatever the delivery: the level filter and cool-down of the channels apply after)."""
+
+    def __init__(self, inner: Alerts, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.inner = inner
+        self.now = now
+        self.sent: deque[dict[str, Any]] = deque(maxlen=RECENT_ALERTS)
+
+    async def send(self, level: str, event: str, message: str, subject: str = "") -> None:
+        self.sent.append({"ts": self.now(), "level": level, "event": event, "message": message,
+                          "subject": subject})
+        await self.inner.send(level, event, message, subject)
+
+    def recent(self) -> list[dict[str, Any]]:
+        """Newest first."""
+        return list(reversed(self.sent))
+
+
+class ConsoleReader(Protocol):
+    """The journal reads of the console (`adapters.journal.console.ConsoleReads`)."""
+
+    async def recent(self, view: str, limit: int, after_id: int | None = None, asset: str | None = None
+                     ) -> list[dict[str, Any]]: ...
+
+    async def costs_since(self, since: datetime) -> dict[str, Any]: ...
+
+
+CONSOLE_VIEWS = ("fills", "orders", "decisions", "funding")
+CONSOLE_ROWS = 50
+"""Rows of a console read when the request gives no `limit`."""
+CONSOLE_MAX_ROWS = 2000
+"""The most rows one console read returns: the chart's window of decisions per asset."""
+
+
+class Console:
+    """The console's reads: `summary()` (today's costs per currency and in USD, the recent alerts) and
+    `recent(view, query)` (the newest rows of a journal table, incremental with `after_id`)."""
+
+    def __init__(self, now: Callable[[], datetime], price_usd: PriceUsd, reader: ConsoleReader,
+                 alerts: RecentAlerts | None) -> None:
+        self.now = now
+        """The exchange's time (the day of `summary` is the exchange's)."""
+        self.price_usd = price_usd
+        self.reader = reader
+        self.alerts = alerts
+
+    async def summary(self) -> dict[str, Any]:
+        """Since 00:00 UTC of the exchange's day: fills, notional traded, fees and funding per currency
+        with their USD value at the coin's price now, and the totals in USD (None while a currency has
+        no price: it is listed in `unpriced`). Funding received is positive, fees paid positive."""
+        since = self.now().replace(hour=0, minute=0, second=0, microsecond=0)
+        costs = await self.reader.costs_since(since)
+        unpriced: set[str] = set()
+
+        def by_currency(sums: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+            views = {}
+            for currency, row in sorted(sums.items()):
+                in_usd = to_usd(row["amount"], currency, self.price_usd)
+                if in_usd is None:
+                    unpriced.add(currency)
+                views[currency] = {"count": row["count"], "amount": coins(row["amount"]), "usd": usd(in_usd)}
+            return views
+
+        fees = by_currency(costs["fees"])
+        funding = by_currency(costs["funding"])
+        fees_usd = _sum_known(v["usd"] for v in fees.values())
+        funding_usd = _sum_known(v["usd"] for v in funding.values())
+        return {
+            "since": since,
+            "fills": costs["fills"],
+            "traded_usd": usd(costs["traded_usd"]),
+            "fees": fees,
+            "fees_usd": fees_usd,
+            "funding": funding,
+            "funding_usd": funding_usd,
+            "unpriced": sorted(unpriced),
+            "alerts": self.alerts.recent() if self.alerts is not None else [],
+        }
+
+    async def recent(self, view: str, query: Mapping[str, str]) -> list[dict[str, Any]]:
+        """Query parameters: limit (CONSOLE_ROWS unless given, at most CONSOLE_MAX_ROWS), after_id (only
+        rows after that one), asset. A bad parameter raises ValueError or ConfigError (HTTP 400)."""
+        if view not in CONSOLE_VIEWS:
+            raise ValueError(f"unknown view {view!r}")
+        unknown = sorted(set(query) - {"limit", "after_id", "asset"})
+        if unknown:
+            raise ValueError(f"unknown parameter {unknown[0]!r}: one of limit, after_id, asset")
+        limit = _whole(query, "limit", CONSOLE_ROWS)
+        if not 1 <= limit <= CONSOLE_MAX_ROWS:
+            raise ConfigError("limit", f"a whole number from 1 to {CONSOLE_MAX_ROWS}", query["limit"])
+        after_id = _whole(query, "after_id", None) if query.get("after_id") else None
+        return await self.reader.recent(view, limit, after_id, query.get("asset") or None)
+
+
+def _whole(query: Mapping[str, str], name: str, default: Any) -> Any:
+    if not query.get(name):
+        return default
+    try:
+        value = int(query[name])
+    except ValueError:
+        raise ConfigError(name, "a whole number", query[name]) from None
+    if value < 0:
+        raise ConfigError(name, "a whole number, 0 or more", query[name])
+    return value
 
 
 def metrics_snapshot(runner: Runner) -> dict[str, Any]:
