@@ -246,7 +246,7 @@ def test_every_kubernetes_manifest_validates_against_the_kubernetes_schema() -> 
     """kubernetes-validate's bundled OpenAPI schemas, offline, strict (no unknown field)."""
     kubernetes_validate = pytest.importorskip("kubernetes_validate")
     docs = kubernetes_documents()
-    assert {d["kind"] for d in docs} == {"Deployment", "Service", "Secret"}
+    assert {d["kind"] for d in docs} == {"Deployment", "Service", "Secret", "PodDisruptionBudget"}
     for doc in docs:
         kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
     broken = {**deployment(), "spec": {**deployment()["spec"], "replicas": "one"}}
@@ -254,9 +254,37 @@ def test_every_kubernetes_manifest_validates_against_the_kubernetes_schema() -> 
         kubernetes_validate.validate(broken, KUBERNETES_VERSION, strict=True)
 
 
+def test_the_deployment_runs_a_trader_and_a_standby_rolled_without_a_deadlock_on_the_lock() -> None:
+    """Two replicas: the trader lock lets one trade, the other waits (never ready). Any maxUnavailable
+    below all of them would wait for a new pod to be ready while the old trader, kept as the one
+    available pod, holds the lock: the old pods must all go at once, and no extra pod is needed."""
+    spec = deployment()["spec"]
+    assert spec["replicas"] == 2
+    assert spec["strategy"] == {
+        "type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": "100%"}
+    }
+    anti_affinity = spec["template"]["spec"]["affinity"]["podAntiAffinity"]
+    [term] = anti_affinity["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term["podAffinityTerm"]["labelSelector"]["matchLabels"] == spec["selector"]["matchLabels"]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+
+
+def test_the_disruption_budget_takes_one_pod_at_a_time_and_the_standby_freely() -> None:
+    [budget] = [d for d in kubernetes_documents() if d["kind"] == "PodDisruptionBudget"]
+    assert budget["spec"]["selector"]["matchLabels"] == deployment()["spec"]["selector"]["matchLabels"]
+    assert budget["spec"]["maxUnavailable"] == 1 and "minAvailable" not in budget["spec"]
+    # The standby is never ready (not "healthy" to Kubernetes): always evictable.
+    assert budget["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+
+
+def test_the_manifests_need_postgresql_the_lock_of_sqlite_is_per_pod() -> None:
+    [secret] = [d for d in kubernetes_documents() if d["kind"] == "Secret"]
+    assert secret["stringData"]["database_url"].startswith("postgresql://")
+    assert "PostgreSQL is required" in (KUBERNETES / "deployment.yaml").read_text()
+
+
 def test_the_deployment_grace_covers_the_stop_bound_and_probes_the_health_and_readiness_paths() -> None:
     doc = deployment()
-    assert doc["spec"]["replicas"] == 1 and doc["spec"]["strategy"]["type"] == "Recreate"
     pod = doc["spec"]["template"]["spec"]
     [container] = pod["containers"]
     environment = {e["name"]: e["value"] for e in container["env"] if "value" in e}  # not valueFrom
