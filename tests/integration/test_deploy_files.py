@@ -130,8 +130,10 @@ def test_every_metric_the_bot_emits_is_on_the_dashboard_or_in_an_alert_rule() ->
 
 
 def test_alert_rules_are_well_formed_and_use_only_what_the_bot_emits() -> None:
-    """Structurally here (each rule: alert, expr, for, a severity label, a summary); `promtool check
-    rules` too where promtool is installed (Debian's `prometheus` package has it)."""
+    """Structurally here (each rule: alert, expr, for, a severity label, a summary); where promtool is
+    installed (Debian's `prometheus` package has it) also `promtool check rules`, `check config`, and
+    `test rules` on deploy/prometheus/alerts_test.yml (a trader and its never-ready standby alert nothing;
+    a trader in trouble alerts each rule with its labels and text)."""
     rules = alert_rules()
     names = [rule["alert"] for rule in rules]
     assert len(set(names)) == len(names)
@@ -160,7 +162,8 @@ def test_alert_rules_are_well_formed_and_use_only_what_the_bot_emits() -> None:
 
     promtool = shutil.which("promtool")
     if promtool is not None:
-        for command in (["check", "rules", "prometheus/alerts.yml"], ["check", "config", "prometheus.yml"]):
+        for command in (["check", "rules", "prometheus/alerts.yml"], ["check", "config", "prometheus.yml"],
+                        ["test", "rules", "prometheus/alerts_test.yml"]):
             result = subprocess.run([promtool, *command], cwd=DEPLOY, capture_output=True, text=True,
                                     timeout=60)
             assert result.returncode == 0, result.stdout + result.stderr
