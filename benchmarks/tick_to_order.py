@@ -209,6 +209,7 @@ async def start_bot(url: str, data_dir: Path) -> tuple[Any, Any, Any, asyncio.Ev
         exchange="bybit", exchange_url=url, api_key=BOT_KEY, api_secret=BOT_SECRET, data_dir=data_dir,
         database_url=None, assets={ASSET: AssetSettings(hedge=SYMBOL, band_coin=BAND_COIN)},
         recompute_secs=3600, reconcile_secs=3600, alert_urls=None, http_port=0, log_level=LOG_LEVEL,
+        price_collar_bps=300,  # each tick moves 2 % from the one before, the collar's reference
     )
     await asyncio.to_thread(upgrade, settings.database)
     exchange, clock = build_exchange(settings)
@@ -338,6 +339,9 @@ async def main(args: argparse.Namespace) -> int:
             baseline_task = asyncio.create_task(baseline.run())
             hedger = runner.hedger
             await wait_until(lambda: hedger.state.account is not None and SYMBOL in hedger.state.quotes, 30)
+            # the feed's first tick may have replaced `start_price`'s: step 2 % from the price the bot holds
+            # (the price gate holds a jump beyond DK_PRICE_JUMP_PCT until it is confirmed)
+            bench.price = hedger.state.quotes[SYMBOL].mark
             # the first hedge of the 10 SOL held, on a first tick
             bench.push_tick(up=True)
             await wait_until(lambda: bot_position(hedger) != 0, 30)

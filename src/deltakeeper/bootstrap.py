@@ -26,6 +26,7 @@ from deltakeeper.config import Mode, Settings
 from deltakeeper.domain.errors import ConfigError
 from deltakeeper.domain.instruments import Instrument, Kind, is_stable
 from deltakeeper.domain.policy import AssetPolicy, BandUnit, RebalanceTo, auto_hedge_symbol, min_band_coin
+from deltakeeper.domain.price_gate import GateLimits, PriceGate
 from deltakeeper.domain.records import AccountSnapshot
 from deltakeeper.domain.risk import RiskLimits
 from deltakeeper.ports import Alerts, Clock, Exchange
@@ -337,8 +338,9 @@ async def build_runner(
     check_bands(policies, instruments)
     betas = resolve_betas(settings, policies, instruments)
     coin_neutral = frozenset(a for a, spec in settings.assets.items() if spec.neutral == "coin")
+    gate = PriceGate(GateLimits(settings.price_jump_pct, settings.price_confirm_secs, settings.stale_secs))
     state = CoinNeutralMarketState(
-        instruments, dict(settings.external), price_symbols, clock=clock, coin_neutral=coin_neutral
+        instruments, dict(settings.external), price_symbols, clock=clock, gate=gate, coin_neutral=coin_neutral
     )
     limits = RiskLimits(
         settings.max_order_usd,

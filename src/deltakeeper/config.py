@@ -169,6 +169,11 @@ class Settings(BaseSettings):
     max_position_usd: Decimal = Field(default=Decimal(2_000_000), gt=0)
     stale_secs: float = Field(default=15, gt=0)
     price_collar_bps: Decimal = Field(default=Decimal(100), gt=0)
+    price_jump_pct: Decimal = Field(default=Decimal(10), gt=0, le=1000)
+    """The price gate: a quote this far (percent) from its market's last good price, from its own mark or
+    index, or from another fresh market of its asset is held until confirmed (domain/price_gate.py)."""
+    price_confirm_secs: float = Field(default=5, ge=0, le=300)
+    """How long held quotes must stay at a new level (3 quotes at least) before it is accepted."""
     state_clear_secs: float = Field(default=300, ge=0)
     order_timeout_secs: float = Field(default=30, gt=0)
     hard_limit_bands: float = Field(default=3, gt=1)

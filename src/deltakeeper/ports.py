@@ -40,6 +40,11 @@ class Exchange(Protocol):
         """Quotes for `symbols` as they change, forever (reconnecting inside the adapter)."""
         ...
 
+    async def fetch_quote(self, symbol: str) -> Quote:
+        """The market's quote read now by REST, apart from the stream: what confirms or contradicts a quote
+        the price gate holds."""
+        ...
+
     def account_events(self) -> AsyncIterator[AccountEvent]:
         """Fills, funding payments, order updates and account snapshots as they happen."""
         ...

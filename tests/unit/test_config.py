@@ -255,7 +255,7 @@ def test_durations_amounts_bps_and_percentages_are_never_negative(monkeypatch):
 def test_a_duration_longer_than_a_year_is_refused(monkeypatch):
     for variable in [v for v in _numeric_variables() if v.endswith("_SECS")]:
         error = config_error(monkeypatch, **{variable: str(367 * 24 * 3600)})
-        assert error.variable == variable and "a year" in str(error), (variable, str(error))
+        assert error.variable == variable, (variable, str(error))  # a year, or the setting's own bound
         monkeypatch.delenv(variable)
 
 

@@ -7,6 +7,9 @@ from decimal import Decimal
 import pytest
 
 from deltakeeper.domain.volatility import (
+    BETA_MAX,
+    BETA_MIN,
+    MIN_BETA_SAMPLES,
     EwmaBeta,
     EwmaDrift,
     EwmaVol,
@@ -135,3 +138,32 @@ def test_drift_rate_rejects_time_going_backwards():
     drift = EwmaDrift().update(1.0, 100.0)
     with pytest.raises(ValueError, match="backwards"):
         drift.update(2.0, 50.0)
+
+
+def _beta_after(moves: list[tuple[float, float]]) -> EwmaBeta:
+    """An EWMA beta fed one (asset return, hedge return) per bar, prices starting at 100."""
+    beta = EwmaBeta.for_bar(60).update(100.0, 100.0)
+    pa = ph = 100.0
+    for ra, rh in moves:
+        pa, ph = pa * math.exp(ra), ph * math.exp(rh)
+        beta = beta.update(pa, ph)
+    return beta
+
+
+def test_the_hedge_ratio_is_unknown_before_the_minimum_number_of_returns() -> None:
+    # the asset jumps while the hedge barely moves: the plain estimate is 36
+    few = _beta_after([(0.036, 0.001), (-0.036, -0.001)])
+    assert few.beta == pytest.approx(36)
+    assert few.samples == 2 and few.hedge_ratio is None
+    moves = [(0.015 * (-1) ** k, 0.01 * (-1) ** k) for k in range(MIN_BETA_SAMPLES)]
+    assert _beta_after(moves[:-1]).hedge_ratio is None
+    assert _beta_after(moves).hedge_ratio == pytest.approx(1.5)
+
+
+def test_the_hedge_ratio_is_clamped_to_a_sane_range_and_unknown_when_not_positive() -> None:
+    n = MIN_BETA_SAMPLES
+    assert _beta_after([(0.036 * (-1) ** k, 0.001 * (-1) ** k) for k in range(n)]).hedge_ratio == BETA_MAX
+    assert _beta_after([(0.001 * (-1) ** k, 0.036 * (-1) ** k) for k in range(n)]).hedge_ratio == BETA_MIN
+    inverse = _beta_after([(-0.01 * (-1) ** k, 0.01 * (-1) ** k) for k in range(n)])
+    assert inverse.beta == pytest.approx(-1) and inverse.hedge_ratio is None
+    assert (BETA_MIN, BETA_MAX) == (0.2, 5.0)

@@ -389,6 +389,12 @@ class CcxtExchange:
         with self._reading():
             return _book_side(raw, "bids", instrument), _book_side(raw, "asks", instrument)
 
+    async def fetch_quote(self, symbol: str) -> Quote:
+        """The ticker by REST (the price gate's confirmation read)."""
+        raw = await self._call(self._rest.fetch_ticker, symbol)
+        with self._reading():
+            return quote_from_ticker(raw, self._clock.now())
+
     async def _raw_open_orders(self) -> list[dict[str, Any]]:
         raws: list[dict[str, Any]] = []
         for scope in self._scopes(settle=True):

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from types import MappingProxyType
 
+import structlog
+
 from deltakeeper.domain.exposure import AssetDelta, Position, asset_deltas
 from deltakeeper.domain.instruments import ZERO, Instrument, Kind, is_stable
 from deltakeeper.domain.orders import Quote
+from deltakeeper.domain.price_gate import PriceGate, Sample
 from deltakeeper.domain.records import AccountSnapshot
 from deltakeeper.ports import Clock
+
+log = structlog.get_logger("deltakeeper.market_state")
 
 
 @dataclass
@@ -53,7 +58,16 @@ class MarketState:
     clock: Clock | None = None
     """The time options are valued at (Black-76's time to expiry): the Hedger's clock. Without one, an
     option position with no published delta raises OptionInputMissing, and options have no gamma."""
+    gate: PriceGate = field(default_factory=PriceGate)
+    """What a quote must pass to be applied (domain/price_gate.py)."""
+    monotonic: Callable[[], float] = time.monotonic
+    """The wall clock of quote arrivals (`received_at`, the gate's confirmation time)."""
+    references: dict[str, Decimal] = field(default_factory=dict, init=False)
+    """Symbol -> the earlier price that vouched for its latest quote (`Verdict.reference`): what the
+    price collar compares the touch with."""
     _quotes: dict[str, Quote] = field(default_factory=dict, init=False, repr=False)
+    _held: dict[str, Quote] = field(default_factory=dict, init=False, repr=False, compare=False)
+    """Symbol -> its latest quote held at a level a read could confirm."""
     _quotes_view: Mapping[str, Quote] = field(init=False, repr=False, compare=False)
     _quoted: set[str] = field(default_factory=set, init=False, repr=False, compare=False)
     """Symbols quoted since `deltas()` last looked at the prices."""
@@ -71,10 +85,65 @@ class MarketState:
         counts on."""
         return self._quotes_view
 
-    def on_quote(self, quote: Quote) -> None:
-        self._quotes[quote.symbol] = quote
-        self._quoted.add(quote.symbol)
-        self.received_at[quote.symbol] = time.monotonic()
+    def on_quote(self, quote: Quote) -> bool:
+        """Apply a quote that the price gate accepts; a held one is logged (`quote_held`) and left out:
+        no price, no age, no decision from it. Returns whether it was applied."""
+        symbol = quote.symbol
+        now = self.monotonic()
+        sample = Sample(quote.mid, quote.mark, quote.index, now)
+        verdict = self.gate.check(symbol, self._priced_as(symbol), sample)
+        if not verdict.accepted:
+            log.warning(
+                "quote_held", symbol=symbol, reason=verdict.reason, bid=str(quote.bid), ask=str(quote.ask),
+                mark=str(quote.mark), index=None if quote.index is None else str(quote.index),
+                last_good=None if verdict.last_good is None else str(verdict.last_good),
+            )
+            if verdict.reason != "inconsistent":
+                self._held[symbol] = quote
+            return False
+        if verdict.reason not in ("consistent", "first"):
+            log.info("quote_confirmed", symbol=symbol, reason=verdict.reason, mid=str(quote.mid))
+        self._apply(quote, verdict.reference, now)
+        return True
+
+    def held(self, symbol: str) -> bool:
+        """Whether the market's quotes are held at a level that a read (`on_read`) could confirm."""
+        return self.gate.holding(symbol)
+
+    def on_read(self, read: Quote) -> bool:
+        """An independent read of a market whose quotes are held (`Exchange.fetch_quote`): agreeing with
+        the held level, it applies the latest held quote (`quote_confirmed`, returns True); contradicting
+        it, the level stays held for good (`quote_contradicted`) until a read agrees."""
+        symbol = read.symbol
+        verdict = self.gate.vouch(symbol, read.mid)
+        if verdict is None:
+            return False
+        if not verdict.accepted:
+            log.warning("quote_contradicted", symbol=symbol, read_mid=str(read.mid),
+                        last_good=None if verdict.last_good is None else str(verdict.last_good))
+            return False
+        quote = self._held.pop(symbol)
+        log.info("quote_confirmed", symbol=symbol, reason=verdict.reason, mid=str(quote.mid))
+        self._apply(quote, verdict.reference, self.monotonic())
+        return True
+
+    def _apply(self, quote: Quote, reference: Decimal, now: float) -> None:
+        symbol = quote.symbol
+        self._held.pop(symbol, None)
+        self._quotes[symbol] = quote
+        self._quoted.add(symbol)
+        self.received_at[symbol] = now
+        self.references[symbol] = reference
+
+    def _priced_as(self, symbol: str) -> str | None:
+        """What a market's price is a price of, for the gate to compare markets: `BASE/USD` for every market
+        quoted in USD or a stablecoin (spot, perpetual, future), `BASE/QUOTE` for another quote, None for
+        an option (its price is a premium) or an unknown market."""
+        instrument = self.instruments.get(symbol)
+        if instrument is None or instrument.kind is Kind.OPTION:
+            return None
+        quote = "USD" if is_stable(instrument.quote) else instrument.quote
+        return f"{instrument.base}/{quote}"
 
     def on_account(self, snapshot: AccountSnapshot) -> bool:
         """Keep only a strictly newer snapshot (by time, then by the exchange's `seq`), so that a late
@@ -90,7 +159,7 @@ class MarketState:
         quote = self._quotes.get(symbol)
         if quote is None:
             return float("inf")
-        arrived = time.monotonic() - self.received_at[symbol]
+        arrived = self.monotonic() - self.received_at[symbol]
         stamped = (now_ts - quote.ts.timestamp()) / speed
         return max(arrived, stamped)
 
@@ -155,7 +224,7 @@ class MarketState:
                  if self.instruments[p.symbol].base in legs or self.instruments[p.symbol].settle in legs],
                 prices,
                 {a: q for a, q in cache.external_priced.items() if a.upper() in legs},
-                as_of=self._now(),
+                as_of=self._now(), skip_unpriced=True,
             )
             for asset in legs:
                 if asset in fresh:
@@ -189,7 +258,9 @@ class MarketState:
         balances = {a: q for a, q in account.balances.items() if a in prices or is_stable(a)}
         external = {a: q for a, q in self.external.items() if a in prices}
         positions = [p for p in account.positions if p.symbol in self.instruments]
-        result = asset_deltas(self.instruments, balances, positions, prices, external, as_of=self._now())
+        result = asset_deltas(
+            self.instruments, balances, positions, prices, external, as_of=self._now(), skip_unpriced=True
+        )
         volatile: set[str] = set()
         for position in positions:
             instrument = self.instruments[position.symbol]

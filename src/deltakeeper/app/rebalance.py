@@ -167,6 +167,8 @@ class Hedger:
                 self._by_price_symbol.setdefault(symbol, []).append(asset)
         self._timer_slots: dict[str, int | None] = {}
         self._risk: dict[str, _RiskTrack] = {}
+        self._used_betas: dict[str, Decimal] = {}
+        """Asset -> the EWMA beta its last decision was taken on (`_beta`)."""
         for asset, policy in policies.items():
             proxy = state.instruments[policy.hedge_symbol].base != asset
             if proxy or options.policy.uses_risk_model:
@@ -179,10 +181,16 @@ class Hedger:
     # -- inputs -------------------------------------------------------------------------------
 
     async def on_quote(self, quote_symbol: str) -> None:
+        """Decide on every asset the quoted market prices or hedges. An error on one asset is logged with
+        its traceback and the others go on."""
         for asset in self._by_price_symbol.get(quote_symbol, ()):
-            if asset in self._risk:
-                self._observe_risk(asset, quote_symbol)
-            await self.evaluate(asset, scheduled=False)
+            try:
+                if asset in self._risk:
+                    self._observe_risk(asset, quote_symbol)
+                await self.evaluate(asset, scheduled=False)
+            except Exception as exc:
+                self.counters.errors += 1
+                log.exception("quote_failed", symbol=quote_symbol, asset=asset, error=str(exc))
 
     async def on_account(self, snapshot: AccountSnapshot) -> None:
         if self.state.on_account(snapshot):
@@ -347,7 +355,7 @@ class Hedger:
         track = self._risk.get(asset)
         proxy = ""
         if hedge.base != asset:
-            beta = self._beta(asset, track)
+            beta, held = self._beta(asset, track)
             if beta is None:
                 band = policy.band.half_width_coin(price, delta.gross_coin)
                 waiting = Decision(
@@ -356,7 +364,7 @@ class Hedger:
                 return waiting, delta, "beta=ewma warming_up"
             beta_model = track.beta if track is not None else None
             vol = residual_vol(beta_model, float(beta)) if beta_model is not None else None
-            proxy = proxy_detail(beta, vol, delta.delta_usd)
+            proxy = _join(proxy_detail(beta, vol, delta.delta_usd), "beta_held" if held else "")
             view = proxy_view(view, position, beta)
             delta = AssetDelta(asset, view.delta_coin, view.delta_coin * price, view.gross_coin,
                                delta.gamma_coin_per_usd)
@@ -372,18 +380,22 @@ class Hedger:
         self._timer_slots[asset] = outcome.timer_slot
         return outcome.decision, delta, _join(outcome.detail, proxy)
 
-    def _beta(self, asset: str, track: _RiskTrack | None) -> Decimal | None:
-        """The proxy hedge ratio: the fixed one, else the EWMA estimate (None until it is positive)."""
+    def _beta(self, asset: str, track: _RiskTrack | None) -> tuple[Decimal | None, bool]:
+        """The proxy hedge ratio: the fixed one, else the EWMA estimate (`EwmaBeta.hedge_ratio`: enough
+        returns, clamped). Once an estimate has been used, a later unknown one holds it: the hedge is kept
+        at the last ratio, not bought back or re-sized on nothing. Returns (the ratio, whether held); None
+        until a first estimate."""
         if asset not in self.options.betas:
-            return Decimal(1)
+            return Decimal(1), False
         fixed = self.options.betas[asset]
         if fixed is not None:
-            return fixed
-        estimate = track.beta.beta if track is not None and track.beta is not None else None
-        if estimate is None or not math.isfinite(estimate):
-            return None
-        beta = Decimal(repr(estimate)).quantize(_BETA_QUANTUM)
-        return beta if beta > 0 else None
+            return fixed, False
+        estimate = track.beta.hedge_ratio if track is not None and track.beta is not None else None
+        if estimate is None:
+            held = self._used_betas.get(asset)
+            return held, held is not None
+        beta = self._used_betas[asset] = Decimal(repr(estimate)).quantize(_BETA_QUANTUM)
+        return beta, False
 
     def _observe_risk(self, asset: str, quote_symbol: str) -> None:
         """Feed the asset's risk model (price, and its exposure before the hedge) and a proxy's EWMA beta,
@@ -468,7 +480,7 @@ class Hedger:
         symbol = intent.symbol
         ctx = risk.RiskContext(
             quote_age_secs=self.state.quote_age_secs(symbol, self.clock.speed, now.timestamp()),
-            mark_price=self.state.quotes[symbol].mark,
+            mark_price=self.state.references[symbol],  # not the same tick's mark: its touch moves with it
             position_contracts=self.state.position_contracts(symbol),
             traded_today_usd=self._traded_today(now),
             state=self.trading.state,

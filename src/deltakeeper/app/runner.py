@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -34,6 +35,8 @@ ACCOUNT_READ_MAX_RECOMPUTES = 3
 
 ReadinessCheck = Callable[[], str | None]
 """A condition of trading safely now, for `/readyz`: None while it holds, else why not."""
+QUOTE_READ_SECS = 1.0
+"""At most one REST read a second per market confirms or contradicts the quotes the price gate holds."""
 
 
 class Runner:
@@ -58,6 +61,10 @@ class Runner:
         self.watch = watch or Watch(hedger)
         self.scheduler: AsyncIOScheduler | None = None
         self._running_jobs: set[asyncio.Task[object]] = set()
+        self._reads: dict[str, asyncio.Task[None]] = {}
+        """Symbol -> its REST read confirming held quotes, while one runs."""
+        self._read_at: dict[str, float] = {}
+        """Symbol -> when (monotonic) its last read started."""
         self.last_beat: float | None = None
         """Wall time (time.time()) of the last heartbeat."""
         self.journal_writes = journal_writes
@@ -111,9 +118,9 @@ class Runner:
             scheduler.pause()
             await asyncio.gather(*self._running_jobs, return_exceptions=True)
             scheduler.shutdown(wait=False)
-            for task in streams:
+            for task in [*streams, *self._reads.values()]:
                 task.cancel()
-            await asyncio.gather(*streams, return_exceptions=True)
+            await asyncio.gather(*streams, *self._reads.values(), return_exceptions=True)
             await hedger.drain()
             await hedger.alerts.send("info", "stopped", "deltakeeper stopped")
 
@@ -238,9 +245,44 @@ class Runner:
             log.exception("daily_summary_failed", error=str(exc))
 
     async def _on_quote(self, quote: Quote) -> None:
-        self.hedger.state.on_quote(quote)
+        """Apply a quote the price gate accepts, and decide on it. Nothing here ends the shared quote
+        stream: an error handling one quote is logged with its traceback and that quote skipped."""
+        try:
+            if self.hedger.state.on_quote(quote):
+                await self._decide_on(quote)
+            elif self.hedger.state.held(quote.symbol):  # held by the price gate: no decision on it
+                self._read_quote(quote.symbol)
+        except Exception as exc:
+            self.hedger.counters.errors += 1
+            log.exception("quote_failed", symbol=quote.symbol, error=str(exc))
+
+    async def _decide_on(self, quote: Quote) -> None:
         self.watch.on_quote(quote)
         await self.hedger.on_quote(quote.symbol)
+
+    def _read_quote(self, symbol: str) -> None:
+        """Read the market's quote by REST to confirm or contradict its held quotes, unless a read runs or
+        one started less than QUOTE_READ_SECS ago."""
+        now = time.monotonic()
+        if symbol in self._reads or now - self._read_at.get(symbol, -math.inf) < QUOTE_READ_SECS:
+            return
+        self._read_at[symbol] = now
+        task = self._reads[symbol] = asyncio.create_task(self._confirm_by_read(symbol))
+        task.add_done_callback(lambda _: self._reads.pop(symbol, None))
+
+    async def _confirm_by_read(self, symbol: str) -> None:
+        state = self.hedger.state
+        try:
+            read = await self.hedger.exchange.fetch_quote(symbol)
+        except Exception as exc:  # a failed read confirms nothing
+            log.warning("quote_read_failed", symbol=symbol, error=str(exc))
+            return
+        try:
+            if state.on_read(read):
+                await self._decide_on(state.quotes[symbol])
+        except Exception as exc:
+            self.hedger.counters.errors += 1
+            log.exception("quote_failed", symbol=symbol, error=str(exc))
 
     async def _on_event(self, event: AccountEvent) -> None:
         if isinstance(event, Fill):

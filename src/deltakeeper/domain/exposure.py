@@ -166,6 +166,7 @@ def asset_deltas(
     prices_usd: Mapping[str, Decimal],
     external: Mapping[str, Decimal] | None = None,
     as_of: datetime | None = None,
+    skip_unpriced: bool = False,
 ) -> dict[str, AssetDelta]:
     """Delta per underlying asset, in coins and in USD at `prices_usd`.
 
@@ -186,8 +187,13 @@ def asset_deltas(
     and 0.40 of adjusted delta: the account's delta rises by 0.40. `as_of` (tz-aware) is needed only
     for an option valued with Black-76, and for an option's gamma (`AssetDelta.gamma_coin_per_usd`);
     OptionInputMissing (a KeyError) says what is missing.
+
+    An asset without a price raises KeyError, unless `skip_unpriced`: then it is not priced and is left
+    out of the result (no delta, so no decision on it), with the settle coin of an option on it (whose
+    delta would lack the option's value); the priced assets are computed as ever.
     """
     coin: dict[str, Decimal] = {}
+    not_priced: set[str] = set()
     gross: dict[str, Decimal] = {}
     gamma: dict[str, float] = {}
     options: dict[str, Decimal] = {}
@@ -209,6 +215,9 @@ def asset_deltas(
         if instrument is None:
             raise KeyError(f"position in unknown market {position.symbol!r}")
         if instrument.is_option:
+            if skip_unpriced and instrument.base not in prices_usd:
+                not_priced.update((instrument.base, instrument.settle))
+                continue
             size_coin = position.contracts * instrument.contract_size
             one = option_delta(instrument, position, prices_usd.get(instrument.base), as_of)
             add(instrument.base, size_coin * one.delta_adj, option=True)
@@ -223,7 +232,9 @@ def asset_deltas(
     result: dict[str, AssetDelta] = {}
     for asset in sorted(coin):
         price = prices_usd.get(asset)
-        if price is None:
+        if price is None or asset in not_priced:
+            if skip_unpriced:
+                continue
             raise KeyError(f"no USD price for {asset}")
         amount = coin[asset]
         result[asset] = AssetDelta(

@@ -69,6 +69,8 @@ class RiskContext:
     quote_age_secs: float
     """How old the price behind the order is, in wall-clock seconds."""
     mark_price: Decimal
+    """What the price collar holds the order's price to: a price independent of the quote the order is
+    priced on (the Hedger's is the earlier price that vouched for it: `MarketState.references`)."""
     position_contracts: Decimal
     """The current signed position in the order's instrument."""
     traded_today_usd: Decimal

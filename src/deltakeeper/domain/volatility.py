@@ -18,6 +18,13 @@ from decimal import Decimal
 SECONDS_PER_DAY = 86_400
 SECONDS_PER_YEAR = 365 * SECONDS_PER_DAY
 RISKMETRICS_DAILY_DECAY = 0.94
+MIN_BETA_SAMPLES = 30
+"""Returns an EWMA beta needs before it is a hedge ratio (`EwmaBeta.hedge_ratio`): with a few, one large
+move of the asset against a quiet hedge makes it anything (36 was seen)."""
+BETA_MIN = 0.2
+BETA_MAX = 5.0
+"""The range an estimated hedge ratio is clamped to: a proxy hedge outside it is a broken estimate, not a
+hedge (`DK_ASSETS__<ASSET>__BETA` fixes a ratio outside it, if one is really meant)."""
 
 
 def ewma_decay_for_bar(bar_secs: float, daily_decay: float = RISKMETRICS_DAILY_DECAY) -> float:
@@ -89,6 +96,8 @@ class EwmaBeta:
     weighted_var_a: float = 0.0
     weighted_var_h: float = 0.0
     weight: float = 0.0
+    samples: int = 0
+    """Returns seen."""
 
     @classmethod
     def for_bar(cls, bar_secs: float, daily_decay: float = RISKMETRICS_DAILY_DECAY) -> EwmaBeta:
@@ -108,12 +117,22 @@ class EwmaBeta:
             weighted_var_a=lam * self.weighted_var_a + (1 - lam) * ra * ra,
             weighted_var_h=lam * self.weighted_var_h + (1 - lam) * rh * rh,
             weight=lam * self.weight + (1 - lam),
+            samples=self.samples + 1,
         )
 
     @property
     def beta(self) -> float | None:
-        """None until the hedge has moved."""
+        """The plain estimate: None until the hedge has moved."""
         return self.weighted_cov / self.weighted_var_h if self.weighted_var_h else None
+
+    @property
+    def hedge_ratio(self) -> float | None:
+        """The beta to hedge at: None before `MIN_BETA_SAMPLES` returns, and while the estimate is not a
+        positive number; else the estimate clamped to [`BETA_MIN`, `BETA_MAX`]."""
+        beta = self.beta
+        if self.samples < MIN_BETA_SAMPLES or beta is None or not math.isfinite(beta) or beta <= 0:
+            return None
+        return min(max(beta, BETA_MIN), BETA_MAX)
 
     @property
     def r_squared(self) -> float | None:

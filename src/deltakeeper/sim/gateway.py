@@ -226,6 +226,12 @@ class SimGateway:
             stream.end(self._failure)
         return stream
 
+    async def fetch_quote(self, symbol: str) -> Quote:
+        quote = self.engine.quote(symbol)
+        if quote is None:
+            raise ExchangeUnavailable(f"no quote for {symbol} yet")
+        return quote
+
     def account_events(self) -> AsyncIterator[AccountEvent]:
         self.start()
         stream = _EventStream(EVENT_QUEUE_SIZE, self._event_streams.discard)
