@@ -10,9 +10,10 @@ RUN groupadd --system --gid 10001 deltakeeper \
     && useradd --system --uid 10001 --gid deltakeeper --home-dir /app deltakeeper
 
 WORKDIR /app
-COPY pyproject.toml README.md ./
+# constraints.txt pins every runtime dependency (regenerate it as its header says).
+COPY pyproject.toml README.md constraints.txt ./
 COPY src ./src
-RUN pip install .
+RUN pip install -c constraints.txt .
 
 RUN mkdir -p /data && chown 10001:10001 /data
 VOLUME ["/data"]

@@ -414,14 +414,19 @@ async def build_runner(
 def build_http_server(
     settings: Settings, runner: Runner, journal: SqlJournal, alerts: RecentAlerts | None = None
 ) -> HttpServer:
-    from deltakeeper.adapters.http import HttpServer, render_metrics
+    from deltakeeper.adapters.http import HttpServer
     from deltakeeper.adapters.journal.console import ConsoleReads
-    from deltakeeper.app.margin_watch import render_margin_metrics
+    from deltakeeper.adapters.metrics import BotMetrics
     from deltakeeper.app.status import build_status, is_alive, journal_api, metrics_snapshot, readiness
 
-    def metrics() -> str:
-        snapshot = metrics_snapshot(runner)
-        return render_metrics(snapshot) + render_margin_metrics(snapshot)
+    registry = BotMetrics()
+    runner.hedger.orders.observe_tick_to_order_secs = registry.observe_tick_to_order
+    if runner.journal_writes is not None:
+        runner.journal_writes.observe_write_secs = registry.observe_journal_write
+
+    async def metrics() -> str:
+        ready, _details = await readiness(runner)
+        return registry.render({**metrics_snapshot(runner), "ready": ready})
 
     return HttpServer(
         settings.http_host,
@@ -478,13 +483,19 @@ def stop_bound_secs(settings: Settings) -> float:
 def build_standby_server(settings: Settings) -> HttpServer:
     """The HTTP server of a process waiting for the trader lock: alive, not ready, nothing to control."""
     from deltakeeper.adapters.http import HttpServer
+    from deltakeeper.adapters.metrics import BotMetrics
+
+    registry = BotMetrics()
 
     async def not_ready() -> tuple[bool, dict[str, Any]]:
         return False, {"trader_lock": "waiting: another instance trades this journal"}
 
+    async def metrics() -> str:  # the process's, and that it stands by
+        return registry.render({"standby": True, "ready": False})
+
     return HttpServer(
         settings.http_host, settings.http_port, settings.secret("http_token"),
-        status=lambda: {"trading_state": "standby"}, metrics=lambda: "", ready=not_ready,
+        status=lambda: {"trading_state": "standby"}, metrics=metrics, ready=not_ready,
         control=None, journal_api=None, alive=lambda: True,
     )
 

@@ -51,11 +51,18 @@ def test_hadolint_finds_nothing_in_the_dockerfile() -> None:
 def test_dockerfile_install_and_start_steps_work_in_a_fresh_virtualenv(tmp_path: Path) -> None:
     found = dockerfile_instructions()
     install = [step for step in found["RUN"] if step.startswith("pip install")]
-    assert install == ["pip install ."]
+    assert install == ["pip install -c constraints.txt ."]  # the pinned versions
+    assert "constraints.txt" in found["COPY"][0].split()  # beside pyproject.toml in /app
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)
     python = env_dir / "bin" / "python"
-    subprocess.run([python, "-m", "pip", "install", "-q", str(ROOT)], check=True, timeout=500, cwd=tmp_path)
+    subprocess.run([python, "-m", "pip", "install", "-q", "-c", str(ROOT / "constraints.txt"), str(ROOT)],
+                   check=True, timeout=500, cwd=tmp_path)
+    frozen = subprocess.run([python, "-m", "pip", "freeze", "--exclude", "deltakeeper"], check=True,
+                            capture_output=True, text=True, timeout=60).stdout
+    constraints = (ROOT / "constraints.txt").read_text().splitlines()
+    pinned = [line for line in constraints if line and not line.startswith("#")]
+    assert sorted(frozen.split(), key=str.lower) == sorted(pinned, key=str.lower)  # exactly the pins
     command = env_dir / "bin" / "deltakeeper"
     env = {k: v for k, v in os.environ.items() if not k.startswith("DK_")}
     env.update(

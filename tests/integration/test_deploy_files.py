@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from deltakeeper.adapters.http import OPEN_PATHS, render_metrics
+from deltakeeper.adapters.http import OPEN_PATHS
+from deltakeeper.adapters.metrics import BotMetrics
 from deltakeeper.bootstrap import stop_bound_secs
 from deltakeeper.config import SECRET_FIELDS, Settings
 
@@ -21,37 +24,62 @@ yaml = pytest.importorskip("yaml", reason="PyYAML is not installed (apprise depe
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 METRIC = re.compile(r"\bdeltakeeper_[a-z_]+\b")
-SAMPLE = re.compile(r"^(deltakeeper_[a-z_]+)(?:\{(.*)\})? ")
+PROMETHEUS_LABELS = {"instance", "job"}
+"""Labels Prometheus gives every scraped sample: a legend may name them."""
+FULL_SNAPSHOT: dict[str, Any] = {
+    "assets": {
+        "SOL": {
+            "delta_coin": Decimal("1.5"),
+            "delta_usd": Decimal(200),
+            "target_coin": Decimal(0),
+            "band_coin": Decimal(1),
+            "deviation": 1.5,
+        }
+    },
+    "orders_total": {"filled": 3, "rejected": 1},
+    "fills_total": 4,
+    "fees_usd_total": Decimal("1.25"),
+    "funding_usd_total": Decimal("-0.5"),
+    "errors_total": 0,
+    "journal_write_failures_total": 0,
+    "stream_age_secs": {"SOL/USDT:USDT": 0.4},
+    "stale_limit_seconds": 15.0,
+    "blind": {"account": False, "journal": False},
+    "margin_headroom": {"USDT": 0.9},
+    "margin_warn_headroom": Decimal("0.35"),
+    "margin_critical_headroom": Decimal("0.1"),
+    "trading_state": "active",
+    "ready": True,
+    "standby": False,
+}
+"""Every key `BotMetrics.render` knows."""
+
+
+def sample_labels(text: str) -> dict[str, set[str]]:
+    """The Prometheus text's sample names (`deltakeeper_` ones), parsed by prometheus_client's parser,
+    with the label names of each."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    names: dict[str, set[str]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name.startswith("deltakeeper_"):
+                names.setdefault(sample.name, set()).update(sample.labels)
+    return names
 
 
 def emitted_metrics() -> dict[str, set[str]]:
-    """Every metric family render_metrics writes, with the label names of its samples."""
-    snapshot = {
-        "assets": {
-            "SOL": {
-                "delta_coin": Decimal("1.5"),
-                "delta_usd": Decimal(200),
-                "target_coin": Decimal(0),
-                "band_coin": Decimal(1),
-                "deviation": 1.5,
-            }
-        },
-        "orders_total": {"filled": 3, "rejected": 1},
-        "fills_total": 4,
-        "fees_usd_total": Decimal("1.25"),
-        "funding_usd_total": Decimal("-0.5"),
-        "errors_total": 0,
-        "stream_age_secs": {"SOL/USDT:USDT": 0.4},
-        "trading_state": "active",
-    }
-    families: dict[str, set[str]] = {}
-    for line in render_metrics(snapshot).splitlines():
-        if line.startswith("# TYPE "):
-            families.setdefault(line.split()[2], set())
-        elif match := SAMPLE.match(line):
-            labels = match.group(2) or ""
-            families[match.group(1)] |= {part.split("=")[0] for part in labels.split(",") if part}
-    return families
+    """Every sample name the bot's metrics have, with its label names."""
+    return sample_labels(BotMetrics().render(FULL_SNAPSHOT))
+
+
+def used_metrics(exprs: list[str]) -> set[str]:
+    return {name for expr in exprs for name in METRIC.findall(expr)}
+
+
+def alert_rules() -> list[dict[str, Any]]:
+    doc = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())
+    return [rule for group in doc["groups"] for rule in group["rules"]]
 
 
 def dashboard() -> dict[str, Any]:
@@ -61,27 +89,30 @@ def dashboard() -> dict[str, Any]:
 
 def test_every_dashboard_query_uses_metrics_and_labels_the_bot_emits() -> None:
     emitted = emitted_metrics()
-    assert {"deltakeeper_delta_coin", "deltakeeper_trading_state", "deltakeeper_stream_age_seconds"} <= set(
-        emitted
-    )
+    assert {"deltakeeper_delta_coin", "deltakeeper_trading_state", "deltakeeper_stream_age_seconds",
+            "deltakeeper_margin_headroom", "deltakeeper_tick_to_order_seconds_bucket",
+            "deltakeeper_journal_write_seconds_bucket"} <= set(emitted)
     doc = dashboard()
     panels = doc["panels"]
     assert len({p["id"] for p in panels}) == len(panels)
-    used: set[str] = set()
     for panel in panels:
         assert panel["targets"], panel["title"]
         for target in panel["targets"]:
-            names = set(METRIC.findall(target["expr"]))
+            names = used_metrics([target["expr"]])
             assert names, (panel["title"], target["expr"])
             assert names <= set(emitted), (panel["title"], names - set(emitted))
             labels = set().union(*(emitted[name] for name in names))
             for label in re.findall(r"\{\{(\w+)\}\}", target.get("legendFormat", "")):
-                assert label in labels, (panel["title"], target["legendFormat"])
+                assert label in labels | PROMETHEUS_LABELS, (panel["title"], target["legendFormat"])
             for label in re.findall(r"(\w+)=~?\"", target["expr"]):
                 assert label in labels, (panel["title"], target["expr"])
-            used |= names
-    # Every family the bot emits is on the dashboard.
-    assert used == set(emitted), set(emitted) - used
+    [margin] = [p for p in panels if p["title"] == "Margin headroom"]
+    assert used_metrics([t["expr"] for t in margin["targets"]]) == {
+        "deltakeeper_margin_headroom",
+        "deltakeeper_margin_warn_headroom",
+        "deltakeeper_margin_critical_headroom",
+    }
+    assert margin["fieldConfig"]["defaults"]["unit"] == "percentunit"
 
     variables = {v["name"]: v for v in doc["templating"]["list"]}
     assert variables["datasource"]["query"] == "prometheus"
@@ -89,8 +120,58 @@ def test_every_dashboard_query_uses_metrics_and_labels_the_bot_emits() -> None:
     assert any(p.get("repeat") == "asset" for p in panels)
 
 
-def test_prometheus_scrapes_the_bot_service_on_its_http_port() -> None:
+def test_every_metric_the_bot_emits_is_on_the_dashboard_or_in_an_alert_rule() -> None:
+    """A histogram counts as used through any of its samples; `_created` (the histograms' creation time)
+    is for Prometheus alone."""
+    used = used_metrics([t["expr"] for p in dashboard()["panels"] for t in p["targets"]])
+    used |= used_metrics([rule["expr"] for rule in alert_rules()])
+    families = {re.sub(r"_(bucket|sum|count|created)$", "", name) for name in emitted_metrics()}
+    assert families - {re.sub(r"_(bucket|sum|count)$", "", name) for name in used} == set()
+
+
+def test_alert_rules_are_well_formed_and_use_only_what_the_bot_emits() -> None:
+    """Structurally here (each rule: alert, expr, for, a severity label, a summary); where promtool is
+    installed (Debian's `prometheus` package has it) also `promtool check rules`, `check config`, and
+    `test rules` on deploy/prometheus/alerts_test.yml (a trader and its never-ready standby alert nothing;
+    a trader in trouble alerts each rule with its labels and text)."""
+    rules = alert_rules()
+    names = [rule["alert"] for rule in rules]
+    assert len(set(names)) == len(names)
+    assert {
+        "DeltakeeperDown", "DeltakeeperNotReady", "DeltakeeperHalted", "DeltakeeperReduceOnly",
+        "DeltakeeperMarginHeadroomLow", "DeltakeeperStaleStream", "DeltakeeperBlind",
+        "DeltakeeperJournalWriteFailures", "DeltakeeperOrderRejects",
+    } <= set(names)
+    for rule in rules:
+        assert set(rule) == {"alert", "expr", "for", "labels", "annotations"}, rule["alert"]
+        assert re.fullmatch(r"\d+[smh]", rule["for"]), rule["alert"]
+        assert rule["labels"]["severity"] in ("warning", "critical"), rule["alert"]
+        assert rule["annotations"]["summary"], rule["alert"]
+        assert isinstance(rule["expr"], str) and rule["expr"].strip(), rule["alert"]
+    emitted = emitted_metrics()
+    used = used_metrics([rule["expr"] for rule in rules])
+    assert used and used <= set(emitted), used - set(emitted)
+    for rule in rules:
+        labels = set().union(*(emitted[name] for name in used_metrics([rule["expr"]])))
+        for label in re.findall(r"\{\{ \$labels\.(\w+) \}\}", str(rule["annotations"])):
+            assert label in labels | PROMETHEUS_LABELS, (rule["alert"], label)
+        for label in re.findall(r"(\w+)=~?\"", rule["expr"]):
+            assert label in labels | PROMETHEUS_LABELS, (rule["alert"], label)
+    # The bot not answering is Prometheus's own `up` of the scrape job.
+    assert any(re.search(r'\bup\{job="deltakeeper"\} == 0', rule["expr"]) for rule in rules)
+
+    promtool = shutil.which("promtool")
+    if promtool is not None:
+        for command in (["check", "rules", "prometheus/alerts.yml"], ["check", "config", "prometheus.yml"],
+                        ["test", "rules", "prometheus/alerts_test.yml"]):
+            result = subprocess.run([promtool, *command], cwd=DEPLOY, capture_output=True, text=True,
+                                    timeout=60)
+            assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_prometheus_scrapes_the_bot_service_on_its_http_port_and_loads_the_alert_rules() -> None:
     config = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
+    assert config["rule_files"] == ["prometheus/alerts.yml"]  # relative to prometheus.yml
     (job,) = config["scrape_configs"]
     assert job["job_name"] == "deltakeeper" and job["metrics_path"] == "/metrics"
     assert "authorization" not in job and "bearer_token" not in job  # /metrics is open
@@ -111,7 +192,9 @@ def test_compose_monitoring_profile_runs_prometheus_and_grafana_with_the_files_f
                 assert (DEPLOY / source).exists(), mount
         for port in services[name]["ports"]:
             assert port.startswith("127.0.0.1:"), port
-    assert "./prometheus.yml:/etc/prometheus/prometheus.yml:ro" in services["prometheus"]["volumes"]
+    prometheus_volumes = services["prometheus"]["volumes"]
+    assert "./prometheus.yml:/etc/prometheus/prometheus.yml:ro" in prometheus_volumes
+    assert "./prometheus/alerts.yml:/etc/prometheus/prometheus/alerts.yml:ro" in prometheus_volumes
     assert set(compose["volumes"]) >= {"promdata", "grafanadata"}
 
     provisioning = DEPLOY / "grafana" / "provisioning"
@@ -166,7 +249,7 @@ def test_every_kubernetes_manifest_validates_against_the_kubernetes_schema() -> 
     """kubernetes-validate's bundled OpenAPI schemas, offline, strict (no unknown field)."""
     kubernetes_validate = pytest.importorskip("kubernetes_validate")
     docs = kubernetes_documents()
-    assert {d["kind"] for d in docs} == {"Deployment", "Service", "Secret"}
+    assert {d["kind"] for d in docs} == {"Deployment", "Service", "Secret", "PodDisruptionBudget"}
     for doc in docs:
         kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
     broken = {**deployment(), "spec": {**deployment()["spec"], "replicas": "one"}}
@@ -174,9 +257,37 @@ def test_every_kubernetes_manifest_validates_against_the_kubernetes_schema() -> 
         kubernetes_validate.validate(broken, KUBERNETES_VERSION, strict=True)
 
 
+def test_the_deployment_runs_a_trader_and_a_standby_rolled_without_a_deadlock_on_the_lock() -> None:
+    """Two replicas: the trader lock lets one trade, the other waits (never ready). Any maxUnavailable
+    below all of them would wait for a new pod to be ready while the old trader, kept as the one
+    available pod, holds the lock: the old pods must all go at once, and no extra pod is needed."""
+    spec = deployment()["spec"]
+    assert spec["replicas"] == 2
+    assert spec["strategy"] == {
+        "type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": "100%"}
+    }
+    anti_affinity = spec["template"]["spec"]["affinity"]["podAntiAffinity"]
+    [term] = anti_affinity["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term["podAffinityTerm"]["labelSelector"]["matchLabels"] == spec["selector"]["matchLabels"]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+
+
+def test_the_disruption_budget_takes_one_pod_at_a_time_and_the_standby_freely() -> None:
+    [budget] = [d for d in kubernetes_documents() if d["kind"] == "PodDisruptionBudget"]
+    assert budget["spec"]["selector"]["matchLabels"] == deployment()["spec"]["selector"]["matchLabels"]
+    assert budget["spec"]["maxUnavailable"] == 1 and "minAvailable" not in budget["spec"]
+    # The standby is never ready (not "healthy" to Kubernetes): always evictable.
+    assert budget["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+
+
+def test_the_manifests_need_postgresql_the_lock_of_sqlite_is_per_pod() -> None:
+    [secret] = [d for d in kubernetes_documents() if d["kind"] == "Secret"]
+    assert secret["stringData"]["database_url"].startswith("postgresql://")
+    assert "PostgreSQL is required" in (KUBERNETES / "deployment.yaml").read_text()
+
+
 def test_the_deployment_grace_covers_the_stop_bound_and_probes_the_health_and_readiness_paths() -> None:
     doc = deployment()
-    assert doc["spec"]["replicas"] == 1 and doc["spec"]["strategy"]["type"] == "Recreate"
     pod = doc["spec"]["template"]["spec"]
     [container] = pod["containers"]
     environment = {e["name"]: e["value"] for e in container["env"] if "value" in e}  # not valueFrom

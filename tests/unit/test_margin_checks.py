@@ -11,7 +11,8 @@ from decimal import Decimal
 
 import pytest
 
-from deltakeeper.app.margin_watch import CoinNeutralMarketState, render_margin_metrics
+from deltakeeper.adapters.metrics import BotMetrics
+from deltakeeper.app.margin_watch import CoinNeutralMarketState
 from deltakeeper.config import load_settings
 from deltakeeper.domain.errors import ConfigError, OrderRejected
 from deltakeeper.domain.exposure import Position, asset_deltas
@@ -361,11 +362,11 @@ def test_margin_settings_have_defaults_and_are_validated(monkeypatch: pytest.Mon
 
 
 def test_margin_headroom_renders_as_a_prometheus_gauge_per_settlement_currency() -> None:
-    text = render_margin_metrics({"margin_headroom": {"USDT": 0.25, "BTC": float("-inf")}})
+    text = BotMetrics().render({"margin_headroom": {"USDT": 0.25, "BTC": float("-inf")}})
     assert "# TYPE deltakeeper_margin_headroom gauge" in text
     assert 'deltakeeper_margin_headroom{settle="USDT"} 0.25' in text
     assert 'deltakeeper_margin_headroom{settle="BTC"} -Inf' in text
-    assert render_margin_metrics({}).count("\n") == 2
+    assert "deltakeeper_margin_headroom" not in BotMetrics().render({})
 
 
 # -- the simulated exchange's margin, liquidation and options -----------------------------------

@@ -14,9 +14,7 @@ import asyncio
 import hmac
 import ipaddress
 import json
-import math
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -25,7 +23,6 @@ from aiohttp import web
 from yarl import URL
 
 from deltakeeper.domain.errors import ConfigError
-from deltakeeper.domain.risk import TradingState
 from deltakeeper.output import plain
 
 log = structlog.get_logger("deltakeeper.http")
@@ -40,7 +37,8 @@ METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 Alive = Callable[[], bool]
 Status = Callable[[], Mapping[str, Any]]
-Metrics = Callable[[], str]
+Metrics = Callable[[], Awaitable[str]]
+"""() -> the Prometheus text of one scrape (`adapters.metrics.BotMetrics.render`)."""
 Ready = Callable[[], Awaitable[tuple[bool, Mapping[str, Any]]]]
 """() -> (ready, details): the details go into the /readyz answer beside `ready`."""
 Control = Callable[[str, str, str], Awaitable[Mapping[str, Any]]]
@@ -78,7 +76,7 @@ def _is_loopback(host: str) -> bool:
 
 class HttpServer:
     """Serves the bot's callables: `alive` for /healthz, `ready` for /readyz, `metrics` (Prometheus text,
-    see `render_metrics`) for /metrics, `status` and `journal_api` for the JSON API, `control` for
+    see `adapters.metrics`) for /metrics, `status` and `journal_api` for the JSON API, `control` for
     POST /api/halt|resume|cancel-all, `console` for the console's /api/console/summary and
     /api/console/recent/{view}. Without `control`, `journal_api` or `console` those endpoints do not exist."""
 
@@ -194,7 +192,8 @@ class HttpServer:
         return _json({"ready": ready, **details}, 200 if ready else 503)
 
     async def _metrics(self, _request: web.Request) -> web.Response:
-        return web.Response(body=self.metrics().encode(), headers={"Content-Type": METRICS_CONTENT_TYPE})
+        text = await self.metrics()
+        return web.Response(body=text.encode(), headers={"Content-Type": METRICS_CONTENT_TYPE})
 
     async def _status(self, _request: web.Request) -> web.Response:
         return _json(self.status())
@@ -241,92 +240,3 @@ def _json(data: Any, status: int = 200, headers: Mapping[str, str] | None = None
     return web.Response(text=_encode(data), status=status, content_type="application/json", headers=headers)
 
 
-# -- Prometheus ---------------------------------------------------------------------------------
-
-ASSET_GAUGES = {
-    "delta_coin": "Portfolio delta in coins.",
-    "delta_usd": "Portfolio delta in USD.",
-    "target_coin": "Target delta in coins.",
-    "band_coin": "Band half-width in coins.",
-    "deviation": "Delta minus target, in band half-widths: beyond 1 or -1 is outside the band.",
-}
-
-
-def render_metrics(snapshot: Mapping[str, Any]) -> str:
-    """Prometheus text format 0.0.4 from a plain snapshot; every key is optional:
-
-    - `assets`: {asset: {delta_coin, delta_usd, target_coin, band_coin, deviation}}
-    - `orders_total`: {status: count}; `fills_total`, `errors_total`: counts
-    - `fees_usd_total`: fees paid; `funding_usd_total`: net funding, received positive (a gauge)
-    - `stream_age_secs`: {symbol: seconds since the last quote}
-    - `trading_state`: active|reduce_only|halted
-    """
-    assets: Mapping[str, Mapping[str, Any]] = snapshot.get("assets", {})
-    lines: list[str] = []
-    for key, help_text in ASSET_GAUGES.items():
-        samples = [({"asset": a}, values[key]) for a, values in sorted(assets.items()) if key in values]
-        lines += _family(key, "gauge", help_text, samples)
-    lines += _family(
-        "orders_total",
-        "counter",
-        "Orders by final status.",
-        [({"status": s}, n) for s, n in sorted(snapshot.get("orders_total", {}).items())],
-    )
-    lines += _family("fills_total", "counter", "Fills journaled.", [({}, snapshot.get("fills_total", 0))])
-    lines += _family(
-        "fees_usd_total", "counter", "Trading fees paid, in USD.", [({}, snapshot.get("fees_usd_total", 0))]
-    )
-    lines += _family(
-        "funding_usd_total",
-        "gauge",
-        "Net funding in USD: received positive, paid negative.",
-        [({}, snapshot.get("funding_usd_total", 0))],
-    )
-    lines += _family(
-        "errors_total", "counter", "Errors logged by the service.", [({}, snapshot.get("errors_total", 0))]
-    )
-    lines += _family(
-        "stream_age_seconds",
-        "gauge",
-        "Seconds since the last quote, per symbol.",
-        [({"symbol": s}, age) for s, age in sorted(snapshot.get("stream_age_secs", {}).items())],
-    )
-    current = snapshot.get("trading_state")
-    lines += _family(
-        "trading_state",
-        "gauge",
-        "1 for the current trading state, 0 for the others.",
-        [({"state": state.value}, int(state.value == current)) for state in TradingState],
-    )
-    return "\n".join(lines) + "\n"
-
-
-def _family(
-    name: str, kind: str, help_text: str, samples: Iterable[tuple[Mapping[str, str], Any]]
-) -> list[str]:
-    full = f"deltakeeper_{name}"
-    lines = [f"# HELP {full} {help_text}", f"# TYPE {full} {kind}"]
-    for labels, value in samples:
-        lines.append(f"{full}{_labels(labels)} {_number(value)}")
-    return lines
-
-
-def _labels(labels: Mapping[str, str]) -> str:
-    if not labels:
-        return ""
-    return "{" + ",".join(f'{name}="{_escape(value)}"' for name, value in labels.items()) + "}"
-
-
-def _escape(label_value: str) -> str:
-    return label_value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _number(value: Any) -> str:
-    if isinstance(value, Decimal) and value.is_finite():
-        return format(value, "f")
-    number = float(value)
-    if math.isnan(number):
-        return "NaN"
-    if math.isinf(number):
-        return "+Inf" if number > 0 else "-Inf"
-    return repr(number)

@@ -1,6 +1,7 @@
 """`WatchedJournal`: the Journal port passed through, remembering how the last write ended. A bot whose
 journal cannot be written (a full disk, a database gone read-only) cannot record what it sends: it is not
-ready (`/readyz`) until a write succeeds again, and blind past DK_BLIND_ALERT_SECS (`Watch.check_blind`)."""
+ready (`/readyz`) until a write succeeds again, and blind past DK_BLIND_ALERT_SECS (`Watch.check_blind`).
+Every write's duration goes to `observe_write_secs` (the metrics' journal-write histogram)."""
 
 from __future__ import annotations
 
@@ -32,12 +33,17 @@ class WatchedJournal:
         self.failing_since: float | None = None
         """Monotonic time of the first failed write since the last one that succeeded; None: writing."""
         self.last_error = ""
+        self.write_failures = 0
+        """Writes that failed since the start."""
+        self.observe_write_secs: Callable[[float], None] = lambda _secs: None
+        """Called with each write's duration, a failed one's too (bootstrap sets the metrics' observer)."""
 
     def failing_secs(self) -> float | None:
         """How long writes have been failing; None while they succeed."""
         return None if self.failing_since is None else self.monotonic() - self.failing_since
 
     async def _write(self, write: Awaitable[T]) -> T:
+        started = self.monotonic()
         try:
             result = await write
         except ForeignOrder:  # refused, not failed: the journal works
@@ -45,9 +51,12 @@ class WatchedJournal:
         except BaseException as exc:
             if self.failing_since is None:
                 self.failing_since = self.monotonic()
+            self.write_failures += 1
             self.last_error = str(exc) or type(exc).__name__
             log.error("journal_write_failed", error=self.last_error)
             raise
+        finally:
+            self.observe_write_secs(self.monotonic() - started)
         if self.failing_since is not None:
             failed_for_secs = round(self.monotonic() - self.failing_since, 1)
             log.info("journal_write_recovered", failed_for_secs=failed_for_secs)

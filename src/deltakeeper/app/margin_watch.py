@@ -27,8 +27,7 @@ start, `Exchange.fetch_leverage_tiers`), else the tables given, else REFERENCE 3
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -366,21 +365,6 @@ def margin_watch_of(watch: Watch) -> MarginWatch | None:
     """The MarginWatch behind a Watch's `margin_headroom` hook, if that is what it is."""
     hook = watch.margin_headroom
     return hook if isinstance(hook, MarginWatch) else None
-
-
-def render_margin_metrics(snapshot: Mapping[str, Any]) -> str:
-    """Prometheus text (0.0.4) of the snapshot's `margin_headroom` ({settle: fraction}), to append to
-    `adapters.http.render_metrics`: `deltakeeper_margin_headroom{settle="USDT"} 0.93`."""
-    headroom: Mapping[str, float] = snapshot.get("margin_headroom") or {}
-    lines = [
-        "# HELP deltakeeper_margin_headroom Margin headroom (equity - maintenance margin) / equity, per "
-        "settlement currency with derivative positions.",
-        "# TYPE deltakeeper_margin_headroom gauge",
-    ]
-    for settle, value in sorted(headroom.items()):
-        text = "-Inf" if value == -math.inf else repr(float(value))
-        lines.append(f'deltakeeper_margin_headroom{{settle="{settle}"}} {text}')
-    return "\n".join(lines) + "\n"
 
 
 def _prices(state: MarketState) -> dict[str, Decimal]:

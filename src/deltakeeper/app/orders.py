@@ -111,6 +111,9 @@ class OrderRunner:
         self.alert = alert
         self.draining = False
         """Shutting down: no further slice or fallback order."""
+        self.observe_tick_to_order_secs: Callable[[float], None] = lambda _secs: None
+        """Called as each order request goes out with the seconds since its quote arrived (bootstrap sets
+        the metrics' observer)."""
         self._backoff: dict[str, tuple[float, float]] = {}
         """Symbol -> (monotonic time until which no order is sent, the delay that set it)."""
 
@@ -248,6 +251,7 @@ class OrderRunner:
                 self.order_done(OrderStatus.CANCELED)
                 return None
             try:
+                self.observe_tick_to_order_secs(time.monotonic() - basis.received_at)
                 state = await self.exchange.place_order(request)
                 log.info(
                     "order_submitted",

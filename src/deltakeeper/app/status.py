@@ -339,7 +339,8 @@ def _whole(query: Mapping[str, str], name: str, default: Any) -> Any:
 
 
 def metrics_snapshot(runner: Runner) -> dict[str, Any]:
-    """The snapshot `adapters.http.render_metrics` turns into Prometheus text."""
+    """The snapshot `adapters.metrics.BotMetrics.render` turns into Prometheus text (less `ready`, which
+    the caller adds from `readiness`)."""
     hedger = runner.hedger
     counters = hedger.counters
     assets = {
@@ -357,10 +358,25 @@ def metrics_snapshot(runner: Runner) -> dict[str, Any]:
         "fees_usd_total": counters.fees_usd,
         "funding_usd_total": counters.funding_usd,
         "errors_total": counters.errors,
+        "journal_write_failures_total": writes.write_failures if (writes := runner.journal_writes) else 0,
         "stream_age_secs": stream_ages_secs(hedger),
+        "stale_limit_seconds": hedger.options.limits.stale_secs,
+        "blind": {what: secs > runner.watch.blind_alert_secs for what, secs in runner.blind_secs().items()},
         "trading_state": hedger.trading.state.value,
-        "margin_headroom": m.headroom_by_settle() if (m := margin_watch_of(runner.watch)) is not None else {},
+        "standby": False,
+        **margin_snapshot(runner),
     }
+
+
+def margin_snapshot(runner: Runner) -> dict[str, Any]:
+    """The margin's metrics: headroom per settlement currency, and the levels the bot acts at (those set)."""
+    margin = margin_watch_of(runner.watch)
+    if margin is None:
+        return {"margin_headroom": {}}
+    levels = {"margin_warn_headroom": margin.warn_headroom,
+              "margin_critical_headroom": margin.critical_headroom}
+    return {"margin_headroom": margin.headroom_by_settle(),
+            **{name: level for name, level in levels.items() if level is not None}}
 
 
 def is_alive(runner: Runner) -> bool:

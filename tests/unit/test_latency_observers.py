@@ -1,0 +1,81 @@
+"""The latency observers bootstrap hands to the app: the order path reports, as each order request goes
+out, the seconds since the quote it was sized from arrived; the watched journal reports every write's
+duration (a failed one's too) and counts the failures."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from decimal import Decimal as D
+
+import pytest
+from tests.unit.test_order_runner import REQUEST, T0, UnreachableAfterAccepting, runner
+
+from deltakeeper.app.journal_writes import WatchedJournal
+from deltakeeper.domain.orders import OrderRequest, OrderState
+from deltakeeper.domain.records import OrderRecord
+
+
+class ObservedWhenSent(UnreachableAfterAccepting):
+    """Accepts the order, noting what had been observed when the request reached it."""
+
+    def __init__(self, observed: list[float]) -> None:
+        super().__init__()
+        self.observed = observed
+        self.observed_at_send: list[float] = []
+
+    async def place_order(self, request: OrderRequest) -> OrderState:
+        self.observed_at_send = list(self.observed)
+        return await super().place_order(request)
+
+
+class NoJournal:
+    async def update_order(self, state: OrderState) -> None:
+        pass
+
+
+async def test_an_order_request_reports_the_seconds_since_its_quote_arrived_as_it_goes_out() -> None:
+    observed: list[float] = []
+    exchange = ObservedWhenSent(observed)
+    orders = runner(exchange, NoJournal())  # type: ignore[arg-type]
+    orders.observe_tick_to_order_secs = observed.append
+    orders.draining = True  # settle no further than the cancel
+    basis = orders.basis(REQUEST.symbol, "BTC", D(1))
+    basis = dataclasses.replace(basis, received_at=time.monotonic() - 2.0)  # the quote arrived 2 s ago
+    await asyncio.wait_for(orders.run(REQUEST, basis), 5)
+    [secs] = observed
+    assert exchange.observed_at_send == [secs]  # reported before the request went out
+    assert secs >= 2.0
+
+
+class SlowJournal:
+    """The journal port: each write takes `write_secs` on the injected clock; `fail` makes them raise."""
+
+    def __init__(self, clock: list[float], write_secs: float) -> None:
+        self.clock, self.write_secs = clock, write_secs
+        self.fail = False
+
+    async def record_order(self, order: OrderRecord) -> None:
+        self.clock[0] += self.write_secs
+        if self.fail:
+            raise OSError("database or disk is full")
+
+
+async def test_every_journal_write_reports_its_duration_and_a_failed_one_counts() -> None:
+    clock = [100.0]
+    journal = SlowJournal(clock, write_secs=0.25)
+    watched = WatchedJournal(journal, monotonic=lambda: clock[0])  # type: ignore[arg-type]
+    observed: list[float] = []
+    watched.observe_write_secs = observed.append
+    order = OrderRecord.pending(REQUEST, 1, T0, D(60_000), "BTC")
+
+    await watched.record_order(order)
+    journal.fail = True
+    with pytest.raises(OSError):
+        await watched.record_order(order)
+    assert observed == [0.25, 0.25]
+    assert watched.write_failures == 1
+    journal.fail = False
+    await watched.record_order(order)
+    assert watched.write_failures == 1 and len(observed) == 3
