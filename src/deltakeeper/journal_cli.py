@@ -72,13 +72,53 @@ def _time_window(since: str | None, until: str | None) -> tuple[datetime | None,
     return parse_time(since, "--since", now), parse_time(until, "--until", now)
 
 
-def _upgraded_database() -> str:
-    from deltakeeper.adapters.journal import upgrade
+def readable_database() -> str:
+    """The journal's database URL, once it is known to hold the journal at the newest schema revision.
+
+    A read never creates anything: a missing SQLite file or a database without the journal's schema (a
+    wrong DK_DATA_DIR or DK_DATABASE_URL) is bad settings (exit 2); a schema at another revision is
+    refused too (exit 1: `deltakeeper db upgrade` brings it up to date). Messages name the database, its
+    password redacted."""
+    from deltakeeper.adapters.journal.migrate import sqlite_file
+    from deltakeeper.cli_args import fail
+    from deltakeeper.config import redact_url
+    from deltakeeper.domain.errors import DeltakeeperError
 
     settings = _settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    upgrade(settings.database)
-    return settings.database
+    url = settings.database
+    variable = "DK_DATABASE_URL" if settings.database_url else "DK_DATA_DIR"
+    shown = redact_url(url)
+    database_file = sqlite_file(url)
+    if database_file is not None and not database_file.is_file():
+        fail(variable, "a journal to read (`deltakeeper run` or `deltakeeper db upgrade` makes one)",
+             f"{shown}: no such file")
+    current, head = asyncio.run(_schema_revisions(url))
+    if not current:
+        fail(variable, "a journal to read (`deltakeeper db upgrade` makes its schema)",
+             f"{shown}: no journal schema")
+    if current != head:
+        raise DeltakeeperError(
+            f"the journal at {shown} is at schema revision {', '.join(sorted(current))}, not "
+            f"{', '.join(sorted(head))}: run `deltakeeper db upgrade`")
+    return url
+
+
+async def _schema_revisions(database_url: str) -> tuple[set[str], set[str]]:
+    """(the database's Alembic revisions, empty without a schema; the newest revisions shipped)."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from deltakeeper.adapters.journal.migrate import alembic_config, normalise_url
+
+    head = set(ScriptDirectory.from_config(alembic_config(database_url)).get_heads())
+    engine = create_async_engine(normalise_url(database_url))
+    try:
+        async with engine.connect() as conn:
+            current = await conn.run_sync(lambda sync: MigrationContext.configure(sync).get_current_heads())
+    finally:
+        await engine.dispose()
+    return set(current), head
 
 
 async def read_journal(database_url: str, view: str, **filters: Any) -> list[dict[str, Any]]:
@@ -110,7 +150,7 @@ def _journal_view(view: str, fmt: Format, since: str | None, until: str | None, 
     query: dict[str, Any] = {"since": start, "until": end,
                              **{k: v.value if isinstance(v, Enum) else v for k, v in filters.items()
                                 if v is not None}}
-    database = _upgraded_database()
+    database = readable_database()
     columns = JOURNAL_COLUMNS[view]
     if fmt is not Format.table or limit == 0:
         rows = asyncio.run(read_journal(database, view, **query))
@@ -211,7 +251,7 @@ def journal_pnl(
     from deltakeeper.pnl import PNL_COLUMNS, attribute, total_row
 
     start, end = _time_window(since, until)
-    database = _upgraded_database()
+    database = readable_database()
     # Every fill up to `until`, also those before `since`: they make the position held at `since`.
     history: dict[str, Any] = {"until": end}
     if asset is not None:
