@@ -84,7 +84,7 @@ def print_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], title
     hidden = [c for c in columns if c not in kept]
     if hidden:
         console.print(f"not shown at {console.width} columns: {', '.join(hidden)} "
-                      "(a wider terminal or --format json shows them)", highlight=False)
+                      "(a wider terminal or --format json shows them)", highlight=False, markup=False)
 
 
 def _print(console: Console, rows: Sequence[Mapping[str, Any]], shown: Sequence[str], title: str | None,
