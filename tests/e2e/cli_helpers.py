@@ -44,8 +44,10 @@ def deltakeeper_on_terminal(*args: str, env: dict[str, str], columns: int, timeo
     import fcntl
     import pty
     import re
+    import select
     import struct
     import termios
+    import time
 
     master, terminal = pty.openpty()
     fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
@@ -53,14 +55,17 @@ def deltakeeper_on_terminal(*args: str, env: dict[str, str], columns: int, timeo
                                env={**env, "COLUMNS": str(columns)}, stdin=subprocess.DEVNULL,
                                stdout=terminal, stderr=terminal, close_fds=True)
     os.close(terminal)
-    output = b""
+    output, deadline = b"", time.monotonic() + timeout
     try:
-        while chunk := os.read(master, 65536):
+        while select.select([master], [], [], max(deadline - time.monotonic(), 0))[0]:
+            chunk = os.read(master, 65536)
+            if not chunk:
+                break
             output += chunk
     except OSError:  # the terminal's other end closed: the command is done
         pass
     finally:
         os.close(master)
-    code = process.wait(timeout=timeout)
+    code = process.wait(timeout=max(deadline - time.monotonic(), 1))
     text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", output.decode()).replace("\r\n", "\n")
     return code, text
