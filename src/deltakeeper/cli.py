@@ -284,7 +284,7 @@ def status(fmt: ShortFormatOpt = ShortFormat.table) -> None:
     if answer is not None and answer[0] == 200 and isinstance(answer[1], dict) and "trading" in answer[1]:
         doc: dict[str, Any] = {"source": "http", "port": port, **answer[1]}
     else:
-        doc = {"source": "journal", **asyncio.run(_journal_status(readable_database()))}
+        doc = {"source": "journal", **asyncio.run(_journal_status(readable_database(settings)))}
     if fmt is ShortFormat.json:
         print(to_json(doc))
         return

@@ -81,7 +81,7 @@ def _time_window(since: str | None, until: str | None) -> tuple[datetime | None,
     return parse_time(since, "--since", now), parse_time(until, "--until", now)
 
 
-def readable_database() -> str:
+def readable_database(settings: Settings) -> str:
     """The journal's database URL, once it is known to hold the journal at the newest schema revision.
 
     A read never creates anything: a missing SQLite file or a database without the journal's schema (a
@@ -93,7 +93,6 @@ def readable_database() -> str:
     from deltakeeper.config import redact_url
     from deltakeeper.domain.errors import DeltakeeperError
 
-    settings = _settings()
     url = settings.database
     variable = "DK_DATABASE_URL" if settings.database_url else "DK_DATA_DIR"
     shown = redact_url(url)
@@ -159,9 +158,8 @@ def _journal_view(view: str, fmt: Format, since: str | None, until: str | None, 
     query: dict[str, Any] = {"since": start, "until": end,
                              **{k: v.value if isinstance(v, Enum) else v for k, v in filters.items()
                                 if v is not None}}
-    database = readable_database()
+    database = readable_database(_settings())
     columns = JOURNAL_COLUMNS[view]
-    priority = TABLE_PRIORITY[view] + [c for c in columns if c not in TABLE_PRIORITY[view]]
     if fmt is not Format.table or limit == 0:
         rows = asyncio.run(read_journal(database, view, **query))
         if fmt is Format.json:
@@ -169,12 +167,13 @@ def _journal_view(view: str, fmt: Format, since: str | None, until: str | None, 
         elif fmt is Format.csv:
             sys.stdout.write(to_csv(rows, columns))
         else:
-            print_table(rows, columns, title=f"{view} ({len(rows)})", priority=priority)
+            print_table(rows, columns, title=f"{view} ({len(rows)})", priority=TABLE_PRIORITY[view])
         return
     offset = (page - 1) * limit
     rows = asyncio.run(read_journal(database, view, **query, limit=limit + 1, offset=offset))
     more, rows = len(rows) > limit, rows[:limit]
-    print_table(rows, columns, title=page_title(view, page, offset, len(rows), more), priority=priority)
+    print_table(rows, columns, title=page_title(view, page, offset, len(rows), more),
+                priority=TABLE_PRIORITY[view])
 
 
 def page_title(view: str, page: int, offset: int, shown: int, more: bool) -> str:
@@ -262,7 +261,7 @@ def journal_pnl(
     from deltakeeper.pnl import PNL_COLUMNS, attribute, total_row
 
     start, end = _time_window(since, until)
-    database = readable_database()
+    database = readable_database(_settings())
     # Every fill up to `until`, also those before `since`: they make the position held at `since`.
     history: dict[str, Any] = {"until": end}
     if asset is not None:

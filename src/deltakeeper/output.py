@@ -61,8 +61,8 @@ def print_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], title
                 priority: Sequence[str] | None = None) -> None:
     """`rows` as a table on stdout. On a terminal it fits the terminal's width (rich reads it, or
     $COLUMNS): ids and long text are cut short with an ellipsis, times shown to the second, and the
-    columns that still do not fit are left out, the least important first (`priority`: most important
-    first; default `columns`' order), with a note naming them. Elsewhere every column, in full, on a
+    columns that still do not fit are left out, the least important first (`priority`: the most important
+    first, then the rest in `columns`' order), with a note naming them. Elsewhere every column, in full, on a
     200-column layout."""
     if not sys.stdout.isatty():
         _print(Console(width=WIDE_COLUMNS), rows, columns, title, None)
@@ -72,7 +72,8 @@ def print_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], title
     natural = {c: max([_header_width(c), *map(len, cells[c])]) for c in columns}
     widths = {c: min(natural[c], _cap(c)) for c in columns}
     used, kept = 1, set[str]()  # the left border, then per column its width, padding and right border
-    for column in priority or columns:
+    first = list(priority or [])
+    for column in [*first, *(c for c in columns if c not in first)]:
         if used + widths[column] + 3 <= console.width or not kept:
             kept.add(column)
             used += widths[column] + 3
