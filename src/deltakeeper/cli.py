@@ -273,7 +273,7 @@ STATUS_COLUMNS = ["asset", "delta_coin", "target_coin", "band_coin", "deviation"
 def status(fmt: ShortFormatOpt = ShortFormat.table) -> None:
     """The bot's state at a glance: per asset the delta, target, band and last decision; the trading
     state, stream freshness. From the running bot's HTTP API, else from the journal."""
-    from deltakeeper.adapters.journal import upgrade
+    from deltakeeper.journal_cli import readable_database
     from deltakeeper.output import plain, print_table, to_json
 
     settings = _settings()
@@ -284,9 +284,7 @@ def status(fmt: ShortFormatOpt = ShortFormat.table) -> None:
     if answer is not None and answer[0] == 200 and isinstance(answer[1], dict) and "trading" in answer[1]:
         doc: dict[str, Any] = {"source": "http", "port": port, **answer[1]}
     else:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        upgrade(settings.database)
-        doc = {"source": "journal", **asyncio.run(_journal_status(settings.database))}
+        doc = {"source": "journal", **asyncio.run(_journal_status(readable_database(settings)))}
     if fmt is ShortFormat.json:
         print(to_json(doc))
         return

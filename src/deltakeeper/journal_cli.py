@@ -37,6 +37,15 @@ JOURNAL_COLUMNS = {
                   "reason", "trading_state", "symbol", "side", "amount_contracts", "est_cost_usd", "detail",
                   "decision_id", "recorded_at"],
 }
+TABLE_PRIORITY = {
+    "fills": ["ts", "symbol", "side", "amount_contracts", "price", "fee", "fee_currency", "notional_usd"],
+    "funding": ["ts", "symbol", "amount", "currency", "rate", "position_contracts"],
+    "orders": ["created_ts", "symbol", "side", "amount_contracts", "status", "filled_contracts",
+               "average_price", "price", "reference_price", "order_type", "reject_reason", "updated_ts"],
+    "decisions": ["ts", "asset", "reason", "delta_coin", "target_coin", "band_coin", "side",
+                  "amount_contracts", "price_usd", "symbol", "detail"],
+}
+"""On a terminal too narrow for every column, the columns kept first (then the rest in table order)."""
 DEFAULT_PAGE_ROWS = 50
 
 
@@ -72,13 +81,52 @@ def _time_window(since: str | None, until: str | None) -> tuple[datetime | None,
     return parse_time(since, "--since", now), parse_time(until, "--until", now)
 
 
-def _upgraded_database() -> str:
-    from deltakeeper.adapters.journal import upgrade
+def readable_database(settings: Settings) -> str:
+    """The journal's database URL, once it is known to hold the journal at the newest schema revision.
 
-    settings = _settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    upgrade(settings.database)
-    return settings.database
+    A read never creates anything: a missing SQLite file or a database without the journal's schema (a
+    wrong DK_DATA_DIR or DK_DATABASE_URL) is bad settings (exit 2); a schema at another revision is
+    refused too (exit 1: `deltakeeper db upgrade` brings it up to date). Messages name the database, its
+    password redacted."""
+    from deltakeeper.adapters.journal.migrate import sqlite_file
+    from deltakeeper.cli_args import fail
+    from deltakeeper.config import redact_url
+    from deltakeeper.domain.errors import DeltakeeperError
+
+    url = settings.database
+    variable = "DK_DATABASE_URL" if settings.database_url else "DK_DATA_DIR"
+    shown = redact_url(url)
+    database_file = sqlite_file(url)
+    if database_file is not None and not database_file.is_file():
+        fail(variable, "a journal to read (`deltakeeper run` or `deltakeeper db upgrade` makes one)",
+             f"{shown}: no such file")
+    current, head = asyncio.run(_schema_revisions(url))
+    if not current:
+        fail(variable, "a journal to read (`deltakeeper db upgrade` makes its schema)",
+             f"{shown}: no journal schema")
+    if current != head:
+        raise DeltakeeperError(
+            f"the journal at {shown} is at schema revision {', '.join(sorted(current))}, not "
+            f"{', '.join(sorted(head))}: run `deltakeeper db upgrade`")
+    return url
+
+
+async def _schema_revisions(database_url: str) -> tuple[set[str], set[str]]:
+    """(the database's Alembic revisions, empty without a schema; the newest revisions shipped)."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from deltakeeper.adapters.journal.migrate import alembic_config, normalise_url
+
+    head = set(ScriptDirectory.from_config(alembic_config(database_url)).get_heads())
+    engine = create_async_engine(normalise_url(database_url))
+    try:
+        async with engine.connect() as conn:
+            current = await conn.run_sync(lambda sync: MigrationContext.configure(sync).get_current_heads())
+    finally:
+        await engine.dispose()
+    return set(current), head
 
 
 async def read_journal(database_url: str, view: str, **filters: Any) -> list[dict[str, Any]]:
@@ -110,7 +158,7 @@ def _journal_view(view: str, fmt: Format, since: str | None, until: str | None, 
     query: dict[str, Any] = {"since": start, "until": end,
                              **{k: v.value if isinstance(v, Enum) else v for k, v in filters.items()
                                 if v is not None}}
-    database = _upgraded_database()
+    database = readable_database(_settings())
     columns = JOURNAL_COLUMNS[view]
     if fmt is not Format.table or limit == 0:
         rows = asyncio.run(read_journal(database, view, **query))
@@ -119,12 +167,13 @@ def _journal_view(view: str, fmt: Format, since: str | None, until: str | None, 
         elif fmt is Format.csv:
             sys.stdout.write(to_csv(rows, columns))
         else:
-            print_table(rows, columns, title=f"{view} ({len(rows)})")
+            print_table(rows, columns, title=f"{view} ({len(rows)})", priority=TABLE_PRIORITY[view])
         return
     offset = (page - 1) * limit
     rows = asyncio.run(read_journal(database, view, **query, limit=limit + 1, offset=offset))
     more, rows = len(rows) > limit, rows[:limit]
-    print_table(rows, columns, title=page_title(view, page, offset, len(rows), more))
+    print_table(rows, columns, title=page_title(view, page, offset, len(rows), more),
+                priority=TABLE_PRIORITY[view])
 
 
 def page_title(view: str, page: int, offset: int, shown: int, more: bool) -> str:
@@ -205,13 +254,14 @@ def journal_pnl(
                   ] = ByChoice.asset,
     fmt: FormatOpt = Format.table,
 ) -> None:
-    """PnL attribution in USD: hedge trading PnL (realised and marked), fees, funding paid and received,
-    slippage against the decision's price, and the net cost of staying hedged. The last row is the total."""
+    """PnL attribution in USD: the exposure being hedged beside the hedge's trading PnL (realised and
+    marked), fees, funding paid and received, slippage against the decision's price, the net cost of
+    staying hedged, and the net of it all. The last row is the total."""
     from deltakeeper.output import print_table, to_csv, to_json
     from deltakeeper.pnl import PNL_COLUMNS, attribute, total_row
 
     start, end = _time_window(since, until)
-    database = _upgraded_database()
+    database = readable_database(_settings())
     # Every fill up to `until`, also those before `since`: they make the position held at `since`.
     history: dict[str, Any] = {"until": end}
     if asset is not None:
@@ -234,18 +284,23 @@ def journal_pnl(
         window = f"{_when(start, 'the first row')} to {_when(end, 'the last')}"
         shown = [{header: _cents(row[column]) if column.endswith("_usd") and column != "mark_price_usd"
                   else row[column] for header, column in PNL_TABLE_COLUMNS.items()} for row in rows]
-        print_table(shown, list(PNL_TABLE_COLUMNS),
+        print_table(shown, list(PNL_TABLE_COLUMNS), priority=PNL_TABLE_PRIORITY,
                     title=f"PnL in USD by {by.value}, {window} (to the cent; CSV and JSON are exact)")
 
 
 PNL_TABLE_COLUMNS = {
-    "period": "period", "asset": "asset", "fills": "fills", "position coin": "position_coin",
-    "mark": "mark_price_usd", "realised": "realised_pnl_usd", "marked": "marked_pnl_usd",
-    "hedge pnl": "hedge_pnl_usd", "slippage": "slippage_usd", "fees": "fees_usd",
-    "funding paid": "funding_paid_usd", "funding received": "funding_received_usd",
-    "cost of hedging": "hedging_cost_usd", "total": "total_usd",
+    "period": "period", "asset": "asset", "fills": "fills", "exposure coin": "exposure_coin",
+    "hedge coin": "position_coin", "mark": "mark_price_usd", "exposure pnl": "exposure_pnl_usd",
+    "hedge pnl": "hedge_pnl_usd", "realised": "realised_pnl_usd", "marked": "marked_pnl_usd",
+    "slippage": "slippage_usd", "fees": "fees_usd", "funding paid": "funding_paid_usd",
+    "funding received": "funding_received_usd", "cost of hedging": "hedging_cost_usd",
+    "hedge total": "total_usd", "net": "net_pnl_usd",
 }
 """The table's headers and the columns they show (the table leaves out traded, market PnL, unpriced)."""
+PNL_TABLE_PRIORITY = ["asset", "period", "exposure pnl", "hedge pnl", "fees", "net", "funding paid",
+                      "funding received", "hedge total", "cost of hedging", "exposure coin", "hedge coin",
+                      "mark", "slippage", "fills", "realised", "marked"]
+"""On a terminal too narrow for every column, the columns kept first."""
 
 
 def _cents(value: Any) -> Any:
@@ -262,15 +317,16 @@ def _when(value: datetime | None, otherwise: str) -> str:
 
 async def _decisions_just_before(database_url: str, since: datetime, asset: str | None
                                  ) -> list[dict[str, Any]]:
-    """Per asset the last decision before `since` (its price marks the position held at `since`), without
-    reading every older decision."""
+    """Per asset the last decision before `since` (its price marks the position held at `since`, its delta
+    gives the exposure held then), without reading every older decision."""
     from sqlalchemy import func, select
 
     from deltakeeper.adapters.journal import create_journal
     from deltakeeper.adapters.journal.models import decisions
 
     latest = select(func.max(decisions.c.id)).where(decisions.c.ts < since).group_by(decisions.c.asset)
-    query = select(decisions.c.ts, decisions.c.asset, decisions.c.price_usd).where(decisions.c.id.in_(latest))
+    query = select(decisions.c.ts, decisions.c.asset, decisions.c.price_usd, decisions.c.delta_coin
+                   ).where(decisions.c.id.in_(latest))
     if asset is not None:
         query = query.where(decisions.c.asset == asset.upper())
     journal = create_journal(database_url)

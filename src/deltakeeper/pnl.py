@@ -12,7 +12,7 @@ Columns (CSV and JSON, in this order; JSON money as decimal strings, counts as n
 | `fills` | fills in the period |
 | `traded_usd` | their notional, `notional_usd` of the fill rows |
 | `position_coin` | the open hedge position at the end of the period, in coins (inverse: face / mark) |
-| `mark_price_usd` | the price it is marked at (see "Marking") |
+| `mark_price_usd` | the price it and the exposure are marked at (see "Marking") |
 | `realised_pnl_usd` | trading PnL realised by closing fills, against the position's average entry |
 | `marked_pnl_usd` | the change of the open position's unrealised PnL over the period |
 | `hedge_pnl_usd` | `realised_pnl_usd + marked_pnl_usd`: the hedge's trading PnL at the prices it really got |
@@ -24,6 +24,9 @@ Columns (CSV and JSON, in this order; JSON money as decimal strings, counts as n
 | `hedging_cost_usd` | the net cost of staying hedged: `fees + funding_paid - funding_received + slippage` |
 | `total_usd` | `hedge_pnl - fees - funding_paid + funding_received` = `market_pnl - hedging_cost` |
 | `unpriced_rows` | fees or payments in a coin with no known price, counted as 0 (normally 0) |
+| `exposure_coin` | the exposure being hedged at the end of the period, in coins (see "Exposure") |
+| `exposure_pnl_usd` | the change of that exposure's value over the period: what the hedge offsets |
+| `net_pnl_usd` | `exposure_pnl_usd + total_usd`: the hedged holding's result, hedge and costs included |
 
 In the last two lines `fees` stands for `fees_usd`, and so on.
 
@@ -36,7 +39,15 @@ add up to the same totals as `--by asset`.
 The net cost of staying hedged is what hedging took from the account besides the market move the hedge
 was there to offset: fees, funding paid less funding received, and slippage against the price the decision
 saw. `market_pnl_usd` is the part that offsets the hedged holding's own move (a short hedge loses when the
-coin rises and the holding gains); the bot's result is the holding's PnL plus `total_usd`.
+coin rises and the holding gains); the bot's result is the holding's PnL plus `total_usd`: `net_pnl_usd`.
+
+Exposure: a decision's `delta_coin` is the delta of everything held, hedge included; the exposure being
+hedged is that less the hedge position of the journal's fills before the decision (a hedge opened before
+the journal's first fill counts as exposure). It is held from one decision to the next, and valued at the
+same prices as the hedge (decisions' and fills' prices, the position marked as in "Marking"): over each
+step between two known prices it gains `exposure_coin x (price - previous price)`. So with a full hedge
+`exposure_pnl_usd + hedge_pnl_usd` is near zero, and `net_pnl_usd` is what the costs and the residual
+delta left. Decisions without a `delta_coin` leave the exposure unknown (0).
 
 Units and assumptions:
 
@@ -67,12 +78,13 @@ Units and assumptions:
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, localcontext
+from itertools import pairwise
 from typing import Any, Literal
 
 from deltakeeper.domain.instruments import is_stable
@@ -83,12 +95,13 @@ By = Literal["asset", "day"]
 PNL_COLUMNS = [
     "period", "asset", "fills", "traded_usd", "position_coin", "mark_price_usd", "realised_pnl_usd",
     "marked_pnl_usd", "hedge_pnl_usd", "slippage_usd", "market_pnl_usd", "fees_usd", "funding_paid_usd",
-    "funding_received_usd", "hedging_cost_usd", "total_usd", "unpriced_rows",
+    "funding_received_usd", "hedging_cost_usd", "total_usd", "unpriced_rows", "exposure_coin",
+    "exposure_pnl_usd", "net_pnl_usd",
 ]
 SUMMED_COLUMNS = [
     "fills", "traded_usd", "realised_pnl_usd", "marked_pnl_usd", "hedge_pnl_usd", "slippage_usd",
     "market_pnl_usd", "fees_usd", "funding_paid_usd", "funding_received_usd", "hedging_cost_usd", "total_usd",
-    "unpriced_rows",
+    "unpriced_rows", "exposure_pnl_usd", "net_pnl_usd",
 ]
 TOTAL_ASSET = "TOTAL"
 ALL_PERIOD = "all"
@@ -210,6 +223,9 @@ class _Prices:
 
     def times(self, asset: str) -> list[datetime]:
         return self._times.get(asset, [])
+
+    def prices(self, asset: str) -> list[Decimal]:
+        return self._prices.get(asset, [])
 
     def last_before(self, asset: str, end: datetime | None) -> Decimal | None:
         """The last price strictly before `end` (None: the last of all)."""
@@ -335,6 +351,47 @@ class _Book:
         return _q(pnl), realised, coins
 
 
+@dataclass(frozen=True, slots=True)
+class _Exposure:
+    """One asset's exposure being hedged (see "Exposure" in the module's docstring): the holding inferred
+    at each decision, and its value change summed over the steps between known prices."""
+
+    decision_times: list[datetime]
+    holdings_coin: list[Decimal]
+    step_times: list[datetime]
+    cumulative_pnl_usd: list[Decimal]
+
+    def coin(self, end: datetime | None) -> Decimal:
+        """The exposure at the last decision strictly before `end` (None: the last of all)."""
+        index = len(self.decision_times) if end is None else bisect_left(self.decision_times, end)
+        return self.holdings_coin[index - 1] if index else ZERO
+
+    def pnl_usd(self, end: datetime | None) -> Decimal:
+        """Its value change from the first known price to the last strictly before `end`."""
+        index = len(self.step_times) if end is None else bisect_left(self.step_times, end)
+        return self.cumulative_pnl_usd[index - 1] if index else ZERO
+
+
+def _exposure(asset: str, decisions: Sequence[tuple[datetime, Decimal, Decimal]], fills: list[_Fill],
+              prices: _Prices) -> _Exposure:
+    """From the asset's (time, delta_coin, price_usd) decisions in time order and its hedge fills."""
+    book = _Book(fills)
+    holdings = []
+    for ts, delta_coin, price in decisions:
+        book.advance(ts)
+        holdings.append(delta_coin - book.state(price)[2])
+    decision_times = [ts for ts, _, _ in decisions]
+    points = list(zip(prices.times(asset), prices.prices(asset), strict=True))
+    steps, cumulative, total = [], [], ZERO
+    for (start, start_price), (end, end_price) in pairwise(points):
+        held = bisect_right(decision_times, start)
+        if held:
+            total += _q(holdings[held - 1] * (end_price - start_price))
+        steps.append(end)
+        cumulative.append(total)
+    return _Exposure(decision_times, holdings, steps, cumulative)
+
+
 def _period_of(ts: datetime, by: By) -> str:
     return ts.date().isoformat() if by == "day" else ALL_PERIOD
 
@@ -429,39 +486,47 @@ def _attribute(fills: Sequence[Row], funding: Sequence[Row], orders: Sequence[Ro
     fills_by_asset: dict[str, list[_Fill]] = defaultdict(list)
     for fill in all_fills:
         fills_by_asset[fill.market.base].append(fill)
-    assets = set(fills_by_asset) | {asset for asset, _ in buckets}
+    deltas_by_asset: dict[str, list[tuple[datetime, Decimal, Decimal]]] = defaultdict(list)
+    for row in decisions:
+        ts = _ts(row["ts"])
+        if before_until(ts) and row.get("delta_coin") is not None and _dec(row["price_usd"]) > 0:
+            deltas_by_asset[str(row["asset"]).upper()].append(
+                (ts, _dec(row["delta_coin"]), _dec(row["price_usd"])))
+    assets = set(fills_by_asset) | {asset for asset, _ in buckets} | set(deltas_by_asset)
 
     rows: list[dict[str, Any]] = []
     for asset in sorted(assets):
         book = _Book(fills_by_asset.get(asset, []))
+        deltas = sorted(deltas_by_asset.get(asset, []), key=lambda d: d[0])
+        exposure = _exposure(asset, deltas, book.fills, prices)
         periods = {period for a, period in buckets if a == asset}
-        if book.fills:  # an open position earns or loses whenever the price moves
+        if book.fills or deltas:  # an open position or a holding earns or loses whenever the price moves
             periods |= {_period_of(ts, by) for ts in prices.times(asset) if in_window(ts)}
             if by == "asset":
                 periods.add(ALL_PERIOD)
-        pnl_before, realised_before = ZERO, ZERO
+        pnl_before, realised_before, exposure_before = ZERO, ZERO, ZERO
         if since is not None:
             book.advance(since)
             pnl_before, realised_before, _ = book.state(prices.last_before(asset, since))
+            exposure_before = exposure.pnl_usd(since)
         for period in sorted(periods):
             end = _period_end(period, until)
             book.advance(end)
             mark = prices.last_before(asset, end)
             pnl, realised, coins = book.state(mark)
+            exposure_pnl, exposure_coin = exposure.pnl_usd(end), exposure.coin(end)
             bucket = buckets.get((asset, period), _Bucket())
-            hedge = pnl - pnl_before
-            if not bucket.seen and hedge == 0 and coins == 0:
-                pnl_before, realised_before = pnl, realised
-                continue
-            rows.append(_row(period, asset, bucket, hedge, realised - realised_before, coins,
-                             mark if coins else None))
-            pnl_before, realised_before = pnl, realised
+            hedge, held = pnl - pnl_before, exposure_pnl - exposure_before
+            if bucket.seen or hedge or coins or held or exposure_coin:
+                rows.append(_row(period, asset, bucket, hedge, realised - realised_before, coins,
+                                 mark if coins or exposure_coin else None, exposure_coin, held))
+            pnl_before, realised_before, exposure_before = pnl, realised, exposure_pnl
     rows.sort(key=lambda row: (row["period"], row["asset"]))
     return rows
 
 
 def _row(period: str, asset: str, bucket: _Bucket, hedge: Decimal, realised: Decimal, coins: Decimal,
-         mark: Decimal | None) -> dict[str, Any]:
+         mark: Decimal | None, exposure_coin: Decimal, exposure_pnl: Decimal) -> dict[str, Any]:
     fees, paid, received, slippage = (bucket.fees_usd, bucket.funding_paid_usd, bucket.funding_received_usd,
                                       bucket.slippage_usd)
     return {
@@ -482,6 +547,9 @@ def _row(period: str, asset: str, bucket: _Bucket, hedge: Decimal, realised: Dec
         "hedging_cost_usd": fees + paid - received + slippage,
         "total_usd": hedge - fees - paid + received,
         "unpriced_rows": bucket.unpriced_rows,
+        "exposure_coin": exposure_coin,
+        "exposure_pnl_usd": exposure_pnl,
+        "net_pnl_usd": exposure_pnl + hedge - fees - paid + received,
     }
 
 

@@ -12,8 +12,10 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from decimal import Decimal
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ from typer.testing import CliRunner
 
 from deltakeeper.journal_cli import JOURNAL_COLUMNS, journal_app
 from deltakeeper.pnl import PNL_COLUMNS, SUMMED_COLUMNS
+from tests.e2e.cli_helpers import clean_env, deltakeeper_on_terminal
 
 D = Decimal
 HEDGE = "SOL/USDT:USDT"
@@ -120,6 +123,17 @@ def test_pnl_totals_match_totals_computed_from_the_raw_fills_payments_and_decisi
     assert D(total["traded_usd"]) == sum((D(f["notional_usd"]) for f in fills), D(0))
     assert total["fills"] == len(fills) and total["unpriced_rows"] == 0
     assert D(sol["position_coin"]) == position and D(sol["mark_price_usd"]) == mark
+    # The exposure being hedged: each decision's delta less the hedge of the fills before it, held until
+    # the next decision (the prices between cancel out), the last one until the mark.
+    sol_decisions = sorted((d for d in decisions if d["asset"] == "SOL"), key=ts)
+    holdings = [D(d["delta_coin"]) - sum((D(f["amount_contracts"]) * (1 if f["side"] == "buy" else -1)
+                                          for f in fills if ts(f) < ts(d)), D(0)) for d in sol_decisions]
+    path = [D(d["price_usd"]) for d in sol_decisions] + [mark]
+    steps = zip(holdings, pairwise(path), strict=True)
+    exposure = sum((held * (end - start) for held, (start, end) in steps), D(0))
+    assert holdings[0] == D(sol_decisions[0]["delta_coin"]) and holdings[0] > 0  # the simulator's holding
+    assert D(sol["exposure_coin"]) == holdings[-1] and D(total["exposure_pnl_usd"]) == exposure
+    assert D(total["net_pnl_usd"]) == exposure + D(total["total_usd"])
     for row in report:  # the parts add up
         assert D(row["realised_pnl_usd"]) + D(row["marked_pnl_usd"]) == D(row["hedge_pnl_usd"])
         assert D(row["market_pnl_usd"]) - D(row["hedging_cost_usd"]) == D(row["total_usd"])
@@ -140,11 +154,11 @@ def test_pnl_totals_match_totals_computed_from_the_raw_fills_payments_and_decisi
     assert windowed["fills"] == len([f for f in fills if ts(f) >= ts(middle)])
     earlier = rows(invoke, "pnl", "--until", since)[-1]
     for column in ("fees_usd", "funding_paid_usd", "funding_received_usd", "slippage_usd", "hedge_pnl_usd",
-                   "total_usd"):
+                   "total_usd", "exposure_pnl_usd", "net_pnl_usd"):
         assert D(earlier[column]) + D(windowed[column]) == D(total[column]), column
 
     table = invoke("pnl")
-    assert "PnL in USD by asset" in table and "TOTAL" in table
+    assert "PnL in USD by asset" in table and "TOTAL" in table and "exposure pnl" in table
 
 
 def test_views_filter_by_asset_instrument_side_and_time(invoke: Invoke) -> None:
@@ -212,3 +226,24 @@ def test_table_output_is_paged(invoke: Invoke) -> None:
     assert f"fills ({len(fills)})" in everything and shown(everything) == len(fills)
     default = invoke("fills")
     assert shown(default) == min(len(fills), 50)
+
+
+def test_tables_fit_an_80_column_terminal_and_keep_the_key_values(invoke: Invoke, journal_dir: Path) -> None:
+    env = clean_env(journal_dir)
+    fill, decision = rows(invoke, "fills")[0], rows(invoke, "decisions")[0]
+    expected = {
+        ("journal", "fills"): [fill["symbol"], fill["side"], fill["amount_contracts"], fill["price"],
+                               ts(fill).strftime("%Y-%m-%d %H:%M:%S"), "not shown at 80 columns:"],
+        ("journal", "decisions"): [decision["asset"], decision["reason"], decision["delta_coin"],
+                                   decision["band_coin"], ts(decision).strftime("%Y-%m-%d %H:%M:%S")],
+        ("journal", "pnl"): ["TOTAL", "exposure", "hedge", "fees", "net"],
+        ("status",): ["SOL", "delta", "band"],
+    }
+    with ThreadPoolExecutor(len(expected)) as pool:
+        outputs = pool.map(lambda command: deltakeeper_on_terminal(*command, env=env, columns=80), expected)
+    for (command, values), (code, text) in zip(expected.items(), outputs, strict=True):
+        assert code == 0, text
+        lines = text.splitlines()
+        assert max(map(len, lines)) <= 80, "\n".join(line for line in lines if len(line) > 80)
+        missing = [value for value in values if value not in text]
+        assert not missing, (command, missing, text)

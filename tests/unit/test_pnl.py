@@ -34,8 +34,10 @@ def payment(hours: float, amount: str, *, symbol: str = LINEAR, currency: str = 
             "position_contracts": D(-10), "payment_id": f"p{hours}"}
 
 
-def decision(hours: float, price: str, asset: str = "SOL") -> dict[str, Any]:
-    return {"ts": at(hours), "asset": asset, "price_usd": D(price), "reason": "inside_band"}
+def decision(hours: float, price: str, asset: str = "SOL", delta: str | None = None) -> dict[str, Any]:
+    """A decision; `delta`: the delta of everything held, hedge included (`delta_coin`)."""
+    return {"ts": at(hours), "asset": asset, "price_usd": D(price), "reason": "inside_band",
+            "delta_coin": None if delta is None else D(delta)}
 
 
 def order(client_order_id: str, reference_price: str) -> dict[str, Any]:
@@ -55,6 +57,7 @@ def assert_reconciles(row: dict[str, Any]) -> None:
     assert row["total_usd"] == (row["hedge_pnl_usd"] - row["fees_usd"] - row["funding_paid_usd"]
                                 + row["funding_received_usd"])
     assert row["total_usd"] == row["market_pnl_usd"] - row["hedging_cost_usd"]
+    assert row["net_pnl_usd"] == row["exposure_pnl_usd"] + row["total_usd"]
 
 
 def test_a_buy_and_a_sell_at_different_prices_realise_the_difference() -> None:
@@ -245,3 +248,55 @@ def test_by_must_be_asset_or_day() -> None:
 def test_market_of_reads_ccxt_symbols(symbol: str, base: str, settle: str, inverse: bool) -> None:
     market = market_of(symbol)
     assert (market.base, market.settle, market.inverse) == (base, settle, inverse)
+
+
+def hedged_holding() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """10 SOL held; the hedge sells 10 at 100 (fee 1); the price goes 100, 110, 90."""
+    fills = [fill(0.5, "sell", "10", "100", fee="1")]
+    decisions = [decision(0, "100", delta="10"), decision(1, "110", delta="0"), decision(2, "90", delta="0")]
+    return fills, decisions
+
+
+def test_pnl_shows_the_hedged_exposure_beside_the_hedge_and_their_net() -> None:
+    fills, decisions = hedged_holding()
+    row = one(attribute(fills, [], [], decisions))
+    # The holding: delta 10 before the hedge, then delta 0 with the hedge short 10: 10 SOL throughout.
+    assert row["exposure_coin"] == D(10) and row["position_coin"] == D(-10)
+    assert row["exposure_pnl_usd"] == D(-100)  # 10 x (90 - 100)
+    assert row["hedge_pnl_usd"] == D(100)  # short 10 from 100, marked at 90
+    assert row["total_usd"] == D(99)  # less the fee
+    assert row["net_pnl_usd"] == D(-1)  # the holding, hedged, lost only the fee
+    assert_reconciles(row)
+    total = total_row([row])
+    assert total["exposure_pnl_usd"] == D(-100) and total["net_pnl_usd"] == D(-1)
+    assert total["exposure_coin"] is None
+
+
+def test_the_exposure_since_a_time_is_valued_from_the_last_price_before_it() -> None:
+    fills, decisions = hedged_holding()
+    row = one(attribute(fills, [], [], decisions, since=at(1.5)))
+    assert row["exposure_pnl_usd"] == D(-200)  # 10 x (90 - 110)
+    assert row["hedge_pnl_usd"] == D(200) and row["net_pnl_usd"] == 0
+    assert row["fills"] == 0 and row["fees_usd"] == 0
+
+
+def test_an_unhedged_holding_has_a_row_with_its_exposure_only() -> None:
+    row = one(attribute([], [], [], [decision(0, "100", delta="5"), decision(1, "120", delta="5")]))
+    assert row["exposure_coin"] == D(5) and row["exposure_pnl_usd"] == D(100) and row["net_pnl_usd"] == D(100)
+    assert row["hedge_pnl_usd"] == 0 and row["fills"] == 0 and row["position_coin"] == 0
+    assert_reconciles(row)
+
+
+def test_the_exposure_changes_at_each_decision_and_days_add_up_to_the_whole() -> None:
+    # 10 SOL held until the second day, when 4 more are bought (delta 4 with the hedge still short 10).
+    fills = [fill(0.5, "sell", "10", "100")]
+    decisions = [decision(0, "100", delta="10"), decision(1, "110", delta="0"),
+                 decision(24, "120", delta="4"), decision(25, "100", delta="4")]
+    days = attribute(fills, [], [], decisions, by="day")
+    first, second = one(days, period="2026-03-01"), one(days, period="2026-03-02")
+    assert first["exposure_pnl_usd"] == D(100) and first["exposure_coin"] == D(10)  # 10 x (110 - 100)
+    # 10 x (120 - 110) to the decision that sees the buy, then 14 x (100 - 120)
+    assert second["exposure_pnl_usd"] == D(100 - 280) and second["exposure_coin"] == D(14)
+    whole = one(attribute(fills, [], [], decisions))
+    assert whole["exposure_pnl_usd"] == first["exposure_pnl_usd"] + second["exposure_pnl_usd"]
+    assert whole["net_pnl_usd"] == first["net_pnl_usd"] + second["net_pnl_usd"]

@@ -221,7 +221,7 @@ class Hedger:
                 symbol=payment.symbol,
                 amount=str(payment.amount),
                 currency=payment.currency,
-                rate=str(payment.rate),
+                rate=figure(payment.rate),
             )
 
     async def on_order(self, order: OrderState) -> None:
@@ -277,9 +277,9 @@ class Hedger:
                 log.info(
                     "rebalance_cycle",
                     asset=asset,
-                    delta_coin=str(record.delta_coin),
-                    target_coin=str(record.target_coin),
-                    band_coin=str(record.band_coin),
+                    delta_coin=figure(record.delta_coin),
+                    target_coin=figure(record.target_coin),
+                    band_coin=figure(record.band_coin),
                     reason=record.reason,
                     state=record.trading_state,
                     order=request.client_order_id if request else None,
@@ -717,3 +717,17 @@ def short(value: Decimal, places: int = 4) -> str:
     """A Decimal for people: at most `places` decimals, no trailing zeros, plain notation."""
     rounded = round(value, places).normalize()
     return format(rounded if rounded != 0 else Decimal(0), "f")
+
+
+LOG_DIGITS = 6
+"""Significant digits of a computed figure (delta, band, rate) in a log line; the journal keeps it exact."""
+
+
+def figure(value: Decimal, digits: int = LOG_DIGITS) -> str:
+    """A computed Decimal for a log line: `digits` significant digits (every digit before the point is
+    kept), no trailing zeros, plain notation: `85.79916684959306` -> `85.7992`."""
+    if not value:
+        return "0"
+    exponent = min(value.adjusted() - digits + 1, 0)
+    rounded = value.quantize(Decimal(1).scaleb(exponent)).normalize()
+    return format(rounded if rounded else Decimal(0), "f")

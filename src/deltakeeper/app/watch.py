@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from deltakeeper.app.rebalance import Hedger, short
+from deltakeeper.app.rebalance import Hedger, figure, short
 from deltakeeper.app.reconciliation import Reconciliation
 from deltakeeper.domain.orders import Quote
 
@@ -207,7 +207,7 @@ class Watch:
             if bps <= self.funding_alert_bps:
                 if symbol in self.funding_high:
                     self.funding_high.discard(symbol)
-                    log.info("funding_rate_normal", symbol=symbol, rate=str(rate))
+                    log.info("funding_rate_normal", symbol=symbol, rate=figure(rate))
                 continue
             if symbol in self.funding_high:
                 continue
@@ -228,7 +228,7 @@ class Watch:
                 side = "long" if position > 0 else "short"
                 verb = "pays" if pays else "receives"
                 who = f"the hedge ({side} {short(abs(position))} contracts) {verb} it"
-            log.warning("funding_rate_high", symbol=symbol, rate=str(rate))
+            log.warning("funding_rate_high", symbol=symbol, rate=figure(rate))
             await hedger.alerts.send(
                 "warning",
                 "funding_rate_high",
