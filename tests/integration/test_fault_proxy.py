@@ -150,12 +150,19 @@ async def test_an_answer_dropped_after_forwarding_leaves_the_order_on_the_exchan
             await client.create_order(LINEAR, "market", "buy", 1, None, {"orderLinkId": "dk-lost-answer"})
         assert [o.client_order_id for o in server.venue.engine.orders(KEY)] == ["dk-lost-answer"]
         await client.fetch_ticker(LINEAR)  # other paths pass
+
+        proxy.clear_faults()
+        proxy.set_faults(path="/v5/order/realtime", rest_5xx=1)
+        with pytest.raises(ccxtpro.ExchangeNotAvailable):
+            await client.fetch_open_order("x", LINEAR, {"orderLinkId": "dk-lost-answer"})
+        await client.fetch_ticker(LINEAR)  # the other paths follow the settings of every path: none
+        proxy.clear_faults()
         proxy.set_faults(rest_drop_after=0, rest_hang_after=1, hang_secs=30)
         client.timeout = 500
         with pytest.raises(ccxtpro.RequestTimeout):
             await client.create_order(LINEAR, "market", "buy", 1, None, {"orderLinkId": "dk-hung-answer"})
         assert len(server.venue.engine.orders(KEY)) == 2
-        assert proxy.injected == {"rest_drop_after": 1, "rest_hang_after": 1}
+        assert proxy.injected == {"rest_drop_after": 1, "rest_5xx": 1, "rest_hang_after": 1}
 
 
 async def test_websocket_frames_are_corrupted_in_each_way_and_counted() -> None:
@@ -181,7 +188,7 @@ async def test_websocket_frames_are_corrupted_in_each_way_and_counted() -> None:
 
 
 async def test_absurd_ticker_prices_are_scaled_and_logged() -> None:
-    async with emulator_and_proxy() as (server, proxy), public_ws(proxy) as ws:
+    async with emulator_and_proxy() as (_, proxy), public_ws(proxy) as ws:
         mark = float(json.loads((await pushes(ws, 1))[0])["data"]["markPrice"])
         proxy.set_faults(ws_absurd=1, absurd_factors=[3])
         frame = json.loads((await pushes(ws, 1))[0])
@@ -203,11 +210,12 @@ async def test_a_websocket_drop_cuts_the_connection() -> None:
 
 
 async def test_order_and_execution_frames_arrive_twice() -> None:
-    async with emulator_and_proxy() as (server, proxy), ccxt_client(proxy.url) as client, \
+    async with emulator_and_proxy() as (_, proxy), ccxt_client(proxy.url) as client, \
             aiohttp.ClientSession() as session, \
             session.ws_connect(proxy.url.replace("http", "ws") + "/v5/private") as ws:
-        expires = str(int(asyncio.get_running_loop().time() * 0) + 10**13)
-        await ws.send_str(json.dumps({"op": "auth", "args": [KEY, expires, sign(SECRET, f"GET/realtime{expires}")]}))
+        expires = str(10**13)  # far ahead
+        signature = sign(SECRET, f"GET/realtime{expires}")
+        await ws.send_str(json.dumps({"op": "auth", "args": [KEY, expires, signature]}))
         assert json.loads((await ws.receive(timeout=5)).data)["success"]
         await ws.send_str(json.dumps({"op": "subscribe", "args": ["order", "execution"]}))
         assert json.loads((await ws.receive(timeout=5)).data)["success"]
@@ -238,7 +246,7 @@ async def test_control_api_switches_schedules_and_counts() -> None:
             counts = await answer.json()
         assert counts["injected"] == {"rest_5xx": 1} and counts["rest_forwarded"] == 1
         async with session.get(proxy.url + "/proxy/faults") as answer:
-            assert await answer.json() == ProxyFaults().as_dict()
+            assert await answer.json() == {**ProxyFaults().as_dict(), "by_path": {}}
 
 
 async def test_the_same_seed_injects_the_same_faults() -> None:

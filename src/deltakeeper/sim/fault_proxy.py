@@ -27,7 +27,8 @@ with one of `ws_topics`, all if empty; operation answers such as auth and subscr
 
 Switching: `FaultProxy.set_faults(**changes)` or `POST /proxy/faults` with a JSON object of changes
 (`{"ws_corrupt": 0.2, "for_secs": 10}`: `for_secs` reverts the whole setting to what it was after that
-many seconds, a scheduled fault); `GET /proxy/faults` the settings, `GET /proxy/counts` the counts
+many seconds, a scheduled fault; `{"path": "/v5/order/create", "rest_drop_after": 1}` gives the REST paths
+starting with `path` settings of their own); `GET /proxy/faults` the settings, `GET /proxy/counts` the counts
 (`injected` by kind, and `rest_forwarded`, `ws_frames_forwarded`), `POST /proxy/drop-websockets` cuts every
 websocket now. The control paths answer loopback clients only.
 
@@ -145,6 +146,7 @@ class FaultProxy:
         self.upstream = f"{parts.scheme}://{parts.netloc}"
         self.upstream_ws = f"{'wss' if parts.scheme == 'https' else 'ws'}://{parts.netloc}"
         self.faults = faults
+        self.path_faults: dict[str, ProxyFaults] = {}
         self.injected: Counter[str] = Counter()
         self.forwarded: Counter[str] = Counter()
         self.absurd_log: deque[AbsurdPrice] = deque(maxlen=absurd_log_limit)
@@ -158,27 +160,42 @@ class FaultProxy:
 
     # switching and counts
 
-    def set_faults(self, for_secs: float | None = None, **changes: Any) -> ProxyFaults:
-        """Apply `changes` (fields of `ProxyFaults`); with `for_secs`, the settings before this call come
-        back after that many seconds. The new settings."""
-        before = self.faults
-        self.faults = before.updated(changes)
+    def set_faults(self, for_secs: float | None = None, path: str | None = None, **changes: Any
+                   ) -> ProxyFaults:
+        """Apply `changes` (fields of `ProxyFaults`) to the settings of every path, or with `path` to those of
+        the REST paths starting with it (which then follow these alone, the longest such prefix winning;
+        they start from no faults). With `for_secs`, the whole setting before this call comes back after that
+        many seconds. The settings changed."""
+        before = (self.faults, dict(self.path_faults))
+        if path is None:
+            self.faults = changed = self.faults.updated(changes)
+        else:
+            self.path_faults[path] = changed = self.path_faults.get(path, ProxyFaults()).updated(changes)
         if self._revert is not None:
             self._revert.cancel()
             self._revert = None
         if for_secs is not None:
-            self._revert = asyncio.get_running_loop().call_later(for_secs, self._restore, before)
-        return self.faults
+            self._revert = asyncio.get_running_loop().call_later(for_secs, self._restore, *before)
+        return changed
 
     def clear_faults(self) -> None:
-        """Every fault off (the tuning fields, such as `delay_ms`, kept)."""
-        off = {f.name: 0.0 for f in fields(ProxyFaults) if f.name.startswith(("rest_", "ws_"))
-               and f.name not in ("rest_paths", "ws_topics")}
-        self.set_faults(**off, rest_paths=[], ws_topics=[])
+        """Every fault off, every setting back to its default."""
+        self._restore(ProxyFaults(), {})
 
-    def _restore(self, faults: ProxyFaults) -> None:
-        self.faults = faults
+    def _restore(self, faults: ProxyFaults, path_faults: dict[str, ProxyFaults]) -> None:
+        self.faults, self.path_faults = faults, path_faults
+        if self._revert is not None:
+            self._revert.cancel()
         self._revert = None
+
+    def faults_for(self, path: str) -> ProxyFaults:
+        """The settings that apply to a REST request for `path`."""
+        prefixes = [prefix for prefix in self.path_faults if path.startswith(prefix)]
+        return self.path_faults[max(prefixes, key=len)] if prefixes else self.faults
+
+    def settings(self) -> dict[str, Any]:
+        return {**self.faults.as_dict(),
+                "by_path": {path: faults.as_dict() for path, faults in self.path_faults.items()}}
 
     def counts(self) -> dict[str, Any]:
         return {"injected": dict(self.injected), "rest_forwarded": self.forwarded["rest"],
@@ -231,7 +248,7 @@ class FaultProxy:
             raise web.HTTPForbidden(text="control endpoints answer loopback clients only")
         action = (request.method, request.path.removeprefix(CONTROL_PREFIX))
         if action == ("GET", "faults"):
-            return web.json_response(self.faults.as_dict())
+            return web.json_response(self.settings())
         if action == ("GET", "counts"):
             return web.json_response(self.counts())
         if action == ("POST", "drop-websockets"):
@@ -242,17 +259,21 @@ class FaultProxy:
                 if not isinstance(changes, dict):
                     raise ValueError("expected a JSON object of fault settings")
                 for_secs = changes.pop("for_secs", None)
-                if for_secs is not None and (isinstance(for_secs, bool) or not isinstance(for_secs, int | float)
+                if for_secs is not None and (isinstance(for_secs, bool)
+                                             or not isinstance(for_secs, int | float)
                                              or not 0 < for_secs < math.inf):
                     raise ValueError("for_secs must be a positive number")
-                self.set_faults(for_secs, **changes)
+                path = changes.pop("path", None)
+                if path is not None and not isinstance(path, str):
+                    raise ValueError("path must be a string")
+                self.set_faults(for_secs, path, **changes)
             except ValueError as exc:
                 return web.json_response({"error": str(exc)}, status=400)
-            return web.json_response(self.faults.as_dict())
+            return web.json_response(self.settings())
         raise web.HTTPNotFound()
 
     async def _rest(self, request: web.Request) -> web.StreamResponse:
-        faults = self.faults
+        faults = self.faults_for(request.path)
         body = await request.read()
         targeted = not faults.rest_paths or request.path.startswith(faults.rest_paths)
         if targeted:
@@ -299,9 +320,9 @@ class FaultProxy:
         except ValueError:
             return payload
         result = answer.get("result") if isinstance(answer, dict) else None
-        listed = result.get("list") if isinstance(result, dict) else None
-        if not isinstance(listed, list):
+        if not isinstance(result, dict) or not isinstance(result.get("list"), list):
             return payload
+        listed: list[Any] = result["list"]
         if self._roll(faults.rest_malformed):
             if self._rng.random() < 0.5:
                 self.injected["rest_malformed_no_result"] += 1
