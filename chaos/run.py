@@ -8,7 +8,8 @@ In this process: the emulator (`deltakeeper.sim.bybit.server.serve`, the market-
 account's SOL inventory, 600 simulated seconds per wall second) and the proxy
 (`deltakeeper.sim.fault_proxy.FaultProxy`) in front of it. In a subprocess: `deltakeeper run` with
 DK_EXCHANGE=bybit, DK_EXCHANGE_URL=the proxy, the emulator's key, its own SQLite journal in a temporary
-folder, JSON logs. Each phase switches its faults on in the proxy for its duration, switches them off, and
+folder, JSON logs. Each phase switches its faults on in the proxy for its duration (moving the account's SOL
+holding by three bands every `KICK_SECS`, so that the bot hedges through every fault), switches them off, and
 waits for the bot to recover; after the last one the bot trades on without faults for `SETTLE_SECS`, is
 stopped with SIGTERM, and the emulator's own records (its engine, read in this process) are compared with
 the journal (`deltakeeper journal ... --format json`).
@@ -73,6 +74,11 @@ MARK_WINDOW_SECS = 3.0
 """An order's reference price is compared with the true marks of the last this many seconds before it."""
 ABSURD_WINDOW_SECS = 5.0
 ABSURD_MATCH = Decimal("0.005")
+KICK_COIN = Decimal(30)
+KICK_SECS = 8.0
+"""Every `KICK_SECS` of a phase, from its start, the account's SOL holding moves by `KICK_COIN` (some three
+bands; up and down in turn, paid in USDT at the mid), so that every phase has hedges to trade through its
+faults on top of the market-maker scenario's own flows."""
 FRESH_SECS = 2.0
 """A stream whose last quote is younger than this is flowing again."""
 CORRUPTED_KINDS = ("ws_corrupt_", "ws_absurd", "ws_duplicate", "rest_absurd", "rest_malformed_")
@@ -84,6 +90,7 @@ BOT_ENV = {
     "DK_LOG_FORMAT": "json",
     "DK_RECOMPUTE_SECS": "1",
     "DK_RECONCILE_SECS": "10",
+    "DK_ORDER_TIMEOUT_SECS": "5",
     "DK_DEFAULT_BAND_PCT": "0.5",
     "DK_EXTERNAL__BTC": "0.2",
     "DK_EXTERNAL__ETH": "2",
@@ -101,11 +108,12 @@ class Phase:
     """REST paths with settings of their own (`FaultProxy.set_faults(path=...)`)."""
 
 
-LOOKUPS_FAIL = {"rest_5xx": 0.7, "rest_hang_after": 0.2, "hang_secs": 30}
+LOOKUPS_FAIL = {"rest_5xx": 0.7, "rest_hang_after": 1.0, "hang_secs": 30}
 UNKNOWN_OUTCOMES = {"/v5/order/create": {"rest_drop_after": 1.0}, "/v5/order/realtime": LOOKUPS_FAIL,
                     "/v5/order/history": LOOKUPS_FAIL, "/v5/execution/list": LOOKUPS_FAIL}
 """Issue 11's unknown outcome: every order placement reaches the exchange and its answer is lost (the
-connection closes), and most look-ups of the order answer 503 or never."""
+connection closes), and every look-up of the order answers 503 (70%) or never (30%), for longer than the
+bot's order timeout (`DK_ORDER_TIMEOUT_SECS`, 5 s here)."""
 MIX = {"ws_drop": 0.002, "rest_5xx": 0.05, "rest_429": 0.05, "rest_hang": 0.02, "rest_drop": 0.03,
        "rest_drop_after": 0.03, "rest_hang_after": 0.03, "rest_delay": 0.05, "ws_delay": 0.01,
        "rest_malformed": 0.05, "ws_corrupt": 0.2, "ws_absurd": 0.03, "rest_absurd": 0.05, "ws_duplicate": 0.2,
@@ -128,7 +136,7 @@ PHASES = {
     ],
     "short": [
         Phase("corrupted and absurd frames", {"ws_corrupt": 0.3, "ws_absurd": 0.05, "rest_absurd": 0.3}, 6),
-        Phase("order answers lost, look-ups failing", {}, 6, UNKNOWN_OUTCOMES),
+        Phase("order answers lost, look-ups failing", {}, 8, UNKNOWN_OUTCOMES),
         Phase("mix", MIX, 6),
     ],
 }
@@ -263,6 +271,16 @@ async def wait_recovered(bot: Bot, session: aiohttp.ClientSession, since: float,
     return None
 
 
+def kick(server: RunningServer, change_coin: Decimal) -> None:
+    """Move the account's SOL holding by `change_coin`, paid in USDT at the spot mid (as the scenario
+    moves it)."""
+    engine, now = server.venue.engine, server.venue.clock.now()
+    quote = engine.quote(f"{ASSET}/USDT")
+    assert quote is not None
+    engine.adjust_balance(KEY, ASSET, change_coin, now)
+    engine.adjust_balance(KEY, "USDT", -(change_coin * quote.mid).quantize(Decimal("0.0001")), now)
+
+
 def account_delta_coin(server: RunningServer) -> Decimal:
     """The account's SOL delta on the exchange: spot holding and linear positions (what the bot hedges)."""
     engine = server.venue.engine
@@ -284,6 +302,10 @@ def deviation_in_bands(server: RunningServer, bot: Bot) -> Decimal | None:
 
 
 async def run(mode: str, seed: int, workdir: Path) -> int:
+    task = asyncio.current_task()
+    assert task is not None
+    for signum in (signal.SIGINT, signal.SIGTERM):  # stop the bot on the way out
+        asyncio.get_running_loop().add_signal_handler(signum, task.cancel)
     truth = Truth()
     server = await serve("127.0.0.1", 0, {KEY: SECRET}, speed=SPEED, seed=seed, tick_secs=30, scenario=True)
     server.venue.quote_listeners.append(truth.on_quote)
@@ -291,6 +313,7 @@ async def run(mode: str, seed: int, workdir: Path) -> int:
     await proxy.start()
     bot = start_bot(proxy.url, workdir)
     results: list[PhaseResult] = []
+    kicks = 0
     started = time.time()
     try:
         async with aiohttp.ClientSession() as session:
@@ -306,7 +329,11 @@ async def run(mode: str, seed: int, workdir: Path) -> int:
                 proxy.set_faults(**phase.faults)
                 for path, faults in phase.by_path.items():
                     proxy.set_faults(path=path, **faults)
-                await asyncio.sleep(phase.secs)
+                phase_end = time.monotonic() + phase.secs
+                while (left := phase_end - time.monotonic()) > 0:
+                    kicks += 1
+                    kick(server, KICK_COIN if kicks % 2 else -KICK_COIN)
+                    await asyncio.sleep(min(KICK_SECS, left))
                 proxy.clear_faults()
                 ended = time.time()
                 recovery = await wait_recovered(bot, session, ended, RECOVERY_LIMIT_SECS[mode])
