@@ -256,3 +256,13 @@ async def test_the_same_seed_injects_the_same_faults() -> None:
             proxy.set_faults(rest_5xx=0.5)
             statuses.append([(await get(proxy.url, TICKERS))[0] for _ in range(12)])
     assert statuses[0] == statuses[1] and set(statuses[0]) == {200, 503}
+
+
+async def test_delayed_frames_arrive_in_order_and_are_counted() -> None:
+    async with emulator_and_proxy() as (_, proxy), public_ws(proxy, "orderbook.1.SOLUSDT") as ws:
+        proxy.set_faults(ws_delay=1, delay_ms=1)
+        frames = [json.loads(text) for text in await pushes(ws, 6)]
+        proxy.set_faults(ws_delay=0)
+        updates = [frame["data"]["u"] for frame in frames]
+        assert updates == sorted(updates) and len(set(updates)) == len(updates)
+        assert proxy.injected["ws_delay"] >= 5
