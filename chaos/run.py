@@ -30,9 +30,12 @@ Figures:
   200, every stream's last quote younger than `FRESH_SECS` (`/api/status`), no order in flight, trading
   `active` (polled every 0.2 s).
 
-The hedge's deviation after each phase (the account's SOL delta on the exchange, in bands of the bot's last
-decision) is shown as well. Exit status 1 when any duplicate order, lost fill or order on corrupted data is
-found, or the bot died; 0 otherwise.
+- phases leaving the hedge off: the account's SOL delta on the exchange, 2 s after the bot recovered from
+  a phase (or gave up waiting), further than 3 bands (of the bot's last decision) from the target: the
+  hedge lost or doubled, whatever the orders that did it.
+
+Exit status 1 when any duplicate order, lost fill, order on corrupted data or phase leaving the hedge off
+is found, or the bot died; 0 otherwise.
 """
 
 from __future__ import annotations
@@ -79,6 +82,11 @@ KICK_SECS = 8.0
 """Every `KICK_SECS` of a phase, from its start, the account's SOL holding moves by `KICK_COIN` (some three
 bands; up and down in turn, paid in USDT at the mid), so that every phase has hedges to trade through its
 faults on top of the market-maker scenario's own flows."""
+HEDGE_CHECK_DELAY_SECS = 2.0
+HEDGE_OFF_BANDS = Decimal(5)
+"""A phase leaves the hedge off when, `HEDGE_CHECK_DELAY_SECS` after the bot recovered (or gave up), the
+account's SOL delta is further than this many bands from the target (a kick is some three bands; the whole
+hedge is some two hundred)."""
 FRESH_SECS = 2.0
 """A stream whose last quote is younger than this is flowing again."""
 CORRUPTED_KINDS = ("ws_corrupt_", "ws_absurd", "ws_duplicate", "rest_absurd", "rest_malformed_")
@@ -91,6 +99,7 @@ BOT_ENV = {
     "DK_RECOMPUTE_SECS": "1",
     "DK_RECONCILE_SECS": "10",
     "DK_ORDER_TIMEOUT_SECS": "5",
+    "DK_STATE_CLEAR_SECS": "10",
     "DK_DEFAULT_BAND_PCT": "0.5",
     "DK_EXTERNAL__BTC": "0.2",
     "DK_EXTERNAL__ETH": "2",
@@ -128,7 +137,7 @@ PHASES = {
         Phase("delays", {"rest_delay": 0.3, "ws_delay": 0.02, "delay_ms": 500}, 20),
         Phase("order answers lost, look-ups failing", {}, 25, UNKNOWN_OUTCOMES),
         Phase("malformed REST answers", {"rest_malformed": 0.3}, 20),
-        Phase("corrupted websocket frames", {"ws_corrupt": 0.5}, 30),
+        Phase("corrupted websocket frames", {"ws_corrupt": 0.6}, 40),
         Phase("absurd prices", {"ws_absurd": 0.1, "rest_absurd": 0.3}, 30),
         Phase("duplicated order/execution frames", {"ws_duplicate": 1.0, "ws_topics": ["order", "execution"]},
               20),
@@ -337,6 +346,7 @@ async def run(mode: str, seed: int, workdir: Path) -> int:
                 proxy.clear_faults()
                 ended = time.time()
                 recovery = await wait_recovered(bot, session, ended, RECOVERY_LIMIT_SECS[mode])
+                await asyncio.sleep(HEDGE_CHECK_DELAY_SECS)
                 injected = Counter(proxy.injected)
                 injected.subtract(before)
                 results.append(PhaseResult(phase.name, +injected, recovery, deviation_in_bands(server, bot)))
@@ -458,16 +468,21 @@ def report(results: list[PhaseResult], figures: Figures, died: bool, exit_code: 
     print(f"duplicate orders              {len(figures.duplicates)}")
     print(f"lost fills                    {len(figures.lost_fills)}")
     print(f"orders on corrupted data      {len(figures.corrupted_price_orders)}")
+    hedge_off = [f"{r.name}: {r.deviation_bands:.1f} bands" for r in results[1:]
+                 if r.deviation_bands is not None and r.deviation_bands > HEDGE_OFF_BANDS]
+    print(f"phases leaving the hedge off  {len(hedge_off)}")
     print(f"bot                           {'DIED during the run' if died else 'ran throughout'}, "
           f"exit code {exit_code} at SIGTERM")
     print(f"wall time                     {wall_secs:.0f} s")
     for title, items in (("duplicate orders", figures.duplicates), ("lost fills", figures.lost_fills),
-                         ("orders on corrupted data", figures.corrupted_price_orders)):
+                         ("orders on corrupted data", figures.corrupted_price_orders),
+                         (f"hedge off by more than {HEDGE_OFF_BANDS} bands", hedge_off)):
         for item in items[:20]:
             print(f"  {title}: {item}")
         if len(items) > 20:
             print(f"  {title}: ... and {len(items) - 20} more")
-    failed = bool(figures.duplicates or figures.lost_fills or figures.corrupted_price_orders or died)
+    failed = bool(figures.duplicates or figures.lost_fills or figures.corrupted_price_orders or hedge_off
+                  or died)
     print("FAIL" if failed else "PASS")
     return 1 if failed else 0
 
