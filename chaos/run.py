@@ -31,7 +31,7 @@ Figures:
   `active` (polled every 0.2 s).
 
 - phases leaving the hedge off: the account's SOL delta on the exchange, 2 s after the bot recovered from
-  a phase (or gave up waiting), further than 3 bands (of the bot's last decision) from the target: the
+  a phase (or gave up waiting), further than 5 bands (of the bot's last decision) from the target: the
   hedge lost or doubled, whatever the orders that did it.
 
 Exit status 1 when any duplicate order, lost fill, order on corrupted data or phase leaving the hedge off
