@@ -60,6 +60,8 @@ HOP_HEADERS = frozenset(
 )
 TICKER_PRICE_KEYS = ("lastPrice", "markPrice", "indexPrice", "bid1Price", "ask1Price", "prevPrice24h",
                      "highPrice24h", "lowPrice24h", "usdIndexPrice")
+NOT_FORWARDED = HOP_HEADERS | {"accept-encoding"}
+"""Request headers not passed upstream: answers come back uncompressed, so that faults can rewrite them."""
 PRIVATE_ORDER_TOPICS = ("order", "execution")
 CORRUPTIONS = ("invalid_json", "nan_price", "huge_timestamp", "truncated")
 HUGE_TIMESTAMP = 1e20
@@ -213,8 +215,7 @@ class FaultProxy:
     # lifecycle
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        self._session = aiohttp.ClientSession(auto_decompress=False,
-                                              timeout=aiohttp.ClientTimeout(total=None, sock_connect=10))
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=10))
         app = web.Application(client_max_size=16 * 1024 * 1024)
         app.router.add_route("*", "/{path:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
@@ -289,7 +290,7 @@ class FaultProxy:
             if self._roll(faults.rest_hang):
                 self.injected["rest_hang"] += 1
                 return await self._hang(request, faults.hang_secs)
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS}
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in NOT_FORWARDED}
         assert self._session is not None
         try:
             async with self._session.request(request.method, self.upstream + request.rel_url.raw_path_qs,
@@ -397,9 +398,10 @@ class FaultProxy:
     @staticmethod
     async def _client_to_upstream(client_ws: web.WebSocketResponse,
                                   upstream_ws: aiohttp.ClientWebSocketResponse) -> None:
-        async for message in client_ws:
-            if message.type is WSMsgType.TEXT and not upstream_ws.closed:
-                await upstream_ws.send_str(message.data)
+        with contextlib.suppress(ConnectionError):
+            async for message in client_ws:
+                if message.type is WSMsgType.TEXT and not upstream_ws.closed:
+                    await upstream_ws.send_str(message.data)
         await upstream_ws.close()
 
     @staticmethod
