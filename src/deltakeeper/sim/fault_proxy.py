@@ -42,6 +42,7 @@ import contextlib
 import json
 import math
 import random
+import signal
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -501,8 +502,6 @@ class FaultProxy:
 
 async def run_proxy(upstream: str, host: str, port: int, seed: int) -> None:
     """Serve until SIGINT or SIGTERM; print `listening on http://HOST:PORT` once ready."""
-    import signal
-
     proxy = FaultProxy(upstream, seed=seed)
     url = await proxy.start(host, port)
     stop = asyncio.Event()
