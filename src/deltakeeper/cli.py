@@ -1,5 +1,5 @@
 """The command line: `deltakeeper run|status|halt|resume|cancel-all|journal|delta|config|db|healthcheck|
-sim-exchange`.
+sim-exchange|fault-proxy`.
 
 Results go to stdout, logs to stderr. Exit codes: 0 success, 2 bad settings or input, 1 anything else.
 """
@@ -356,6 +356,19 @@ def sim_exchange(
     settings = _settings()
     configure_logging(settings.log_level, settings.log_format, secret_values(settings))
     asyncio.run(run_emulator(settings, host, port, {api_key: api_secret}, allow_withdraw))
+
+
+@app.command("fault-proxy")
+def fault_proxy(
+    upstream: Annotated[str, typer.Option(help="The exchange's base URL, http://HOST:PORT")],
+    host: Annotated[str, typer.Option(help="Address to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port; 0 picks a free one")] = 9465,
+    seed: Annotated[int, typer.Option(help="Seed of the faults drawn")] = 1,
+) -> None:
+    """Run a fault-injecting proxy for an exchange's REST and websockets; faults via /proxy/faults."""
+    from deltakeeper.sim.fault_proxy import run_proxy
+
+    asyncio.run(run_proxy(upstream, host, port, seed))
 
 
 def main() -> None:
