@@ -5,7 +5,7 @@ from decimal import Decimal as D
 
 import pytest
 
-from deltakeeper.domain.decide_policies import CostAwarePolicy, MarketContext, RiskModel
+from deltakeeper.domain.decide_policies import WARMUP_RISK_SAMPLES, CostAwarePolicy, MarketContext, RiskModel
 from deltakeeper.domain.exposure import Position, asset_deltas
 from deltakeeper.domain.greeks import greeks
 from deltakeeper.domain.instruments import Instrument, Kind
@@ -36,12 +36,13 @@ def risk_model(vol: float, drift_var: float) -> RiskModel:
     ewma = EwmaVol(0.9, SECONDS_PER_YEAR, last_price=1.0, weighted_sq=vol * vol, weight=1.0)
     drift = EwmaDrift(last_delta_coin=0.0, last_t_secs=0.0, weighted_sq_coin2=drift_var,
                       weighted_time_secs=float(SECONDS_PER_YEAR))
-    return RiskModel(ewma, drift)
+    return RiskModel(ewma, drift, returns=WARMUP_RISK_SAMPLES)
 
 
 def band(gamma: float, vol: float = 0.6, drift_var: float = 0.0) -> tuple[D, str]:
     view = AssetView("BTC", D(0), D(100), S, PERP, S)
-    return POLICY.band_coin(view, MarketContext(0.0, D(0), risk_model(vol, drift_var), None, gamma))
+    ctx = MarketContext(0.0, D(0), risk_model(vol, drift_var), None, gamma)
+    return POLICY.band_coin(view, ctx, POLICY.max_deviation)
 
 
 def test_the_books_gamma_is_the_slope_of_its_delta_as_counted():
