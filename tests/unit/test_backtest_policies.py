@@ -9,12 +9,12 @@ import pytest
 from deltakeeper.domain.bands import cost_aware_half_width_coin
 from deltakeeper.domain.costs import risk_reduction_usd
 from deltakeeper.domain.decide_policies import (
+    WARMUP_RISK_SAMPLES,
     CostAwarePolicy,
     FixedBandPolicy,
     MarketContext,
     RiskModel,
     SkipRule,
-    WARMUP_RISK_SAMPLES,
     TimerPolicy,
     cost_rate,
 )
