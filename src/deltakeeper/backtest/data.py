@@ -97,6 +97,8 @@ def parse_file_specs(specs: Sequence[str], flag: str) -> dict[str, DataFile]:
             raise ConfigError(flag, "an asset that is not a stablecoin", asset)
         if asset in files:
             raise ConfigError(flag, "one file per asset", asset)
+        if not file.path.is_file():
+            raise ConfigError(flag, "a readable file", str(file.path))
         files[asset] = file
     return files
 

@@ -86,15 +86,16 @@ def _tz(text: str, flag: str) -> tzinfo:
 
 
 def parse_data_file(text: str, flag: str, kind: FileKind) -> DataFile:
-    """`FILE[:OPTION=VALUE,...]` (the part after `ASSET=`). The file must exist."""
+    """`FILE[:OPTION=VALUE,...]` (the part after `ASSET=`)."""
     path_text, options = text, ""
-    head, sep, tail = text.rpartition(":")
-    if sep and "=" in tail and not Path(text).is_file():
-        path_text, options = head, tail
-    path = Path(path_text)
-    if not path.is_file():
-        raise ConfigError(flag, "a readable file", path_text)
-    file = DataFile(path)
+    if not Path(text).is_file():
+        # the options start after the first colon that ends an existing file, else after the first colon
+        # that is followed by KEY=VALUE
+        splits = [i for i, char in enumerate(text) if char == ":" and "=" in text[i + 1:].split(",")[0]]
+        at = next((i for i in splits if Path(text[:i]).is_file()), splits[0] if splits else None)
+        if at is not None:
+            path_text, options = text[:at], text[at + 1:]
+    file = DataFile(Path(path_text))
     filters: list[tuple[str, str]] = []
     for option in filter(None, (o.strip() for o in options.split(","))):
         key, sep, value = option.partition("=")
