@@ -74,7 +74,7 @@ def add_timer_comparison(results: Sequence[dict[str, Any]]) -> None:
         timer_cost, how = interpolate_cost(timers, float(result["tracking_error_usd"]))
         cost = float(result["cost_usd"])
         result["vs_timer"] = {"timer_cost_usd": round(timer_cost, 2),
-                              "ratio": round(cost / timer_cost, 4) if timer_cost else math.inf, "how": how}
+                              "ratio": cost / timer_cost if timer_cost else math.inf, "how": how}
 
 
 def plot_cost_vs_tracking_error(results: Sequence[Mapping[str, Any]], path: Path) -> None:
