@@ -227,7 +227,7 @@ def test_hard_maximum_deviation_always_forces_a_trade():
 def test_cost_aware_band_is_the_assets_own_band_until_the_risk_model_has_data():
     band, detail = cost_aware().band_coin(view("0"), ctx(risk=risk_model(drift_var=None)), OWN_BAND)
     assert band == D(1)
-    assert detail == f"warming_up returns={WARMUP_RISK_SAMPLES}/{WARMUP_RISK_SAMPLES} band=own"
+    assert detail == f"warming_up returns={WARMUP_RISK_SAMPLES}/{WARMUP_RISK_SAMPLES} drift=0 band=own"
 
 
 def warming_model(returns: int, exposure_moves: bool = False) -> RiskModel:
@@ -248,6 +248,16 @@ def test_cost_aware_never_trades_on_the_lot_step_band_of_a_risk_model_that_has_s
     beyond = cost_aware().decide(view("1.5"), asset_policy("1", RebalanceTo.EDGE), ctx(risk=model))
     assert signed(beyond.decision) == D("-0.5")  # the asset's own band, to its edge
     assert beyond.detail == f"warming_up returns=1/{WARMUP_RISK_SAMPLES} band=own"
+
+
+def test_cost_aware_keeps_its_own_band_while_the_exposure_has_not_moved():
+    model = warming_model(WARMUP_RISK_SAMPLES)  # enough returns, but the exposure never changed
+    assert model.warmed_up and model.drift_var_coin2_per_year == 0
+    outcome = cost_aware().decide(view("0.5"), asset_policy("1"), ctx(risk=model))
+    assert outcome.decision.intent is None and outcome.decision.band_coin == D(1)
+    band, detail = cost_aware().band_coin(view("0"), ctx(risk=model), OWN_BAND)
+    assert (band, detail) == (D(1), f"warming_up returns={WARMUP_RISK_SAMPLES}/{WARMUP_RISK_SAMPLES} drift=0 "
+                                    "band=own")
 
 
 def test_cost_aware_warm_up_keeps_the_hard_maximum_and_the_lot_step():

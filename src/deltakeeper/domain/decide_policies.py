@@ -21,6 +21,8 @@ quoted spread and the risk model's state are arguments; a policy returns its new
   exposure), it is not trusted: the band is the asset's own (`DK_DEFAULT_BAND_PCT` or its `BAND_*`),
   within [one lot step, the hard maximum], so that a decision never rests on an empty or barely filled
   risk model (a drift estimate of zero from one unchanged interval would make the band one lot step).
+  The same while the drift is still zero (an exposure that has not moved, and no options): the journal's
+  detail then says `drift=0`.
 
 Proxy hedges (REFERENCE.md 5): an asset hedged with another asset's contract at a ratio `beta`. `proxy_view`
 re-expresses the hedge in coins of the asset (one hedge contract carries `hedge coins x hedge price /
@@ -253,16 +255,16 @@ class CostAwarePolicy:
             return lot, _BandInputs(lot, hard_max)
         vol = ctx.risk.vol_per_sqrt_year
         drift_var = ctx.risk.drift_var_coin2_per_year
-        if vol is None or drift_var is None or not ctx.risk.warmed_up:
+        price = float(view.price_usd)
+        gamma = ctx.gamma_coin_per_usd
+        gamma_var = gamma_drift_var_coin2_per_year(gamma, vol, price) if vol is not None else 0.0
+        if vol is None or drift_var is None or not ctx.risk.warmed_up or drift_var + gamma_var == 0:
             own = warmup_band.half_width_coin(view.price_usd, view.gross_coin)
             return min(max(own, lot), hard_max), _BandInputs(lot, hard_max, warmup_returns=ctx.risk.returns)
         rate = cost_rate(view.hedge, ctx.spread_bps, self.slippage_bps)
         scale = _cost_scale(view)
         if scale is not None:
             rate *= scale
-        price = float(view.price_usd)
-        gamma = ctx.gamma_coin_per_usd
-        gamma_var = gamma_drift_var_coin2_per_year(gamma, vol, price)
         width = cost_aware_half_width_coin(
             float(rate), price, vol, drift_var + gamma_var, self.risk_aversion_per_usd, lot, hard_max
         )
@@ -302,7 +304,9 @@ class _BandInputs:
         elif width == self.lot_coin:
             clamp = " band=lot_step"
         if self.warmup_returns is not None:
-            return f"warming_up returns={self.warmup_returns}/{WARMUP_RISK_SAMPLES}" + (clamp or " band=own")
+            unmoved = " drift=0" if self.warmup_returns >= WARMUP_RISK_SAMPLES else ""
+            return (f"warming_up returns={self.warmup_returns}/{WARMUP_RISK_SAMPLES}{unmoved}"
+                    + (clamp or " band=own"))
         if self.rate is None or self.vol is None or self.drift_var is None:
             return clamp
         gamma = ""
