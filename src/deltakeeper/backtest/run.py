@@ -20,7 +20,8 @@ Figures (USD; costs are positive when paid):
   before that event's decisions, each sample weighted by the time since the previous price event.
   `max_abs_delta_usd`: the largest |deviation| among those samples.
 - `funding_usd`: funding on the hedge, settled at the funding file's timestamps at the latest mid:
-  -position x mid x rate (positive = received).
+  -position x mid x rate (positive = received). `warnings`: the spans of the price window the funding
+  rates leave uncovered (`funding_gaps`), where no funding is counted.
 
 Options book (`--exposure calls:N[:STRIKE_PCT[:DAYS]]`, `domain.exposure_models.OptionBook`): N coin-settled
 calls per asset (Deribit-style, one coin a contract), struck at STRIKE_PCT % of the asset's first mid and
