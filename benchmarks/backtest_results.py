@@ -1,6 +1,7 @@
-"""Writes benchmarks/BACKTEST_RESULTS.md: every policy's fixed sweep on the Bybit BTC and ETH 5-minute
-history (90 days) with a liquidity-pool exposure, and the cost of the cost-aware band at the tracking error
-of each timer and fixed-band setting.
+"""Writes benchmarks/BACKTEST_RESULTS.md: the default policy's cost against the timer's at the same tracking
+error, on the bundled SOL hours and on the Bybit BTC and ETH 5-minute history; then every policy's fixed
+sweep on the Bybit history (90 days) with a liquidity-pool exposure, and the cost of the cost-aware band at
+the tracking error of each timer and fixed-band setting.
 
     python benchmarks/backtest_results.py > benchmarks/BACKTEST_RESULTS.md
 
@@ -15,14 +16,26 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import replace
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from deltakeeper.backtest import POLICIES, BacktestSettings, load_dataset, run_dataset, sweep_dataset
-from deltakeeper.backtest.report import compare_at_same_tracking_error, comparison_table, sweep_table
-from deltakeeper.domain.policy import RebalanceTo
+from deltakeeper.backtest.report import (
+    add_timer_comparison,
+    compare_at_same_tracking_error,
+    comparison_table,
+    grid_label,
+    sweep_table,
+)
+from deltakeeper.config import Settings
+from deltakeeper.domain.policy import Band, BandUnit, RebalanceTo
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+BUNDLED = ROOT / "src" / "deltakeeper" / "sim" / "data" / "okx_SOL_1h.csv"
+DEFAULT_POLICY = str(Settings.model_fields["policy"].default)
+DEFAULT_TO = RebalanceTo(Settings.model_fields["rebalance_to"].default)
 COMMAND = "python benchmarks/backtest_results.py > benchmarks/BACKTEST_RESULTS.md"
 MAX_EXTRA = 2
 TIE = 0.02
@@ -98,6 +111,28 @@ def section(data: Any, settings: BacktestSettings) -> str:
     return "\n".join(out)
 
 
+def default_against_timer(name: str, data: Any) -> list[str]:
+    """Table rows: the default settings, the former default (1 % band to the target) and the cost-aware band
+    to the target, each with the timer's cost at its tracking error (`add_timer_comparison`)."""
+    default = BacktestSettings(rebalance_to=DEFAULT_TO)
+    runs = sweep_dataset(data, "timer", default)
+    rows = [
+        ("default", run_dataset(data, DEFAULT_POLICY, default)),
+        ("former default", run_dataset(data, "band", replace(default, rebalance_to=RebalanceTo.TARGET,
+                                                             default_band=Band(BandUnit.PCT, Decimal(1))))),
+        ("", run_dataset(data, "cost-aware", replace(default, rebalance_to=RebalanceTo.TARGET))),
+    ]
+    add_timer_comparison(runs + [run for _, run in rows])
+    lines = []
+    for what, run in rows:
+        versus = run["vs_timer"]
+        label = f"{grid_label(run)}, to the {run['settings']['DK_REBALANCE_TO']}"
+        lines.append(f"| {name} | {label}{f' ({what})' if what else ''} | {run['trades']:,} | "
+                     f"{float(run['cost_usd']):,.0f} | {run['tracking_error_usd']:,.0f} | "
+                     f"{versus['timer_cost_usd']:,.0f} | {versus['ratio']:.2f} | {versus['how']} |")
+    return lines
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=SHARED)
@@ -112,6 +147,22 @@ def main() -> int:
     first = next(iter(data.series.values())).events
     print("# Backtest: cost against tracking error on real history\n")
     print(f"Reproduce this file with one command, from the repository root:\n\n    {COMMAND}\n")
+    print("## The default against the timer\n")
+    print(f"The default settings (`DK_POLICY={DEFAULT_POLICY}`, `DK_REBALANCE_TO={DEFAULT_TO.value}`, "
+          "risk aversion 1e-4 per USD) against the timer at the same tracking error: the timer's cost at "
+          "the run's tracking error is interpolated along its four sweep runs (1h, 4h, 8h, 24h), linear in "
+          "log cost against log tracking error (a band's cost goes as a power of its width), between the "
+          "two runs that bracket it. Below 1, the run is cheaper than the timer. Both data sets with "
+          "`--exposure lp` (a 1,000,000 USD pool per asset); the bundled data is the simulator's 60 days "
+          "of OKX SOL hours (src/deltakeeper/sim/data/okx_SOL_1h.csv, its own funding column).\n")
+    print("| data | run | trades | cost (USD) | tracking error (USD) | timer's cost at that tracking error "
+          "(USD) | cost / timer's | |")
+    print("|---|---|---:|---:|---:|---:|---:|---|")
+    bundled = load_dataset({"SOL": BUNDLED}, {"SOL": BUNDLED}, args.exposure, settings.spread_bps)
+    for line in default_against_timer("bundled SOL 1h", bundled) + default_against_timer("Bybit BTC+ETH 5m",
+                                                                                         data):
+        print(line)
+    print()
     print("Each policy's rows are one `--sweep` of the backtest command with no `DK_` variables set, e.g.\n\n"
           "    python -m deltakeeper.backtest --prices ../shared/data/bybit_linear_5m/BTCUSDT_5m.csv "
           "--prices ../shared/data/bybit_linear_5m/ETHUSDT_5m.csv "

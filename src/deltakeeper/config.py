@@ -144,8 +144,8 @@ class Settings(BaseSettings):
     assets: dict[str, AssetSettings] = Field(default_factory=dict)
     external: dict[str, Annotated[Decimal, AfterValidator(_number_in_range)]] = Field(default_factory=dict)
     default_band_pct: Decimal = Field(default=Decimal(1), gt=0, le=100)
-    policy: Literal["band", "timer", "cost-aware"] = "band"
-    rebalance_to: Literal["edge", "target"] = "target"
+    policy: Literal["band", "timer", "cost-aware"] = "cost-aware"
+    rebalance_to: Literal["edge", "target"] = "edge"
     timer_secs: float = Field(default=3600, gt=0)
     risk_aversion: float = Field(default=1e-4, gt=0)
     max_deviation_pct: Decimal = Field(default=Decimal(10), gt=0, le=100)

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from decimal import Decimal
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -118,3 +119,54 @@ def test_table_format_has_a_row_per_asset_and_the_portfolio(btc_two_days, capsys
 def test_funding_for_an_asset_without_prices_is_refused(btc_two_days):
     with pytest.raises(ConfigError, match="--funding"):
         backtest(prices=[str(btc_two_days)], funding=[f"ETH={FUNDING_8H / 'ETHUSDT.parquet'}"])
+
+
+BUNDLED_SOL = Path(__file__).parents[2] / "src" / "deltakeeper" / "sim" / "data" / "okx_SOL_1h.csv"
+
+
+def test_funding_that_stops_before_the_prices_end_is_reported_on_stderr_and_in_the_result(data_dir):
+    # the bundled SOL hours run to 2026-03-05 17:00; Binance's SOL funding in the shared data ends 02-24 16:00
+    funding = FUNDING_8H / "SOLUSDT.parquet"
+    result = run_module("--prices", f"SOL={BUNDLED_SOL}", "--funding", f"SOL={funding}", "--policy", "timer",
+                        "--format", "json", env=clean_env(data_dir))
+    assert result.returncode == 0, result.stderr
+    gap = ("SOL: no funding rate from 2026-02-24 16:00 to 2026-03-05 17:00 UTC in SOLUSDT.parquet "
+           "(funding is not counted there)")
+    assert result.stderr.splitlines() == [f"warning: {gap}"]
+    assert json.loads(result.stdout)["warnings"] == [gap]
+    covered = run_module("--prices", f"SOL={BUNDLED_SOL}", "--funding", f"SOL={BUNDLED_SOL}",
+                         "--policy", "timer", "--format", "json", env=clean_env(data_dir))
+    assert covered.stderr == "" and json.loads(covered.stdout)["warnings"] == []
+
+
+def test_several_policies_sweep_onto_one_frontier_plot_beside_the_timer(btc_two_days, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    plot = tmp_path / "frontier.png"
+    backtest(prices=[str(btc_two_days)], exposure="lp:200000", policy="timer,band,cost-aware", sweep=True,
+             fmt=OutputFormat.json, plot=plot)
+    runs = json.loads(capsys.readouterr().out)
+    assert [r["policy"] for r in runs] == ["timer"] * 4 + ["band"] * 5 + ["cost-aware"] * 4
+    assert all("vs_timer" not in r for r in runs[:4])
+    timers = sorted((r["tracking_error_usd"], float(r["cost_usd"])) for r in runs[:4])
+    for run in runs[4:]:  # the timer's cost at the run's tracking error, log-log between its two neighbours
+        versus = run["vs_timer"]
+        assert versus["ratio"] == pytest.approx(float(run["cost_usd"]) / versus["timer_cost_usd"], rel=1e-3)
+        te = run["tracking_error_usd"]
+        if timers[0][0] <= te <= timers[-1][0]:
+            assert versus["how"] == "interpolated"
+            low, high = next((a, b) for a, b in pairwise(timers) if a[0] <= te <= b[0])
+            y0, y1 = low[1], high[1]
+            assert min(y0, y1) <= versus["timer_cost_usd"] <= max(y0, y1)
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_series_draws_one_run_over_time(btc_two_days, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    plot = tmp_path / "series.png"
+    backtest(prices=[str(btc_two_days)], exposure="lp:200000", policy="cost-aware", fmt=OutputFormat.json,
+             plot_series=plot)
+    doc = json.loads(capsys.readouterr().out)
+    assert "series" not in doc and "series" not in doc["assets"]["BTC"]
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ConfigError, match="one run"):
+        backtest(prices=[str(btc_two_days)], policy="cost-aware", sweep=True, plot_series=plot)

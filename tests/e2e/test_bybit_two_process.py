@@ -1,6 +1,7 @@
 """Issue 3's end-to-end test: `deltakeeper sim-exchange` and `deltakeeper run` as two processes, the bot
 configured only with DK_EXCHANGE=bybit, DK_EXCHANGE_URL, the keys and DK_DATA_DIR (and DK_HTTP_PORT=0,
-so that it binds a free port); the emulator runs 1800x, so that Bybit's 8-hourly funding settles every
+so that it binds a free port, and the fixed 1 % band to the target, DK_POLICY=band, so that it hedges every
+few seconds); the emulator runs 1800x, so that Bybit's 8-hourly funding settles every
 16 wall seconds.
 
 1. Baseline: the bot hedges; stopped with SIGTERM, its journal holds exactly the fills and funding
@@ -182,6 +183,8 @@ def start_bot(url: str, data_dir: Path, workdir: Path, name: str) -> Process:
         DK_API_KEY=KEY,
         DK_API_SECRET=SECRET,
         DK_HTTP_PORT="0",
+        DK_POLICY="band",
+        DK_REBALANCE_TO="target",
     )
     bot = spawn(["run"], env, workdir / f"{name}.out", workdir / f"{name}.err")
     wait_for(lambda: bot.events("service_started") or bot.popen.poll() is not None, 60, f"{name} to start")

@@ -52,7 +52,8 @@ def journal_dir(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Pat
 def run_bot(data_dir: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DK_")}
     env.update(DK_DATA_DIR=str(data_dir), DK_SIM_SPEED="7200", DK_HTTP_PORT="0",
-               DK_ASSETS__SOL__BAND_COIN="5")  # a band narrow enough to trade both ways every hour or so
+               DK_ASSETS__SOL__BAND_COIN="5",  # a band narrow enough to trade both ways every hour or so
+               DK_POLICY="band", DK_REBALANCE_TO="target")
     result = subprocess.run([sys.executable, "-m", "deltakeeper", "run", "--for", "8s"], env=env,
                             capture_output=True, text=True, timeout=90)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -12,7 +12,8 @@ from tests.e2e.cli_helpers import clean_env, deltakeeper, journals
 async def test_run_hedges_every_band_exit_and_journals_orders_fills_and_funding(data_dir, database_url):
     # 7200x: 10 wall seconds are 20 simulated hours, so at least two 8-hourly fundings settle; a recompute
     # every 0.5 wall seconds is one every simulated hour.
-    env = clean_env(data_dir, DK_SIM_SPEED="7200", DK_RECOMPUTE_SECS="0.5", DK_DATABASE_URL=database_url)
+    env = clean_env(data_dir, DK_SIM_SPEED="7200", DK_RECOMPUTE_SECS="0.5", DK_DATABASE_URL=database_url,
+                    DK_POLICY="band", DK_REBALANCE_TO="target")  # the fixed band: it trades every few minutes
     result = deltakeeper("run", "--for", "10s", env=env, timeout=90)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout == ""  # logs go to stderr only

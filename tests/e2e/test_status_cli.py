@@ -40,6 +40,8 @@ def test_status_halt_and_resume_work_on_a_running_bot_from_another_process(data_
         DK_RECOMPUTE_SECS="1",
         DK_ASSETS__SOL__HEDGE="SOL/USDT:USDT",
         DK_ASSETS__SOL__BAND_COIN="1",  # a narrow band: the bot trades every second or two
+        DK_POLICY="band",
+        DK_REBALANCE_TO="target",
     )
     bot = subprocess.Popen(
         [sys.executable, "-m", "deltakeeper", "run", "--for", "120s"],

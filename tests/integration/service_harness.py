@@ -34,8 +34,11 @@ class RecordingAlerts:
 
 
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
-    """A one-coin band on the market-maker scenario at 1800x: the bot trades every second or two."""
+    """A one-coin band (the fixed band policy, to the target) on the market-maker scenario at 1800x: the bot
+    trades every second or two."""
     values: dict[str, Any] = {
+        "policy": "band",
+        "rebalance_to": "target",
         "data_dir": tmp_path,
         "database_url": f"sqlite:///{tmp_path / 'journal.db'}",
         "sim_speed": 1800,

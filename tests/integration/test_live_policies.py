@@ -239,7 +239,11 @@ async def test_cost_aware_policy_trades_on_the_cube_root_band_and_journals_its_w
         decisions = await journal.list_decisions()
         orders = await journal.list_orders()
     trades = [d for d in decisions if d["reason"] == "rebalance"]
-    assert trades[0]["detail"] == "warming_up band=max_deviation"  # the opening hedge, before any data
+    # the opening hedge, before any data, and every trade until 30 returns: on the asset's own band
+    assert trades[0]["detail"] == "warming_up returns=0/30 band=own"
+    assert trades[0]["band_coin"] == 1
+    warming = [d for d in trades if d["detail"].startswith("warming_up")]
+    assert all(d["band_coin"] == 1 for d in warming)
     banded = [d for d in trades if "cost_rate=" in d["detail"]]
     for trade in banded:
         assert re.search(r"cost_rate=0\.000\d+ vol=\d\.\d{4} drift_var_coin2_per_year=\S+ risk_aversion=0\.1",

@@ -72,6 +72,8 @@ def settings_for(tmp_path: Path, **assets: AssetSettings) -> Settings:
         sim_speed=600,
         recompute_secs=0.3,
         assets=assets,
+        policy="band",  # the asset's fixed coin band, to the target
+        rebalance_to="target",
         http_port=0,
     )
 

@@ -38,6 +38,8 @@ async def test_short_calls_hedged_with_a_perpetual_stay_within_the_band_after_ev
         sim_speed=600,  # gamma moves the delta across the band every few wall seconds
         recompute_secs=0.3,
         assets={"BTC": AssetSettings(hedge=hedge, band_coin=BAND)},
+        policy="band",  # the fixed coin band, to the target
+        rebalance_to="target",
         http_port=0,
     )
     clock = SimClock(settings.sim_speed)

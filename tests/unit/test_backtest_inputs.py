@@ -14,6 +14,7 @@ from deltakeeper.backtest.data import (
     parse_exposure,
     parse_file_specs,
 )
+from deltakeeper.backtest.files import DataFile
 from deltakeeper.domain.errors import ConfigError
 
 
@@ -39,7 +40,7 @@ def test_file_specs_take_asset_equals_file_or_the_file_name(tmp_path):
     (tmp_path / "prices.csv").write_text("x")
     specs = [str(tmp_path / "BTCUSDT_5m.csv"), f"eth={tmp_path / 'prices.csv'}"]
     assert parse_file_specs(specs, "--prices") == {
-        "BTC": tmp_path / "BTCUSDT_5m.csv", "ETH": tmp_path / "prices.csv"
+        "BTC": DataFile(tmp_path / "BTCUSDT_5m.csv"), "ETH": DataFile(tmp_path / "prices.csv")
     }
 
 

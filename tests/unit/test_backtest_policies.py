@@ -9,6 +9,7 @@ import pytest
 from deltakeeper.domain.bands import cost_aware_half_width_coin
 from deltakeeper.domain.costs import risk_reduction_usd
 from deltakeeper.domain.decide_policies import (
+    WARMUP_RISK_SAMPLES,
     CostAwarePolicy,
     FixedBandPolicy,
     MarketContext,
@@ -28,6 +29,7 @@ PERP = Instrument(
     min_contracts=D("0.001"), taker_fee_rate=D("0.0005"),
 )
 PRICE = D(50_000)
+OWN_BAND = Band(BandUnit.COIN, D(1))
 
 
 def view(delta: str, gross: str = "20") -> AssetView:
@@ -47,7 +49,7 @@ def risk_model(vol: float | None = 0.5, drift_var: float | None = 4.0) -> RiskMo
     if drift_var is not None:
         drift = EwmaDrift(last_delta_coin=0.0, last_t_secs=0.0, weighted_sq_coin2=drift_var,
                           weighted_time_secs=float(SECONDS_PER_YEAR))
-    return RiskModel(ewma, drift)
+    return RiskModel(ewma, drift, returns=WARMUP_RISK_SAMPLES)
 
 
 def ctx(now_secs: float = 0.0, timer_slot: int | None = None, risk: RiskModel | None = None) -> MarketContext:
@@ -185,7 +187,7 @@ def cost_aware(ra: float = 1e-5, max_pct: str = "10") -> CostAwarePolicy:
 def test_cost_aware_band_is_the_cube_root_law_of_fee_half_spread_vol_and_drift():
     rate = cost_rate(PERP, D(2), D(0))
     assert rate == D("0.0006")
-    band, detail = cost_aware().band_coin(view("0"), ctx())
+    band, detail = cost_aware().band_coin(view("0"), ctx(), OWN_BAND)
     # w* = (3 c S sD^2 / (2 ra vol^2 S^2))^(1/3) = (3 x 0.0006 x 4 / (2 x 1e-5 x 0.25 x 50,000))^(1/3)
     assert float(band) == pytest.approx((3 * 0.0006 * 4 / (2 * 1e-5 * 0.25 * 50_000)) ** (1 / 3))
     assert band == cost_aware_half_width_coin(0.0006, 50_000.0, 0.5, 4.0, 1e-5, D("0.001"), D(2))
@@ -193,16 +195,16 @@ def test_cost_aware_band_is_the_cube_root_law_of_fee_half_spread_vol_and_drift()
 
 
 def test_cost_aware_band_narrows_with_risk_aversion_and_widens_with_drift():
-    narrow, _ = cost_aware(ra=1e-3).band_coin(view("0"), ctx())
-    wide, _ = cost_aware(ra=1e-5).band_coin(view("0"), ctx())
-    faster, _ = cost_aware(ra=1e-5).band_coin(view("0"), ctx(risk=risk_model(drift_var=32.0)))
+    narrow, _ = cost_aware(ra=1e-3).band_coin(view("0"), ctx(), OWN_BAND)
+    wide, _ = cost_aware(ra=1e-5).band_coin(view("0"), ctx(), OWN_BAND)
+    faster, _ = cost_aware(ra=1e-5).band_coin(view("0"), ctx(risk=risk_model(drift_var=32.0)), OWN_BAND)
     assert narrow < wide < faster
     assert float(wide / narrow) == pytest.approx(100 ** (1 / 3))
     assert float(faster / wide) == pytest.approx(2.0)
 
 
 def test_cost_aware_trades_outside_its_band_and_holds_inside():
-    band, _ = cost_aware().band_coin(view("0"), ctx())  # 0.7114 BTC
+    band, _ = cost_aware().band_coin(view("0"), ctx(), OWN_BAND)  # 0.7114 BTC
     inside = cost_aware().decide(view(str(band - D("0.01"))), asset_policy(), ctx())
     assert inside.decision.intent is None and inside.decision.reason == "inside_band"
     outside = cost_aware().decide(view("0.8"), asset_policy(), ctx())
@@ -214,7 +216,7 @@ def test_cost_aware_trades_outside_its_band_and_holds_inside():
 def test_hard_maximum_deviation_always_forces_a_trade():
     # with ra 1e-9 the cube-root band would be 71 BTC; the hard maximum, 10% of 20 BTC gross, is 2 BTC
     policy = cost_aware(ra=1e-9)
-    band, detail = policy.band_coin(view("0"), ctx())
+    band, detail = policy.band_coin(view("0"), ctx(), OWN_BAND)
     assert band == D(2)
     assert detail.endswith("band=max_deviation")
     outcome = policy.decide(view("2.1"), asset_policy(), ctx())
@@ -222,14 +224,64 @@ def test_hard_maximum_deviation_always_forces_a_trade():
     assert outcome.decision.intent is not None and outcome.decision.intent.side is Side.SELL
 
 
-def test_cost_aware_band_is_the_hard_maximum_until_the_risk_model_has_data():
-    band, detail = cost_aware().band_coin(view("0"), ctx(risk=risk_model(drift_var=None)))
-    assert band == D(2)
-    assert detail == "warming_up band=max_deviation"
+def test_cost_aware_band_is_the_assets_own_band_until_the_risk_model_has_data():
+    band, detail = cost_aware().band_coin(view("0"), ctx(risk=risk_model(drift_var=None)), OWN_BAND)
+    assert band == D(1)
+    assert detail == f"warming_up returns={WARMUP_RISK_SAMPLES}/{WARMUP_RISK_SAMPLES} drift=0 band=own"
+
+
+def warming_model(returns: int, exposure_moves: bool = False) -> RiskModel:
+    """A 5-minute risk model fed `returns` + 1 bars: the price moves, the exposure only if asked."""
+    model = RiskModel.for_bar(300.0)
+    for i in range(returns + 1):
+        model = model.observe(100.0 + (i % 2), D(10 + (i if exposure_moves else 0)), 300.0 * i)
+    return model
+
+
+def test_cost_aware_never_trades_on_the_lot_step_band_of_a_risk_model_that_has_seen_one_bar():
+    # one return and one unchanged interval: measured drift 0, so the cube-root band would be one lot step
+    model = warming_model(1)
+    assert model.drift_var_coin2_per_year == 0 and model.vol_per_sqrt_year
+    outcome = cost_aware().decide(view("0.5"), asset_policy("1"), ctx(risk=model))
+    assert outcome.decision.intent is None and outcome.decision.reason == "inside_band"
+    assert outcome.decision.band_coin == D(1)
+    beyond = cost_aware().decide(view("1.5"), asset_policy("1", RebalanceTo.EDGE), ctx(risk=model))
+    assert signed(beyond.decision) == D("-0.5")  # the asset's own band, to its edge
+    assert beyond.detail == f"warming_up returns=1/{WARMUP_RISK_SAMPLES} band=own"
+
+
+def test_cost_aware_keeps_its_own_band_while_the_exposure_has_not_moved():
+    model = warming_model(WARMUP_RISK_SAMPLES)  # enough returns, but the exposure never changed
+    assert model.warmed_up and model.drift_var_coin2_per_year == 0
+    outcome = cost_aware().decide(view("0.5"), asset_policy("1"), ctx(risk=model))
+    assert outcome.decision.intent is None and outcome.decision.band_coin == D(1)
+    band, detail = cost_aware().band_coin(view("0"), ctx(risk=model), OWN_BAND)
+    assert (band, detail) == (D(1), f"warming_up returns={WARMUP_RISK_SAMPLES}/{WARMUP_RISK_SAMPLES} drift=0 "
+                                    "band=own")
+
+
+def test_cost_aware_warm_up_keeps_the_hard_maximum_and_the_lot_step():
+    model = warming_model(WARMUP_RISK_SAMPLES - 1, exposure_moves=True)
+    assert not model.warmed_up
+    wide = cost_aware(max_pct="1").band_coin(view("0"), ctx(risk=model), Band(BandUnit.COIN, D(5)))
+    assert wide == (D("0.2"), f"warming_up returns={WARMUP_RISK_SAMPLES - 1}/{WARMUP_RISK_SAMPLES} "
+                              "band=max_deviation")  # 1% of 20 BTC gross
+    narrow, _ = cost_aware().band_coin(view("0"), ctx(risk=model), Band(BandUnit.COIN, D("0.0001")))
+    assert narrow == D("0.001")  # one lot step
+
+
+def test_cost_aware_band_is_the_cube_root_law_once_warmed_up():
+    model = warming_model(WARMUP_RISK_SAMPLES, exposure_moves=True)
+    assert model.returns == WARMUP_RISK_SAMPLES and model.warmed_up
+    band, detail = cost_aware().band_coin(view("0"), ctx(risk=model), OWN_BAND)
+    assert detail.startswith("cost_rate=0.0006 ")
+    expected = cost_aware_half_width_coin(0.0006, 50_000.0, model.vol_per_sqrt_year,
+                                          model.drift_var_coin2_per_year, 1e-5, D("0.001"), D(2))
+    assert band == expected != OWN_BAND.half_width
 
 
 def test_cost_aware_trades_to_the_edge_when_asked():
-    band, _ = cost_aware().band_coin(view("0"), ctx())
+    band, _ = cost_aware().band_coin(view("0"), ctx(), OWN_BAND)
     outcome = cost_aware().decide(view("3"), asset_policy(to=RebalanceTo.EDGE), ctx())
     assert math.isclose(float(-signed(outcome.decision)), 3 - float(band), abs_tol=0.001)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from deltakeeper.backtest import SWEEP_GRID, BacktestSettings, load_dataset, run_backtest, run_dataset, sweep
-from deltakeeper.domain.policy import Band, BandUnit
+from deltakeeper.domain.policy import Band, BandUnit, RebalanceTo
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 WIDE = BacktestSettings(default_band=Band(BandUnit.PCT, D(100)), spread_bps=2.0)
@@ -128,7 +128,8 @@ def test_funding_parquet_with_a_datetime_index_column(tmp_path):
 
 def test_without_the_opening_hedge_the_first_decision_trades_and_counts(tmp_path):
     prices = write_bars(tmp_path / "XYZ.csv", [100.0] * 3)
-    settings = BacktestSettings(external_coin={"XYZ": D(10)}, spread_bps=2.0, start_hedged=False)
+    settings = BacktestSettings(external_coin={"XYZ": D(10)}, spread_bps=2.0, start_hedged=False,
+                                rebalance_to=RebalanceTo.TARGET)
     result = run_backtest({"XYZ": prices}, None, "static", "band", settings)
     assert result["trades"] == 1
     assert result["initial_hedge"]["trades"] == 0
@@ -156,7 +157,7 @@ def test_results_name_the_settings_by_their_variables(tmp_path):
     prices = write_bars(tmp_path / "XYZ.csv", [100.0] * 3)
     band = run_backtest({"XYZ": prices}, None, "static", "band", BacktestSettings(skip_horizon_secs=3600))
     assert band["settings"] == {
-        "DK_POLICY": "band", "DK_REBALANCE_TO": "target", "DK_DEFAULT_BAND_PCT": D(1),
+        "DK_POLICY": "band", "DK_REBALANCE_TO": "edge", "DK_DEFAULT_BAND_PCT": D(1),
         "DK_SKIP_HORIZON_SECS": 3600, "DK_RISK_AVERSION": 1e-4, "DK_SLIPPAGE_BPS": D(0),
         "DK_FIXED_COST_USD": D(0),
     }

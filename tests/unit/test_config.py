@@ -43,8 +43,8 @@ def test_load_settings_defaults():
     assert settings.assets == {}
     assert settings.external == {}
     assert settings.default_band == Band(BandUnit.PCT, D(1))
-    assert settings.rebalance_to == "target"
-    assert settings.policy == "band"
+    assert settings.rebalance_to == "edge"
+    assert settings.policy == "cost-aware"
     assert settings.recompute_secs == 10
     assert settings.max_order_usd == D(250_000)
     assert settings.http_host == "127.0.0.1"
@@ -56,13 +56,13 @@ def test_load_settings_defaults():
 def test_load_settings_reads_flat_scalars(monkeypatch):
     monkeypatch.setenv("DK_MODE", "paper")
     monkeypatch.setenv("DK_MAX_ORDER_USD", "12345.5")
-    monkeypatch.setenv("DK_REBALANCE_TO", "edge")
+    monkeypatch.setenv("DK_REBALANCE_TO", "target")
     monkeypatch.setenv("DK_SANDBOX", "true")
     monkeypatch.setenv("DK_DATA_DIR", "/tmp/dk-data")
     settings = load_settings()
     assert settings.mode is Mode.PAPER
     assert settings.max_order_usd == D("12345.5")
-    assert settings.rebalance_to == "edge"
+    assert settings.rebalance_to == "target"
     assert settings.sandbox is True
     assert settings.database == "sqlite+aiosqlite:////tmp/dk-data/deltakeeper.db"
 

@@ -5,7 +5,7 @@ from decimal import Decimal as D
 
 import pytest
 
-from deltakeeper.domain.decide_policies import CostAwarePolicy, MarketContext, RiskModel
+from deltakeeper.domain.decide_policies import WARMUP_RISK_SAMPLES, CostAwarePolicy, MarketContext, RiskModel
 from deltakeeper.domain.exposure import Position, asset_deltas
 from deltakeeper.domain.greeks import greeks
 from deltakeeper.domain.instruments import Instrument, Kind
@@ -25,6 +25,7 @@ HEDGE = Position(PERP.symbol, D(53), D(60_000), D(60_000))
 # REFERENCE 4's example: c = 5 bp (the perp's taker fee, no spread), ra = 1e-4 per USD.
 RA = 1e-4
 POLICY = CostAwarePolicy(RA, Band(BandUnit.COIN, D(10)))
+OWN_BAND = Band(BandUnit.COIN, D(1))
 
 
 def book_delta(price: D) -> D:
@@ -36,12 +37,13 @@ def risk_model(vol: float, drift_var: float) -> RiskModel:
     ewma = EwmaVol(0.9, SECONDS_PER_YEAR, last_price=1.0, weighted_sq=vol * vol, weight=1.0)
     drift = EwmaDrift(last_delta_coin=0.0, last_t_secs=0.0, weighted_sq_coin2=drift_var,
                       weighted_time_secs=float(SECONDS_PER_YEAR))
-    return RiskModel(ewma, drift)
+    return RiskModel(ewma, drift, returns=WARMUP_RISK_SAMPLES)
 
 
 def band(gamma: float, vol: float = 0.6, drift_var: float = 0.0) -> tuple[D, str]:
     view = AssetView("BTC", D(0), D(100), S, PERP, S)
-    return POLICY.band_coin(view, MarketContext(0.0, D(0), risk_model(vol, drift_var), None, gamma))
+    ctx = MarketContext(0.0, D(0), risk_model(vol, drift_var), None, gamma)
+    return POLICY.band_coin(view, ctx, OWN_BAND)
 
 
 def test_the_books_gamma_is_the_slope_of_its_delta_as_counted():
@@ -76,8 +78,8 @@ def test_a_book_with_gamma_gets_whalley_wilmotts_band():
     assert float(width) == pytest.approx(by_hand, rel=1e-9)
     assert float(band(gamma, vol=1.2)[0]) == pytest.approx(by_hand, rel=1e-9)
     assert f"gamma_coin_per_usd={gamma:.6g}" in detail and "gamma_drift_var=" in detail
-    # Without the gamma nothing drifts: the band is the lot step.
-    assert band(0.0)[0] == D("0.001")
+    # Without the gamma nothing drifts: no cube-root band (it would be the lot step), the asset's own band.
+    assert band(0.0) == (OWN_BAND.half_width, "warming_up returns=30/30 drift=0 band=own")
     # Four times the gamma: 4^(2/3) times the band.
     assert float(band(4 * gamma)[0]) == pytest.approx(by_hand * 4 ** (2 / 3), rel=1e-9)
 

@@ -96,13 +96,18 @@ def apply_overrides(
 
 def backtest(
     prices: Annotated[list[str] | None, typer.Option(
-        "--prices", metavar="[ASSET=]FILE",
-        help="Price bars (CSV or Parquet: timestamp,open,high,low,close[,volume]; ms or ISO times), one "
-             "per asset: ASSET=FILE, or the asset from the file name (BTCUSDT_5m.csv is BTC). Repeatable.")
+        "--prices", metavar="[ASSET=]FILE[:OPTIONS]",
+        help="Price bars (CSV or Parquet: timestamp and close columns; ms or ISO times), one per asset: "
+             "ASSET=FILE, or the asset from the file name (BTCUSDT_5m.csv is BTC). OPTIONS, separated by "
+             "commas: close=COLUMN, time=COLUMN, tz=ZONE (of times without one), and COLUMN=VALUE to keep "
+             "only those rows, e.g. BTC=all.csv:exchange=bybit,pair=BTCUSDT. Known files (OKX hourly, the "
+             "multi-exchange 8h CSV) are recognised by their columns. Repeatable.")
     ] = None,
     funding: Annotated[list[str] | None, typer.Option(
-        "--funding", metavar="[ASSET=]FILE",
-        help="Funding rates (CSV or Parquet of timestamp and rate), settled at their timestamps. "
+        "--funding", metavar="[ASSET=]FILE[:OPTIONS]",
+        help="Funding rates (CSV or Parquet of timestamp and rate), settled at their timestamps; the same "
+             "OPTIONS as --prices with rate=COLUMN for close=, and every=HOURS to keep only the rates on "
+             "that UTC grid. A span of the prices without rates is reported (stderr and `warnings`). "
              "Repeatable.")] = None,
     exposure: Annotated[str, typer.Option(
         "--exposure", help="static[:USD] (DK_EXTERNAL__<ASSET> coins, else worth USD per asset), lp[:USD] "
@@ -111,13 +116,20 @@ def backtest(
                            "calls per asset, + long, e.g. calls:-10; strike 110 % of the first price and "
                            "expiry 30 days after it by default; Black-76 at --option-vol).")] = "static",
     policy: Annotated[str | None, typer.Option(
-        "--policy", help="timer, band or cost-aware (default: DK_POLICY).")] = None,
+        "--policy", help="timer, band or cost-aware, or several separated by commas (timer,cost-aware); "
+                         "default: DK_POLICY.")] = None,
     sweep: Annotated[bool, typer.Option(
-        "--sweep", help="Run the policy's fixed grid: timer 1h/4h/8h/24h, band 0.5/1/2/5/10 % of gross, "
-                        "cost-aware risk aversion 1e-6/1e-5/1e-4/1e-3 per USD.")] = False,
+        "--sweep", help="Run each policy's fixed grid: timer 1h/4h/8h/24h, band 0.5/1/2/5/10 % of gross, "
+                        "cost-aware risk aversion 1e-6/1e-5/1e-4/1e-3 per USD. With the timer among the "
+                        "policies, every other run shows the timer's cost at its tracking error.")] = False,
     fmt: Annotated[OutputFormat, typer.Option("--format", help="table or json.")] = OutputFormat.table,
     plot: Annotated[Path | None, typer.Option(
-        "--plot", metavar="FILE.png", help="Draw cost (fees + slippage) against tracking error.")] = None,
+        "--plot", metavar="FILE.png",
+        help="Draw cost (fees + slippage) against tracking error, a curve per policy.")] = None,
+    plot_series: Annotated[Path | None, typer.Option(
+        "--plot-series", metavar="FILE.png",
+        help="Draw one run over time: each asset's delta off target and band (USD), and the cumulative "
+             "cost.")] = None,
     rebalance_to: Annotated[str | None, typer.Option(
         "--rebalance-to", help="edge or target (overrides DK_REBALANCE_TO).")] = None,
     band_pct: Annotated[str | None, typer.Option(
@@ -154,30 +166,51 @@ def backtest(
     from deltakeeper.config import load_settings
 
     live = load_settings()
-    name = policy if policy is not None else str(live.policy)
-    if name not in POLICIES:
-        raise ConfigError("--policy", "timer, band or cost-aware", name)
+    names = [n.strip() for n in (policy if policy is not None else str(live.policy)).split(",")]
+    for name in names:
+        if name not in POLICIES:
+            raise ConfigError("--policy", "timer, band or cost-aware (several separated by commas)", name)
+    if len(set(names)) != len(names):
+        raise ConfigError("--policy", "each policy once", policy)
     settings = apply_overrides(
         BacktestSettings.from_settings(live), rebalance_to=rebalance_to, band_pct=band_pct, timer=timer,
         risk_aversion=risk_aversion, max_deviation_pct=max_deviation_pct, slippage_bps=slippage_bps,
         spread_bps=spread_bps, skip_horizon=skip_horizon, option_vol=option_vol,
     )
     settings.validate()
-    if plot is not None and plot.suffix.lower() != ".png":
-        raise ConfigError("--plot", "a file name ending in .png", str(plot))
+    for flag, path in (("--plot", plot), ("--plot-series", plot_series)):
+        if path is not None and path.suffix.lower() != ".png":
+            raise ConfigError(flag, "a file name ending in .png", str(path))
+    if plot_series is not None and (sweep or len(names) > 1):
+        raise ConfigError("--plot-series", "one run: one policy, without --sweep", str(plot_series))
     data = load_dataset(price_files, funding_files, exposure, settings.spread_bps)
-    results = sweep_dataset(data, name, settings) if sweep else [run_dataset(data, name, settings)]
+    for warning in data.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    results = []
+    for name in names:
+        if sweep:
+            results.extend(sweep_dataset(data, name, settings))
+        else:
+            results.append(run_dataset(data, name, settings, series=plot_series is not None))
+    if plot_series is not None:
+        from deltakeeper.backtest.report import plot_series as draw_series
+
+        draw_series(results[0], results[0].pop("series"), plot_series)
     if plot is not None:
         from deltakeeper.backtest.report import plot_cost_vs_tracking_error
 
         plot_cost_vs_tracking_error(results, plot)
+    from deltakeeper.backtest.report import add_timer_comparison
+
+    add_timer_comparison(results)
+    many = len(results) > 1
     if fmt is OutputFormat.json:
-        print(to_json(results if sweep else results[0]))
+        print(to_json(results if many else results[0]))
     else:
-        from deltakeeper.backtest.report import TABLE_COLUMNS, table_rows
+        from deltakeeper.backtest.report import table_columns, table_rows
 
         first = results[0]
-        title = (f"{first['policy']} on {', '.join(first['assets'])}, {first['exposure']}, "
+        title = (f"{', '.join(names)} on {', '.join(first['assets'])}, {first['exposure']}, "
                  f"{first['start']:%Y-%m-%d %H:%M} to {first['end']:%Y-%m-%d %H:%M} UTC, "
                  f"{first['price_events']} price events")
-        print_table(table_rows(results, per_asset=not sweep), TABLE_COLUMNS, title=title)
+        print_table(table_rows(results, per_asset=not many), table_columns(results), title=title)

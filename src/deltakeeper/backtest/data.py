@@ -13,11 +13,12 @@ from decimal import Decimal, InvalidOperation
 from itertools import pairwise
 from pathlib import Path
 
+from deltakeeper.backtest.files import TIME_COLUMNS, DataFile, FileKind, parse_data_file, read_values
 from deltakeeper.domain.errors import ConfigError
 from deltakeeper.domain.exposure_models import InventoryPath
 from deltakeeper.domain.instruments import Instrument, Kind, is_stable
 from deltakeeper.domain.orders import Quote
-from deltakeeper.sim.feeds import Bar, load_bars, parse_timestamp
+from deltakeeper.sim.feeds import parse_timestamp
 from deltakeeper.sim.markets import (
     ASSETS,
     MIN_NOTIONAL_USD,
@@ -34,8 +35,7 @@ DEFAULT_STRIKE_PCT = Decimal(110)
 DEFAULT_EXPIRY_DAYS = Decimal(30)
 _LEADING_LETTERS = re.compile(r"^[A-Za-z]+")
 _ASSET = re.compile(r"^[A-Za-z0-9]+$")
-_TIME_COLUMNS = ("timestamp", "datetime", "time", "date", "ts")
-_RATE_COLUMNS = ("rate", "funding_rate", "funding rate", "fundingrate")
+
 _SIGNIFICANT_PRICE_DIGITS = 6
 _BPS = Decimal(10_000)
 
@@ -77,16 +77,18 @@ def asset_from_filename(path: str | Path) -> str | None:
     return None if is_stable(letters) else letters
 
 
-def parse_file_specs(specs: Sequence[str], flag: str) -> dict[str, Path]:
-    """`ASSET=FILE` or `FILE` (the asset from the file name), each asset once, each file readable."""
-    files: dict[str, Path] = {}
+def parse_file_specs(specs: Sequence[str], flag: str) -> dict[str, DataFile]:
+    """`ASSET=FILE[:OPTIONS]` or `FILE[:OPTIONS]` (the asset from the file name), each asset once, each file
+    readable (`files.parse_data_file` reads the options)."""
+    kind: FileKind = "funding" if flag == "--funding" else "prices"
+    files: dict[str, DataFile] = {}
     for spec in specs:
         name, sep, rest = spec.partition("=")
         if sep and _ASSET.match(name):
-            asset, path = name.upper(), Path(rest)
+            asset, file = name.upper(), parse_data_file(rest, flag, kind)
         else:
-            path = Path(spec)
-            found = asset_from_filename(path)
+            file = parse_data_file(spec, flag, kind)
+            found = asset_from_filename(file.path)
             if found is None:
                 raise ConfigError(flag, "ASSET=FILE, or a file named after its asset such as BTCUSDT_5m.csv",
                                   spec)
@@ -95,9 +97,9 @@ def parse_file_specs(specs: Sequence[str], flag: str) -> dict[str, Path]:
             raise ConfigError(flag, "an asset that is not a stablecoin", asset)
         if asset in files:
             raise ConfigError(flag, "one file per asset", asset)
-        if not path.is_file():
-            raise ConfigError(flag, "a readable file", str(path))
-        files[asset] = path
+        if not file.path.is_file():
+            raise ConfigError(flag, "a readable file", str(file.path))
+        files[asset] = file
     return files
 
 
@@ -226,45 +228,51 @@ class Quoter:
         return Quote(self.symbol, bid, ask, (bid + ask) / 2, ts)
 
 
-def bar_secs_of(bars: Sequence[Bar]) -> float:
+def bar_secs_of(times: Sequence[datetime]) -> float:
     """The bar length: the smallest spacing between bars (an hour for a single bar)."""
-    return min(((b.ts - a.ts).total_seconds() for a, b in pairwise(bars) if b.ts > a.ts), default=3600.0)
+    return min(((b - a).total_seconds() for a, b in pairwise(times) if b > a), default=3600.0)
 
 
-def price_events(asset: str, bars: Sequence[Bar], spread_bps: float) -> AssetSeries:
-    """One price event per bar, at the bar's close time."""
-    if not bars:
+def price_events(asset: str, closes: Sequence[tuple[datetime, float]], spread_bps: float) -> AssetSeries:
+    """One price event per bar (open time, close), at the bar's close time."""
+    if not closes:
         raise ValueError(f"no bars for {asset}")
-    bar_secs = bar_secs_of(bars)
+    closes = sorted(closes, key=lambda bar: bar[0])
+    bar_secs = bar_secs_of([ts for ts, _ in closes])
     length = timedelta(seconds=bar_secs)
-    quoter = Quoter(linear_perp(asset).symbol, price_decimals(asset, bars[0].close), spread_bps)
+    quoter = Quoter(linear_perp(asset).symbol, price_decimals(asset, closes[0][1]), spread_bps)
     events = []
     last_ts: datetime | None = None
-    for bar in bars:
-        if bar.close <= 0 or not math.isfinite(bar.close):
-            raise ValueError(f"{asset} bar at {bar.ts.isoformat()} has close {bar.close}")
-        ts = bar.ts + length
+    for opened, close in closes:
+        if close <= 0 or not math.isfinite(close):
+            raise ValueError(f"{asset} bar at {opened.isoformat()} has close {close}")
+        ts = opened + length
         if ts == last_ts:
             continue  # a duplicated bar: keep the first
         last_ts = ts
-        quote = quoter.quote(ts, bar.close)
+        quote = quoter.quote(ts, close)
         quoted_bps = (quote.ask - quote.bid) / quote.mark * _BPS
         events.append(PriceEvent(ts, ts.timestamp(), asset, quote, float(quote.mark), quoted_bps))
     return AssetSeries(asset, bar_secs, tuple(events))
 
 
-def load_price_series(asset: str, path: Path, spread_bps: float, flag: str = "--prices") -> AssetSeries:
+def load_price_series(
+    asset: str, file: DataFile | Path, spread_bps: float, flag: str = "--prices"
+) -> AssetSeries:
+    """The bars' closes as price events (the columns and rows as `file` says, `files` module)."""
+    file = file if isinstance(file, DataFile) else DataFile(Path(file))
+    closes = []
+    for ts, value in read_values(file, flag, "prices"):
+        try:
+            closes.append((ts, float(str(value))))
+        except ValueError:
+            raise ConfigError(flag, "numeric closing prices", f"{file.path}: {value!r}") from None
+    if not closes:
+        raise ConfigError(flag, "a file with price rows", str(file.path))
     try:
-        bars = load_bars(path)
-    except (OSError, ValueError, KeyError) as exc:
-        raise ConfigError(flag, "a CSV or Parquet file of timestamp,open,high,low,close bars",
-                          f"{path}: {exc}") from None
-    except Exception as exc:  # pyarrow's errors when a file is not Parquet
-        raise ConfigError(flag, "a CSV or Parquet file of bars", f"{path}: {exc}") from None
-    try:
-        return price_events(asset, bars, spread_bps)
+        return price_events(asset, closes, spread_bps)
     except ValueError as exc:
-        raise ConfigError(flag, "positive closing prices", f"{path}: {exc}") from None
+        raise ConfigError(flag, "positive closing prices", f"{file.path}: {exc}") from None
 
 
 # -- tables of rows ----------------------------------------------------------------------------------
@@ -310,20 +318,15 @@ def _decimal(value: object, flag: str, path: Path, what: str) -> Decimal:
     return number
 
 
-def load_funding(path: Path, flag: str = "--funding") -> tuple[tuple[float, Decimal], ...]:
+def load_funding(file: DataFile | Path, flag: str = "--funding") -> tuple[tuple[float, Decimal], ...]:
     """(epoch seconds, rate per funding interval), sorted; times floored to the second. Rows without a
     rate are skipped. A positive rate means longs pay shorts."""
-    rows = _rows(path, flag)
-    if not rows:
-        raise ConfigError(flag, "a file with funding rows", str(path))
-    time_col = _column(rows, _TIME_COLUMNS, flag, path)
-    rate_col = _column(rows, _RATE_COLUMNS, flag, path)
+    file = file if isinstance(file, DataFile) else DataFile(Path(file))
     out: dict[float, Decimal] = {}
-    for row in rows:
-        rate = row.get(rate_col)
-        if rate is None or rate == "" or (isinstance(rate, float) and math.isnan(rate)):
-            continue
-        out[_epoch_secs(row[time_col], flag, path)] = _decimal(rate, flag, path, "numeric funding rates")
+    for ts, rate in read_values(file, flag, "funding"):
+        out[float(math.floor(ts.timestamp()))] = _decimal(rate, flag, file.path, "numeric funding rates")
+    if not out:
+        raise ConfigError(flag, "a file with funding rows", str(file.path))
     return tuple(sorted(out.items()))
 
 
@@ -333,7 +336,7 @@ def load_inventory(path: Path, flag: str = "--exposure") -> dict[str, InventoryP
     rows = _rows(path, flag)
     if not rows:
         raise ConfigError(flag, "an inventory file with rows of timestamp,asset,quantity", str(path))
-    time_col = _column(rows, _TIME_COLUMNS, flag, path)
+    time_col = _column(rows, TIME_COLUMNS, flag, path)
     asset_col = _column(rows, ("asset",), flag, path)
     qty_col = _column(rows, ("quantity", "qty", "holding"), flag, path)
     points: dict[str, list[tuple[float, Decimal]]] = {}

@@ -15,6 +15,7 @@ from deltakeeper.domain.errors import ConfigError
 _CENT = Decimal("0.01")
 TABLE_COLUMNS = ["run", "trades", "traded_notional_usd", "fees_usd", "slippage_usd", "cost_usd",
                  "funding_usd", "hedge_pnl_usd", "tracking_error_usd", "max_abs_delta_usd"]
+VS_TIMER_COLUMNS = ["timer_cost_at_same_te_usd", "cost_vs_timer"]
 
 
 def grid_label(result: Mapping[str, Any]) -> str:
@@ -34,6 +35,11 @@ def _cents(value: Any) -> Any:
     return value.quantize(_CENT) if isinstance(value, Decimal) else value
 
 
+def table_columns(results: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The table's columns: with the timer's comparison when `add_timer_comparison` made one."""
+    return TABLE_COLUMNS + (VS_TIMER_COLUMNS if any("vs_timer" in r for r in results) else [])
+
+
 def table_rows(results: Sequence[Mapping[str, Any]], per_asset: bool) -> list[dict[str, Any]]:
     """One row per run (with `per_asset`: one per asset, then the portfolio's), money to the cent."""
     rows = []
@@ -43,20 +49,38 @@ def table_rows(results: Sequence[Mapping[str, Any]], per_asset: bool) -> list[di
             for asset, figures in result["assets"].items():
                 values = {c: _cents(figures.get(c)) for c in TABLE_COLUMNS[1:]}
                 rows.append({"run": f"{label} {asset}", **values})
-        rows.append({"run": f"{label}" + (" portfolio" if per_asset else ""),
-                     **{c: _cents(result.get(c)) for c in TABLE_COLUMNS[1:]}})
+        row = {"run": f"{label}" + (" portfolio" if per_asset else ""),
+               **{c: _cents(result.get(c)) for c in TABLE_COLUMNS[1:]}}
+        versus = result.get("vs_timer")
+        if versus is not None:
+            row["timer_cost_at_same_te_usd"] = f"{versus['timer_cost_usd']:.2f}"
+            extrapolated = " (extrapolated)" if versus["how"] != "interpolated" else ""
+            row["cost_vs_timer"] = f"{versus['ratio']:.2f}{extrapolated}"
+        rows.append(row)
     return rows
 
 
-def plot_cost_vs_tracking_error(results: Sequence[Mapping[str, Any]], path: Path) -> None:
-    """Cost (fees + slippage) against tracking error, one labelled point per run, one line per policy."""
-    try:
-        import matplotlib
+def add_timer_comparison(results: Sequence[dict[str, Any]]) -> None:
+    """With two or more timer runs among `results`: to every other run, `vs_timer`, the timer's cost at that
+    run's tracking error, interpolated along the timer runs' (tracking error, cost) points, linear in
+    log-log (`interpolate_cost`), and `ratio` = the run's cost / that (below 1: cheaper than the timer)."""
+    timers = [(float(r["tracking_error_usd"]), float(r["cost_usd"]))
+              for r in results if r["policy"] == "timer"]
+    if len(set(timers)) < 2:
+        return
+    for result in results:
+        if result["policy"] == "timer":
+            continue
+        timer_cost, how = interpolate_cost(timers, float(result["tracking_error_usd"]))
+        cost = float(result["cost_usd"])
+        result["vs_timer"] = {"timer_cost_usd": round(timer_cost, 2),
+                              "ratio": cost / timer_cost if timer_cost else math.inf, "how": how}
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise ConfigError("--plot", "matplotlib installed (pip install matplotlib)") from None
+
+def plot_cost_vs_tracking_error(results: Sequence[Mapping[str, Any]], path: Path) -> None:
+    """Cost (fees + slippage) against tracking error, one labelled point per run, one line per policy, on
+    one log-log axes."""
+    plt = _pyplot("--plot")
     figure, axes = plt.subplots(figsize=(8, 5))
     policies: dict[str, list[Mapping[str, Any]]] = {}
     for result in results:
@@ -69,20 +93,67 @@ def plot_cost_vs_tracking_error(results: Sequence[Mapping[str, Any]], path: Path
         for x, y, run in zip(xs, ys, runs, strict=True):
             axes.annotate(grid_label(run).split(" ", 1)[1], (x, y), textcoords="offset points", xytext=(4, 4),
                           fontsize=8)
-    axes.set_xlabel("tracking error (USD, RMS of the delta's deviation)")
-    axes.set_ylabel("cost (USD, fees + slippage)")
+    axes.set_xscale("log")
+    axes.set_yscale("log")
+    axes.set_xlabel("tracking error (USD, RMS of the delta's deviation; log scale)")
+    axes.set_ylabel("cost (USD, fees + slippage; log scale)")
     first = results[0]
     axes.set_title(f"{', '.join(first['assets'])}: {first['exposure']}, {first['start']:%Y-%m-%d} to "
                    f"{first['end']:%Y-%m-%d}")
-    axes.grid(True, alpha=0.3)
-    axes.legend()
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(title="policy")
+    _save(plt, figure, path, "--plot")
+
+
+def _pyplot(flag: str) -> Any:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ConfigError(flag, "matplotlib installed (pip install matplotlib)") from None
+    return plt
+
+
+def _save(plt: Any, figure: Any, path: Path, flag: str) -> None:
     figure.tight_layout()
     try:
         figure.savefig(path, dpi=120)
     except OSError as exc:
-        raise ConfigError("--plot", "a writable PNG path", f"{path}: {exc}") from None
+        raise ConfigError(flag, "a writable PNG path", f"{path}: {exc}") from None
     finally:
         plt.close(figure)
+
+
+def plot_series(result: Mapping[str, Any], series: Mapping[str, Mapping[str, Sequence[float]]],
+                path: Path) -> None:
+    """One run over time, a panel per asset: the delta's deviation from target and the band (USD, left
+    axis), and the cumulative cost (USD, right axis)."""
+    from datetime import UTC, datetime
+
+    plt = _pyplot("--plot-series")
+    figure, panels = plt.subplots(len(series), 1, figsize=(10, 3.6 * len(series)), sharex=True, squeeze=False)
+    for (asset, points), (axes,) in zip(series.items(), panels, strict=True):
+        times = [datetime.fromtimestamp(t, UTC) for t in points["t_secs"]]
+        band = points["band_usd"]
+        axes.fill_between(times, [-b for b in band], band, step="post", color="tab:green", alpha=0.2,
+                          label="band (USD)")
+        axes.plot(times, points["deviation_usd"], color="tab:blue", linewidth=0.8,
+                  label="delta - target (USD)")
+        axes.set_ylabel(f"{asset}: USD")
+        axes.grid(True, alpha=0.3)
+        cost = axes.twinx()
+        cost.plot(times, points["cost_usd"], color="tab:red", linewidth=1.2, label="cumulative cost (USD)")
+        cost.set_ylabel("cumulative cost (USD)", color="tab:red")
+        lines = axes.get_legend_handles_labels()
+        more = cost.get_legend_handles_labels()
+        axes.legend(lines[0] + more[0], lines[1] + more[1], loc="upper left", fontsize=8)
+    panels[0][0].set_title(f"{grid_label(result)}, {result['exposure']}: cost "
+                           f"{float(result['cost_usd']):,.0f} USD, tracking error "
+                           f"{float(result['tracking_error_usd']):,.0f} USD")
+    figure.autofmt_xdate()
+    _save(plt, figure, path, "--plot-series")
 
 
 def interpolate_cost(points: Sequence[tuple[float, float]], tracking_error: float) -> tuple[float, str]:

@@ -20,7 +20,8 @@ Figures (USD; costs are positive when paid):
   before that event's decisions, each sample weighted by the time since the previous price event.
   `max_abs_delta_usd`: the largest |deviation| among those samples.
 - `funding_usd`: funding on the hedge, settled at the funding file's timestamps at the latest mid:
-  -position x mid x rate (positive = received).
+  -position x mid x rate (positive = received). `warnings`: the spans of the price window the funding
+  rates leave uncovered (`funding_gaps`), where no funding is counted.
 
 Options book (`--exposure calls:N[:STRIKE_PCT[:DAYS]]`, `domain.exposure_models.OptionBook`): N coin-settled
 calls per asset (Deribit-style, one coin a contract), struck at STRIKE_PCT % of the asset's first mid and
@@ -43,7 +44,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from heapq import merge
-from itertools import groupby
+from itertools import groupby, pairwise
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,7 @@ from deltakeeper.backtest.data import (
     parse_exposure,
     price_decimals,
 )
+from deltakeeper.backtest.files import DataFile
 from deltakeeper.backtest.settings import POLICIES, SWEEP_GRID, BacktestSettings
 from deltakeeper.domain import risk
 from deltakeeper.domain.decide_policies import HedgePolicy, MarketContext, RiskModel, TimerPolicy
@@ -85,6 +87,7 @@ COLLATERAL_USD = Decimal(1_000_000_000)
 _WALLET = Decimal("1E-8")
 _CENT = Decimal("0.01")
 _DAY_SECS = 86_400
+_SERIES = ("t_secs", "deviation_usd", "band_usd", "cost_usd")
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +99,8 @@ class Dataset:
     exposure: ExposureSpec
     inventory: Mapping[str, InventoryPath]
     spread_bps: float
+    warnings: tuple[str, ...] = ()
+    """What the data leaves out (`funding_gaps`): on stderr, and in every result."""
 
     @property
     def assets(self) -> list[str]:
@@ -112,20 +117,27 @@ class Dataset:
         return sum(len(s.events) for s in self.series.values())
 
 
+def _file(spec: str | Path | DataFile) -> DataFile:
+    return spec if isinstance(spec, DataFile) else DataFile(Path(spec))
+
+
 def load_dataset(
-    prices: Mapping[str, str | Path],
-    funding: Mapping[str, str | Path] | None = None,
+    prices: Mapping[str, str | Path | DataFile],
+    funding: Mapping[str, str | Path | DataFile] | None = None,
     exposure: str | ExposureSpec = "static",
     spread_bps: float = 1.0,
 ) -> Dataset:
     if not prices:
         raise ConfigError("--prices", "at least one price file")
-    series = {a.upper(): load_price_series(a.upper(), Path(p), spread_bps) for a, p in prices.items()}
+    series = {a.upper(): load_price_series(a.upper(), _file(p), spread_bps) for a, p in prices.items()}
     rates: dict[str, tuple[tuple[float, Decimal], ...]] = {}
-    for asset, path in (funding or {}).items():
+    warnings: list[str] = []
+    for asset, given in (funding or {}).items():
         if asset.upper() not in series:
             raise ConfigError("--funding", "an asset that has --prices", asset)
-        rates[asset.upper()] = load_funding(Path(path))
+        file = _file(given)
+        rates[asset.upper()] = load_funding(file)
+        warnings.extend(funding_gaps(asset.upper(), series[asset.upper()], rates[asset.upper()], file.path))
     spec = parse_exposure(exposure) if isinstance(exposure, str) else exposure
     inventory: dict[str, InventoryPath] = {}
     if spec.kind == "inventory":
@@ -134,7 +146,35 @@ def load_dataset(
         unknown = sorted(set(inventory) - set(series))
         if unknown:
             raise ConfigError("--exposure", "inventory assets that have --prices", ", ".join(unknown))
-    return Dataset(series, rates, spec, inventory, spread_bps)
+    return Dataset(series, rates, spec, inventory, spread_bps, tuple(warnings))
+
+
+def funding_gaps(
+    asset: str, series: AssetSeries, rates: Sequence[tuple[float, Decimal]], path: Path
+) -> list[str]:
+    """Spans of the price window with no funding rate: before the first rate, after the last one's interval,
+    and between two rates more than two intervals apart. The interval is the commonest spacing of the
+    rates (8 hours for most venues)."""
+    start, end = series.events[0].t_secs, series.events[-1].t_secs
+    times = [t for t, _ in rates]
+    spacings = sorted(b - a for a, b in pairwise(times) if b > a)
+    interval = spacings[len(spacings) // 2] if spacings else 8 * 3600.0
+    gaps: list[tuple[float, float]] = []
+    inside = [t for t in times if start <= t <= end]
+    if not inside:
+        gaps.append((start, end))
+    else:
+        if inside[0] - start > interval:
+            gaps.append((start, inside[0]))
+        gaps.extend((a, b) for a, b in pairwise(inside) if b - a > 2 * interval)
+        if end - inside[-1] > interval:
+            gaps.append((inside[-1], end))
+
+    def utc(t: float) -> str:
+        return f"{datetime.fromtimestamp(t, UTC):%Y-%m-%d %H:%M}"
+
+    return [f"{asset}: no funding rate from {utc(a)} to {utc(b)} UTC in {path.name} (funding is not counted "
+            f"there)" for a, b in gaps]
 
 
 # -- state ---------------------------------------------------------------------------------------------
@@ -182,6 +222,11 @@ class _Asset:
     risk_notes: dict[str, int] = field(default_factory=dict)
     rejected: int = 0
     last_skip: str = ""
+    band_coin: Decimal = ZERO
+    """The last decision's band half-width."""
+    series: dict[str, list[float]] | None = None
+    """With `series`: at each of the asset's price events, the time, the deviation from target before the
+    decision, the band and the cumulative cost (USD)."""
 
 
 def _exposure_model(data: Dataset, cfg: BacktestSettings, asset: str, first_price: float) -> ExposureModel:
@@ -211,7 +256,9 @@ def _option_book(spec: ExposureSpec, cfg: BacktestSettings, series: AssetSeries)
 
 
 class _Replay:
-    def __init__(self, data: Dataset, policy_name: str, cfg: BacktestSettings) -> None:
+    def __init__(
+        self, data: Dataset, policy_name: str, cfg: BacktestSettings, record_series: bool = False
+    ) -> None:
         cfg.validate()
         self.data = data
         self.cfg = cfg
@@ -234,6 +281,7 @@ class _Replay:
                 model=_exposure_model(data, cfg, asset, first),
                 risk=RiskModel.for_bar(series.bar_secs, cfg.ewma_daily_decay),
                 book=_option_book(data.exposure, cfg, series),
+                series={k: [] for k in _SERIES} if record_series else None,
             )
         self.instruments = {a.hedge.symbol: a.hedge for a in self.assets.values()}
         self.books = [a.book for a in self.assets.values() if a.book is not None]
@@ -299,6 +347,8 @@ class _Replay:
                     continue  # the opening hedge is this event's decision
                 state.started = True  # not hedged at the start: the first decision opens the hedge
                 self._decide(state, event, deltas, t_secs)
+                if state.series is not None:
+                    self._record(state, deltas, t_secs)
             previous_t = t_secs
         return self._result(steps[0][1][0].ts, steps[-1][1][0].ts)
 
@@ -376,6 +426,14 @@ class _Replay:
         self.total_weight += weight
         self.samples += 1
 
+    def _record(self, state: _Asset, deltas: Mapping[str, AssetDelta], t_secs: float) -> None:
+        assert state.series is not None and state.mid is not None
+        figures = state.figures
+        for key, value in (("t_secs", t_secs), ("deviation_usd", self._deviation_usd(state, deltas)),
+                           ("band_usd", float(state.band_coin * state.mid)),
+                           ("cost_usd", float(figures.fees_usd + figures.slippage_usd))):
+            state.series[key].append(value)
+
     # -- trading -------------------------------------------------------------------------------------
 
     def _open_hedge(self, state: _Asset, event: PriceEvent, t_secs: float) -> None:
@@ -406,6 +464,7 @@ class _Replay:
         outcome = self.policy.decide(view, state.policy, ctx)
         state.timer_slot = outcome.timer_slot
         decision = outcome.decision
+        state.band_coin = decision.band_coin
         intent = decision.intent
         if intent is None:
             reason = decision.reason
@@ -479,6 +538,7 @@ class _Replay:
         }
         if self.books:
             totals["option_vol"] = self.cfg.option_vol
+        totals["warnings"] = list(self.data.warnings)
         totals["settings"] = self.cfg.settings_used(self.policy_name)
         totals["assets"] = per_asset
         return totals
@@ -528,6 +588,8 @@ class _Replay:
             result["risk_notes"] = dict(sorted(s.risk_notes.items()))
         if s.last_skip:
             result["last_skip"] = s.last_skip
+        if s.series is not None:
+            result["series"] = s.series
         return result
 
 
@@ -544,16 +606,22 @@ def _usd(value: float) -> Decimal:
 # -- public API ------------------------------------------------------------------------------------------
 
 
-def run_dataset(data: Dataset, policy: str, settings: BacktestSettings | None = None) -> dict[str, Any]:
-    """One run over loaded data. Money is `Decimal`, statistics are floats."""
+def run_dataset(
+    data: Dataset, policy: str, settings: BacktestSettings | None = None, series: bool = False
+) -> dict[str, Any]:
+    """One run over loaded data. Money is `Decimal`, statistics are floats. With `series`, the result has
+    `series`: {asset: lists of `t_secs`, `deviation_usd`, `band_usd`, `cost_usd` at each price event}."""
     if policy not in POLICIES:
         raise ConfigError("--policy", "timer, band or cost-aware", policy)
-    return _Replay(data, policy, settings or BacktestSettings()).run()
+    result = _Replay(data, policy, settings or BacktestSettings(), series).run()
+    if series:
+        result["series"] = {a: r.pop("series") for a, r in result["assets"].items()}
+    return result
 
 
 def run_backtest(
-    prices: Mapping[str, str | Path],
-    funding: Mapping[str, str | Path] | None = None,
+    prices: Mapping[str, str | Path | DataFile],
+    funding: Mapping[str, str | Path | DataFile] | None = None,
     exposure: str = "static",
     policy: str = "band",
     settings: BacktestSettings | None = None,
@@ -576,8 +644,8 @@ def sweep_dataset(
 
 
 def sweep(
-    prices: Mapping[str, str | Path],
-    funding: Mapping[str, str | Path] | None = None,
+    prices: Mapping[str, str | Path | DataFile],
+    funding: Mapping[str, str | Path | DataFile] | None = None,
     exposure: str = "static",
     policy: str = "band",
     settings: BacktestSettings | None = None,

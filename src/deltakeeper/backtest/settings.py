@@ -48,7 +48,7 @@ def _default_limits() -> RiskLimits:
 class BacktestSettings:
     """Every setting a backtest uses. The names follow the `DK_` variables (`settings_used` maps them)."""
 
-    rebalance_to: RebalanceTo = RebalanceTo.TARGET
+    rebalance_to: RebalanceTo = RebalanceTo.EDGE
     default_band: Band = DEFAULT_BAND
     asset_bands: Mapping[str, Band] = field(default_factory=dict)
     """`DK_ASSETS__<ASSET>__BAND_*`: an asset's own band, in place of the default."""

@@ -17,7 +17,12 @@ quoted spread and the risk model's state are arguments; a policy returns its new
   `sD^2` is the measured drift (the risk model's, of the exposure without its options) plus the options'
   gamma term `(G vol S)^2`: their delta moves with the price (with only the gamma term this is
   Whalley-Wilmott's band).
-  Until the risk model has seen a return and a change of exposure, the band is the hard maximum.
+  Warm-up: until the risk model has seen `WARMUP_RISK_SAMPLES` returns (and as many intervals of the
+  exposure), it is not trusted: the band is the asset's own (`DK_DEFAULT_BAND_PCT` or its `BAND_*`),
+  within [one lot step, the hard maximum], so that a decision never rests on an empty or barely filled
+  risk model (a drift estimate of zero from one unchanged interval would make the band one lot step).
+  The same while the drift is still zero (an exposure that has not moved, and no options): the journal's
+  detail then says `drift=0`.
 
 Proxy hedges (REFERENCE.md 5): an asset hedged with another asset's contract at a ratio `beta`. `proxy_view`
 re-expresses the hedge in coins of the asset (one hedge contract carries `hedge coins x hedge price /
@@ -54,6 +59,8 @@ from deltakeeper.domain.volatility import (
     EwmaVol,
 )
 
+WARMUP_RISK_SAMPLES = 30
+"""Returns the risk model must have seen (one per bar) before the cost-aware band is used."""
 _CENT = Decimal("0.01")
 _ZERO_BAND = Band(BandUnit.COIN, ZERO)
 _PROXY_QUANTUM = Decimal("1E-12")
@@ -69,6 +76,8 @@ class RiskModel:
 
     vol: EwmaVol
     drift: EwmaDrift
+    returns: int = 0
+    """Bars observed after the first: returns seen by `vol`, intervals seen by `drift`."""
 
     @classmethod
     def for_bar(cls, bar_secs: float, daily_decay: float = RISKMETRICS_DAILY_DECAY) -> RiskModel:
@@ -78,7 +87,12 @@ class RiskModel:
     def observe(self, price_usd: Decimal | float, exposure_coin: Decimal | float, t_secs: float) -> RiskModel:
         """One bar close: the price, and the exposure before hedges and options (holdings, not the hedge's
         fills)."""
-        return RiskModel(self.vol.update(price_usd), self.drift.update(exposure_coin, t_secs))
+        seen = self.returns + (self.vol.last_price is not None)
+        return RiskModel(self.vol.update(price_usd), self.drift.update(exposure_coin, t_secs), seen)
+
+    @property
+    def warmed_up(self) -> bool:
+        return self.returns >= WARMUP_RISK_SAMPLES
 
     @property
     def vol_per_sqrt_year(self) -> float | None:
@@ -228,27 +242,29 @@ class CostAwarePolicy:
         if self.max_deviation.half_width <= 0:
             raise ValueError("the hard maximum deviation must be positive")
 
-    def band_coin(self, view: AssetView, ctx: MarketContext) -> tuple[Decimal, str]:
-        """The half-width in coins, and what it was computed from (for the decision journal)."""
-        width, inputs = self._band(view, ctx)
+    def band_coin(self, view: AssetView, ctx: MarketContext, warmup_band: Band) -> tuple[Decimal, str]:
+        """The half-width in coins, and what it was computed from (for the decision journal).
+        `warmup_band`: the asset's own band, used until the risk model has warmed up."""
+        width, inputs = self._band(view, ctx, warmup_band)
         return width, inputs.describe(width)
 
-    def _band(self, view: AssetView, ctx: MarketContext) -> tuple[Decimal, _BandInputs]:
+    def _band(self, view: AssetView, ctx: MarketContext, warmup_band: Band) -> tuple[Decimal, _BandInputs]:
         hard_max = self.max_deviation.half_width_coin(view.price_usd, view.gross_coin)
         lot = min_band_coin(view.hedge, view.hedge_price)
         if hard_max <= lot:
             return lot, _BandInputs(lot, hard_max)
         vol = ctx.risk.vol_per_sqrt_year
         drift_var = ctx.risk.drift_var_coin2_per_year
-        if vol is None or drift_var is None:
-            return hard_max, _BandInputs(lot, hard_max, warming_up=True)
+        price = float(view.price_usd)
+        gamma = ctx.gamma_coin_per_usd
+        gamma_var = gamma_drift_var_coin2_per_year(gamma, vol, price) if vol is not None else 0.0
+        if vol is None or drift_var is None or not ctx.risk.warmed_up or drift_var + gamma_var == 0:
+            own = warmup_band.half_width_coin(view.price_usd, view.gross_coin)
+            return min(max(own, lot), hard_max), _BandInputs(lot, hard_max, warmup_returns=ctx.risk.returns)
         rate = cost_rate(view.hedge, ctx.spread_bps, self.slippage_bps)
         scale = _cost_scale(view)
         if scale is not None:
             rate *= scale
-        price = float(view.price_usd)
-        gamma = ctx.gamma_coin_per_usd
-        gamma_var = gamma_drift_var_coin2_per_year(gamma, vol, price)
         width = cost_aware_half_width_coin(
             float(rate), price, vol, drift_var + gamma_var, self.risk_aversion_per_usd, lot, hard_max
         )
@@ -257,9 +273,10 @@ class CostAwarePolicy:
         )
 
     def decide(self, view: AssetView, policy: AssetPolicy, ctx: MarketContext) -> PolicyDecision:
-        width, inputs = self._band(view, ctx)
+        width, inputs = self._band(view, ctx, policy.band)
         decision = decide(view, policy, width)
-        detail = inputs.describe(width) if decision.intent is not None else ""
+        shown = decision.intent is not None or inputs.warmup_returns is not None
+        detail = inputs.describe(width) if shown else ""
         return PolicyDecision(decision, detail, ctx.timer_slot)
 
 
@@ -275,7 +292,8 @@ class _BandInputs:
     drift_var: float | None = None
     """The measured drift variance; the band's is this plus `gamma_var`."""
     risk_aversion: float | None = None
-    warming_up: bool = False
+    warmup_returns: int | None = None
+    """Returns the risk model had seen, while it was warming up (the asset's own band)."""
     gamma: float = 0.0
     gamma_var: float = 0.0
 
@@ -285,8 +303,12 @@ class _BandInputs:
             clamp = " band=max_deviation"
         elif width == self.lot_coin:
             clamp = " band=lot_step"
+        if self.warmup_returns is not None:
+            unmoved = " drift=0" if self.warmup_returns >= WARMUP_RISK_SAMPLES else ""
+            return (f"warming_up returns={self.warmup_returns}/{WARMUP_RISK_SAMPLES}{unmoved}"
+                    + (clamp or " band=own"))
         if self.rate is None or self.vol is None or self.drift_var is None:
-            return ("warming_up" if self.warming_up else "") + clamp
+            return clamp
         gamma = ""
         if self.gamma:
             gamma = (f" measured_drift_var={self.drift_var:.6g} gamma_coin_per_usd={self.gamma:.6g} "
