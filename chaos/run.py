@@ -111,6 +111,8 @@ BOT_ENV = {
     "DK_RECONCILE_SECS": "10",
     "DK_ORDER_TIMEOUT_SECS": "5",
     "DK_STATE_CLEAR_SECS": "10",
+    "DK_POLICY": "band",  # a fixed narrow band, to the target: the runner's inventory moves force hedges
+    "DK_REBALANCE_TO": "target",
     "DK_DEFAULT_BAND_PCT": "0.5",
     "DK_EXTERNAL__BTC": "0.2",
     "DK_EXTERNAL__ETH": "2",
