@@ -591,9 +591,9 @@ def test_bybit_execution_is_a_fill_with_its_usd_notional() -> None:
 
 def test_binance_spot_bnb_btc_fill_is_valued_in_btc_at_btcs_usd_price() -> None:
     exchange = ccxt.binance()
-    exchange.set_markets([{"id": "BNBBTC", "symbol": "BNB/BTC", "base": "BNB", "quote": "BTC", "baseId": "BNB",
-                           "quoteId": "BTC", "type": "spot", "spot": True, "margin": False, "swap": False,
-                           "future": False, "option": False, "contract": False, "linear": None,
+    exchange.set_markets([{"id": "BNBBTC", "symbol": "BNB/BTC", "base": "BNB", "quote": "BTC",
+                           "baseId": "BNB", "quoteId": "BTC", "type": "spot", "spot": True, "margin": False,
+                           "swap": False, "future": False, "option": False, "contract": False, "linear": None,
                            "inverse": None, "active": True}])
     instrument = Instrument("BNB/BTC", Kind.SPOT, "BNB", "BTC", "BTC")
     trade = exchange.parse_trade(recorded("binance_spot_my_trade.json"))

@@ -491,10 +491,10 @@ def balances_from_ccxt(balance: Mapping[str, Any], exchange_id: str) -> dict[str
             add(account.get("marginCoin"), dec(account.get("accountEquity"), "accountEquity")
                 - dec(account.get("unrealizedPL"), "unrealizedPL"), "accountEquity")
     elif exchange_id == "hyperliquid" and "marginSummary" in info:
-        summary = info.get("marginSummary")
-        if not isinstance(summary, Mapping):
-            raise MalformedPayload("info.marginSummary", "an object", summary)
-        equity = dec(summary.get("accountValue"), "marginSummary.accountValue")
+        margin_summary = info.get("marginSummary")
+        if not isinstance(margin_summary, Mapping):
+            raise MalformedPayload("info.marginSummary", "an object", margin_summary)
+        equity = dec(margin_summary.get("accountValue"), "marginSummary.accountValue")
         for entry in _entries(info.get("assetPositions"), "info.assetPositions", nonempty=False):
             position = entry.get("position")
             if not isinstance(position, Mapping):
