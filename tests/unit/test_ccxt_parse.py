@@ -477,6 +477,19 @@ def test_binance_coinm_wallet_of_one_btc_with_a_short_in_profit_is_one_btc() -> 
     assert btc_delta(wallet) == Decimal("0.8")  # 1 + 0.05 PnL - 10,000 / 40,000
 
 
+def test_okx_wallet_of_one_btc_with_a_short_in_profit_is_its_cash_balance() -> None:
+    exchange = ccxt.okx()
+    exchange.set_markets([])
+    exchange.privateGetAccountBalance = lambda params: recorded("okx_account_balance.json")
+
+    balance = exchange.fetch_balance()
+    wallet = balances_from_ccxt(balance, "okx")
+
+    assert balance["total"]["BTC"] == pytest.approx(1.05)  # ccxt: eq, PnL included
+    assert wallet == {"USDT": Decimal("28.21006347"), "BTC": Decimal(1)}
+    assert btc_delta(wallet) == Decimal("0.8")
+
+
 def bitget_balance(product: str) -> dict[str, Any]:
     exchange = ccxt.bitget({"apiKey": "key", "secret": "secret", "password": "passphrase"})
     exchange.set_markets([])
