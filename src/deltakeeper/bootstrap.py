@@ -25,8 +25,15 @@ from deltakeeper.app.watch import Watch
 from deltakeeper.backtest.settings import BacktestSettings
 from deltakeeper.config import Mode, Settings
 from deltakeeper.domain.errors import ConfigError
-from deltakeeper.domain.instruments import Instrument, Kind, is_stable
-from deltakeeper.domain.policy import AssetPolicy, BandUnit, RebalanceTo, auto_hedge_symbol, min_band_coin
+from deltakeeper.domain.instruments import Instrument, is_stable
+from deltakeeper.domain.policy import (
+    AssetPolicy,
+    BandUnit,
+    RebalanceTo,
+    auto_hedge_symbol,
+    min_band_coin,
+    price_symbol,
+)
 from deltakeeper.domain.price_gate import GateLimits, PriceGate
 from deltakeeper.domain.records import AccountSnapshot
 from deltakeeper.domain.risk import RiskLimits
@@ -38,19 +45,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("deltakeeper")
 T = TypeVar("T")
-
-
-def price_symbol(asset: str, instruments: Mapping[str, Instrument]) -> str | None:
-    """The market whose mark prices `asset` in USD: its USD-margined perpetual, else a stable-quoted spot."""
-    hedge = auto_hedge_symbol(asset, instruments)
-    if hedge is not None:
-        return hedge
-    spots = sorted(
-        i.symbol
-        for i in instruments.values()
-        if i.kind is Kind.SPOT and i.base == asset and is_stable(i.quote)
-    )
-    return spots[0] if spots else None
 
 
 def resolve_policies(

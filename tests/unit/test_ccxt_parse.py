@@ -20,6 +20,7 @@ from ccxt.base.decimal_to_precision import DECIMAL_PLACES
 
 from deltakeeper.adapters.ccxt_parse import (
     RETRY_AFTER_MAX_SECS,
+    FillValueUnknown,
     MalformedPayload,
     balances_from_ccxt,
     bybit_key_can_withdraw,
@@ -45,7 +46,7 @@ from deltakeeper.domain.errors import (
     OrderRejected,
     RateLimited,
 )
-from deltakeeper.domain.exposure import asset_deltas
+from deltakeeper.domain.exposure import Position, asset_deltas
 from deltakeeper.domain.instruments import Instrument, Kind
 from deltakeeper.domain.margin import MarginTier, cumulative_amounts_usd
 from deltakeeper.domain.orders import OrderRequest, OrderStatus, OrderType, Side
@@ -437,6 +438,108 @@ def test_deribit_balance_is_the_balance_field() -> None:
     assert balances_from_ccxt(balance, "deribit") == {"BTC": Decimal("0.00062359")}
 
 
+COIN_M_BTC = Instrument("BTC/USD:BTC", Kind.PERPETUAL, "BTC", "USD", "BTC", inverse=True,
+                        contract_size=Decimal(100))
+COIN_M_SHORT_IN_PROFIT = Position("BTC/USD:BTC", contracts=Decimal(-100), entry_price=Decimal(50000),
+                                  mark_price=Decimal(40000), unrealized_pnl=Decimal("0.05"))
+"""A short of 100 USD contracts (10,000 USD face) opened at 50,000, marked at 40,000: in profit by
+10,000 x (1/40,000 - 1/50,000) = 0.05 BTC."""
+
+
+def btc_delta(wallet: dict[str, Decimal]) -> Decimal:
+    """The BTC delta of `wallet` with the coin-margined short in profit."""
+    deltas = asset_deltas({"BTC/USD:BTC": COIN_M_BTC}, wallet, [COIN_M_SHORT_IN_PROFIT],
+                          {"BTC": Decimal(40000)})
+    return deltas["BTC"].delta_coin
+
+
+def test_binance_usdm_balance_is_the_wallet_balance_not_the_margin_balance() -> None:
+    exchange = ccxt.binanceusdm()
+    exchange.set_markets([])
+    exchange.fapiPrivateV3GetAccount = lambda params: recorded("binanceusdm_account.json")
+
+    balance = exchange.fetch_balance()
+
+    assert balance["total"]["USDT"] == pytest.approx(83.90238613)  # ccxt: marginBalance, PnL included
+    assert balances_from_ccxt(balance, "binanceusdm") == {"USDT": Decimal("72.72317863")}
+
+
+def test_binance_coinm_wallet_of_one_btc_with_a_short_in_profit_is_one_btc() -> None:
+    exchange = ccxt.binancecoinm()
+    exchange.set_markets([])
+    exchange.dapiPrivateGetAccount = lambda params: recorded("binancecoinm_account.json")
+
+    balance = exchange.fetch_balance()
+    wallet = balances_from_ccxt(balance, "binancecoinm")
+
+    assert balance["total"]["BTC"] == pytest.approx(1.05)
+    assert wallet == {"BTC": Decimal(1)}  # ETH: never initialised (updateTime 0), as ccxt skips it
+    assert btc_delta(wallet) == Decimal("0.8")  # 1 + 0.05 PnL - 10,000 / 40,000
+
+
+def test_okx_wallet_of_one_btc_with_a_short_in_profit_is_its_cash_balance() -> None:
+    exchange = ccxt.okx()
+    exchange.set_markets([])
+    exchange.privateGetAccountBalance = lambda params: recorded("okx_account_balance.json")
+
+    balance = exchange.fetch_balance()
+    wallet = balances_from_ccxt(balance, "okx")
+
+    assert balance["total"]["BTC"] == pytest.approx(1.05)  # ccxt: eq, PnL included
+    assert wallet == {"USDT": Decimal("28.21006347"), "BTC": Decimal(1)}
+    assert btc_delta(wallet) == Decimal("0.8")
+
+
+def bitget_balance(product: str) -> dict[str, Any]:
+    exchange = ccxt.bitget({"apiKey": "key", "secret": "secret", "password": "passphrase"})
+    exchange.set_markets([])
+    exchange.privateMixGetV2MixAccountAccounts = lambda params: recorded("bitget_mix_accounts.json")[product]
+    sub_type = "inverse" if product == "coin_futures" else "linear"
+    return exchange.fetch_balance({"type": "swap", "subType": sub_type})
+
+
+def test_bitget_coinm_wallet_of_one_btc_with_a_short_in_profit_is_one_btc_not_one_point_05() -> None:
+    balance = bitget_balance("coin_futures")
+    wallet = balances_from_ccxt(balance, "bitget")
+
+    assert balance["total"]["BTC"] == pytest.approx(1.05)  # ccxt: accountEquity, PnL included
+    assert wallet == {"BTC": Decimal(1)}
+    assert btc_delta(wallet) == Decimal("0.8")
+    assert btc_delta({"BTC": Decimal("1.05")}) == Decimal("0.85")  # the PnL counted twice
+    assert balances_from_ccxt(bitget_balance("usdt_futures"), "bitget") == {}
+
+
+def test_bitget_spot_balance_is_ccxts_total() -> None:
+    spot = [{"coin": "BTC", "available": "0.5", "limitAvailable": "0", "frozen": "0.1", "locked": "0",
+             "uTime": "1699937566000"}]
+
+    assert balances_from_ccxt(ccxt.bitget().parse_balance(spot), "bitget") == {"BTC": Decimal("0.6")}
+
+
+def test_hyperliquid_balance_is_the_account_value_less_the_positions_pnl() -> None:
+    exchange = ccxt.hyperliquid({"walletAddress": "0x0000000000000000000000000000000000000001",
+                                 "options": {"enableUnifiedMargin": False}})
+    exchange.set_markets([])
+    exchange.publicPostInfo = lambda params: recorded("hyperliquid_clearinghouse_state.json")
+
+    balance = exchange.fetch_balance({"type": "swap"})
+
+    assert balance["total"]["USDC"] == pytest.approx(108.15499)  # ccxt: accountValue, PnL included
+    assert balances_from_ccxt(balance, "hyperliquid") == {"USDC": Decimal(100)}
+
+
+@pytest.mark.parametrize(("exchange_id", "info"), [
+    ("binanceusdm", {"assets": [{"asset": "USDT", "updateTime": 1}]}),
+    ("binancecoinm", {"assets": "BTC"}),
+    ("hyperliquid", {"marginSummary": {"accountValue": "1"}, "assetPositions": [{"position": {}}]}),
+    ("hyperliquid", {"marginSummary": None}),
+    ("bitget", [{"marginCoin": "BTC", "accountEquity": "1"}]),  # no unrealizedPL
+])
+def test_a_malformed_futures_wallet_is_unreadable_not_empty(exchange_id: str, info: Any) -> None:
+    with pytest.raises(MalformedPayload):
+        balances_from_ccxt({"info": info, "total": {}}, exchange_id)
+
+
 def test_bybit_funding_received_is_positive() -> None:
     exchange = bybit_with_markets()
     instrument = Instrument("XMR/USDT:USDT", Kind.PERPETUAL, "XMR", "USDT", "USDT")
@@ -496,6 +599,64 @@ def test_bybit_execution_is_a_fill_with_its_usd_notional() -> None:
     assert fill.client_order_id is None
     assert is_funding_trade(exchange.parse_trade(recorded("bybit_execution_funding.json")), "bybit")
     assert not fill.liquidation
+
+
+def test_binance_spot_bnb_btc_fill_is_valued_in_btc_at_btcs_usd_price() -> None:
+    exchange = ccxt.binance()
+    exchange.set_markets([{"id": "BNBBTC", "symbol": "BNB/BTC", "base": "BNB", "quote": "BTC",
+                           "baseId": "BNB", "quoteId": "BTC", "type": "spot", "spot": True, "margin": False,
+                           "swap": False, "future": False, "option": False, "contract": False, "linear": None,
+                           "inverse": None, "active": True}])
+    instrument = Instrument("BNB/BTC", Kind.SPOT, "BNB", "BTC", "BTC")
+    trade = exchange.parse_trade(recorded("binance_spot_my_trade.json"))
+
+    fill = fill_from_trade(trade, instrument, "binance", value_coin_usd=Decimal(30000))
+
+    assert (fill.amount_contracts, fill.price) == (12, Decimal("4.000001"))
+    assert fill.notional_usd == Decimal("1440000.36")  # 48.000012 BTC x 30,000, not "48 USD"
+    with pytest.raises(FillValueUnknown) as unknown:
+        fill_from_trade(trade, instrument, "binance")
+    assert unknown.value.currency == "BTC"
+
+
+def test_deribit_eth_option_fill_is_its_premium_at_the_trades_eth_index() -> None:
+    exchange = ccxt.deribit()
+    recording = recorded("deribit_option_user_trade.json")
+    exchange.publicGetGetInstruments = lambda params: {"result": [recording["instrument"]]}
+    exchange.set_markets(exchange.fetch_markets())
+    market = exchange.market("ETH/USD:ETH-190222-120-C")
+    instrument = instrument_from_market(market, "deribit", exchange.precisionMode)
+
+    fill = fill_from_trade(exchange.parse_trade(recording["trade"], market), instrument, "deribit")
+
+    assert (instrument.kind, instrument.settle, instrument.contract_size) == (Kind.OPTION, "ETH", 1)
+    assert (fill.amount_contracts, fill.price) == (11, Decimal("0.04"))
+    assert fill.notional_usd == Decimal("53.4028")  # 11 x 0.04 = 0.44 ETH x the ETH index 121.37
+    assert (fill.fee, fill.fee_currency) == (Decimal("0.0011"), "ETH")
+
+
+def test_bybit_linear_fill_in_a_stablecoin_is_its_notional_as_is() -> None:
+    exchange = bybit_with_markets()
+    instrument = bybit_instrument(exchange, "BTC/USDT:USDT")
+    raw = recorded("bybit_execution_trade.json")["result"]["list"][0] | {"symbol": "BTCUSDT"}
+
+    fill = fill_from_trade(exchange.parse_trade(raw), instrument, "bybit", value_coin_usd=Decimal(7))
+
+    assert fill.notional_usd == Decimal("119.015")  # 0.1 x 1190.15 USDT: no conversion asked for
+
+
+def test_okx_inverse_fill_is_its_usd_face() -> None:
+    exchange = ccxt.okx()
+    recording = recorded("okx_inverse_fill.json")
+    market = exchange.parse_market(recording["instrument"])
+    exchange.set_markets([market])
+    instrument = instrument_from_market(market, "okx", exchange.precisionMode)
+
+    fill = fill_from_trade(exchange.parse_trade(recording["fill"]), instrument, "okx")
+
+    assert (instrument.symbol, instrument.inverse, instrument.contract_size) == ("BTC/USD:BTC", True, 100)
+    assert fill.notional_usd == 200  # 2 contracts of 100 USD face
+    assert (fill.client_order_id, fill.fee_currency) == ("dk1a0", "BTC")
 
 
 @pytest.mark.parametrize("exec_type", ["BustTrade", "AdlTrade"])

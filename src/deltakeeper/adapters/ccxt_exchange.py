@@ -21,6 +21,7 @@ import ccxt.pro
 import structlog
 
 from deltakeeper.adapters.ccxt_parse import (
+    FillValueUnknown,
     MalformedPayload,
     balances_from_ccxt,
     bybit_key_can_withdraw,
@@ -49,6 +50,7 @@ from deltakeeper.domain.exposure import Position
 from deltakeeper.domain.instruments import Instrument, is_stable
 from deltakeeper.domain.margin import MarginTier
 from deltakeeper.domain.orders import Fill, FundingPayment, OrderRequest, OrderState, Quote
+from deltakeeper.domain.policy import price_symbol
 from deltakeeper.domain.records import AccountSnapshot
 from deltakeeper.ports import AccountEvent, Clock
 from deltakeeper.sim.bybit.client import point_ccxt_at
@@ -433,7 +435,23 @@ class CcxtExchange:
         instrument = await self._instrument(raw.get("symbol"))
         if is_funding_trade(raw, self.name):
             return funding_from_ccxt(raw, instrument, self.name)
-        return fill_from_trade(raw, instrument, self.name)
+        try:
+            return fill_from_trade(raw, instrument, self.name)
+        except FillValueUnknown as unknown:
+            coin_usd = await self._usd_price(unknown.currency)
+        return fill_from_trade(raw, instrument, self.name, coin_usd)
+
+    async def _usd_price(self, coin: str) -> Decimal:
+        """`coin`'s USD price now: the mark of its pricing market's ticker (`price_symbol`), read by REST. A
+        coin no market prices is ExchangeUnavailable: the fill waits for a later read, never journaled
+        with a notional in another currency."""
+        symbol = price_symbol(coin, self._instruments)
+        if symbol is None:
+            raise ExchangeUnavailable(f"{self.name} lists no market pricing {coin} in USD: a fill's value "
+                                      "is unknown")
+        ticker = await self._call(self._rest.fetch_ticker, symbol)
+        with self._reading():
+            return quote_from_ticker(ticker, self._clock.now()).mark
 
     # --- streams -----------------------------------------------------------------------------------
 
@@ -652,6 +670,10 @@ class CcxtExchange:
                 except MalformedPayload as exc:
                     log.warning("malformed_message_skipped", stream=name, exchange=self.name, reason=str(exc))
                     continue
+                except DeltakeeperError as exc:  # a read the conversion needs failed: resync, then on
+                    failures += 1
+                    self._stream_failed(name, exc, failures, stage="convert")
+                    break
                 if converted is not None:
                     yield converted
 

@@ -19,6 +19,14 @@ Wallet balances exclude unrealised PnL (the domain adds each position's PnL itse
 - OKX: `info.data[0].details[].cashBal`; ccxt's `total` is `eq`, which includes `upl`.
 - Deribit: `info` summaries' `balance`; ccxt's `total` is `equity`, which includes the session's
   floating PnL (the positions' `floating_profit_loss`, their unrealised PnL).
+- Binance USD-M and COIN-M futures (`fapi` / `dapi` account, `info.assets[]`): each asset's `walletBalance`;
+  ccxt's `total` is `marginBalance` = walletBalance + unrealizedProfit. Assets with `updateTime` 0 are
+  skipped, as ccxt skips them (never initialised). Binance spot (`info.balances`): ccxt's `total`.
+- Bitget futures (`info` the list of `/api/v2/mix/account/accounts` entries, with `accountEquity`): each
+  margin coin's `accountEquity - unrealizedPL`; ccxt's `total` is `accountEquity`. Bitget spot: ccxt's
+  `total`.
+- Hyperliquid perps (`clearinghouseState`): USDC `marginSummary.accountValue` less the positions'
+  `unrealizedPnl`; ccxt's `total` is `accountValue`. Hyperliquid spot (`info.balances`): ccxt's `total`.
 - Every other exchange: ccxt's `total`.
 
 Options (ccxt `type: option`, `strike`, `optionType`, `expiry` in ms) are never inverse in the domain: their
@@ -44,6 +52,15 @@ order id:
   list (`userTrades`) carries no client id: there only the websocket's trades are recognised.
 - OKX: the fill's `info.subType` is a liquidation (100-107) or ADL (125-128) transaction type (OKX v5
   docs, `GET /api/v5/trade/fills` subType, the bill subtype codes).
+
+A fill's USD notional (`fill_from_trade`): `contracts x contract size x price` is USD face for an inverse
+contract, the premium in the settle coin for an option (Deribit's BTC options are priced in BTC, Bybit's in
+USDC), and an amount of the quote for spot and linear contracts (a BNB/BTC fill is worth BTC). In a
+stablecoin (or USD) it is the USD notional as is; in a coin it is converted at that coin's USD price: the
+trade's own index where the exchange gives one for that coin (Deribit `index_price`, the underlying's USD
+index at the trade), else the price the caller passes (the adapter reads the coin's pricing market).
+Without one the fill's USD value is unknown (`FillValueUnknown`): it is never journaled with a notional in
+another currency.
 
 Funding amounts are signed from the account's view, positive = received:
 - Bybit's execution list reports `execFee` positive when the account paid: the amount is `-execFee`.
@@ -111,6 +128,9 @@ _OPTION_POSITION_DELTA_INFO_KEYS = {"deribit": "delta"}
 _IV_PERCENT_EXCHANGES = frozenset({"deribit"})
 """Exchanges whose mark implied volatility ccxt passes on in percent."""
 
+_TRADE_INDEX_PRICE_KEYS = {"deribit": "index_price"}
+"""The USD index of the traded instrument's base coin at the trade, in the exchange's trade."""
+
 _CLIENT_ID_INFO_KEYS = ("orderLinkId", "clOrdId", "clientOrderId", "label")
 """Where exchanges put the client order id in a trade (Bybit, OKX, Binance, Deribit)."""
 
@@ -140,6 +160,14 @@ class MalformedPayload(ValueError):
         self.expected = expected
         self.got = got
         super().__init__(f"{field}: expected {expected} (got {got!r})")
+
+
+class FillValueUnknown(ValueError):
+    """A fill whose value is in `currency`, a coin, with no USD price for it."""
+
+    def __init__(self, currency: str) -> None:
+        self.currency = currency
+        super().__init__(f"a fill valued in {currency} needs {currency}'s USD price")
 
 
 class Portfolio(NamedTuple):
@@ -453,6 +481,26 @@ def balances_from_ccxt(balance: Mapping[str, Any], exchange_id: str) -> dict[str
         summaries = info.get("summaries") if "summaries" in info else [info]
         for summary in _entries(summaries, "info.summaries", nonempty=True):
             add(summary.get("currency"), summary.get("balance"), "balance")
+    elif exchange_id in _BINANCE_IDS and "assets" in info:
+        for asset in _entries(info.get("assets"), "info.assets", nonempty=False):
+            if str(asset.get("updateTime")) != "0":
+                add(asset.get("asset"), asset.get("walletBalance"), "walletBalance")
+    elif exchange_id == "bitget" and isinstance(raw, list) and raw and isinstance(raw[0], Mapping) and (
+            "accountEquity" in raw[0]):
+        for account in _entries(raw, "info", nonempty=False):
+            add(account.get("marginCoin"), dec(account.get("accountEquity"), "accountEquity")
+                - dec(account.get("unrealizedPL"), "unrealizedPL"), "accountEquity")
+    elif exchange_id == "hyperliquid" and "marginSummary" in info:
+        margin_summary = info.get("marginSummary")
+        if not isinstance(margin_summary, Mapping):
+            raise MalformedPayload("info.marginSummary", "an object", margin_summary)
+        equity = dec(margin_summary.get("accountValue"), "marginSummary.accountValue")
+        for entry in _entries(info.get("assetPositions"), "info.assetPositions", nonempty=False):
+            position = entry.get("position")
+            if not isinstance(position, Mapping):
+                raise MalformedPayload("assetPositions[].position", "an object", position)
+            equity -= dec(position.get("unrealizedPnl"), "position.unrealizedPnl")
+        add("USDC", equity, "marginSummary.accountValue")
     else:
         totals = balance.get("total")
         if not isinstance(totals, Mapping):
@@ -565,14 +613,34 @@ def is_liquidation_trade(trade: Mapping[str, Any], exchange_id: str) -> bool:
     return False
 
 
-def fill_from_trade(trade: Mapping[str, Any], instrument: Instrument, exchange_id: str) -> Fill:
+def fill_value_currency(instrument: Instrument) -> str:
+    """The currency of a fill's `contracts x contract size x price` (module notes)."""
+    if instrument.inverse:
+        return "USD"
+    return instrument.settle if instrument.is_option else instrument.quote
+
+
+def fill_from_trade(trade: Mapping[str, Any], instrument: Instrument, exchange_id: str,
+                    value_coin_usd: Decimal | None = None) -> Fill:
     """One of the account's trades; the fee is what the account paid (negative for a rebate). A liquidation
-    or ADL fill is marked so, without a client order id."""
+    or ADL fill is marked so, without a client order id. `value_coin_usd` is the USD price of the coin the
+    fill is valued in (module notes), used where the trade carries none; without either a fill valued in a
+    coin raises FillValueUnknown."""
     info = _info(trade)
     amount = dec(trade.get("amount"), "amount")
     price = dec(trade.get("price"), "price")
     if amount <= 0 or price <= 0:
         raise MalformedPayload("amount/price", "positive numbers", (trade.get("amount"), trade.get("price")))
+    value = instrument.notional_usd(amount, price)
+    currency = fill_value_currency(instrument)
+    if not is_stable(currency):
+        index = _opt_dec(info.get(_TRADE_INDEX_PRICE_KEYS.get(exchange_id, "")), "info.index_price")
+        coin_usd = index if index is not None and currency == instrument.base else value_coin_usd
+        if coin_usd is None:
+            raise FillValueUnknown(currency)
+        if coin_usd <= 0:
+            raise MalformedPayload("index_price", "a positive price", coin_usd)
+        value *= coin_usd
     fee = trade.get("fee") or {}
     liquidation = is_liquidation_trade(trade, exchange_id)
     client_id = next((str(info[key]) for key in _CLIENT_ID_INFO_KEYS if info.get(key)), None)
@@ -587,7 +655,7 @@ def fill_from_trade(trade: Mapping[str, Any], instrument: Instrument, exchange_i
         fee=_opt_dec(fee.get("cost"), "fee.cost") or ZERO,
         fee_currency=str(fee.get("currency") or instrument.settle).upper(),
         ts=ts_from_ms(trade.get("timestamp")),
-        notional_usd=instrument.notional_usd(amount, price),
+        notional_usd=value,
         is_maker=trade.get("takerOrMaker") == "maker",
         liquidation=liquidation,
     )
@@ -740,11 +808,11 @@ def _amounts(doc: Mapping[str, Any], key: str, required: bool) -> dict[str, Deci
 
 __all__ = [
     "DEFAULT_FUNDING_INTERVAL_SECS", "QUOTE_TS_EARLIEST", "QUOTE_TS_MAX_AHEAD", "RETRY_AFTER_MAX_SECS",
-    "MalformedPayload", "Portfolio", "balances_from_ccxt", "bybit_key_can_withdraw",
-    "check_bybit_account_answer", "dec", "error_from_ccxt", "fill_from_trade", "funding_from_ccxt",
-    "instrument_from_market", "is_funding_trade", "is_liquidation_trade", "is_open_position",
-    "order_from_ccxt", "portfolio_from_json", "position_from_ccxt", "precision_mode_of", "quote_from_ticker",
-    "retry_after_secs", "tier_from_ccxt", "tiers_from_ccxt", "ts_from_ms",
+    "FillValueUnknown", "MalformedPayload", "Portfolio", "balances_from_ccxt", "bybit_key_can_withdraw",
+    "check_bybit_account_answer", "dec", "error_from_ccxt", "fill_from_trade", "fill_value_currency",
+    "funding_from_ccxt", "instrument_from_market", "is_funding_trade", "is_liquidation_trade",
+    "is_open_position", "order_from_ccxt", "portfolio_from_json", "position_from_ccxt", "precision_mode_of",
+    "quote_from_ticker", "retry_after_secs", "tier_from_ccxt", "tiers_from_ccxt", "ts_from_ms",
 ]
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from decimal import ROUND_UP, Decimal
 from enum import Enum
 
-from deltakeeper.domain.instruments import ZERO, Instrument, Kind
+from deltakeeper.domain.instruments import ZERO, Instrument, Kind, is_stable
 from deltakeeper.domain.orders import OrderIntent, Side
 
 
@@ -122,6 +122,20 @@ def auto_hedge_symbol(asset: str, instruments: Mapping[str, Instrument]) -> str 
     ]
     candidates.sort(key=lambda i: (i.settle != "USDT", i.settle != "USDC", i.symbol))
     return candidates[0].symbol if candidates else None
+
+
+
+def price_symbol(asset: str, instruments: Mapping[str, Instrument]) -> str | None:
+    """The market whose mark prices `asset` in USD: its USD-margined perpetual, else a stable-quoted spot."""
+    hedge = auto_hedge_symbol(asset, instruments)
+    if hedge is not None:
+        return hedge
+    spots = sorted(
+        i.symbol
+        for i in instruments.values()
+        if i.kind is Kind.SPOT and i.base == asset and is_stable(i.quote)
+    )
+    return spots[0] if spots else None
 
 
 def min_band_coin(hedge: Instrument, price: Decimal) -> Decimal:
