@@ -25,9 +25,9 @@ KEY, SECRET = "dk-fidelity-key", "dk-fidelity-secret"
 LINEAR, SPOT, INVERSE = "SOL/USDT:USDT", "SOL/USDT", "SOL/USD:SOL"
 DEFAULT_SPEED = Settings.model_fields["sim_speed"].default
 FUNDING_INTERVAL_SECS = 8 * 3600
-FUNDING_LEAD_SECS = 600
+FUNDING_LEAD_SECS = 1800
 """The simulated clock starts this long before a funding time, hours after the wall time: at the default
-speed the funding settles a second into a test."""
+speed the funding settles three seconds into a test."""
 CCXT_AHEAD_MS = 60_000
 """ccxt's own test suite refuses an item stamped more than a minute after the client's clock."""
 SLACK_MS = 1000
