@@ -134,6 +134,11 @@ async def test_conditional_and_tpsl_orders_are_refused_not_placed_plain(
     assert emulator.venue.engine.orders(KEY) == []
 
 
+async def test_a_plain_order_filter_is_a_plain_order(exchange: Any) -> None:
+    order = await exchange.create_order(SPOT, "market", "sell", 1, params={"orderFilter": "Order"})
+    assert (await exchange.fetch_order(order["id"], SPOT, params={"acknowledged": True}))["filled"] == 1
+
+
 async def test_the_unified_wallet_leaves_available_to_withdraw_empty(exchange: Any) -> None:
     await exchange.create_order(LINEAR, "market", "sell", 10)
     balance = await exchange.fetch_balance()

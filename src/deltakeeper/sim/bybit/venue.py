@@ -69,7 +69,7 @@ CONDITIONAL_PARAMS = (
     "tpTriggerBy", "slTriggerBy", "tpLimitPrice", "slLimitPrice", "tpOrderType", "slOrderType",
 )
 """Bybit's parameters of conditional orders and attached take-profit / stop-loss: the emulator has neither,
-and refuses an order that sets one rather than place it as a plain order."""
+and refuses an order that sets one (but `orderFilter=Order`, a plain order) rather than place it plain."""
 
 # (engine reason fragment, derivative code and message, spot code and message)
 _REFUSALS: tuple[tuple[str, int, str, int, str], ...] = (
@@ -203,7 +203,7 @@ class BybitVenue:
     def create_order(self, account: str, params: Mapping[str, Any]) -> tuple[dict[str, str], OrderState]:
         """Place an order with Bybit's parameters; (the create answer, the engine's state)."""
         for name in CONDITIONAL_PARAMS:
-            if params.get(name) not in (None, ""):
+            if params.get(name) not in (None, "") and (name, params[name]) != ("orderFilter", "Order"):
                 raise BybitError(PARAM_ERROR, f"params error: {name} is not supported")
         category = str(params.get("category", ""))
         instrument = self.market(category, params.get("symbol"))
@@ -527,6 +527,8 @@ class BybitVenue:
         mark = quote.mark if quote else ZERO
         size = abs(payment.position_contracts)
         side = serializers.side_name(1 if payment.position_contracts > 0 else -1)
+        # Bybit names a funding fee's order by the settlement time in seconds, the symbol, the user and the
+        # side (its execution list's example: "1682553600-BTCUSDT-592334-Sell").
         execution = Execution(
             category=category, symbol=symbol, exec_id=payment.payment_id,
             order_id=f"{ms // 1000}-{symbol}-{user_id(account)}-{side}", order_link_id="",
