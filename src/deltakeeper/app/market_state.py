@@ -159,9 +159,12 @@ class MarketState:
         quote = self._quotes.get(symbol)
         if quote is None:
             return float("inf")
-        arrived = self.monotonic() - self.received_at[symbol]
-        stamped = (now_ts - quote.ts.timestamp()) / speed
-        return max(arrived, stamped)
+        return self.age_secs(quote, self.received_at[symbol], speed, now_ts)
+
+    def age_secs(self, quote: Quote, received_at: float, speed: float, now_ts: float) -> float:
+        """The age of `quote`, which arrived at `received_at` (this state's monotonic clock), by the rule of
+        `quote_age_secs`."""
+        return max(self.monotonic() - received_at, (now_ts - quote.ts.timestamp()) / speed)
 
     def price_usd(self, asset: str) -> Decimal | None:
         symbol = self.price_symbols.get(asset)

@@ -33,8 +33,6 @@ QUIET_WAIT_EXTRA_SECS = 5.0
 ACCOUNT_READ_MAX_RECOMPUTES = 3
 """Ready (`/readyz`) only while the account was read within this many DK_RECOMPUTE_SECS."""
 
-ReadinessCheck = Callable[[], str | None]
-"""A condition of trading safely now, for `/readyz`: None while it holds, else why not."""
 QUOTE_READ_SECS = 1.0
 """At most one REST read a second per market confirms or contradicts the quotes the price gate holds."""
 
@@ -72,8 +70,6 @@ class Runner:
         self.started_at = time.monotonic()
         self.account_read_at: float | None = None
         """Monotonic time of the last successful read of the account (REST, or pushed by the stream)."""
-        self.readiness_checks: dict[str, ReadinessCheck] = {}
-        """More conditions of readiness by name, beside the Runner's own (see `app.status.readiness`)."""
 
     async def run(self, stop: asyncio.Event) -> None:
         hedger = self.hedger
@@ -224,7 +220,8 @@ class Runner:
             async with hedger.quiet(hedger.options.order_timeout_secs + QUIET_WAIT_EXTRA_SECS) as idle:
                 # Orders still in flight after the wait stay the Hedger's to settle.
                 result = await reconcile(hedger.exchange, hedger.journal, hedger.clock,
-                                         hedger.options.order_timeout_secs, set(hedger.in_flight.values()))
+                                         hedger.options.order_timeout_secs, set(hedger.in_flight.values()),
+                                         hedger.holds_lock)
                 hedger.state.on_account(result.account)
                 self.account_read_at = time.monotonic()
                 await self._report_liquidations(result)
@@ -285,15 +282,22 @@ class Runner:
             log.exception("quote_failed", symbol=symbol, error=str(exc))
 
     async def _on_event(self, event: AccountEvent) -> None:
-        if isinstance(event, Fill):
-            await self.hedger.on_fill(event)
-        elif isinstance(event, FundingPayment):
-            await self.hedger.on_funding(event)
-        elif isinstance(event, OrderState):
-            await self.hedger.on_order(event)
-        elif isinstance(event, AccountSnapshot):
-            self.account_read_at = time.monotonic()
-            await self.hedger.on_account(event)
+        """Handle one account event. Nothing here ends the shared account stream: an error handling one
+        event (a journal that does not answer) is logged with its traceback and that event skipped (the
+        periodic reconciliation brings what it missed)."""
+        try:
+            if isinstance(event, Fill):
+                await self.hedger.on_fill(event)
+            elif isinstance(event, FundingPayment):
+                await self.hedger.on_funding(event)
+            elif isinstance(event, OrderState):
+                await self.hedger.on_order(event)
+            elif isinstance(event, AccountSnapshot):
+                self.account_read_at = time.monotonic()
+                await self.hedger.on_account(event)
+        except Exception as exc:
+            self.hedger.counters.errors += 1
+            log.exception("account_event_failed", event_type=type(event).__name__, error=str(exc))
 
     async def _consume(
         self, open_stream: Callable[[], AsyncIterator[T]], handle: Callable[[T], Awaitable[None]], name: str
