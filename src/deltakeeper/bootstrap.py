@@ -557,8 +557,8 @@ async def _serve(
     lost_alerts: list[asyncio.Task[None]] = []
 
     def lock_lost(cause: str) -> None:
-        # Synchronous, in the lock's callback: HALTED before anything else runs, so that the order path's
-        # halted check refuses every order from now on; then the session stops and stands by.
+        # Synchronous, in the lock's callback: `hedger.holds_lock` is False from now on, so that nothing is
+        # decided or sent (whatever resumes trading) and reconciliation cancels nothing; HALTED shows it.
         hedger.trading = hedger.trading.halt(f"trader lock lost: {cause}")
         log.error("trader_lock_lost", cause=cause)
         lost_alerts.append(asyncio.create_task(alerts.send(

@@ -142,7 +142,8 @@ class RefillingBucket:
     async def _wait_out_pause(self) -> None:
         while (paused_secs := self._pause.remaining_secs()) > 0:
             if _PLACING.get():
-                raise RateLimited(f"rate-limit pause: {paused_secs:.1f} s to go", retry_after_secs=paused_secs)
+                raise RateLimited(f"rate-limit pause: {paused_secs:.1f} s to go",
+                                  retry_after_secs=paused_secs)
             await self._sleep(paused_secs)
 
     def _refill(self) -> float:

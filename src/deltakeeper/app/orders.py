@@ -170,9 +170,10 @@ class OrderRunner:
 
     def _not_sendable(self, request: OrderRequest, basis: Basis) -> str | None:
         """Why the order may not go now that its journal write has returned, or None: shutting down (an
-        order refused as rate limited is not sent again), trading halted since it was sized, the quote it was sized from older than the stale limit (as the risk check measures
-        it), its touch moved beyond the price collar since, its position changed under it, or its asset's
-        delta moved by more than the decision's band."""
+        order refused as rate limited is not sent again), trading halted (or the trader lock lost) since it
+        was sized, the quote it was sized from older than the stale limit (as the risk check measures it),
+        its touch moved beyond the price collar since, its position changed under it, or its asset's delta
+        moved by more than the decision's band."""
         if self.draining:
             return "not sent: shutting down"
         if self.halted():

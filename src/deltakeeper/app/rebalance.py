@@ -249,7 +249,8 @@ class Hedger:
     ) -> None:
         policy = self.policies[asset]
         symbol = policy.hedge_symbol
-        if symbol in self.in_flight or self._quiet or self.orders.backing_off(symbol) or not self.holds_lock():
+        busy = symbol in self.in_flight or self._quiet or self.orders.backing_off(symbol)
+        if busy or not self.holds_lock():
             return
         record, request = self._decide(asset, policy, self.state.deltas() if deltas is None else deltas)
         if record is None:
@@ -263,7 +264,8 @@ class Hedger:
             plan = await self._plan(request, record.decision_id)
             request = self._first_order(plan)  # the same client id, as the plan sends it
             record = replace(record, detail=_join(record.detail, plan.note))
-            pending = OrderRecord.pending(request, record.decision_id, self.clock.now(), record.price_usd, asset)
+            pending = OrderRecord.pending(request, record.decision_id, self.clock.now(), record.price_usd,
+                                          asset)
             await self._journal_decision(record, pending, scheduled)
             if not self.options.send_orders:
                 await self.journal.update_order(

@@ -389,7 +389,8 @@ def is_alive(runner: Runner) -> bool:
 async def readiness(runner: Runner) -> tuple[bool, dict[str, Any]]:
     """Ready means able to trade safely now: reconciled, the account read within ACCOUNT_READ_MAX_RECOMPUTES
     recomputes, every watched stream fresh (within DK_STALE_SECS), the last journal write succeeded, the
-    database answering a trivial query, and the trader lock held. Returns (ready, {"failing": [names], "checks": {name: {"ok": ..., ...}}})."""
+    database answering a trivial query, and the trader lock held. Returns (ready, {"failing": [names],
+    "checks": {name: {"ok": ..., ...}}})."""
     hedger = runner.hedger
     stale_secs = hedger.options.limits.stale_secs
     ages = stream_ages_secs(hedger)
