@@ -110,6 +110,16 @@ class MarketState:
         """Whether the market's quotes are held at a level that a read (`on_read`) could confirm."""
         return self.gate.holding(symbol)
 
+    def vouched(self, symbol: str) -> bool:
+        """Whether the market has a price its quotes are judged against: a quote accepted, or a read
+        (`on_first_read`)."""
+        return self.gate.last_good(symbol) is not None
+
+    def on_first_read(self, read: Quote) -> None:
+        """An independent read of a market not vouched for yet (`Exchange.fetch_quote`): its first quote
+        is judged against it, never accepted on its own mark."""
+        self.gate.seed(read.symbol, Sample(read.mid, read.mark, read.index, self.monotonic()))
+
     def on_read(self, read: Quote) -> bool:
         """An independent read of a market whose quotes are held (`Exchange.fetch_quote`): agreeing with
         the held level, it applies the latest held quote (`quote_confirmed`, returns True); contradicting

@@ -34,7 +34,8 @@ ACCOUNT_READ_MAX_RECOMPUTES = 3
 """Ready (`/readyz`) only while the account was read within this many DK_RECOMPUTE_SECS."""
 
 QUOTE_READ_SECS = 1.0
-"""At most one REST read a second per market confirms or contradicts the quotes the price gate holds."""
+"""At most one REST read a second per market vouches for its first quote, or confirms or contradicts the
+quotes the price gate holds."""
 
 
 class Runner:
@@ -242,10 +243,14 @@ class Runner:
             log.exception("daily_summary_failed", error=str(exc))
 
     async def _on_quote(self, quote: Quote) -> None:
-        """Apply a quote the price gate accepts, and decide on it. Nothing here ends the shared quote
-        stream: an error handling one quote is logged with its traceback and that quote skipped."""
+        """Apply a quote the price gate accepts, and decide on it; the quotes of a market nothing vouches
+        for yet are skipped until a REST read of it does (its first quote is judged against that read).
+        Nothing here ends the shared quote stream: an error handling one quote is logged with its traceback
+        and that quote skipped."""
         try:
-            if self.hedger.state.on_quote(quote):
+            if not self.hedger.state.vouched(quote.symbol):
+                self._read_quote(quote.symbol)
+            elif self.hedger.state.on_quote(quote):
                 await self._decide_on(quote)
             elif self.hedger.state.held(quote.symbol):  # held by the price gate: no decision on it
                 self._read_quote(quote.symbol)
@@ -258,8 +263,8 @@ class Runner:
         await self.hedger.on_quote(quote.symbol)
 
     def _read_quote(self, symbol: str) -> None:
-        """Read the market's quote by REST to confirm or contradict its held quotes, unless a read runs or
-        one started less than QUOTE_READ_SECS ago."""
+        """Read the market's quote by REST to vouch for its first quote, or confirm or contradict its held
+        quotes, unless a read runs or one started less than QUOTE_READ_SECS ago."""
         now = time.monotonic()
         if symbol in self._reads or now - self._read_at.get(symbol, -math.inf) < QUOTE_READ_SECS:
             return
@@ -275,7 +280,10 @@ class Runner:
             log.warning("quote_read_failed", symbol=symbol, error=str(exc))
             return
         try:
-            if state.on_read(read):
+            if not state.vouched(symbol):
+                state.on_first_read(read)
+                del self._read_at[symbol]  # not a read of held quotes: one held next is read at once
+            elif state.on_read(read):
                 await self._decide_on(state.quotes[symbol])
         except Exception as exc:
             self.hedger.counters.errors += 1
