@@ -64,6 +64,8 @@ class Runner:
         """Symbol -> its REST read confirming held quotes, while one runs."""
         self._read_at: dict[str, float] = {}
         """Symbol -> when (monotonic) its last read started."""
+        self._unvouched: dict[str, Quote] = {}
+        """Symbol -> its latest quote, while no read has vouched for the market yet."""
         self.last_beat: float | None = None
         """Wall time (time.time()) of the last heartbeat."""
         self.journal_writes = journal_writes
@@ -244,11 +246,12 @@ class Runner:
 
     async def _on_quote(self, quote: Quote) -> None:
         """Apply a quote the price gate accepts, and decide on it; the quotes of a market nothing vouches
-        for yet are skipped until a REST read of it does (its first quote is judged against that read).
+        for yet wait for a REST read of it (the latest is then judged against that read).
         Nothing here ends the shared quote stream: an error handling one quote is logged with its traceback
         and that quote skipped."""
         try:
             if not self.hedger.state.vouched(quote.symbol):
+                self._unvouched[quote.symbol] = quote  # judged once the read comes
                 self._read_quote(quote.symbol)
             elif self.hedger.state.on_quote(quote):
                 await self._decide_on(quote)
@@ -283,6 +286,8 @@ class Runner:
             if not state.vouched(symbol):
                 state.on_first_read(read)
                 del self._read_at[symbol]  # not a read of held quotes: one held next is read at once
+                if (quote := self._unvouched.pop(symbol, None)) is not None:
+                    await self._on_quote(quote)
             elif state.on_read(read):
                 await self._decide_on(state.quotes[symbol])
         except Exception as exc:
