@@ -449,26 +449,31 @@ STOP_CLOSE_SECS = 1.0
 
 def stop_bound_secs(settings: Settings) -> float:
     """The longest a stop (SIGTERM, SIGINT) takes, every exchange request ending within its timeout R
-    (EXCHANGE_REQUEST_TIMEOUT_SECS), T = max(DK_ORDER_TIMEOUT_SECS, DK_POST_ONLY_TIMEOUT_SECS):
+    (EXCHANGE_REQUEST_TIMEOUT_SECS), T = max(DK_ORDER_TIMEOUT_SECS, DK_POST_ONLY_TIMEOUT_SECS), and H the
+    longest an exchange's rate-limit pause holds the requests (Retry-After, at most RETRY_AFTER_MAX_SECS),
+    once in each phase:
 
     - a scheduled job under way finishes: a periodic reconciliation waits for the orders in flight (at most
-      DK_ORDER_TIMEOUT_SECS + QUIET_WAIT_EXTRA_SECS), then makes RECONCILE_REQUESTS requests;
-    - the orders in flight settle (side by side): the send (with its resends after 429 answers and their
-      backoff), the wait T, the poll that overshoots it, the cancel, the last look-up, the account refresh;
+      DK_ORDER_TIMEOUT_SECS + QUIET_WAIT_EXTRA_SECS), then makes RECONCILE_REQUESTS requests, held once;
+    - the orders in flight settle (side by side): the send under way, and the rate-limit pause after it
+      (a stopping bot sends a refused order no more), the wait T, the poll that overshoots it, the cancel,
+      the last look-up, the account refresh, held once;
     - the HTTP server, the exchange, the journal and the alerts' last deliveries close.
 
-    About 216 s at the defaults; a stop with nothing in flight takes a second or two. Deployments give
+    About 343 s at the defaults; a stop with nothing in flight takes a second or two. Deployments give
     the process at least this long before a SIGKILL (which is survived too: the next start reconciles)."""
     from deltakeeper.adapters.alerts import FLUSH_SECS
+    from deltakeeper.adapters.ccxt_parse import RETRY_AFTER_MAX_SECS
     from deltakeeper.adapters.http import HTTP_STOP_SECS
-    from deltakeeper.app.orders import RESEND_LIMIT, SETTLE_POLL_SECS
+    from deltakeeper.app.orders import SETTLE_POLL_SECS
     from deltakeeper.app.runner import QUIET_WAIT_EXTRA_SECS
 
     request = EXCHANGE_REQUEST_TIMEOUT_SECS
-    job = settings.order_timeout_secs + QUIET_WAIT_EXTRA_SECS + RECONCILE_REQUESTS * request
-    send = (RESEND_LIMIT + 1) * request + sum(0.5 * 2**attempt for attempt in range(RESEND_LIMIT))
+    hold = RETRY_AFTER_MAX_SECS
+    job = settings.order_timeout_secs + QUIET_WAIT_EXTRA_SECS + RECONCILE_REQUESTS * request + hold
+    send = request + hold
     order_wait = max(settings.order_timeout_secs, settings.post_only_timeout_secs)
-    settle = order_wait + 2 * (SETTLE_POLL_SECS + request)
+    settle = order_wait + 2 * (SETTLE_POLL_SECS + request) + hold
     drain = send + settle + 2 * request  # and the cancel, and the account refresh
     close = HTTP_STOP_SECS + request + STOP_CLOSE_SECS + FLUSH_SECS
     return job + drain + close
@@ -546,8 +551,8 @@ async def _serve(
     lost_alerts: list[asyncio.Task[None]] = []
 
     def lock_lost(cause: str) -> None:
-        # Synchronous, in the lock's callback: HALTED before anything else runs, so that the order path's
-        # halted check refuses every order from now on; then the session stops and stands by.
+        # Synchronous, in the lock's callback: `hedger.holds_lock` is False from now on, so that nothing is
+        # decided or sent (whatever resumes trading) and reconciliation cancels nothing; HALTED shows it.
         hedger.trading = hedger.trading.halt(f"trader lock lost: {cause}")
         log.error("trader_lock_lost", cause=cause)
         lost_alerts.append(asyncio.create_task(alerts.send(
@@ -555,6 +560,7 @@ async def _serve(
         )))
         session_stop.set()
 
+    hedger.holds_lock = lock.held  # a lost lock stops every decision and order, whatever resumes trading
     lock.on_lost(lock_lost)
     forward = asyncio.create_task(stop.wait())
     forward.add_done_callback(lambda _: session_stop.set())

@@ -233,3 +233,31 @@ async def test_a_restart_with_two_hedged_assets_decides_on_sol_while_eth_has_no_
     assert orders == []
     failures = [e for e in logs if e["event"] in ("stream_failed", "recompute_failed", "quote_failed")]
     assert failures == []
+
+
+async def test_a_first_quote_is_vouched_by_the_rest_ticker_and_an_absurd_one_is_never_traded_on(
+    tmp_path: Path,
+) -> None:
+    settings = make_settings(tmp_path, assets={"SOL": AssetSettings(hedge=SOL, band_usd=D(100))})
+    script: dict[str, Any] = {"price": D(136), "scale": D(1000)}  # the stream at 1000x from its first quote
+    clock = SimClock(settings.sim_speed)
+    engine = SimEngine(default_instruments(), seed=1)
+    engine.open_account("sim", {"USDT": D(1_000_000), "SOL": D(1000)})
+    gateway = Corrupting(engine, scripted_sol(clock.now(), script), clock, None, "sim")
+    gateway.script = script
+    with capture_logs() as logs:
+        async with journal_for(settings) as journal, running(settings, journal, gateway, clock):
+            async def held() -> bool:
+                return len([e for e in logs if e["event"] == "quote_held"]) >= 5
+
+            await until(held, 20, "the absurd quotes held against the REST ticker")
+            absurd = await journal.list_decisions()
+            del script["scale"]  # the stream heals: the true price is accepted and hedged on
+
+            async def traded() -> bool:
+                return any(d["reason"] == "rebalance" for d in await journal.list_decisions())
+
+            await until(traded, 20, "the hedge on the true price")
+            decisions = await journal.list_decisions()
+    assert absurd == []  # nothing decided while only absurd quotes came
+    assert {d["price_usd"] for d in decisions if d["reason"] == "rebalance"} == {D(136)}

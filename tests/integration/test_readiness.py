@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 from tests.integration.service_harness import RecordingAlerts, journal_for, make_settings, until
 
-from deltakeeper.adapters.journal.store import SqlJournal
+from deltakeeper.adapters.journal.store import SqlJournal, TraderLock
 from deltakeeper.app.runner import Runner
 from deltakeeper.app.watch import Watch
 from deltakeeper.bootstrap import build_http_server, build_runner, build_sim_exchange
@@ -182,3 +182,19 @@ async def test_blind_alerts_once_naming_what_is_missing_and_clears_once() -> Non
     await watch.check_blind({"account": 2, "SOL/USDT:USDT": 1, "journal": 0})
     assert alerts.events() == ["blind", "blind_cleared"]
     assert "SOL/USDT:USDT" in alerts.of("blind_cleared")[0][1]
+
+
+async def test_readyz_is_503_naming_the_trader_lock_once_it_is_lost(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    async with (
+        journal_for(settings) as journal,
+        running(settings, journal) as (runner, _exchange, _alerts, url),
+        aiohttp.ClientSession() as http,
+    ):
+        lock = TraderLock(lambda: asyncio.sleep(0))
+        runner.hedger.holds_lock = lock.held  # as bootstrap wires it
+        probe = Probe(http, url)
+        await probe.until(ready, "ready")
+
+        lock.lose("the lock's database session ended")
+        await probe.until(failing("trader_lock"), "not ready once the lock is lost")

@@ -5,6 +5,7 @@ session terminated) or stops. No order leaves the first after its loss."""
 from __future__ import annotations
 
 import asyncio
+from decimal import Decimal as D
 from pathlib import Path
 from typing import Any
 
@@ -15,15 +16,23 @@ from sqlalchemy import inspect
 from sqlalchemy.engine import make_url
 from structlog.testing import capture_logs
 from tests.alert_receiver import alert_receiver
-from tests.integration.service_harness import make_settings, until
+from tests.integration.service_harness import journal_for, make_settings, until
 
 from deltakeeper.adapters.journal import acquire_trader_lock, create_journal
+from deltakeeper.app.reconciliation import reconcile
 from deltakeeper.bootstrap import ExchangeFactory, build_sim_exchange, run_service
 from deltakeeper.config import Settings
-from deltakeeper.domain.orders import OrderRequest, OrderState
+from deltakeeper.domain.errors import TraderLockLost
+from deltakeeper.domain.orders import OrderRequest, OrderState, OrderType, Quote, Side
+from deltakeeper.domain.records import OrderRecord
 from deltakeeper.ports import Clock, Exchange
+from deltakeeper.sim.clock import SimClock
+from deltakeeper.sim.engine import SimEngine
+from deltakeeper.sim.gateway import SimGateway
+from deltakeeper.sim.markets import default_instruments
 
 ORDER_SENT = "test_order_sent"
+SOL = "SOL/USDT:USDT"
 
 
 def recording(name: str, logs: list[dict[str, Any]], built: list[str]) -> ExchangeFactory:
@@ -143,3 +152,21 @@ async def test_a_standby_leaves_the_schema_to_the_lock_holder(database_url: str,
             await stop_all(standby)
     assert tables == []
     assert built == []
+
+
+async def test_a_trader_that_lost_the_lock_cancels_none_of_the_new_traders_orders(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    clock = SimClock(1)
+    engine = SimEngine(default_instruments(), seed=1)
+    engine.open_account("sim", {"USDT": D(10_000)})
+    gateway = SimGateway(engine, iter(()), clock, None, "sim")
+    engine.on_quote(Quote(SOL, D(100), D("100.1"), D("100.05"), clock.now()))
+    async with journal_for(settings) as journal, acquire_trader_lock(settings.database, tmp_path) as lock:
+        # the new trader's order: in the shared journal, resting on the exchange
+        request = OrderRequest("dk-new-trader", SOL, Side.BUY, D(1), OrderType.LIMIT, D(90))
+        await journal.record_order(OrderRecord.pending(request, 1, clock.now(), D(100), "SOL"))
+        engine.place_order("sim", request, clock.now())
+        lock.lose("the lock's database session ended")  # while the old trader's reconciliation runs
+        with pytest.raises(TraderLockLost):
+            await reconcile(gateway, journal, clock, landing_secs=1.0, holds_lock=lock.held)
+    assert [o.client_order_id for o in await gateway.fetch_open_orders()] == ["dk-new-trader"]

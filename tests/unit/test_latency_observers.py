@@ -40,10 +40,12 @@ async def test_an_order_request_reports_the_seconds_since_its_quote_arrived_as_i
     exchange = ObservedWhenSent(observed)
     orders = runner(exchange, NoJournal())  # type: ignore[arg-type]
     orders.observe_tick_to_order_secs = observed.append
-    orders.draining = True  # settle no further than the cancel
     basis = orders.basis(REQUEST.symbol, "BTC", D(1))
     basis = dataclasses.replace(basis, received_at=time.monotonic() - 2.0)  # the quote arrived 2 s ago
-    await asyncio.wait_for(orders.run(REQUEST, basis), 5)
+    sending = asyncio.create_task(orders.run(REQUEST, basis))
+    await asyncio.sleep(0.05)  # sent
+    orders.draining = True  # settle no further than the cancel
+    await asyncio.wait_for(sending, 5)
     [secs] = observed
     assert exchange.observed_at_send == [secs]  # reported before the request went out
     assert secs >= 2.0

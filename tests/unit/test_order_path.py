@@ -8,18 +8,29 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal as D
+from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
+from deltakeeper.adapters.journal.store import TraderLock
+from deltakeeper.app.control import OperatorControl
 from deltakeeper.app.execution import ExecutionOptions, ExecutionStyle
 from deltakeeper.app.market_state import MarketState
 from deltakeeper.app.rebalance import Hedger, HedgerOptions
+from deltakeeper.app.runner import Runner
 from deltakeeper.domain import risk
-from deltakeeper.domain.errors import ExchangeUnavailable, OrderOutcomeUnknown, RateLimited
+from deltakeeper.domain.errors import (
+    ExchangeUnavailable,
+    JournalUnavailable,
+    OrderOutcomeUnknown,
+    OrderRejected,
+    RateLimited,
+)
 from deltakeeper.domain.exposure import Position
 from deltakeeper.domain.instruments import Instrument, Kind
 from deltakeeper.domain.orders import (
@@ -33,7 +44,8 @@ from deltakeeper.domain.orders import (
     client_order_id,
 )
 from deltakeeper.domain.policy import AssetPolicy, Band, BandUnit
-from deltakeeper.domain.records import AccountSnapshot, DecisionRecord, OrderRecord
+from deltakeeper.domain.records import AccountSnapshot, ControlState, DecisionRecord, OrderRecord
+from deltakeeper.ports import AccountEvent
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 SOL = "SOL/USDT:USDT"
@@ -81,6 +93,10 @@ class Exchange:
         """The next this many account reads fail."""
         self.rate_limited = 0
         """The next this many placements are refused as rate limited (they never reach the book)."""
+        self.rejecting = 0
+        """The next this many placements are refused for good (OrderRejected)."""
+        self.cancels_failing = 0
+        """The next this many cancels fail."""
         self.refused: list[OrderRequest] = []
 
     async def place_order(self, request: OrderRequest) -> OrderState:
@@ -88,6 +104,10 @@ class Exchange:
             self.rate_limited -= 1
             self.refused.append(request)
             raise RateLimited("429 Too Many Requests")
+        if self.rejecting:
+            self.rejecting -= 1
+            self.refused.append(request)
+            raise OrderRejected("insufficient balance")
         self.placed.append(request)
         if request.order_type is OrderType.MARKET:
             price = D("100.01") if request.side is Side.BUY else D("99.99")
@@ -113,7 +133,8 @@ class Exchange:
         return self.orders.get(client_order_id)
 
     async def cancel_order(self, symbol: str, client_order_id: str) -> None:
-        if self.lookups_failing:
+        if self.lookups_failing or self.cancels_failing:
+            self.cancels_failing = max(self.cancels_failing - 1, 0)
             raise ExchangeUnavailable("503 Service Temporarily Unavailable")
         state = self.orders.get(client_order_id)
         if state is not None and not state.status.is_final:
@@ -289,9 +310,16 @@ async def price_moved(bot: Bot) -> None:
     bot.state.on_quote(Quote(SOL, mid - D("0.01"), mid + D("0.01"), mid, bot.clock.now()))
 
 
+async def lock_lost_meanwhile(bot: Bot) -> None:
+    lock = TraderLock(lambda: asyncio.sleep(0))
+    bot.hedger.holds_lock = lock.held  # as bootstrap wires it
+    lock.lose("the lock's database session ended")
+
+
 @pytest.mark.parametrize(("meanwhile", "reason"), [
     (stale_by_now, "not sent: its quote is 11.0 s old (stale after 10 s)"),
     (halted_meanwhile, "halted before it was sent"),
+    (lock_lost_meanwhile, "halted before it was sent"),
     (holdings_changed, "not sent: the SOL delta moved 600 since it was sized (band 1)"),
     (position_changed, "not sent: the position changed since it was sized"),
     (price_moved, "not sent: the price moved 300 bps since it was sized"),
@@ -484,3 +512,119 @@ async def test_a_failed_account_read_after_a_fill_reports_the_fill_and_holds_the
     assert "delta 1000 -> ? SOL" in completed  # not the pre-fill account's delta
     assert bot.state.position_contracts(SOL) == -HELD_SOL  # released by the read that succeeded
     assert len(bot.journal.sent_decisions()) == 1
+
+
+async def test_a_post_only_order_whose_cancel_fails_is_cancelled_again_and_falls_back_to_market() -> None:
+    bot = Bot(ExecutionOptions(ExecutionStyle.POST_ONLY, post_only_timeout_secs=0.1))
+    bot.exchange.cancels_failing = 1  # the cancel after its timeout gets a 503
+    await bot.quote()
+    await bot.idle()
+
+    limit, fallback = bot.exchange.placed  # never left resting, its instrument blocked for good
+    assert bot.journal.last(limit.client_order_id).status is OrderStatus.CANCELED
+    assert fallback.order_type is OrderType.MARKET and fallback.amount_contracts == HELD_SOL
+
+
+# -- review: a refusal the journal cannot record; the decision after an order; a lost trader lock -----------
+
+
+async def test_a_refused_order_whose_journal_write_fails_is_still_alerted_and_backed_off() -> None:
+    bot = Bot()
+    bot.exchange.rejecting = 1
+    bot.journal.updates_failing = True  # the database froze after the order's pending write
+    await bot.quote()
+    await bot.idle()
+
+    assert len(bot.exchange.refused) == 1 and bot.exchange.placed == []
+    assert "order_rejected" in bot.alerts.events() and "order_failed" not in bot.alerts.events()
+    assert bot.hedger.orders.backing_off(SOL)  # no new order on SOL straight away
+
+
+async def test_a_decision_that_fails_after_an_order_is_logged_and_its_task_ends_cleanly() -> None:
+    bot = Bot()
+    record_decision = bot.journal.record_decision
+
+    async def frozen_after_the_first(decision: DecisionRecord, pending: OrderRecord | None = None) -> None:
+        if bot.journal.decisions:
+            raise TimeoutError("journal write took longer than 5 s")
+        await record_decision(decision, pending)
+
+    bot.journal.record_decision = frozen_after_the_first  # type: ignore[method-assign]
+    with capture_logs() as logs:
+        await bot.quote()
+        tasks = list(bot.hedger._tasks)
+        await bot.idle()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    assert [r.amount_contracts for r in bot.exchange.placed] == [HELD_SOL]
+    assert [t.exception() for t in tasks] == [None] * len(tasks)
+    assert [e["asset"] for e in logs if e["event"] == "decision_failed"] == ["SOL"]
+    assert bot.hedger.counters.errors == 1
+
+
+class ControlJournal:
+    """The control part of the journal: halted for maintenance."""
+
+    def __init__(self) -> None:
+        self.state = ControlState(halted=True, reason="maintenance", by="op")
+
+    async def control_state(self) -> ControlState:
+        return self.state
+
+    async def set_control_state(self, state: ControlState) -> None:
+        self.state = state
+
+    async def list_control_events(self, **_: object) -> list[dict[str, object]]:
+        return []
+
+
+async def test_after_a_lost_trader_lock_an_operator_resume_sends_nothing() -> None:
+    bot = Bot()
+
+    async def record_event(*_: object) -> None:
+        return None
+
+    control = OperatorControl(bot.hedger, ControlJournal(), record_event)
+    await control.start()
+    lock = TraderLock(lambda: asyncio.sleep(0))
+    bot.hedger.holds_lock = lock.held  # as bootstrap wires it
+    lock.lose("the lock's database session ended")
+    bot.hedger.trading = bot.hedger.trading.halt("trader lock lost")  # as bootstrap's lock_lost does
+
+    await control.handle("resume", "maintenance done", "op")  # HTTP, still served while the bot stops
+    await bot.quote()
+    await bot.hedger.evaluate_all()
+    await bot.idle()
+
+    assert bot.exchange.placed == []
+    assert bot.journal.sent_decisions() == []
+
+
+async def test_an_account_event_that_fails_is_logged_and_skipped_and_the_account_stream_goes_on(
+    tmp_path: Path,
+) -> None:
+    bot = Bot()
+    runner = Runner(bot.hedger, 60, 60, tmp_path / "heartbeat")
+
+    async def frozen(fills: object) -> int:
+        raise JournalUnavailable("journal write took longer than 5 s")
+
+    bot.journal.record_fills = frozen  # type: ignore[method-assign]
+    fill = Fill("t1", "o1", "dkx", SOL, Side.SELL, D(1), D(100), D(0), "USDT", T0)
+    snapshot = account(D(0), T0 + timedelta(seconds=1), seq=7)
+    opened: list[int] = []
+
+    async def account_events() -> AsyncIterator[AccountEvent]:
+        opened.append(1)
+        for event in (fill, snapshot):
+            yield event
+        await asyncio.Event().wait()  # the stream stays open
+
+    with capture_logs() as logs:
+        consuming = asyncio.create_task(runner._consume(account_events, runner._on_event, "account"))
+        await bot.until(lambda: bot.state.account == snapshot, "the snapshot after the failed fill")
+        consuming.cancel()
+        await asyncio.gather(consuming, return_exceptions=True)
+
+    assert len(opened) == 1  # not torn down and reopened
+    assert [e["event_type"] for e in logs if e["event"] == "account_event_failed"] == ["Fill"]

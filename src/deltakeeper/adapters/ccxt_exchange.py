@@ -9,6 +9,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import datetime, timedelta
 from decimal import Decimal
 from functools import partial
@@ -45,6 +46,7 @@ from deltakeeper.domain.errors import (
     ExchangeUnavailable,
     OrderOutcomeUnknown,
     OrderRejected,
+    RateLimited,
 )
 from deltakeeper.domain.exposure import Position
 from deltakeeper.domain.instruments import Instrument, is_stable
@@ -78,9 +80,14 @@ _RATE_LIMIT_STATUSES = (403, 418, 429)
 _NON_FINITE_TEXTS = frozenset({"NaN", "nan", "Infinity", "-Infinity", "inf", "-inf"})
 
 
+_PLACING: ContextVar[bool] = ContextVar("placing", default=False)
+"""Set while `place_order` sends: a rate-limit pause refuses the order at once (`RefillingBucket`)."""
+
+
 class RateLimitPause:
     """The exchange's word on when to ask again (`Retry-After`): every REST request of the adapter's
-    clients waits until then (`RefillingBucket`)."""
+    clients waits until then (`RefillingBucket`), except an order, which is refused (RateLimited with the
+    time still to wait): its sender checks again, after the wait, that the order still holds."""
 
     def __init__(self, monotonic: Callable[[], float] = time.monotonic) -> None:
         self._monotonic = monotonic
@@ -104,7 +111,8 @@ class RefillingBucket:
     Requests go one at a time in the order they come, each once the bucket is not below zero; its cost is
     then taken (so the bucket may go below zero, as in ccxt), and a burst is spaced at the exchange's
     rate. ccxt calls it as `throttler(cost)` and may set a `loop` attribute on it, which is not used.
-    While the exchange's `pause` holds (after a rate-limit refusal), no request goes."""
+    While the exchange's `pause` holds (after a rate-limit refusal), no request goes: a read waits, an order
+    is refused at once (never held in the queue, where it would go out on what has changed meanwhile)."""
 
     def __init__(
         self,
@@ -124,14 +132,21 @@ class RefillingBucket:
         self._pause = pause or RateLimitPause(monotonic)
 
     async def __call__(self, cost: float | None = None) -> None:
+        await self._wait_out_pause()  # an order is refused before queueing behind the waiting reads
         async with self._turn:
-            while (paused_secs := self._pause.remaining_secs()) > 0:
-                await self._sleep(paused_secs)
+            await self._wait_out_pause()
             owed = -self._refill()
             if owed > 0:
                 await self._sleep(owed / self.tokens_per_sec)
                 self._refill()
             self.tokens -= self.default_cost if cost is None else cost
+
+    async def _wait_out_pause(self) -> None:
+        while (paused_secs := self._pause.remaining_secs()) > 0:
+            if _PLACING.get():
+                raise RateLimited(f"rate-limit pause: {paused_secs:.1f} s to go",
+                                  retry_after_secs=paused_secs)
+            await self._sleep(paused_secs)
 
     def _refill(self) -> float:
         now = self._monotonic()
@@ -324,19 +339,23 @@ class CcxtExchange:
 
     async def place_order(self, request: OrderRequest) -> OrderState:
         """Sent once, never retried here (DESIGN.md 6): a definite refusal raises OrderRejected or
-        RateLimited; anything after which the order may exist raises OrderOutcomeUnknown."""
+        RateLimited (at once, with the time to wait, while a rate-limit pause holds); anything after which
+        the order may exist raises OrderOutcomeUnknown."""
         params: dict[str, Any] = {"clientOrderId": request.client_order_id}
         if request.reduce_only:
             params["reduceOnly"] = True
         if request.post_only:
             params["postOnly"] = True
         price = None if request.price is None else float(request.price)
+        placing = _PLACING.set(True)
         try:
             order = await self._rest.create_order(request.symbol, request.order_type.value,
                                                   request.side.value, float(request.amount_contracts), price,
                                                   params)
         except _TRANSPORT_ERRORS as exc:
             raise error_from_ccxt(exc, placing=True) from exc
+        finally:
+            _PLACING.reset(placing)
         try:
             return order_from_ccxt(order, self._clock.now(), request)
         except MalformedPayload as exc:

@@ -110,6 +110,16 @@ class MarketState:
         """Whether the market's quotes are held at a level that a read (`on_read`) could confirm."""
         return self.gate.holding(symbol)
 
+    def vouched(self, symbol: str) -> bool:
+        """Whether the market has a price its quotes are judged against: a quote accepted, or a read
+        (`on_first_read`)."""
+        return self.gate.last_good(symbol) is not None
+
+    def on_first_read(self, read: Quote) -> None:
+        """An independent read of a market not vouched for yet (`Exchange.fetch_quote`): its first quote
+        is judged against it, never accepted on its own mark."""
+        self.gate.seed(read.symbol, Sample(read.mid, read.mark, read.index, self.monotonic()))
+
     def on_read(self, read: Quote) -> bool:
         """An independent read of a market whose quotes are held (`Exchange.fetch_quote`): agreeing with
         the held level, it applies the latest held quote (`quote_confirmed`, returns True); contradicting
@@ -159,9 +169,12 @@ class MarketState:
         quote = self._quotes.get(symbol)
         if quote is None:
             return float("inf")
-        arrived = self.monotonic() - self.received_at[symbol]
-        stamped = (now_ts - quote.ts.timestamp()) / speed
-        return max(arrived, stamped)
+        return self.age_secs(quote, self.received_at[symbol], speed, now_ts)
+
+    def age_secs(self, quote: Quote, received_at: float, speed: float, now_ts: float) -> float:
+        """The age of `quote`, which arrived at `received_at` (this state's monotonic clock), by the rule of
+        `quote_age_secs`."""
+        return max(self.monotonic() - received_at, (now_ts - quote.ts.timestamp()) / speed)
 
     def price_usd(self, asset: str) -> Decimal | None:
         symbol = self.price_symbols.get(asset)

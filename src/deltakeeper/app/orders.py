@@ -169,19 +169,21 @@ class OrderRunner:
         return Ended(state, falls_back, await self.read_account())
 
     def _not_sendable(self, request: OrderRequest, basis: Basis) -> str | None:
-        """Why the order may not go now that its journal write has returned, or None: trading halted since
-        it was sized, the quote it was sized from older than the stale limit (as the risk check measures
-        it), its touch moved beyond the price collar since, its position changed under it, or its asset's
-        delta moved by more than the decision's band."""
+        """Why the order may not go now that its journal write has returned, or None: shutting down (an
+        order refused as rate limited is not sent again), trading halted (or the trader lock lost) since it
+        was sized, the quote it was sized from older than the stale limit (as the risk check measures it),
+        its touch moved beyond the price collar since, its position changed under it, or its asset's delta
+        moved by more than the decision's band."""
+        if self.draining:
+            return "not sent: shutting down"
         if self.halted():
             return "halted before it was sent"
-        now_ts = self.clock.now().timestamp()
-        age_secs = max(time.monotonic() - basis.received_at,
-                       (now_ts - basis.quote.ts.timestamp()) / self.clock.speed)
+        age_secs = self.state.age_secs(basis.quote, basis.received_at, self.clock.speed,
+                                       self.clock.now().timestamp())
         if age_secs > self.stale_secs:
             return f"not sent: its quote is {age_secs:.1f} s old (stale after {self.stale_secs:g} s)"
-        sized = _taking(request.side, basis.quote)
-        now = _taking(request.side, self.state.quotes[request.symbol])
+        sized = taking_price(request.side, basis.quote)
+        now = taking_price(request.side, self.state.quotes[request.symbol])
         moved_bps = abs(now - sized) / sized * 10_000 if sized > 0 else Decimal("Infinity")
         if moved_bps > self.price_collar_bps:
             return f"not sent: the price moved {moved_bps:.0f} bps since it was sized"
@@ -209,7 +211,7 @@ class OrderRunner:
             return None
         basis = self.basis(symbol, decision.asset, decision.band_coin)
         quote = basis.quote
-        touch = _taking(plan.side, quote)
+        touch = taking_price(plan.side, quote)
         amount = hedge.round_contracts(amount, toward_zero=True)
         if amount <= 0 or (fallback and amount < min_slice_contracts(hedge, touch)):
             log.info("order_too_small", decision_id=plan.decision_id, symbol=symbol, amount=str(amount))
@@ -241,14 +243,15 @@ class OrderRunner:
 
     async def _send(self, request: OrderRequest, basis: Basis) -> OrderState | None:
         """Place the order unless its basis no longer holds (checked again before each resend after a
-        rate-limit refusal: a halt or a lost lock meanwhile stops it)."""
+        rate-limit refusal, once the exchange's pause is over: a halt, a lost lock or a stale quote meanwhile
+        stops it)."""
         for attempt in range(RESEND_LIMIT + 1):
             reason = self._not_sendable(request, basis)
             if reason is not None:
                 log.warning("order_not_sent", client_order_id=request.client_order_id, symbol=request.symbol,
                             reason=reason)
-                await self.journal.update_order(self.local_state(request, OrderStatus.CANCELED, reason))
                 self.order_done(OrderStatus.CANCELED)
+                await self._journal_sent(self.local_state(request, OrderStatus.CANCELED, reason))
                 return None
             try:
                 self.observe_tick_to_order_secs(time.monotonic() - basis.received_at)
@@ -262,11 +265,11 @@ class OrderRunner:
                 )
                 await self._journal_sent(state)
                 return state
-            except RateLimited:
+            except RateLimited as exc:
                 if attempt == RESEND_LIMIT:
                     await self._fail(request, "rate limited: not sent")
                     return None
-                await asyncio.sleep(0.5 * 2**attempt)
+                await asyncio.sleep(max(0.5 * 2**attempt, exc.retry_after_secs or 0))
             except OrderRejected as exc:
                 if request.post_only:  # it would have taken: the market fallback sends it
                     log.info("post_only_refused", client_order_id=request.client_order_id, reason=str(exc))
@@ -289,9 +292,9 @@ class OrderRunner:
         return None
 
     async def _journal_sent(self, state: OrderState) -> None:
-        """Journal what became of a sent order. A write that fails (a frozen database) does not end its
-        settling: the order stays in flight until it is final, and the periodic reconciliation journals
-        what this could not."""
+        """Journal what became of an order. A write that fails (a frozen database) changes nothing of what
+        follows (a sent order stays in flight until it is final, a refusal still alerts and backs off), and
+        the periodic reconciliation journals what this could not."""
         try:
             await self.journal.update_order(state)
         except Exception as exc:
@@ -301,10 +304,10 @@ class OrderRunner:
     async def _fail(self, request: OrderRequest, reason: str) -> None:
         self.order_done(OrderStatus.REJECTED)
         log.error("order_rejected", client_order_id=request.client_order_id, reason=reason)
-        await self.journal.update_order(self.local_state(request, OrderStatus.REJECTED, reason))
         rejected = f"order {request.client_order_id} rejected: {reason}"
         self.alert("error", "order_rejected", rejected, request.symbol)
         self._back_off(request.symbol)
+        await self._journal_sent(self.local_state(request, OrderStatus.REJECTED, reason))
 
     def _back_off(self, symbol: str) -> None:
         previous = self._backoff.get(symbol)
@@ -320,7 +323,9 @@ class OrderRunner:
 
         A look-up that fails is no answer: it is asked again, backing off, for as long as it takes (the
         order stays in flight, its instrument blocked), with one alert once the order has gone unsettled an
-        order timeout past its cancel. Only the exchange answering that it does not know an order of
+        order timeout past its cancel. So is a cancel that fails, or that finds nothing to cancel while the
+        order's outcome is unknown (it may land later): it is sent again with the next look-up until one
+        succeeds on an order the exchange knows. Only the exchange answering that it does not know an order of
         unknown outcome, once the request could have landed (the order timeout), ends it as never arrived.
         While stopping (`draining`), an order still not final after its cancel is left, as it stands, to the
         next start's reconciliation, so that a stop does not wait on an unreachable exchange."""
@@ -329,7 +334,7 @@ class OrderRunner:
         deadline = started + timeout
         lost_after = started + self.order_timeout_secs
         alert_after = deadline + self.order_timeout_secs
-        canceled = alerted = False
+        canceled = cancel_tried = alerted = False
         wait_secs = SETTLE_POLL_SECS
         while not state.status.is_final:
             await asyncio.sleep(SETTLE_POLL_SECS if self.draining else wait_secs)
@@ -359,20 +364,22 @@ class OrderRunner:
                     "error",
                     "order_unsettled",
                     f"order {request.client_order_id} on {request.symbol} still {state.status.value} after "
-                    f"{now - started:.0f} s: no new order on {request.symbol} until the exchange answers",
+                    f"{now - started:.0f} s: no new order on {request.symbol} until it is final",
                     request.symbol,
                 )
             if now > deadline:
-                if canceled and self.draining:
+                if cancel_tried and self.draining:
                     log.warning("order_left_unsettled", client_order_id=request.client_order_id,
                                 status=state.status.value)
                     break
                 if not canceled:
-                    canceled = True
+                    cancel_tried = True
                     try:
                         await self.exchange.cancel_order(request.symbol, request.client_order_id)
                     except Exception as exc:
                         log.warning("cancel_failed", client_order_id=request.client_order_id, error=str(exc))
+                    else:
+                        canceled = state.status is not OrderStatus.UNKNOWN
         return state, canceled and state.status is OrderStatus.CANCELED
 
     async def read_account(self) -> bool:
@@ -395,7 +402,7 @@ class OrderRunner:
             wait_secs = min(wait_secs * 2, READ_BACKOFF_MAX_SECS)
 
 
-def _taking(side: Side, quote: Quote) -> Decimal:
+def taking_price(side: Side, quote: Quote) -> Decimal:
     """The price an order on `side` takes at: the ask for a buy, the bid for a sell."""
     return quote.ask if side is Side.BUY else quote.bid
 

@@ -23,7 +23,7 @@ from deltakeeper.app.execution import (
     touch_price,
 )
 from deltakeeper.app.market_state import MarketState
-from deltakeeper.app.orders import SETTLE_POLL_SECS, Basis, OrderRunner
+from deltakeeper.app.orders import SETTLE_POLL_SECS, Basis, OrderRunner, taking_price
 from deltakeeper.domain import risk
 from deltakeeper.domain.decide_policies import (
     FixedBandPolicy,
@@ -140,6 +140,9 @@ class Hedger:
         self.on_liquidation: risk.LiquidationHandler | None = None
         self.on_foreign_order: Callable[[ForeignOrder], Awaitable[None]] | None = None
         """Another trader's order with our prefix (app/reconciliation.py `halt_on_foreign_order`)."""
+        self.holds_lock: Callable[[], bool] = lambda: True
+        """Whether this process still holds the trader lock (bootstrap wires `TraderLock.held`). Once it is
+        lost nothing is decided or sent, whatever the trading state (an operator's resume included)."""
         self.in_flight: dict[str, str] = {}
         self.last_reason: dict[str, str] = {}
         self.last_decision: dict[str, DecisionRecord] = {}
@@ -246,60 +249,58 @@ class Hedger:
     ) -> None:
         policy = self.policies[asset]
         symbol = policy.hedge_symbol
-        if symbol in self.in_flight or self._quiet or self.orders.backing_off(symbol):
+        busy = symbol in self.in_flight or self._quiet or self.orders.backing_off(symbol)
+        if busy or not self.holds_lock():
             return
         record, request = self._decide(asset, policy, self.state.deltas() if deltas is None else deltas)
         if record is None:
             return
-        basis = None
-        if request is not None:  # what `_decide` has just sized it from
-            basis = self.orders.basis(symbol, asset, record.band_coin)
-        plan: ExecutionPlan | None = None
-        if request is not None:
-            self.in_flight[symbol] = request.client_order_id  # before any await: one order per instrument
+        if request is None:
+            await self._journal_decision(record, None, scheduled)
+            return
+        basis = self.orders.basis(symbol, asset, record.band_coin)  # what `_decide` has just sized it from
+        self.in_flight[symbol] = request.client_order_id  # before any await: one order per instrument
         try:
-            if request is not None:
-                plan = await self._plan(request, record.decision_id)
-                request = self._first_order(plan)
-                self.in_flight[symbol] = request.client_order_id
-                if plan.note:
-                    record = replace(record, detail=_join(record.detail, plan.note))
-            pending = None
-            if request is not None:
-                pending = OrderRecord.pending(
-                    request, record.decision_id, self.clock.now(), record.price_usd, asset
+            plan = await self._plan(request, record.decision_id)
+            request = self._first_order(plan)  # the same client id, as the plan sends it
+            record = replace(record, detail=_join(record.detail, plan.note))
+            pending = OrderRecord.pending(request, record.decision_id, self.clock.now(), record.price_usd,
+                                          asset)
+            await self._journal_decision(record, pending, scheduled)
+            if not self.options.send_orders:
+                await self.journal.update_order(
+                    self.orders.local_state(request, OrderStatus.CANCELED, "shadow mode")
                 )
-            if scheduled or pending is not None or self.last_reason.get(asset) != record.reason:
-                await self.journal.record_decision(record, pending)
-            self.last_reason[asset] = record.reason
-            self.last_decision[asset] = record
-            if scheduled or request is not None:
-                log.info(
-                    "rebalance_cycle",
-                    asset=asset,
-                    delta_coin=figure(record.delta_coin),
-                    target_coin=figure(record.target_coin),
-                    band_coin=figure(record.band_coin),
-                    reason=record.reason,
-                    state=record.trading_state,
-                    order=request.client_order_id if request else None,
-                )
-            if request is None:
-                return
         except BaseException:
-            if request is not None:
-                self.in_flight.pop(symbol, None)
+            self.in_flight.pop(symbol, None)
             raise
         if not self.options.send_orders:
-            await self.journal.update_order(
-                self.orders.local_state(request, OrderStatus.CANCELED, "shadow mode")
-            )
             self.in_flight.pop(symbol, None)
             return
-        assert plan is not None and basis is not None
         task = asyncio.create_task(self._execute(asset, plan, request, basis, record))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _journal_decision(self, record: DecisionRecord, pending: OrderRecord | None, scheduled: bool
+                                ) -> None:
+        """Journal a decision (with its first order, pending) when it trades, is scheduled, or its reason
+        changed; log the cycle."""
+        asset = record.asset
+        if scheduled or pending is not None or self.last_reason.get(asset) != record.reason:
+            await self.journal.record_decision(record, pending)
+        self.last_reason[asset] = record.reason
+        self.last_decision[asset] = record
+        if scheduled or pending is not None:
+            log.info(
+                "rebalance_cycle",
+                asset=asset,
+                delta_coin=figure(record.delta_coin),
+                target_coin=figure(record.target_coin),
+                band_coin=figure(record.band_coin),
+                reason=record.reason,
+                state=record.trading_state,
+                order=pending.client_order_id if pending is not None else None,
+            )
 
     def _decide(
         self, asset: str, policy: AssetPolicy, deltas: dict[str, AssetDelta]
@@ -319,7 +320,7 @@ class Hedger:
         if decision.intent is None:
             return self._record(decision_id, now, delta, decision, decision.reason, policy_detail), None
         intent = decision.intent
-        touch = quote.ask if intent.side.sign > 0 else quote.bid
+        touch = taking_price(intent.side, quote)
         priced = OrderIntent(intent.symbol, intent.side, intent.amount_contracts, touch, intent.reduce_only)
         outcome = self._check_order(priced, now)
         detail = ",".join(outcome.notes)
@@ -491,7 +492,7 @@ class Hedger:
         return outcome
 
     def _halted(self) -> bool:
-        return self.trading.state is risk.TradingState.HALTED
+        return self.trading.state is risk.TradingState.HALTED or not self.holds_lock()
 
     def _observe_state(self, notes: frozenset[str], now: datetime) -> None:
         before = self.trading.state
@@ -518,7 +519,7 @@ class Hedger:
         execution = self.options.execution
         hedge = self.state.instruments[request.symbol]
         quote = self.state.quotes[request.symbol]
-        touch = quote.ask if request.side is Side.BUY else quote.bid
+        touch = taking_price(request.side, quote)
         book_side = None
         if execution.needs_book:
             try:
@@ -604,7 +605,11 @@ class Hedger:
                     await self.orders.read_account_until_ok()
             finally:
                 self.in_flight.pop(plan.symbol, None)
-        await self.evaluate(asset, scheduled=True)
+        try:  # the next decision, on the account read after it
+            await self.evaluate(asset, scheduled=True)
+        except Exception as exc:
+            self.counters.errors += 1
+            log.exception("decision_failed", asset=asset, error=str(exc))
 
     @staticmethod
     def _summary(plan: ExecutionPlan, first: OrderRequest, states: list[OrderState]) -> OrderState:

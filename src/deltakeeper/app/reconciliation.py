@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import structlog
 
 from deltakeeper.app.control import OperatorControl, halt
-from deltakeeper.domain.errors import ForeignOrder
+from deltakeeper.domain.errors import ForeignOrder, TraderLockLost
 from deltakeeper.domain.orders import Fill, OrderState, OrderStatus, is_ours
 from deltakeeper.domain.records import AccountSnapshot, OrderRecord
 from deltakeeper.ports import Alerts, Clock, Exchange, Journal
@@ -39,7 +39,8 @@ class Reconciliation:
 
 
 async def reconcile(
-    exchange: Exchange, journal: Journal, clock: Clock, landing_secs: float, in_flight: Collection[str] = ()
+    exchange: Exchange, journal: Journal, clock: Clock, landing_secs: float, in_flight: Collection[str] = (),
+    holds_lock: Callable[[], bool] = lambda: True,
 ) -> Reconciliation:
     """Settle every order the journal does not know the end of, by client order id; cancel open orders
     of ours (the next decision re-sizes from scratch), and report those with our prefix the journal did
@@ -52,7 +53,8 @@ async def reconcile(
     journaled an order sent just before the bot died may still appear on the exchange (the bot's own wait
     for an order's outcome, DK_ORDER_TIMEOUT_SECS): a request can wait in the network (Bybit refuses one
     older than its receive window, 5 s by default in ccxt) and in the exchange's gateway before it is
-    matched."""
+    matched. `holds_lock`: whether this process still trades the account (the trader lock): once it is
+    lost, the orders are another trader's to cancel, and a cancel of ours raises TraderLockLost."""
     settled = 0
     for order in await journal.open_orders():
         if order.client_order_id in in_flight:
@@ -81,6 +83,8 @@ async def reconcile(
         cid = str(open_order.client_order_id)
         if cid in foreign:
             continue
+        if not holds_lock():
+            raise TraderLockLost(f"not cancelling {cid}: the trader lock is lost")
         await exchange.cancel_order(open_order.symbol, cid)
         canceled += 1
         found = await exchange.fetch_order(open_order.symbol, cid)

@@ -33,10 +33,9 @@ QUIET_WAIT_EXTRA_SECS = 5.0
 ACCOUNT_READ_MAX_RECOMPUTES = 3
 """Ready (`/readyz`) only while the account was read within this many DK_RECOMPUTE_SECS."""
 
-ReadinessCheck = Callable[[], str | None]
-"""A condition of trading safely now, for `/readyz`: None while it holds, else why not."""
 QUOTE_READ_SECS = 1.0
-"""At most one REST read a second per market confirms or contradicts the quotes the price gate holds."""
+"""At most one REST read a second per market vouches for its first quote, or confirms or contradicts the
+quotes the price gate holds."""
 
 
 class Runner:
@@ -65,6 +64,8 @@ class Runner:
         """Symbol -> its REST read confirming held quotes, while one runs."""
         self._read_at: dict[str, float] = {}
         """Symbol -> when (monotonic) its last read started."""
+        self._unvouched: dict[str, Quote] = {}
+        """Symbol -> its latest quote, while no read has vouched for the market yet."""
         self.last_beat: float | None = None
         """Wall time (time.time()) of the last heartbeat."""
         self.journal_writes = journal_writes
@@ -72,8 +73,6 @@ class Runner:
         self.started_at = time.monotonic()
         self.account_read_at: float | None = None
         """Monotonic time of the last successful read of the account (REST, or pushed by the stream)."""
-        self.readiness_checks: dict[str, ReadinessCheck] = {}
-        """More conditions of readiness by name, beside the Runner's own (see `app.status.readiness`)."""
 
     async def run(self, stop: asyncio.Event) -> None:
         hedger = self.hedger
@@ -224,7 +223,8 @@ class Runner:
             async with hedger.quiet(hedger.options.order_timeout_secs + QUIET_WAIT_EXTRA_SECS) as idle:
                 # Orders still in flight after the wait stay the Hedger's to settle.
                 result = await reconcile(hedger.exchange, hedger.journal, hedger.clock,
-                                         hedger.options.order_timeout_secs, set(hedger.in_flight.values()))
+                                         hedger.options.order_timeout_secs, set(hedger.in_flight.values()),
+                                         hedger.holds_lock)
                 hedger.state.on_account(result.account)
                 self.account_read_at = time.monotonic()
                 await self._report_liquidations(result)
@@ -245,10 +245,15 @@ class Runner:
             log.exception("daily_summary_failed", error=str(exc))
 
     async def _on_quote(self, quote: Quote) -> None:
-        """Apply a quote the price gate accepts, and decide on it. Nothing here ends the shared quote
-        stream: an error handling one quote is logged with its traceback and that quote skipped."""
+        """Apply a quote the price gate accepts, and decide on it; the quotes of a market nothing vouches
+        for yet wait for a REST read of it (the latest is then judged against that read).
+        Nothing here ends the shared quote stream: an error handling one quote is logged with its traceback
+        and that quote skipped."""
         try:
-            if self.hedger.state.on_quote(quote):
+            if not self.hedger.state.vouched(quote.symbol):
+                self._unvouched[quote.symbol] = quote  # judged once the read comes
+                self._read_quote(quote.symbol)
+            elif self.hedger.state.on_quote(quote):
                 await self._decide_on(quote)
             elif self.hedger.state.held(quote.symbol):  # held by the price gate: no decision on it
                 self._read_quote(quote.symbol)
@@ -261,8 +266,8 @@ class Runner:
         await self.hedger.on_quote(quote.symbol)
 
     def _read_quote(self, symbol: str) -> None:
-        """Read the market's quote by REST to confirm or contradict its held quotes, unless a read runs or
-        one started less than QUOTE_READ_SECS ago."""
+        """Read the market's quote by REST to vouch for its first quote, or confirm or contradict its held
+        quotes, unless a read runs or one started less than QUOTE_READ_SECS ago."""
         now = time.monotonic()
         if symbol in self._reads or now - self._read_at.get(symbol, -math.inf) < QUOTE_READ_SECS:
             return
@@ -278,22 +283,34 @@ class Runner:
             log.warning("quote_read_failed", symbol=symbol, error=str(exc))
             return
         try:
-            if state.on_read(read):
+            if not state.vouched(symbol):
+                state.on_first_read(read)
+                del self._read_at[symbol]  # not a read of held quotes: one held next is read at once
+                if (quote := self._unvouched.pop(symbol, None)) is not None:
+                    await self._on_quote(quote)
+            elif state.on_read(read):
                 await self._decide_on(state.quotes[symbol])
         except Exception as exc:
             self.hedger.counters.errors += 1
             log.exception("quote_failed", symbol=symbol, error=str(exc))
 
     async def _on_event(self, event: AccountEvent) -> None:
-        if isinstance(event, Fill):
-            await self.hedger.on_fill(event)
-        elif isinstance(event, FundingPayment):
-            await self.hedger.on_funding(event)
-        elif isinstance(event, OrderState):
-            await self.hedger.on_order(event)
-        elif isinstance(event, AccountSnapshot):
-            self.account_read_at = time.monotonic()
-            await self.hedger.on_account(event)
+        """Handle one account event. Nothing here ends the shared account stream: an error handling one
+        event (a journal that does not answer) is logged with its traceback and that event skipped (the
+        periodic reconciliation brings what it missed)."""
+        try:
+            if isinstance(event, Fill):
+                await self.hedger.on_fill(event)
+            elif isinstance(event, FundingPayment):
+                await self.hedger.on_funding(event)
+            elif isinstance(event, OrderState):
+                await self.hedger.on_order(event)
+            elif isinstance(event, AccountSnapshot):
+                self.account_read_at = time.monotonic()
+                await self.hedger.on_account(event)
+        except Exception as exc:
+            self.hedger.counters.errors += 1
+            log.exception("account_event_failed", event_type=type(event).__name__, error=str(exc))
 
     async def _consume(
         self, open_stream: Callable[[], AsyncIterator[T]], handle: Callable[[T], Awaitable[None]], name: str

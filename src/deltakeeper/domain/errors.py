@@ -21,7 +21,12 @@ class ExchangeUnavailable(DeltakeeperError):
 
 
 class RateLimited(ExchangeUnavailable):
-    """The exchange asked us to slow down; the request was definitely refused."""
+    """The exchange asked us to slow down; the request was definitely refused. `retry_after_secs`: how
+    long the exchange's pause (Retry-After) still holds, when one does."""
+
+    def __init__(self, message: str, retry_after_secs: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_secs = retry_after_secs
 
 
 class RiskDenied(DeltakeeperError):
@@ -54,3 +59,8 @@ class ForeignOrder(DeltakeeperError):
         self.symbol = symbol
         super().__init__(f"order {client_order_id} on {symbol} carries our client-id prefix but this journal "
                          "did not create it: another trader is on the account")
+
+
+class TraderLockLost(DeltakeeperError):
+    """This process no longer holds the trader lock: another instance may trade the account now, and its
+    orders are not ours to cancel."""

@@ -13,6 +13,10 @@ that genuinely gapped is followed at most `confirm_secs` (and `confirm_quotes` q
 a lone absurd tick (3x, 1000x, 0.001x) is never accepted: the next normal quote is accepted and drops it.
 A quote that disagrees with its own mark or index is never confirmed, and does not break a confirmation.
 
+A market's first quote has nothing of its own to be compared with (its mark and index come in the same
+tick): the caller reads the market independently first (`seed`), and the first quote is judged against
+that read as against a last good price.
+
 An independent read of the market's price (a REST ticker: `vouch`) settles a held level at once: one that
 agrees with it accepts the latest held quote; one that contradicts it (agrees with the last good price, or
 with neither) vetoes it: persistence no longer confirms it, only a later agreeing read does. A read that
@@ -137,6 +141,11 @@ class PriceGate:
     def holding(self, symbol: str) -> bool:
         """Whether quotes of the market are held at a level a read could confirm."""
         return symbol in self._candidates
+
+    def seed(self, symbol: str, read: Sample) -> None:
+        """An independent read of a market that has no good price yet (a REST ticker): its first quote is
+        judged against it."""
+        self._good.setdefault(symbol, read)
 
     def vouch(self, symbol: str, read_mid: Decimal) -> Verdict | None:
         """An independent read of the market's price now (a REST ticker's mid). None when nothing is held;
