@@ -42,7 +42,8 @@ async def bot(server: RunningServer, tmp_path: Path
     """The bot on the emulator's account, SOL held inside a band too wide to trade: every order on the
     account is someone else's."""
     settings = Settings(data_dir=tmp_path, database_url=f"sqlite:///{tmp_path / 'journal.db'}", http_port=0,
-                        policy="band", assets={"SOL": AssetSettings(hedge=LINEAR, band_coin=Decimal(100_000))})
+                        policy="band",
+                        assets={"SOL": AssetSettings(hedge=LINEAR, band_coin=Decimal(100_000))})
     exchange = CcxtExchange("bybit", clock=WallClock(), api_key=KEY, secret=SECRET, base_url=server.url,
                             rng=random.Random(1), ccxt_config={"enableRateLimit": False})
     alerts = RecordingAlerts()
