@@ -39,11 +39,6 @@ T = TypeVar("T")
 pytestmark = pytest.mark.timeout(90)
 
 
-class WallClock:
-    def now(self) -> datetime:
-        return datetime.now(UTC)
-
-
 async def start_emulator(speed: float = 600, allow_withdraw: bool = False) -> RunningServer:
     return await serve("127.0.0.1", 0, {KEY: SECRET}, speed=speed, seed=7, scenario=False,
                        allow_withdraw=allow_withdraw)
@@ -57,7 +52,8 @@ async def emulator() -> AsyncIterator[RunningServer]:
 
 
 def adapter(server: RunningServer, **settings: Any) -> CcxtExchange:
-    return CcxtExchange("bybit", clock=WallClock(), api_key=KEY, secret=SECRET, base_url=server.url,
+    """The adapter on the emulator's clock, which stamps its quotes (a simulated clock ahead of the wall's)."""
+    return CcxtExchange("bybit", clock=server.venue.clock, api_key=KEY, secret=SECRET, base_url=server.url,
                         backoff_initial_secs=0.05, backoff_max_secs=0.5, rng=random.Random(1), **settings)
 
 
@@ -367,7 +363,7 @@ async def test_without_websockets_quotes_and_account_events_are_polled(emulator:
 
 async def test_refused_signature_is_a_configuration_error_that_ends_the_account_stream(
         emulator: RunningServer) -> None:
-    forged = CcxtExchange("bybit", clock=WallClock(), api_key=KEY, secret="not-the-secret",
+    forged = CcxtExchange("bybit", clock=emulator.venue.clock, api_key=KEY, secret="not-the-secret",
                           base_url=emulator.url)
     try:
         with pytest.raises(ConfigError):

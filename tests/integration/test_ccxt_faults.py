@@ -143,8 +143,10 @@ def sane(quote: Quote, received_at: datetime) -> bool:
             and quote.ts < received_at + timedelta(days=3660))
 
 
-async def test_corrupted_ticker_frames_are_skipped_and_the_quotes_go_on(emulator: RunningServer,
-                                                                        exchange: CcxtExchange) -> None:
+async def test_corrupted_ticker_frames_are_skipped_and_the_quotes_go_on(emulator: RunningServer) -> None:
+    exchange = CcxtExchange("bybit", clock=emulator.venue.clock, api_key=KEY, secret=SECRET,
+                            base_url=emulator.url)  # on the clock the emulator stamps its tickers with
+    await exchange.load_instruments()
     received: list[tuple[Quote, datetime]] = []
 
     async def consume() -> None:
@@ -168,6 +170,7 @@ async def test_corrupted_ticker_frames_are_skipped_and_the_quotes_go_on(emulator
         finally:
             consuming.cancel()
             await asyncio.gather(consuming, return_exceptions=True)
+            await exchange.close()
 
     assert all(sane(quote, at) for quote, at in received)
     assert not events(logs, "stream_stale", "stream_error")

@@ -293,7 +293,7 @@ class CcxtExchange:
                 continue
             ticker = await self._call(self._rest.fetch_ticker, symbol)
             with self._reading():
-                prices[asset] = quote_from_ticker(ticker, self._clock.now()).mark
+                prices[asset] = quote_from_ticker(ticker, self._clock.now(), self._clock.speed).mark
         futures = sorted({i.symbol for i in held if not i.is_option})
         try:
             tiers = await self._raw_leverage_tiers(futures)
@@ -393,7 +393,7 @@ class CcxtExchange:
         """The ticker by REST (the price gate's confirmation read)."""
         raw = await self._call(self._rest.fetch_ticker, symbol)
         with self._reading():
-            return quote_from_ticker(raw, self._clock.now())
+            return quote_from_ticker(raw, self._clock.now(), self._clock.speed)
 
     async def _raw_open_orders(self) -> list[dict[str, Any]]:
         raws: list[dict[str, Any]] = []
@@ -462,7 +462,7 @@ class CcxtExchange:
 
         async def to_quote(ticker: dict[str, Any]) -> Quote | None:
             try:
-                return quote_from_ticker(ticker, self._clock.now())
+                return quote_from_ticker(ticker, self._clock.now(), self._clock.speed)
             except MalformedPayload as exc:
                 log.warning("quote_malformed", exchange=self.name, symbol=ticker.get("symbol"),
                             reason=str(exc))

@@ -87,9 +87,11 @@ from deltakeeper.domain.orders import (
 DEFAULT_FUNDING_INTERVAL_SECS = 8 * 3600
 QUOTE_TS_EARLIEST = datetime(2009, 1, 3, tzinfo=UTC)
 """No market quoted a crypto asset before Bitcoin's first block: an earlier quote time is corrupt."""
-QUOTE_TS_MAX_AHEAD = timedelta(days=3660)
-"""How far past its arrival a quote's time may be: the Bybit emulator stamps simulated time, which runs
-ahead of the wall clock at its speed; a time beyond that (a timestamp of 1e20 ms) is corrupt."""
+QUOTE_MAX_LEAD_SECS = 60.0
+"""How far a quote's time may lie ahead of the bot's clock at its arrival, in wall seconds (times the clock's
+speed): clock skew and transit are well under it. A quote stamped further ahead is corrupt (a timestamp of
+1e20 ms, a year ahead): taken, it would hold the risk model's bars and the wait for a newer quote until its
+time. The exchange's clock must agree with the bot's within it (against the emulator: the same clock)."""
 RETRY_AFTER_MAX_SECS = 60.0
 """The longest wait an exchange's rate-limit refusal is honoured for."""
 _UNSIGNED_CONTRACTS_EXCHANGES = frozenset({"bybit"})
@@ -472,11 +474,10 @@ def _entries(value: object, field: str, nonempty: bool) -> list[Mapping[str, Any
     return value
 
 
-def quote_from_ticker(ticker: Mapping[str, Any], received_at: datetime) -> Quote:
+def quote_from_ticker(ticker: Mapping[str, Any], received_at: datetime, speed: float = 1.0) -> Quote:
     """Top of book and mark; the mark falls back to the last price, then the mid (spot has no mark).
     Prices must be finite and positive, the bid at most the ask, and the time plausible: from
-    `QUOTE_TS_EARLIEST` to `QUOTE_TS_MAX_AHEAD` past `received_at` (the emulator's clock runs ahead of the
-    wall clock at its speed)."""
+    `QUOTE_TS_EARLIEST` to `QUOTE_MAX_LEAD_SECS` (times the clock's `speed`) past `received_at`."""
     bid = dec(ticker.get("bid"), "bid")
     ask = dec(ticker.get("ask"), "ask")
     if bid <= 0 or ask <= 0 or bid > ask:
@@ -485,7 +486,7 @@ def quote_from_ticker(ticker: Mapping[str, Any], received_at: datetime) -> Quote
     if mark is not None and mark <= 0:
         raise MalformedPayload("markPrice", "a positive price", mark)
     ts = _ts(ticker, received_at)
-    if not QUOTE_TS_EARLIEST <= ts <= received_at + QUOTE_TS_MAX_AHEAD:
+    if not QUOTE_TS_EARLIEST <= ts <= received_at + timedelta(seconds=QUOTE_MAX_LEAD_SECS * speed):
         raise MalformedPayload("timestamp", "a plausible time", ticker.get("timestamp"))
     return Quote(
         symbol=_text(ticker, "symbol"), bid=bid, ask=ask, mark=mark or (bid + ask) / 2,
@@ -739,7 +740,7 @@ def _amounts(doc: Mapping[str, Any], key: str, required: bool) -> dict[str, Deci
 
 
 __all__ = [
-    "DEFAULT_FUNDING_INTERVAL_SECS", "QUOTE_TS_EARLIEST", "QUOTE_TS_MAX_AHEAD", "RETRY_AFTER_MAX_SECS",
+    "DEFAULT_FUNDING_INTERVAL_SECS", "QUOTE_MAX_LEAD_SECS", "QUOTE_TS_EARLIEST", "RETRY_AFTER_MAX_SECS",
     "MalformedPayload", "Portfolio", "balances_from_ccxt", "bybit_key_can_withdraw",
     "check_bybit_account_answer", "dec", "error_from_ccxt", "fill_from_trade", "funding_from_ccxt",
     "instrument_from_market", "is_funding_trade", "is_liquidation_trade", "is_open_position",
