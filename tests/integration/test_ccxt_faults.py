@@ -25,7 +25,7 @@ from deltakeeper.adapters.ccxt_exchange import CcxtExchange
 from deltakeeper.bootstrap import build_runner
 from deltakeeper.config import Settings
 from deltakeeper.domain.errors import ExchangeUnavailable
-from deltakeeper.domain.orders import Fill, OrderRequest, Quote, Side
+from deltakeeper.domain.orders import Fill, OrderRequest, OrderState, Quote, Side
 from deltakeeper.domain.records import AccountSnapshot
 from deltakeeper.sim.bybit.server import HUB, RunningServer, serve
 from deltakeeper.sim.clock import WallClock
@@ -215,6 +215,51 @@ async def test_corrupted_private_frames_are_skipped_and_the_account_stream_goes_
             assert all(amount.is_finite() for amount in event.balances.values())
             assert event.balances  # never read as an empty wallet
     assert not events(logs, "stream_stale", "stream_error")
+
+
+async def test_an_account_push_of_the_wrong_shape_is_skipped_and_the_account_stream_goes_on(
+        exchange: CcxtExchange) -> None:
+    """ccxt hands on an order whose status is a list and a Bybit balance whose result is not an object (the
+    first push of each, before the real ones): each is skipped, the stream reads on."""
+    client = exchange._rest
+    shapeless = {"watch_orders": [{"id": "1", "status": ["open"], "amount": 1, "type": "limit",
+                                   "side": "buy", "symbol": LINEAR}],
+                 "watch_balance": {"info": {"result": ["USDT"]}}}
+
+    def first_shapeless(name: str) -> Callable[..., Any]:
+        real = getattr(client, name)
+
+        async def watch(*args: Any) -> Any:
+            return shapeless.pop(name) if name in shapeless else await real(*args)
+
+        return watch
+
+    for name in list(shapeless):
+        setattr(client, name, first_shapeless(name))
+    received: list[Any] = []
+
+    async def consume() -> None:
+        async with aclosing(exchange.account_events()) as stream:
+            async for event in stream:
+                received.append(event)
+
+    with capture_logs() as logs:
+        consuming = asyncio.create_task(consume())
+        try:
+            await until(lambda: not shapeless, 20, "the malformed pushes read")
+            await asyncio.sleep(2.5)  # past the subscription's REST catch-up
+            await exchange.place_order(OrderRequest("dkshape1a0", LINEAR, Side.BUY, Decimal("0.01")))
+            await until(lambda: any(isinstance(e, Fill) and e.client_order_id == "dkshape1a0"
+                                    for e in received) or consuming.done(), 10, "the fill pushed")
+        finally:
+            consuming.cancel()
+            await asyncio.gather(consuming, return_exceptions=True)
+
+    assert any(isinstance(e, Fill) and e.client_order_id == "dkshape1a0" for e in received)
+    assert any(isinstance(e, OrderState) and e.client_order_id == "dkshape1a0" for e in received)
+    skipped = {entry["stream"] for entry in events(logs, "malformed_message_skipped")}
+    assert skipped == {"orders", "balance"}
+    assert not events(logs, "stream_error")
 
 
 # --- rate-limit waits ----------------------------------------------------------------------------------

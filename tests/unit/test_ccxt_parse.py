@@ -799,3 +799,26 @@ def test_malformed_portfolio_file_names_what_is_wrong(change: Any, named: str) -
         portfolio_from_json(doc)
 
     assert caught.value.variable == named
+
+
+LINEAR_BTC = Instrument("BTC/USDT:USDT", Kind.PERPETUAL, "BTC", "USDT", "USDT")
+GOOD_ORDER = {"id": "1", "clientOrderId": "dk1a0", "symbol": "BTC/USDT:USDT", "status": "open", "amount": 1,
+              "filled": 0, "type": "limit", "side": "buy", "price": 100, "timestamp": 1704067200000}
+GOOD_TRADE = {"id": "t1", "order": "1", "side": "buy", "amount": 1, "price": 100,
+              "fee": {"cost": 0.1, "currency": "USDT"}, "timestamp": 1704067200000,
+              "info": {"execType": "Trade"}}
+
+
+@pytest.mark.parametrize(("parse", "malformed"), [
+    (lambda d: order_from_ccxt(d, NOW), GOOD_ORDER | {"status": ["open"]}),  # unhashable: TypeError
+    (lambda d: order_from_ccxt(d, NOW), GOOD_ORDER | {"status": {"s": "open"}}),
+    (lambda d: fill_from_trade(d, LINEAR_BTC, "bybit"), GOOD_TRADE | {"fee": "0.1"}),  # AttributeError
+    (lambda d: fill_from_trade(d, LINEAR_BTC, "bybit"), GOOD_TRADE | {"info": {"execType": ["Trade"]}}),
+    (lambda d: is_liquidation_trade(d, "bybit"), GOOD_TRADE | {"info": {"execType": ["Trade"]}}),
+    (lambda d: balances_from_ccxt(d, "bybit"), {"info": {"result": ["USDT"]}}),  # AttributeError
+    (lambda d: balances_from_ccxt(d, "bybit"), {"info": {"result": "USDT"}}),
+])
+def test_a_ccxt_dict_of_the_wrong_shape_is_a_malformed_payload_not_a_crash(
+        parse: Any, malformed: dict[str, Any]) -> None:
+    with pytest.raises(MalformedPayload):
+        parse(malformed)

@@ -52,12 +52,13 @@ Funding amounts are signed from the account's view, positive = received:
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, ParamSpec, TypeVar
 
 import ccxt
 from ccxt.base.decimal_to_precision import DECIMAL_PLACES, TICK_SIZE
@@ -130,6 +131,13 @@ _SIGNED_STRING = re.compile(r"origin_string\[[^\]]*\]")
 _REFUSALS_AFTER_ACCEPT = frozenset({"EC_PostOnlyWillTakeLiquidity"})
 """Bybit's reasons for cancelling an order it has just accepted, before it could rest or fill."""
 
+_UNREADABLE = (ArithmeticError, AttributeError, LookupError, TypeError, ValueError)
+"""What reading a value of the wrong shape raises (a list where a text was, a text where an object was, a
+number Decimal refuses): at the parsers' boundary, a malformed message."""
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
 _STATUSES = {"open": OrderStatus.OPEN, "canceled": OrderStatus.CANCELED, "expired": OrderStatus.CANCELED,
              "rejected": OrderStatus.REJECTED}
 
@@ -142,6 +150,27 @@ class MalformedPayload(ValueError):
         self.expected = expected
         self.got = got
         super().__init__(f"{field}: expected {expected} (got {got!r})")
+
+
+def _parser(subject: str) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
+    """A parser of a ccxt `subject` (an order, a balance...): any error of reading a value of the wrong
+    shape (`_UNREADABLE`) is MalformedPayload, so that the message is logged and skipped, never mistaken
+    for a failure of the code reading it (which ends a stream)."""
+
+    def wrap(parse: Callable[_P, _R]) -> Callable[_P, _R]:
+        @functools.wraps(parse)
+        def parsing(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+            try:
+                return parse(*args, **kwargs)
+            except MalformedPayload:
+                raise
+            except _UNREADABLE as exc:
+                raise MalformedPayload(subject, f"a well-formed ccxt {subject}",
+                                       f"{type(exc).__name__}: {str(exc)[:200]}") from exc
+
+        return parsing
+
+    return wrap
 
 
 class Portfolio(NamedTuple):
@@ -223,6 +252,7 @@ def _limit(market: Mapping[str, Any], name: str) -> Decimal | None:
     return _opt_dec((limits.get(name) or {}).get("min"), f"limits.{name}.min")
 
 
+@_parser("market")
 def instrument_from_market(market: Mapping[str, Any], exchange_id: str,
                            precision_mode: int = TICK_SIZE) -> Instrument:
     """One ccxt market as an Instrument; `precision_mode` is the ccxt exchange's `precisionMode`. Without
@@ -288,6 +318,7 @@ def _funding_interval_secs(market: Mapping[str, Any], exchange_id: str) -> int:
     return int(dec(minutes, "info.fundingInterval")) * 60
 
 
+@_parser("position")
 def position_from_ccxt(position: Mapping[str, Any], instrument: Instrument, exchange_id: str,
                        greeks: Mapping[str, Any] | None = None) -> Position:
     """Signed contracts (+ long) in the instrument's units, so that `instrument.delta_coin(contracts,
@@ -322,6 +353,7 @@ def position_from_ccxt(position: Mapping[str, Any], instrument: Instrument, exch
     )
 
 
+@_parser("position")
 def is_open_position(position: Mapping[str, Any]) -> bool:
     """Whether a ccxt position holds contracts. A size that is missing or not a number raises
     MalformedPayload: a malformed entry never reads as a flat position."""
@@ -379,6 +411,7 @@ def _position_margin(position: Mapping[str, Any]) -> dict[str, Any]:
     return figures
 
 
+@_parser("leverage tier")
 def tier_from_ccxt(entry: Mapping[str, Any]) -> MarginTier:
     """One ccxt leverage tier (`minNotional`, `maxNotional`, `maintenanceMarginRate`, in ccxt's notional
     unit) as a bracket of a maintenance margin table; a tier without a cap has none."""
@@ -390,6 +423,7 @@ def tier_from_ccxt(entry: Mapping[str, Any]) -> MarginTier:
     return MarginTier(floor, Decimal("Infinity") if cap is None else cap, rate)
 
 
+@_parser("leverage tiers")
 def tiers_from_ccxt(entries: object) -> tuple[MarginTier, ...]:
     """A market's ccxt leverage tiers (`fetch_leverage_tiers`) as a maintenance margin table, ascending
     and contiguous."""
@@ -425,6 +459,7 @@ def _option_greeks(position: Mapping[str, Any], greeks: Mapping[str, Any], instr
     }
 
 
+@_parser("balance")
 def balances_from_ccxt(balance: Mapping[str, Any], exchange_id: str) -> dict[str, Decimal]:
     """Wallet balances per coin, excluding unrealised PnL (see the module's notes), zeros left out.
 
@@ -474,6 +509,7 @@ def _entries(value: object, field: str, nonempty: bool) -> list[Mapping[str, Any
     return value
 
 
+@_parser("ticker")
 def quote_from_ticker(ticker: Mapping[str, Any], received_at: datetime, speed: float = 1.0) -> Quote:
     """Top of book and mark; the mark falls back to the last price, then the mid (spot has no mark).
     Prices must be finite and positive, the bid at most the ask, and the time plausible: from
@@ -496,6 +532,7 @@ def quote_from_ticker(ticker: Mapping[str, Any], received_at: datetime, speed: f
     )
 
 
+@_parser("order")
 def order_from_ccxt(order: Mapping[str, Any], received_at: datetime,
                     request: OrderRequest | None = None) -> OrderState:
     """A ccxt order. `request` fills what an acknowledgement leaves out (Bybit's answer to create_order
@@ -544,11 +581,13 @@ def order_from_ccxt(order: Mapping[str, Any], received_at: datetime,
     )
 
 
+@_parser("trade")
 def is_funding_trade(trade: Mapping[str, Any], exchange_id: str) -> bool:
     """Bybit pushes funding settlements on its execution channel (`execType` Funding)."""
     return exchange_id == "bybit" and _info(trade).get("execType") == "Funding"
 
 
+@_parser("trade")
 def is_liquidation_trade(trade: Mapping[str, Any], exchange_id: str) -> bool:
     """The exchange closed the position itself: a liquidation or ADL execution (module notes)."""
     info = _info(trade)
@@ -566,6 +605,7 @@ def is_liquidation_trade(trade: Mapping[str, Any], exchange_id: str) -> bool:
     return False
 
 
+@_parser("trade")
 def fill_from_trade(trade: Mapping[str, Any], instrument: Instrument, exchange_id: str) -> Fill:
     """One of the account's trades; the fee is what the account paid (negative for a rebate). A liquidation
     or ADL fill is marked so, without a client order id."""
@@ -594,6 +634,7 @@ def fill_from_trade(trade: Mapping[str, Any], instrument: Instrument, exchange_i
     )
 
 
+@_parser("funding payment")
 def funding_from_ccxt(item: Mapping[str, Any], instrument: Instrument, exchange_id: str) -> FundingPayment:
     """A funding payment, positive = received, in the instrument's settle coin.
 
@@ -623,6 +664,7 @@ def funding_from_ccxt(item: Mapping[str, Any], instrument: Instrument, exchange_
     )
 
 
+@_parser("API key answer")
 def bybit_key_can_withdraw(response: Mapping[str, Any]) -> bool:
     """From Bybit's `GET /v5/user/query-api` answer: `permissions.Wallet` lists `Withdraw`."""
     permissions = (response.get("result") or {}).get("permissions")
