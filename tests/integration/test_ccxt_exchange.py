@@ -52,9 +52,10 @@ async def emulator() -> AsyncIterator[RunningServer]:
 
 
 def adapter(server: RunningServer, **settings: Any) -> CcxtExchange:
-    """The adapter on the emulator's clock, which stamps its quotes (a simulated clock ahead of the wall's)."""
-    return CcxtExchange("bybit", clock=server.venue.clock, api_key=KEY, secret=SECRET, base_url=server.url,
-                        backoff_initial_secs=0.05, backoff_max_secs=0.5, rng=random.Random(1), **settings)
+    """The adapter on the emulator's clock, which stamps its quotes (simulated: ahead of the wall's)."""
+    return CcxtExchange("bybit", clock=server.venue.clock, api_key=KEY, secret=SECRET,
+                        base_url=server.url, backoff_initial_secs=0.05, backoff_max_secs=0.5,
+                        rng=random.Random(1), **settings)
 
 
 @pytest.fixture
