@@ -208,6 +208,10 @@ class CcxtExchange:
         self._public = build({})
         """Public streams on their own client, so that reopening a stale one leaves the account's alone."""
         self._instruments: dict[str, Instrument] = {}
+        self._balances: dict[str, Decimal] = {}
+        self._positions: dict[str, Position] = {}
+        """The account as last read or pushed: a read sets both, a balance or position push its own part,
+        so that a push's snapshot never brings back what a later read has replaced (`_snapshot_streams`)."""
 
     # --- markets -----------------------------------------------------------------------------------
 
@@ -239,6 +243,8 @@ class CcxtExchange:
             positions = [position_from_ccxt(raw, await self._instrument(raw.get("symbol")), self.name)
                          for raw in raws]
             balances = balances_from_ccxt(balance, self.name)
+        self._balances = dict(balances)
+        self._positions = {position.symbol: position for position in positions}
         return AccountSnapshot(balances, tuple(positions), self._clock.now())
 
     async def _raw_positions(self) -> list[dict[str, Any]]:
@@ -555,7 +561,8 @@ class CcxtExchange:
         return _merge([self._stream("trades", receive, convert, resync=resync), catch_up()])
 
     def _snapshot_streams(self) -> list[AsyncIterator[AccountSnapshot]]:
-        """Snapshots of the account: polled by REST, or kept from the balance and position streams."""
+        """Snapshots of the account: polled by REST, or the last read (`fetch_account`, by any caller) with
+        the balance and position pushes since merged in, each push replacing its own part only."""
         has = self._rest.has
 
         async def fetched() -> list[AccountSnapshot]:
@@ -566,24 +573,12 @@ class CcxtExchange:
 
         if not (has.get("watchBalance") and has.get("watchPositions")):
             return [self._stream("account", self._polled(fetched), same, resync=fetched, resync_first=True)]
-        balances: dict[str, Decimal] = {}
-        positions: dict[str, Position] = {}
 
         def snapshot() -> AccountSnapshot:
-            return AccountSnapshot(dict(balances), tuple(positions.values()), self._clock.now())
-
-        async def resync() -> list[AccountSnapshot]:
-            fresh = await self.fetch_account()
-            balances.clear()
-            balances.update(fresh.balances)
-            positions.clear()
-            positions.update({position.symbol: position for position in fresh.positions})
-            return [snapshot()]
+            return AccountSnapshot(dict(self._balances), tuple(self._positions.values()), self._clock.now())
 
         async def on_balance(balance: dict[str, Any]) -> AccountSnapshot:
-            wallet = balances_from_ccxt(balance, self.name)
-            balances.clear()
-            balances.update(wallet)
+            self._balances = balances_from_ccxt(balance, self.name)
             return snapshot()
 
         async def on_positions(raws: list[dict[str, Any]]) -> AccountSnapshot:
@@ -591,16 +586,16 @@ class CcxtExchange:
                       for raw in raws]  # all read before any is taken: a malformed push changes nothing
             for position in pushed:
                 if position.contracts:
-                    positions[position.symbol] = position
+                    self._positions[position.symbol] = position
                 else:
-                    positions.pop(position.symbol, None)
+                    self._positions.pop(position.symbol, None)
             return snapshot()
 
         return [
-            self._stream("balance", partial(_one, self._rest.watch_balance), on_balance, resync=resync,
+            self._stream("balance", partial(_one, self._rest.watch_balance), on_balance, resync=fetched,
                          resync_first=True),
-            self._stream("positions", partial(_one, self._rest.watch_positions), on_positions, resync=resync,
-                         resync_first=True),
+            self._stream("positions", partial(_one, self._rest.watch_positions), on_positions,
+                         resync=fetched, resync_first=True),
         ]
 
     async def _stream(
