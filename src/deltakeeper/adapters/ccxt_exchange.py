@@ -74,6 +74,11 @@ _REMEMBERED_IDS = 10_000
 _RATE_LIMIT_STATUSES = (403, 418, 429)
 """HTTP statuses of rate-limit refusals (Bybit answers its IP limit with 403)."""
 _NON_FINITE_TEXTS = frozenset({"NaN", "nan", "Infinity", "-Infinity", "inf", "-inf"})
+_CLIENT_ID_FETCH_ORDER = frozenset({"binance", "binanceusdm", "binancecoinm", "okx", "bitget"})
+"""Exchanges whose ccxt `fetchOrder` looks an order up by `clientOrderId` (ccxt asks for origClientOrderId,
+clOrdId, clientOid) and raises OrderNotFound when the exchange has none (`fetch_order`)."""
+_ORDER_PAGE_LIMIT = 50
+"""The page of open or closed orders `fetch_order` reads where the exchange cannot be asked by client id."""
 
 
 class RateLimitPause:
@@ -371,9 +376,17 @@ class CcxtExchange:
             return [order_from_ccxt(raw, self._clock.now()) for raw in raws]
 
     async def fetch_order(self, symbol: str, client_order_id: str) -> OrderState | None:
-        """The order with this client order id, open or closed; None when the exchange does not know it."""
-        params = {"orderLinkId": client_order_id} if self.name == "bybit" else {}
+        """The order with this client order id, open or closed; None only when the exchange says it does
+        not know it. Asked by client id where the exchange can be (Bybit filters its listings by it;
+        `_CLIENT_ID_FETCH_ORDER`), else looked for in one page of open and of closed orders: a full page
+        without it may not hold all, which is no answer (ExchangeUnavailable)."""
         has = self._rest.has
+        if self.name in _CLIENT_ID_FETCH_ORDER or has.get("fetchOrderWithClientOrderId") is True:
+            raw = await self._call(self._order_or_none, client_order_id, symbol)
+            with self._reading():
+                return None if raw is None else order_from_ccxt(raw, self._clock.now())
+        bybit = self.name == "bybit"
+        params, limit = ({"orderLinkId": client_order_id}, None) if bybit else ({}, _ORDER_PAGE_LIMIT)
         lookups = [self._rest.fetch_open_orders]
         if has.get("fetchCanceledAndClosedOrders"):
             lookups.append(self._rest.fetch_canceled_and_closed_orders)
@@ -382,11 +395,23 @@ class CcxtExchange:
                                                     ("fetchCanceledOrders", self._rest.fetch_canceled_orders))
                         if has.get(name)]
         for lookup in lookups:
-            for raw in await self._call(lookup, symbol, None, None, params):
+            page = await self._call(lookup, symbol, None, limit, params)
+            for raw in page:
                 if raw.get("clientOrderId") == client_order_id:
                     with self._reading():
                         return order_from_ccxt(raw, self._clock.now())
+            if limit is not None and len(page) >= limit:
+                raise ExchangeUnavailable(f"{self.name}: {client_order_id} not in a full page of "
+                                          f"{getattr(lookup, '__name__', 'orders')}: outcome unknown")
         return None
+
+    async def _order_or_none(self, client_order_id: str, symbol: str) -> dict[str, Any] | None:
+        """ccxt's fetchOrder by client order id; None where the exchange answers that it has no such order."""
+        try:
+            order: dict[str, Any] = await self._rest.fetch_order_with_client_order_id(client_order_id, symbol)
+        except ccxt.OrderNotFound:
+            return None
+        return order
 
     async def fetch_order_book(self, symbol: str, depth: int) -> tuple[list[BookLevel], list[BookLevel]]:
         """(bids, asks) best first; ccxt's sizes (contracts for derivatives) turned into coins."""
