@@ -31,6 +31,7 @@ from deltakeeper.domain.orders import (
 )
 from deltakeeper.domain.records import AccountSnapshot
 from deltakeeper.sim.bybit.server import RunningServer, serve
+from deltakeeper.sim.clock import WallClock
 from deltakeeper.sim.markets import default_instruments
 
 KEY, SECRET = "dk-test-key", "dk-test-secret"
@@ -53,10 +54,8 @@ async def emulator() -> AsyncIterator[RunningServer]:
 
 
 def adapter(server: RunningServer, **settings: Any) -> CcxtExchange:
-    """The adapter on the emulator's clock, which stamps its quotes (simulated: ahead of the wall's)."""
-    return CcxtExchange("bybit", clock=server.venue.clock, api_key=KEY, secret=SECRET,
-                        base_url=server.url, backoff_initial_secs=0.05, backoff_max_secs=0.5,
-                        rng=random.Random(1), **settings)
+    return CcxtExchange("bybit", clock=WallClock(), api_key=KEY, secret=SECRET, base_url=server.url,
+                        backoff_initial_secs=0.05, backoff_max_secs=0.5, rng=random.Random(1), **settings)
 
 
 @pytest.fixture
@@ -430,7 +429,7 @@ async def test_without_websockets_quotes_and_account_events_are_polled(emulator:
 
 async def test_refused_signature_is_a_configuration_error_that_ends_the_account_stream(
         emulator: RunningServer) -> None:
-    forged = CcxtExchange("bybit", clock=emulator.venue.clock, api_key=KEY, secret="not-the-secret",
+    forged = CcxtExchange("bybit", clock=WallClock(), api_key=KEY, secret="not-the-secret",
                           base_url=emulator.url)
     try:
         with pytest.raises(ConfigError):
