@@ -285,14 +285,15 @@ def emulator_books(url: str) -> tuple[Books, list[str]]:
     return asyncio.run(_emulator_books(url))
 
 
-async def _sim_times(url: str) -> tuple[int, int, int]:
-    """(the emulator's simulated time, its next funding time, the funding interval), in ms."""
+async def _funding_times(url: str) -> tuple[int, int, int]:
+    """(the emulator's time, its next funding time, the wall time between fundings), in ms: the emulator
+    stamps everything on the wall clock, and funds every `fundingInterval` of its simulated time."""
     exchange = ccxt_client(url)
     try:
         await exchange.load_markets()
         book = await exchange.fetch_order_book(LINEAR)
         ticker = await exchange.fetch_ticker(LINEAR)
-        interval_ms = int(exchange.market(LINEAR)["info"]["fundingInterval"]) * 60_000
+        interval_ms = int(exchange.market(LINEAR)["info"]["fundingInterval"]) * 60_000 // SPEED
         return int(book["timestamp"]), int(ticker["info"]["nextFundingTime"]), interval_ms
     finally:
         await exchange.close()
@@ -300,11 +301,11 @@ async def _sim_times(url: str) -> tuple[int, int, int]:
 
 def stop_between_fundings(url: str, bot: Process) -> int:
     """SIGTERM the bot at least FUNDING_QUIET_WALL_SECS away from a funding settlement (a payment
-    settled as the bot stops reaches it, or not, by chance); the simulated time it was stopped at."""
+    settled as the bot stops reaches it, or not, by chance); the emulator's time it was stopped at."""
     while True:
-        now, next_funding, interval = asyncio.run(_sim_times(url))
-        to_next = (next_funding - now) / 1000 / SPEED
-        since_last = (now - (next_funding - interval)) / 1000 / SPEED
+        now, next_funding, interval = asyncio.run(_funding_times(url))
+        to_next = (next_funding - now) / 1000
+        since_last = (now - (next_funding - interval)) / 1000
         if to_next > FUNDING_QUIET_WALL_SECS and since_last > FUNDING_QUIET_WALL_SECS:
             break
         time.sleep(to_next + FUNDING_QUIET_WALL_SECS if to_next <= FUNDING_QUIET_WALL_SECS else 0.5)
@@ -332,7 +333,7 @@ def journal_books(data_dir: Path) -> Books:
     return Books(orders, fills, funding)
 
 
-def assert_books_agree(ours: Books, theirs: Books, link_ids: list[str], stopped_sim_ms: int) -> None:
+def assert_books_agree(ours: Books, theirs: Books, link_ids: list[str], stopped_ms: int) -> None:
     # No order sent twice: each client order id at most once on the exchange, and each order there
     # belongs to a decision of its own, journaled before the order was sent.
     repeated = [link for link, count in Counter(link_ids).items() if count > 1]
@@ -371,7 +372,7 @@ def assert_books_agree(ours: Books, theirs: Books, link_ids: list[str], stopped_
     assert ours.fills == theirs.fills
 
     # Funding: the same payment ids and amounts, but for those settled after the bot stopped.
-    settled = {pid: amount for pid, (amount, ms) in theirs.funding.items() if ms <= stopped_sim_ms}
+    settled = {pid: amount for pid, (amount, ms) in theirs.funding.items() if ms <= stopped_ms}
     later = set(theirs.funding) - set(settled)
     assert {pid: amount for pid, (amount, _) in ours.funding.items() if pid not in later} == settled
 

@@ -40,6 +40,14 @@ def funding_start() -> datetime:
     return datetime.fromtimestamp(boundary - FUNDING_LEAD_SECS, UTC)
 
 
+def next_funding_stamp_ms(server: RunningServer) -> int:
+    """The wall time, in ms, at which the emulator's simulated clock reaches its next funding time: the
+    funding timestamps it sends (one clock for every timestamp)."""
+    sim_secs = server.venue.clock.now().timestamp()
+    boundary = (math.floor(sim_secs / FUNDING_INTERVAL_SECS) + 1) * FUNDING_INTERVAL_SECS
+    return server.venue.stamp_ms(datetime.fromtimestamp(boundary, UTC))
+
+
 @pytest.fixture
 async def emulator() -> AsyncIterator[RunningServer]:
     server = await serve("127.0.0.1", 0, {KEY: SECRET}, speed=SPEED, seed=7, start=funding_start(),
@@ -133,11 +141,13 @@ async def test_fetch_order_book_returns_sorted_levels_around_the_quote(exchange:
         assert [level[0] for level in asks] == sorted(level[0] for level in asks)
 
 
-async def test_fetch_funding_rate_and_leverage_tiers_describe_perpetuals(exchange: Any) -> None:
+async def test_fetch_funding_rate_and_leverage_tiers_describe_perpetuals(emulator: RunningServer,
+                                                                       exchange: Any) -> None:
+    before = next_funding_stamp_ms(emulator)
     rate = await exchange.fetch_funding_rate(LINEAR)
     assert abs(rate["fundingRate"]) < 0.01
     assert rate["interval"] == "8h"
-    assert rate["fundingTimestamp"] % (FUNDING_INTERVAL_SECS * 1000) == 0
+    assert rate["fundingTimestamp"] in (before, next_funding_stamp_ms(emulator))
     tiers = await exchange.fetch_leverage_tiers([LINEAR])
     assert tiers[LINEAR][0]["maxLeverage"] == 100 and tiers[LINEAR][0]["currency"] == "USDT"
     inverse_tiers = await exchange.fetch_leverage_tiers([INVERSE])
@@ -297,7 +307,7 @@ async def test_funding_settles_as_funding_executions_and_rate_history(emulator: 
     assert payments[0]["id"] == engine_payment.payment_id
     assert Decimal(str(payments[0]["amount"])) == -engine_payment.amount
     assert payments[0]["rate"] == float(engine_payment.rate)
-    assert payments[0]["timestamp"] % (FUNDING_INTERVAL_SECS * 1000) == 0
+    assert payments[0]["timestamp"] == emulator.venue.stamp_ms(engine_payment.ts)
     history = await exchange.fetch_funding_rate_history(LINEAR)
     assert [h["timestamp"] for h in history] == [payments[0]["timestamp"]]
     log = await exchange.private_get_v5_account_transaction_log(

@@ -55,6 +55,13 @@ class SimClock:
         elapsed_secs = (self._wall() - self._anchor_wall).total_seconds() * self.speed
         return max(self._floor, self._anchor_sim + timedelta(seconds=elapsed_secs))
 
+    def wall_time(self, sim_time: datetime) -> datetime:
+        """The wall time at which the clock reads (or read) `sim_time`: the inverse of `now`. As fast as
+        possible there is no such time; the simulated time itself stands in."""
+        if self.as_fast_as_possible:
+            return sim_time
+        return self._anchor_wall + (sim_time - self._anchor_sim) / self.speed
+
     def advance_to(self, sim_time: datetime) -> None:
         self._floor = max(self._floor, sim_time)
 

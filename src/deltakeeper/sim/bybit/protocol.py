@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote
@@ -30,11 +31,13 @@ CATEGORIES = (SPOT, LINEAR, INVERSE)
 class BybitError(Exception):
     """A refusal as Bybit answers it: a retCode and retMsg in the envelope (HTTP 200 unless said)."""
 
-    def __init__(self, ret_code: int, ret_msg: str, http_status: int = 200) -> None:
+    def __init__(self, ret_code: int, ret_msg: str, http_status: int = 200,
+                 headers: Mapping[str, str] | None = None) -> None:
         super().__init__(f"{ret_code} {ret_msg}")
         self.ret_code = ret_code
         self.ret_msg = ret_msg
         self.http_status = http_status
+        self.headers = dict(headers or {})
 
 
 def envelope(result: Any, now_ms: int, ret_code: int = 0, ret_msg: str = "OK") -> dict[str, Any]:

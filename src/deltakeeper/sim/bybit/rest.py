@@ -37,7 +37,7 @@ from deltakeeper.sim.bybit.protocol import (
     page_limit,
 )
 from deltakeeper.sim.bybit.records import OrderMeta
-from deltakeeper.sim.bybit.venue import RECENT_CLOSED_ORDERS, BybitVenue, to_ms
+from deltakeeper.sim.bybit.venue import RECENT_CLOSED_ORDERS, BybitVenue, user_id
 from deltakeeper.sim.markets import ASSETS
 
 logger = logging.getLogger(__name__)
@@ -100,6 +100,11 @@ Handler = Callable[[Call], Awaitable[dict[str, Any]]]
 class Route:
     handler: Handler
     private: bool
+    per_sec: int = 0
+    """Bybit's per-UID limit on the path, requests in any rolling second (private paths only)."""
+
+
+LIMIT_WINDOW_MS = 1000
 
 
 def tick_size(instrument: Instrument) -> Decimal:
@@ -206,7 +211,7 @@ async def tickers(call: Call) -> dict[str, Any]:
 def book_item(venue: BybitVenue, symbol: str, instrument: Instrument, depth: int) -> dict[str, Any]:
     bids, asks = venue.engine.book(instrument.symbol, depth)
     quote = venue.engine.quote(instrument.symbol)
-    ts = to_ms(quote.ts) if quote else venue.now_ms()
+    ts = venue.stamp_ms(quote.ts) if quote else venue.now_ms()
     update = venue.book_updates[instrument.symbol]
     return {
         "s": symbol,
@@ -308,9 +313,8 @@ async def coin_info(call: Call) -> dict[str, Any]:
 async def api_key_info(call: Call) -> dict[str, Any]:
     launch = datetime.fromtimestamp(call.venue.launch_ms / 1000, UTC)
     wallet = ["AccountTransfer", "SubMemberTransfer"] + (["Withdraw"] if call.venue.allow_withdraw else [])
-    digest = hashlib.sha256(call.account.encode()).hexdigest()
     return {
-        "id": str(int(digest[:8], 16)),
+        "id": str(int(hashlib.sha256(call.account.encode()).hexdigest()[:8], 16)),
         "note": "deltakeeper Bybit emulator",
         "apiKey": call.account,
         "readOnly": 0,
@@ -335,7 +339,7 @@ async def api_key_info(call: Call) -> dict[str, Any]:
         "createdAt": launch.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "unified": 0,
         "uta": 1,
-        "userID": int(digest[8:15], 16),
+        "userID": user_id(call.account),
         "inviterID": 0,
         "vipLevel": "No VIP",
         "mktMakerLevel": "0",
@@ -463,7 +467,7 @@ async def open_orders(call: Call) -> dict[str, Any]:
         final = [s.exchange_order_id for s, _ in orders if s.status.is_final]
         recent_closed = set(final[:RECENT_CLOSED_ORDERS])
     orders = [(s, m) for s, m in orders if not s.status.is_final or s.exchange_order_id in recent_closed]
-    rows = [serializers.order(s, m, call.venue.ids[s.symbol][1], stream=False) for s, m in orders]
+    rows = [call.venue.order_item(s, stream=False) for s, _ in orders]
     items, cursor = call.page(rows, 20, 50)
     return {"category": category, "list": items, "nextPageCursor": cursor}
 
@@ -474,7 +478,7 @@ async def order_history(call: Call) -> dict[str, Any]:
     status = call.get("orderStatus")
     rows = []
     for state, meta in _matching_orders(call, category):
-        item = serializers.order(state, meta, call.venue.ids[state.symbol][1], stream=False)
+        item = call.venue.order_item(state, stream=False)
         by_id = call.get("orderId") or call.get("orderLinkId")
         if status and item["orderStatus"] != status:
             continue
@@ -561,19 +565,19 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("GET", "/v5/market/orderbook"): Route(orderbook, private=False),
     ("GET", "/v5/market/funding/history"): Route(funding_history, private=False),
     ("GET", "/v5/market/risk-limit"): Route(risk_limit, private=False),
-    ("GET", "/v5/asset/coin/query-info"): Route(coin_info, private=True),
-    ("GET", "/v5/user/query-api"): Route(api_key_info, private=True),
-    ("GET", "/v5/account/info"): Route(account_info, private=True),
-    ("GET", "/v5/account/wallet-balance"): Route(wallet_balance, private=True),
-    ("GET", "/v5/account/fee-rate"): Route(fee_rate, private=True),
-    ("GET", "/v5/account/transaction-log"): Route(transaction_log, private=True),
-    ("GET", "/v5/position/list"): Route(position_list, private=True),
-    ("POST", "/v5/order/create"): Route(create_order, private=True),
-    ("POST", "/v5/order/cancel"): Route(cancel_order, private=True),
-    ("POST", "/v5/order/cancel-all"): Route(cancel_all, private=True),
-    ("GET", "/v5/order/realtime"): Route(open_orders, private=True),
-    ("GET", "/v5/order/history"): Route(order_history, private=True),
-    ("GET", "/v5/execution/list"): Route(executions, private=True),
+    ("GET", "/v5/asset/coin/query-info"): Route(coin_info, private=True, per_sec=5),
+    ("GET", "/v5/user/query-api"): Route(api_key_info, private=True, per_sec=10),
+    ("GET", "/v5/account/info"): Route(account_info, private=True, per_sec=50),
+    ("GET", "/v5/account/wallet-balance"): Route(wallet_balance, private=True, per_sec=50),
+    ("GET", "/v5/account/fee-rate"): Route(fee_rate, private=True, per_sec=10),
+    ("GET", "/v5/account/transaction-log"): Route(transaction_log, private=True, per_sec=30),
+    ("GET", "/v5/position/list"): Route(position_list, private=True, per_sec=50),
+    ("POST", "/v5/order/create"): Route(create_order, private=True, per_sec=10),
+    ("POST", "/v5/order/cancel"): Route(cancel_order, private=True, per_sec=10),
+    ("POST", "/v5/order/cancel-all"): Route(cancel_all, private=True, per_sec=10),
+    ("GET", "/v5/order/realtime"): Route(open_orders, private=True, per_sec=50),
+    ("GET", "/v5/order/history"): Route(order_history, private=True, per_sec=50),
+    ("GET", "/v5/execution/list"): Route(executions, private=True, per_sec=50),
 }
 
 
@@ -605,6 +609,7 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         reset = {"X-Bapi-Limit-Reset-Timestamp": str(wall_ms() + reset_ms)} if reset_ms else None
         return _json(envelope({}, wall_ms(), RATE_LIMITED, "Too many visits. Exceeded the API Rate Limit."),
                      headers=reset)
+    limit_headers: dict[str, str] = {}
     try:
         route = ROUTES.get((request.method, request.path))
         if route is None:
@@ -621,9 +626,11 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         account = ""
         if route.private:
             account = check_rest(venue.credentials, request.headers, raw, wall_ms())
+            limit_headers = _count_call(venue, account, request.path, route.per_sec)
         result = await route.handler(Call(venue, account, params, request))
     except BybitError as error:
-        return _json(envelope({}, wall_ms(), error.ret_code, error.ret_msg), error.http_status)
+        return _json(envelope({}, wall_ms(), error.ret_code, error.ret_msg), error.http_status,
+                     error.headers or limit_headers)
     except Exception:
         logger.exception("bybit_emulator_request_failed", extra={"path": request.path})
         return _json(envelope({}, wall_ms(), SERVER_ERROR, "Internal System Error."))
@@ -631,7 +638,25 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     fault = _MALFORMED_ACCOUNT.get(request.path)
     if fault is not None and faults.roll(getattr(faults.config, fault[0])):
         fault[1](answer, faults.turn(fault[0], 3))
-    return _json(answer)
+    return _json(answer, headers=limit_headers)
+
+
+def _count_call(venue: BybitVenue, account: str, path: str, per_sec: int) -> dict[str, str]:
+    """Count a request against the key's limit on `path` (a rolling second, as Bybit counts): the
+    `X-Bapi-Limit*` headers of its answer. Over the limit, the request is refused with retCode 10006 and
+    `X-Bapi-Limit-Reset-Timestamp` says when the oldest request leaves the window; otherwise that header is
+    the current time, as Bybit sends it."""
+    now_ms = wall_ms()
+    calls = venue.api_calls[(account, path)]
+    while calls and calls[0] <= now_ms - LIMIT_WINDOW_MS:
+        calls.popleft()
+    if len(calls) >= per_sec:
+        raise BybitError(RATE_LIMITED, "Too many visits!", headers={
+            "X-Bapi-Limit": str(per_sec), "X-Bapi-Limit-Status": "0",
+            "X-Bapi-Limit-Reset-Timestamp": str(calls[0] + LIMIT_WINDOW_MS)})
+    calls.append(now_ms)
+    return {"X-Bapi-Limit": str(per_sec), "X-Bapi-Limit-Status": str(per_sec - len(calls)),
+            "X-Bapi-Limit-Reset-Timestamp": str(now_ms)}
 
 
 def _retry_after(retry_after_ms: int) -> dict[str, str]:

@@ -72,7 +72,8 @@ def settle_value(instrument: Instrument, contracts: Decimal, price: Decimal) -> 
     return contracts * instrument.contract_size * price
 
 
-def order(state: OrderState, meta: OrderMeta, symbol: str, *, stream: bool) -> dict[str, Any]:
+def order(state: OrderState, meta: OrderMeta, symbol: str, updated_ms: int, *,
+          stream: bool) -> dict[str, Any]:
     spot = meta.category == SPOT
     filled = state.filled_contracts
     leaves = state.amount_contracts - filled if not state.status.is_final else ZERO
@@ -130,7 +131,7 @@ def order(state: OrderState, meta: OrderMeta, symbol: str, *, stream: bool) -> d
         "cumFeeDetail": {meta.fee_currency: fmt(meta.cum_exec_fee)} if meta.fee_currency else {},
         "extraFees": "",
         "createdTime": str(meta.created_ms),
-        "updatedTime": str(int(state.ts.timestamp() * 1000)),
+        "updatedTime": str(updated_ms),
     }
     if spot:
         item["ocoTriggerBy"] = "OcoTriggerByUnknown"
@@ -288,7 +289,7 @@ def wallet(
             "locked": fmt(held_back),
             "spotHedgingQty": "0",
             "borrowAmount": "0",
-            "availableToWithdraw": fmt(available),
+            "availableToWithdraw": "",
             "accruedInterest": "0",
             "totalOrderIM": "0",
             "totalPositionIM": fmt(im),

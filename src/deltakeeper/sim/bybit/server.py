@@ -4,9 +4,10 @@ and running; the caller prints its `url`). REST and websockets share one port.
 Each API key is an account of one simulated engine, opened at start with the default scenario's
 balances; its inventory then moves on its own (`deltakeeper.sim.scenario`). Prices: the bundled SOL
 history replayed from the simulated start, then a seeded random walk; BTC and ETH follow seeded random
-walks. The simulated clock runs `speed` times faster than the wall clock; authentication uses the wall
-clock. The engine margins and liquidates positions with the risk limits the emulator publishes
-(`serializers.RISK_TIERS`), and reports its own figures on them (`positionIM`, `positionMM`, `liqPrice`).
+walks. The simulated clock runs `speed` times faster than the wall clock and paces the market only:
+authentication and every timestamp sent use the wall clock (`BybitVenue.stamp_ms`). The engine margins
+and liquidates positions with the risk limits the emulator publishes (`serializers.RISK_TIERS`), and
+reports its own figures on them (`positionIM`, `positionMM`, `liqPrice`).
 
 Control endpoints (no authentication; answered to loopback clients only, 403 otherwise):
 - `GET /sim/faults`: the current fault settings (`FaultConfig` fields) as JSON;

@@ -1,19 +1,23 @@
 """Bybit's view of the simulated engine: markets by category and Bybit symbol, one account per API key,
 orders placed and cancelled with Bybit's parameters and refusals, and the records Bybit keeps that the
 engine does not (order attributes, executions with their ids, realised PnL, the transaction log,
-funding-rate history, 24h statistics). The engine's liquidations appear as Bybit shows a takeover
+funding-rate history, 24h statistics). Every timestamp the venue sends reads one clock, the wall clock
+(`stamp_ms`): the simulated clock only paces the market, and an event of simulated time `t` is stamped
+with the wall time at which the simulated clock read `t`, so that orders, executions, positions, tickers and
+`/v5/market/time` agree, as they do on Bybit. The engine's liquidations appear as Bybit shows a takeover
 liquidation: an order of the liquidation engine and its BustTrade execution. Engine events become
 private-topic pushes through `private_listeners`; quotes reach `quote_listeners`."""
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 import re
 import uuid
 from collections import defaultdict, deque
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import ROUND_DOWN, Decimal, InvalidOperation
 from typing import Any
 
@@ -31,7 +35,7 @@ from deltakeeper.domain.orders import (
     Side,
 )
 from deltakeeper.domain.records import AccountSnapshot
-from deltakeeper.ports import AccountEvent, Clock
+from deltakeeper.ports import AccountEvent
 from deltakeeper.sim.bybit import serializers
 from deltakeeper.sim.bybit.faults import Faults
 from deltakeeper.sim.bybit.protocol import (
@@ -49,6 +53,7 @@ from deltakeeper.sim.bybit.protocol import (
     category_of,
 )
 from deltakeeper.sim.bybit.records import Execution, LedgerEntry, MarketStats, OrderMeta, PositionBook
+from deltakeeper.sim.clock import SimClock
 from deltakeeper.sim.engine import WALLET_QUANTUM, SimEngine
 
 PrivateListener = Callable[[str, str, list[dict[str, Any]]], None]
@@ -59,6 +64,12 @@ PARTIAL_FILL_FRACTION = Decimal("0.5")
 REST_ARRIVALS_KEPT = 1000
 _ORDER_LINK_ID = re.compile(r"^[A-Za-z0-9_-]{1,36}$")
 _TIME_IN_FORCE = ("GTC", "IOC", "PostOnly")
+CONDITIONAL_PARAMS = (
+    "triggerPrice", "triggerDirection", "triggerBy", "orderFilter", "takeProfit", "stopLoss", "tpslMode",
+    "tpTriggerBy", "slTriggerBy", "tpLimitPrice", "slLimitPrice", "tpOrderType", "slOrderType",
+)
+"""Bybit's parameters of conditional orders and attached take-profit / stop-loss: the emulator has neither,
+and refuses an order that sets one (but `orderFilter=Order`, a plain order) rather than place it plain."""
 
 # (engine reason fragment, derivative code and message, spot code and message)
 _REFUSALS: tuple[tuple[str, int, str, int, str], ...] = (
@@ -75,6 +86,11 @@ _REFUSALS: tuple[tuple[str, int, str, int, str], ...] = (
 
 def to_ms(ts: datetime) -> int:
     return int(ts.timestamp() * 1000)
+
+
+def user_id(account: str) -> int:
+    """The Bybit user id of an API key's account (stable across runs)."""
+    return int(hashlib.sha256(account.encode()).hexdigest()[8:15], 16)
 
 
 def decimal_param(params: Mapping[str, Any], name: str) -> Decimal | None:
@@ -99,7 +115,7 @@ class BybitVenue:
     def __init__(
         self,
         engine: SimEngine,
-        clock: Clock,
+        clock: SimClock,
         credentials: Mapping[str, str],
         faults: Faults,
         *,
@@ -111,7 +127,7 @@ class BybitVenue:
         self.credentials = dict(credentials)
         self.faults = faults
         self.allow_withdraw = allow_withdraw
-        self.launch_ms = to_ms(clock.now())
+        self.launch_ms = self.stamp_ms(clock.now())
         self.markets: dict[tuple[str, str], Instrument] = {}
         self.ids: dict[str, tuple[str, str]] = {}
         """ccxt symbol -> (category, Bybit symbol)"""
@@ -127,6 +143,8 @@ class BybitVenue:
         self.book_updates: dict[str, int] = defaultdict(int)
         self.rest_arrivals: deque[float] = deque(maxlen=REST_ARRIVALS_KEPT)
         """The event loop's monotonic time of each REST request's arrival, the latest ones."""
+        self.api_calls: dict[tuple[str, str], deque[int]] = defaultdict(deque)
+        """(API key, path) -> wall times in ms of its requests in the current rate-limit window."""
         self._rng = random.Random(seed)
         self._seq = 0
         self._meta: dict[str, OrderMeta] = {}
@@ -143,8 +161,12 @@ class BybitVenue:
 
     # time and markets
 
+    def stamp_ms(self, sim_time: datetime) -> int:
+        """The timestamp, in ms since the epoch on the wall clock, of what happens at simulated `sim_time`."""
+        return to_ms(self.clock.wall_time(sim_time))
+
     def now_ms(self) -> int:
-        return to_ms(self.clock.now())
+        return self.stamp_ms(self.clock.now())
 
     def market(self, category: str, symbol: object) -> Instrument:
         if category not in CATEGORIES:
@@ -164,8 +186,8 @@ class BybitVenue:
             return None
         quote = self.engine.quote(instrument.symbol)
         rate = quote.funding_rate if quote and quote.funding_rate is not None else None
-        now_secs = self.clock.now().timestamp()
-        next_ms = (math.floor(now_secs / interval) + 1) * interval * 1000
+        next_secs = (math.floor(self.clock.now().timestamp() / interval) + 1) * interval
+        next_ms = self.stamp_ms(datetime.fromtimestamp(next_secs, UTC))
         return (rate if rate is not None else self.engine.default_funding_rate), next_ms
 
     def open_interest(self, instrument: Instrument) -> Decimal:
@@ -180,6 +202,9 @@ class BybitVenue:
 
     def create_order(self, account: str, params: Mapping[str, Any]) -> tuple[dict[str, str], OrderState]:
         """Place an order with Bybit's parameters; (the create answer, the engine's state)."""
+        for name in CONDITIONAL_PARAMS:
+            if params.get(name) not in (None, "") and (name, params[name]) != ("orderFilter", "Order"):
+                raise BybitError(PARAM_ERROR, f"params error: {name} is not supported")
         category = str(params.get("category", ""))
         instrument = self.market(category, params.get("symbol"))
         side = {"Buy": Side.BUY, "Sell": Side.SELL}.get(str(params.get("side")))
@@ -331,7 +356,7 @@ class BybitVenue:
     def order_item(self, state: OrderState, *, stream: bool) -> dict[str, Any]:
         meta = self._meta[state.exchange_order_id]
         _, symbol = self.ids[state.symbol]
-        return serializers.order(state, meta, symbol, stream=stream)
+        return serializers.order(state, meta, symbol, self.stamp_ms(state.ts), stream=stream)
 
     # executions, positions, wallet, ledger
 
@@ -426,7 +451,7 @@ class BybitVenue:
         meta.cum_exec_value += value
         meta.cum_exec_fee += fill.fee
         meta.fee_currency = fill.fee_currency
-        ms = to_ms(fill.ts)
+        ms = self.stamp_ms(fill.ts)
         seq = self._next_seq()
         closed, realised = ZERO, ZERO
         if instrument.is_derivative:
@@ -448,7 +473,7 @@ class BybitVenue:
             index_price=quote.index if quote else None, closed_size=closed, exec_ms=ms, seq=seq,
         )
         self._executions[account].append(execution)
-        self.stats[fill.symbol].on_trade(ms, fill.amount_contracts, value)
+        self.stats[fill.symbol].on_trade(to_ms(fill.ts), fill.amount_contracts, value)
         if instrument.is_derivative:
             self._record(account, instrument, execution, "LIQUIDATION" if fill.liquidation else "TRADE",
                          cash_flow=realised, funding=ZERO)
@@ -459,7 +484,7 @@ class BybitVenue:
         orderLinkId, `createType` CreateByTakeOver_PassThrough. Its execution is a BustTrade."""
         quote = self.engine.quote(fill.symbol)
         return OrderMeta(
-            category=self.ids[fill.symbol][0], created_ms=to_ms(fill.ts), time_in_force="IOC",
+            category=self.ids[fill.symbol][0], created_ms=self.stamp_ms(fill.ts), time_in_force="IOC",
             order_link_id="", qty=fill.amount_contracts, reduce_only=True,
             last_price_on_created=quote.mid if quote else None, create_type=serializers.TAKEOVER_CREATE_TYPE,
         )
@@ -492,7 +517,7 @@ class BybitVenue:
     def _on_funding(self, account: str, payment: FundingPayment) -> None:
         instrument = self.engine.instruments[payment.symbol]
         category, symbol = self.ids[payment.symbol]
-        ms = to_ms(payment.ts)
+        ms = self.stamp_ms(payment.ts)
         seq = self._next_seq()
         book = self._books.setdefault((account, instrument.symbol), PositionBook())
         book.cum_realised += payment.amount
@@ -501,9 +526,13 @@ class BybitVenue:
         quote = self.engine.quote(payment.symbol)
         mark = quote.mark if quote else ZERO
         size = abs(payment.position_contracts)
+        side = serializers.side_name(1 if payment.position_contracts > 0 else -1)
+        # Bybit names a funding fee's order by the settlement time in seconds, the symbol, the user and the
+        # side (its execution list's example: "1682553600-BTCUSDT-592334-Sell").
         execution = Execution(
-            category=category, symbol=symbol, exec_id=payment.payment_id, order_id="", order_link_id="",
-            side=serializers.side_name(1 if payment.position_contracts > 0 else -1), order_price=None,
+            category=category, symbol=symbol, exec_id=payment.payment_id,
+            order_id=f"{ms // 1000}-{symbol}-{user_id(account)}-{side}", order_link_id="",
+            side=side, order_price=None,
             order_qty=ZERO, leaves_qty=ZERO, order_type="UNKNOWN", exec_type="Funding",
             exec_price=mark, exec_qty=size,
             exec_value=serializers.settle_value(instrument, size, mark) if mark else ZERO,
@@ -562,6 +591,7 @@ class BybitVenue:
                     rate = self.engine.default_funding_rate
                 if last is not None:
                     for boundary in range(last + 1, slot + 1):
-                        self.funding_history[quote.symbol].append((boundary * interval * 1000, rate))
+                        boundary_ms = self.stamp_ms(datetime.fromtimestamp(boundary * interval, UTC))
+                        self.funding_history[quote.symbol].append((boundary_ms, rate))
         for listener in self.quote_listeners:
             listener(quote)

@@ -241,7 +241,7 @@ class Hub:
         quote = self.venue.engine.quote(ccxt_symbol)
         if quote is None:
             return
-        ts = int(quote.ts.timestamp() * 1000)
+        ts = self.venue.stamp_ms(quote.ts)
         update = self.venue.book_updates[ccxt_symbol]
         if kind == "tickers":
             data = ticker_item(self.venue, category, symbol, instrument, stream=True)
