@@ -14,6 +14,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import ccxt
 import pytest
 from structlog.testing import capture_logs
 from tests.integration.frozen_emulator import KEY as FROZEN_KEY
@@ -258,6 +259,47 @@ async def test_an_account_push_of_the_wrong_shape_is_skipped_and_the_account_str
     skipped = {entry["stream"] for entry in events(logs, "malformed_message_skipped")}
     assert skipped == {"orders", "balance"}
     assert not events(logs, "stream_error")
+
+
+async def test_a_push_whose_market_cannot_be_reloaded_is_resynced_and_the_account_stream_goes_on(
+        exchange: CcxtExchange) -> None:
+    """A push of a market the adapter does not know yet makes it reload the markets; that read fails once
+    (a 503): the stream backs off and resyncs by REST, it does not end."""
+    client = exchange._rest
+    load_markets = client.load_markets
+    failing = [ccxt.ExchangeNotAvailable("503 Service Unavailable")]
+
+    async def failing_once(reload: bool = False, *args: Any) -> Any:
+        if reload and failing:
+            raise failing.pop()
+        return await load_markets(reload, *args)
+
+    client.load_markets = failing_once
+    received: list[Any] = []
+
+    async def consume() -> None:
+        async with aclosing(exchange.account_events()) as stream:
+            async for event in stream:
+                received.append(event)
+
+    def filled() -> bool:
+        return any(isinstance(e, Fill) and e.client_order_id == "dknew1a0" for e in received)
+
+    with capture_logs() as logs:
+        consuming = asyncio.create_task(consume())
+        try:
+            await until(lambda: any(isinstance(e, AccountSnapshot) for e in received), 20, "a snapshot")
+            await asyncio.sleep(2.5)  # past the subscription's REST catch-up
+            del exchange._instruments[LINEAR]  # a market listed since the adapter last loaded them
+            await exchange.place_order(OrderRequest("dknew1a0", LINEAR, Side.BUY, Decimal("0.01")))
+            await until(lambda: filled() or consuming.done(), 20, "the fill")
+        finally:
+            consuming.cancel()
+            outcome = await asyncio.gather(consuming, return_exceptions=True)
+
+    assert filled(), outcome
+    assert not failing
+    assert [e["stage"] for e in events(logs, "stream_error")] == ["convert"]
 
 
 # --- rate-limit waits ----------------------------------------------------------------------------------

@@ -672,6 +672,10 @@ class CcxtExchange:
                 except MalformedPayload as exc:
                     log.warning("malformed_message_skipped", stream=name, exchange=self.name, reason=str(exc))
                     continue
+                except (*_TRANSPORT_ERRORS, DeltakeeperError) as exc:  # a read it needed (the markets)
+                    failures += 1
+                    self._stream_failed(name, exc, failures, stage="convert")
+                    break
                 if converted is not None:
                     yield converted
 
