@@ -17,6 +17,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from deltakeeper.adapters.ccxt_exchange import CcxtExchange
+from deltakeeper.app.market_state import MarketState
 from deltakeeper.domain.errors import ConfigError, OrderOutcomeUnknown, OrderRejected, RateLimited
 from deltakeeper.domain.instruments import Kind
 from deltakeeper.domain.orders import (
@@ -30,6 +31,7 @@ from deltakeeper.domain.orders import (
 )
 from deltakeeper.domain.records import AccountSnapshot
 from deltakeeper.sim.bybit.server import RunningServer, serve
+from deltakeeper.sim.clock import WallClock
 from deltakeeper.sim.markets import default_instruments
 
 KEY, SECRET = "dk-test-key", "dk-test-secret"
@@ -37,11 +39,6 @@ STARTING = {"SOL": Decimal(1000), "USDT": Decimal(100000)}
 T = TypeVar("T")
 
 pytestmark = pytest.mark.timeout(90)
-
-
-class WallClock:
-    def now(self) -> datetime:
-        return datetime.now(UTC)
 
 
 async def start_emulator(speed: float = 600, allow_withdraw: bool = False) -> RunningServer:
@@ -123,6 +120,71 @@ async def test_account_holds_wallet_balances_and_positions(exchange: CcxtExchang
     assert (position.symbol, position.contracts) == ("BTC/USDT:USDT", Decimal("0.01"))
     assert position.unrealized_pnl is not None
     assert after.balances["USDT"] == STARTING["USDT"] - fill.fee  # wallet: the fee, not the open PnL
+
+
+async def test_a_balance_push_never_brings_back_positions_older_than_the_last_account_read(
+        exchange: CcxtExchange) -> None:
+    """After a fill the order path reads the account (REST); the wallet push of that fill then comes in
+    before the position push. The snapshot the wallet push makes must hold the position read, not the
+    position before the fill: the bot would hedge the same delta again."""
+    client = exchange._rest
+    open_gates = {name: asyncio.Event() for name in ("watch_balance", "watch_positions")}
+    held: dict[str, bool] = {}
+
+    def gated(name: str) -> Callable[..., Any]:
+        real = getattr(client, name)
+
+        async def watch(*args: Any) -> Any:
+            pushed = await real(*args)
+            held[name] = True
+            await open_gates[name].wait()
+            held.pop(name)
+            return pushed
+
+        return watch
+
+    for name, gate in open_gates.items():
+        setattr(client, name, gated(name))
+        gate.set()
+    state = MarketState(await exchange.load_instruments())
+    snapshots: list[AccountSnapshot] = []
+
+    async def consume() -> None:
+        async with aclosing(exchange.account_events()) as stream:
+            async for event in stream:
+                if isinstance(event, AccountSnapshot):
+                    snapshots.append(event)
+                    state.on_account(event)
+
+    consuming = asyncio.create_task(consume())
+    try:
+        await until(lambda: bool(snapshots), "the first snapshot")
+        await asyncio.sleep(2.5)  # past the subscription's REST catch-up
+        for gate in open_gates.values():
+            gate.clear()  # the next push of each is held
+        await exchange.place_order(OrderRequest("dkread1a0", "BTC/USDT:USDT", Side.SELL, Decimal("0.01")))
+        await until(lambda: len(held) == 2, "the fill's wallet and position pushes")
+        state.on_account(await exchange.fetch_account())  # the order path's read after the fill
+        read = state.position_contracts("BTC/USDT:USDT")
+        seen = len(snapshots)
+        open_gates["watch_balance"].set()  # the wallet push first, the position push still on its way
+        await until(lambda: len(snapshots) > seen, "the wallet push's snapshot")
+        after_wallet_push = state.position_contracts("BTC/USDT:USDT")
+    finally:
+        for gate in open_gates.values():
+            gate.set()
+        consuming.cancel()
+        await asyncio.gather(consuming, return_exceptions=True)
+
+    assert read == Decimal("-0.01")
+    assert after_wallet_push == Decimal("-0.01")
+
+
+async def until(condition: Callable[[], bool], what: str, within_secs: float = 20) -> None:
+    deadline = time.monotonic() + within_secs
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)
 
 
 async def wait_for_fills(exchange: CcxtExchange, client_order_id: str) -> list[Fill]:

@@ -14,6 +14,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import ccxt
 import pytest
 from structlog.testing import capture_logs
 from tests.integration.frozen_emulator import KEY as FROZEN_KEY
@@ -22,10 +23,11 @@ from tests.integration.frozen_emulator import frozen_emulator, sell
 from tests.integration.service_harness import RecordingAlerts, journal_for, until
 
 from deltakeeper.adapters.ccxt_exchange import CcxtExchange
+from deltakeeper.adapters.ccxt_parse import QUOTE_MAX_LEAD_SECS
 from deltakeeper.bootstrap import build_runner
 from deltakeeper.config import Settings
 from deltakeeper.domain.errors import ExchangeUnavailable
-from deltakeeper.domain.orders import Fill, OrderRequest, Quote, Side
+from deltakeeper.domain.orders import Fill, OrderRequest, OrderState, Quote, Side
 from deltakeeper.domain.records import AccountSnapshot
 from deltakeeper.sim.bybit.server import HUB, RunningServer, serve
 from deltakeeper.sim.clock import WallClock
@@ -140,7 +142,7 @@ CORRUPTIONS = ("ws_malformed", "ws_nan_prices", "ws_absurd_ts")
 def sane(quote: Quote, received_at: datetime) -> bool:
     prices = (quote.bid, quote.ask, quote.mark)
     return (all(price.is_finite() and price > 0 for price in prices) and quote.bid <= quote.ask
-            and quote.ts < received_at + timedelta(days=3660))
+            and quote.ts <= received_at + timedelta(seconds=QUOTE_MAX_LEAD_SECS))
 
 
 async def test_corrupted_ticker_frames_are_skipped_and_the_quotes_go_on(emulator: RunningServer,
@@ -212,6 +214,92 @@ async def test_corrupted_private_frames_are_skipped_and_the_account_stream_goes_
             assert all(amount.is_finite() for amount in event.balances.values())
             assert event.balances  # never read as an empty wallet
     assert not events(logs, "stream_stale", "stream_error")
+
+
+async def test_an_account_push_of_the_wrong_shape_is_skipped_and_the_account_stream_goes_on(
+        exchange: CcxtExchange) -> None:
+    """ccxt hands on an order whose status is a list and a Bybit balance whose result is not an object (the
+    first push of each, before the real ones): each is skipped, the stream reads on."""
+    client = exchange._rest
+    shapeless = {"watch_orders": [{"id": "1", "status": ["open"], "amount": 1, "type": "limit",
+                                   "side": "buy", "symbol": LINEAR}],
+                 "watch_balance": {"info": {"result": ["USDT"]}}}
+
+    def first_shapeless(name: str) -> Callable[..., Any]:
+        real = getattr(client, name)
+
+        async def watch(*args: Any) -> Any:
+            return shapeless.pop(name) if name in shapeless else await real(*args)
+
+        return watch
+
+    for name in list(shapeless):
+        setattr(client, name, first_shapeless(name))
+    received: list[Any] = []
+
+    async def consume() -> None:
+        async with aclosing(exchange.account_events()) as stream:
+            async for event in stream:
+                received.append(event)
+
+    with capture_logs() as logs:
+        consuming = asyncio.create_task(consume())
+        try:
+            await until(lambda: not shapeless, 20, "the malformed pushes read")
+            await asyncio.sleep(2.5)  # past the subscription's REST catch-up
+            await exchange.place_order(OrderRequest("dkshape1a0", LINEAR, Side.BUY, Decimal("0.01")))
+            await until(lambda: any(isinstance(e, Fill) and e.client_order_id == "dkshape1a0"
+                                    for e in received) or consuming.done(), 10, "the fill pushed")
+        finally:
+            consuming.cancel()
+            await asyncio.gather(consuming, return_exceptions=True)
+
+    assert any(isinstance(e, Fill) and e.client_order_id == "dkshape1a0" for e in received)
+    assert any(isinstance(e, OrderState) and e.client_order_id == "dkshape1a0" for e in received)
+    skipped = {entry["stream"] for entry in events(logs, "malformed_message_skipped")}
+    assert skipped == {"orders", "balance"}
+    assert not events(logs, "stream_error")
+
+
+async def test_a_push_whose_market_cannot_be_reloaded_is_resynced_and_the_account_stream_goes_on(
+        exchange: CcxtExchange) -> None:
+    """A push of a market the adapter does not know yet makes it reload the markets; that read fails once
+    (a 503): the stream backs off and resyncs by REST, it does not end."""
+    client = exchange._rest
+    load_markets = client.load_markets
+    failing = [ccxt.ExchangeNotAvailable("503 Service Unavailable")]
+
+    async def failing_once(reload: bool = False, *args: Any) -> Any:
+        if reload and failing:
+            raise failing.pop()
+        return await load_markets(reload, *args)
+
+    client.load_markets = failing_once
+    received: list[Any] = []
+
+    async def consume() -> None:
+        async with aclosing(exchange.account_events()) as stream:
+            async for event in stream:
+                received.append(event)
+
+    def filled() -> bool:
+        return any(isinstance(e, Fill) and e.client_order_id == "dknew1a0" for e in received)
+
+    with capture_logs() as logs:
+        consuming = asyncio.create_task(consume())
+        try:
+            await until(lambda: any(isinstance(e, AccountSnapshot) for e in received), 20, "a snapshot")
+            await asyncio.sleep(2.5)  # past the subscription's REST catch-up
+            del exchange._instruments[LINEAR]  # a market listed since the adapter last loaded them
+            await exchange.place_order(OrderRequest("dknew1a0", LINEAR, Side.BUY, Decimal("0.01")))
+            await until(lambda: filled() or consuming.done(), 20, "the fill")
+        finally:
+            consuming.cancel()
+            outcome = await asyncio.gather(consuming, return_exceptions=True)
+
+    assert filled(), outcome
+    assert not failing
+    assert [e["stage"] for e in events(logs, "stream_error")] == ["convert"]
 
 
 # --- rate-limit waits ----------------------------------------------------------------------------------

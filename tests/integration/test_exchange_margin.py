@@ -55,6 +55,8 @@ pytestmark = pytest.mark.timeout(60)
 
 
 class WallClock:
+    speed = 1.0
+
     def now(self) -> datetime:
         return datetime.now(UTC)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -17,8 +17,10 @@ import ccxt
 import ccxt.pro
 import pytest
 from ccxt.base.decimal_to_precision import DECIMAL_PLACES
+from tests.unit.test_order_path import SOL, T0, Bot
 
 from deltakeeper.adapters.ccxt_parse import (
+    QUOTE_MAX_LEAD_SECS,
     RETRY_AFTER_MAX_SECS,
     FillValueUnknown,
     MalformedPayload,
@@ -39,6 +41,7 @@ from deltakeeper.adapters.ccxt_parse import (
     retry_after_secs,
     tiers_from_ccxt,
 )
+from deltakeeper.app.rebalance import _RiskTrack
 from deltakeeper.domain.errors import (
     ConfigError,
     ExchangeUnavailable,
@@ -789,11 +792,49 @@ def test_a_corrupted_ticker_is_malformed(corrupt: dict[str, Any]) -> None:
         quote_from_ticker(ticker, NOW)
 
 
-def test_a_ticker_stamped_ahead_by_the_emulators_speed_is_a_quote() -> None:
-    ahead_ms = int(NOW.timestamp() * 1000) + 30 * 86_400_000  # a month ahead: hours at 600x
-    ticker = {"symbol": "BTC/USDT:USDT", "bid": 100, "ask": 100.5, "timestamp": ahead_ms}
+def ticker_ahead(secs: float) -> dict[str, Any]:
+    return {"symbol": "BTC/USDT:USDT", "bid": 100, "ask": 100.5,
+            "timestamp": int((NOW + timedelta(seconds=secs)).timestamp() * 1000)}
 
-    assert quote_from_ticker(ticker, NOW).ts > NOW
+
+@pytest.mark.parametrize("ahead_secs", [QUOTE_MAX_LEAD_SECS + 1, 3600, 365 * 86_400])
+def test_a_ticker_stamped_beyond_the_lead_ahead_of_the_clock_is_malformed(ahead_secs: float) -> None:
+    with pytest.raises(MalformedPayload):
+        quote_from_ticker(ticker_ahead(ahead_secs), NOW)
+
+
+def test_a_ticker_stamped_within_the_lead_ahead_of_the_clock_is_a_quote() -> None:
+    assert quote_from_ticker(ticker_ahead(5), NOW).ts == NOW + timedelta(seconds=5)
+    assert quote_from_ticker(ticker_ahead(QUOTE_MAX_LEAD_SECS), NOW).ts > NOW
+
+
+def test_the_lead_a_ticker_may_have_is_wall_seconds_times_the_clocks_speed() -> None:
+    ahead_secs = QUOTE_MAX_LEAD_SECS * 600  # simulated seconds of a clock at 600x
+
+    assert quote_from_ticker(ticker_ahead(ahead_secs), NOW, speed=600).ts > NOW
+    with pytest.raises(MalformedPayload):
+        quote_from_ticker(ticker_ahead(ahead_secs + 1), NOW, speed=600)
+
+
+async def test_a_future_stamped_tick_does_not_stop_later_quotes_from_updating_the_risk_model() -> None:
+    """The tickers as the quote stream reads them (a malformed one skipped) into the Hedger: the risk
+    model's bar slots go on after a tick stamped a year ahead."""
+    bot = Bot()
+    track = bot.hedger._risk["SOL"] = _RiskTrack(proxy=False)
+    slots = []
+    for offset_secs in (0, 1, 2, 365 * 86_400, 3, 4):
+        bot.clock.t = T0 + timedelta(seconds=min(offset_secs, 10))
+        ticker = {"symbol": SOL, "bid": "99.99", "ask": "100.01", "markPrice": "100",
+                  "timestamp": int((T0 + timedelta(seconds=offset_secs)).timestamp() * 1000)}
+        try:
+            bot.state.on_quote(quote_from_ticker(ticker, bot.clock.now(), bot.clock.speed))
+        except MalformedPayload:
+            continue
+        bot.hedger._observe_risk("SOL", SOL)
+        slots.append(track.slot)
+
+    assert slots[0] is None  # the first quote starts the bar, the second (1 s on) sets it
+    assert [slot - slots[1] for slot in slots[1:]] == [0, 1, 2, 3]  # one bar per second, on and on
 
 
 def test_ticker_without_a_book_is_malformed() -> None:
@@ -919,3 +960,26 @@ def test_malformed_portfolio_file_names_what_is_wrong(change: Any, named: str) -
         portfolio_from_json(doc)
 
     assert caught.value.variable == named
+
+
+LINEAR_BTC = Instrument("BTC/USDT:USDT", Kind.PERPETUAL, "BTC", "USDT", "USDT")
+GOOD_ORDER = {"id": "1", "clientOrderId": "dk1a0", "symbol": "BTC/USDT:USDT", "status": "open", "amount": 1,
+              "filled": 0, "type": "limit", "side": "buy", "price": 100, "timestamp": 1704067200000}
+GOOD_TRADE = {"id": "t1", "order": "1", "side": "buy", "amount": 1, "price": 100,
+              "fee": {"cost": 0.1, "currency": "USDT"}, "timestamp": 1704067200000,
+              "info": {"execType": "Trade"}}
+
+
+@pytest.mark.parametrize(("parse", "malformed"), [
+    (lambda d: order_from_ccxt(d, NOW), GOOD_ORDER | {"status": ["open"]}),  # unhashable: TypeError
+    (lambda d: order_from_ccxt(d, NOW), GOOD_ORDER | {"status": {"s": "open"}}),
+    (lambda d: fill_from_trade(d, LINEAR_BTC, "bybit"), GOOD_TRADE | {"fee": "0.1"}),  # AttributeError
+    (lambda d: fill_from_trade(d, LINEAR_BTC, "bybit"), GOOD_TRADE | {"info": {"execType": ["Trade"]}}),
+    (lambda d: is_liquidation_trade(d, "bybit"), GOOD_TRADE | {"info": {"execType": ["Trade"]}}),
+    (lambda d: balances_from_ccxt(d, "bybit"), {"info": {"result": ["USDT"]}}),  # AttributeError
+    (lambda d: balances_from_ccxt(d, "bybit"), {"info": {"result": "USDT"}}),
+])
+def test_a_ccxt_dict_of_the_wrong_shape_is_a_malformed_payload_not_a_crash(
+        parse: Any, malformed: dict[str, Any]) -> None:
+    with pytest.raises(MalformedPayload):
+        parse(malformed)

@@ -78,6 +78,11 @@ _REMEMBERED_IDS = 10_000
 _RATE_LIMIT_STATUSES = (403, 418, 429)
 """HTTP statuses of rate-limit refusals (Bybit answers its IP limit with 403)."""
 _NON_FINITE_TEXTS = frozenset({"NaN", "nan", "Infinity", "-Infinity", "inf", "-inf"})
+_CLIENT_ID_FETCH_ORDER = frozenset({"binance", "binanceusdm", "binancecoinm", "okx", "bitget"})
+"""Exchanges whose ccxt `fetchOrder` looks an order up by `clientOrderId` (ccxt asks for origClientOrderId,
+clOrdId, clientOid) and raises OrderNotFound when the exchange has none (`fetch_order`)."""
+_ORDER_PAGE_LIMIT = 50
+"""The page of open or closed orders `fetch_order` reads where the exchange cannot be asked by client id."""
 
 
 _PLACING: ContextVar[bool] = ContextVar("placing", default=False)
@@ -225,6 +230,10 @@ class CcxtExchange:
         self._public = build({})
         """Public streams on their own client, so that reopening a stale one leaves the account's alone."""
         self._instruments: dict[str, Instrument] = {}
+        self._balances: dict[str, Decimal] = {}
+        self._positions: dict[str, Position] = {}
+        """The account as last read or pushed: a read sets both, a balance or position push its own part,
+        so that a push's snapshot never brings back what a later read has replaced (`_snapshot_streams`)."""
 
     # --- markets -----------------------------------------------------------------------------------
 
@@ -256,6 +265,8 @@ class CcxtExchange:
             positions = [position_from_ccxt(raw, await self._instrument(raw.get("symbol")), self.name)
                          for raw in raws]
             balances = balances_from_ccxt(balance, self.name)
+        self._balances = dict(balances)
+        self._positions = {position.symbol: position for position in positions}
         return AccountSnapshot(balances, tuple(positions), self._clock.now())
 
     async def _raw_positions(self) -> list[dict[str, Any]]:
@@ -310,7 +321,7 @@ class CcxtExchange:
                 continue
             ticker = await self._call(self._rest.fetch_ticker, symbol)
             with self._reading():
-                prices[asset] = quote_from_ticker(ticker, self._clock.now()).mark
+                prices[asset] = quote_from_ticker(ticker, self._clock.now(), self._clock.speed).mark
         futures = sorted({i.symbol for i in held if not i.is_option})
         try:
             tiers = await self._raw_leverage_tiers(futures)
@@ -386,9 +397,17 @@ class CcxtExchange:
             return [order_from_ccxt(raw, self._clock.now()) for raw in raws]
 
     async def fetch_order(self, symbol: str, client_order_id: str) -> OrderState | None:
-        """The order with this client order id, open or closed; None when the exchange does not know it."""
-        params = {"orderLinkId": client_order_id} if self.name == "bybit" else {}
+        """The order with this client order id, open or closed; None only when the exchange says it does
+        not know it. Asked by client id where the exchange can be (Bybit filters its listings by it;
+        `_CLIENT_ID_FETCH_ORDER`), else looked for in one page of open and of closed orders: a full page
+        without it may not hold all, which is no answer (ExchangeUnavailable)."""
         has = self._rest.has
+        if self.name in _CLIENT_ID_FETCH_ORDER or has.get("fetchOrderWithClientOrderId") is True:
+            raw = await self._call(self._order_or_none, client_order_id, symbol)
+            with self._reading():
+                return None if raw is None else order_from_ccxt(raw, self._clock.now())
+        bybit = self.name == "bybit"
+        params, limit = ({"orderLinkId": client_order_id}, None) if bybit else ({}, _ORDER_PAGE_LIMIT)
         lookups = [self._rest.fetch_open_orders]
         if has.get("fetchCanceledAndClosedOrders"):
             lookups.append(self._rest.fetch_canceled_and_closed_orders)
@@ -397,11 +416,23 @@ class CcxtExchange:
                                                     ("fetchCanceledOrders", self._rest.fetch_canceled_orders))
                         if has.get(name)]
         for lookup in lookups:
-            for raw in await self._call(lookup, symbol, None, None, params):
+            page = await self._call(lookup, symbol, None, limit, params)
+            for raw in page:
                 if raw.get("clientOrderId") == client_order_id:
                     with self._reading():
                         return order_from_ccxt(raw, self._clock.now())
+            if limit is not None and len(page) >= limit:
+                raise ExchangeUnavailable(f"{self.name}: {client_order_id} not in a full page of "
+                                          f"{getattr(lookup, '__name__', 'orders')}: outcome unknown")
         return None
+
+    async def _order_or_none(self, client_order_id: str, symbol: str) -> dict[str, Any] | None:
+        """ccxt's fetchOrder by client order id; None where the exchange answers that it has no such order."""
+        try:
+            order: dict[str, Any] = await self._rest.fetch_order_with_client_order_id(client_order_id, symbol)
+        except ccxt.OrderNotFound:
+            return None
+        return order
 
     async def fetch_order_book(self, symbol: str, depth: int) -> tuple[list[BookLevel], list[BookLevel]]:
         """(bids, asks) best first; ccxt's sizes (contracts for derivatives) turned into coins."""
@@ -414,7 +445,7 @@ class CcxtExchange:
         """The ticker by REST (the price gate's confirmation read)."""
         raw = await self._call(self._rest.fetch_ticker, symbol)
         with self._reading():
-            return quote_from_ticker(raw, self._clock.now())
+            return quote_from_ticker(raw, self._clock.now(), self._clock.speed)
 
     async def _raw_open_orders(self) -> list[dict[str, Any]]:
         raws: list[dict[str, Any]] = []
@@ -499,7 +530,7 @@ class CcxtExchange:
 
         async def to_quote(ticker: dict[str, Any]) -> Quote | None:
             try:
-                return quote_from_ticker(ticker, self._clock.now())
+                return quote_from_ticker(ticker, self._clock.now(), self._clock.speed)
             except MalformedPayload as exc:
                 log.warning("quote_malformed", exchange=self.name, symbol=ticker.get("symbol"),
                             reason=str(exc))
@@ -592,7 +623,8 @@ class CcxtExchange:
         return _merge([self._stream("trades", receive, convert, resync=resync), catch_up()])
 
     def _snapshot_streams(self) -> list[AsyncIterator[AccountSnapshot]]:
-        """Snapshots of the account: polled by REST, or kept from the balance and position streams."""
+        """Snapshots of the account: polled by REST, or the last read (`fetch_account`, by any caller) with
+        the balance and position pushes since merged in, each push replacing its own part only."""
         has = self._rest.has
 
         async def fetched() -> list[AccountSnapshot]:
@@ -603,24 +635,12 @@ class CcxtExchange:
 
         if not (has.get("watchBalance") and has.get("watchPositions")):
             return [self._stream("account", self._polled(fetched), same, resync=fetched, resync_first=True)]
-        balances: dict[str, Decimal] = {}
-        positions: dict[str, Position] = {}
 
         def snapshot() -> AccountSnapshot:
-            return AccountSnapshot(dict(balances), tuple(positions.values()), self._clock.now())
-
-        async def resync() -> list[AccountSnapshot]:
-            fresh = await self.fetch_account()
-            balances.clear()
-            balances.update(fresh.balances)
-            positions.clear()
-            positions.update({position.symbol: position for position in fresh.positions})
-            return [snapshot()]
+            return AccountSnapshot(dict(self._balances), tuple(self._positions.values()), self._clock.now())
 
         async def on_balance(balance: dict[str, Any]) -> AccountSnapshot:
-            wallet = balances_from_ccxt(balance, self.name)
-            balances.clear()
-            balances.update(wallet)
+            self._balances = balances_from_ccxt(balance, self.name)
             return snapshot()
 
         async def on_positions(raws: list[dict[str, Any]]) -> AccountSnapshot:
@@ -628,16 +648,16 @@ class CcxtExchange:
                       for raw in raws]  # all read before any is taken: a malformed push changes nothing
             for position in pushed:
                 if position.contracts:
-                    positions[position.symbol] = position
+                    self._positions[position.symbol] = position
                 else:
-                    positions.pop(position.symbol, None)
+                    self._positions.pop(position.symbol, None)
             return snapshot()
 
         return [
-            self._stream("balance", partial(_one, self._rest.watch_balance), on_balance, resync=resync,
+            self._stream("balance", partial(_one, self._rest.watch_balance), on_balance, resync=fetched,
                          resync_first=True),
-            self._stream("positions", partial(_one, self._rest.watch_positions), on_positions, resync=resync,
-                         resync_first=True),
+            self._stream("positions", partial(_one, self._rest.watch_positions), on_positions,
+                         resync=fetched, resync_first=True),
         ]
 
     async def _stream(
@@ -689,7 +709,7 @@ class CcxtExchange:
                 except MalformedPayload as exc:
                     log.warning("malformed_message_skipped", stream=name, exchange=self.name, reason=str(exc))
                     continue
-                except DeltakeeperError as exc:  # a read the conversion needs failed: resync, then on
+                except (*_TRANSPORT_ERRORS, DeltakeeperError) as exc:  # a read it needed (the markets)
                     failures += 1
                     self._stream_failed(name, exc, failures, stage="convert")
                     break

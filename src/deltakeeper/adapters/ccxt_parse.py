@@ -69,12 +69,13 @@ Funding amounts are signed from the account's view, positive = received:
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, ParamSpec, TypeVar
 
 import ccxt
 from ccxt.base.decimal_to_precision import DECIMAL_PLACES, TICK_SIZE
@@ -104,9 +105,11 @@ from deltakeeper.domain.orders import (
 DEFAULT_FUNDING_INTERVAL_SECS = 8 * 3600
 QUOTE_TS_EARLIEST = datetime(2009, 1, 3, tzinfo=UTC)
 """No market quoted a crypto asset before Bitcoin's first block: an earlier quote time is corrupt."""
-QUOTE_TS_MAX_AHEAD = timedelta(days=3660)
-"""How far past its arrival a quote's time may be: the Bybit emulator stamps simulated time, which runs
-ahead of the wall clock at its speed; a time beyond that (a timestamp of 1e20 ms) is corrupt."""
+QUOTE_MAX_LEAD_SECS = 60.0
+"""How far a quote's time may lie ahead of the bot's clock at its arrival, in wall seconds (times the clock's
+speed): clock skew and transit are well under it. A quote stamped further ahead is corrupt (a timestamp of
+1e20 ms, a year ahead): taken, it would hold the risk model's bars and the wait for a newer quote until its
+time. The exchange's clock must agree with the bot's within it (against the emulator: the same clock)."""
 RETRY_AFTER_MAX_SECS = 60.0
 """The longest wait an exchange's rate-limit refusal is honoured for."""
 _UNSIGNED_CONTRACTS_EXCHANGES = frozenset({"bybit"})
@@ -148,6 +151,13 @@ _SIGNED_STRING = re.compile(r"origin_string\[[^\]]*\]")
 _REFUSALS_AFTER_ACCEPT = frozenset({"EC_PostOnlyWillTakeLiquidity"})
 """Bybit's reasons for cancelling an order it has just accepted, before it could rest or fill."""
 
+_UNREADABLE = (ArithmeticError, AttributeError, LookupError, TypeError, ValueError)
+"""What reading a value of the wrong shape raises (a list where a text was, a text where an object was, a
+number Decimal refuses): at the parsers' boundary, a malformed message."""
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
 _STATUSES = {"open": OrderStatus.OPEN, "canceled": OrderStatus.CANCELED, "expired": OrderStatus.CANCELED,
              "rejected": OrderStatus.REJECTED}
 
@@ -162,12 +172,35 @@ class MalformedPayload(ValueError):
         super().__init__(f"{field}: expected {expected} (got {got!r})")
 
 
-class FillValueUnknown(ValueError):
-    """A fill whose value is in `currency`, a coin, with no USD price for it."""
+class FillValueUnknown(Exception):
+    """A fill whose value is in `currency`, a coin, with no USD price for it: a well-formed fill the caller
+    values once it has the price (not a ValueError, which the parsers' boundary takes for a malformed
+    message and skips)."""
 
     def __init__(self, currency: str) -> None:
         self.currency = currency
         super().__init__(f"a fill valued in {currency} needs {currency}'s USD price")
+
+
+def _parser(subject: str) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
+    """A parser of a ccxt `subject` (an order, a balance...): any error of reading a value of the wrong
+    shape (`_UNREADABLE`) is MalformedPayload, so that the message is logged and skipped, never mistaken
+    for a failure of the code reading it (which ends a stream)."""
+
+    def wrap(parse: Callable[_P, _R]) -> Callable[_P, _R]:
+        @functools.wraps(parse)
+        def parsing(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+            try:
+                return parse(*args, **kwargs)
+            except MalformedPayload:
+                raise
+            except _UNREADABLE as exc:
+                raise MalformedPayload(subject, f"a well-formed ccxt {subject}",
+                                       f"{type(exc).__name__}: {str(exc)[:200]}") from exc
+
+        return parsing
+
+    return wrap
 
 
 class Portfolio(NamedTuple):
@@ -249,6 +282,7 @@ def _limit(market: Mapping[str, Any], name: str) -> Decimal | None:
     return _opt_dec((limits.get(name) or {}).get("min"), f"limits.{name}.min")
 
 
+@_parser("market")
 def instrument_from_market(market: Mapping[str, Any], exchange_id: str,
                            precision_mode: int = TICK_SIZE) -> Instrument:
     """One ccxt market as an Instrument; `precision_mode` is the ccxt exchange's `precisionMode`. Without
@@ -314,6 +348,7 @@ def _funding_interval_secs(market: Mapping[str, Any], exchange_id: str) -> int:
     return int(dec(minutes, "info.fundingInterval")) * 60
 
 
+@_parser("position")
 def position_from_ccxt(position: Mapping[str, Any], instrument: Instrument, exchange_id: str,
                        greeks: Mapping[str, Any] | None = None) -> Position:
     """Signed contracts (+ long) in the instrument's units, so that `instrument.delta_coin(contracts,
@@ -348,6 +383,7 @@ def position_from_ccxt(position: Mapping[str, Any], instrument: Instrument, exch
     )
 
 
+@_parser("position")
 def is_open_position(position: Mapping[str, Any]) -> bool:
     """Whether a ccxt position holds contracts. A size that is missing or not a number raises
     MalformedPayload: a malformed entry never reads as a flat position."""
@@ -405,6 +441,7 @@ def _position_margin(position: Mapping[str, Any]) -> dict[str, Any]:
     return figures
 
 
+@_parser("leverage tier")
 def tier_from_ccxt(entry: Mapping[str, Any]) -> MarginTier:
     """One ccxt leverage tier (`minNotional`, `maxNotional`, `maintenanceMarginRate`, in ccxt's notional
     unit) as a bracket of a maintenance margin table; a tier without a cap has none."""
@@ -416,6 +453,7 @@ def tier_from_ccxt(entry: Mapping[str, Any]) -> MarginTier:
     return MarginTier(floor, Decimal("Infinity") if cap is None else cap, rate)
 
 
+@_parser("leverage tiers")
 def tiers_from_ccxt(entries: object) -> tuple[MarginTier, ...]:
     """A market's ccxt leverage tiers (`fetch_leverage_tiers`) as a maintenance margin table, ascending
     and contiguous."""
@@ -451,6 +489,7 @@ def _option_greeks(position: Mapping[str, Any], greeks: Mapping[str, Any], instr
     }
 
 
+@_parser("balance")
 def balances_from_ccxt(balance: Mapping[str, Any], exchange_id: str) -> dict[str, Decimal]:
     """Wallet balances per coin, excluding unrealised PnL (see the module's notes), zeros left out.
 
@@ -520,11 +559,11 @@ def _entries(value: object, field: str, nonempty: bool) -> list[Mapping[str, Any
     return value
 
 
-def quote_from_ticker(ticker: Mapping[str, Any], received_at: datetime) -> Quote:
+@_parser("ticker")
+def quote_from_ticker(ticker: Mapping[str, Any], received_at: datetime, speed: float = 1.0) -> Quote:
     """Top of book and mark; the mark falls back to the last price, then the mid (spot has no mark).
     Prices must be finite and positive, the bid at most the ask, and the time plausible: from
-    `QUOTE_TS_EARLIEST` to `QUOTE_TS_MAX_AHEAD` past `received_at` (the emulator's clock runs ahead of the
-    wall clock at its speed)."""
+    `QUOTE_TS_EARLIEST` to `QUOTE_MAX_LEAD_SECS` (times the clock's `speed`) past `received_at`."""
     bid = dec(ticker.get("bid"), "bid")
     ask = dec(ticker.get("ask"), "ask")
     if bid <= 0 or ask <= 0 or bid > ask:
@@ -533,7 +572,7 @@ def quote_from_ticker(ticker: Mapping[str, Any], received_at: datetime) -> Quote
     if mark is not None and mark <= 0:
         raise MalformedPayload("markPrice", "a positive price", mark)
     ts = _ts(ticker, received_at)
-    if not QUOTE_TS_EARLIEST <= ts <= received_at + QUOTE_TS_MAX_AHEAD:
+    if not QUOTE_TS_EARLIEST <= ts <= received_at + timedelta(seconds=QUOTE_MAX_LEAD_SECS * speed):
         raise MalformedPayload("timestamp", "a plausible time", ticker.get("timestamp"))
     return Quote(
         symbol=_text(ticker, "symbol"), bid=bid, ask=ask, mark=mark or (bid + ask) / 2,
@@ -543,6 +582,7 @@ def quote_from_ticker(ticker: Mapping[str, Any], received_at: datetime) -> Quote
     )
 
 
+@_parser("order")
 def order_from_ccxt(order: Mapping[str, Any], received_at: datetime,
                     request: OrderRequest | None = None) -> OrderState:
     """A ccxt order. `request` fills what an acknowledgement leaves out (Bybit's answer to create_order
@@ -591,11 +631,13 @@ def order_from_ccxt(order: Mapping[str, Any], received_at: datetime,
     )
 
 
+@_parser("trade")
 def is_funding_trade(trade: Mapping[str, Any], exchange_id: str) -> bool:
     """Bybit pushes funding settlements on its execution channel (`execType` Funding)."""
     return exchange_id == "bybit" and _info(trade).get("execType") == "Funding"
 
 
+@_parser("trade")
 def is_liquidation_trade(trade: Mapping[str, Any], exchange_id: str) -> bool:
     """The exchange closed the position itself: a liquidation or ADL execution (module notes)."""
     info = _info(trade)
@@ -620,6 +662,7 @@ def fill_value_currency(instrument: Instrument) -> str:
     return instrument.settle if instrument.is_option else instrument.quote
 
 
+@_parser("trade")
 def fill_from_trade(trade: Mapping[str, Any], instrument: Instrument, exchange_id: str,
                     value_coin_usd: Decimal | None = None) -> Fill:
     """One of the account's trades; the fee is what the account paid (negative for a rebate). A liquidation
@@ -661,6 +704,7 @@ def fill_from_trade(trade: Mapping[str, Any], instrument: Instrument, exchange_i
     )
 
 
+@_parser("funding payment")
 def funding_from_ccxt(item: Mapping[str, Any], instrument: Instrument, exchange_id: str) -> FundingPayment:
     """A funding payment, positive = received, in the instrument's settle coin.
 
@@ -690,6 +734,7 @@ def funding_from_ccxt(item: Mapping[str, Any], instrument: Instrument, exchange_
     )
 
 
+@_parser("API key answer")
 def bybit_key_can_withdraw(response: Mapping[str, Any]) -> bool:
     """From Bybit's `GET /v5/user/query-api` answer: `permissions.Wallet` lists `Withdraw`."""
     permissions = (response.get("result") or {}).get("permissions")
@@ -807,7 +852,7 @@ def _amounts(doc: Mapping[str, Any], key: str, required: bool) -> dict[str, Deci
 
 
 __all__ = [
-    "DEFAULT_FUNDING_INTERVAL_SECS", "QUOTE_TS_EARLIEST", "QUOTE_TS_MAX_AHEAD", "RETRY_AFTER_MAX_SECS",
+    "DEFAULT_FUNDING_INTERVAL_SECS", "QUOTE_MAX_LEAD_SECS", "QUOTE_TS_EARLIEST", "RETRY_AFTER_MAX_SECS",
     "FillValueUnknown", "MalformedPayload", "Portfolio", "balances_from_ccxt", "bybit_key_can_withdraw",
     "check_bybit_account_answer", "dec", "error_from_ccxt", "fill_from_trade", "fill_value_currency",
     "funding_from_ccxt", "instrument_from_market", "is_funding_trade", "is_liquidation_trade",
