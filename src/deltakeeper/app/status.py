@@ -466,13 +466,7 @@ def parse_filters(query: Mapping[str, str], now: datetime) -> dict[str, Any]:
             filters[name] = query[name]
     for name in ("limit", "offset"):
         if query.get(name):
-            try:
-                value = int(query[name])
-            except ValueError:
-                raise ConfigError(name, "a whole number", query[name]) from None
-            if value < 0:
-                raise ConfigError(name, "a whole number, 0 or more", query[name])
-            filters[name] = value
+            filters[name] = _whole(query, name, None)
     return filters
 
 

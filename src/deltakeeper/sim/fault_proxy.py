@@ -42,7 +42,6 @@ import contextlib
 import json
 import math
 import random
-import signal
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -53,6 +52,8 @@ from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import WSMsgType, web
+
+from deltakeeper.sim.serving import serve_until_signal
 
 CONTROL_PREFIX = "/proxy/"
 HOP_HEADERS = frozenset(
@@ -503,14 +504,4 @@ class FaultProxy:
 async def run_proxy(upstream: str, host: str, port: int, seed: int) -> None:
     """Serve until SIGINT or SIGTERM; print `listening on http://HOST:PORT` once ready."""
     proxy = FaultProxy(upstream, seed=seed)
-    url = await proxy.start(host, port)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(signum, stop.set)
-    print(f"listening on {url}", flush=True)
-    try:
-        await stop.wait()
-    finally:
-        await proxy.close()
+    await serve_until_signal(await proxy.start(host, port), proxy.close)

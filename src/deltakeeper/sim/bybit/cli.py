@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import signal
 from collections.abc import Mapping
 
 from deltakeeper.config import Settings
 from deltakeeper.sim.bybit.server import serve
+from deltakeeper.sim.serving import serve_until_signal
 
 
 async def run_emulator(
@@ -20,13 +18,4 @@ async def run_emulator(
         allow_withdraw=allow_withdraw, tick_secs=max(1, int(settings.sim_tick_secs)),
         scenario=settings.sim_scenario == "market-maker",
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(signum, stop.set)
-    print(f"listening on {server.url}", flush=True)
-    try:
-        await stop.wait()
-    finally:
-        await server.close()
+    await serve_until_signal(server.url, server.close)
