@@ -24,6 +24,7 @@ from deltakeeper.app.market_state import MarketState
 from deltakeeper.app.rebalance import Hedger, HedgerOptions
 from deltakeeper.app.runner import Runner
 from deltakeeper.domain import risk
+from deltakeeper.domain.decide_policies import TimerPolicy
 from deltakeeper.domain.errors import (
     ExchangeUnavailable,
     JournalUnavailable,
@@ -320,7 +321,7 @@ async def lock_lost_meanwhile(bot: Bot) -> None:
     (stale_by_now, "not sent: its quote is 11.0 s old (stale after 10 s)"),
     (halted_meanwhile, "halted before it was sent"),
     (lock_lost_meanwhile, "halted before it was sent"),
-    (holdings_changed, "not sent: the SOL delta moved 600 since it was sized (band 1)"),
+    (holdings_changed, "not sent: the SOL delta moved 600 since it was sized (more than 50)"),
     (position_changed, "not sent: the position changed since it was sized"),
     (price_moved, "not sent: the price moved 300 bps since it was sized"),
 ])
@@ -356,6 +357,20 @@ async def test_an_order_whose_delta_moved_within_its_band_during_its_journal_wri
     await bot.quote()
     await bot.idle()
     assert [r.amount_contracts for r in bot.exchange.placed] == [HELD_SOL]
+
+
+async def test_a_timer_order_whose_delta_moved_a_hair_during_its_journal_write_is_sent() -> None:
+    bot = Bot()
+    bot.hedger.options = replace(bot.hedger.options, policy=TimerPolicy(3600))  # a zero band, hourly
+
+    async def slow_write() -> None:
+        bot.journal.on_write = None
+        bot.state.on_account(account(D(0), bot.clock.now(), seq=99, held=HELD_SOL + D("0.001")))
+
+    bot.journal.on_write = slow_write
+    await bot.quote()
+    await bot.idle()
+    assert [r.amount_contracts for r in bot.exchange.placed] == [HELD_SOL]  # not dropped for an hour
 
 
 async def test_after_a_stale_write_the_next_cycle_decides_afresh_on_a_new_quote() -> None:

@@ -36,6 +36,9 @@ log = structlog.get_logger("deltakeeper.rebalance")  # the Hedger's log: its ord
 
 RESEND_LIMIT = 3
 SETTLE_POLL_SECS = 0.2
+DELTA_MOVE_TOLERANCE = Decimal("0.05")
+"""An order still goes when its asset's delta moved, during its journal write, by no more than its band or
+this fraction of the delta it was sized against."""
 READ_BACKOFF_MAX_SECS = 2.0
 """A failed look-up of an order, or read of the account, is asked again after twice the last wait (from
 SETTLE_POLL_SECS) up to this, for as long as it takes."""
@@ -173,7 +176,8 @@ class OrderRunner:
         order refused as rate limited is not sent again), trading halted (or the trader lock lost) since it
         was sized, the quote it was sized from older than the stale limit (as the risk check measures it),
         its touch moved beyond the price collar since, its position changed under it, or its asset's delta
-        moved by more than the decision's band."""
+        moved by more than the decision's band or DELTA_MOVE_TOLERANCE of itself (a zero band, the timer's,
+        would otherwise drop an hourly hedge on any flicker of the delta)."""
         if self.draining:
             return "not sent: shutting down"
         if self.halted():
@@ -190,9 +194,10 @@ class OrderRunner:
         if self.state.position_contracts(request.symbol) != basis.position_contracts:
             return "not sent: the position changed since it was sized"
         moved_coin = abs(self._delta_coin(basis.asset) - basis.delta_coin)
-        if moved_coin > basis.band_coin:
+        tolerance_coin = max(basis.band_coin, abs(basis.delta_coin) * DELTA_MOVE_TOLERANCE)
+        if moved_coin > tolerance_coin:
             return (f"not sent: the {basis.asset} delta moved {moved_coin.normalize():f} since it was sized "
-                    f"(band {basis.band_coin.normalize():f})")
+                    f"(more than {tolerance_coin.normalize():f})")
         return None
 
     async def next_order(
