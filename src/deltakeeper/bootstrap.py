@@ -460,7 +460,7 @@ def stop_bound_secs(settings: Settings) -> float:
       the last look-up, the account refresh, held once;
     - the HTTP server, the exchange, the journal and the alerts' last deliveries close.
 
-    About 343 s at the defaults; a stop with nothing in flight takes a second or two. Deployments give
+    About 362 s at the defaults; a stop with nothing in flight takes a second or two. Deployments give
     the process at least this long before a SIGKILL (which is survived too: the next start reconciles)."""
     from deltakeeper.adapters.alerts import FLUSH_SECS
     from deltakeeper.adapters.ccxt_parse import RETRY_AFTER_MAX_SECS

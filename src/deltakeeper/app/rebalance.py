@@ -56,8 +56,10 @@ from deltakeeper.ports import Alerts, Clock, Exchange, Journal
 
 log = structlog.get_logger("deltakeeper.rebalance")
 
-MIN_RISK_BAR_SECS = 1.0
-"""The risk model samples prices once per bar of the quote spacing (exchange time), at least this long."""
+MIN_RISK_BAR_SECS = 60.0
+"""The risk model samples prices once per bar of the quote spacing (exchange time), at least this long: a
+live stream quoting every 100 ms gives one-minute returns, so its 30-return warm-up covers half an hour, not
+three seconds of noise."""
 _NO_RISK = RiskModel.for_bar(MIN_RISK_BAR_SECS)
 _BETA_QUANTUM = Decimal("0.0001")
 _SPREAD_QUANTUM = Decimal("0.01")
