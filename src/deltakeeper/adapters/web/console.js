@@ -294,6 +294,18 @@ function renderChart(asset) {
   entry.plot.root.dataset.points = rows.length;
 }
 
+// The first read takes the newest CHART_POINTS decisions; later reads page on from the last row seen
+// (oldest first), as long as a page comes back full, so that no row is skipped.
+async function readNewDecisions() {
+  for (;;) {
+    const paging = lastDecisionId !== null;
+    const after = paging ? `&after_id=${lastDecisionId}` : "";
+    const rows = await api(`api/console/recent/decisions?limit=${CHART_POINTS}${after}`);
+    addDecisions(rows);
+    if (!paging || rows.length < CHART_POINTS) return;
+  }
+}
+
 // -- refresh --------------------------------------------------------------------------------------
 async function refresh() {
   try {
@@ -305,18 +317,16 @@ async function refresh() {
     renderPositions(status);
     let summary = null;
     if (status.trading) {  // a standby instance has no console endpoints
-      const after = lastDecisionId === null ? "" : `&after_id=${lastDecisionId}`;
-      const [sum, fills, orders, newDecisions] = await Promise.all([
+      const [sum, fills, orders] = await Promise.all([
         api("api/console/summary"),
         api(`api/console/recent/fills?limit=${RECENT_ROWS}`),
         api(`api/console/recent/orders?limit=${RECENT_ROWS}`),
-        api(`api/console/recent/decisions?limit=${CHART_POINTS}${after}`),
       ]);
       summary = sum;
       renderFills(fills);
       renderOrders(orders);
       renderAlerts(summary.alerts);
-      addDecisions(newDecisions);
+      await readNewDecisions();
       for (const asset of Object.keys(decisions).sort()) renderChart(asset);
     }
     renderPnl(status, summary);
