@@ -17,7 +17,7 @@ from deltakeeper.app.margin_watch import margin_watch_of
 from deltakeeper.app.rebalance import Hedger
 from deltakeeper.app.runner import ACCOUNT_READ_MAX_RECOMPUTES, Runner
 from deltakeeper.domain.errors import ConfigError
-from deltakeeper.domain.instruments import is_stable
+from deltakeeper.domain.instruments import STABLECOINS, is_stable
 from deltakeeper.ports import Alerts
 
 JOURNAL_VIEWS = ("fills", "funding", "orders", "decisions")
@@ -116,6 +116,7 @@ def build_status(runner: Runner) -> dict[str, Any]:
             for symbol, age in stream_ages_secs(hedger).items()
         },
         "stale_limit_secs": stale_secs,
+        "stablecoins": sorted(STABLECOINS),
         "in_flight": dict(hedger.in_flight),
         "traded_today_usd": usd(hedger.traded_today_usd),
         "margin": _rounded_margin(margin.status()) if (margin := margin_watch_of(runner.watch)) else None,

@@ -38,6 +38,9 @@ function fmt(v, digits) {
   return n.toLocaleString("en-US", {minimumFractionDigits: digits ?? 0, maximumFractionDigits: digits ?? 8});
 }
 const usd = v => num(v) === null ? "–" : `${num(v) < 0 ? "−" : ""}$${fmt(Math.abs(num(v)), 2)}`;
+// An amount of `currency`: USD and stablecoins (the status's `stablecoins`) to the cent, coins to 8 places.
+const amount = (v, currency, status) =>
+  fmt(v, (status.stablecoins || []).includes(currency.toUpperCase()) ? 2 : undefined);
 const pct = v => num(v) === null ? "–" : `${(num(v) * 100).toFixed(1)}%`;
 const time = ts => ts ? ts.replace("T", " ").slice(0, 19) : "–";
 function cell(text, cls) {
@@ -118,7 +121,8 @@ function renderMargin(status) {
                 [cell("warn / critical"), cell(`${pct(margin.warn_headroom)} / ${pct(margin.critical_headroom)}`)],
                 [cell("move to liquidation"), cell(pct(margin.liquidation_move))]];
   for (const [settle, s] of Object.entries(margin.by_settle || {})) {
-    rows.push([cell(`${settle}: equity ${fmt(s.equity, 2)}`), cell(pct(s.headroom), level(s.headroom))]);
+    rows.push([cell(`${settle}: equity ${amount(s.equity, settle, status)}`),
+               cell(pct(s.headroom), level(s.headroom))]);
   }
   fillBody(table, rows);
 }
