@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import math
-import re
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, Protocol
 
 from deltakeeper.app.margin_watch import margin_watch_of
 from deltakeeper.app.rebalance import Hedger
 from deltakeeper.app.runner import ACCOUNT_READ_MAX_RECOMPUTES, Runner
+from deltakeeper.domain.durations import parse_time
 from deltakeeper.domain.errors import ConfigError
 from deltakeeper.domain.instruments import STABLECOINS, is_stable
 from deltakeeper.ports import Alerts
@@ -27,8 +27,6 @@ JOURNAL_PAGE_ROWS = 500
 """Rows of a journal API page when the request gives no `limit`."""
 JOURNAL_PAGE_MAX_ROWS = 5000
 """The largest `limit` of a journal API page: a page is read and sent while the bot trades."""
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?$")
-_UNIT_SECS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def heartbeat_max_age_secs(recompute_secs: float) -> float:
@@ -469,15 +467,3 @@ def parse_filters(query: Mapping[str, str], now: datetime) -> dict[str, Any]:
         if query.get(name):
             filters[name] = _whole(query, name, None)
     return filters
-
-
-def parse_time(text: str, name: str, now: datetime) -> datetime:
-    """`7d` (that long before `now`) or an ISO-8601 time (UTC when it names no zone)."""
-    match = _DURATION.match(text.strip())
-    if match:
-        return now - timedelta(seconds=float(match.group(1)) * _UNIT_SECS[match.group(2) or "s"])
-    try:
-        parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise ConfigError(name, "a duration such as 7d or an ISO-8601 time", text) from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
