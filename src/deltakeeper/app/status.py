@@ -379,7 +379,8 @@ def margin_snapshot(runner: Runner) -> dict[str, Any]:
 
 
 def is_alive(runner: Runner) -> bool:
-    """The loop is alive: its heartbeat (written at start and by every recompute) is fresh."""
+    """The loop is alive: its heartbeat (written at start and by the scheduler's every tick, whether or not
+    the exchange and the journal answer: those are readiness's) is fresh."""
     if runner.last_beat is None:
         return False
     return time.time() - runner.last_beat <= heartbeat_max_age_secs(runner.recompute_secs)
