@@ -247,7 +247,8 @@ def test_console_shows_a_coin_equity_to_8_places_and_a_stablecoin_equity_to_the_
             route.fulfill(path=str(file))
 
     status = {"stablecoins": ["USDC", "USDT"],
-              "margin": {"headroom": 0.5, "warn_headroom": 0.3, "critical_headroom": 0.15, "liquidation_move": 0.4,
+              "margin": {"headroom": 0.5, "warn_headroom": 0.3, "critical_headroom": 0.15,
+                         "liquidation_move": 0.4,
                          "by_settle": {"BTC": {"equity": "0.12345678", "headroom": 0.5},
                                        "USDT": {"equity": "1234.5678", "headroom": 0.5}}}}
     with sync_api.sync_playwright() as playwright:
