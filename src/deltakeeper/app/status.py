@@ -17,7 +17,8 @@ from deltakeeper.app.rebalance import Hedger
 from deltakeeper.app.runner import ACCOUNT_READ_MAX_RECOMPUTES, Runner
 from deltakeeper.domain.durations import parse_time
 from deltakeeper.domain.errors import ConfigError
-from deltakeeper.domain.instruments import STABLECOINS, is_stable
+from deltakeeper.domain.instruments import STABLECOINS
+from deltakeeper.domain.usd import PriceUsd, to_usd
 from deltakeeper.ports import Alerts
 
 JOURNAL_VIEWS = ("fills", "funding", "orders", "decisions")
@@ -175,18 +176,6 @@ def _rounded_margin(value: Any, key: str = "") -> Any:
     if key in _MARGIN_AMOUNTS and isinstance(value, Decimal):
         return coins(value)
     return value
-
-
-PriceUsd = Callable[[str], Decimal | None]
-"""A coin's USD price now (`MarketState.price_usd`), None when unknown."""
-
-
-def to_usd(amount: Decimal, currency: str, price_usd: PriceUsd) -> Decimal | None:
-    """`amount` of `currency` in USD at its price now; None when the coin has no price (never 0)."""
-    if is_stable(currency):
-        return amount
-    price = price_usd(currency)
-    return None if price is None else amount * price
 
 
 def position_views(hedger: Hedger) -> list[dict[str, Any]]:
