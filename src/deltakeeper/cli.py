@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from deltakeeper.backtest import backtest
-from deltakeeper.cli_args import ShortFormat, fail, parse_duration_secs, read_json_file
+from deltakeeper.cli_args import ShortFormat, fail, read_json_file
+from deltakeeper.domain.durations import parse_duration_secs
 from deltakeeper.domain.errors import ConfigError
 from deltakeeper.journal_cli import journal_app
 from deltakeeper.margin_report import margin

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from deltakeeper.cli_args import Format, parse_time
+from deltakeeper.cli_args import Format
+from deltakeeper.domain.durations import parse_time
 
 if TYPE_CHECKING:
     from deltakeeper.config import Settings
@@ -78,7 +79,8 @@ def _settings() -> Settings:
 def _time_window(since: str | None, until: str | None) -> tuple[datetime | None, datetime | None]:
 
     now = datetime.now(UTC)
-    return parse_time(since, "--since", now), parse_time(until, "--until", now)
+    return (parse_time(since, "--since", now) if since is not None else None,
+            parse_time(until, "--until", now) if until is not None else None)
 
 
 def readable_database(settings: Settings) -> str:

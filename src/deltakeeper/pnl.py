@@ -87,7 +87,7 @@ from decimal import Decimal, localcontext
 from itertools import pairwise
 from typing import Any, Literal
 
-from deltakeeper.domain.instruments import is_stable
+from deltakeeper.domain.usd import to_usd
 
 Row = Mapping[str, Any]
 By = Literal["asset", "day"]
@@ -405,10 +405,9 @@ def _period_end(period: str, until: datetime | None) -> datetime | None:
 
 def _usd(amount: Decimal, currency: str, price_here: Decimal | None, prices: _Prices, ts: datetime
          ) -> Decimal | None:
-    if is_stable(currency):
-        return amount
-    price = price_here if price_here is not None else prices.nearest(currency, ts)
-    return None if price is None else amount * price
+    """`domain.usd.to_usd` at the fill's own price (`price_here`) or the coin's nearest to `ts`."""
+    return to_usd(amount, currency,
+                  lambda coin: price_here if price_here is not None else prices.nearest(coin, ts))
 
 
 def attribute(

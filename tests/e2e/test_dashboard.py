@@ -233,3 +233,33 @@ def test_console_shows_trading_reduce_only_and_halted_in_headless_chromium(tmp_p
     held = reduce_only["chart"]
     assert held["range"][1] > 900 and held["clipped"] < len(held["delta"]) / 2, held
     assert refused.startswith("NO DATA") and "HTTP 401" in refused
+
+
+def test_console_shows_a_coin_equity_to_8_places_and_a_stablecoin_equity_to_the_cent() -> None:
+    web = Path(__file__).parents[2] / "src" / "deltakeeper" / "adapters" / "web"
+
+    def serve(route: Any) -> None:  # the console's own files; no API behind them
+        path = route.request.url.removeprefix("http://console.test/")
+        file = web / (path.removeprefix("static/") if path else "index.html")
+        if path.startswith("api/") or not file.is_file():
+            route.fulfill(status=404, body="")
+        else:
+            route.fulfill(path=str(file))
+
+    status = {"stablecoins": ["USDC", "USDT"],
+              "margin": {"headroom": 0.5, "warn_headroom": 0.3, "critical_headroom": 0.15,
+                         "liquidation_move": 0.4,
+                         "by_settle": {"BTC": {"equity": "0.12345678", "headroom": 0.5},
+                                       "USDT": {"equity": "1234.5678", "headroom": 0.5}}}}
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.route("http://console.test/**", serve)
+            page.goto("http://console.test/")
+            page.wait_for_function("() => document.getElementById('state-banner').dataset.state === 'error'")
+            page.evaluate("status => renderMargin(status)", status)
+            margin = page.inner_text("#margin")
+        finally:
+            browser.close()
+    assert "BTC: equity 0.12345678" in margin and "USDT: equity 1,234.57" in margin, margin

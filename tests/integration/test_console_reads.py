@@ -64,6 +64,20 @@ async def test_recent_rows_are_the_newest_oldest_first_and_incremental_after_a_r
         await reads.recent("fills", 2, asset="SOL")
 
 
+async def test_paging_after_a_row_with_a_small_limit_reads_every_newer_row_oldest_first(
+    journal: SqlJournal,
+) -> None:
+    for i in range(1, 11):
+        await journal.record_decision(decision(i, "SOL"))
+    reads = ConsoleReads(journal)
+    got: list[int] = []
+    last_id = (await reads.recent("decisions", 10))[0]["id"]  # the page has seen only row 1
+    while page := await reads.recent("decisions", 3, after_id=last_id):
+        got += [r["decision_id"] for r in page]
+        last_id = page[-1]["id"]
+    assert got == list(range(2, 11))
+
+
 async def test_costs_are_summed_per_currency_from_a_time_on(journal: SqlJournal) -> None:
     await journal.record_fills([
         fill(1, "0.5", "USDT", T0 - timedelta(seconds=1)),  # the day before: not counted

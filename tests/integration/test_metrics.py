@@ -141,6 +141,7 @@ def test_a_snapshot_renders_as_typed_families_the_parser_reads_back() -> None:
     assert families["deltakeeper_orders"].type == "counter"
     assert families["deltakeeper_fills"].type == "counter"
     assert families["deltakeeper_funding_usd_total"].type == "gauge"
+    assert families["deltakeeper_fees_usd_total"].type == "gauge"  # a maker rebate lowers it
     assert families["deltakeeper_tick_to_order_seconds"].type == "histogram"
     found = samples(text)
     assert value(found, "deltakeeper_delta_coin", asset="BTC") == 0.25

@@ -198,3 +198,26 @@ async def test_readyz_is_503_naming_the_trader_lock_once_it_is_lost(tmp_path: Pa
 
         lock.lose("the lock's database session ended")
         await probe.until(failing("trader_lock"), "not ready once the lock is lost")
+
+
+async def test_healthz_stays_200_and_the_heartbeat_goes_on_while_account_reads_fail(tmp_path: Path) -> None:
+    """Liveness is the loop's own tick: an exchange outage makes the bot not ready, never dead (a restart
+    would not bring the exchange back)."""
+    settings = make_settings(tmp_path)
+    async with (
+        journal_for(settings) as journal,
+        running(settings, journal) as (runner, exchange, _alerts, url),
+        aiohttp.ClientSession() as http,
+    ):
+        probe = Probe(http, url)
+        await probe.until(ready, "ready")
+
+        exchange.dark = True
+        await probe.until(failing("account_read"), "not ready for the account")
+        dark_since = time.time()
+        await until(lambda: runner.last_beat is not None and runner.last_beat > dark_since, 10,
+                    "a heartbeat while the account is unreadable")
+        async with http.get(url.replace("/readyz", "/healthz")) as response:
+            assert response.status == 200
+        await probe.poll()
+        assert failing("account_read")(probe)

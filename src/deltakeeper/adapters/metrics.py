@@ -39,11 +39,12 @@ ASSET_GAUGES = {
 }
 COUNTERS = {
     "fills_total": "Fills journaled.",
-    "fees_usd_total": "Trading fees paid, in USD.",
     "errors_total": "Errors logged by the service.",
     "journal_write_failures_total": "Journal writes that failed.",
 }
 GAUGES = {
+    "fees_usd_total": "Trading fees paid, in USD (a gauge: maker rebates lower it; fees in a coin without a "
+                      "USD price are left out).",
     "funding_usd_total": "Net funding in USD: received positive, paid negative.",
     "ready": "1 while the bot can trade safely now (/readyz answers 200), else 0.",
     "standby": "1 while this process waits for the trader lock (another instance trades), else 0.",
@@ -97,7 +98,8 @@ class BotMetrics:
 
         - `assets`: {asset: {delta_coin, delta_usd, target_coin, band_coin, deviation}}
         - `orders_total`: {status: count}; `fills_total`, `errors_total`, `journal_write_failures_total`:
-          counts; `fees_usd_total`: fees paid; `funding_usd_total`: net funding, received positive
+          counts; `fees_usd_total`: fees paid (a gauge: rebates lower it); `funding_usd_total`: net
+          funding, received positive
         - `stream_age_secs`: {symbol: seconds since the last quote}; `stale_limit_seconds`
         - `margin_headroom`: {settle: fraction}; `margin_warn_headroom`, `margin_critical_headroom`
         - `blind`: {what: bool}; `ready`, `standby`: bool; `trading_state`: active|reduce_only|halted

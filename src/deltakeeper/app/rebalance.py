@@ -36,7 +36,7 @@ from deltakeeper.domain.decide_policies import (
 )
 from deltakeeper.domain.errors import ForeignOrder
 from deltakeeper.domain.exposure import AssetDelta
-from deltakeeper.domain.instruments import Instrument, is_stable
+from deltakeeper.domain.instruments import Instrument
 from deltakeeper.domain.orders import (
     Fill,
     FundingPayment,
@@ -51,6 +51,7 @@ from deltakeeper.domain.orders import (
 )
 from deltakeeper.domain.policy import AssetPolicy, AssetView, Decision
 from deltakeeper.domain.records import AccountSnapshot, DecisionRecord, OrderRecord
+from deltakeeper.domain.usd import to_usd
 from deltakeeper.domain.volatility import RISKMETRICS_DAILY_DECAY, EwmaBeta
 from deltakeeper.ports import Alerts, Clock, Exchange, Journal
 
@@ -102,9 +103,10 @@ class Counters:
     """Orders by final status."""
     fills: int = 0
     fees_usd: Decimal = Decimal(0)
-    """Fees paid: a stable fee currency as it is, a coin fee at that asset's price."""
+    """Fees paid: a stable fee currency as it is, a coin fee at that asset's price (an unpriced one left
+    out)."""
     funding_usd: Decimal = Decimal(0)
-    """Net funding, received positive."""
+    """Net funding, received positive (an unpriced one left out)."""
     errors: int = 0
 
     def order_done(self, status: OrderStatus) -> None:
@@ -150,6 +152,8 @@ class Hedger:
         self.last_decision: dict[str, DecisionRecord] = {}
         self.traded_today_usd = Decimal(0)
         self.counters = Counters()
+        self._unpriced_logged: set[str] = set()
+        """Currencies whose amounts had no USD price (logged once each)."""
         self._day: datetime | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._quiet = 0
@@ -206,7 +210,8 @@ class Hedger:
         if await self.journal.record_fills([fill]):
             self._count_traded(fill.notional_usd)
             self.counters.fills += 1
-            self.counters.fees_usd += self.usd(fill.fee, fill.fee_currency)
+            if (fee_usd := self.usd(fill.fee, fill.fee_currency)) is not None:
+                self.counters.fees_usd += fee_usd
             log.info(
                 "fill_recorded",
                 symbol=fill.symbol,
@@ -220,7 +225,8 @@ class Hedger:
 
     async def on_funding(self, payment: FundingPayment) -> None:
         if await self.journal.record_funding([payment]):
-            self.counters.funding_usd += self.usd(payment.amount, payment.currency)
+            if (funding_usd := self.usd(payment.amount, payment.currency)) is not None:
+                self.counters.funding_usd += funding_usd
             log.info(
                 "funding_recorded",
                 symbol=payment.symbol,
@@ -675,12 +681,14 @@ class Hedger:
         assert self._day is not None
         self.traded_today_usd = await self.journal.traded_usd_since(self._day)
 
-    def usd(self, amount: Decimal, currency: str) -> Decimal:
-        """`amount` of `currency` in USD: a stable coin as it is, a coin at its price (0 when unpriced)."""
-        if is_stable(currency):
-            return amount
-        price = self.state.price_usd(currency)
-        return amount * price if price is not None else Decimal(0)
+    def usd(self, amount: Decimal, currency: str) -> Decimal | None:
+        """`amount` of `currency` in USD at its price now (`domain.usd.to_usd`); None when the coin has no
+        price, logged (`amount_unpriced`) once per currency: never counted as 0."""
+        in_usd = to_usd(amount, currency, self.state.price_usd)
+        if in_usd is None and currency not in self._unpriced_logged:
+            self._unpriced_logged.add(currency)
+            log.warning("amount_unpriced", currency=currency, amount=str(amount))
+        return in_usd
 
     def _spawn_alert(self, level: str, event: str, message: str, subject: str = "") -> None:
         task = asyncio.create_task(self.alerts.send(level, event, message, subject))

@@ -79,13 +79,26 @@ class Runner:
         await hedger.alerts.send("info", "started", f"deltakeeper started on {hedger.exchange.name}")
         self.started_at = time.monotonic()
         self.beat()
-        if not await self._reconcile_until_ok(stop):
+        # The heartbeat (liveness) is the scheduler's own tick, whatever the exchange and the journal do
+        # (their health is readiness's): from before the start's reconciliation on.
+        scheduler = AsyncIOScheduler(timezone=UTC)
+        scheduler.add_job(self._beat_tick, "interval", seconds=self.recompute_secs, max_instances=1,
+                          coalesce=True, id="heartbeat")
+        scheduler.start()
+        started = False
+        try:
+            if await self._reconcile_until_ok(stop):
+                if self.control is not None:
+                    await self.control.start()  # a halt journaled before the start holds: read it first
+                await hedger.load_traded_today()
+                started = True
+        finally:
+            if not started:
+                scheduler.shutdown(wait=False)
+        if not started:
             return
-        if self.control is not None:
-            await self.control.start()  # a halt journaled before the start holds: read it before trading
-        await hedger.load_traded_today()
         symbols = hedger.symbols()
-        scheduler = self.scheduler = AsyncIOScheduler(timezone=UTC)
+        self.scheduler = scheduler
         scheduler.add_job(
             self._tracked(self._recompute), "interval", seconds=self.recompute_secs, max_instances=1,
             coalesce=True, id="recompute",
@@ -100,7 +113,6 @@ class Runner:
                 self._tracked(self._daily_summary), CronTrigger(hour=hour, minute=minute, timezone=UTC),
                 max_instances=1, coalesce=True, misfire_grace_time=3600, id="daily_summary",
             )
-        scheduler.start()
         streams = [
             asyncio.create_task(
                 self._consume(lambda: hedger.exchange.quotes(symbols), self._on_quote, "quotes")
@@ -137,6 +149,9 @@ class Runner:
 
         return run
 
+    async def _beat_tick(self) -> None:
+        self.beat()
+
     def beat(self) -> None:
         self.heartbeat_path.parent.mkdir(parents=True, exist_ok=True)
         self.last_beat = time.time()
@@ -156,7 +171,6 @@ class Runner:
             await self.hedger.journal.record_snapshot(
                 self.hedger.clock.now(), deltas, self.hedger.trading.state.value
             )
-            self.beat()
         except Exception as exc:
             self.hedger.counters.errors += 1
             log.exception("recompute_failed", error=str(exc))

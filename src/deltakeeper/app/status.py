@@ -5,19 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import math
-import re
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, Protocol
 
 from deltakeeper.app.margin_watch import margin_watch_of
 from deltakeeper.app.rebalance import Hedger
 from deltakeeper.app.runner import ACCOUNT_READ_MAX_RECOMPUTES, Runner
+from deltakeeper.domain.durations import parse_time
 from deltakeeper.domain.errors import ConfigError
-from deltakeeper.domain.instruments import is_stable
+from deltakeeper.domain.instruments import STABLECOINS
+from deltakeeper.domain.usd import PriceUsd, to_usd
 from deltakeeper.ports import Alerts
 
 JOURNAL_VIEWS = ("fills", "funding", "orders", "decisions")
@@ -27,8 +28,6 @@ JOURNAL_PAGE_ROWS = 500
 """Rows of a journal API page when the request gives no `limit`."""
 JOURNAL_PAGE_MAX_ROWS = 5000
 """The largest `limit` of a journal API page: a page is read and sent while the bot trades."""
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?$")
-_UNIT_SECS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def heartbeat_max_age_secs(recompute_secs: float) -> float:
@@ -116,6 +115,7 @@ def build_status(runner: Runner) -> dict[str, Any]:
             for symbol, age in stream_ages_secs(hedger).items()
         },
         "stale_limit_secs": stale_secs,
+        "stablecoins": sorted(STABLECOINS),
         "in_flight": dict(hedger.in_flight),
         "traded_today_usd": usd(hedger.traded_today_usd),
         "margin": _rounded_margin(margin.status()) if (margin := margin_watch_of(runner.watch)) else None,
@@ -176,18 +176,6 @@ def _rounded_margin(value: Any, key: str = "") -> Any:
     if key in _MARGIN_AMOUNTS and isinstance(value, Decimal):
         return coins(value)
     return value
-
-
-PriceUsd = Callable[[str], Decimal | None]
-"""A coin's USD price now (`MarketState.price_usd`), None when unknown."""
-
-
-def to_usd(amount: Decimal, currency: str, price_usd: PriceUsd) -> Decimal | None:
-    """`amount` of `currency` in USD at its price now; None when the coin has no price (never 0)."""
-    if is_stable(currency):
-        return amount
-    price = price_usd(currency)
-    return None if price is None else amount * price
 
 
 def position_views(hedger: Hedger) -> list[dict[str, Any]]:
@@ -380,7 +368,8 @@ def margin_snapshot(runner: Runner) -> dict[str, Any]:
 
 
 def is_alive(runner: Runner) -> bool:
-    """The loop is alive: its heartbeat (written at start and by every recompute) is fresh."""
+    """The loop is alive: its heartbeat (written at start and by the scheduler's every tick, whether or not
+    the exchange and the journal answer: those are readiness's) is fresh."""
     if runner.last_beat is None:
         return False
     return time.time() - runner.last_beat <= heartbeat_max_age_secs(runner.recompute_secs)
@@ -468,15 +457,3 @@ def parse_filters(query: Mapping[str, str], now: datetime) -> dict[str, Any]:
         if query.get(name):
             filters[name] = _whole(query, name, None)
     return filters
-
-
-def parse_time(text: str, name: str, now: datetime) -> datetime:
-    """`7d` (that long before `now`) or an ISO-8601 time (UTC when it names no zone)."""
-    match = _DURATION.match(text.strip())
-    if match:
-        return now - timedelta(seconds=float(match.group(1)) * _UNIT_SECS[match.group(2) or "s"])
-    try:
-        parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise ConfigError(name, "a duration such as 7d or an ISO-8601 time", text) from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

@@ -9,7 +9,7 @@ folds repeats within its cool-down. Alerts never raise and never wait (the port 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Protocol
@@ -68,6 +68,10 @@ class DailySummary:
     decisions: int
     rebalances: int
     worst: WorstDeviation | None
+    fees_unpriced: Mapping[str, Decimal] = field(default_factory=dict)
+    """Fees in coins without a USD price, per coin: left out of `fees_usd`."""
+    funding_unpriced: Mapping[str, Decimal] = field(default_factory=dict)
+    """Funding in coins without a USD price, per coin: left out of `funding_usd`."""
 
     def message(self) -> str:
         worst = "no decision journaled"
@@ -79,10 +83,20 @@ class DailySummary:
             )
         return (
             f"24 h to {self.until.astimezone(UTC):%Y-%m-%d %H:%M} UTC: {self.trades} trades "
-            f"({_usd(self.traded_usd)} traded), fees {_usd(self.fees_usd)}, funding "
-            f"{_usd(self.funding_usd, signed=True)}, worst deviation {worst}; "
+            f"({_usd(self.traded_usd)} traded), fees {_usd(self.fees_usd)}{_unpriced(self.fees_unpriced)}, "
+            f"funding {_usd(self.funding_usd, signed=True)}{_unpriced(self.funding_unpriced)}, "
+            f"worst deviation {worst}; "
             f"{self.decisions} decisions, {self.rebalances} rebalances"
         )
+
+
+def _unpriced(amounts: Mapping[str, Decimal]) -> str:
+    """" + 0.05 BNB unpriced" (" - 0.1 BNB" for a negative amount) for the amounts that have no USD price;
+    "" when there is none."""
+    if not amounts:
+        return ""
+    parts = (f" {'-' if a < 0 else '+'} {short(abs(a), 8)} {c}" for c, a in sorted(amounts.items()))
+    return "".join(parts) + " unpriced"
 
 
 def _usd(amount: Decimal, signed: bool = False) -> str:
@@ -359,9 +373,12 @@ def summarize(
     fills: Sequence[dict[str, Any]],
     funding: Sequence[dict[str, Any]],
     decisions: Sequence[dict[str, Any]],
-    usd: Callable[[Decimal, str], Decimal],
+    usd: Callable[[Decimal, str], Decimal | None],
 ) -> DailySummary:
-    """The summary of journal rows (as `list_fills|funding|decisions` return them)."""
+    """The summary of journal rows (as `list_fills|funding|decisions` return them); amounts in a coin
+    `usd` has no price for are summed apart, per coin, never counted as $0."""
+    fee_totals = _in_usd([(Decimal(f["fee"]), f["fee_currency"]) for f in fills], usd)
+    funding_totals = _in_usd([(Decimal(p["amount"]), p["currency"]) for p in funding], usd)
     worst: WorstDeviation | None = None
     for d in decisions:
         band = Decimal(d["band_coin"])
@@ -376,12 +393,29 @@ def summarize(
         until=until,
         trades=len(fills),
         traded_usd=sum((Decimal(f["notional_usd"]) for f in fills), Decimal(0)),
-        fees_usd=sum((usd(Decimal(f["fee"]), f["fee_currency"]) for f in fills), Decimal(0)),
-        funding_usd=sum((usd(Decimal(p["amount"]), p["currency"]) for p in funding), Decimal(0)),
+        fees_usd=fee_totals[0],
+        funding_usd=funding_totals[0],
         decisions=len(decisions),
         rebalances=sum(1 for d in decisions if d["reason"] == "rebalance"),
         worst=worst,
+        fees_unpriced=fee_totals[1],
+        funding_unpriced=funding_totals[1],
     )
+
+
+def _in_usd(
+    amounts: Sequence[tuple[Decimal, str]], usd: Callable[[Decimal, str], Decimal | None]
+) -> tuple[Decimal, dict[str, Decimal]]:
+    """The USD total of the (amount, currency) that have a price, and the others summed per currency."""
+    total = Decimal(0)
+    unpriced: dict[str, Decimal] = {}
+    for amount, currency in amounts:
+        in_usd = usd(amount, currency)
+        if in_usd is None:
+            unpriced[currency] = unpriced.get(currency, Decimal(0)) + amount
+        else:
+            total += in_usd
+    return total, unpriced
 
 
 def _count(n: int, one: str, many: str | None = None) -> str:

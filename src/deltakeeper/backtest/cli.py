@@ -14,7 +14,7 @@ import typer
 from deltakeeper.backtest.data import parse_file_specs
 from deltakeeper.backtest.run import load_dataset, run_dataset, sweep_dataset
 from deltakeeper.backtest.settings import POLICIES, BacktestSettings
-from deltakeeper.cli_args import parse_duration_secs
+from deltakeeper.domain.durations import parse_duration_secs
 from deltakeeper.domain.errors import ConfigError
 from deltakeeper.domain.policy import Band, BandUnit, RebalanceTo
 

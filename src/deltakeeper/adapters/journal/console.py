@@ -32,19 +32,22 @@ class ConsoleReads:
         self, view: str, limit: int, after_id: int | None = None, asset: str | None = None
     ) -> list[dict[str, Any]]:
         """The newest `limit` rows of `view` (fills|orders|decisions|funding), oldest first; with
-        `after_id` only rows journaled after that one (by the row's `id`), so that a page that has seen
-        row N asks only for what is new; with `asset` only that asset's rows (decisions and orders)."""
+        `after_id` the oldest `limit` rows journaled after that one (by the row's `id`), so that a page
+        that has seen row N and pages on with the last id it got reads every new row; with `asset` only
+        that asset's rows (decisions and orders)."""
         table = RECENT_TABLES[view]
-        query = select(table).order_by(table.c.id.desc()).limit(limit)
-        if after_id is not None:
-            query = query.where(table.c.id > after_id)
+        if after_id is None:
+            query = select(table).order_by(table.c.id.desc()).limit(limit)
+        else:
+            query = select(table).where(table.c.id > after_id).order_by(table.c.id).limit(limit)
         if asset is not None:
             if "asset" not in table.c:
                 raise ValueError(f"no asset filter for {view}")
             query = query.where(table.c.asset == asset.upper())
         async with self.journal.engine.connect() as conn:
             rows = (await conn.execute(query)).all()
-        return [dict(row._mapping) for row in reversed(rows)]
+        oldest_first = rows if after_id is not None else list(reversed(rows))
+        return [dict(row._mapping) for row in oldest_first]
 
     async def costs_since(self, since: datetime) -> dict[str, Any]:
         """Fills, their notional and fees, and funding payments at or after `since`, summed by the

@@ -38,6 +38,9 @@ function fmt(v, digits) {
   return n.toLocaleString("en-US", {minimumFractionDigits: digits ?? 0, maximumFractionDigits: digits ?? 8});
 }
 const usd = v => num(v) === null ? "–" : `${num(v) < 0 ? "−" : ""}$${fmt(Math.abs(num(v)), 2)}`;
+// An amount of `currency`: USD and stablecoins (the status's `stablecoins`) to the cent, coins to 8 places.
+const amount = (v, currency, status) =>
+  fmt(v, (status.stablecoins || []).includes(currency.toUpperCase()) ? 2 : undefined);
 const pct = v => num(v) === null ? "–" : `${(num(v) * 100).toFixed(1)}%`;
 const time = ts => ts ? ts.replace("T", " ").slice(0, 19) : "–";
 function cell(text, cls) {
@@ -118,7 +121,8 @@ function renderMargin(status) {
                 [cell("warn / critical"), cell(`${pct(margin.warn_headroom)} / ${pct(margin.critical_headroom)}`)],
                 [cell("move to liquidation"), cell(pct(margin.liquidation_move))]];
   for (const [settle, s] of Object.entries(margin.by_settle || {})) {
-    rows.push([cell(`${settle}: equity ${fmt(s.equity, 2)}`), cell(pct(s.headroom), level(s.headroom))]);
+    rows.push([cell(`${settle}: equity ${amount(s.equity, settle, status)}`),
+               cell(pct(s.headroom), level(s.headroom))]);
   }
   fillBody(table, rows);
 }
@@ -294,6 +298,18 @@ function renderChart(asset) {
   entry.plot.root.dataset.points = rows.length;
 }
 
+// The first read takes the newest CHART_POINTS decisions; later reads page on from the last row seen
+// (oldest first), as long as a page comes back full, so that no row is skipped.
+async function readNewDecisions() {
+  for (;;) {
+    const paging = lastDecisionId !== null;
+    const after = paging ? `&after_id=${lastDecisionId}` : "";
+    const rows = await api(`api/console/recent/decisions?limit=${CHART_POINTS}${after}`);
+    addDecisions(rows);
+    if (!paging || rows.length < CHART_POINTS) return;
+  }
+}
+
 // -- refresh --------------------------------------------------------------------------------------
 async function refresh() {
   try {
@@ -305,18 +321,16 @@ async function refresh() {
     renderPositions(status);
     let summary = null;
     if (status.trading) {  // a standby instance has no console endpoints
-      const after = lastDecisionId === null ? "" : `&after_id=${lastDecisionId}`;
-      const [sum, fills, orders, newDecisions] = await Promise.all([
+      const [sum, fills, orders] = await Promise.all([
         api("api/console/summary"),
         api(`api/console/recent/fills?limit=${RECENT_ROWS}`),
         api(`api/console/recent/orders?limit=${RECENT_ROWS}`),
-        api(`api/console/recent/decisions?limit=${CHART_POINTS}${after}`),
       ]);
       summary = sum;
       renderFills(fills);
       renderOrders(orders);
       renderAlerts(summary.alerts);
-      addDecisions(newDecisions);
+      await readNewDecisions();
       for (const asset of Object.keys(decisions).sort()) renderChart(asset);
     }
     renderPnl(status, summary);
