@@ -53,8 +53,9 @@ async def emulator() -> AsyncIterator[RunningServer]:
     await server.close()
 
 
-def adapter(server: RunningServer, **settings: Any) -> CcxtExchange:
-    return CcxtExchange("bybit", clock=WallClock(), api_key=KEY, secret=SECRET, base_url=server.url,
+def adapter(server: RunningServer, key: str = KEY, secret: str = SECRET, **settings: Any) -> CcxtExchange:
+    """The adapter on the emulator through stock ccxt, with short reconnect back-offs."""
+    return CcxtExchange("bybit", clock=WallClock(), api_key=key, secret=secret, base_url=server.url,
                         backoff_initial_secs=0.05, backoff_max_secs=0.5, rng=random.Random(1), **settings)
 
 

@@ -6,7 +6,6 @@ holds every request."""
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import aclosing
 from datetime import UTC, datetime, timedelta
@@ -21,6 +20,7 @@ from tests.integration.frozen_emulator import KEY as FROZEN_KEY
 from tests.integration.frozen_emulator import SECRET as FROZEN_SECRET
 from tests.integration.frozen_emulator import frozen_emulator, sell
 from tests.integration.service_harness import RecordingAlerts, journal_for, until
+from tests.integration.test_ccxt_exchange import KEY, adapter, start_emulator
 
 from deltakeeper.adapters.ccxt_exchange import CcxtExchange
 from deltakeeper.adapters.ccxt_parse import QUOTE_MAX_LEAD_SECS
@@ -29,10 +29,9 @@ from deltakeeper.config import Settings
 from deltakeeper.domain.errors import ExchangeUnavailable
 from deltakeeper.domain.orders import Fill, OrderRequest, OrderState, Quote, Side
 from deltakeeper.domain.records import AccountSnapshot
-from deltakeeper.sim.bybit.server import HUB, RunningServer, serve
+from deltakeeper.sim.bybit.server import HUB, RunningServer
 from deltakeeper.sim.clock import WallClock
 
-KEY, SECRET = "dk-test-key", "dk-test-secret"
 STARTING = {"SOL": Decimal(1000), "USDT": Decimal(100000)}
 LINEAR = "BTC/USDT:USDT"
 
@@ -41,14 +40,9 @@ pytestmark = pytest.mark.timeout(60)
 
 @pytest.fixture
 async def emulator() -> AsyncIterator[RunningServer]:
-    server = await serve("127.0.0.1", 0, {KEY: SECRET}, speed=600, seed=7, scenario=False)
+    server = await start_emulator()
     yield server
     await server.close()
-
-
-def adapter(server: RunningServer, key: str = KEY, secret: str = SECRET, **settings: Any) -> CcxtExchange:
-    return CcxtExchange("bybit", clock=WallClock(), api_key=key, secret=secret, base_url=server.url,
-                        backoff_initial_secs=0.05, backoff_max_secs=0.5, rng=random.Random(1), **settings)
 
 
 @pytest.fixture

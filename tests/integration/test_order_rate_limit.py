@@ -6,12 +6,12 @@ wait, and its sender checks again, after the pause, that it may still go."""
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import AsyncIterator
 from decimal import Decimal
 
 import pytest
 from tests.integration.service_harness import until
+from tests.integration.test_ccxt_exchange import KEY, adapter, start_emulator
 
 from deltakeeper.adapters.ccxt_exchange import CcxtExchange
 from deltakeeper.app.market_state import MarketState
@@ -19,10 +19,9 @@ from deltakeeper.app.orders import OrderRunner
 from deltakeeper.domain.errors import RateLimited
 from deltakeeper.domain.orders import OrderRequest, OrderState, OrderStatus, OrderType, Side, client_order_id
 from deltakeeper.domain.risk import RiskOutcome
-from deltakeeper.sim.bybit.server import RunningServer, serve
+from deltakeeper.sim.bybit.server import RunningServer
 from deltakeeper.sim.clock import WallClock
 
-KEY, SECRET = "dk-test-key", "dk-test-secret"
 LINEAR = "BTC/USDT:USDT"
 SELL = OrderRequest(client_order_id(4242), LINEAR, Side.SELL, Decimal("0.01"), OrderType.MARKET)
 
@@ -31,15 +30,14 @@ pytestmark = pytest.mark.timeout(60)
 
 @pytest.fixture
 async def emulator() -> AsyncIterator[RunningServer]:
-    server = await serve("127.0.0.1", 0, {KEY: SECRET}, speed=600, seed=7, scenario=False)
+    server = await start_emulator()
     yield server
     await server.close()
 
 
 @pytest.fixture
 async def exchange(emulator: RunningServer) -> AsyncIterator[CcxtExchange]:
-    bybit = CcxtExchange("bybit", clock=WallClock(), api_key=KEY, secret=SECRET, base_url=emulator.url,
-                         backoff_initial_secs=0.05, backoff_max_secs=0.5, rng=random.Random(1))
+    bybit = adapter(emulator)
     await bybit.load_instruments()
     yield bybit
     await bybit.close()
