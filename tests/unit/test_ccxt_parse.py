@@ -822,8 +822,8 @@ async def test_a_future_stamped_tick_does_not_stop_later_quotes_from_updating_th
     bot = Bot()
     track = bot.hedger._risk["SOL"] = _RiskTrack(proxy=False)
     slots = []
-    for offset_secs in (0, 1, 2, 365 * 86_400, 3, 4):
-        bot.clock.t = T0 + timedelta(seconds=min(offset_secs, 10))
+    for offset_secs in (0, 60, 120, 365 * 86_400, 180, 240):  # a quote a minute: a bar a minute
+        bot.clock.t = T0 + timedelta(seconds=min(offset_secs, 600))
         ticker = {"symbol": SOL, "bid": "99.99", "ask": "100.01", "markPrice": "100",
                   "timestamp": int((T0 + timedelta(seconds=offset_secs)).timestamp() * 1000)}
         try:
@@ -833,8 +833,8 @@ async def test_a_future_stamped_tick_does_not_stop_later_quotes_from_updating_th
         bot.hedger._observe_risk("SOL", SOL)
         slots.append(track.slot)
 
-    assert slots[0] is None  # the first quote starts the bar, the second (1 s on) sets it
-    assert [slot - slots[1] for slot in slots[1:]] == [0, 1, 2, 3]  # one bar per second, on and on
+    assert slots[0] is None  # the first quote starts the bar, the second (a minute on) sets it
+    assert [slot - slots[1] for slot in slots[1:]] == [0, 1, 2, 3]  # one bar per minute, on and on
 
 
 def test_ticker_without_a_book_is_malformed() -> None:
