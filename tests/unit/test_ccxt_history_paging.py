@@ -1,0 +1,73 @@
+"""Fills and funding read page by page outside Bybit: a real ccxt OKX client whose HTTP answers are
+recorded shapes, answered by a fake transport that serves a busy account's history a page at a time."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from tests.unit.test_ccxt_order_lookup import NOW_MS, answering, okx, recorded
+
+from deltakeeper.adapters import ccxt_exchange
+from deltakeeper.domain.errors import ExchangeUnavailable
+
+SINCE = datetime(2023, 12, 31, tzinfo=UTC)
+SINCE_MS = int(SINCE.timestamp() * 1000)
+
+
+def okx_fill(n: int, ts_ms: int) -> dict[str, Any]:
+    """OKX `GET /api/v5/trade/fills-history` entry (the shape of `okx_inverse_fill.json`) on BTC-USDT-SWAP."""
+    return {"side": "sell", "fillSz": "1", "fillPx": "100", "fee": "-0.01", "ordId": str(1000 + n),
+            "instType": "SWAP", "instId": "BTC-USDT-SWAP", "clOrdId": f"dk{n}", "posSide": "net",
+            "billId": str(5000 + n), "subType": "2", "tag": "", "execType": "T", "tradeId": str(9000 + n),
+            "feeCcy": "USDT", "ts": str(ts_ms)}
+
+
+def fills_history(count: int, newest_first: bool) -> list[dict[str, Any]]:
+    """`count` fills since SINCE, a second apart but for two pairs sharing a millisecond across the edges
+    of the first page (fills 99 and 100 oldest first, 149 and 150 newest first); served 100 at most per
+    answer, within `begin` and `end` (both inclusive), from the newest (OKX's order) or from the oldest."""
+    stamps = [SINCE_MS + 1000 * (n - (n in (100, 150))) for n in range(count)]
+    fills = [okx_fill(n, ts_ms) for n, ts_ms in enumerate(stamps)]
+
+    def answer(path: str, query: dict[str, str]) -> Any:
+        if path.endswith("/public/instruments"):
+            swaps = [recorded("okx_instrument_swap.json")] if query.get("instType") == "SWAP" else []
+            return {"code": "0", "msg": "", "data": swaps}
+        if not path.endswith("/trade/fills-history"):
+            return {"code": "0", "msg": "", "data": []}  # ccxt's look-up of currencies
+        begin, end = int(query.get("begin", 0)), int(query.get("end", NOW_MS))
+        inside = [fill for fill in fills if begin <= int(fill["ts"]) <= end]
+        page = list(reversed(inside))[:100] if newest_first else inside[:100]
+        return {"code": "0", "msg": "", "data": page}
+
+    answer.fills = fills  # type: ignore[attr-defined]
+    return answer  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize("newest_first", [True, False], ids=["newest_first", "oldest_first"])
+async def test_every_fill_of_three_pages_is_read_once_in_order(newest_first: bool) -> None:
+    exchange = okx()
+    answer: Any = fills_history(250, newest_first)
+    asked = answering(exchange, answer)
+    try:
+        fills = await exchange.fetch_fills(SINCE)
+    finally:
+        await exchange.close()
+
+    assert sorted(fill.client_order_id for fill in fills) == sorted(fill["clOrdId"] for fill in answer.fills)
+    assert len(fills) == 250
+    assert [fill.ts for fill in fills] == sorted(fill.ts for fill in fills)
+    assert asked.count("/api/v5/trade/fills-history") >= 3
+
+
+async def test_more_pages_than_the_bound_fail_not_answer_part(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ccxt_exchange, "_HISTORY_PAGES", 2)
+    exchange = okx()
+    answering(exchange, fills_history(250, newest_first=True))
+    try:
+        with pytest.raises(ExchangeUnavailable):
+            await exchange.fetch_fills(SINCE)
+    finally:
+        await exchange.close()
