@@ -4,12 +4,14 @@ recorded shapes, answered by a fake transport that serves a busy account's histo
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import pytest
-from tests.unit.test_ccxt_order_lookup import NOW_MS, answering, okx, recorded
+from tests.unit.test_ccxt_order_lookup import NOW_MS, Clock, answering, okx, recorded
 
 from deltakeeper.adapters import ccxt_exchange
+from deltakeeper.adapters.ccxt_exchange import CcxtExchange
 from deltakeeper.domain.errors import ExchangeUnavailable
 
 SINCE = datetime(2023, 12, 31, tzinfo=UTC)
@@ -71,3 +73,32 @@ async def test_more_pages_than_the_bound_fail_not_answer_part(monkeypatch: pytes
             await exchange.fetch_fills(SINCE)
     finally:
         await exchange.close()
+
+
+async def test_deribit_perpetual_funding_is_read_from_every_page_of_the_transaction_log() -> None:
+    exchange = CcxtExchange("deribit", clock=Clock(), api_key="k", secret="s")
+    log = recorded("deribit_transaction_log_settlement.json")
+    asked: list[dict[str, str]] = []
+
+    def answer(path: str, query: dict[str, str]) -> Any:
+        if path.endswith("/public/get_instruments"):
+            return recorded("deribit_instruments.json")
+        if path.endswith("/private/get_transaction_log"):
+            asked.append(query)
+            return log["second_page"] if query.get("continuation") == "61304" else log["first_page"]
+        return {"jsonrpc": "2.0", "result": []}  # ccxt's look-up of currencies
+
+    answering(exchange, answer)
+    try:
+        await exchange.load_instruments()
+        payments = await exchange.fetch_funding_payments(SINCE)
+    finally:
+        await exchange.close()
+
+    assert [(p.payment_id, p.symbol, p.amount, p.currency) for p in payments] == [
+        ("log900101", "BTC/USD:BTC", Decimal("0.00000105"), "BTC"),
+        ("log900104", "BTC/USD:BTC", Decimal("-0.00000238"), "BTC"),
+    ]
+    assert payments[0].ts == datetime(2023, 12, 31, 4, tzinfo=UTC)
+    assert [(q["currency"], q["query"], q["start_timestamp"]) for q in asked] == [
+        ("BTC", "settlement", str(SINCE_MS))] * 2
