@@ -27,6 +27,7 @@ from deltakeeper.adapters.ccxt_parse import (
     balances_from_ccxt,
     bybit_key_can_withdraw,
     check_bybit_account_answer,
+    deribit_funding_from_log,
     error_from_ccxt,
     fill_from_trade,
     funding_from_ccxt,
@@ -468,6 +469,8 @@ class CcxtExchange:
         return sorted((event for event in events if isinstance(event, Fill)), key=lambda fill: fill.ts)
 
     async def fetch_funding_payments(self, since: datetime) -> list[FundingPayment]:
+        if self.name == "deribit":
+            return await self._deribit_funding(since)
         if not self._rest.has.get("fetchFundingHistory"):
             return []
         raws: list[dict[str, Any]] = []
@@ -477,6 +480,38 @@ class CcxtExchange:
             payments = [funding_from_ccxt(raw, await self._instrument(raw.get("symbol")), self.name)
                         for raw in raws]
         return sorted(payments, key=lambda payment: payment.ts)
+
+    async def _deribit_funding(self, since: datetime) -> list[FundingPayment]:
+        """Deribit's perpetual funding (ccxt has no `fetchFundingHistory` there): the settlements of its
+        transaction log, per settlement currency of its perpetuals, followed by `continuation`."""
+        entries: list[dict[str, Any]] = []
+        coins = sorted({market["settle"] for market in self._rest.markets.values() if market.get("swap")})
+        for coin in coins:
+            request: dict[str, Any] = {"currency": coin, "start_timestamp": _ms(since), "query": "settlement",
+                                       "end_timestamp": _ms(self._clock.now()), "count": _HISTORY_PAGE_LIMIT}
+            for _ in range(_HISTORY_PAGES):
+                answer = await self._call(self._rest.private_get_get_transaction_log, request)
+                with self._reading():
+                    result = _deribit_log_result(answer)
+                entries += result["logs"]
+                if result.get("continuation") is None:
+                    break
+                request = {**request, "continuation": result["continuation"]}
+            else:
+                log.error("history_page_bound_hit", exchange=self.name, call="get_transaction_log",
+                          pages=_HISTORY_PAGES, since=since.isoformat(), read=len(entries))
+                raise ExchangeUnavailable(f"{self.name}: the transaction log since {since.isoformat()} "
+                                          f"spans more than {_HISTORY_PAGES} pages")
+        payments: dict[str, FundingPayment] = {}
+        for entry in entries:
+            market = self._rest.safe_market(entry.get("instrument_name"))
+            if not market.get("swap"):
+                continue
+            with self._reading():
+                payment = deribit_funding_from_log(entry, await self._instrument(market["symbol"]))
+            if payment is not None:
+                payments[payment.payment_id] = payment
+        return sorted(payments.values(), key=lambda payment: payment.ts)
 
     async def _raw_trades(self, since: datetime) -> list[dict[str, Any]]:
         raws: list[dict[str, Any]] = []
@@ -926,6 +961,14 @@ def _book_side(raw: Any, side: str, instrument: Instrument) -> list[BookLevel]:
         return [BookLevel(price, abs(instrument.delta_coin(size, price))) for price, size in rows]
     except (ArithmeticError, LookupError, TypeError, ValueError) as exc:
         raise MalformedPayload(f"order book {side}", "a list of [price, size]", raw) from exc
+
+
+def _deribit_log_result(answer: Any) -> dict[str, Any]:
+    """The `result` of a Deribit transaction log answer: its `logs` (a list) and `continuation`."""
+    result = answer.get("result") if isinstance(answer, dict) else None
+    if not isinstance(result, dict) or not isinstance(result.get("logs"), list):
+        raise MalformedPayload("result.logs", "a list of transaction log entries", answer)
+    return result
 
 
 def _name(method: Callable[..., Any]) -> str:
