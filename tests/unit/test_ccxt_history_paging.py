@@ -102,3 +102,29 @@ async def test_deribit_perpetual_funding_is_read_from_every_page_of_the_transact
     assert payments[0].ts == datetime(2023, 12, 31, 4, tzinfo=UTC)
     assert [(q["currency"], q["query"], q["start_timestamp"]) for q in asked] == [
         ("BTC", "settlement", str(SINCE_MS))] * 2
+
+
+async def test_okx_funding_bills_are_read_across_pages_by_okxs_own_bounds() -> None:
+    """ccxt's okx `fetch_funding_history` sends no time bounds: the adapter gives OKX's `begin`/`end`."""
+    exchange = okx()
+    bill = recorded("okx_funding_bill.json")
+    bills = [{**bill, "instId": "BTC-USDT-SWAP", "ccy": "USDT", "billId": str(7000 + n),
+              "ts": str(SINCE_MS + 60_000 * n), "balChg": "0.01", "pnl": "0.01"} for n in range(230)]
+
+    def answer(path: str, query: dict[str, str]) -> Any:
+        if path.endswith("/public/instruments"):
+            swaps = [recorded("okx_instrument_swap.json")] if query.get("instType") == "SWAP" else []
+            return {"code": "0", "msg": "", "data": swaps}
+        if not path.endswith("/account/bills-archive"):
+            return {"code": "0", "msg": "", "data": []}
+        begin, end = int(query.get("begin", 0)), int(query.get("end", NOW_MS))
+        inside = [b for b in bills if begin <= int(b["ts"]) <= end]
+        return {"code": "0", "msg": "", "data": list(reversed(inside))[:100]}  # newest first, 100 at most
+
+    answering(exchange, answer)
+    try:
+        payments = await exchange.fetch_funding_payments(SINCE)
+    finally:
+        await exchange.close()
+
+    assert [payment.payment_id for payment in payments] == [b["billId"] for b in bills]
