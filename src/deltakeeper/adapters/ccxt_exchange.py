@@ -481,6 +481,14 @@ class CcxtExchange:
                         for raw in raws]
         return sorted(payments, key=lambda payment: payment.ts)
 
+    def _window_params(self, fetch: Callable[..., Any], start_ms: int,
+                       until_ms: int | None) -> dict[str, Any]:
+        """A history window's bounds as `fetch` takes them: ccxt's `until` (with `since`), but OKX's
+        funding bills in OKX's own `begin` and `end` (ccxt's okx `fetch_funding_history` sends neither)."""
+        if self.name == "okx" and _name(fetch) == "fetch_funding_history":
+            return {"begin": str(start_ms), **({} if until_ms is None else {"end": str(until_ms)})}
+        return {} if until_ms is None else {"until": until_ms}
+
     async def _deribit_funding(self, since: datetime) -> list[FundingPayment]:
         """Deribit's perpetual funding (ccxt has no `fetchFundingHistory` there): the settlements of its
         transaction log, per settlement currency of its perpetuals, followed by `continuation`."""
@@ -543,8 +551,8 @@ class CcxtExchange:
                                           f"more than {_HISTORY_PAGES} pages")
             pages += 1
             start_ms, until_ms = windows.pop()
-            bound = {} if until_ms is None else {"until": until_ms}
-            page = await self._call(fetch, None, start_ms, _HISTORY_PAGE_LIMIT, {**params, **bound})
+            bounds = self._window_params(fetch, start_ms, until_ms)
+            page = await self._call(fetch, None, start_ms, _HISTORY_PAGE_LIMIT, {**params, **bounds})
             new = {_history_key(raw): raw for raw in page if _history_key(raw) not in found}
             found.update(new)
             if len(page) < _HISTORY_PAGE_LIMIT:
