@@ -128,3 +128,31 @@ async def test_okx_funding_bills_are_read_across_pages_by_okxs_own_bounds() -> N
         await exchange.close()
 
     assert [payment.payment_id for payment in payments] == [b["billId"] for b in bills]
+
+
+async def test_deribit_fills_are_read_across_pages_by_deribits_end_timestamp() -> None:
+    """ccxt's deribit `fetch_my_trades` sends no end: the adapter gives Deribit's `end_timestamp`."""
+    exchange = CcxtExchange("deribit", clock=Clock(), api_key="k", secret="s")
+    trade = recorded("deribit_user_trades_liquidation.json")["counterparty"]
+    trades = [{**trade, "instrument_name": "BTC-PERPETUAL", "fee_currency": "BTC", "index_price": 42000,
+               "price": 42000, "amount": 10, "liquidation": None, "trade_id": f"BTC-{n}",
+               "trade_seq": n, "order_id": f"BTC-9{n}", "timestamp": SINCE_MS + 60_000 * n} for n in range(230)]
+
+    def answer(path: str, query: dict[str, str]) -> Any:
+        if path.endswith("/public/get_instruments"):
+            return recorded("deribit_instruments.json")
+        if not path.endswith("/private/get_user_trades_by_currency_and_time"):
+            return {"jsonrpc": "2.0", "result": []}
+        start, end = int(query["start_timestamp"]), int(query.get("end_timestamp", NOW_MS))
+        inside = [t for t in trades if start <= t["timestamp"] <= end]
+        page = list(reversed(inside))[:int(query["count"])]  # newest first
+        return {"jsonrpc": "2.0", "result": {"trades": page, "has_more": len(inside) > len(page)}}
+
+    answering(exchange, answer)
+    try:
+        await exchange.load_instruments()
+        fills = await exchange.fetch_fills(SINCE)
+    finally:
+        await exchange.close()
+
+    assert [fill.trade_id for fill in fills] == [t["trade_id"] for t in trades]
