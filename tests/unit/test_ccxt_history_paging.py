@@ -136,7 +136,8 @@ async def test_deribit_fills_are_read_across_pages_by_deribits_end_timestamp() -
     trade = recorded("deribit_user_trades_liquidation.json")["counterparty"]
     trades = [{**trade, "instrument_name": "BTC-PERPETUAL", "fee_currency": "BTC", "index_price": 42000,
                "price": 42000, "amount": 10, "liquidation": None, "trade_id": f"BTC-{n}",
-               "trade_seq": n, "order_id": f"BTC-9{n}", "timestamp": SINCE_MS + 60_000 * n} for n in range(230)]
+               "trade_seq": n, "order_id": f"BTC-9{n}", "timestamp": SINCE_MS + 60_000 * n}
+              for n in range(230)]
 
     def answer(path: str, query: dict[str, str]) -> Any:
         if path.endswith("/public/get_instruments"):

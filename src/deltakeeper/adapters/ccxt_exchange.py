@@ -483,10 +483,13 @@ class CcxtExchange:
 
     def _window_params(self, fetch: Callable[..., Any], start_ms: int,
                        until_ms: int | None) -> dict[str, Any]:
-        """A history window's bounds as `fetch` takes them: ccxt's `until` (with `since`), but OKX's
-        funding bills in OKX's own `begin` and `end` (ccxt's okx `fetch_funding_history` sends neither)."""
+        """A history window's bounds as `fetch` takes them: ccxt's `until` (with `since`), but in the
+        exchange's own terms where ccxt sends none: OKX's funding bills `begin` and `end`, Deribit's trades
+        `end_timestamp` (which Deribit requires: now, when the window is open)."""
         if self.name == "okx" and _name(fetch) == "fetch_funding_history":
             return {"begin": str(start_ms), **({} if until_ms is None else {"end": str(until_ms)})}
+        if self.name == "deribit" and _name(fetch) == "fetch_my_trades":
+            return {"end_timestamp": _ms(self._clock.now()) if until_ms is None else until_ms}
         return {} if until_ms is None else {"until": until_ms}
 
     async def _deribit_funding(self, since: datetime) -> list[FundingPayment]:
