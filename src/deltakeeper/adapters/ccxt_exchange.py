@@ -27,6 +27,7 @@ from deltakeeper.adapters.ccxt_parse import (
     balances_from_ccxt,
     bybit_key_can_withdraw,
     check_bybit_account_answer,
+    deribit_funding_from_log,
     error_from_ccxt,
     fill_from_trade,
     funding_from_ccxt,
@@ -83,6 +84,12 @@ _CLIENT_ID_FETCH_ORDER = frozenset({"binance", "binanceusdm", "binancecoinm", "o
 clOrdId, clientOid) and raises OrderNotFound when the exchange has none (`fetch_order`)."""
 _ORDER_PAGE_LIMIT = 50
 """The page of open or closed orders `fetch_order` reads where the exchange cannot be asked by client id."""
+_HISTORY_PAGE_LIMIT = 100
+"""Items asked for per page of fills or funding outside Bybit (OKX answers 100 at most, and ignores a
+smaller limit when given a start time)."""
+_HISTORY_PAGES = 50
+"""The most pages one read of fills or funding follows outside Bybit; beyond it the read fails
+(ExchangeUnavailable) rather than answer part of the history."""
 
 
 _PLACING: ContextVar[bool] = ContextVar("placing", default=False)
@@ -462,15 +469,60 @@ class CcxtExchange:
         return sorted((event for event in events if isinstance(event, Fill)), key=lambda fill: fill.ts)
 
     async def fetch_funding_payments(self, since: datetime) -> list[FundingPayment]:
+        if self.name == "deribit":
+            return await self._deribit_funding(since)
         if not self._rest.has.get("fetchFundingHistory"):
             return []
         raws: list[dict[str, Any]] = []
         for scope in self._scopes(settle=False, derivatives_only=True):
-            raws += await self._call(self._rest.fetch_funding_history, None, _ms(since), None, scope)
+            raws += await self._history(self._rest.fetch_funding_history, since, scope)
         with self._reading():
             payments = [funding_from_ccxt(raw, await self._instrument(raw.get("symbol")), self.name)
                         for raw in raws]
         return sorted(payments, key=lambda payment: payment.ts)
+
+    def _window_params(self, fetch: Callable[..., Any], start_ms: int,
+                       until_ms: int | None) -> dict[str, Any]:
+        """A history window's bounds as `fetch` takes them: ccxt's `until` (with `since`), but in the
+        exchange's own terms where ccxt sends none: OKX's funding bills `begin` and `end`, Deribit's trades
+        `end_timestamp` (which Deribit requires: now, when the window is open)."""
+        if self.name == "okx" and _name(fetch) == "fetch_funding_history":
+            return {"begin": str(start_ms), **({} if until_ms is None else {"end": str(until_ms)})}
+        if self.name == "deribit" and _name(fetch) == "fetch_my_trades":
+            return {"end_timestamp": _ms(self._clock.now()) if until_ms is None else until_ms}
+        return {} if until_ms is None else {"until": until_ms}
+
+    async def _deribit_funding(self, since: datetime) -> list[FundingPayment]:
+        """Deribit's perpetual funding (ccxt has no `fetchFundingHistory` there): the settlements of its
+        transaction log, per settlement currency of its perpetuals, followed by `continuation`."""
+        entries: list[dict[str, Any]] = []
+        coins = sorted({market["settle"] for market in self._rest.markets.values() if market.get("swap")})
+        for coin in coins:
+            request: dict[str, Any] = {"currency": coin, "start_timestamp": _ms(since), "query": "settlement",
+                                       "end_timestamp": _ms(self._clock.now()), "count": _HISTORY_PAGE_LIMIT}
+            for _ in range(_HISTORY_PAGES):
+                answer = await self._call(self._rest.private_get_get_transaction_log, request)
+                with self._reading():
+                    result = _deribit_log_result(answer)
+                entries += result["logs"]
+                if result.get("continuation") is None:
+                    break
+                request = {**request, "continuation": result["continuation"]}
+            else:
+                log.error("history_page_bound_hit", exchange=self.name, call="get_transaction_log",
+                          pages=_HISTORY_PAGES, since=since.isoformat(), read=len(entries))
+                raise ExchangeUnavailable(f"{self.name}: the transaction log since {since.isoformat()} "
+                                          f"spans more than {_HISTORY_PAGES} pages")
+        payments: dict[str, FundingPayment] = {}
+        for entry in entries:
+            market = self._rest.safe_market(entry.get("instrument_name"))
+            if not market.get("swap"):
+                continue
+            with self._reading():
+                payment = deribit_funding_from_log(entry, await self._instrument(market["symbol"]))
+            if payment is not None:
+                payments[payment.payment_id] = payment
+        return sorted(payments.values(), key=lambda payment: payment.ts)
 
     async def _raw_trades(self, since: datetime) -> list[dict[str, Any]]:
         raws: list[dict[str, Any]] = []
@@ -478,8 +530,45 @@ class CcxtExchange:
             derivatives = self.name == "bybit" and scope.get("type") != "spot"
             for kind in [{"execType": t} for t in _BYBIT_FILL_EXEC_TYPES] if derivatives else [{}]:
                 params = {**scope, **kind}
-                raws += await self._call(self._rest.fetch_my_trades, None, _ms(since), None, params)
+                raws += await self._history(self._rest.fetch_my_trades, since, params)
         return raws
+
+    async def _history(self, fetch: Callable[..., Awaitable[list[dict[str, Any]]]], since: datetime,
+                       params: dict[str, Any]) -> list[dict[str, Any]]:
+        """Every item `fetch` lists from `since` on, each once (by id). Bybit: ccxt follows its cursors
+        (`_scopes`). Elsewhere by time window, whichever end of a window the exchange answers first (OKX
+        the newest, Binance the oldest): a full page covering [first, last] of the window [start, until)
+        leaves [start, first] and [last, until) to read, the page's edges read again and deduplicated.
+        More than `_HISTORY_PAGES` pages, or a full page at one instant, is ExchangeUnavailable: the
+        caller's cursor stays where it was, no item skipped."""
+        if self.name == "bybit":
+            return await self._call(fetch, None, _ms(since), None, params)
+        found: dict[str, dict[str, Any]] = {}
+        windows: list[tuple[int, int | None]] = [(_ms(since), None)]
+        pages = 0
+        while windows:
+            if pages == _HISTORY_PAGES:
+                log.error("history_page_bound_hit", exchange=self.name, call=_name(fetch), pages=pages,
+                          since=since.isoformat(), read=len(found))
+                raise ExchangeUnavailable(f"{self.name}: {_name(fetch)} since {since.isoformat()} spans "
+                                          f"more than {_HISTORY_PAGES} pages")
+            pages += 1
+            start_ms, until_ms = windows.pop()
+            bounds = self._window_params(fetch, start_ms, until_ms)
+            page = await self._call(fetch, None, start_ms, _HISTORY_PAGE_LIMIT, {**params, **bounds})
+            new = {_history_key(raw): raw for raw in page if _history_key(raw) not in found}
+            found.update(new)
+            if len(page) < _HISTORY_PAGE_LIMIT:
+                continue
+            stamps = [stamp for raw in page if isinstance(stamp := raw.get("timestamp"), int)]
+            if not new or len(stamps) < len(page):
+                raise ExchangeUnavailable(f"{self.name}: a full page of {_name(fetch)} that cannot be "
+                                          "paged further (no new item, or no timestamps)")
+            first_ms, last_ms = min(stamps), max(stamps)
+            windows.append((last_ms, until_ms))
+            if first_ms > start_ms:
+                windows.append((start_ms, first_ms + 1))
+        return sorted(found.values(), key=lambda raw: raw.get("timestamp") or 0)
 
     async def _trade_event(self, raw: dict[str, Any]) -> Fill | FundingPayment:
         instrument = await self._instrument(raw.get("symbol"))
@@ -883,6 +972,23 @@ def _book_side(raw: Any, side: str, instrument: Instrument) -> list[BookLevel]:
         return [BookLevel(price, abs(instrument.delta_coin(size, price))) for price, size in rows]
     except (ArithmeticError, LookupError, TypeError, ValueError) as exc:
         raise MalformedPayload(f"order book {side}", "a list of [price, size]", raw) from exc
+
+
+def _deribit_log_result(answer: Any) -> dict[str, Any]:
+    """The `result` of a Deribit transaction log answer: its `logs` (a list) and `continuation`."""
+    result = answer.get("result") if isinstance(answer, dict) else None
+    if not isinstance(result, dict) or not isinstance(result.get("logs"), list):
+        raise MalformedPayload("result.logs", "a list of transaction log entries", answer)
+    return result
+
+
+def _name(method: Callable[..., Any]) -> str:
+    return getattr(method, "__name__", "history")
+
+
+def _history_key(raw: Mapping[str, Any]) -> str:
+    """A listed item's identity across overlapping pages: its id, else its whole raw answer."""
+    return str(raw.get("id") or raw.get("info"))
 
 
 def _ms(ts: datetime) -> int:

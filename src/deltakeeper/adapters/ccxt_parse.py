@@ -734,6 +734,23 @@ def funding_from_ccxt(item: Mapping[str, Any], instrument: Instrument, exchange_
     )
 
 
+@_parser("transaction log entry")
+def deribit_funding_from_log(entry: Mapping[str, Any], instrument: Instrument) -> FundingPayment | None:
+    """A perpetual's funding from an entry of Deribit's `private/get_transaction_log`: a `settlement` of
+    a perpetual whose `interest_pl` (the session's funding, in the settlement currency, positive =
+    received) is not zero; None for any other entry. The entry's `id` is the payment id."""
+    if entry.get("type") != "settlement" or instrument.kind is not Kind.PERPETUAL:
+        return None
+    amount = dec(entry.get("interest_pl"), "interest_pl")
+    if not amount:
+        return None
+    return FundingPayment(
+        payment_id=f"log{_text(entry, 'id')}", symbol=instrument.symbol, amount=amount,
+        currency=str(entry.get("currency") or instrument.settle).upper(), rate=ZERO,
+        position_contracts=ZERO, ts=ts_from_ms(entry.get("timestamp")),
+    )
+
+
 @_parser("API key answer")
 def bybit_key_can_withdraw(response: Mapping[str, Any]) -> bool:
     """From Bybit's `GET /v5/user/query-api` answer: `permissions.Wallet` lists `Withdraw`."""
@@ -854,7 +871,8 @@ def _amounts(doc: Mapping[str, Any], key: str, required: bool) -> dict[str, Deci
 __all__ = [
     "DEFAULT_FUNDING_INTERVAL_SECS", "QUOTE_MAX_LEAD_SECS", "QUOTE_TS_EARLIEST", "RETRY_AFTER_MAX_SECS",
     "FillValueUnknown", "MalformedPayload", "Portfolio", "balances_from_ccxt", "bybit_key_can_withdraw",
-    "check_bybit_account_answer", "dec", "error_from_ccxt", "fill_from_trade", "fill_value_currency",
+    "check_bybit_account_answer", "dec", "deribit_funding_from_log", "error_from_ccxt", "fill_from_trade",
+    "fill_value_currency",
     "funding_from_ccxt", "instrument_from_market", "is_funding_trade", "is_liquidation_trade",
     "is_open_position", "order_from_ccxt", "portfolio_from_json", "position_from_ccxt", "precision_mode_of",
     "quote_from_ticker", "retry_after_secs", "tier_from_ccxt", "tiers_from_ccxt", "ts_from_ms",
