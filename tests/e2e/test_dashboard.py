@@ -173,6 +173,8 @@ def test_console_shows_trading_reduce_only_and_halted_in_headless_chromium(tmp_p
                 }
                 status = api(port, "/api/status")
                 summary = api(port, "/api/console/summary")
+                recent = {view: api(port, f"/api/console/recent/{view}?limit=20")
+                          for view in ("fills", "orders")}
                 shots["halted"] = tmp_path / "console-halted.png"
                 page.screenshot(path=str(shots["halted"]), full_page=True)
 
@@ -225,6 +227,8 @@ def test_console_shows_trading_reduce_only_and_halted_in_headless_chromium(tmp_p
     assert halted["hedge_pnl"].startswith(("$", "−$"))  # marked at a price that moves on while halted
     assert f"in {summary['fills']} fills" in halted["traded"]
     assert 1 <= halted["fills"] <= 20 and 1 <= halted["orders"] <= 20
+    # halted, nothing more trades: the tables show what the journal holds
+    assert (halted["fills"], halted["orders"]) == (len(recent["fills"]), len(recent["orders"]))
     assert "rebalance_completed" in halted["alerts"]
     assert "SOL/USDT:USDT" in halted["streams"] and "account headroom" in halted["margin"]
 

@@ -4,7 +4,6 @@ emulator on loopback, in process."""
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
@@ -15,6 +14,7 @@ from typing import Any, TypeVar
 import aiohttp
 import pytest
 from structlog.testing import capture_logs
+from tests.integration.emulator_clients import KEY, adapter, start_emulator
 
 from deltakeeper.adapters.ccxt_exchange import CcxtExchange
 from deltakeeper.app.market_state import MarketState
@@ -30,41 +30,14 @@ from deltakeeper.domain.orders import (
     Side,
 )
 from deltakeeper.domain.records import AccountSnapshot
-from deltakeeper.sim.bybit.server import RunningServer, serve
+from deltakeeper.sim.bybit.server import RunningServer
 from deltakeeper.sim.clock import WallClock
 from deltakeeper.sim.markets import default_instruments
 
-KEY, SECRET = "dk-test-key", "dk-test-secret"
 STARTING = {"SOL": Decimal(1000), "USDT": Decimal(100000)}
 T = TypeVar("T")
 
 pytestmark = pytest.mark.timeout(90)
-
-
-async def start_emulator(speed: float = 600, allow_withdraw: bool = False) -> RunningServer:
-    return await serve("127.0.0.1", 0, {KEY: SECRET}, speed=speed, seed=7, scenario=False,
-                       allow_withdraw=allow_withdraw)
-
-
-@pytest.fixture
-async def emulator() -> AsyncIterator[RunningServer]:
-    server = await start_emulator()
-    yield server
-    await server.close()
-
-
-def adapter(server: RunningServer, key: str = KEY, secret: str = SECRET, **settings: Any) -> CcxtExchange:
-    """The adapter on the emulator through stock ccxt, with short reconnect back-offs."""
-    return CcxtExchange("bybit", clock=WallClock(), api_key=key, secret=secret, base_url=server.url,
-                        backoff_initial_secs=0.05, backoff_max_secs=0.5, rng=random.Random(1), **settings)
-
-
-@pytest.fixture
-async def exchange(emulator: RunningServer) -> AsyncIterator[CcxtExchange]:
-    bybit = adapter(emulator)
-    await bybit.load_instruments()
-    yield bybit
-    await bybit.close()
 
 
 async def set_faults(server: RunningServer, **faults: float) -> None:

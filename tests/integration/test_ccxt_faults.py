@@ -6,7 +6,7 @@ holds every request."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import aclosing
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -16,11 +16,11 @@ from typing import Any
 import ccxt
 import pytest
 from structlog.testing import capture_logs
+from tests.integration.emulator_clients import KEY, adapter
 from tests.integration.frozen_emulator import KEY as FROZEN_KEY
 from tests.integration.frozen_emulator import SECRET as FROZEN_SECRET
 from tests.integration.frozen_emulator import frozen_emulator, sell
 from tests.integration.service_harness import RecordingAlerts, journal_for, until
-from tests.integration.test_ccxt_exchange import KEY, adapter, start_emulator
 
 from deltakeeper.adapters.ccxt_exchange import CcxtExchange
 from deltakeeper.adapters.ccxt_parse import QUOTE_MAX_LEAD_SECS
@@ -36,21 +36,6 @@ STARTING = {"SOL": Decimal(1000), "USDT": Decimal(100000)}
 LINEAR = "BTC/USDT:USDT"
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-async def emulator() -> AsyncIterator[RunningServer]:
-    server = await start_emulator()
-    yield server
-    await server.close()
-
-
-@pytest.fixture
-async def exchange(emulator: RunningServer) -> AsyncIterator[CcxtExchange]:
-    bybit = adapter(emulator)
-    await bybit.load_instruments()
-    yield bybit
-    await bybit.close()
 
 
 def set_faults(server: RunningServer, **faults: float) -> None:

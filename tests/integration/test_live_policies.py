@@ -450,7 +450,7 @@ def test_residual_vol_at_the_ewma_beta_is_ewma_betas_own_and_larger_at_any_other
 async def test_order_book_port_gives_best_first_levels_in_coins_from_the_simulator_and_through_ccxt(
     tmp_path: Path,
 ) -> None:
-    from tests.integration.test_ccxt_exchange import adapter, start_emulator
+    from tests.integration.emulator_clients import adapter, start_emulator
 
     settings = make_settings(tmp_path)
     gateway, _clock = build_sim_exchange(settings)

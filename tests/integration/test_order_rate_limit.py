@@ -6,12 +6,11 @@ wait, and its sender checks again, after the pause, that it may still go."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from decimal import Decimal
 
 import pytest
+from tests.integration.emulator_clients import KEY
 from tests.integration.service_harness import until
-from tests.integration.test_ccxt_exchange import KEY, adapter, start_emulator
 
 from deltakeeper.adapters.ccxt_exchange import CcxtExchange
 from deltakeeper.app.market_state import MarketState
@@ -26,21 +25,6 @@ LINEAR = "BTC/USDT:USDT"
 SELL = OrderRequest(client_order_id(4242), LINEAR, Side.SELL, Decimal("0.01"), OrderType.MARKET)
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-async def emulator() -> AsyncIterator[RunningServer]:
-    server = await start_emulator()
-    yield server
-    await server.close()
-
-
-@pytest.fixture
-async def exchange(emulator: RunningServer) -> AsyncIterator[CcxtExchange]:
-    bybit = adapter(emulator)
-    await bybit.load_instruments()
-    yield bybit
-    await bybit.close()
 
 
 def set_faults(server: RunningServer, **faults: float) -> None:

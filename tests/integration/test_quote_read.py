@@ -3,32 +3,16 @@ a ticker by REST for spot, linear and inverse markets, and a failed read is an e
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from decimal import Decimal
 
 import pytest
-from tests.integration.test_ccxt_exchange import adapter, set_faults, start_emulator
+from tests.integration.test_ccxt_exchange import set_faults
 
 from deltakeeper.adapters.ccxt_exchange import CcxtExchange
 from deltakeeper.domain.errors import ExchangeUnavailable
 from deltakeeper.sim.bybit.server import RunningServer
 
 pytestmark = pytest.mark.timeout(90)
-
-
-@pytest.fixture
-async def emulator() -> AsyncIterator[RunningServer]:
-    server = await start_emulator()
-    yield server
-    await server.close()
-
-
-@pytest.fixture
-async def exchange(emulator: RunningServer) -> AsyncIterator[CcxtExchange]:
-    bybit = adapter(emulator)
-    await bybit.load_instruments()
-    yield bybit
-    await bybit.close()
 
 
 async def test_a_quote_is_read_by_rest_for_spot_linear_and_inverse(exchange: CcxtExchange) -> None:
