@@ -1,3 +1,3 @@
-from deltakeeper.cli import main
+from deltakeeper.cli.main import main
 
 main()

@@ -1,35 +1,5 @@
-"""Arguments shared by the command-line modules: output formats and JSON files (durations and times:
-`domain.durations`)."""
+"""Kept for `margin_report` until its command moves into `deltakeeper.cli`: see `deltakeeper.cli.args`."""
 
-from __future__ import annotations
+from deltakeeper.cli.args import Format, ShortFormat, fail, read_json_file
 
-import json
-from enum import Enum
-from pathlib import Path
-from typing import Any, NoReturn
-
-from deltakeeper.domain.errors import ConfigError
-
-
-class Format(str, Enum):
-    table = "table"
-    csv = "csv"
-    json = "json"
-
-
-class ShortFormat(str, Enum):
-    table = "table"
-    json = "json"
-
-
-def fail(variable: str, expected: str, got: object = None) -> NoReturn:
-    raise ConfigError(variable, expected, got)
-
-
-def read_json_file(path: Path, flag: str) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except OSError:
-        fail(flag, "a readable JSON file", str(path))
-    except json.JSONDecodeError as exc:
-        fail(flag, f"valid JSON ({exc.msg} at line {exc.lineno})", str(path))
+__all__ = ["Format", "ShortFormat", "fail", "read_json_file"]

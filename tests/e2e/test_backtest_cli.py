@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from deltakeeper.backtest import backtest
-from deltakeeper.backtest.cli import OutputFormat
+from deltakeeper.cli.backtest import OutputFormat, backtest
 from deltakeeper.domain.errors import ConfigError
 from tests.e2e.cli_helpers import clean_env
 

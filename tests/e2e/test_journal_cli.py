@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from deltakeeper.journal_cli import JOURNAL_COLUMNS, journal_app
+from deltakeeper.cli.journal import JOURNAL_COLUMNS, journal_app
 from deltakeeper.pnl import PNL_COLUMNS, SUMMED_COLUMNS
 from tests.e2e.cli_helpers import clean_env, deltakeeper_on_terminal
 

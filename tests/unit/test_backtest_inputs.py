@@ -166,7 +166,7 @@ def test_backtest_settings_take_the_cost_aware_variables_once_the_settings_have_
 
 def test_flags_override_the_settings_and_bad_values_name_the_flag():
     from deltakeeper.backtest import BacktestSettings
-    from deltakeeper.backtest.cli import apply_overrides
+    from deltakeeper.cli.backtest import apply_overrides
 
     settings = apply_overrides(BacktestSettings(), timer="4h", band_pct="2.5", risk_aversion="1e-5",
                                rebalance_to="edge", skip_horizon="1d")

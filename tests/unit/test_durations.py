@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from deltakeeper import journal_cli
 from deltakeeper.app import status
+from deltakeeper.cli import journal as journal_cli
 from deltakeeper.domain.durations import parse_duration_secs, parse_time
 from deltakeeper.domain.errors import ConfigError
 

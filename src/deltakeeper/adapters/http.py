@@ -23,7 +23,7 @@ from aiohttp import web
 from yarl import URL
 
 from deltakeeper.domain.errors import ConfigError
-from deltakeeper.output import plain
+from deltakeeper.jsonable import plain
 
 log = structlog.get_logger("deltakeeper.http")
 

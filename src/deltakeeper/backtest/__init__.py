@@ -1,7 +1,6 @@
 """`deltakeeper backtest`: replay price history through the decision code and the simulated exchange,
 and measure what a policy's settings cost against how closely they hold the target delta."""
 
-from deltakeeper.backtest.cli import backtest
 from deltakeeper.backtest.run import (
     Dataset,
     load_dataset,
@@ -17,7 +16,6 @@ __all__ = [
     "SWEEP_GRID",
     "BacktestSettings",
     "Dataset",
-    "backtest",
     "load_dataset",
     "run_backtest",
     "run_dataset",

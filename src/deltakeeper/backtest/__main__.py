@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from deltakeeper.backtest.cli import backtest
+from deltakeeper.cli.backtest import backtest
 from deltakeeper.domain.errors import ConfigError
 
 

@@ -154,7 +154,7 @@ def backtest(
 ) -> None:
     """Replay price history through the decision code and the simulated exchange: cost against tracking
     error for a policy's settings."""
-    from deltakeeper.output import print_table, to_json
+    from deltakeeper.cli.output import print_table, to_json
 
     if not prices:
         raise ConfigError("--prices", "at least one price file, as ASSET=FILE or FILE")

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from deltakeeper.cli_args import Format
+from deltakeeper.cli.args import Format
 from deltakeeper.domain.durations import parse_time
 
 if TYPE_CHECKING:
@@ -91,7 +91,7 @@ def readable_database(settings: Settings) -> str:
     refused too (exit 1: `deltakeeper db upgrade` brings it up to date). Messages name the database, its
     password redacted."""
     from deltakeeper.adapters.journal.migrate import sqlite_file
-    from deltakeeper.cli_args import fail
+    from deltakeeper.cli.args import fail
     from deltakeeper.config import redact_url
     from deltakeeper.domain.errors import DeltakeeperError
 
@@ -154,7 +154,7 @@ async def read_journal_views(database_url: str, views: dict[str, dict[str, Any]]
 
 def _journal_view(view: str, fmt: Format, since: str | None, until: str | None, limit: int, page: int,
                   **filters: Any) -> None:
-    from deltakeeper.output import print_table, to_csv, to_json
+    from deltakeeper.cli.output import print_table, to_csv, to_json
 
     start, end = _time_window(since, until)
     query: dict[str, Any] = {"since": start, "until": end,
@@ -259,7 +259,7 @@ def journal_pnl(
     """PnL attribution in USD: the exposure being hedged beside the hedge's trading PnL (realised and
     marked), fees, funding paid and received, slippage against the decision's price, the net cost of
     staying hedged, and the net of it all. The last row is the total."""
-    from deltakeeper.output import print_table, to_csv, to_json
+    from deltakeeper.cli.output import print_table, to_csv, to_json
     from deltakeeper.pnl import PNL_COLUMNS, attribute, total_row
 
     start, end = _time_window(since, until)

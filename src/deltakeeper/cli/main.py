@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from deltakeeper.backtest import backtest
-from deltakeeper.cli_args import ShortFormat, fail, read_json_file
+from deltakeeper.cli.args import ShortFormat, fail, read_json_file
+from deltakeeper.cli.backtest import backtest
+from deltakeeper.cli.journal import journal_app
 from deltakeeper.domain.durations import parse_duration_secs
 from deltakeeper.domain.errors import ConfigError
-from deltakeeper.journal_cli import journal_app
 from deltakeeper.margin_report import margin
 
 if TYPE_CHECKING:
@@ -56,8 +56,8 @@ def run(
 @app.command()
 def config(fmt: Annotated[ShortFormat, typer.Option("--format")] = ShortFormat.table) -> None:
     """Print the effective settings, secrets redacted."""
+    from deltakeeper.cli.output import print_table, to_json
     from deltakeeper.config import effective_settings
-    from deltakeeper.output import print_table, to_json
 
     values = effective_settings(_settings())
     if fmt is ShortFormat.json:
@@ -74,8 +74,8 @@ def delta(
 ) -> None:
     """Compute per-asset delta of a portfolio file, offline."""
     from deltakeeper.adapters.ccxt_parse import portfolio_from_json, portfolio_time
+    from deltakeeper.cli.output import print_table, to_json
     from deltakeeper.domain.exposure import asset_deltas
-    from deltakeeper.output import print_table, to_json
 
     doc = read_json_file(portfolio, "--portfolio")
     try:
@@ -176,7 +176,7 @@ async def _write_control(database_url: str, action: str, reason: str, by: str) -
 
 def _control_command(action: str, reason: str, by: str | None, fmt: ShortFormat) -> None:
     from deltakeeper.adapters.journal import upgrade
-    from deltakeeper.output import to_json
+    from deltakeeper.cli.output import to_json
 
     settings = _settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -274,8 +274,8 @@ STATUS_COLUMNS = ["asset", "delta_coin", "target_coin", "band_coin", "deviation"
 def status(fmt: ShortFormatOpt = ShortFormat.table) -> None:
     """The bot's state at a glance: per asset the delta, target, band and last decision; the trading
     state, stream freshness. From the running bot's HTTP API, else from the journal."""
-    from deltakeeper.journal_cli import readable_database
-    from deltakeeper.output import plain, print_table, to_json
+    from deltakeeper.cli.journal import readable_database
+    from deltakeeper.cli.output import plain, print_table, to_json
 
     settings = _settings()
     port = _http_port(settings)
@@ -350,9 +350,9 @@ def sim_exchange(
     allow_withdraw: Annotated[bool, typer.Option(help="Give keys withdrawal rights")] = False,
 ) -> None:
     """Run the Bybit-v5 emulator: REST and websockets on one port, for ccxt to trade against."""
+    from deltakeeper.cli.sim_exchange import run_emulator
     from deltakeeper.config import secret_values
     from deltakeeper.logging import configure_logging
-    from deltakeeper.sim.bybit.cli import run_emulator
 
     settings = _settings()
     configure_logging(settings.log_level, settings.log_format, secret_values(settings))
