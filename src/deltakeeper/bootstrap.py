@@ -6,14 +6,14 @@ import asyncio
 import functools
 import signal
 from collections.abc import Callable, Coroutine, Mapping
-from datetime import datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 
-from deltakeeper.app.control import OperatorControl, RecordEvent
+from deltakeeper.app.control import OperatorControl
 from deltakeeper.app.execution import ExecutionOptions, ExecutionStyle
 from deltakeeper.app.journal_writes import WatchedJournal
 from deltakeeper.app.margin_watch import CoinNeutralMarketState, MarginWatch
@@ -41,7 +41,8 @@ from deltakeeper.ports import Alerts, Clock, Exchange
 
 if TYPE_CHECKING:
     from deltakeeper.adapters.http import HttpServer
-    from deltakeeper.adapters.journal.store import SqlJournal, TraderLock
+    from deltakeeper.adapters.journal.lock import TraderLock
+    from deltakeeper.adapters.journal.store import SqlJournal
 
 log = structlog.get_logger("deltakeeper")
 T = TypeVar("T")
@@ -224,19 +225,6 @@ def build_alerts(settings: Settings) -> Alerts:
     )
 
 
-def control_event_recorder(journal: SqlJournal) -> RecordEvent:
-    """Journal a control event the journal has no writer for (a `cancel-all` request): a row of the
-    existing `control_events` table, beside the halts and resumes `set_control_state` journals."""
-    from deltakeeper.adapters.journal.models import control_events
-
-    async def record(action: str, by: str, reason: str, ts: datetime) -> None:
-        async with journal.engine.begin() as conn:
-            row = {"ts": ts, "action": action, "by": by[:128], "reason": reason}
-            await conn.execute(control_events.insert().values(row))
-
-    return record
-
-
 def http_port_path(settings: Settings) -> Path:
     """Where the running service writes the port its HTTP server is bound to (DK_HTTP_PORT=0 picks a
     free one), for `deltakeeper status` and `healthcheck`; removed when the service stops."""
@@ -253,7 +241,7 @@ async def run_service(
     trade until stopped. A lost lock stops the sending at once, then the trading, and the process stands
     by again (a takeover reconciles before it trades, as a start does)."""
     from deltakeeper.adapters.http import check_bind
-    from deltakeeper.adapters.journal.store import LOCK_POLL_SECS, take_trader_lock
+    from deltakeeper.adapters.journal.lock import LOCK_POLL_SECS, take_trader_lock
 
     check_bind(settings.http_host, settings.secret("http_token"))
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -363,7 +351,7 @@ async def build_runner(
     )
     journal_writes = WatchedJournal(journal)
     hedger = Hedger(exchange, journal_writes, clock, alerts, state, policies, options)
-    control = OperatorControl(hedger, journal, control_event_recorder(journal))
+    control = OperatorControl(hedger, journal, journal.record_control_event)
     hedger.on_foreign_order = functools.partial(halt_on_foreign_order, control, alerts)
     margin = MarginWatch(
         hedger,

@@ -10,6 +10,15 @@ from typing import Protocol
 from deltakeeper.domain.costs import BookLevel
 from deltakeeper.domain.exposure import AssetDelta
 from deltakeeper.domain.instruments import Instrument
+from deltakeeper.domain.journal_rows import (
+    ControlEventRow,
+    DecisionRow,
+    FillRow,
+    FundingRow,
+    JournalQuery,
+    OrderRow,
+    SnapshotRow,
+)
 from deltakeeper.domain.margin import MarginTier
 from deltakeeper.domain.orders import Fill, FundingPayment, OrderRequest, OrderState, Quote
 from deltakeeper.domain.records import AccountSnapshot, ControlState, DecisionRecord, OrderRecord
@@ -126,6 +135,38 @@ class Journal(Protocol):
     async def control_state(self) -> ControlState: ...
 
     async def set_control_state(self, state: ControlState) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class JournalReader(Protocol):
+    """The journal read back, for people: rows oldest first, selected by a JournalQuery (every row
+    without). Reads only: nothing is created or changed."""
+
+    async def fills(self, query: JournalQuery = ...) -> list[FillRow]: ...
+
+    async def funding(self, query: JournalQuery = ...) -> list[FundingRow]: ...
+
+    async def orders(self, query: JournalQuery = ...) -> list[OrderRow]:
+        """Ordered by `created_ts`; `since` and `until` select on it."""
+        ...
+
+    async def decisions(self, query: JournalQuery = ...) -> list[DecisionRow]: ...
+
+    async def control_events(self, query: JournalQuery = ...) -> list[ControlEventRow]:
+        """Halts, resumes and cancel-all requests."""
+        ...
+
+    async def latest_snapshots(self) -> list[SnapshotRow]:
+        """Per asset its latest snapshot."""
+        ...
+
+    async def latest_decisions(self, before: datetime | None = None, asset: str | None = None
+                               ) -> list[DecisionRow]:
+        """Per asset its latest decision (before `before`, exclusive; only `asset`'s)."""
+        ...
+
+    async def control_state(self) -> ControlState: ...
 
     async def close(self) -> None: ...
 

@@ -16,7 +16,7 @@ from tests.integration.service_harness import RecordingAlerts, journal_for, make
 from deltakeeper.adapters.journal.store import SqlJournal
 from deltakeeper.app import control
 from deltakeeper.app.runner import Runner
-from deltakeeper.bootstrap import build_http_server, build_runner, build_sim_exchange, control_event_recorder
+from deltakeeper.bootstrap import build_http_server, build_runner, build_sim_exchange
 from deltakeeper.config import Settings
 from deltakeeper.domain.orders import OrderRequest, OrderType, Side
 from deltakeeper.domain.risk import TradingState
@@ -126,7 +126,7 @@ async def test_cancel_all_through_the_journal_cancels_every_open_order_and_keeps
         await until(lambda: runner.control is not None and runner.last_beat is not None, 10, "the start")
         await rest_far_from_the_market(exchange, "manual2")
 
-        await control.request_cancel_all(control_event_recorder(journal), "clean the book", "pytest")
+        await control.request_cancel_all(journal.record_control_event, "clean the book", "pytest")
         await until(lambda: "canceled_all" in alerts.events(), 5, "the cancel-all to apply")
         assert await exchange.fetch_open_orders() == []
         assert runner.hedger.trading.state is TradingState.ACTIVE

@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 from tests.integration.service_harness import RecordingAlerts, journal_for, make_settings, until
 
-from deltakeeper.adapters.journal.store import SqlJournal, TraderLock
+from deltakeeper.adapters.journal import SqlJournal, TraderLock
 from deltakeeper.app.runner import Runner
 from deltakeeper.app.watch import Watch
 from deltakeeper.bootstrap import build_http_server, build_runner, build_sim_exchange

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from deltakeeper.adapters.journal.store import TraderLock
+from deltakeeper.adapters.journal.lock import TraderLock
 from deltakeeper.app.control import OperatorControl
 from deltakeeper.app.execution import ExecutionOptions, ExecutionStyle
 from deltakeeper.app.market_state import MarketState

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from enum import Enum
 from typing import TYPE_CHECKING, Annotated, Any
@@ -20,9 +22,11 @@ import typer
 
 from deltakeeper.cli.args import Format
 from deltakeeper.domain.durations import parse_time
+from deltakeeper.domain.journal_rows import JournalQuery, JournalRow, row_dict
 
 if TYPE_CHECKING:
     from deltakeeper.config import Settings
+    from deltakeeper.ports import JournalReader
 
 journal_app = typer.Typer(no_args_is_help=True, help="Read the trade journal.")
 
@@ -90,7 +94,7 @@ def readable_database(settings: Settings) -> str:
     wrong DK_DATA_DIR or DK_DATABASE_URL) is bad settings (exit 2); a schema at another revision is
     refused too (exit 1: `deltakeeper db upgrade` brings it up to date). Messages name the database, its
     password redacted."""
-    from deltakeeper.adapters.journal.migrate import sqlite_file
+    from deltakeeper.adapters.journal.migrate import schema_revisions, sqlite_file
     from deltakeeper.cli.args import fail
     from deltakeeper.config import redact_url
     from deltakeeper.domain.errors import DeltakeeperError
@@ -102,7 +106,7 @@ def readable_database(settings: Settings) -> str:
     if database_file is not None and not database_file.is_file():
         fail(variable, "a journal to read (`deltakeeper run` or `deltakeeper db upgrade` makes one)",
              f"{shown}: no such file")
-    current, head = asyncio.run(_schema_revisions(url))
+    current, head = asyncio.run(schema_revisions(url))
     if not current:
         fail(variable, "a journal to read (`deltakeeper db upgrade` makes its schema)",
              f"{shown}: no journal schema")
@@ -113,43 +117,25 @@ def readable_database(settings: Settings) -> str:
     return url
 
 
-async def _schema_revisions(database_url: str) -> tuple[set[str], set[str]]:
-    """(the database's Alembic revisions, empty without a schema; the newest revisions shipped)."""
-    from alembic.runtime.migration import MigrationContext
-    from alembic.script import ScriptDirectory
-    from sqlalchemy.ext.asyncio import create_async_engine
-
-    from deltakeeper.adapters.journal.migrate import alembic_config, normalise_url
-
-    head = set(ScriptDirectory.from_config(alembic_config(database_url)).get_heads())
-    engine = create_async_engine(normalise_url(database_url))
-    try:
-        async with engine.connect() as conn:
-            current = await conn.run_sync(lambda sync: MigrationContext.configure(sync).get_current_heads())
-    finally:
-        await engine.dispose()
-    return set(current), head
+VIEWS: dict[str, Callable[[JournalReader, JournalQuery], Awaitable[Sequence[JournalRow]]]] = {
+    "fills": lambda reader, query: reader.fills(query),
+    "funding": lambda reader, query: reader.funding(query),
+    "orders": lambda reader, query: reader.orders(query),
+    "decisions": lambda reader, query: reader.decisions(query),
+}
 
 
-async def read_journal(database_url: str, view: str, **filters: Any) -> list[dict[str, Any]]:
-    """The rows of one view (`fills`, `funding`, `orders`, `decisions`) with `SqlJournal.list_<view>`'s
-    filters."""
-    return (await read_journal_views(database_url, {view: filters}))[view]
-
-
-async def read_journal_views(database_url: str, views: dict[str, dict[str, Any]]
+async def read_journal_views(database_url: str, views: dict[str, JournalQuery]
                              ) -> dict[str, list[dict[str, Any]]]:
-    """Several views through one connection to the journal: {view: filters} -> {view: rows}."""
-    from deltakeeper.adapters.journal import create_journal
+    """Several views through one connection to the journal: {view: query} -> {view: rows as dicts}."""
+    from deltakeeper.adapters.journal import open_reader
 
-    journal = create_journal(database_url)
+    reader: JournalReader = open_reader(database_url)
     try:
-        out: dict[str, list[dict[str, Any]]] = {}
-        for view, filters in views.items():
-            out[view] = await getattr(journal, f"list_{view}")(**filters)
-        return out
+        return {view: [row_dict(row) for row in await VIEWS[view](reader, query)]
+                for view, query in views.items()}
     finally:
-        await journal.close()
+        await reader.close()
 
 
 def _journal_view(view: str, fmt: Format, since: str | None, until: str | None, limit: int, page: int,
@@ -157,13 +143,11 @@ def _journal_view(view: str, fmt: Format, since: str | None, until: str | None, 
     from deltakeeper.cli.output import print_table, to_csv, to_json
 
     start, end = _time_window(since, until)
-    query: dict[str, Any] = {"since": start, "until": end,
-                             **{k: v.value if isinstance(v, Enum) else v for k, v in filters.items()
-                                if v is not None}}
+    query = JournalQuery(start, end, **{k: v.value if isinstance(v, Enum) else v for k, v in filters.items()})
     database = readable_database(_settings())
     columns = JOURNAL_COLUMNS[view]
     if fmt is not Format.table or limit == 0:
-        rows = asyncio.run(read_journal(database, view, **query))
+        rows = asyncio.run(read_journal_views(database, {view: query}))[view]
         if fmt is Format.json:
             print(to_json([{c: row.get(c) for c in columns} for row in rows]))
         elif fmt is Format.csv:
@@ -172,7 +156,8 @@ def _journal_view(view: str, fmt: Format, since: str | None, until: str | None, 
             print_table(rows, columns, title=f"{view} ({len(rows)})", priority=TABLE_PRIORITY[view])
         return
     offset = (page - 1) * limit
-    rows = asyncio.run(read_journal(database, view, **query, limit=limit + 1, offset=offset))
+    paged = replace(query, limit=limit + 1, offset=offset)
+    rows = asyncio.run(read_journal_views(database, {view: paged}))[view]
     more, rows = len(rows) > limit, rows[:limit]
     print_table(rows, columns, title=page_title(view, page, offset, len(rows), more),
                 priority=TABLE_PRIORITY[view])
@@ -265,14 +250,10 @@ def journal_pnl(
     start, end = _time_window(since, until)
     database = readable_database(_settings())
     # Every fill up to `until`, also those before `since`: they make the position held at `since`.
-    history: dict[str, Any] = {"until": end}
-    if asset is not None:
-        history["asset"] = asset
+    history = JournalQuery(until=end, asset=asset)
+    in_window = replace(history, since=start)
     views = asyncio.run(read_journal_views(database, {
-        "fills": history,
-        "funding": {**history, "since": start},
-        "orders": {"until": end},
-        "decisions": {**history, "since": start},
+        "fills": history, "funding": in_window, "orders": JournalQuery(until=end), "decisions": in_window,
     }))
     before_since = asyncio.run(_decisions_just_before(database, start, asset)) if start is not None else []
     rows = attribute(views["fills"], views["funding"], views["orders"], before_since + views["decisions"],
@@ -321,19 +302,10 @@ async def _decisions_just_before(database_url: str, since: datetime, asset: str 
                                  ) -> list[dict[str, Any]]:
     """Per asset the last decision before `since` (its price marks the position held at `since`, its delta
     gives the exposure held then), without reading every older decision."""
-    from sqlalchemy import func, select
+    from deltakeeper.adapters.journal import open_reader
 
-    from deltakeeper.adapters.journal import create_journal
-    from deltakeeper.adapters.journal.models import decisions
-
-    latest = select(func.max(decisions.c.id)).where(decisions.c.ts < since).group_by(decisions.c.asset)
-    query = select(decisions.c.ts, decisions.c.asset, decisions.c.price_usd, decisions.c.delta_coin
-                   ).where(decisions.c.id.in_(latest))
-    if asset is not None:
-        query = query.where(decisions.c.asset == asset.upper())
-    journal = create_journal(database_url)
+    reader: JournalReader = open_reader(database_url)
     try:
-        async with journal.engine.connect() as conn:
-            return [dict(row._mapping) for row in (await conn.execute(query)).all()]
+        return [row_dict(row) for row in await reader.latest_decisions(before=since, asset=asset)]
     finally:
-        await journal.close()
+        await reader.close()

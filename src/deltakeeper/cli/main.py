@@ -24,6 +24,7 @@ from deltakeeper.margin_report import margin
 
 if TYPE_CHECKING:
     from deltakeeper.config import Settings
+    from deltakeeper.ports import JournalReader
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Delta-neutral rebalancing bot.")
 db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
@@ -157,7 +158,6 @@ def _who(by: str | None) -> str:
 async def _write_control(database_url: str, action: str, reason: str, by: str) -> dict[str, Any]:
     from deltakeeper.adapters.journal import create_journal
     from deltakeeper.app import control
-    from deltakeeper.bootstrap import control_event_recorder
 
     journal = create_journal(database_url)
     try:
@@ -166,7 +166,7 @@ async def _write_control(database_url: str, action: str, reason: str, by: str) -
         elif action == "resume":
             state = await control.resume(journal, reason, by)
         else:
-            ts = await control.request_cancel_all(control_event_recorder(journal), reason, by)
+            ts = await control.request_cancel_all(journal.record_control_event, reason, by)
             return {"action": action, "reason": reason, "by": by, "ts": ts}
         return {"action": action, "halted": state.halted, "reason": state.reason, "by": state.by,
                 "ts": state.ts}
@@ -219,23 +219,15 @@ def cancel_all(reason: ReasonOpt = "", by: ByOpt = None, fmt: ShortFormatOpt = S
 async def _journal_status(database_url: str) -> dict[str, Any]:
     """The bot's last known state from the journal: the latest snapshot and decision per asset, and
     the operator's control state."""
-    from sqlalchemy import func, select
+    from deltakeeper.adapters.journal import open_reader
 
-    from deltakeeper.adapters.journal import create_journal
-    from deltakeeper.adapters.journal.models import decisions, snapshots
-
-    journal = create_journal(database_url)
+    reader: JournalReader = open_reader(database_url)
     try:
-        control = await journal.control_state()
-        async with journal.engine.connect() as conn:
-            latest_snapshots = (await conn.execute(select(snapshots).where(
-                snapshots.c.id.in_(select(func.max(snapshots.c.id)).group_by(snapshots.c.asset))
-            ))).all()
-            latest_decisions = (await conn.execute(select(decisions).where(
-                decisions.c.id.in_(select(func.max(decisions.c.id)).group_by(decisions.c.asset))
-            ))).all()
+        control = await reader.control_state()
+        latest_snapshots = await reader.latest_snapshots()
+        latest_decisions = await reader.latest_decisions()
     finally:
-        await journal.close()
+        await reader.close()
     snapshot_by_asset = {row.asset: row for row in latest_snapshots}
     decision_by_asset = {row.asset: row for row in latest_decisions}
     assets: dict[str, Any] = {}

@@ -61,3 +61,20 @@ def upgrade(database_url: str) -> None:
         database_file.parent.mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(max_workers=1) as worker:
         worker.submit(command.upgrade, config, "head").result()
+
+
+async def schema_revisions(database_url: str) -> tuple[set[str], set[str]]:
+    """(the database's Alembic revisions, empty without a schema; the newest revisions shipped). Creates
+    nothing."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    head = set(ScriptDirectory.from_config(alembic_config(database_url)).get_heads())
+    engine = create_async_engine(normalise_url(database_url))
+    try:
+        async with engine.connect() as conn:
+            current = await conn.run_sync(lambda sync: MigrationContext.configure(sync).get_current_heads())
+    finally:
+        await engine.dispose()
+    return set(current), head
