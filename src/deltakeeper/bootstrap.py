@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import signal
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -22,22 +22,13 @@ from deltakeeper.app.reconciliation import halt_on_foreign_order
 from deltakeeper.app.runner import Runner
 from deltakeeper.app.status import Console, RecentAlerts
 from deltakeeper.app.watch import Watch
-from deltakeeper.backtest.settings import BacktestSettings
 from deltakeeper.config import Mode, Settings
 from deltakeeper.domain.errors import ConfigError
-from deltakeeper.domain.instruments import Instrument, is_stable
-from deltakeeper.domain.policy import (
-    AssetPolicy,
-    BandUnit,
-    RebalanceTo,
-    auto_hedge_symbol,
-    min_band_coin,
-    price_symbol,
-)
+from deltakeeper.domain.policy import price_symbol  # noqa: F401  (margin_report imports it from here)
 from deltakeeper.domain.price_gate import GateLimits, PriceGate
-from deltakeeper.domain.records import AccountSnapshot
-from deltakeeper.domain.risk import RiskLimits
+from deltakeeper.policy_settings import check_bands, live_policy, resolve_betas, resolve_policies, risk_limits
 from deltakeeper.ports import Alerts, Clock, Exchange
+from deltakeeper.stopping import EXCHANGE_REQUEST_TIMEOUT_SECS, SLOW_STOP_SECS, log_slow_stop
 
 if TYPE_CHECKING:
     from deltakeeper.adapters.http import HttpServer
@@ -46,97 +37,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("deltakeeper")
 T = TypeVar("T")
-
-
-def resolve_policies(
-    settings: Settings, instruments: Mapping[str, Instrument], account: AccountSnapshot
-) -> tuple[dict[str, AssetPolicy], dict[str, str]]:
-    """Policies per hedged asset, and the pricing market of every asset the account can hold.
-
-    With no `DK_ASSETS__*`, every non-stable asset held (or declared external) that has a USD-margined
-    perpetual is hedged with it, at target 0 and the default band (DESIGN.md 11)."""
-    held = {a for a, q in account.balances.items() if q != 0 and not is_stable(a)} | set(settings.external)
-    held |= {instruments[p.symbol].base for p in account.positions if p.symbol in instruments}
-    rebalance_to = RebalanceTo(settings.rebalance_to)
-    policies: dict[str, AssetPolicy] = {}
-    if settings.assets:
-        for asset, spec in settings.assets.items():
-            symbol = spec.hedge or auto_hedge_symbol(asset, instruments)
-            variable = f"DK_ASSETS__{asset}__HEDGE"
-            if symbol is None:
-                raise ConfigError(
-                    variable, f"a hedge market: the exchange lists no USD-margined perpetual on {asset}"
-                )
-            if symbol not in instruments or not instruments[symbol].is_derivative:
-                raise ConfigError(variable, "a derivative market the exchange lists", symbol)
-            policies[asset] = AssetPolicy(
-                asset, symbol, spec.band(settings.default_band), spec.target, rebalance_to
-            )
-    else:
-        for asset in sorted(held):
-            symbol = auto_hedge_symbol(asset, instruments)
-            if symbol is not None:
-                policies[asset] = AssetPolicy(asset, symbol, settings.default_band, Decimal(0), rebalance_to)
-    prices: dict[str, str] = {}
-    for asset in held | set(policies):
-        symbol = policies[asset].hedge_symbol if asset in policies else price_symbol(asset, instruments)
-        if asset in policies and instruments[policies[asset].hedge_symbol].base != asset:
-            symbol = price_symbol(asset, instruments)  # a proxy hedge: the asset is priced by its own market
-            if symbol is None:
-                raise ConfigError(f"DK_ASSETS__{asset}__HEDGE",
-                                  f"a hedge on {asset} itself: no market on the exchange prices {asset}",
-                                  policies[asset].hedge_symbol)
-        if symbol is not None:
-            prices[asset] = symbol
-    for policy in policies.values():  # a proxy hedge's position needs its own asset's price
-        base = instruments[policy.hedge_symbol].base
-        if base not in prices:
-            prices[base] = price_symbol(base, instruments) or policy.hedge_symbol
-    return policies, prices
-
-
-def resolve_betas(
-    settings: Settings, policies: Mapping[str, AssetPolicy], instruments: Mapping[str, Instrument]
-) -> dict[str, Decimal | None]:
-    """`DK_ASSETS__<ASSET>__BETA` of every proxy-hedged asset (None: the EWMA estimate; unset: 1). A hedge
-    market is one asset's only: two assets hedged on one contract would trade against each other."""
-    betas: dict[str, Decimal | None] = {}
-    hedged_by: dict[str, str] = {}
-    for asset, policy in sorted(policies.items()):
-        other = hedged_by.setdefault(policy.hedge_symbol, asset)
-        if other != asset:
-            raise ConfigError(f"DK_ASSETS__{asset}__HEDGE",
-                              f"a hedge market no other asset uses ({other} is hedged with it)",
-                              policy.hedge_symbol)
-        spec = settings.assets.get(asset)
-        beta = spec.beta if spec is not None else None
-        if instruments[policy.hedge_symbol].base == asset:
-            if beta is not None and beta != "ewma" and Decimal(beta) == 1:
-                continue
-            if beta is not None:
-                raise ConfigError(f"DK_ASSETS__{asset}__BETA",
-                                  f"no beta: {policy.hedge_symbol} is a contract on {asset} itself; "
-                                  "a beta is for a hedge on another asset (DK_ASSETS__<ASSET>__HEDGE)", beta)
-            continue
-        betas[asset] = None if beta == "ewma" else Decimal(beta or 1)
-    return betas
-
-
-def check_bands(policies: Mapping[str, AssetPolicy], instruments: Mapping[str, Instrument]) -> None:
-    """A coin band narrower than one lot step of a linear hedge can never be held: refuse to start.
-    (USD and percentage bands, and inverse hedges, depend on the price: the policy's rounding handles
-    them, recording `rounds_to_zero` when the band is too narrow for a trade.)"""
-    for asset, policy in policies.items():
-        hedge = instruments[policy.hedge_symbol]
-        if policy.band.unit is not BandUnit.COIN or hedge.inverse or hedge.base != asset:
-            continue
-        narrowest = min_band_coin(hedge, Decimal(1))
-        if policy.band.half_width * 2 < narrowest:
-            raise ConfigError(
-                f"DK_ASSETS__{asset}__BAND_COIN",
-                f"a band at least one lot step of {hedge.symbol} wide ({narrowest} {asset} in all)",
-                str(policy.band.half_width),
-            )
 
 
 def build_sim_exchange(settings: Settings, account_id: str = "sim") -> tuple[Exchange, Clock]:
@@ -251,7 +151,7 @@ async def run_service(
     def request_stop() -> None:
         if not stop.is_set():
             stop.set()
-            loop.call_later(SLOW_STOP_SECS, _log_slow_stop)
+            loop.call_later(SLOW_STOP_SECS, log_slow_stop)
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, request_stop)
@@ -325,21 +225,13 @@ async def build_runner(
     state = CoinNeutralMarketState(
         instruments, dict(settings.external), price_symbols, clock=clock, gate=gate, coin_neutral=coin_neutral
     )
-    limits = RiskLimits(
-        settings.max_order_usd,
-        settings.max_daily_traded_usd,
-        settings.max_position_usd,
-        settings.stale_secs,
-        settings.price_collar_bps,
-        settings.margin_min_headroom_pct / 100,
-        settings.margin_critical_headroom_pct / 100,
-    )
+    limits = risk_limits(settings)
     options = HedgerOptions(
         limits,
         settings.order_timeout_secs,
         settings.state_clear_secs,
         send_orders=settings.mode is not Mode.SHADOW,
-        policy=BacktestSettings.from_settings(settings).policy(settings.policy),
+        policy=live_policy(settings),
         execution=ExecutionOptions(
             ExecutionStyle(settings.execution),
             settings.post_only_timeout_secs,
@@ -427,46 +319,6 @@ def build_http_server(
     )
 
 
-EXCHANGE_REQUEST_TIMEOUT_SECS = 10.0
-"""Every REST request to an exchange ends within this (ccxt's timeout)."""
-RECONCILE_REQUESTS = 5
-"""Exchange requests of a periodic reconciliation: open orders, a cancel, fills, funding, the account."""
-STOP_CLOSE_SECS = 1.0
-"""Closing the journal's connections and the exchange's sessions, beyond one request's timeout."""
-
-
-def stop_bound_secs(settings: Settings) -> float:
-    """The longest a stop (SIGTERM, SIGINT) takes, every exchange request ending within its timeout R
-    (EXCHANGE_REQUEST_TIMEOUT_SECS), T = max(DK_ORDER_TIMEOUT_SECS, DK_POST_ONLY_TIMEOUT_SECS), and H the
-    longest an exchange's rate-limit pause holds the requests (Retry-After, at most RETRY_AFTER_MAX_SECS),
-    once in each phase:
-
-    - a scheduled job under way finishes: a periodic reconciliation waits for the orders in flight (at most
-      DK_ORDER_TIMEOUT_SECS + QUIET_WAIT_EXTRA_SECS), then makes RECONCILE_REQUESTS requests, held once;
-    - the orders in flight settle (side by side): the send under way, and the rate-limit pause after it
-      (a stopping bot sends a refused order no more), the wait T, the poll that overshoots it, the cancel,
-      the last look-up, the account refresh, held once;
-    - the HTTP server, the exchange, the journal and the alerts' last deliveries close.
-
-    About 362 s at the defaults; a stop with nothing in flight takes a second or two. Deployments give
-    the process at least this long before a SIGKILL (which is survived too: the next start reconciles)."""
-    from deltakeeper.adapters.alerts import FLUSH_SECS
-    from deltakeeper.adapters.ccxt_parse import RETRY_AFTER_MAX_SECS
-    from deltakeeper.adapters.http import HTTP_STOP_SECS
-    from deltakeeper.app.orders import SETTLE_POLL_SECS
-    from deltakeeper.app.runner import QUIET_WAIT_EXTRA_SECS
-
-    request = EXCHANGE_REQUEST_TIMEOUT_SECS
-    hold = RETRY_AFTER_MAX_SECS
-    job = settings.order_timeout_secs + QUIET_WAIT_EXTRA_SECS + RECONCILE_REQUESTS * request + hold
-    send = request + hold
-    order_wait = max(settings.order_timeout_secs, settings.post_only_timeout_secs)
-    settle = order_wait + 2 * (SETTLE_POLL_SECS + request) + hold
-    drain = send + settle + 2 * request  # and the cancel, and the account refresh
-    close = HTTP_STOP_SECS + request + STOP_CLOSE_SECS + FLUSH_SECS
-    return job + drain + close
-
-
 def build_standby_server(settings: Settings) -> HttpServer:
     """The HTTP server of a process waiting for the trader lock: alive, not ready, nothing to control."""
     from deltakeeper.adapters.http import HttpServer
@@ -496,29 +348,6 @@ async def _serve_http(settings: Settings, server: HttpServer) -> None:
 async def _stop_http(settings: Settings, server: HttpServer) -> None:
     http_port_path(settings).unlink(missing_ok=True)
     await server.stop()
-
-
-SLOW_STOP_SECS = 10.0
-"""After this long stopping (in-flight orders settle first, each within DK_ORDER_TIMEOUT_SECS), the tasks
-still running are logged with where each waits (`stop_slow`)."""
-
-
-def _log_slow_stop() -> None:
-    waiting = [f"{task.get_name()}: {_awaiting(task.get_coro())}" for task in asyncio.all_tasks()
-               if not task.done()]
-    log.warning("stop_slow", after_secs=SLOW_STOP_SECS, tasks=waiting)
-
-
-def _awaiting(awaitable: object) -> str:
-    """Where a coroutine waits: its chain of awaits, innermost 3 first."""
-    calls = []
-    while awaitable is not None:
-        code = getattr(awaitable, "cr_code", None) or getattr(awaitable, "gi_code", None)
-        frame = getattr(awaitable, "cr_frame", None) or getattr(awaitable, "gi_frame", None)
-        if code is not None and frame is not None:
-            calls.append(f"{code.co_name} ({Path(code.co_filename).name}:{frame.f_lineno})")
-        awaitable = getattr(awaitable, "cr_await", None) or getattr(awaitable, "gi_yieldfrom", None)
-    return " < ".join(reversed(calls[-3:]))
 
 
 async def _serve(

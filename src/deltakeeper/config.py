@@ -4,30 +4,24 @@ the variable and what it expected."""
 from __future__ import annotations
 
 import difflib
-import math
 import os
 import re
 from collections.abc import Mapping
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    Field,
-    SecretStr,
-    ValidationError,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
+from pydantic import AfterValidator, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from deltakeeper.domain.errors import ConfigError
 from deltakeeper.domain.policy import Band, BandUnit
+from deltakeeper.domain.policy_params import DEFAULT_BAND, DEFAULT_PARAMS, PolicyName
+from deltakeeper.domain.risk import DEFAULT_LIMITS
+from deltakeeper.domain.volatility import RISKMETRICS_DAILY_DECAY
 from deltakeeper.redact import alert_url_secrets, redact_url, url_credentials
+from deltakeeper.settings_fields import AssetSettings, number_in_range
 
 ENV_PREFIX = "DK_"
 SECRET_FIELDS = ("api_key", "api_secret", "api_password", "http_token")
@@ -35,87 +29,12 @@ DATABASE_SCHEMES = ("sqlite", "sqlite+aiosqlite", "postgresql", "postgres", "pos
 NOT_SETTINGS_PREFIXES = ("DK_TEST_", "DK_CHROMIUM")
 """`DK_` variables that are not the bot's settings: the test suite's and the benchmarks' own
 (DK_TEST_POSTGRES_URL, DK_TEST_ARTIFACTS, DK_CHROMIUM), left alone by the check for unknown variables."""
-MAX_NUMBER = 1e12
-"""No numeric setting is larger than this in size: a bigger one is a typo, and overflows the arithmetic."""
-MAX_SECS = 366 * 24 * 3600
-"""No duration setting (`*_SECS`) is longer than a year."""
-NON_NEGATIVE_UNITS = ("_secs", "_usd", "_bps", "_pct")
-"""Settings whose name ends with one of these units are never negative."""
-
-
-def _number_in_range(value: Any, info: ValidationInfo) -> Any:
-    """Every numeric setting, whoever adds it: finite, at most MAX_NUMBER in size, not negative when its
-    unit is a duration, an amount of USD, basis points or a percentage, and at most a year in seconds."""
-    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
-        return value
-    number = float(value)
-    if not math.isfinite(number) or abs(number) > MAX_NUMBER:
-        raise ValueError(f"a finite number at most {MAX_NUMBER:g} in size")
-    name = info.field_name or ""
-    if name.endswith(NON_NEGATIVE_UNITS) and number < 0:
-        raise ValueError("a number of 0 or more")
-    if name.endswith("_secs") and number > MAX_SECS:
-        raise ValueError(f"at most {MAX_SECS} seconds (a year)")
-    return value
 
 
 class Mode(str, Enum):
     LIVE = "live"
     PAPER = "paper"
     SHADOW = "shadow"
-
-
-class AssetSettings(BaseModel):
-    """`DK_ASSETS__<ASSET>__<FIELD>`: how one asset is hedged."""
-
-    model_config = {"extra": "forbid", "allow_inf_nan": False}
-
-    hedge: str | None = None
-    target: Decimal = Decimal(0)
-    band_coin: Decimal | None = Field(default=None, gt=0)
-    band_usd: Decimal | None = Field(default=None, gt=0)
-    band_pct: Decimal | None = Field(default=None, gt=0, le=100)
-    beta: str | None = None
-    """Proxy hedge ratio (a hedge on another asset's contract): a positive number, or `ewma` for the EWMA
-    minimum-variance estimate. Unset: 1."""
-    neutral: Literal["usd", "coin"] = "usd"
-    """What the target keeps flat: `usd`, the account's USD value (coin collateral is exposure, REFERENCE
-    1.2), or `coin`, its value in the coin (the coin equity the account holds in it is not exposure:
-    `domain.margin.coin_neutral_delta`)."""
-
-    @field_validator("beta", mode="before")
-    @classmethod
-    def _beta(cls, value: Any) -> str | None:
-        if value is None:
-            return None
-        text = str(value).strip().lower()
-        if text == "ewma":
-            return text
-        try:
-            number = Decimal(text)
-        except InvalidOperation:
-            number = Decimal(0)
-        if not number.is_finite() or number <= 0 or number > MAX_NUMBER:
-            raise ValueError("a positive number or `ewma`")
-        return text
-
-    _numbers = field_validator("*")(_number_in_range)
-
-    @model_validator(mode="after")
-    def _one_band(self) -> AssetSettings:
-        given = [name for name in ("band_coin", "band_usd", "band_pct") if getattr(self, name) is not None]
-        if len(given) > 1:
-            raise ValueError(f"one of BAND_COIN, BAND_USD, BAND_PCT, not {len(given)}")
-        return self
-
-    def band(self, default: Band) -> Band:
-        if self.band_coin is not None:
-            return Band(BandUnit.COIN, self.band_coin)
-        if self.band_usd is not None:
-            return Band(BandUnit.USD, self.band_usd)
-        if self.band_pct is not None:
-            return Band(BandUnit.PCT, self.band_pct)
-        return default
 
 
 class Settings(BaseSettings):
@@ -142,17 +61,17 @@ class Settings(BaseSettings):
     """A journal write or trading read not done within this long raises: the order path sends nothing."""
 
     assets: dict[str, AssetSettings] = Field(default_factory=dict)
-    external: dict[str, Annotated[Decimal, AfterValidator(_number_in_range)]] = Field(default_factory=dict)
-    default_band_pct: Decimal = Field(default=Decimal(1), gt=0, le=100)
-    policy: Literal["band", "timer", "cost-aware"] = "cost-aware"
+    external: dict[str, Annotated[Decimal, AfterValidator(number_in_range)]] = Field(default_factory=dict)
+    default_band_pct: Decimal = Field(default=DEFAULT_BAND.half_width, gt=0, le=100)
+    policy: PolicyName = "cost-aware"
     rebalance_to: Literal["edge", "target"] = "edge"
-    timer_secs: float = Field(default=3600, gt=0)
-    risk_aversion: float = Field(default=1e-4, gt=0)
-    max_deviation_pct: Decimal = Field(default=Decimal(10), gt=0, le=100)
-    slippage_bps: Decimal = Field(default=Decimal(0), ge=0)
-    fixed_cost_usd: Decimal = Field(default=Decimal(0), ge=0)
-    skip_horizon_secs: float = Field(default=0, ge=0)
-    ewma_daily_decay: float = Field(default=0.94, gt=0, lt=1)
+    timer_secs: float = Field(default=DEFAULT_PARAMS.timer_secs, gt=0)
+    risk_aversion: float = Field(default=DEFAULT_PARAMS.risk_aversion_per_usd, gt=0)
+    max_deviation_pct: Decimal = Field(default=DEFAULT_PARAMS.max_deviation_pct, gt=0, le=100)
+    slippage_bps: Decimal = Field(default=DEFAULT_PARAMS.slippage_bps, ge=0)
+    fixed_cost_usd: Decimal = Field(default=DEFAULT_PARAMS.fixed_cost_usd, ge=0)
+    skip_horizon_secs: float = Field(default=DEFAULT_PARAMS.skip_horizon_secs, ge=0)
+    ewma_daily_decay: float = Field(default=RISKMETRICS_DAILY_DECAY, gt=0, lt=1)
     backtest_spread_bps: Decimal = Field(default=Decimal(1), ge=0)
     recompute_secs: float = Field(default=10, gt=0)
     reconcile_secs: float = Field(default=300, gt=0)
@@ -164,11 +83,11 @@ class Settings(BaseSettings):
     slice_max_slippage_bps: Decimal = Field(default=Decimal(0), ge=0)
     """Split a hedge so that no order walks the book further than this from the touch; 0: off."""
 
-    max_order_usd: Decimal = Field(default=Decimal(250_000), gt=0)
-    max_daily_traded_usd: Decimal = Field(default=Decimal(5_000_000), gt=0)
-    max_position_usd: Decimal = Field(default=Decimal(2_000_000), gt=0)
-    stale_secs: float = Field(default=15, gt=0)
-    price_collar_bps: Decimal = Field(default=Decimal(100), gt=0)
+    max_order_usd: Decimal = Field(default=DEFAULT_LIMITS.max_order_usd, gt=0)
+    max_daily_traded_usd: Decimal = Field(default=DEFAULT_LIMITS.max_daily_traded_usd, gt=0)
+    max_position_usd: Decimal = Field(default=DEFAULT_LIMITS.max_position_usd, gt=0)
+    stale_secs: float = Field(default=DEFAULT_LIMITS.stale_secs, gt=0)
+    price_collar_bps: Decimal = Field(default=DEFAULT_LIMITS.price_collar_bps, gt=0)
     price_jump_pct: Decimal = Field(default=Decimal(10), gt=0, le=1000)
     """The price gate: a quote this far (percent) from its market's last good price, from its own mark or
     index, or from another fresh market of its asset is held until confirmed (domain/price_gate.py)."""
@@ -215,7 +134,7 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
 
-    _numbers = field_validator("*")(_number_in_range)
+    _numbers = field_validator("*")(number_in_range)
 
     @field_validator("exchange")
     @classmethod

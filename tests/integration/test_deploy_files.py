@@ -17,8 +17,8 @@ import pytest
 
 from deltakeeper.adapters.http import OPEN_PATHS
 from deltakeeper.adapters.metrics import BotMetrics
-from deltakeeper.bootstrap import stop_bound_secs
 from deltakeeper.config import SECRET_FIELDS, Settings
+from deltakeeper.stopping import stop_bound_secs
 
 yaml = pytest.importorskip("yaml", reason="PyYAML is not installed (apprise depends on it)")
 

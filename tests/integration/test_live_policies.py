@@ -25,7 +25,7 @@ from tests.integration.service_harness import journal_for, make_settings
 
 from deltakeeper.adapters.journal.store import SqlJournal
 from deltakeeper.app.runner import Runner
-from deltakeeper.bootstrap import build_runner, build_sim_exchange, resolve_betas
+from deltakeeper.bootstrap import build_runner, build_sim_exchange
 from deltakeeper.config import AssetSettings, Settings, load_settings
 from deltakeeper.domain.decide_policies import proxy_view, residual_vol
 from deltakeeper.domain.errors import ConfigError
@@ -33,6 +33,7 @@ from deltakeeper.domain.instruments import Instrument, Kind
 from deltakeeper.domain.orders import OrderRequest, OrderState, Quote, is_ours
 from deltakeeper.domain.policy import AssetPolicy, AssetView, Band, BandUnit
 from deltakeeper.domain.volatility import EwmaBeta
+from deltakeeper.policy_settings import resolve_betas
 from deltakeeper.sim.clock import SimClock
 from deltakeeper.sim.engine import SimEngine
 from deltakeeper.sim.gateway import SimGateway

@@ -2,7 +2,7 @@
 
 import asyncio
 
-from deltakeeper.bootstrap import _awaiting
+from deltakeeper.stopping import awaiting
 
 
 async def test_a_waiting_task_is_described_by_its_innermost_awaits() -> None:
@@ -15,7 +15,7 @@ async def test_a_waiting_task_is_described_by_its_innermost_awaits() -> None:
     task = asyncio.create_task(drain())
     await asyncio.sleep(0)
     try:
-        where = _awaiting(task.get_coro())
+        where = awaiting(task.get_coro())
         assert where.startswith("wait (locks.py:")
         assert where.split(" < ")[1:] == ["settle (test_slow_stop.py:10)", "drain (test_slow_stop.py:13)"]
     finally:

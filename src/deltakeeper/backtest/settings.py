@@ -6,22 +6,22 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any
 
-from deltakeeper.domain.decide_policies import (
-    CostAwarePolicy,
-    FixedBandPolicy,
-    HedgePolicy,
-    SkipRule,
-    TimerPolicy,
-)
+from deltakeeper.domain.decide_policies import HedgePolicy
 from deltakeeper.domain.errors import ConfigError
 from deltakeeper.domain.policy import Band, BandUnit, RebalanceTo
-from deltakeeper.domain.risk import RiskLimits
+from deltakeeper.domain.policy_params import (
+    DEFAULT_BAND,
+    DEFAULT_PARAMS,
+    POLICIES,
+    PolicyParams,
+    make_policy,
+)
+from deltakeeper.domain.risk import DEFAULT_LIMITS, RiskLimits
 from deltakeeper.domain.volatility import RISKMETRICS_DAILY_DECAY
 
-PolicyName = Literal["timer", "band", "cost-aware"]
-POLICIES: tuple[PolicyName, ...] = ("timer", "band", "cost-aware")
+__all__ = ["POLICIES", "SWEEP_GRID", "BacktestSettings"]
 
 # The fixed grid `--sweep` runs for each policy: the same for every run, so results compare across data.
 SWEEP_GRID: dict[str, tuple[dict[str, Any], ...]] = {
@@ -29,19 +29,6 @@ SWEEP_GRID: dict[str, tuple[dict[str, Any], ...]] = {
     "band": tuple({"band_pct": Decimal(pct)} for pct in ("0.5", "1", "2", "5", "10")),
     "cost-aware": tuple({"risk_aversion_per_usd": ra} for ra in (1e-6, 1e-5, 1e-4, 1e-3)),
 }
-
-
-DEFAULT_BAND = Band(BandUnit.PCT, Decimal(1))
-
-
-def _default_limits() -> RiskLimits:
-    return RiskLimits(
-        max_order_usd=Decimal(250_000),
-        max_daily_traded_usd=Decimal(5_000_000),
-        max_position_usd=Decimal(2_000_000),
-        stale_secs=15.0,
-        price_collar_bps=Decimal(100),
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,16 +44,13 @@ class BacktestSettings:
     """`DK_ASSETS__<ASSET>__HEDGE`: a backtest accepts only the asset's linear perpetual."""
     external_coin: Mapping[str, Decimal] = field(default_factory=dict)
     """`DK_EXTERNAL__<ASSET>`: coins held, for the static exposure (else its starting value in USD)."""
-    timer_secs: float = 3600.0
-    risk_aversion_per_usd: float = 1e-4
-    max_deviation_pct: Decimal = Decimal(10)
-    """Cost-aware band's hard maximum deviation, percent of the asset's gross exposure."""
-    slippage_bps: Decimal = Decimal(0)
-    """Slippage estimate added to the cost rate (fee + half the quoted spread) of the cost-aware band and
-    the skip rule."""
-    fixed_cost_usd: Decimal = Decimal(0)
-    skip_horizon_secs: float = 0.0
-    """The fixed band's skip rule horizon; 0 turns the rule off."""
+    timer_secs: float = DEFAULT_PARAMS.timer_secs
+    risk_aversion_per_usd: float = DEFAULT_PARAMS.risk_aversion_per_usd
+    max_deviation_pct: Decimal = DEFAULT_PARAMS.max_deviation_pct
+    slippage_bps: Decimal = DEFAULT_PARAMS.slippage_bps
+    fixed_cost_usd: Decimal = DEFAULT_PARAMS.fixed_cost_usd
+    skip_horizon_secs: float = DEFAULT_PARAMS.skip_horizon_secs
+    """The policy's parameters: see `domain.policy_params.PolicyParams`."""
     ewma_daily_decay: float = RISKMETRICS_DAILY_DECAY
     spread_bps: float = 1.0
     """The quoted bid-ask spread the replay puts around each bar's close (replay only)."""
@@ -75,7 +59,7 @@ class BacktestSettings:
     start_hedged: bool = True
     """Open the hedge at the target on each asset's first price event, outside the figures (its cost is
     reported as `initial_hedge`), so that policies are compared on the hedging itself."""
-    limits: RiskLimits = field(default_factory=_default_limits)
+    limits: RiskLimits = DEFAULT_LIMITS
 
     @classmethod
     def from_settings(cls, settings: Any) -> BacktestSettings:
@@ -158,18 +142,9 @@ class BacktestSettings:
                 raise ConfigError("--band-pct", "a positive band", str(band.half_width))
 
     def policy(self, name: str) -> HedgePolicy:
-        if name == "timer":
-            return TimerPolicy(self.timer_secs)
-        if name == "band":
-            skip = None
-            if self.skip_horizon_secs > 0:
-                skip = SkipRule(self.risk_aversion_per_usd, self.skip_horizon_secs, self.slippage_bps,
-                                self.fixed_cost_usd)
-            return FixedBandPolicy(skip)
-        if name == "cost-aware":
-            return CostAwarePolicy(self.risk_aversion_per_usd, Band(BandUnit.PCT, self.max_deviation_pct),
-                                   self.slippage_bps)
-        raise ConfigError("--policy", "timer, band or cost-aware", name)
+        params = PolicyParams(self.timer_secs, self.risk_aversion_per_usd, self.max_deviation_pct,
+                              self.slippage_bps, self.fixed_cost_usd, self.skip_horizon_secs)
+        return make_policy(name, params, "--policy")
 
     def settings_used(self, name: str) -> dict[str, Any]:
         """The policy's settings, keyed by the `DK_` variable that sets each in production."""

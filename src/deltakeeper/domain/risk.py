@@ -34,6 +34,17 @@ class RiskLimits:
     (DK_MARGIN_CRITICAL_HEADROOM_PCT / 100)."""
 
 
+DEFAULT_LIMITS = RiskLimits(
+    max_order_usd=Decimal(250_000),
+    max_daily_traded_usd=Decimal(5_000_000),
+    max_position_usd=Decimal(2_000_000),
+    stale_secs=15.0,
+    price_collar_bps=Decimal(100),
+)
+"""The limits of DK_MAX_ORDER_USD, DK_MAX_DAILY_TRADED_USD, DK_MAX_POSITION_USD, DK_STALE_SECS and
+DK_PRICE_COLLAR_BPS when unset: the live bot's and the backtest's defaults."""
+
+
 @dataclass(frozen=True, slots=True)
 class MarginContext:
     """The margin of the settlement currency the order's instrument settles in, before the order, as
