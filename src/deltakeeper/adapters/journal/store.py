@@ -2,11 +2,11 @@
 
 Writes are Core statements and no ORM objects. Fills and funding payments are insert-or-ignore on the
 exchange's ids, which makes ingestion idempotent. The hottest writes skip SQLAlchemy's statement
-machinery and go to the driver as statements prepared once (`_InsertNew`): fills and funding (every fill,
-and backfills of thousands: on SQLite one `executemany` and the commit, on PostgreSQL one round trip
-however many rows, on a connection the journal keeps for it), and a decision with the order it is about
-to send (on the path from a tick to that order). Either way a call is one transaction, committed before
-it returns.
+machinery and go to the driver as statements prepared once (`insert.InsertNew`): fills and funding
+(every fill, and backfills of thousands: on SQLite one `executemany` and the commit, on PostgreSQL one
+round trip however many rows, on a connection the journal keeps for it), and a decision with the order
+it is about to send (on the path from a tick to that order). Either way a call is one transaction,
+committed before it returns.
 """
 
 from __future__ import annotations
@@ -68,7 +68,6 @@ class SqlJournal(SqlJournalReader):
         self._writer_driver: Any = None
         self._writer_since = 0.0
         self._writer_busy = False
-
 
     async def close(self) -> None:
         await self._drop_writer(invalidate=False)
