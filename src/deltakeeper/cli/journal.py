@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from enum import Enum
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from deltakeeper.config import Settings
     from deltakeeper.ports import JournalReader
 
+T = TypeVar("T")
 journal_app = typer.Typer(no_args_is_help=True, help="Read the trade journal.")
 
 JOURNAL_COLUMNS = {
@@ -125,17 +126,26 @@ VIEWS: dict[str, Callable[[JournalReader, JournalQuery], Awaitable[Sequence[Jour
 }
 
 
-async def read_journal_views(database_url: str, views: dict[str, JournalQuery]
-                             ) -> dict[str, list[dict[str, Any]]]:
-    """Several views through one connection to the journal: {view: query} -> {view: rows as dicts}."""
+async def with_reader(database_url: str, read: Callable[[JournalReader], Awaitable[T]]) -> T:
+    """`read(reader)` over the journal at `database_url`, its connection closed after."""
     from deltakeeper.adapters.journal import open_reader
 
     reader: JournalReader = open_reader(database_url)
     try:
-        return {view: [row_dict(row) for row in await VIEWS[view](reader, query)]
-                for view, query in views.items()}
+        return await read(reader)
     finally:
         await reader.close()
+
+
+async def read_journal_views(database_url: str, views: dict[str, JournalQuery]
+                             ) -> dict[str, list[dict[str, Any]]]:
+    """Several views through one connection to the journal: {view: query} -> {view: rows as dicts}."""
+
+    async def read(reader: JournalReader) -> dict[str, list[dict[str, Any]]]:
+        return {view: [row_dict(row) for row in await VIEWS[view](reader, query)]
+                for view, query in views.items()}
+
+    return await with_reader(database_url, read)
 
 
 def _journal_view(view: str, fmt: Format, since: str | None, until: str | None, limit: int, page: int,
@@ -302,10 +312,5 @@ async def _decisions_just_before(database_url: str, since: datetime, asset: str 
                                  ) -> list[dict[str, Any]]:
     """Per asset the last decision before `since` (its price marks the position held at `since`, its delta
     gives the exposure held then), without reading every older decision."""
-    from deltakeeper.adapters.journal import open_reader
-
-    reader: JournalReader = open_reader(database_url)
-    try:
-        return [row_dict(row) for row in await reader.latest_decisions(before=since, asset=asset)]
-    finally:
-        await reader.close()
+    rows = await with_reader(database_url, lambda reader: reader.latest_decisions(before=since, asset=asset))
+    return [row_dict(row) for row in rows]

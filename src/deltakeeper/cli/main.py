@@ -24,6 +24,8 @@ from deltakeeper.margin_report import margin
 
 if TYPE_CHECKING:
     from deltakeeper.config import Settings
+    from deltakeeper.domain.journal_rows import DecisionRow, SnapshotRow
+    from deltakeeper.domain.records import ControlState
     from deltakeeper.ports import JournalReader
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Delta-neutral rebalancing bot.")
@@ -219,15 +221,12 @@ def cancel_all(reason: ReasonOpt = "", by: ByOpt = None, fmt: ShortFormatOpt = S
 async def _journal_status(database_url: str) -> dict[str, Any]:
     """The bot's last known state from the journal: the latest snapshot and decision per asset, and
     the operator's control state."""
-    from deltakeeper.adapters.journal import open_reader
+    from deltakeeper.cli.journal import with_reader
 
-    reader: JournalReader = open_reader(database_url)
-    try:
-        control = await reader.control_state()
-        latest_snapshots = await reader.latest_snapshots()
-        latest_decisions = await reader.latest_decisions()
-    finally:
-        await reader.close()
+    async def read(reader: JournalReader) -> tuple[ControlState, list[SnapshotRow], list[DecisionRow]]:
+        return await reader.control_state(), await reader.latest_snapshots(), await reader.latest_decisions()
+
+    control, latest_snapshots, latest_decisions = await with_reader(database_url, read)
     snapshot_by_asset = {row.asset: row for row in latest_snapshots}
     decision_by_asset = {row.asset: row for row in latest_decisions}
     assets: dict[str, Any] = {}
