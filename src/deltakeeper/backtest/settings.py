@@ -142,8 +142,11 @@ class BacktestSettings:
                 raise ConfigError("--band-pct", "a positive band", str(band.half_width))
 
     def policy(self, name: str) -> HedgePolicy:
-        params = PolicyParams(self.timer_secs, self.risk_aversion_per_usd, self.max_deviation_pct,
-                              self.slippage_bps, self.fixed_cost_usd, self.skip_horizon_secs)
+        params = PolicyParams(
+            timer_secs=self.timer_secs, risk_aversion_per_usd=self.risk_aversion_per_usd,
+            max_deviation_pct=self.max_deviation_pct, slippage_bps=self.slippage_bps,
+            fixed_cost_usd=self.fixed_cost_usd, skip_horizon_secs=self.skip_horizon_secs,
+        )
         return make_policy(name, params, "--policy")
 
     def settings_used(self, name: str) -> dict[str, Any]:
