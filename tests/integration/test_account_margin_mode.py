@@ -21,6 +21,7 @@ from tests.integration.test_metrics import samples, scrape, value
 
 from deltakeeper.adapters.ccxt_exchange import CcxtExchange
 from deltakeeper.app.margin_watch import margin_watch_of
+from deltakeeper.app.runner import Runner
 from deltakeeper.bootstrap import build_http_server, build_runner, build_sim_exchange
 from deltakeeper.domain.errors import ExchangeUnavailable
 from deltakeeper.domain.venue_margin import AccountMode, VenueMargin
@@ -66,7 +67,8 @@ class MarginUnreadable:
 
 
 @asynccontextmanager
-async def running_bot(tmp_path: Path, unreadable: bool) -> AsyncIterator[tuple[Any, list[dict[str, Any]], int]]:
+async def running_bot(tmp_path: Path, unreadable: bool
+                      ) -> AsyncIterator[tuple[Runner, list[dict[str, Any]], int]]:
     """The bot wired as `deltakeeper run` wires it, running until an order settled; its start's log
     events and its HTTP port."""
     settings = make_settings(tmp_path)
