@@ -27,6 +27,8 @@ REFRESH_SECS = 60.0
 
 
 class VenueMarginView:
+    """The last read of the exchange's account margin (`last`), and when it is due again."""
+
     def __init__(self, exchange: Exchange, clock: Clock, refresh_secs: float = REFRESH_SECS,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self.exchange = exchange

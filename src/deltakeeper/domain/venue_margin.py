@@ -3,8 +3,8 @@ them, beside the bot's estimate (`domain.margin`).
 
 `maintenance_ratio` is one convention for every venue: maintenance margin / equity, a fraction (0 with
 nothing at risk, 1 at liquidation), so that `1 - maintenance_ratio` reads as the bot's headroom
-`(equity - MM) / equity`. Venues that publish the inverse (Binance `uniMMR`, equity / MM) are inverted by
-the adapter; `ratio_source` names the field(s) it came from.
+`(equity - MM) / equity` (the console shows it so). Venues that publish the inverse (Binance `uniMMR`,
+equity / MM) are inverted by the adapter; `ratio_source` names the field(s) it came from.
 
 A mode or ratio that could not be read is UNKNOWN / None with the reason in `detail`: never "standard".
 """
@@ -48,11 +48,6 @@ class VenueMargin:
     def pooled(self) -> bool:
         """Spot and derivatives margined in one pool (unified or portfolio margin)."""
         return self.mode in (AccountMode.UNIFIED, AccountMode.PORTFOLIO)
-
-    @property
-    def headroom(self) -> Decimal | None:
-        """`1 - maintenance_ratio`: the venue's figure in the bot's headroom terms."""
-        return None if self.maintenance_ratio is None else 1 - self.maintenance_ratio
 
 
 def unknown_margin(as_of: datetime, reason: str) -> VenueMargin:
