@@ -21,6 +21,7 @@ from deltakeeper.app.rebalance import Hedger, HedgerOptions
 from deltakeeper.app.reconciliation import halt_on_foreign_order
 from deltakeeper.app.runner import Runner
 from deltakeeper.app.status import Console, RecentAlerts
+from deltakeeper.app.venue_margin import VenueMarginView
 from deltakeeper.app.watch import Watch
 from deltakeeper.config import Mode, Settings
 from deltakeeper.domain.errors import ConfigError
@@ -253,6 +254,8 @@ async def build_runner(
     ).attach()
     held = {p.symbol for p in account.positions}
     await margin.load_tiers(held | {p.hedge_symbol for p in policies.values()})
+    margin.venue = VenueMarginView(exchange, clock)
+    await margin.venue.refresh()  # logs the account's margin mode
     watch = Watch(
         hedger,
         hard_limit_bands=settings.hard_limit_bands,

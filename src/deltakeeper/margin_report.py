@@ -650,10 +650,12 @@ def margin(
     """Margin under portfolio and standard cross margin, the capital portfolio margin frees, and each
     leg's distance to liquidation: of a portfolio file, else of the live account the DK_ settings
     configure (DK_EXCHANGE, DK_EXCHANGE_URL, the keys)."""
+    from deltakeeper.app.venue_margin import venue_line
     from deltakeeper.output import plain, print_table, to_json
 
     doc = live_portfolio() if portfolio is None else read_json_file(portfolio, "--portfolio")
     report = margin_report(doc)
+    report["account_margin"] = doc.get("account_margin") if isinstance(doc, dict) else None
     if fmt is MarginFormat.json:
         print(to_json(report))
         return
@@ -671,6 +673,7 @@ def margin(
         })
     print(f"as of: {data['as_of'] or 'not given'}; capital freed by portfolio margin: "
           f"{data['capital_freed_usd']} USD")
+    print(venue_line(data["account_margin"], data["headroom"]["standard_margin"]))
     print_table(rows, SETTLE_COLUMNS, title="margin by settlement currency")
     print_table([{
         **g, "to_margin_call_up": _pct(g["move_to_margin_call"]["up"]),
@@ -706,12 +709,15 @@ def live_portfolio() -> dict[str, Any]:
 
 async def _read_account(settings: Settings) -> dict[str, Any]:
     from deltakeeper.adapters.ccxt_exchange import CcxtExchange
+    from deltakeeper.app.venue_margin import VenueMarginView, venue_entry
     from deltakeeper.bootstrap import build_exchange, price_symbol
 
-    exchange, _ = build_exchange(settings)
+    exchange, clock = build_exchange(settings)
     assert isinstance(exchange, CcxtExchange)
     try:
-        return await exchange.portfolio_document(price_symbol)
+        doc = await exchange.portfolio_document(price_symbol)
+        doc["account_margin"] = venue_entry(await VenueMarginView(exchange, clock).refresh())
+        return doc
     except ExchangeUnavailable as exc:
         where = f" at {settings.exchange_url}" if settings.exchange_url else ""
         raise ExchangeUnavailable(f"cannot reach {settings.exchange}{where}: {exc}") from exc

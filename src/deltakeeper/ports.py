@@ -22,6 +22,7 @@ from deltakeeper.domain.journal_rows import (
 from deltakeeper.domain.margin import MarginTier
 from deltakeeper.domain.orders import Fill, FundingPayment, OrderRequest, OrderState, Quote
 from deltakeeper.domain.records import AccountSnapshot, ControlState, DecisionRecord, OrderRecord
+from deltakeeper.domain.venue_margin import VenueMargin
 
 AccountEvent = Fill | FundingPayment | OrderState | AccountSnapshot
 
@@ -82,6 +83,12 @@ class Exchange(Protocol):
     async def fetch_leverage_tiers(self, symbols: Sequence[str]) -> dict[str, tuple[MarginTier, ...]]:
         """The exchange's maintenance margin table of each of the futures `symbols` it publishes one for,
         on the USD notional (an inverse contract's USD face), ascending; symbols without are left out."""
+        ...
+
+    async def fetch_account_margin(self) -> VenueMargin:
+        """The account's margin mode (standard, unified, portfolio) and the exchange's own maintenance
+        margin ratio, read now; mode UNKNOWN where the adapter cannot read them on this exchange. Raises
+        ExchangeUnavailable (or RateLimited) when the read fails: never a guessed mode."""
         ...
 
     async def close(self) -> None: ...

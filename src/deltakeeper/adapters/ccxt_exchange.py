@@ -21,6 +21,7 @@ import ccxt.async_support
 import ccxt.pro
 import structlog
 
+from deltakeeper.adapters.ccxt_account import fetch_venue_margin
 from deltakeeper.adapters.ccxt_parse import (
     FillValueUnknown,
     MalformedPayload,
@@ -55,6 +56,7 @@ from deltakeeper.domain.margin import MarginTier
 from deltakeeper.domain.orders import Fill, FundingPayment, OrderRequest, OrderState, Quote
 from deltakeeper.domain.policy import price_symbol
 from deltakeeper.domain.records import AccountSnapshot
+from deltakeeper.domain.venue_margin import VenueMargin
 from deltakeeper.ports import AccountEvent, Clock
 from deltakeeper.sim.bybit.client import point_ccxt_at
 
@@ -344,6 +346,11 @@ class CcxtExchange:
             "prices": prices,
             "leverage_tiers": tiers,
         }
+
+    async def fetch_account_margin(self) -> VenueMargin:
+        """The venue's own account mode and margin ratio (`adapters.ccxt_account`)."""
+        with self._reading():
+            return await fetch_venue_margin(self._rest, self.name, self._call, self._clock.now())
 
     async def key_can_withdraw(self) -> bool | None:
         """Whether the API key may withdraw, where the exchange tells (Bybit); None where unknown."""

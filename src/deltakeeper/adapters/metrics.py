@@ -23,6 +23,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from deltakeeper.domain.risk import TradingState
+from deltakeeper.domain.venue_margin import AccountMode
 
 PREFIX = "deltakeeper_"
 TICK_TO_ORDER_BUCKETS_SECS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -103,6 +104,7 @@ class BotMetrics:
         - `stream_age_secs`: {symbol: seconds since the last quote}; `stale_limit_seconds`
         - `margin_headroom`: {settle: fraction}; `margin_warn_headroom`, `margin_critical_headroom`
         - `blind`: {what: bool}; `ready`, `standby`: bool; `trading_state`: active|reduce_only|halted
+        - `venue_margin`: {mode: unknown|standard|unified|portfolio, maintenance_ratio (where known)}
         """
         self._snapshot = snapshot
         return generate_latest(self.registry).decode()
@@ -150,3 +152,21 @@ class _SnapshotCollector:
             for state in TradingState:
                 family.add_metric([state.value], float(state.value == current))
             yield family
+        if "venue_margin" in snapshot:
+            yield from _venue_margin(snapshot["venue_margin"])
+
+
+def _venue_margin(venue: Mapping[str, Any]) -> Iterator[Metric]:
+    mode = GaugeMetricFamily(
+        f"{PREFIX}account_margin_mode", "1 for the account's margin mode as the exchange reports it "
+        "(unknown while it cannot be read), 0 for the others.", labels=["mode"],
+    )
+    for each in AccountMode:
+        mode.add_metric([each.value], float(each.value == venue["mode"]))
+    yield mode
+    if "maintenance_ratio" in venue:
+        yield GaugeMetricFamily(
+            f"{PREFIX}venue_maintenance_margin_ratio", "The exchange's own maintenance margin / equity of "
+            "the account (1 at liquidation); absent while unknown. Beside it, 1 - margin_headroom is the "
+            "bot's estimate per settlement currency.", value=float(venue["maintenance_ratio"]),
+        )

@@ -36,6 +36,7 @@ import structlog
 
 from deltakeeper.app.market_state import MarketState
 from deltakeeper.app.rebalance import Hedger, new_decision_id, short
+from deltakeeper.app.venue_margin import VenueMarginView
 from deltakeeper.domain.errors import DeltakeeperError
 from deltakeeper.domain.exposure import AssetDelta
 from deltakeeper.domain.instruments import Instrument
@@ -109,6 +110,8 @@ class MarginWatch:
         self.unknown = False
         """Whether the margin could not be estimated last time (logged once)."""
         self._last: _Computed | None = None
+        self.venue: VenueMarginView | None = None
+        """The venue's own account mode and margin ratio, shown beside the estimate (bootstrap sets it)."""
 
     def attach(self) -> MarginWatch:
         self.hedger.margin_context = self.context
@@ -194,6 +197,8 @@ class MarginWatch:
     async def __call__(self) -> float | None:
         """Compute the margin, move the trading state on the critical level, and return the headroom for
         the Watch's warning (None without derivative positions)."""
+        if self.venue is not None:
+            await self.venue.refresh_if_due()
         margin = self.margin()
         headroom = margin.headroom if margin is not None else None
         await self._observe(margin, headroom)
@@ -318,12 +323,15 @@ class MarginWatch:
             "warn_headroom": _ratio(self.warn_headroom),
             "critical_headroom": _ratio(self.critical_headroom),
         }
+        venue = {} if self.venue is None else {
+            "venue": self.venue.status(margin.headroom if margin is not None else None)}
         if margin is None:
-            return {"headroom": None, "liquidation_move": None, **levels, "by_settle": {}}
+            return {"headroom": None, "liquidation_move": None, **levels, **venue, "by_settle": {}}
         return {
             "headroom": _ratio(margin.headroom),
             "liquidation_move": margin.liquidation_move,
             **levels,
+            **venue,
             "liquidations": self.liquidations,
             "by_settle": {
                 settle: {

@@ -160,7 +160,7 @@ def _rounded_asset(hedger: Hedger, view: Mapping[str, Any]) -> dict[str, Any]:
 
 
 _MARGIN_RATIOS = frozenset({"headroom", "min_headroom", "warn_headroom", "critical_headroom",
-                            "liquidation_move"})
+                            "liquidation_move", "maintenance_ratio", "estimate_maintenance_ratio"})
 _MARGIN_AMOUNTS = frozenset({"equity", "initial_margin", "maintenance_margin", "estimated_maintenance_margin",
                              "contracts", "mark_price", "liquidation_price", "estimated_liquidation_price"})
 
@@ -364,6 +364,7 @@ def margin_snapshot(runner: Runner) -> dict[str, Any]:
     levels = {"margin_warn_headroom": margin.warn_headroom,
               "margin_critical_headroom": margin.critical_headroom}
     return {"margin_headroom": margin.headroom_by_settle(),
+            **({"venue_margin": margin.venue.metrics()} if margin.venue is not None else {}),
             **{name: level for name, level in levels.items() if level is not None}}
 
 

@@ -23,6 +23,7 @@ import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
+from decimal import Decimal
 from typing import Generic, TypeVar
 
 from deltakeeper.domain.costs import BookLevel
@@ -31,6 +32,7 @@ from deltakeeper.domain.instruments import Instrument
 from deltakeeper.domain.margin import MarginTier
 from deltakeeper.domain.orders import Fill, FundingPayment, OrderRequest, OrderState, Quote
 from deltakeeper.domain.records import AccountSnapshot
+from deltakeeper.domain.venue_margin import AccountMode, VenueMargin, worst_ratio
 from deltakeeper.ports import AccountEvent
 from deltakeeper.sim.clock import SimClock
 from deltakeeper.sim.engine import SimEngine
@@ -273,6 +275,23 @@ class SimGateway:
         """The engine's one table (`maintenance_tiers`) for each of the futures `symbols` it lists."""
         futures = {i.symbol for i in self.engine.instruments.values() if i.is_derivative and not i.is_option}
         return {symbol: tuple(self.engine.maintenance_tiers) for symbol in symbols if symbol in futures}
+
+    async def fetch_account_margin(self) -> VenueMargin:
+        """Standard cross margin per settlement currency (the engine's rule): the ratio of the settlement
+        currency nearest liquidation, the maintenance margin the engine reports on its positions over its
+        margin balance (wallet + futures PnL); 0 with nothing at risk."""
+        snapshot = self.engine.snapshot(self.account_id, self.clock.now())
+        pools: dict[str, tuple[Decimal, Decimal]] = {}
+        for position in snapshot.positions:
+            instrument = self.engine.instruments[position.symbol]
+            settle = instrument.settle
+            mm, equity = pools.get(settle, (Decimal(0), snapshot.balances.get(settle, Decimal(0))))
+            pnl = None if instrument.is_option else position.unrealized_pnl
+            pools[settle] = (mm + (position.maintenance_margin or 0), equity + (pnl or 0))
+        settle, ratio = worst_ratio(pools) or ("", Decimal(0))
+        return VenueMargin(AccountMode.STANDARD, snapshot.ts, ratio,
+                           f"maintenance margin/margin balance {settle}".strip(),
+                           "simulated exchange: standard cross margin per settlement currency")
 
     async def close(self) -> None:
         """Stop the feed and end the streams."""

@@ -120,6 +120,12 @@ function renderMargin(status) {
   const rows = [[cell("account headroom"), cell(pct(margin.headroom), level(margin.headroom))],
                 [cell("warn / critical"), cell(`${pct(margin.warn_headroom)} / ${pct(margin.critical_headroom)}`)],
                 [cell("move to liquidation"), cell(pct(margin.liquidation_move))]];
+  const venue = margin.venue;  // the exchange's own figure, beside the estimate above
+  if (venue) {
+    const theirs = venue.maintenance_ratio === null ? null : 1 - num(venue.maintenance_ratio);
+    rows.splice(1, 0, [cell(`exchange's headroom (${venue.mode} account)`),
+                       cell(theirs === null ? "unknown" : pct(theirs), level(theirs))]);
+  }
   for (const [settle, s] of Object.entries(margin.by_settle || {})) {
     rows.push([cell(`${settle}: equity ${amount(s.equity, settle, status)}`),
                cell(pct(s.headroom), level(s.headroom))]);

@@ -354,7 +354,7 @@ async def api_key_info(call: Call) -> dict[str, Any]:
 
 async def account_info(call: Call) -> dict[str, Any]:
     return {
-        "marginMode": "REGULAR_MARGIN",
+        "marginMode": call.venue.margin_mode,
         "updatedTime": str(call.venue.launch_ms),
         "unifiedMarginStatus": 5,
         "dcpStatus": "OFF",

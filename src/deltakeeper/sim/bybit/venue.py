@@ -127,6 +127,8 @@ class BybitVenue:
         self.credentials = dict(credentials)
         self.faults = faults
         self.allow_withdraw = allow_withdraw
+        self.margin_mode = "REGULAR_MARGIN"
+        """`/v5/account/info`'s marginMode: REGULAR_MARGIN, PORTFOLIO_MARGIN or ISOLATED_MARGIN."""
         self.launch_ms = self.stamp_ms(clock.now())
         self.markets: dict[tuple[str, str], Instrument] = {}
         self.ids: dict[str, tuple[str, str]] = {}
