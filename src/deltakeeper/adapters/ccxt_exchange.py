@@ -21,7 +21,6 @@ import ccxt.async_support
 import ccxt.pro
 import structlog
 
-from deltakeeper.adapters.ccxt_account import fetch_venue_margin
 from deltakeeper.adapters.ccxt_parse import (
     FillValueUnknown,
     MalformedPayload,
@@ -41,6 +40,7 @@ from deltakeeper.adapters.ccxt_parse import (
     retry_after_secs,
     tiers_from_ccxt,
 )
+from deltakeeper.adapters.ccxt_venue_margin import fetch_venue_margin
 from deltakeeper.domain.costs import BookLevel
 from deltakeeper.domain.errors import (
     ConfigError,
@@ -348,7 +348,7 @@ class CcxtExchange:
         }
 
     async def fetch_account_margin(self) -> VenueMargin:
-        """The venue's own account mode and margin ratio (`adapters.ccxt_account`)."""
+        """The venue's own account mode and margin ratio (`adapters.ccxt_venue_margin`)."""
         with self._reading():
             return await fetch_venue_margin(self._rest, self.name, self._call, self._clock.now())
 
