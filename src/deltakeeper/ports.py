@@ -10,7 +10,7 @@ from typing import Protocol
 from deltakeeper.domain.costs import BookLevel
 from deltakeeper.domain.exposure import AssetDelta
 from deltakeeper.domain.instruments import Instrument
-from deltakeeper.domain.margin import MarginTier
+from deltakeeper.domain.margin_tiers import MarginTier
 from deltakeeper.domain.orders import Fill, FundingPayment, OrderRequest, OrderState, Quote
 from deltakeeper.domain.records import AccountSnapshot, ControlState, DecisionRecord, OrderRecord
 

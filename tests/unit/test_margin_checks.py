@@ -19,15 +19,13 @@ from deltakeeper.domain.exposure import Position, asset_deltas
 from deltakeeper.domain.greeks import greeks
 from deltakeeper.domain.instruments import Instrument, Kind
 from deltakeeper.domain.margin import (
-    DEFAULT_TIERS_USD,
     MarginRules,
     account_margin,
     coin_equity,
     coin_neutral_delta,
     leg_requirements,
-    liquidation_price_usd,
-    tiered_maintenance_usd,
 )
+from deltakeeper.domain.margin_tiers import DEFAULT_TIERS_USD, liquidation_price_usd, maintenance_margin_usd
 from deltakeeper.domain.orders import Fill, OrderIntent, OrderRequest, Quote, Side
 from deltakeeper.domain.records import AccountSnapshot
 from deltakeeper.domain.risk import (
@@ -74,9 +72,9 @@ PRICE = D(60_000)
 
 
 def test_tiered_maintenance_margin_is_reference_3_1_and_goes_on_above_the_last_cap() -> None:
-    assert tiered_maintenance_usd(D(6_000_000), DEFAULT_TIERS_USD) == D(133_700)
-    assert tiered_maintenance_usd(D(-6_000_000), DEFAULT_TIERS_USD) == D(133_700)
-    assert tiered_maintenance_usd(D(100_000_000), DEFAULT_TIERS_USD) == D(100_000_000) * D("0.10") - 1_266_300
+    assert maintenance_margin_usd(D(6_000_000), DEFAULT_TIERS_USD) == D(133_700)
+    assert maintenance_margin_usd(D(-6_000_000), DEFAULT_TIERS_USD) == D(133_700)
+    assert maintenance_margin_usd(D(100_000_000), DEFAULT_TIERS_USD) == D(100_000_000) * D("0.10") - 1_266_300
 
 
 def test_leg_requirements_of_linear_and_inverse_positions_in_their_settle_coin() -> None:

@@ -63,7 +63,8 @@ from deltakeeper.domain.errors import OrderRejected
 from deltakeeper.domain.exposure import Position, unrealized_pnl, years_to_expiry
 from deltakeeper.domain.greeks import greeks
 from deltakeeper.domain.instruments import ZERO, Instrument
-from deltakeeper.domain.margin import DEFAULT_TIERS_USD, MarginRules, account_margin, leg_requirements
+from deltakeeper.domain.margin import MarginRules, account_margin, leg_requirements
+from deltakeeper.domain.margin_tiers import DEFAULT_TIERS_USD
 from deltakeeper.domain.orders import (
     Fill,
     FundingPayment,
