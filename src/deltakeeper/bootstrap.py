@@ -337,14 +337,15 @@ async def build_runner(
     state = CoinNeutralMarketState(
         instruments, dict(settings.external), price_symbols, clock=clock, gate=gate, coin_neutral=coin_neutral
     )
+    margin_levels = settings.margin_levels
     limits = RiskLimits(
         settings.max_order_usd,
         settings.max_daily_traded_usd,
         settings.max_position_usd,
         settings.stale_secs,
         settings.price_collar_bps,
-        settings.margin_min_headroom_pct / 100,
-        settings.margin_critical_headroom_pct / 100,
+        margin_levels.min,
+        margin_levels.critical,
     )
     options = HedgerOptions(
         limits,
@@ -365,12 +366,7 @@ async def build_runner(
     hedger = Hedger(exchange, journal_writes, clock, alerts, state, policies, options)
     control = OperatorControl(hedger, journal, control_event_recorder(journal))
     hedger.on_foreign_order = functools.partial(halt_on_foreign_order, control, alerts)
-    margin = MarginWatch(
-        hedger,
-        min_headroom=limits.min_margin_headroom,
-        warn_headroom=settings.margin_warn_headroom_pct / 100,
-        critical_headroom=limits.critical_margin_headroom,
-    ).attach()
+    margin = MarginWatch(hedger, levels=margin_levels).attach()
     held = {p.symbol for p in account.positions}
     await margin.load_tiers(held | {p.hedge_symbol for p in policies.values()})
     watch = Watch(
@@ -380,7 +376,7 @@ async def build_runner(
         reader=journal,
         daily_summary_at=settings.daily_summary_at,
         margin_headroom=margin,
-        margin_alert_fraction=float(settings.margin_warn_headroom_pct) / 100,
+        margin_levels=margin_levels,
         blind_alert_secs=settings.blind_alert_secs,
     )
     runner = Runner(
