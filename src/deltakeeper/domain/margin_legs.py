@@ -164,37 +164,29 @@ def _option_value(leg: Leg, price: float) -> float:
     return usd / price if leg.instrument.coin_settled else usd
 
 
-def _option_margin(leg: Leg, price: Decimal, mark: Decimal) -> tuple[Decimal, Decimal]:
-    """Deribit's standard IM and MM of a short option position (zero for a long one), in its settle
-    currency, at underlying `price`; `mark` per coin of underlying in that currency."""
-    return leg_requirements(leg.instrument, leg.position.contracts, mark, price, OPTION_RULES)
-
-
 def standard_margin(leg: Leg, tables: TierTables) -> tuple[Decimal, Decimal, Decimal, str]:
-    """(IM, MM, leverage, leverage source) of a leg, in its settle currency."""
+    """(IM, MM, leverage, leverage source) of a leg, in its settle currency: `leg_requirements` on the
+    leg's table, but an inverse contract's table given on the coin notional (ccxt's inverse tiers count
+    coins) takes that notional."""
     leverage, source = leg.position.leverage, "exchange"
     if leverage is None:
         leverage, source = DEFAULT_LEVERAGE, "default"
-    if leg.is_option:
-        im, mm = _option_margin(leg, leg.price_usd, leg.position.mark_price)
-        return im, mm, leverage, source
-    mark = leg.position.mark_price
+    position, instrument = leg.position, leg.instrument
     tiers, usd = _table(leg, tables)
-    if leg.instrument.inverse:
-        face_usd = abs(leg.position.contracts) * leg.instrument.contract_size
-        notional_coin = face_usd / mark
-        on_usd = maintenance_margin_usd(face_usd, tiers) / mark if usd else None
-        mm = on_usd if on_usd is not None else maintenance_margin_usd(notional_coin, tiers)
-        return notional_coin / leverage, mm, leverage, source
-    notional_usd = abs(leg.size_coin) * mark
-    return notional_usd / leverage, maintenance_margin_usd(notional_usd, tiers), leverage, source
+    rules = MarginRules(default_tiers=tiers, leverage=leverage)
+    im, mm = leg_requirements(instrument, position.contracts, position.mark_price, leg.price_usd, rules)
+    if instrument.inverse and not usd:
+        notional_coin = abs(position.contracts) * instrument.contract_size / position.mark_price
+        mm = maintenance_margin_usd(notional_coin, tiers)
+    return im, mm, leverage, source
 
 
 def _leg_mm_at(leg: Leg, tables: TierTables, price: float) -> float:
     """The leg's maintenance margin (settle currency) if its price (an option's underlying) were `price`."""
     if leg.is_option:
         value = _option_value(leg, price)
-        return float(_option_margin(leg, _d(price), _d(value))[1])
+        _, mm = leg_requirements(leg.instrument, leg.position.contracts, _d(value), _d(price), OPTION_RULES)
+        return float(mm)
     tiers, usd = _table(leg, tables)
     if leg.instrument.inverse:
         face_usd = float(abs(leg.position.contracts) * leg.instrument.contract_size)
