@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from deltakeeper.domain.pnl import PNL_COLUMNS, SUMMED_COLUMNS
 from deltakeeper.journal_cli import JOURNAL_COLUMNS, journal_app
-from deltakeeper.pnl import PNL_COLUMNS, SUMMED_COLUMNS
 from tests.e2e.cli_helpers import clean_env, deltakeeper_on_terminal
 
 D = Decimal

@@ -1,4 +1,4 @@
-"""PnL attribution over hand-made journal rows (deltakeeper.pnl)."""
+"""PnL attribution over hand-made journal rows (deltakeeper.domain.pnl)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from deltakeeper.pnl import PNL_COLUMNS, SUMMED_COLUMNS, attribute, market_of, total_row
+from deltakeeper.domain.pnl import PNL_COLUMNS, SUMMED_COLUMNS, attribute, total_row
+from deltakeeper.domain.pnl_journal import market_of
 
 D = Decimal
 T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
