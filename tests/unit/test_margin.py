@@ -1,9 +1,10 @@
+import math
 from decimal import Decimal
 
 import pytest
 
 from deltakeeper.domain.greeks import black76_price_usd
-from deltakeeper.domain.margin_headroom import HeadroomLevels, margin_headroom
+from deltakeeper.domain.margin_headroom import HeadroomLevels, first_breach, margin_headroom
 from deltakeeper.domain.margin_tiers import (
     MarginTier,
     cumulative_amounts_usd,
@@ -238,3 +239,9 @@ def test_headroom_levels_default_to_the_settings_defaults_and_compare_decimal_an
     assert levels.below_critical(D("0.1499")) and not levels.below_critical(0.15)
     off = HeadroomLevels.from_pct(None, None, None)
     assert not off.below_warn(-1.0) and not off.below_critical(D(-1))
+
+
+def test_first_breach_scans_then_bisects_to_the_tolerance_or_to_the_floats_resolution() -> None:
+    assert first_breach(lambda m: m > 0.3, 1.0, 1.0, 0.01, 1e-6) == pytest.approx(0.3, abs=1e-6)
+    assert first_breach(lambda m: m < -0.25, -1.0, 1.0, 0.01, 0.0) == -math.nextafter(0.25, 1.0)
+    assert first_breach(lambda m: m > 2, 1.0, 1.0, 0.01, 0.0) is None

@@ -4,6 +4,7 @@ watches, status and metrics."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -18,6 +19,27 @@ def margin_headroom(equity: Decimal, maintenance_margin: Decimal) -> Decimal:
     if equity <= 0:
         return Decimal("-Infinity")
     return (equity - maintenance_margin) / equity
+
+
+def first_breach(
+    breached: Callable[[float], bool], sign: float, max_move: float, step: float, tolerance: float
+) -> float | None:
+    """The signed move (`sign` +1 up, -1 down) nearest to zero, up to `max_move`, at which `breached`
+    first holds: scanned in `step`s, then the first breach bisected to `tolerance` (0: to the float's
+    resolution); None if none does. The one scan behind the distances to a margin call and to
+    liquidation."""
+    safe = 0.0
+    while safe < max_move:
+        trial = min(safe + step, max_move)
+        if breached(sign * trial):
+            while trial - safe > tolerance:
+                mid = (safe + trial) / 2
+                if mid in (safe, trial):
+                    break
+                safe, trial = (safe, mid) if breached(sign * mid) else (mid, trial)
+            return sign * trial
+        safe = trial
+    return None
 
 
 def _fraction(pct: Decimal | None) -> Decimal | None:

@@ -25,7 +25,7 @@ from deltakeeper.domain.exposure import Position, years_to_expiry
 from deltakeeper.domain.greeks import black76_price_usd
 from deltakeeper.domain.instruments import ZERO, Instrument, Kind, is_stable
 from deltakeeper.domain.margin import DEFAULT_LEVERAGE, MarginRules, leg_requirements
-from deltakeeper.domain.margin_headroom import margin_headroom
+from deltakeeper.domain.margin_headroom import first_breach, margin_headroom
 from deltakeeper.domain.margin_tiers import (
     DEFAULT_TIERS_USD,
     MarginTier,
@@ -211,21 +211,14 @@ def _leg_pnl_at(leg: Leg, price: float) -> float:
 def liquidation_move(excess: Callable[[float], float]) -> float | None:
     """The move nearest to zero, within -100% (exclusive) and +1000%, at which `excess(move)` (the
     leg's equity less its maintenance margin) turns negative: 0 if it already is, None if it never
-    does. Scans in steps of 1% either way, then bisects the first breach."""
+    does. Scans in steps of 1% either way, then bisects the first breach (`first_breach`)."""
     if excess(0.0) < 0:
         return 0.0
-    found: list[float] = []
-    for sign, limit in ((1.0, MOVE_UP_LIMIT), (-1.0, MOVE_DOWN_LIMIT)):
-        safe = 0.0
-        while safe < limit:
-            trial = min(safe + SCAN_STEP, limit)
-            if excess(sign * trial) < 0:
-                for _ in range(60):
-                    mid = (safe + trial) / 2
-                    safe, trial = (safe, mid) if excess(sign * mid) < 0 else (mid, trial)
-                found.append(sign * trial)
-                break
-            safe = trial
+    found = [
+        move for sign, limit in ((1.0, MOVE_UP_LIMIT), (-1.0, MOVE_DOWN_LIMIT))
+        if (move := first_breach(lambda m: excess(m) < 0, sign, limit, SCAN_STEP, 0.0))
+        is not None
+    ]
     return min(found, key=abs) if found else None
 
 

@@ -13,11 +13,13 @@ from decimal import Decimal
 from enum import StrEnum
 
 from deltakeeper.domain.greeks import black76_price_usd
+from deltakeeper.domain.margin_headroom import first_breach
 
 ZERO = Decimal(0)
 DAYS_PER_YEAR = 365.0
 VEGA_REFERENCE_DAYS = 30.0
 """Vol shocks scale with (30 / days to expiry)^p, and p switches from short to long term at 30 days."""
+MARGIN_CALL_TOLERANCE = 1e-6
 
 
 def _dec(x: float) -> Decimal:
@@ -245,16 +247,6 @@ def move_to_margin_call(
         margin = portfolio_margin(after, index_usd * _dec(1 + move), params).maintenance_margin
         return equity + _dec(pnl) < margin
 
-    sign = 1.0 if upward else -1.0
     if breached(0.0):
         return 0.0
-    safe = 0.0
-    while safe < max_move:
-        trial = min(safe + step, max_move)
-        if breached(sign * trial):
-            while trial - safe > 1e-6:
-                mid = (safe + trial) / 2
-                safe, trial = (safe, mid) if breached(sign * mid) else (mid, trial)
-            return sign * trial
-        safe = trial
-    return None
+    return first_breach(breached, 1.0 if upward else -1.0, max_move, step, MARGIN_CALL_TOLERANCE)
