@@ -26,6 +26,7 @@ from deltakeeper.backtest.settings import BacktestSettings
 from deltakeeper.config import Mode, Settings
 from deltakeeper.domain.errors import ConfigError
 from deltakeeper.domain.instruments import Instrument, is_stable
+from deltakeeper.domain.margin_headroom import HeadroomLevels
 from deltakeeper.domain.policy import (
     AssetPolicy,
     BandUnit,
@@ -337,7 +338,11 @@ async def build_runner(
     state = CoinNeutralMarketState(
         instruments, dict(settings.external), price_symbols, clock=clock, gate=gate, coin_neutral=coin_neutral
     )
-    margin_levels = settings.margin_levels
+    margin_levels = HeadroomLevels.from_pct(
+        settings.margin_min_headroom_pct,
+        settings.margin_warn_headroom_pct,
+        settings.margin_critical_headroom_pct,
+    )
     limits = RiskLimits(
         settings.max_order_usd,
         settings.max_daily_traded_usd,

@@ -30,7 +30,6 @@ from deltakeeper.domain.margin_headroom import (
     DEFAULT_CRITICAL_HEADROOM_PCT,
     DEFAULT_MIN_HEADROOM_PCT,
     DEFAULT_WARN_HEADROOM_PCT,
-    HeadroomLevels,
 )
 from deltakeeper.domain.policy import Band, BandUnit
 from deltakeeper.redact import alert_url_secrets, redact_url, url_credentials
@@ -194,13 +193,6 @@ class Settings(BaseSettings):
     """Alert `margin_headroom_low` when the account's margin headroom falls below this percentage."""
     margin_critical_headroom_pct: Decimal = Field(default=DEFAULT_CRITICAL_HEADROOM_PCT, ge=0, lt=100)
     """REDUCE_ONLY (breach `margin_low`) while the account's margin headroom is below this percentage."""
-
-    @property
-    def margin_levels(self) -> HeadroomLevels:
-        """The three margin headroom levels above, as fractions."""
-        return HeadroomLevels.from_pct(
-            self.margin_min_headroom_pct, self.margin_warn_headroom_pct, self.margin_critical_headroom_pct
-        )
 
     sim_speed: float = Field(default=600, gt=0)
     sim_seed: int = 1
