@@ -27,7 +27,14 @@ from deltakeeper.config import Mode, Settings
 from deltakeeper.domain.errors import ConfigError
 from deltakeeper.domain.policy import price_symbol  # noqa: F401  (margin_report imports it from here)
 from deltakeeper.domain.price_gate import GateLimits, PriceGate
-from deltakeeper.policy_settings import check_bands, live_policy, resolve_betas, resolve_policies, risk_limits
+from deltakeeper.policy_settings import (
+    check_bands,
+    live_policy,
+    margin_levels,
+    resolve_betas,
+    resolve_policies,
+    risk_limits,
+)
 from deltakeeper.ports import Alerts, Clock, Exchange
 from deltakeeper.stopping import EXCHANGE_REQUEST_TIMEOUT_SECS, SLOW_STOP_SECS, log_slow_stop
 
@@ -227,6 +234,7 @@ async def build_runner(
         instruments, dict(settings.external), price_symbols, clock=clock, gate=gate, coin_neutral=coin_neutral
     )
     limits = risk_limits(settings)
+    levels = margin_levels(settings)
     options = HedgerOptions(
         limits,
         settings.order_timeout_secs,
@@ -246,12 +254,7 @@ async def build_runner(
     hedger = Hedger(exchange, journal_writes, clock, alerts, state, policies, options)
     control = OperatorControl(hedger, journal, journal.record_control_event)
     hedger.on_foreign_order = functools.partial(halt_on_foreign_order, control, alerts)
-    margin = MarginWatch(
-        hedger,
-        min_headroom=limits.min_margin_headroom,
-        warn_headroom=settings.margin_warn_headroom_pct / 100,
-        critical_headroom=limits.critical_margin_headroom,
-    ).attach()
+    margin = MarginWatch(hedger, levels=levels).attach()
     held = {p.symbol for p in account.positions}
     await margin.load_tiers(held | {p.hedge_symbol for p in policies.values()})
     margin.venue = VenueMarginView(exchange, clock)
@@ -263,7 +266,7 @@ async def build_runner(
         reader=journal,
         daily_summary_at=settings.daily_summary_at,
         margin_headroom=margin,
-        margin_alert_fraction=float(settings.margin_warn_headroom_pct) / 100,
+        margin_levels=levels,
         blind_alert_secs=settings.blind_alert_secs,
     )
     runner = Runner(

@@ -16,6 +16,11 @@ from pydantic import AfterValidator, Field, SecretStr, ValidationError, field_va
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from deltakeeper.domain.errors import ConfigError
+from deltakeeper.domain.margin_headroom import (
+    DEFAULT_CRITICAL_HEADROOM_PCT,
+    DEFAULT_MIN_HEADROOM_PCT,
+    DEFAULT_WARN_HEADROOM_PCT,
+)
 from deltakeeper.domain.policy import Band, BandUnit
 from deltakeeper.domain.policy_params import DEFAULT_BAND, DEFAULT_PARAMS, PolicyName
 from deltakeeper.domain.risk import DEFAULT_LIMITS
@@ -100,12 +105,12 @@ class Settings(BaseSettings):
     under way (halted, reduce-only, denied by a limit): `delta_outside_hard_limit`."""
     funding_alert_bps: Decimal = Field(default=Decimal(10), gt=0)
     """Alert when a hedge's funding rate per funding interval is beyond this, either sign."""
-    margin_min_headroom_pct: Decimal = Field(default=Decimal(20), ge=0, lt=100)
+    margin_min_headroom_pct: Decimal = Field(default=DEFAULT_MIN_HEADROOM_PCT, ge=0, lt=100)
     """Pre-trade: an order may not leave the margin headroom of its settlement currency, (equity -
     maintenance margin) / equity, below this percentage: it is made smaller or refused."""
-    margin_warn_headroom_pct: Decimal = Field(default=Decimal(35), ge=0, lt=100)
+    margin_warn_headroom_pct: Decimal = Field(default=DEFAULT_WARN_HEADROOM_PCT, ge=0, lt=100)
     """Alert `margin_headroom_low` when the account's margin headroom falls below this percentage."""
-    margin_critical_headroom_pct: Decimal = Field(default=Decimal(15), ge=0, lt=100)
+    margin_critical_headroom_pct: Decimal = Field(default=DEFAULT_CRITICAL_HEADROOM_PCT, ge=0, lt=100)
     """REDUCE_ONLY (breach `margin_low`) while the account's margin headroom is below this percentage."""
 
     sim_speed: float = Field(default=600, gt=0)

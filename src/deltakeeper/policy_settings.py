@@ -11,6 +11,7 @@ from deltakeeper.config import Settings
 from deltakeeper.domain.decide_policies import HedgePolicy
 from deltakeeper.domain.errors import ConfigError
 from deltakeeper.domain.instruments import Instrument, is_stable
+from deltakeeper.domain.margin_headroom import HeadroomLevels
 from deltakeeper.domain.policy import (
     AssetPolicy,
     BandUnit,
@@ -128,13 +129,20 @@ def live_policy(settings: Settings) -> HedgePolicy:
     return make_policy(settings.policy, params)
 
 
+def margin_levels(settings: Settings) -> HeadroomLevels:
+    return HeadroomLevels.from_pct(
+        settings.margin_min_headroom_pct, settings.margin_warn_headroom_pct, settings.margin_critical_headroom_pct
+    )
+
+
 def risk_limits(settings: Settings) -> RiskLimits:
+    levels = margin_levels(settings)
     return RiskLimits(
         settings.max_order_usd,
         settings.max_daily_traded_usd,
         settings.max_position_usd,
         settings.stale_secs,
         settings.price_collar_bps,
-        settings.margin_min_headroom_pct / 100,
-        settings.margin_critical_headroom_pct / 100,
+        levels.min,
+        levels.critical,
     )

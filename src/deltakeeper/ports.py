@@ -19,7 +19,7 @@ from deltakeeper.domain.journal_rows import (
     OrderRow,
     SnapshotRow,
 )
-from deltakeeper.domain.margin import MarginTier
+from deltakeeper.domain.margin_tiers import MarginTier
 from deltakeeper.domain.orders import Fill, FundingPayment, OrderRequest, OrderState, Quote
 from deltakeeper.domain.records import AccountSnapshot, ControlState, DecisionRecord, OrderRecord
 from deltakeeper.domain.venue_margin import VenueMargin

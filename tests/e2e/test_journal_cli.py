@@ -23,7 +23,7 @@ import pytest
 from typer.testing import CliRunner
 
 from deltakeeper.cli.journal import JOURNAL_COLUMNS, journal_app
-from deltakeeper.pnl import PNL_COLUMNS, SUMMED_COLUMNS
+from deltakeeper.domain.pnl import PNL_COLUMNS, SUMMED_COLUMNS
 from tests.e2e.cli_helpers import clean_env, deltakeeper_on_terminal
 
 D = Decimal

@@ -31,6 +31,7 @@ from deltakeeper.app.watch import Watch
 from deltakeeper.bootstrap import build_runner, build_sim_exchange
 from deltakeeper.config import AssetSettings, Settings
 from deltakeeper.domain.errors import OrderOutcomeUnknown
+from deltakeeper.domain.margin_headroom import HeadroomLevels
 from deltakeeper.domain.orders import OrderRequest, OrderState, Quote
 from deltakeeper.domain.risk import TradingState
 from deltakeeper.ports import Alerts
@@ -297,7 +298,8 @@ async def test_margin_headroom_hook_alerts_once_below_the_threshold(tmp_path: Pa
         alerts = RecordingAlerts()
         try:
             runner = await build_runner(settings, gateway, journal, clock, alerts)
-            watch = Watch(runner.hedger, margin_headroom=headroom, margin_alert_fraction=0.2)
+            levels = HeadroomLevels(warn=Decimal("0.2"))
+            watch = Watch(runner.hedger, margin_headroom=headroom, margin_levels=levels)
             for _ in range(6):
                 await watch.check_margin()
         finally:

@@ -36,7 +36,7 @@ from deltakeeper.app.runner import Runner
 from deltakeeper.bootstrap import build_runner, build_sim_exchange, price_symbol
 from deltakeeper.config import Settings
 from deltakeeper.domain.errors import ExchangeUnavailable
-from deltakeeper.domain.margin import DEFAULT_TIERS_USD, MarginTier
+from deltakeeper.domain.margin_tiers import DEFAULT_TIERS_USD, MarginTier
 from deltakeeper.margin_report import margin_report
 from deltakeeper.ports import Exchange
 from deltakeeper.sim.bybit.server import RunningServer

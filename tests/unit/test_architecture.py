@@ -33,9 +33,9 @@ LAYERS: dict[str, Layer] = {
     "domain": Layer(("deltakeeper.domain",), (), stdlib_only=True),
     # The Protocols between the application and the outside world.
     "ports": Layer(("deltakeeper.ports",), ("domain",), stdlib_only=True),
-    # Top-level utilities anything may use: JSON values, redaction, logging, PnL attribution.
-    "shared": Layer(("deltakeeper", "deltakeeper.jsonable", "deltakeeper.redact", "deltakeeper.logging",
-                     "deltakeeper.pnl"), ("domain",)),
+    # Top-level utilities anything may use: JSON values, redaction, logging.
+    "shared": Layer(("deltakeeper", "deltakeeper.jsonable", "deltakeeper.redact", "deltakeeper.logging"),
+                    ("domain",)),
     # The DK_ settings, and the domain values the live bot makes of them.
     "settings": Layer(("deltakeeper.config", "deltakeeper.settings_fields", "deltakeeper.policy_settings"),
                       ("domain", "shared")),
@@ -147,7 +147,7 @@ def test_layers_are_told_apart_by_the_longest_prefix():
     assert layer_of("deltakeeper.backtest.run") == "backtest"
     assert layer_of("deltakeeper.backtest.__main__") == "cli"
     assert layer_of("deltakeeper") == "shared"
-    assert layer_of("deltakeeper.pnl") == "shared"
+    assert layer_of("deltakeeper.domain.pnl") == "domain"
     assert layer_of("deltakeeper.somewhere_new") is None
     assert layer_of("deltakeeper.domainish") is None
 

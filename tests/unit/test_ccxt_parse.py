@@ -51,7 +51,7 @@ from deltakeeper.domain.errors import (
 )
 from deltakeeper.domain.exposure import Position, asset_deltas
 from deltakeeper.domain.instruments import Instrument, Kind
-from deltakeeper.domain.margin import MarginTier, cumulative_amounts_usd
+from deltakeeper.domain.margin_tiers import MarginTier, cumulative_amounts_usd
 from deltakeeper.domain.orders import OrderRequest, OrderStatus, OrderType, Side
 
 FIXTURES = Path(__file__).parent / "fixtures" / "ccxt"

@@ -1,19 +1,23 @@
+import math
 from decimal import Decimal
 
 import pytest
 
 from deltakeeper.domain.greeks import black76_price_usd
-from deltakeeper.domain.margin import (
+from deltakeeper.domain.margin_headroom import HeadroomLevels, first_breach, margin_headroom
+from deltakeeper.domain.margin_tiers import (
     MarginTier,
+    cumulative_amounts_usd,
+    liquidation_distance,
+    liquidation_price_usd,
+    maintenance_margin_float,
+    maintenance_margin_usd,
+)
+from deltakeeper.domain.portfolio_margin import (
     PortfolioMarginParams,
     PositionKind,
     RiskPosition,
     VolShock,
-    cumulative_amounts_usd,
-    liquidation_distance,
-    liquidation_price_usd,
-    maintenance_margin_usd,
-    margin_headroom,
     move_to_margin_call,
     portfolio_margin,
     price_moves,
@@ -52,9 +56,15 @@ def test_maintenance_margin_is_continuous_across_bracket_boundaries() -> None:
         assert at - below < D("0.01")
 
 
-def test_maintenance_margin_refuses_notional_above_the_table_and_gapped_tiers() -> None:
-    with pytest.raises(ValueError, match="above the last tier"):
-        maintenance_margin_usd(D(60_000_000), BINANCE_BTCUSDT)
+def test_maintenance_margin_goes_on_at_the_last_rate_above_the_table_in_decimal_and_float() -> None:
+    assert maintenance_margin_usd(D(60_000_000), BINANCE_BTCUSDT) == D(6_000_000) - D(1_266_300)
+    assert maintenance_margin_usd(D(-6_000_000), BINANCE_BTCUSDT) == D(133_700)
+    for notional in (0, 49_999.5, 50_000, 6_000_000, 60_000_000):
+        exact = maintenance_margin_usd(D(repr(notional)), BINANCE_BTCUSDT)
+        assert maintenance_margin_float(float(notional), BINANCE_BTCUSDT) == pytest.approx(float(exact))
+
+
+def test_gapped_tiers_are_refused() -> None:
     with pytest.raises(ValueError, match="does not start"):
         cumulative_amounts_usd([MarginTier(D(0), D(10), D("0.01")), MarginTier(D(20), D(30), D("0.02"))])
 
@@ -219,3 +229,19 @@ def test_short_inverse_perp_against_its_own_coin_collateral_never_reaches_margin
 def test_account_already_below_maintenance_margin_has_no_room_to_move() -> None:
     perp = [RiskPosition(PositionKind.INVERSE, D(10))]
     assert move_to_margin_call(perp, D(60_000), D("0.5"), BTC, upward=True) == 0.0
+
+
+def test_headroom_levels_default_to_the_settings_defaults_and_compare_decimal_and_float() -> None:
+    levels = HeadroomLevels()
+    assert (levels.min, levels.warn, levels.critical) == (D("0.2"), D("0.35"), D("0.15"))
+    assert HeadroomLevels.from_pct(D(20), D(35), D(15)) == levels
+    assert levels.below_warn(0.349) and not levels.below_warn(D("0.35"))
+    assert levels.below_critical(D("0.1499")) and not levels.below_critical(0.15)
+    off = HeadroomLevels.from_pct(None, None, None)
+    assert not off.below_warn(-1.0) and not off.below_critical(D(-1))
+
+
+def test_first_breach_scans_then_bisects_to_the_tolerance_or_to_the_floats_resolution() -> None:
+    assert first_breach(lambda m: m > 0.3, 1.0, 1.0, 0.01, 1e-6) == pytest.approx(0.3, abs=1e-6)
+    assert first_breach(lambda m: m < -0.25, -1.0, 1.0, 0.01, 0.0) == -math.nextafter(0.25, 1.0)
+    assert first_breach(lambda m: m > 2, 1.0, 1.0, 0.01, 0.0) is None

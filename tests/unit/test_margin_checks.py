@@ -8,26 +8,28 @@ import os
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
 from deltakeeper.adapters.metrics import BotMetrics
-from deltakeeper.app.margin_watch import CoinNeutralMarketState
+from deltakeeper.app.margin_watch import CoinNeutralMarketState, MarginWatch
+from deltakeeper.app.watch import Watch
 from deltakeeper.config import load_settings
 from deltakeeper.domain.errors import ConfigError, OrderRejected
 from deltakeeper.domain.exposure import Position, asset_deltas
 from deltakeeper.domain.greeks import greeks
 from deltakeeper.domain.instruments import Instrument, Kind
 from deltakeeper.domain.margin import (
-    DEFAULT_TIERS_USD,
     MarginRules,
     account_margin,
     coin_equity,
     coin_neutral_delta,
     leg_requirements,
-    liquidation_price_usd,
-    tiered_maintenance_usd,
 )
+from deltakeeper.domain.margin_headroom import HeadroomLevels
+from deltakeeper.domain.margin_tiers import DEFAULT_TIERS_USD, liquidation_price_usd, maintenance_margin_usd
 from deltakeeper.domain.orders import Fill, OrderIntent, OrderRequest, Quote, Side
 from deltakeeper.domain.records import AccountSnapshot
 from deltakeeper.domain.risk import (
@@ -74,9 +76,9 @@ PRICE = D(60_000)
 
 
 def test_tiered_maintenance_margin_is_reference_3_1_and_goes_on_above_the_last_cap() -> None:
-    assert tiered_maintenance_usd(D(6_000_000), DEFAULT_TIERS_USD) == D(133_700)
-    assert tiered_maintenance_usd(D(-6_000_000), DEFAULT_TIERS_USD) == D(133_700)
-    assert tiered_maintenance_usd(D(100_000_000), DEFAULT_TIERS_USD) == D(100_000_000) * D("0.10") - 1_266_300
+    assert maintenance_margin_usd(D(6_000_000), DEFAULT_TIERS_USD) == D(133_700)
+    assert maintenance_margin_usd(D(-6_000_000), DEFAULT_TIERS_USD) == D(133_700)
+    assert maintenance_margin_usd(D(100_000_000), DEFAULT_TIERS_USD) == D(100_000_000) * D("0.10") - 1_266_300
 
 
 def test_leg_requirements_of_linear_and_inverse_positions_in_their_settle_coin() -> None:
@@ -359,6 +361,23 @@ def test_margin_settings_have_defaults_and_are_validated(monkeypatch: pytest.Mon
     with pytest.raises(ConfigError) as info:
         load_settings()
     assert info.value.variable == "DK_MARGIN_CRITICAL_HEADROOM_PCT"
+
+
+def test_the_watches_and_the_settings_share_one_set_of_headroom_levels(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in list(os.environ):
+        if name.upper().startswith("DK_"):
+            monkeypatch.delenv(name)
+    settings = load_settings()
+    levels = HeadroomLevels.from_pct(
+        settings.margin_min_headroom_pct,
+        settings.margin_warn_headroom_pct,
+        settings.margin_critical_headroom_pct,
+    )
+    hedger: Any = SimpleNamespace()  # neither reads the hedger when built
+
+    assert Watch(hedger).margin_levels == MarginWatch(hedger).levels == levels == HeadroomLevels()
 
 
 def test_margin_headroom_renders_as_a_prometheus_gauge_per_settlement_currency() -> None:

@@ -13,8 +13,9 @@ import ccxt
 import pytest
 
 from deltakeeper.domain.errors import ConfigError
-from deltakeeper.domain.margin import MarginTier, liquidation_price_usd
-from deltakeeper.margin_report import DEFAULT_TIERS_USD, implied_vol, liquidation_move, margin_report
+from deltakeeper.domain.margin_legs import implied_vol, liquidation_move
+from deltakeeper.domain.margin_tiers import DEFAULT_TIERS_USD, MarginTier, liquidation_price_usd
+from deltakeeper.margin_report import margin_report
 from deltakeeper.output import plain
 
 D = Decimal

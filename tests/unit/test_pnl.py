@@ -1,4 +1,4 @@
-"""PnL attribution over hand-made journal rows (deltakeeper.pnl)."""
+"""PnL attribution over hand-made journal rows (deltakeeper.domain.pnl)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 
-from deltakeeper.pnl import PNL_COLUMNS, SUMMED_COLUMNS, attribute, market_of, total_row
+from deltakeeper.domain.average_entry import Filled, fill_position, realised_pnl
+from deltakeeper.domain.pnl import PNL_COLUMNS, SUMMED_COLUMNS, attribute, total_row
+from deltakeeper.domain.pnl_journal import market_of
 
 D = Decimal
 T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
@@ -300,3 +302,33 @@ def test_the_exposure_changes_at_each_decision_and_days_add_up_to_the_whole() ->
     whole = one(attribute(fills, [], [], decisions))
     assert whole["exposure_pnl_usd"] == first["exposure_pnl_usd"] + second["exposure_pnl_usd"]
     assert whole["net_pnl_usd"] == first["net_pnl_usd"] + second["net_pnl_usd"]
+
+
+# -- average entry and realised PnL (one implementation for the simulator and the attribution) --------
+
+
+def test_linear_fills_average_the_entry_keep_it_when_reducing_and_reopen_a_flip_at_the_fill_price() -> None:
+    added = fill_position(D(2), D(100), D(2), D(110), inverse=False)
+    reduced = fill_position(added.size, added.entry, D(-3), D(120), inverse=False)
+    flipped = fill_position(reduced.size, reduced.entry, D(-3), D(100), inverse=False)
+    closed = fill_position(flipped.size, flipped.entry, D(2), D(90), inverse=False)
+
+    assert added == Filled(D(4), D(105), D(0))
+    assert reduced == Filled(D(1), D(105), D(3))
+    assert realised_pnl(reduced.closed, D(105), D(120), inverse=False) == D(45)
+    assert flipped == Filled(D(-2), D(100), D(1))
+    assert closed == Filled(D(0), D(0), D(-2))
+    assert realised_pnl(closed.closed, D(100), D(90), inverse=False) == D(20)  # the short gains 10 a coin
+
+
+def test_inverse_fills_average_the_entry_harmonically_and_realise_coin_pnl() -> None:
+    # 100 USD face at 50 (2 coins) and 100 at 100 (1 coin): 200 face for 3 coins, entry 66.67.
+    added = fill_position(D(100), D(50), D(100), D(100), inverse=True, quantum=D("1e-10"))
+    assert added.entry == D("66.6666666667")
+    exact = fill_position(D(100), D(50), D(100), D(100), inverse=True)
+    assert abs(exact.entry - D(200) / 3) < D("1e-24")
+
+    reduced = fill_position(D(200), D(80), D(-100), D(100), inverse=True)
+    # a long of 100 face closed from 80 at 100: 100 x (1/80 - 1/100) = 0.25 coin
+    assert (reduced.size, reduced.entry, reduced.closed) == (D(100), D(80), D(100))
+    assert realised_pnl(reduced.closed, D(80), D(100), inverse=True) == D("0.25")

@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from deltakeeper.backtest.data import load_inventory
 from deltakeeper.sim.feeds import (
     Bar,
     bundled_bars,
@@ -68,6 +69,22 @@ def test_load_bars_reads_parquet(tmp_path: Path) -> None:
 
     assert first.ts == START and second.close == 102.0
     assert first.funding_rate == Decimal("0.0001") and second.funding_rate is None
+
+
+def test_load_bars_and_backtest_inventory_share_one_reader_that_takes_columns_in_any_case(
+    tmp_path: Path,
+) -> None:
+    bars = tmp_path / "bars.csv"
+    bars.write_text(" Timestamp ,OPEN,High,Low,Close,Funding_Rate\n1767574800000,99,100.5,98.5,100,0.0002\n")
+    inventory = tmp_path / "inventory.csv"
+    inventory.write_text("Timestamp,Asset,Quantity\n1767574800000,sol,12.5\n")
+
+    (bar,) = load_bars(bars)
+    paths = load_inventory(inventory)
+
+    assert (bar.ts, bar.open, bar.close) == (START + timedelta(hours=1), 99, 100)
+    assert bar.funding_rate == Decimal("0.0002")
+    assert list(paths) == ["SOL"]
 
 
 def test_load_bars_names_a_missing_column(tmp_path: Path) -> None:

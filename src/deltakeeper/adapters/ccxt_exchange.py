@@ -52,7 +52,7 @@ from deltakeeper.domain.errors import (
 )
 from deltakeeper.domain.exposure import Position
 from deltakeeper.domain.instruments import Instrument, is_stable
-from deltakeeper.domain.margin import MarginTier
+from deltakeeper.domain.margin_tiers import MarginTier
 from deltakeeper.domain.orders import Fill, FundingPayment, OrderRequest, OrderState, Quote
 from deltakeeper.domain.policy import price_symbol
 from deltakeeper.domain.records import AccountSnapshot

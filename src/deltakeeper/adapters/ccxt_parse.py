@@ -90,7 +90,7 @@ from deltakeeper.domain.errors import (
 )
 from deltakeeper.domain.exposure import Position
 from deltakeeper.domain.instruments import ZERO, Instrument, Kind, is_stable
-from deltakeeper.domain.margin import MarginTier, cumulative_amounts_usd
+from deltakeeper.domain.margin_tiers import MarginTier, cumulative_amounts_usd
 from deltakeeper.domain.orders import (
     Fill,
     FundingPayment,

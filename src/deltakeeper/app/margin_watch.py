@@ -47,6 +47,7 @@ from deltakeeper.domain.margin import (
     coin_equity,
     coin_neutral_delta,
 )
+from deltakeeper.domain.margin_headroom import HeadroomLevels
 from deltakeeper.domain.orders import Fill
 from deltakeeper.domain.records import AccountSnapshot, DecisionRecord
 from deltakeeper.domain.risk import MarginContext, StateMachine, TradingState
@@ -87,23 +88,19 @@ class _Computed:
 
 
 class MarginWatch:
-    """See the module notes. `min_headroom`, `warn_headroom` and `critical_headroom` are fractions (None:
-    that level is off); `attach()` makes it the Hedger's margin source and liquidation handler."""
+    """See the module notes. `levels`: the headroom levels (DK_MARGIN_*_HEADROOM_PCT) it reports and acts
+    at; `attach()` makes it the Hedger's margin source and liquidation handler."""
 
     def __init__(
         self,
         hedger: Hedger,
         rules: MarginRules | None = None,
         *,
-        min_headroom: Decimal | None = None,
-        warn_headroom: Decimal | None = None,
-        critical_headroom: Decimal | None = None,
+        levels: HeadroomLevels = HeadroomLevels(),
     ) -> None:
         self.hedger = hedger
         self.rules = rules or MarginRules()
-        self.min_headroom = min_headroom
-        self.warn_headroom = warn_headroom
-        self.critical_headroom = critical_headroom
+        self.levels = levels
         self.critical = False
         """Whether the last check found the headroom below the critical level."""
         self.liquidations = 0
@@ -205,13 +202,13 @@ class MarginWatch:
         return None if headroom is None else float(headroom)
 
     async def _observe(self, margin: AccountMargin | None, headroom: Decimal | None) -> None:
-        critical = self.critical_headroom
+        critical = self.levels.critical
         if critical is None:
             return
         hedger = self.hedger
         now = hedger.clock.now()
         before = hedger.trading
-        low = headroom is not None and headroom < critical
+        low = headroom is not None and self.levels.below_critical(headroom)
         if low:
             hedger.trading = before.observe(frozenset({MARGIN_LOW}), now, hedger.options.state_clear_secs)
         elif before.state is TradingState.REDUCE_ONLY and MARGIN_LOW in before.cause.split(","):
@@ -237,7 +234,7 @@ class MarginWatch:
     async def _journal_margin_low(
         self, margin: AccountMargin, headroom: Decimal, critical: Decimal, now: datetime
     ) -> None:
-        low = [s for s in margin.by_settle.values() if s.headroom < critical]
+        low = [s for s in margin.by_settle.values() if self.levels.below_critical(s.headroom)]
         where = ", ".join(f"{s.settle} {_pct(s.headroom)}" for s in low)
         detail = (
             f"margin headroom {where} below DK_MARGIN_CRITICAL_HEADROOM_PCT={_pct(critical)}: "
@@ -319,9 +316,9 @@ class MarginWatch:
         """The `margin` field of `/api/status` and `deltakeeper status --format json`."""
         margin = self.margin()
         levels = {
-            "min_headroom": _ratio(self.min_headroom),
-            "warn_headroom": _ratio(self.warn_headroom),
-            "critical_headroom": _ratio(self.critical_headroom),
+            "min_headroom": _ratio(self.levels.min),
+            "warn_headroom": _ratio(self.levels.warn),
+            "critical_headroom": _ratio(self.levels.critical),
         }
         venue = {} if self.venue is None else {
             "venue": self.venue.status(margin.headroom if margin is not None else None)}

@@ -361,8 +361,8 @@ def margin_snapshot(runner: Runner) -> dict[str, Any]:
     margin = margin_watch_of(runner.watch)
     if margin is None:
         return {"margin_headroom": {}}
-    levels = {"margin_warn_headroom": margin.warn_headroom,
-              "margin_critical_headroom": margin.critical_headroom}
+    levels = {"margin_warn_headroom": margin.levels.warn,
+              "margin_critical_headroom": margin.levels.critical}
     return {"margin_headroom": margin.headroom_by_settle(),
             **({"venue_margin": margin.venue.metrics()} if margin.venue is not None else {}),
             **{name: level for name, level in levels.items() if level is not None}}

@@ -18,6 +18,7 @@ import structlog
 
 from deltakeeper.app.rebalance import Hedger, figure, short
 from deltakeeper.app.reconciliation import Reconciliation
+from deltakeeper.domain.margin_headroom import HeadroomLevels
 from deltakeeper.domain.orders import Quote
 
 log = structlog.get_logger("deltakeeper.watch")
@@ -25,8 +26,6 @@ log = structlog.get_logger("deltakeeper.watch")
 SUMMARY_WINDOW = timedelta(hours=24)
 SUMMARY_LEVEL = "warning"
 """The daily summary's alert level: `warning`, so that the default DK_ALERT_LEVEL lets it through."""
-MARGIN_HEADROOM_ALERT_FRACTION = 0.2
-"""The hook's threshold: headroom below this fraction of equity alerts `margin_headroom_low`."""
 
 MarginHeadroom = Callable[[], Awaitable[float | None]]
 """Margin headroom as a fraction of equity (0 = at maintenance margin), or None where unknown."""
@@ -119,7 +118,7 @@ class Watch:
         reader: SummaryReader | None = None,
         daily_summary_at: str | None = None,
         margin_headroom: MarginHeadroom | None = None,
-        margin_alert_fraction: float = MARGIN_HEADROOM_ALERT_FRACTION,
+        margin_levels: HeadroomLevels = HeadroomLevels(),
         blind_alert_secs: float = 60.0,
     ) -> None:
         self.hedger = hedger
@@ -129,7 +128,8 @@ class Watch:
         self.daily_summary_at = daily_summary_at
         """HH:MM UTC of the daily summary's cron job; None for none."""
         self.margin_headroom = margin_headroom
-        self.margin_alert_fraction = margin_alert_fraction
+        self.margin_levels = margin_levels
+        """Its `warn` level alerts `margin_headroom_low` (the same levels as the MarginWatch's)."""
         self.funding_rates: dict[str, Decimal] = {}
         """Symbol -> the last funding rate a quote carried (per funding interval)."""
         self.stale: dict[str, float] = {}
@@ -302,7 +302,8 @@ class Watch:
         headroom = await self.margin_headroom()
         if headroom is None:
             return
-        if headroom >= self.margin_alert_fraction:
+        warn = self.margin_levels.warn
+        if warn is None or not self.margin_levels.below_warn(headroom):
             self.margin_low = False
             return
         if self.margin_low:
@@ -312,7 +313,7 @@ class Watch:
         await self.hedger.alerts.send(
             "error",
             "margin_headroom_low",
-            f"margin headroom {headroom:.1%} of equity, below {self.margin_alert_fraction:.0%}",
+            f"margin headroom {headroom:.1%} of equity, below {float(warn):.0%}",
         )
 
     # -- reconciliation -----------------------------------------------------------------------

@@ -3,10 +3,9 @@
 
 from __future__ import annotations
 
-import csv
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -18,7 +17,7 @@ from deltakeeper.domain.errors import ConfigError
 from deltakeeper.domain.exposure_models import InventoryPath
 from deltakeeper.domain.instruments import Instrument, Kind, is_stable
 from deltakeeper.domain.orders import Quote
-from deltakeeper.sim.feeds import parse_timestamp
+from deltakeeper.sim.feeds import parse_timestamp, read_rows
 from deltakeeper.sim.markets import (
     ASSETS,
     MIN_NOTIONAL_USD,
@@ -279,18 +278,11 @@ def load_price_series(
 
 
 def _rows(path: Path, flag: str) -> list[dict[str, object]]:
-    """Rows of a CSV or Parquet file, keyed by lower-cased column name."""
+    """`sim.feeds.read_rows`, a file it cannot read a ConfigError naming the flag."""
     try:
-        if path.suffix.lower() == ".parquet":
-            import pyarrow.parquet as pq
-
-            raw: Iterable[Mapping[str, object]] = pq.read_table(path).to_pylist()
-        else:
-            with path.open(newline="") as handle:
-                raw = list(csv.DictReader(handle))
+        return read_rows(path)
     except Exception as exc:
         raise ConfigError(flag, "a readable CSV or Parquet file", f"{path}: {exc}") from None
-    return [{str(k).strip().lower(): v for k, v in row.items()} for row in raw]
 
 
 def _column(rows: Sequence[Mapping[str, object]], names: Sequence[str], flag: str, path: Path) -> str:

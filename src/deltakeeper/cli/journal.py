@@ -5,7 +5,7 @@ Mounted by the command line with `app.add_typer(journal_app, name="journal")`.
 The views take filters (`--asset`, `--symbol`, `--side` where the view has one, `--since`, `--until`) and
 page their table output (`--limit N --page P`, oldest first; `--limit 0` shows every row). CSV and JSON list
 every matching row, with the columns of `JOURNAL_COLUMNS` in that order (kept stable: the README documents
-them). `pnl` attributes the hedge's PnL per asset or per day (see `deltakeeper.pnl`).
+them). `pnl` attributes the hedge's PnL per asset or per day (see `deltakeeper.domain.pnl`).
 """
 
 from __future__ import annotations
@@ -255,7 +255,7 @@ def journal_pnl(
     marked), fees, funding paid and received, slippage against the decision's price, the net cost of
     staying hedged, and the net of it all. The last row is the total."""
     from deltakeeper.cli.output import print_table, to_csv, to_json
-    from deltakeeper.pnl import PNL_COLUMNS, attribute, total_row
+    from deltakeeper.domain.pnl import PNL_COLUMNS, attribute, total_row
 
     start, end = _time_window(since, until)
     database = readable_database(_settings())

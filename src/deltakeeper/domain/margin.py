@@ -1,385 +1,33 @@
-"""Margin (REFERENCE 3): tiered maintenance margin and liquidation of linear perps, Deribit-style
-scenario-based portfolio margin with the headroom it leaves, the standard cross margin of a live account
-per settlement currency (`account_margin`: what the loop watches), and the coin equity that makes a
-coin-margined account USD- or coin-neutral.
+"""Standard cross margin of a live account per settlement currency (REFERENCE 3.1; `account_margin`: what
+the loop watches), and the coin equity that makes a coin-margined account USD- or coin-neutral.
 
-Tier maths is exact `Decimal`. The risk matrix revalues positions in floats (options with Black-76)
-and returns `Decimal`.
+The tier table is `domain.margin_tiers`, the headroom `domain.margin_headroom`; portfolio margin is
+`domain.portfolio_margin`.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from enum import StrEnum
-from itertools import pairwise
 
 from deltakeeper.domain.exposure import AssetDelta, Position, option_delta, unrealized_pnl
-from deltakeeper.domain.greeks import black76_price_usd
 from deltakeeper.domain.instruments import Instrument
+from deltakeeper.domain.margin_headroom import margin_headroom
+from deltakeeper.domain.margin_tiers import (
+    DEFAULT_TIERS_USD,
+    MarginTier,
+    liquidation_price_usd,
+    maintenance_margin_usd,
+)
 
 ZERO = Decimal(0)
-DAYS_PER_YEAR = 365.0
-VEGA_REFERENCE_DAYS = 30.0
-"""Vol shocks scale with (30 / days to expiry)^p, and p switches from short to long term at 30 days."""
-
-
-def _dec(x: float) -> Decimal:
-    return Decimal(repr(x))
-
-
-# Standard tiers (linear perps), REFERENCE 3.1
-
-
-@dataclass(frozen=True, slots=True)
-class MarginTier:
-    """One notional bracket `[floor_usd, cap_usd)` of an exchange's maintenance margin table."""
-
-    floor_usd: Decimal
-    cap_usd: Decimal
-    mmr: Decimal
-
-
-def cumulative_amounts_usd(tiers: Sequence[MarginTier]) -> list[Decimal]:
-    """`cum_k = cum_{k-1} + floor_k (mmr_k - mmr_{k-1})`, `cum_0 = 0`: the amounts that make
-    `notional x mmr - cum` continuous across brackets. Tiers must be ascending and contiguous."""
-    cums = [ZERO]
-    for prev, tier in pairwise(tiers):
-        if tier.floor_usd != prev.cap_usd:
-            raise ValueError(f"tier floor {tier.floor_usd} does not start at the previous cap {prev.cap_usd}")
-        cums.append(cums[-1] + tier.floor_usd * (tier.mmr - prev.mmr))
-    return cums
-
-
-def maintenance_margin_usd(notional_usd: Decimal, tiers: Sequence[MarginTier]) -> Decimal:
-    """`MM = notional x mmr_k - cum_k` in the bracket k that holds the (absolute) notional."""
-    for tier, cum in zip(tiers, cumulative_amounts_usd(tiers), strict=True):
-        if notional_usd < tier.cap_usd:
-            return notional_usd * tier.mmr - cum
-    raise ValueError(f"notional {notional_usd} USD is above the last tier's cap")
-
-
-def liquidation_price_usd(
-    size_coin: Decimal, entry_usd: Decimal, collateral_usd: Decimal, tiers: Sequence[MarginTier]
-) -> Decimal | None:
-    """The price S at which a linear position's equity falls to its maintenance margin.
-
-    Equity is `collateral + q (S - entry)` and, in bracket k, `MM = |q| S mmr_k - cum_k`; both are
-    linear in S, so solving `equity = MM` inside bracket k gives
-
-        S_k = (q entry - collateral - cum_k) / (q - |q| mmr_k).
-
-    `equity - MM` is strictly monotone in S (mmr < 1), so exactly one S_k has its notional `|q| S_k`
-    inside its own bracket: that is the liquidation price. Isolated margin: `collateral_usd` is the
-    margin posted to the position. Cross margin: the account equity available to it (wallet equity
-    minus the other positions' maintenance margin). None for a flat position, a long whose collateral
-    outlasts a price of zero, or a short whose notional runs past the table first.
-    """
-    if size_coin == 0:
-        return None
-    for tier, cum in zip(tiers, cumulative_amounts_usd(tiers), strict=True):
-        price = (size_coin * entry_usd - collateral_usd - cum) / (size_coin - abs(size_coin) * tier.mmr)
-        if price > 0 and tier.floor_usd <= abs(size_coin) * price < tier.cap_usd:
-            return price
-    return None
-
-
-def liquidation_distance(
-    size_coin: Decimal,
-    entry_usd: Decimal,
-    collateral_usd: Decimal,
-    tiers: Sequence[MarginTier],
-    mark_usd: Decimal,
-) -> Decimal | None:
-    """Relative move of the mark that reaches the liquidation price (+0.17: a 17% rally)."""
-    price = liquidation_price_usd(size_coin, entry_usd, collateral_usd, tiers)
-    return None if price is None else price / mark_usd - 1
-
-
-# Scenario-based portfolio margin (Deribit-style), REFERENCE 3.2
-
-
-class PositionKind(StrEnum):
-    SPOT = "spot"
-    LINEAR = "linear"
-    INVERSE = "inverse"
-    OPTION = "option"
-
-
-@dataclass(frozen=True, slots=True)
-class RiskPosition:
-    """A position of a portfolio-margined account, on one underlying.
-
-    `size_coin` is signed coins (+ long): a spot amount, linear contracts x contract size, an inverse
-    contract's USD face / its mark, option contracts x coins per contract. `years_to_expiry` is None
-    for spot and perpetuals. Options are coin-settled (Deribit) and priced with Black-76 on the index
-    at `vol` (r = 0; the basis between index and forward is ignored).
-    """
-
-    kind: PositionKind
-    size_coin: Decimal
-    years_to_expiry: float | None = None
-    strike_usd: Decimal | None = None
-    is_call: bool = True
-    vol: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.kind is PositionKind.OPTION:
-            self.strike_and_years()
-
-    def strike_and_years(self) -> tuple[float, float]:
-        """An option's strike in USD and years to expiry, as floats."""
-        if self.strike_usd is None or self.years_to_expiry is None:
-            raise ValueError("an option position needs a strike and an expiry")
-        return float(self.strike_usd), self.years_to_expiry
-
-    @property
-    def settles_in_coin(self) -> bool:
-        return self.kind in (PositionKind.INVERSE, PositionKind.OPTION)
-
-
-@dataclass(frozen=True, slots=True)
-class PortfolioMarginParams:
-    """Per-asset scenario parameters; the defaults are Deribit's published BTC values.
-
-    `extended_moves` are large moves applied to options only, at the volatility-up shock, with their
-    PnL multiplied by `extended_table_factor`. Deribit also applies a fraction and a dampener whose
-    exact form it does not publish: the default factor 1.0 takes the full loss, which can only
-    overstate the margin.
-    """
-
-    price_range: float = 0.16
-    min_annualised_move: float = 0.01
-    annualised_move_risk: float = 0.075
-    volatility_range_up: float = 0.50
-    volatility_range_down: float = 0.25
-    min_volatility_for_shock_up: float = 0.50
-    vega_power_short: float = 0.30
-    vega_power_long: float = 0.13
-    extended_moves: tuple[float, ...] = (-0.66, -0.33, 0.5, 1.0, 2.0, 3.0, 4.0, 5.0)
-    extended_table_factor: float = 1.0
-    mm_factor: float = 0.8
-    include_spot: bool = False
-
-
-class VolShock(StrEnum):
-    SAME = "same"
-    UP = "up"
-    DOWN = "down"
-
-
-@dataclass(frozen=True, slots=True)
-class Scenario:
-    """One cell of the risk matrix: the portfolio's PnL in its settlement currency if the index moves
-    by `move` and option vols take `vol_shock`. Extended cells hold the options' PnL only."""
-
-    move: float
-    vol_shock: VolShock
-    pnl: Decimal
-    extended: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class PortfolioMargin:
-    """Margin of one settlement currency's portfolio, in that currency: coin for inverse futures and
-    coin-settled options, USD for linear contracts and spot."""
-
-    scenarios: tuple[Scenario, ...]
-    worst_loss: Decimal
-    roll_shock: Decimal
-    risk_matrix_margin: Decimal
-    initial_margin: Decimal
-    maintenance_margin: Decimal
-
-
-def price_moves(price_range: float) -> list[float]:
-    """The 9 moves `m_k = -R + k R / 4`, k = 0..8."""
-    return [-price_range + k * price_range / 4 for k in range(9)]
-
-
-def shocked_vols(vol: float, years_to_expiry: float, params: PortfolioMarginParams) -> dict[VolShock, float]:
-    """Up: `max(vol (1 + up (30/DTE)^p), min_up)`; down: `max(vol (1 - down (30/DTE)^p), 0)`, with p the
-    short-term vega power below 30 days to expiry and the long-term one from 30 days."""
-    days = years_to_expiry * DAYS_PER_YEAR
-    if days <= 0:
-        return dict.fromkeys(VolShock, vol)
-    power = params.vega_power_short if days < VEGA_REFERENCE_DAYS else params.vega_power_long
-    scale = (VEGA_REFERENCE_DAYS / days) ** power
-    return {
-        VolShock.SAME: vol,
-        VolShock.UP: max(vol * (1 + params.volatility_range_up * scale), params.min_volatility_for_shock_up),
-        VolShock.DOWN: max(vol * (1 - params.volatility_range_down * scale), 0.0),
-    }
-
-
-def _pnl(
-    position: RiskPosition, index_usd: float, move: float, shock: VolShock, params: PortfolioMarginParams
-) -> float:
-    """PnL of one position in its settlement currency if the index moves by `move`."""
-    size = float(position.size_coin)
-    if position.kind is PositionKind.INVERSE:
-        return size * move / (1 + move)
-    if position.kind is PositionKind.OPTION:
-        strike, years = position.strike_and_years()
-        moved = index_usd * (1 + move)
-        vol = shocked_vols(position.vol, years, params)[shock]
-        after = black76_price_usd(moved, strike, years, vol, position.is_call) / moved
-        before = black76_price_usd(index_usd, strike, years, position.vol, position.is_call) / index_usd
-        return size * (after - before)
-    return size * index_usd * move
-
-
-def _in_grid(positions: Sequence[RiskPosition], params: PortfolioMarginParams) -> list[RiskPosition]:
-    held = [p for p in positions if params.include_spot or p.kind is not PositionKind.SPOT]
-    if len({p.settles_in_coin for p in held}) > 1:
-        raise ValueError("positions settle in both coin and USD: margin each settlement currency apart")
-    return held
-
-
-def portfolio_margin(
-    positions: Sequence[RiskPosition],
-    index_usd: Decimal,
-    params: PortfolioMarginParams,
-    mmp_addon: Decimal = ZERO,
-    open_orders_addon: Decimal = ZERO,
-) -> PortfolioMargin:
-    """Revalue the portfolio on the grid and derive its margin, in its settlement currency.
-
-    Cells: 9 moves x 3 vol shocks (futures ignore the shock), plus the extended moves for options.
-    Inverse futures earn `q m / (1+m)` coin, linear ones and spot (if `include_spot`) `q S m` USD,
-    options are revalued with Black-76 in coin. `worst = max(0, -min(cell PnL))`. The roll shock sums
-    futures and perpetuals only: `|q| max(min_annualised_move, exp(amr tau) - 1)` (a perpetual takes
-    the minimum), in coins, times the index for USD-settled ones. `risk_matrix_margin = worst + roll`,
-    `IM = risk_matrix_margin + mmp + open orders`, `MM = mm_factor x risk_matrix_margin`.
-    """
-    held = _in_grid(positions, params)
-    index = float(index_usd)
-
-    def total(group: list[RiskPosition], move: float, shock: VolShock) -> float:
-        return math.fsum(_pnl(p, index, move, shock, params) for p in group)
-
-    cells = [
-        Scenario(move, shock, _dec(total(held, move, shock)))
-        for move in price_moves(params.price_range)
-        for shock in VolShock
-    ]
-    options = [p for p in held if p.kind is PositionKind.OPTION]
-    if options:
-        factor = params.extended_table_factor
-        cells += [
-            Scenario(move, VolShock.UP, _dec(factor * total(options, move, VolShock.UP)), extended=True)
-            for move in params.extended_moves
-        ]
-    roll = 0.0
-    for p in held:
-        if p.kind in (PositionKind.LINEAR, PositionKind.INVERSE):
-            tau = p.years_to_expiry
-            roll_move = params.min_annualised_move
-            if tau is not None:
-                roll_move = max(roll_move, math.expm1(params.annualised_move_risk * tau))
-            roll += abs(float(p.size_coin)) * roll_move * (1.0 if p.settles_in_coin else index)
-    worst = max(ZERO, -min(cell.pnl for cell in cells))
-    rmm = worst + _dec(roll)
-    return PortfolioMargin(
-        scenarios=tuple(cells),
-        worst_loss=worst,
-        roll_shock=_dec(roll),
-        risk_matrix_margin=rmm,
-        initial_margin=rmm + mmp_addon + open_orders_addon,
-        maintenance_margin=rmm * _dec(params.mm_factor),
-    )
-
-
-def margin_headroom(equity: Decimal, maintenance_margin: Decimal) -> Decimal:
-    """`(equity - MM) / equity`: 1 with nothing at risk, 0 at the margin call, negative past it
-    (-Infinity with no equity at all)."""
-    if equity <= 0:
-        return Decimal("-Infinity")
-    return (equity - maintenance_margin) / equity
-
-
-def move_to_margin_call(
-    positions: Sequence[RiskPosition],
-    index_usd: Decimal,
-    equity: Decimal,
-    params: PortfolioMarginParams,
-    *,
-    upward: bool,
-    max_move: float = 0.95,
-    step: float = 0.01,
-) -> float | None:
-    """How far the index can move one way before equity falls below maintenance margin.
-
-    After a move m the equity (in the settlement currency) is `equity + PnL(m)` at unchanged vols,
-    and the maintenance margin is recomputed on the portfolio re-centred on the moved index (an
-    inverse position's coin size is face / price, so it becomes `q / (1+m)`). Scans in steps of
-    `step` up to `max_move`, then bisects the first breach to 1e-6. Returns the signed move (0 if
-    already below), or None if equity stays above the margin up to `max_move`.
-    """
-    held = _in_grid(positions, params)
-    index = float(index_usd)
-
-    def breached(move: float) -> bool:
-        after = [
-            replace(p, size_coin=p.size_coin / _dec(1 + move)) if p.kind is PositionKind.INVERSE else p
-            for p in held
-        ]
-        pnl = math.fsum(_pnl(p, index, move, VolShock.SAME, params) for p in held)
-        margin = portfolio_margin(after, index_usd * _dec(1 + move), params).maintenance_margin
-        return equity + _dec(pnl) < margin
-
-    sign = 1.0 if upward else -1.0
-    if breached(0.0):
-        return 0.0
-    safe = 0.0
-    while safe < max_move:
-        trial = min(safe + step, max_move)
-        if breached(sign * trial):
-            while trial - safe > 1e-6:
-                mid = (safe + trial) / 2
-                safe, trial = (safe, mid) if breached(sign * mid) else (mid, trial)
-            return sign * trial
-        safe = trial
-    return None
-
-
-# Standard cross margin of a live account, per settlement currency (the loop's view, REFERENCE 3.1)
-
-DEFAULT_TIERS_USD = tuple(
-    MarginTier(Decimal(floor), Decimal(cap), Decimal(mmr))
-    for floor, cap, mmr in [
-        (0, 50_000, "0.004"),
-        (50_000, 250_000, "0.005"),
-        (250_000, 1_000_000, "0.01"),
-        (1_000_000, 10_000_000, "0.025"),
-        (10_000_000, 20_000_000, "0.05"),
-        (20_000_000, 50_000_000, "0.10"),
-    ]
-)
-"""REFERENCE 3.1: Binance BTCUSDT maintenance margin tiers of 2021-03-18, on the USD notional."""
 DEFAULT_LEVERAGE = Decimal(10)
 OPTION_IM_RATE = Decimal("0.15")
 OPTION_IM_MIN_RATE = Decimal("0.10")
 OPTION_MM_RATE = Decimal("0.075")
 """Deribit's standard margin of a short option, per coin of underlying (in coin)."""
-
-
-def tiered_maintenance_usd(notional_usd: Decimal, tiers: Sequence[MarginTier]) -> Decimal:
-    """`maintenance_margin_usd`, with the last tier's rate going on above its cap (the cumulative amounts
-    built on the way: this runs on every simulated quote)."""
-    notional = abs(notional_usd)
-    cum = ZERO
-    previous: MarginTier | None = None
-    for tier in tiers:
-        if previous is not None:
-            cum += tier.floor_usd * (tier.mmr - previous.mmr)
-        if notional < tier.cap_usd:
-            break
-        previous = tier
-    return notional * tier.mmr - cum
 
 
 @dataclass(frozen=True, slots=True)
@@ -439,9 +87,9 @@ def leg_requirements(
     tiers = rules.tiers_for(instrument.symbol)
     if instrument.inverse:
         face_usd = abs(contracts) * instrument.contract_size
-        return face_usd / mark / lev, tiered_maintenance_usd(face_usd, tiers) / mark
+        return face_usd / mark / lev, maintenance_margin_usd(face_usd, tiers) / mark
     notional = abs(contracts) * instrument.contract_size * mark
-    return notional / lev, tiered_maintenance_usd(notional, tiers)
+    return notional / lev, maintenance_margin_usd(notional, tiers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -540,7 +188,7 @@ def _estimated_liquidation_price(
     entry = position.entry_price or position.mark_price
     if instrument.inverse:
         face = position.contracts * instrument.contract_size
-        mm_usd = tiered_maintenance_usd(face, tiers)
+        mm_usd = maintenance_margin_usd(face, tiers)
         denominator = collateral + face / entry
         if denominator == 0:
             return None

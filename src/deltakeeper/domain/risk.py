@@ -9,7 +9,8 @@ from decimal import Decimal
 from enum import Enum
 
 from deltakeeper.domain.instruments import ZERO, Instrument
-from deltakeeper.domain.margin import MarginRules, leg_requirements, margin_headroom
+from deltakeeper.domain.margin import MarginRules, leg_requirements
+from deltakeeper.domain.margin_headroom import margin_headroom
 from deltakeeper.domain.orders import Fill, OrderIntent
 
 

@@ -59,11 +59,13 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+from deltakeeper.domain.average_entry import fill_position, realised_pnl
 from deltakeeper.domain.errors import OrderRejected
 from deltakeeper.domain.exposure import Position, unrealized_pnl, years_to_expiry
 from deltakeeper.domain.greeks import greeks
 from deltakeeper.domain.instruments import ZERO, Instrument
-from deltakeeper.domain.margin import DEFAULT_TIERS_USD, MarginRules, account_margin, leg_requirements
+from deltakeeper.domain.margin import MarginRules, account_margin, leg_requirements
+from deltakeeper.domain.margin_tiers import DEFAULT_TIERS_USD
 from deltakeeper.domain.orders import (
     Fill,
     FundingPayment,
@@ -703,14 +705,10 @@ class SimEngine:
         """Add a signed option fill to the position (arithmetic average entry). No realised PnL: the
         premium has moved the wallet."""
         pos = account.positions.setdefault(instrument.symbol, _Position())
-        held = pos.contracts
-        pos.contracts = held + signed
-        if held == 0 or (held > 0) == (signed > 0):
-            pos.entry_price = (abs(held) * pos.entry_price + abs(signed) * price) / (abs(held) + abs(signed))
-        elif pos.contracts == 0:
+        filled = fill_position(pos.contracts, pos.entry_price, signed, price, inverse=False)
+        pos.contracts, pos.entry_price = filled.size, filled.entry
+        if filled.size == 0:
             del account.positions[instrument.symbol]
-        elif (pos.contracts > 0) != (held > 0):
-            pos.entry_price = price
 
     # liquidation and expiry
 
@@ -822,25 +820,15 @@ class SimEngine:
                         price: Decimal) -> Decimal:
         """Add a signed fill to the position; return the realised PnL in the settle coin."""
         pos = account.positions.setdefault(instrument.symbol, _Position())
-        held, entry = pos.contracts, pos.entry_price
-        pos.contracts = held + signed
-        if held == 0 or (held > 0) == (signed > 0):
-            if instrument.inverse:
-                coin_value = (abs(held) / entry if held else ZERO) + abs(signed) / price
-                pos.entry_price = (abs(held) + abs(signed)) / coin_value
-            else:
-                pos.entry_price = (abs(held) * entry + abs(signed) * price) / (abs(held) + abs(signed))
-            return ZERO
-        closed = min(abs(signed), abs(held)) * (1 if held > 0 else -1)
-        if instrument.inverse:
-            realised = closed * instrument.contract_size * (1 / entry - 1 / price)
-        else:
-            realised = closed * instrument.contract_size * (price - entry)
-        if pos.contracts == 0:
+        entry = pos.entry_price
+        filled = fill_position(pos.contracts, entry, signed, price, inverse=instrument.inverse)
+        pos.contracts, pos.entry_price = filled.size, filled.entry
+        if filled.size == 0:
             del account.positions[instrument.symbol]
-        elif (pos.contracts > 0) != (held > 0):
-            pos.entry_price = price
-        return _wallet(realised)
+        if filled.closed == 0:
+            return ZERO
+        closed = filled.closed * instrument.contract_size
+        return _wallet(realised_pnl(closed, entry, price, inverse=instrument.inverse))
 
     def _settle_funding(self, instrument: Instrument, quote: Quote, interval_secs: int) -> None:
         slot = math.floor(quote.ts.timestamp() / interval_secs)

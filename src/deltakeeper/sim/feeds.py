@@ -99,17 +99,25 @@ def _bar(row: Mapping[str, object]) -> Bar:
     )
 
 
-def load_bars(path: str | Path) -> list[Bar]:
-    """Bars from a CSV or Parquet file (by suffix) with columns `timestamp, open, high, low, close` and
-    optionally `volume, perp_close, funding_rate`; other columns are ignored. Sorted by time."""
+def read_rows(path: str | Path) -> list[dict[str, object]]:
+    """The rows of a CSV or Parquet file (by suffix), keyed by column name stripped and lower-cased: the
+    one reader of bar and series files (the simulator's replay, the backtest's inputs)."""
     path = Path(path)
+    raw: Sequence[Mapping[object, object]]
     if path.suffix.lower() == ".parquet":
         import pyarrow.parquet as pq
 
-        rows: Sequence[Mapping[str, object]] = pq.read_table(path).to_pylist()
+        raw = pq.read_table(path).to_pylist()
     else:
         with path.open(newline="") as handle:
-            rows = list(csv.DictReader(handle))
+            raw = list(csv.DictReader(handle))
+    return [{str(k).strip().lower(): v for k, v in row.items()} for row in raw]
+
+
+def load_bars(path: str | Path) -> list[Bar]:
+    """Bars from a CSV or Parquet file (`read_rows`) with columns `timestamp, open, high, low, close` and
+    optionally `volume, perp_close, funding_rate` (any case); other columns are ignored. Sorted by time."""
+    rows = read_rows(path)
     if not rows:
         raise ValueError(f"{path}: no bars")
     return sorted((_bar(row) for row in rows), key=lambda bar: bar.ts)

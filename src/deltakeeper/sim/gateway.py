@@ -29,7 +29,7 @@ from typing import Generic, TypeVar
 from deltakeeper.domain.costs import BookLevel
 from deltakeeper.domain.errors import ExchangeUnavailable
 from deltakeeper.domain.instruments import Instrument
-from deltakeeper.domain.margin import MarginTier
+from deltakeeper.domain.margin_tiers import MarginTier
 from deltakeeper.domain.orders import Fill, FundingPayment, OrderRequest, OrderState, Quote
 from deltakeeper.domain.records import AccountSnapshot
 from deltakeeper.domain.venue_margin import AccountMode, VenueMargin, worst_ratio

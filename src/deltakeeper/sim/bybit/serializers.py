@@ -12,7 +12,7 @@ from typing import Any
 
 from deltakeeper.domain.exposure import Position
 from deltakeeper.domain.instruments import ZERO, Instrument, is_stable
-from deltakeeper.domain.margin import MarginTier, cumulative_amounts_usd
+from deltakeeper.domain.margin_tiers import MarginTier, cumulative_amounts_usd
 from deltakeeper.domain.orders import OrderState, OrderStatus, OrderType, Quote
 from deltakeeper.sim.bybit.protocol import INVERSE, SPOT, fmt
 from deltakeeper.sim.bybit.records import DAY_MS, HOUR_MS, Execution, MarketStats, OrderMeta, PositionBook

@@ -78,18 +78,28 @@ Units and assumptions:
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, localcontext
-from itertools import pairwise
 from typing import Any, Literal
 
+from deltakeeper.domain.pnl_journal import (
+    ZERO,
+    HedgeBook,
+    JournalFill,
+    PriceHistory,
+    Row,
+    decimal_of,
+    exposure_of,
+    journal_fills,
+    journal_payments,
+    rounded,
+    utc_time,
+)
 from deltakeeper.domain.usd import to_usd
 
-Row = Mapping[str, Any]
 By = Literal["asset", "day"]
 
 PNL_COLUMNS = [
@@ -105,214 +115,7 @@ SUMMED_COLUMNS = [
 ]
 TOTAL_ASSET = "TOTAL"
 ALL_PERIOD = "all"
-QUANTUM = Decimal("1e-10")
-ZERO = Decimal(0)
 _PRECISION = 60
-
-
-# -- parsing the journal's rows -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Market:
-    """What a ccxt unified symbol says: `BTC/USDT:USDT` linear, `BTC/USD:BTC` inverse, `BTC/USDT` spot."""
-
-    base: str
-    settle: str
-    inverse: bool
-
-
-def market_of(symbol: str) -> Market:
-    pair, _, settle_part = symbol.partition(":")
-    base, _, quote = pair.partition("/")
-    base = base.upper()
-    settle = settle_part.split("-")[0].upper() if settle_part else quote.upper()
-    return Market(base=base, settle=settle, inverse=bool(settle_part) and settle == base)
-
-
-def _dec(value: Any) -> Decimal:
-    return value if isinstance(value, Decimal) else Decimal(str(value))
-
-
-def _ts(value: Any) -> datetime:
-    if isinstance(value, datetime):
-        parsed = value
-    else:
-        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-
-
-def _q(value: Decimal) -> Decimal:
-    return value.quantize(QUANTUM)
-
-
-@dataclass(frozen=True, slots=True)
-class _Fill:
-    ts: datetime
-    symbol: str
-    market: Market
-    sign: int  # +1 buy, -1 sell
-    price: Decimal
-    notional_usd: Decimal
-    fee: Decimal
-    fee_currency: str
-    reference_price: Decimal | None
-
-
-@dataclass(frozen=True, slots=True)
-class _Payment:
-    ts: datetime
-    asset: str
-    amount: Decimal
-    currency: str
-
-
-def _fills(rows: Iterable[Row], references: Mapping[str, Decimal]) -> list[_Fill]:
-    out = []
-    for row in rows:
-        market = market_of(row["symbol"])
-        side = str(row["side"]).lower()
-        if side not in ("buy", "sell"):
-            raise ValueError(f"fill {row.get('trade_id')}: side {row['side']!r} is neither buy nor sell")
-        client_order_id = row.get("client_order_id")
-        out.append(_Fill(
-            ts=_ts(row["ts"]),
-            symbol=row["symbol"],
-            market=market,
-            sign=1 if side == "buy" else -1,
-            price=_dec(row["price"]),
-            notional_usd=abs(_dec(row["notional_usd"])),
-            fee=_dec(row["fee"]),
-            fee_currency=(row.get("fee_currency") or market.settle).upper(),
-            reference_price=references.get(client_order_id) if client_order_id else None,
-        ))
-    out.sort(key=lambda f: f.ts)
-    return out
-
-
-def _payments(rows: Iterable[Row]) -> list[_Payment]:
-    out = []
-    for row in rows:
-        market = market_of(row["symbol"])
-        out.append(_Payment(ts=_ts(row["ts"]), asset=market.base, amount=_dec(row["amount"]),
-                            currency=(row.get("currency") or market.settle).upper()))
-    return out
-
-
-# -- prices ---------------------------------------------------------------------------------------------
-
-
-class _Prices:
-    """Every price the journal knows per asset, in time order: decisions' `price_usd` and fill prices."""
-
-    def __init__(self, decisions: Iterable[Row], fills: Iterable[_Fill]) -> None:
-        points: dict[str, list[tuple[datetime, int, Decimal]]] = defaultdict(list)
-        for row in decisions:
-            price = row.get("price_usd")
-            if price is not None and _dec(price) > 0:
-                points[str(row["asset"]).upper()].append((_ts(row["ts"]), 0, _dec(price)))
-        for fill in fills:
-            if fill.price > 0:
-                points[fill.market.base].append((fill.ts, 1, fill.price))  # a fill wins a tie
-        self._times: dict[str, list[datetime]] = {}
-        self._prices: dict[str, list[Decimal]] = {}
-        for asset, asset_points in points.items():
-            asset_points.sort(key=lambda p: (p[0], p[1]))
-            self._times[asset] = [p[0] for p in asset_points]
-            self._prices[asset] = [p[2] for p in asset_points]
-
-    def times(self, asset: str) -> list[datetime]:
-        return self._times.get(asset, [])
-
-    def prices(self, asset: str) -> list[Decimal]:
-        return self._prices.get(asset, [])
-
-    def last_before(self, asset: str, end: datetime | None) -> Decimal | None:
-        """The last price strictly before `end` (None: the last of all)."""
-        prices = self._prices.get(asset)
-        if not prices:
-            return None
-        index = len(prices) if end is None else bisect_left(self._times[asset], end)
-        return prices[index - 1] if index else None
-
-    def nearest(self, asset: str, at: datetime) -> Decimal | None:
-        times = self._times.get(asset)
-        if not times:
-            return None
-        index = bisect_left(times, at)
-        candidates = [i for i in (index - 1, index) if 0 <= i < len(times)]
-        best = min(candidates, key=lambda i: abs(times[i] - at))
-        return self._prices[asset][best]
-
-
-# -- positions ------------------------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class _Position:
-    """One instrument's hedge position. Linear: `size` in coins, PnL from cash; inverse: `size` in USD
-    face, PnL in coin converted at the time."""
-
-    inverse: bool
-    size: Decimal = ZERO
-    entry: Decimal = ZERO
-    cash_usd: Decimal = ZERO  # linear: notional received on sells less paid on buys
-    realised_usd: Decimal = ZERO
-
-    def apply(self, fill: _Fill) -> None:
-        price = fill.price
-        if price <= 0:
-            raise ValueError(f"fill of {fill.symbol} at {fill.ts.isoformat()} has no price")
-        if self.inverse:
-            change = fill.sign * fill.notional_usd
-        else:
-            change = _q(fill.sign * fill.notional_usd / price)
-            self.cash_usd -= fill.sign * fill.notional_usd
-        if self.size == 0 or (self.size > 0) == (change > 0):
-            self._add(change, price)
-            return
-        closed = min(abs(change), abs(self.size))
-        direction = 1 if self.size > 0 else -1
-        if self.inverse:
-            coin_pnl = direction * closed * (1 / self.entry - 1 / price)
-            self.realised_usd += _q(coin_pnl * price)
-        else:
-            self.realised_usd += _q(direction * closed * (price - self.entry))
-        self.size += change
-        if self.size == 0:
-            self.entry = ZERO
-        elif (self.size > 0) != (direction > 0):  # flipped: the rest opens at this price
-            self.entry = price
-
-    def _add(self, change: Decimal, price: Decimal) -> None:
-        old, new = abs(self.size), abs(change)
-        if old == 0:
-            self.entry = price
-        elif self.inverse:
-            self.entry = _q((old + new) / (old / self.entry + new / price))
-        else:
-            self.entry = _q((old * self.entry + new * price) / (old + new))
-        self.size += change
-
-    def pnl_usd(self, mark: Decimal | None) -> Decimal:
-        """Hedge PnL since the first fill: realised plus the open position marked at `mark`."""
-        if self.inverse:
-            if self.size == 0 or mark is None:
-                return self.realised_usd
-            return self.realised_usd + _q(self.size * (mark / self.entry - 1))
-        if self.size == 0 or mark is None:  # a fill's own price is known, so mark is None only when flat
-            return self.cash_usd
-        return self.cash_usd + self.size * mark
-
-    def coins(self, mark: Decimal | None) -> Decimal:
-        if not self.inverse:
-            return self.size
-        if self.size == 0 or mark is None:
-            return ZERO
-        return _q(self.size / mark)
-
-
-# -- attribution ----------------------------------------------------------------------------------------
 
 
 @dataclass(slots=True)
@@ -327,71 +130,6 @@ class _Bucket:
     seen: bool = False
 
 
-@dataclass(slots=True)
-class _Book:
-    """One asset's positions, walked forward through its fills."""
-
-    fills: list[_Fill]
-    positions: dict[str, _Position] = field(default_factory=dict)
-    applied: int = 0
-
-    def advance(self, end: datetime | None) -> None:
-        """Apply every fill strictly before `end` (None: all)."""
-        while self.applied < len(self.fills) and (end is None or self.fills[self.applied].ts < end):
-            fill = self.fills[self.applied]
-            position = self.positions.setdefault(fill.symbol, _Position(inverse=fill.market.inverse))
-            position.apply(fill)
-            self.applied += 1
-
-    def state(self, mark: Decimal | None) -> tuple[Decimal, Decimal, Decimal]:
-        """(hedge PnL since the first fill, realised PnL since the first fill, position in coins)."""
-        pnl = sum((p.pnl_usd(mark) for p in self.positions.values()), ZERO)
-        realised = sum((p.realised_usd for p in self.positions.values()), ZERO)
-        coins = sum((p.coins(mark) for p in self.positions.values()), ZERO)
-        return _q(pnl), realised, coins
-
-
-@dataclass(frozen=True, slots=True)
-class _Exposure:
-    """One asset's exposure being hedged (see "Exposure" in the module's docstring): the holding inferred
-    at each decision, and its value change summed over the steps between known prices."""
-
-    decision_times: list[datetime]
-    holdings_coin: list[Decimal]
-    step_times: list[datetime]
-    cumulative_pnl_usd: list[Decimal]
-
-    def coin(self, end: datetime | None) -> Decimal:
-        """The exposure at the last decision strictly before `end` (None: the last of all)."""
-        index = len(self.decision_times) if end is None else bisect_left(self.decision_times, end)
-        return self.holdings_coin[index - 1] if index else ZERO
-
-    def pnl_usd(self, end: datetime | None) -> Decimal:
-        """Its value change from the first known price to the last strictly before `end`."""
-        index = len(self.step_times) if end is None else bisect_left(self.step_times, end)
-        return self.cumulative_pnl_usd[index - 1] if index else ZERO
-
-
-def _exposure(asset: str, decisions: Sequence[tuple[datetime, Decimal, Decimal]], fills: list[_Fill],
-              prices: _Prices) -> _Exposure:
-    """From the asset's (time, delta_coin, price_usd) decisions in time order and its hedge fills."""
-    book = _Book(fills)
-    holdings = []
-    for ts, delta_coin, price in decisions:
-        book.advance(ts)
-        holdings.append(delta_coin - book.state(price)[2])
-    decision_times = [ts for ts, _, _ in decisions]
-    points = list(zip(prices.times(asset), prices.prices(asset), strict=True))
-    steps, cumulative, total = [], [], ZERO
-    for (start, start_price), (end, end_price) in pairwise(points):
-        held = bisect_right(decision_times, start)
-        if held:
-            total += _q(holdings[held - 1] * (end_price - start_price))
-        steps.append(end)
-        cumulative.append(total)
-    return _Exposure(decision_times, holdings, steps, cumulative)
-
-
 def _period_of(ts: datetime, by: By) -> str:
     return ts.date().isoformat() if by == "day" else ALL_PERIOD
 
@@ -403,7 +141,7 @@ def _period_end(period: str, until: datetime | None) -> datetime | None:
     return day if until is None or day < until else until
 
 
-def _usd(amount: Decimal, currency: str, price_here: Decimal | None, prices: _Prices, ts: datetime
+def _usd(amount: Decimal, currency: str, price_here: Decimal | None, prices: PriceHistory, ts: datetime
          ) -> Decimal | None:
     """`domain.usd.to_usd` at the fill's own price (`price_here`) or the coin's nearest to `ts`."""
     return to_usd(amount, currency,
@@ -446,13 +184,13 @@ def _attribute(fills: Sequence[Row], funding: Sequence[Row], orders: Sequence[Ro
         return before_until(ts) and (since is None or ts >= since)
 
     references = {
-        str(row["client_order_id"]): _dec(row["reference_price"])
+        str(row["client_order_id"]): decimal_of(row["reference_price"])
         for row in orders
         if row.get("client_order_id") and row.get("reference_price") is not None
     }
-    all_fills = [f for f in _fills(fills, references) if before_until(f.ts)]
-    payments = [p for p in _payments(funding) if in_window(p.ts)]
-    prices = _Prices([d for d in decisions if before_until(_ts(d["ts"]))], all_fills)
+    all_fills = [f for f in journal_fills(fills, references) if before_until(f.ts)]
+    payments = [p for p in journal_payments(funding) if in_window(p.ts)]
+    prices = PriceHistory([d for d in decisions if before_until(utc_time(d["ts"]))], all_fills)
 
     buckets: dict[tuple[str, str], _Bucket] = defaultdict(_Bucket)
     for fill in all_fills:
@@ -470,7 +208,7 @@ def _attribute(fills: Sequence[Row], funding: Sequence[Row], orders: Sequence[Ro
             bucket.fees_usd += fee
         if fill.reference_price is not None:
             worse = fill.sign * (fill.price - fill.reference_price)
-            bucket.slippage_usd += _q(fill.notional_usd / fill.price * worse)
+            bucket.slippage_usd += rounded(fill.notional_usd / fill.price * worse)
     for payment in payments:
         bucket = buckets[(payment.asset, _period_of(payment.ts, by))]
         bucket.seen = True
@@ -482,22 +220,22 @@ def _attribute(fills: Sequence[Row], funding: Sequence[Row], orders: Sequence[Ro
         else:
             bucket.funding_paid_usd -= amount
 
-    fills_by_asset: dict[str, list[_Fill]] = defaultdict(list)
+    fills_by_asset: dict[str, list[JournalFill]] = defaultdict(list)
     for fill in all_fills:
         fills_by_asset[fill.market.base].append(fill)
     deltas_by_asset: dict[str, list[tuple[datetime, Decimal, Decimal]]] = defaultdict(list)
     for row in decisions:
-        ts = _ts(row["ts"])
-        if before_until(ts) and row.get("delta_coin") is not None and _dec(row["price_usd"]) > 0:
+        ts = utc_time(row["ts"])
+        if before_until(ts) and row.get("delta_coin") is not None and decimal_of(row["price_usd"]) > 0:
             deltas_by_asset[str(row["asset"]).upper()].append(
-                (ts, _dec(row["delta_coin"]), _dec(row["price_usd"])))
+                (ts, decimal_of(row["delta_coin"]), decimal_of(row["price_usd"])))
     assets = set(fills_by_asset) | {asset for asset, _ in buckets} | set(deltas_by_asset)
 
     rows: list[dict[str, Any]] = []
     for asset in sorted(assets):
-        book = _Book(fills_by_asset.get(asset, []))
+        book = HedgeBook(fills_by_asset.get(asset, []))
         deltas = sorted(deltas_by_asset.get(asset, []), key=lambda d: d[0])
-        exposure = _exposure(asset, deltas, book.fills, prices)
+        exposure = exposure_of(asset, deltas, book.fills, prices)
         periods = {period for a, period in buckets if a == asset}
         if book.fills or deltas:  # an open position or a holding earns or loses whenever the price moves
             periods |= {_period_of(ts, by) for ts in prices.times(asset) if in_window(ts)}
