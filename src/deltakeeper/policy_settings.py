@@ -131,7 +131,9 @@ def live_policy(settings: Settings) -> HedgePolicy:
 
 def margin_levels(settings: Settings) -> HeadroomLevels:
     return HeadroomLevels.from_pct(
-        settings.margin_min_headroom_pct, settings.margin_warn_headroom_pct, settings.margin_critical_headroom_pct
+        settings.margin_min_headroom_pct,
+        settings.margin_warn_headroom_pct,
+        settings.margin_critical_headroom_pct,
     )
 
 
