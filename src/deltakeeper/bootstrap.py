@@ -25,7 +25,6 @@ from deltakeeper.app.venue_margin import VenueMarginView
 from deltakeeper.app.watch import Watch
 from deltakeeper.config import Mode, Settings
 from deltakeeper.domain.errors import ConfigError
-from deltakeeper.domain.policy import price_symbol  # noqa: F401  (margin_report imports it from here)
 from deltakeeper.domain.price_gate import GateLimits, PriceGate
 from deltakeeper.policy_settings import (
     check_bands,

@@ -17,8 +17,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from deltakeeper.cli.margin import margin
 from deltakeeper.domain.errors import ConfigError
-from deltakeeper.margin_report import margin
 from tests.e2e.cli_helpers import clean_env, deltakeeper
 from tests.integration.frozen_emulator import (
     KEY,

@@ -33,11 +33,12 @@ from tests.integration.service_harness import RecordingAlerts, journal_for
 from deltakeeper.adapters.ccxt_exchange import CcxtExchange
 from deltakeeper.app.margin_watch import MarginWatch, margin_watch_of
 from deltakeeper.app.runner import Runner
-from deltakeeper.bootstrap import build_runner, build_sim_exchange, price_symbol
+from deltakeeper.bootstrap import build_runner, build_sim_exchange
+from deltakeeper.cli.margin import margin_report
 from deltakeeper.config import Settings
 from deltakeeper.domain.errors import ExchangeUnavailable
 from deltakeeper.domain.margin_tiers import DEFAULT_TIERS_USD, MarginTier
-from deltakeeper.margin_report import margin_report
+from deltakeeper.domain.policy import price_symbol
 from deltakeeper.ports import Exchange
 from deltakeeper.sim.bybit.server import RunningServer
 from deltakeeper.sim.gateway import SimGateway

@@ -51,8 +51,7 @@ LAYERS: dict[str, Layer] = {
     "composition": Layer(("deltakeeper.bootstrap", "deltakeeper.stopping"),
                          tuple(layer for layer in EVERY_LAYER if layer != "composition")),
     # The command line, and the entry points that run it. It reads the journal through its port.
-    "cli": Layer(("deltakeeper.cli", "deltakeeper.__main__", "deltakeeper.backtest.__main__",
-                  "deltakeeper.margin_report", "deltakeeper.output", "deltakeeper.cli_args"),
+    "cli": Layer(("deltakeeper.cli", "deltakeeper.__main__", "deltakeeper.backtest.__main__"),
                  EVERY_LAYER, forbidden_libraries=DATABASE_LIBRARIES),
 }
 

@@ -12,11 +12,11 @@ from typing import Any
 import ccxt
 import pytest
 
+from deltakeeper.cli.margin import margin_report
+from deltakeeper.cli.output import plain
 from deltakeeper.domain.errors import ConfigError
 from deltakeeper.domain.margin_legs import implied_vol, liquidation_move
 from deltakeeper.domain.margin_tiers import DEFAULT_TIERS_USD, MarginTier, liquidation_price_usd
-from deltakeeper.margin_report import margin_report
-from deltakeeper.output import plain
 
 D = Decimal
 FIXTURES = Path(__file__).parent / "fixtures" / "ccxt"

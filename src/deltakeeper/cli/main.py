@@ -18,9 +18,9 @@ import typer
 from deltakeeper.cli.args import ShortFormat, fail, read_json_file
 from deltakeeper.cli.backtest import backtest
 from deltakeeper.cli.journal import journal_app
+from deltakeeper.cli.margin import margin
 from deltakeeper.domain.durations import parse_duration_secs
 from deltakeeper.domain.errors import ConfigError
-from deltakeeper.margin_report import margin
 
 if TYPE_CHECKING:
     from deltakeeper.config import Settings

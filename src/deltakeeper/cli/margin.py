@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from deltakeeper.cli_args import read_json_file
+from deltakeeper.cli.args import read_json_file
 from deltakeeper.domain.errors import ConfigError, ExchangeUnavailable
 from deltakeeper.domain.instruments import Instrument
 from deltakeeper.domain.margin_legs import TierTables
@@ -152,7 +152,7 @@ def margin(
     leg's distance to liquidation: of a portfolio file, else of the live account the DK_ settings
     configure (DK_EXCHANGE, DK_EXCHANGE_URL, the keys)."""
     from deltakeeper.app.venue_margin import venue_line
-    from deltakeeper.output import plain, print_table, to_json
+    from deltakeeper.cli.output import plain, print_table, to_json
 
     doc = live_portfolio() if portfolio is None else read_json_file(portfolio, "--portfolio")
     report = margin_report(doc)
@@ -211,7 +211,8 @@ def live_portfolio() -> dict[str, Any]:
 async def _read_account(settings: Settings) -> dict[str, Any]:
     from deltakeeper.adapters.ccxt_exchange import CcxtExchange
     from deltakeeper.app.venue_margin import VenueMarginView, venue_entry
-    from deltakeeper.bootstrap import build_exchange, price_symbol
+    from deltakeeper.bootstrap import build_exchange
+    from deltakeeper.domain.policy import price_symbol
 
     exchange, clock = build_exchange(settings)
     assert isinstance(exchange, CcxtExchange)
