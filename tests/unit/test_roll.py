@@ -38,8 +38,9 @@ def test_a_short_hedge_takes_the_perp_while_funding_beats_the_basis_and_the_futu
 
 def test_a_long_hedge_prefers_the_perp_when_its_funding_costs_less_than_the_basis() -> None:
     now = DEC - timedelta(days=90)
-    assert choose_hedge(PERP, D("-0.0001"), LIN_DEC, D(61_500), D(60_000), now, hedge_side="long").kind == "perp"
-    assert choose_hedge(PERP, D("0.0001"), LIN_DEC, D(61_500), D(60_000), now, hedge_side="long").kind == "future"
+    negative = choose_hedge(PERP, D("-0.0001"), LIN_DEC, D(61_500), D(60_000), now, hedge_side="long")
+    positive = choose_hedge(PERP, D("0.0001"), LIN_DEC, D(61_500), D(60_000), now, hedge_side="long")
+    assert (negative.kind, positive.kind) == ("perp", "future")
 
 
 def test_a_future_inside_its_roll_window_is_never_chosen() -> None:
@@ -84,7 +85,7 @@ def test_an_inverse_short_rolls_the_same_coins_into_more_usd_face_at_the_higher_
     assert plan is not None and plan.open is not None
     assert plan.exposure_coin == D("-0.5")
     assert plan.close == OrderIntent(INV_DEC.symbol, Side.BUY, D(30_000), D(60_000), reduce_only=True)
-    assert (plan.open.side, plan.open.amount_contracts, plan.open.reduce_only) == (Side.SELL, D(30_600), False)
+    assert plan.open == OrderIntent(INV_MAR.symbol, Side.SELL, D(30_600), D(61_200))
 
 
 def test_a_long_rolls_into_a_long() -> None:

@@ -205,7 +205,8 @@ class SimEngine:
         self._listeners: list[AccountListener] = []
         self._quote_listeners: list[QuoteListener] = []
         self._expiries = sorted(
-            (i.expiry, i.symbol) for i in self.instruments.values() if i.is_derivative and i.expiry is not None
+            (i.expiry, i.symbol) for i in self.instruments.values()
+            if i.is_derivative and i.expiry is not None
         )
         self._expired: set[str] = set()
         self._snapshots = itertools.count(1)

@@ -169,8 +169,9 @@ def future_instruments(start: datetime, count: int = DEFAULT_QUARTERLIES,
         for base in bases:
             asset = ASSETS[base]
             linear = Instrument(
-                symbol=future_symbol(base, expiry, inverse=False), kind=Kind.FUTURE, base=base, quote="USDT",
-                settle="USDT", contract_size=asset.linear_contract_size, lot_step_contracts=asset.linear_lot_step,
+                symbol=future_symbol(base, expiry, inverse=False), kind=Kind.FUTURE, base=base,
+                quote="USDT", settle="USDT", contract_size=asset.linear_contract_size,
+                lot_step_contracts=asset.linear_lot_step,
                 min_contracts=asset.linear_lot_step, min_notional_usd=MIN_NOTIONAL_USD,
                 taker_fee_rate=PERP_TAKER_FEE_RATE, maker_fee_rate=PERP_MAKER_FEE_RATE, expiry=expiry,
             )
