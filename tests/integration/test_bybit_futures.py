@@ -21,8 +21,8 @@ KEY, SECRET = "dk-test-key", "dk-test-secret"
 SPEED = 60.0
 START = datetime(2026, 12, 4, 9, 0, tzinfo=UTC)
 DEC = datetime(2026, 12, 25, 8, 0, tzinfo=UTC)
+DEC_MS = int(DEC.timestamp() * 1000)
 LINEAR_DEC, INVERSE_DEC = "BTC/USDT:USDT-261225", "BTC/USD:BTC-261225"
-"""The engine's (simulated-time) symbols of the December contracts."""
 
 
 async def start(start: datetime) -> RunningServer:
@@ -46,58 +46,50 @@ async def exchange(emulator: RunningServer) -> AsyncIterator[Any]:
     await client.close()
 
 
-def unified(server: RunningServer, engine_symbol: str) -> str:
-    """The symbol ccxt gives a future: its market and the date of its `deliveryTime`, which the emulator
-    stamps on the wall clock like every time it sends (at a speed of 1, the expiry date itself)."""
-    instrument = server.venue.engine.instruments[engine_symbol]
-    assert instrument.expiry is not None
-    delivered = datetime.fromtimestamp(server.venue.stamp_ms(instrument.expiry) / 1000, UTC)
-    return f"{engine_symbol.rsplit('-', 1)[0]}-{delivered:%y%m%d}"
-
-
 async def test_quarterlies_are_listed_with_bybits_ids_contract_types_and_delivery_times(
         emulator: RunningServer, exchange: Any) -> None:
-    venue = emulator.venue
-    linear = exchange.markets[unified(emulator, LINEAR_DEC)]
+    linear = exchange.markets[LINEAR_DEC]
     assert (linear["id"], linear["type"], linear["future"], linear["swap"]) == ("BTCUSDT-25DEC26", "future",
                                                                               True, False)
     assert (linear["linear"], linear["settle"], linear["contractSize"]) == (True, "USDT", 1)
     assert linear["info"]["contractType"] == "LinearFutures"
-    assert linear["expiry"] == venue.stamp_ms(DEC) == int(linear["info"]["deliveryTime"])
-    inverse = exchange.markets[unified(emulator, INVERSE_DEC)]
+    assert linear["expiry"] == DEC_MS == int(linear["info"]["deliveryTime"])
+    inverse = exchange.markets[INVERSE_DEC]
     assert (inverse["id"], inverse["type"], inverse["inverse"]) == ("BTCUSDZ26", "future", True)
     assert (inverse["settle"], inverse["contractSize"]) == ("BTC", 1)
     assert inverse["info"]["contractType"] == "InverseFutures"
-    march_ids = ("BTCUSDT-26MAR27", "BTCUSDH27", "SOLUSDT-26MAR27")
-    march = [m for m in exchange.markets.values() if m["id"] in march_ids]
-    assert len(march) == 3 and all(m["type"] == "future" for m in march)
+    # one ccxt market for each listed quarterly, under the engine's symbol
+    listed = {s for s, i in emulator.venue.engine.instruments.items() if i.kind is Kind.FUTURE}
+    assert len(listed) == 10
+    assert {s for s, m in exchange.markets.items() if m["type"] == "future"} == listed
+    assert exchange.markets["BTC/USD:BTC-270326"]["id"] == "BTCUSDH27"
 
     bot = adapter(emulator)
     try:
         instruments = await bot.load_instruments()
     finally:
         await bot.close()
-    future = instruments[unified(emulator, LINEAR_DEC)]
+    future = instruments[LINEAR_DEC]
     assert (future.kind, future.base, future.settle, future.inverse) == (Kind.FUTURE, "BTC", "USDT", False)
-    assert future.expiry is not None and int(future.expiry.timestamp() * 1000) == venue.stamp_ms(DEC)
+    assert future.expiry == DEC
     assert future.funding_interval_secs is None
 
 
 async def test_a_quarterly_ticker_carries_its_basis_over_the_index_and_no_funding(
         emulator: RunningServer, exchange: Any) -> None:
-    symbol = unified(emulator, LINEAR_DEC)
+    symbol = LINEAR_DEC
     ticker = await exchange.fetch_ticker(symbol)
     assert ticker["symbol"] == symbol and 0 < ticker["bid"] < ticker["ask"]
     index, mark = float(ticker["info"]["indexPrice"]), float(ticker["info"]["markPrice"])
     # 8% a year over the 21 days to expiry: about 0.46% over the index
     assert 1.004 < mark / index < 1.005
     assert ticker["info"]["fundingRate"] == ""
-    assert ticker["info"]["deliveryTime"] == str(emulator.venue.stamp_ms(DEC))
+    assert ticker["info"]["deliveryTime"] == str(DEC_MS)
 
 
 async def test_linear_and_inverse_quarterlies_trade_and_hold_positions(exchange: Any,
                                                                        emulator: RunningServer) -> None:
-    linear, inverse = unified(emulator, LINEAR_DEC), unified(emulator, INVERSE_DEC)
+    linear, inverse = LINEAR_DEC, INVERSE_DEC
     sold = await exchange.create_order(linear, "market", "sell", 0.01, params={"clientOrderId": "dkf1"})
     positions = await exchange.fetch_positions([linear])
     assert [(p["symbol"], p["side"], p["contracts"]) for p in positions] == [(linear, "short", 0.01)]
@@ -121,7 +113,7 @@ async def test_a_held_quarterly_is_settled_at_delivery_and_delisted() -> None:
     point_ccxt_at(client, server.url)
     try:
         await client.load_markets()
-        symbol = unified(server, LINEAR_DEC)
+        symbol = LINEAR_DEC
         await client.create_order(symbol, "market", "sell", 0.01)
         assert (await client.fetch_positions([symbol]))[0]["contracts"] == 0.01
         await until(lambda: server.venue.clock.now() > DEC + timedelta(seconds=10), 60, "the delivery")

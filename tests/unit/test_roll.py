@@ -9,7 +9,7 @@ import pytest
 
 from deltakeeper.domain.exposure import Position
 from deltakeeper.domain.orders import OrderIntent, Side
-from deltakeeper.domain.roll import choose_hedge, days_to_expiry, next_contract, plan_roll
+from deltakeeper.domain.roll import choose_hedge, days_to_expiry, nearest_quarterly, next_contract, plan_roll
 from deltakeeper.sim.markets import future_instruments
 
 START = datetime(2026, 12, 4, 9, 0, tzinfo=UTC)
@@ -55,6 +55,15 @@ def test_the_next_contract_is_the_same_market_one_quarter_later() -> None:
     assert next_contract(instruments, LIN_MAR, DEC - HOUR) is None
     # a later contract that is itself inside the window is no roll target
     assert next_contract(instruments, LIN_DEC, LIN_MAR.expiry - HOUR) is None  # type: ignore[operator]
+
+
+def test_the_quarterly_to_hedge_with_is_the_nearest_outside_the_roll_window() -> None:
+    instruments = list(FUTURES.values())
+    assert nearest_quarterly(instruments, "BTC", DEC - 49 * HOUR) == LIN_DEC
+    assert nearest_quarterly(instruments, "BTC", DEC - 47 * HOUR) == LIN_MAR
+    assert nearest_quarterly(instruments, "BTC", DEC - 49 * HOUR, inverse=True) == INV_DEC
+    assert nearest_quarterly(instruments, "SOL", DEC - HOUR, inverse=True) is None  # no inverse SOL
+    assert nearest_quarterly(instruments, "BTC", LIN_MAR.expiry) is None  # type: ignore[arg-type]
 
 
 def test_no_roll_outside_the_window_without_a_position_or_after_expiry() -> None:

@@ -2,6 +2,7 @@
 
 - `choose_hedge`: the perpetual while its expected funding beats the future's locked-in basis
   (`carry.prefer_hedge`), else the future; never a future already inside the roll window.
+- `nearest_quarterly`: the quarterly to hedge with now (the nearest expiry outside the roll window).
 - `next_contract`: the quarterly to roll into: the same market (base, quote, settlement, linear or
   inverse) with the nearest later expiry that is itself outside the roll window.
 - `plan_roll`: inside the roll window (fewer than `roll_window_secs` before expiry, default 48 hours:
@@ -76,19 +77,30 @@ def choose_hedge(
     return HedgeChoice(perp_symbol if winner == "perp" else future.symbol, winner, days, carry, break_even)
 
 
+def nearest_quarterly(instruments: Iterable[Instrument], base: str, now: datetime, *, inverse: bool = False,
+                      roll_window_secs: float = DEFAULT_ROLL_WINDOW_SECS) -> Instrument | None:
+    """The dated future on `base` (USD-margined, or coin-settled with `inverse`) with the nearest expiry
+    outside the roll window: the quarterly to hedge with now. None when none is listed."""
+    candidates = [
+        i for i in instruments
+        if i.kind is Kind.FUTURE and i.expiry is not None and i.base == base and i.inverse == inverse
+        and (i.usd_margined or inverse) and not must_roll(now, i.expiry, roll_window_secs)
+    ]
+    return min(candidates, key=lambda i: i.expiry or now, default=None)
+
+
 def next_contract(instruments: Iterable[Instrument], expiring: Instrument, now: datetime,
                   roll_window_secs: float = DEFAULT_ROLL_WINDOW_SECS) -> Instrument | None:
     """The future to roll `expiring` into, or None when none is listed."""
     if expiring.expiry is None:
         raise ValueError(f"{expiring.symbol} has no expiry")
-    candidates = [
+    same_market = [
         i for i in instruments
-        if i.kind is Kind.FUTURE and i.expiry is not None and i.expiry > expiring.expiry
-        and (i.base, i.quote, i.settle, i.inverse) == (expiring.base, expiring.quote, expiring.settle,
-                                                        expiring.inverse)
-        and not must_roll(now, i.expiry, roll_window_secs)
+        if i.expiry is not None and i.expiry > expiring.expiry
+        and (i.quote, i.settle) == (expiring.quote, expiring.settle)
     ]
-    return min(candidates, key=lambda i: i.expiry or now, default=None)
+    return nearest_quarterly(same_market, expiring.base, now, inverse=expiring.inverse,
+                             roll_window_secs=roll_window_secs)
 
 
 @dataclass(frozen=True, slots=True)

@@ -125,10 +125,12 @@ _CONTRACT_TYPES = {(False, False): "LinearPerpetual", (False, True): "InversePer
 """Bybit's `contractType` by (dated future, inverse)."""
 
 
-def delivery_ms(venue: BybitVenue, instrument: Instrument) -> int:
-    """A dated future's `deliveryTime`: its expiry stamped on the wall clock as every time the venue
-    sends (`BybitVenue.stamp_ms`); 0 for a perpetual, as Bybit sends it."""
-    return venue.stamp_ms(instrument.expiry) if instrument.expiry is not None else 0
+def delivery_ms(instrument: Instrument) -> int:
+    """A dated future's `deliveryTime`, 0 for a perpetual (as Bybit sends it). The one time the venue
+    sends unstamped (`BybitVenue.stamp_ms`): the simulated expiry, the date in the contract's name, from
+    which ccxt builds its unified symbol. Stamped on the wall clock, an accelerated simulation would give
+    two quarterlies the same date, and ccxt one symbol for both."""
+    return int(instrument.expiry.timestamp() * 1000) if instrument.expiry is not None else 0
 
 
 def _unexpired(venue: BybitVenue, listed: list[tuple[str, Instrument]]) -> list[tuple[str, Instrument]]:
@@ -164,7 +166,7 @@ def _instrument(venue: BybitVenue, category: str, symbol: str, instrument: Instr
         **common,
         "contractType": _CONTRACT_TYPES[(instrument.kind is Kind.FUTURE, instrument.inverse)],
         "launchTime": str(venue.launch_ms),
-        "deliveryTime": str(delivery_ms(venue, instrument)),
+        "deliveryTime": str(delivery_ms(instrument)),
         "deliveryFeeRate": "0" if instrument.kind is Kind.FUTURE else "",
         "priceScale": str(max(0, -tick.normalize().adjusted())),
         "leverageFilter": {"minLeverage": "1", "maxLeverage": "100.00", "leverageStep": "0.01"},
@@ -215,7 +217,7 @@ def ticker_item(venue: BybitVenue, category: str, symbol: str, instrument: Instr
     touch = (bids[0][1] if bids else Decimal(0), asks[0][1] if asks else Decimal(0))
     return serializers.ticker(instrument, category, symbol, quote, venue.stats[instrument.symbol], touch,
                               venue.funding_now(instrument), venue.open_interest(instrument), stream=stream,
-                              delivery_ms=delivery_ms(venue, instrument))
+                              delivery_ms=delivery_ms(instrument))
 
 
 async def tickers(call: Call) -> dict[str, Any]:
