@@ -85,6 +85,8 @@ async def test_a_quarterly_ticker_carries_its_basis_over_the_index_and_no_fundin
     assert 1.004 < mark / index < 1.005
     assert ticker["info"]["fundingRate"] == ""
     assert ticker["info"]["deliveryTime"] == str(DEC_MS)
+    streamed = await exchange.watch_ticker(INVERSE_DEC)  # the public websocket of its category
+    assert streamed["symbol"] == INVERSE_DEC and 0 < streamed["bid"] < streamed["ask"]
 
 
 async def test_linear_and_inverse_quarterlies_trade_and_hold_positions(exchange: Any,
