@@ -818,16 +818,14 @@ class SimEngine:
                 for order in [o for o in account.open_orders.values() if o.symbol == symbol]:
                     order.reason = "expired"
                     self._close(account_id, account, order, OrderStatus.CANCELED, ts)
-                if not instrument.is_option and symbol in account.positions:
-                    held = account.positions[symbol].contracts
-                    self._credit(account, instrument.settle,
-                                 self._apply_position(account, instrument, -held, underlying))
-                    self._emit(account_id, self.snapshot(account_id, ts))
-                    continue
-                pos = account.positions.pop(symbol, None)
+                pos = account.positions.get(symbol)
                 if pos is None:
                     continue
-                paid = _wallet(pos.contracts * instrument.contract_size * payoff)
+                if instrument.is_option:
+                    del account.positions[symbol]
+                    paid = _wallet(pos.contracts * instrument.contract_size * payoff)
+                else:  # a future: closed at the underlying price, its PnL realised
+                    paid = self._apply_position(account, instrument, -pos.contracts, underlying)
                 self._credit(account, instrument.settle, paid)
                 self._emit(account_id, self.snapshot(account_id, ts))
 

@@ -225,7 +225,8 @@ async def tickers(call: Call) -> dict[str, Any]:
     if call.get("symbol") and category != OPTION:
         call.venue.market(category, call.get("symbol"))
     items = (ticker_item(call.venue, category, symbol, instrument, stream=False)
-             for symbol, instrument in call.venue.listed(category) if call.get("symbol") in ("", symbol))
+             for symbol, instrument in _unexpired(call.venue, call.venue.listed(category))
+             if call.get("symbol") in ("", symbol))
     return {"category": category, "list": [item for item in items if item is not None]}
 
 
