@@ -101,3 +101,30 @@ async def test_a_roll_waits_for_fresh_prices() -> None:
     held = engine.positions(ACCOUNT)
     assert due_rolls(held, engine.instruments, without_march, inside, lambda: 1, fresh) == []
     assert len(due_rolls(held, engine.instruments, quoted, inside, lambda: 1, fresh)) == 1
+
+
+def test_an_inverse_quarterly_hedge_rolls_its_coins_into_more_usd_face_on_the_dearer_contract() -> None:
+    engine = SimEngine({**default_instruments(), **future_instruments(START)}, seed=5)
+    engine.open_account(ACCOUNT, {"BTC": D(1)})
+    inverse_dec, inverse_mar = "BTC/USD:BTC-261225", "BTC/USD:BTC-270326"
+    rolls: list[RollOrders] = []
+    for ts, quotes in btc_feed():
+        for quote in quotes:
+            engine.on_quote(quote)
+        if ts == START:
+            engine.place_order(ACCOUNT, OrderRequest("hedge", inverse_dec, Side.SELL, D(60_000)), ts)
+        quoted = {s: q for s in engine.instruments if (q := engine.quote(s)) is not None}
+        for roll in due_rolls(engine.positions(ACCOUNT), engine.instruments, quoted, ts, lambda: 1,
+                              RollSettings(stale_secs=60)):
+            for request in roll.requests:
+                engine.place_order(ACCOUNT, request, ts)
+            rolls.append(roll)
+    (roll,) = rolls
+    close, opened = roll.plan.close, roll.plan.open
+    assert opened is not None and close.amount_contracts == D(60_000)
+    assert opened.reference_price > close.reference_price  # contango: March is dearer
+    # the same coins: 60,000 USD face at December's mark is N USD face at March's
+    same_coins_usd = D(60_000) * opened.reference_price / close.reference_price
+    assert opened.amount_contracts == same_coins_usd.quantize(D(1))
+    assert [(p.symbol, p.contracts) for p in engine.positions(ACCOUNT)] == [
+        (inverse_mar, -opened.amount_contracts)]
