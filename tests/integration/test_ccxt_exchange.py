@@ -71,7 +71,8 @@ async def test_instruments_load_for_spot_linear_and_inverse_markets(exchange: Cc
     instruments = await exchange.reload_instruments()
     simulated = default_instruments()
 
-    assert set(instruments) == set(simulated)
+    futures = {s for s, i in instruments.items() if i.kind is Kind.FUTURE}  # see test_bybit_futures.py
+    assert futures and set(instruments) - futures == set(simulated)
     for symbol in ("BTC/USDT", "BTC/USDT:USDT", "BTC/USD:BTC"):
         ours, theirs = instruments[symbol], simulated[symbol]
         assert (ours.kind, ours.inverse, ours.settle) == (theirs.kind, theirs.inverse, theirs.settle)

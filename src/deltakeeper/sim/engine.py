@@ -35,6 +35,12 @@ Rules, kept simple on purpose:
   held option pushes a fresh account snapshot (Deribit's portfolio channel). At expiry (on the first
   quote of the same underlying at or after it) positions settle in coin at their intrinsic value on the
   underlying price and open orders on it are cancelled; orders on an expired option are rejected.
+- Dated futures (`Kind.FUTURE`, Bybit-style quarterlies) trade as perpetuals do, without funding, and
+  expire as options do: on the first quote of the underlying at or after expiry their open orders are
+  cancelled and positions closed at the underlying price (the last quote's index of a market without
+  expiry), the PnL realised into the settle coin's wallet as a reduction would (no fee); later orders are
+  rejected. No fill is reported for the settlement, as for an option's: the wallet and position change
+  in the account snapshot.
 - Funding settles when a quote's ts crosses a multiple of the instrument's funding interval (counted
   from the epoch): payment = -position notional x rate (positive = received), linear notional
   contracts x size x mark in the settle coin, inverse face / mark in coin, at the crossing quote's mark
@@ -201,7 +207,8 @@ class SimEngine:
         self._listeners: list[AccountListener] = []
         self._quote_listeners: list[QuoteListener] = []
         self._expiries = sorted(
-            (i.expiry, i.symbol) for i in self.instruments.values() if i.is_option and i.expiry is not None
+            (i.expiry, i.symbol) for i in self.instruments.values()
+            if i.is_derivative and i.expiry is not None
         )
         self._expired: set[str] = set()
         self._snapshots = itertools.count(1)
@@ -582,7 +589,7 @@ class SimEngine:
     def _price_of(self, base: str) -> Decimal | None:
         for symbol, quote in self._quotes.items():
             other = self.instruments[symbol]
-            if other.base == base and not other.is_option:
+            if other.base == base and other.expiry is None:
                 return quote.index or quote.mark
         return None
 
@@ -789,7 +796,8 @@ class SimEngine:
         self._emit(account_id, order.state())
 
     def _settle_expiries(self, base: str, ts: datetime) -> None:
-        """Settle the options on `base` that have expired by `ts` at their intrinsic value."""
+        """Settle the options and futures on `base` that have expired by `ts`: options at their intrinsic
+        value, futures by closing them at the underlying price."""
         due = [(e, s) for e, s in self._expiries if e <= ts and self.instruments[s].base == base]
         if not due:
             return
@@ -808,10 +816,14 @@ class SimEngine:
                 for order in [o for o in account.open_orders.values() if o.symbol == symbol]:
                     order.reason = "expired"
                     self._close(account_id, account, order, OrderStatus.CANCELED, ts)
-                pos = account.positions.pop(symbol, None)
+                pos = account.positions.get(symbol)
                 if pos is None:
                     continue
-                paid = _wallet(pos.contracts * instrument.contract_size * payoff)
+                if instrument.is_option:
+                    del account.positions[symbol]
+                    paid = _wallet(pos.contracts * instrument.contract_size * payoff)
+                else:  # a future: closed at the underlying price, its PnL realised
+                    paid = self._apply_position(account, instrument, -pos.contracts, underlying)
                 self._credit(account, instrument.settle, paid)
                 self._emit(account_id, self.snapshot(account_id, ts))
 

@@ -1,14 +1,16 @@
 """The simulator's default markets: spot, USDT-margined linear perpetual and coin-margined inverse perpetual
 for SOL, BTC and ETH, named as ccxt symbols, with Bybit's standard (VIP 0) fee rates; and, on request,
-coin-settled (Deribit-style) options on BTC or ETH (`option_instruments`)."""
+coin-settled (Deribit-style) options on BTC or ETH (`option_instruments`) and Bybit-style quarterly futures
+(`future_instruments`)."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, time, timedelta
 from decimal import Decimal
 
+from deltakeeper.domain.carry import last_friday_of_quarter_0800_utc
 from deltakeeper.domain.instruments import Instrument, Kind
 
 SPOT_FEE_RATE = Decimal("0.001")
@@ -127,4 +129,58 @@ def option_instruments(
                     maker_fee_rate=OPTION_FEE_RATE, expiry=expiry, strike=strike,
                     option_type="call" if is_call else "put",
                 )
+    return instruments
+
+
+# Dated futures (Bybit-style quarterlies: linear USDT-settled, inverse coin-settled, no funding)
+
+INVERSE_FUTURE_BASES = frozenset({"BTC", "ETH"})
+"""Bybit lists inverse (coin-settled) quarterlies on BTC and ETH only; linear ones on every asset here."""
+DEFAULT_QUARTERLIES = 2
+"""How many quarterly expiries are listed at a time: the current quarter's and the next one's."""
+
+
+def future_symbol(base: str, expiry: datetime, *, inverse: bool) -> str:
+    """ccxt's unified symbol of a dated future: `BTC/USDT:USDT-261225`, inverse `BTC/USD:BTC-261225`."""
+    market = f"{base}/USD:{base}" if inverse else f"{base}/USDT:USDT"
+    return f"{market}-{expiry:%y%m%d}"
+
+
+def quarterly_expiries(after: datetime, count: int = DEFAULT_QUARTERLIES) -> list[datetime]:
+    """The next `count` quarterly expiries (last Friday of Mar/Jun/Sep/Dec, 08:00 UTC) strictly after
+    `after`."""
+    expiries: list[datetime] = []
+    year, quarter = after.year, (after.month - 1) // 3 + 1
+    while len(expiries) < count:
+        expiry = last_friday_of_quarter_0800_utc(year, quarter)
+        if expiry > after:
+            expiries.append(expiry)
+        year, quarter = (year + 1, 1) if quarter == 4 else (year, quarter + 1)
+    return expiries
+
+
+def future_instruments(start: datetime, count: int = DEFAULT_QUARTERLIES,
+                       bases: tuple[str, ...] = tuple(ASSETS)) -> dict[str, Instrument]:
+    """The quarterly futures listed at `start`, by ccxt symbol: for each of `bases`, a linear USDT-settled
+    contract (the linear perpetual's contract size and lot step) and, on BTC and ETH, an inverse
+    coin-settled one (1 USD face), for each of the next `count` quarterly expiries; the perpetuals' fees."""
+    instruments: dict[str, Instrument] = {}
+    for expiry in quarterly_expiries(start, count):
+        for base in bases:
+            asset = ASSETS[base]
+            linear = Instrument(
+                symbol=future_symbol(base, expiry, inverse=False), kind=Kind.FUTURE, base=base,
+                quote="USDT", settle="USDT", contract_size=asset.linear_contract_size,
+                lot_step_contracts=asset.linear_lot_step,
+                min_contracts=asset.linear_lot_step, min_notional_usd=MIN_NOTIONAL_USD,
+                taker_fee_rate=PERP_TAKER_FEE_RATE, maker_fee_rate=PERP_MAKER_FEE_RATE, expiry=expiry,
+            )
+            instruments[linear.symbol] = linear
+            if base in INVERSE_FUTURE_BASES:
+                inverse = replace(
+                    linear, symbol=future_symbol(base, expiry, inverse=True), quote="USD", settle=base,
+                    inverse=True, contract_size=asset.inverse_face_usd, lot_step_contracts=Decimal(1),
+                    min_contracts=Decimal(1), min_notional_usd=Decimal(0),
+                )
+                instruments[inverse.symbol] = inverse
     return instruments

@@ -45,17 +45,29 @@ def envelope(result: Any, now_ms: int, ret_code: int = 0, ret_msg: str = "OK") -
 
 
 def category_of(instrument: Instrument) -> str | None:
-    """Bybit's category of a market, or None for markets the emulator does not list (options, futures)."""
+    """Bybit's category of a market, or None for markets the emulator does not list (options)."""
     if instrument.kind is Kind.SPOT:
         return SPOT
-    if instrument.kind is Kind.PERPETUAL:
+    if instrument.kind in (Kind.PERPETUAL, Kind.FUTURE):
         return INVERSE if instrument.inverse else LINEAR
     return None
 
 
+_MONTH_CODES = "FGHJKMNQUVXZ"
+"""Futures month codes, January to December: Bybit's inverse quarterlies are named with them."""
+_MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
+
+
 def bybit_symbol(instrument: Instrument) -> str:
-    """`SOLUSDT` for spot and linear (told apart by category), `SOLUSD` for inverse."""
-    return f"{instrument.base}{instrument.quote}"
+    """`SOLUSDT` for spot and linear (told apart by category), `SOLUSD` for inverse; dated futures as
+    Bybit names them: linear `BTCUSDT-25DEC26`, inverse `BTCUSDZ26` (month code and year of expiry)."""
+    symbol = f"{instrument.base}{instrument.quote}"
+    expiry = instrument.expiry
+    if instrument.kind is not Kind.FUTURE or expiry is None:
+        return symbol
+    if instrument.inverse:
+        return f"{symbol}{_MONTH_CODES[expiry.month - 1]}{expiry:%y}"
+    return f"{symbol}-{expiry.day:02d}{_MONTHS[expiry.month - 1]}{expiry:%y}"
 
 
 def fmt(value: Decimal | int | None) -> str:

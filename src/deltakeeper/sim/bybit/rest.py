@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from deltakeeper.domain.instruments import Instrument
+from deltakeeper.domain.instruments import Instrument, Kind
 from deltakeeper.domain.orders import OrderState
 from deltakeeper.sim.bybit import serializers
 from deltakeeper.sim.bybit.auth import check_rest
@@ -120,6 +120,25 @@ async def server_time(call: Call) -> dict[str, Any]:
     return {"timeSecond": str(now_ns // 1_000_000_000), "timeNano": str(now_ns)}
 
 
+_CONTRACT_TYPES = {(False, False): "LinearPerpetual", (False, True): "InversePerpetual",
+                   (True, False): "LinearFutures", (True, True): "InverseFutures"}
+"""Bybit's `contractType` by (dated future, inverse)."""
+
+
+def delivery_ms(instrument: Instrument) -> int:
+    """A dated future's `deliveryTime`, 0 for a perpetual (as Bybit sends it). The one time the venue
+    sends unstamped (`BybitVenue.stamp_ms`): the simulated expiry, the date in the contract's name, from
+    which ccxt builds its unified symbol. Stamped on the wall clock, an accelerated simulation would give
+    two quarterlies the same date, and ccxt one symbol for both."""
+    return int(instrument.expiry.timestamp() * 1000) if instrument.expiry is not None else 0
+
+
+def _unexpired(venue: BybitVenue, listed: list[tuple[str, Instrument]]) -> list[tuple[str, Instrument]]:
+    """Bybit lists a dated future until its delivery."""
+    now = venue.clock.now()
+    return [(s, i) for s, i in listed if i.expiry is None or i.expiry > now]
+
+
 def _instrument(venue: BybitVenue, category: str, symbol: str, instrument: Instrument) -> dict[str, Any]:
     tick = tick_size(instrument)
     common = {"symbol": symbol, "baseCoin": instrument.base, "quoteCoin": instrument.quote,
@@ -145,10 +164,10 @@ def _instrument(venue: BybitVenue, category: str, symbol: str, instrument: Instr
         }
     return {
         **common,
-        "contractType": "InversePerpetual" if instrument.inverse else "LinearPerpetual",
+        "contractType": _CONTRACT_TYPES[(instrument.kind is Kind.FUTURE, instrument.inverse)],
         "launchTime": str(venue.launch_ms),
-        "deliveryTime": "0",
-        "deliveryFeeRate": "",
+        "deliveryTime": str(delivery_ms(instrument)),
+        "deliveryFeeRate": "0" if instrument.kind is Kind.FUTURE else "",
         "priceScale": str(max(0, -tick.normalize().adjusted())),
         "leverageFilter": {"minLeverage": "1", "maxLeverage": "100.00", "leverageStep": "0.01"},
         "priceFilter": {"minPrice": fmt(tick), "maxPrice": "1999999.80", "tickSize": fmt(tick)},
@@ -176,7 +195,8 @@ def _instrument(venue: BybitVenue, category: str, symbol: str, instrument: Instr
 
 async def instruments_info(call: Call) -> dict[str, Any]:
     category = call.category(_LISTING_CATEGORIES)
-    listed = call.venue.listed(category) if call.get("status", "Trading") == "Trading" else []
+    trading = call.get("status", "Trading") == "Trading"
+    listed = _unexpired(call.venue, call.venue.listed(category)) if trading else []
     rows = [
         _instrument(call.venue, category, symbol, instrument)
         for symbol, instrument in listed
@@ -196,7 +216,8 @@ def ticker_item(venue: BybitVenue, category: str, symbol: str, instrument: Instr
     bids, asks = venue.engine.book(instrument.symbol, 1)
     touch = (bids[0][1] if bids else Decimal(0), asks[0][1] if asks else Decimal(0))
     return serializers.ticker(instrument, category, symbol, quote, venue.stats[instrument.symbol], touch,
-                              venue.funding_now(instrument), venue.open_interest(instrument), stream=stream)
+                              venue.funding_now(instrument), venue.open_interest(instrument), stream=stream,
+                              delivery_ms=delivery_ms(instrument))
 
 
 async def tickers(call: Call) -> dict[str, Any]:
@@ -204,7 +225,8 @@ async def tickers(call: Call) -> dict[str, Any]:
     if call.get("symbol") and category != OPTION:
         call.venue.market(category, call.get("symbol"))
     items = (ticker_item(call.venue, category, symbol, instrument, stream=False)
-             for symbol, instrument in call.venue.listed(category) if call.get("symbol") in ("", symbol))
+             for symbol, instrument in _unexpired(call.venue, call.venue.listed(category))
+             if call.get("symbol") in ("", symbol))
     return {"category": category, "list": [item for item in items if item is not None]}
 
 

@@ -336,9 +336,10 @@ def ticker(
     open_interest: Decimal,
     *,
     stream: bool,
+    delivery_ms: int = 0,
 ) -> dict[str, Any]:
     """`touch_sizes` are the bid and ask sizes at the touch; `funding` is (current rate, next funding
-    time in ms) for perpetuals."""
+    time in ms) for perpetuals, None for dated futures (which have `delivery_ms`, their delivery time)."""
     now_ms = int(quote.ts.timestamp() * 1000)
     last = quote.mid
     prev_24h = stats.price_ago(now_ms, DAY_MS) or last
@@ -364,7 +365,7 @@ def ticker(
     if category == SPOT:
         item["usdIndexPrice"] = fmt(quote.index or last)
         return item
-    rate, next_ms = funding or (ZERO, 0)
+    rate, next_ms = funding or (None, 0)
     item.update({
         "indexPrice": fmt(quote.index or last),
         "markPrice": fmt(quote.mark),
@@ -384,7 +385,7 @@ def ticker(
             "predictedDeliveryPrice": "",
             "basisRate": "",
             "deliveryFeeRate": "",
-            "deliveryTime": "0",
+            "deliveryTime": str(delivery_ms),
             "basis": "",
             "preOpenPrice": "",
             "preQty": "",

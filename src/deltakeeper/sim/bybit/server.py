@@ -4,7 +4,8 @@ and running; the caller prints its `url`). REST and websockets share one port.
 Each API key is an account of one simulated engine, opened at start with the default scenario's
 balances; its inventory then moves on its own (`deltakeeper.sim.scenario`). Prices: the bundled SOL
 history replayed from the simulated start, then a seeded random walk; BTC and ETH follow seeded random
-walks. The simulated clock runs `speed` times faster than the wall clock and paces the market only:
+walks; the quarterly futures listed at the simulated start are priced off them (`sim.futures`). The
+simulated clock runs `speed` times faster than the wall clock and paces the market only:
 authentication and every timestamp sent use the wall clock (`BybitVenue.stamp_ms`). The engine margins
 and liquidates positions with the risk limits the emulator publishes (`serializers.RISK_TIERS`), and
 reports its own figures on them (`positionIM`, `positionMM`, `liqPrice`).
@@ -38,7 +39,8 @@ from deltakeeper.sim.bybit.ws import Hub
 from deltakeeper.sim.clock import SimClock
 from deltakeeper.sim.engine import SimEngine
 from deltakeeper.sim.feeds import Feed, bundled_bars, replay_feed, synthetic_feed
-from deltakeeper.sim.markets import ASSETS, default_instruments
+from deltakeeper.sim.futures import with_future_quotes
+from deltakeeper.sim.markets import ASSETS, default_instruments, future_instruments
 from deltakeeper.sim.scenario import InventoryScenario, ScenarioParams
 
 DEFAULT_HOST = "127.0.0.1"
@@ -109,7 +111,8 @@ def build_app(
     each fill by its id, and would take a repeated id for a fill it already has)."""
     clock = SimClock(speed, anchor_sim=start)
     ids_seed = seed * 1_000_003 + int((start or clock.now()).timestamp() * 1000)
-    engine = SimEngine(default_instruments(), seed=ids_seed)
+    futures = future_instruments(start or clock.now())  # the quarterlies listed at start
+    engine = SimEngine({**default_instruments(), **futures}, seed=ids_seed)
     engine.maintenance_tiers = MAINTENANCE_TIERS_USD  # the risk limits `/v5/market/risk-limit` publishes
     scenarios = {key: InventoryScenario(ScenarioParams(seed=seed + i)) for i, key in enumerate(credentials)}
     for key, inventory in scenarios.items():
@@ -122,8 +125,8 @@ def build_app(
     app[HUB] = hub
     # The feed starts on the tick at or before the clock's start, so that every market has a quote at once.
     first_tick = datetime.fromtimestamp(clock.now().timestamp() // tick_secs * tick_secs, UTC)
-    app[_DRIVER] = Driver(engine, clock, default_feed(first_tick, seed, tick_secs),
-                          scenarios if scenario else {})
+    feed = with_future_quotes(default_feed(first_tick, seed, tick_secs), futures)
+    app[_DRIVER] = Driver(engine, clock, feed, scenarios if scenario else {})
     app.router.add_get("/v5/public/{channel}", hub.handle)
     app.router.add_get("/v5/private", hub.handle)
     app.router.add_get("/sim/faults", _get_faults)
