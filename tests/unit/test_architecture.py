@@ -45,8 +45,8 @@ LAYERS: dict[str, Layer] = {
     "adapters": Layer(("deltakeeper.adapters",), ("domain", "ports", "shared")),
     # The simulated exchange: the engine, feeds, the in-process gateway, the Bybit-v5 emulator.
     "sim": Layer(("deltakeeper.sim",), ("domain", "ports", "shared")),
-    # Replaying history through the decision code on the simulated exchange.
-    "backtest": Layer(("deltakeeper.backtest",), ("domain", "ports", "shared", "sim")),
+    # Replaying history through the app's decision code on the simulated exchange.
+    "backtest": Layer(("deltakeeper.backtest",), ("domain", "ports", "shared", "app", "sim")),
     # The one composition root (and how the service it wires stops).
     "composition": Layer(("deltakeeper.bootstrap", "deltakeeper.stopping"),
                          tuple(layer for layer in EVERY_LAYER if layer != "composition")),
