@@ -73,7 +73,7 @@ def delta(
     fmt: Annotated[ShortFormat, typer.Option("--format")] = ShortFormat.table,
 ) -> None:
     """Compute per-asset delta of a portfolio file, offline."""
-    from deltakeeper.adapters.ccxt_parse import portfolio_from_json, portfolio_time
+    from deltakeeper.adapters.portfolio_file import portfolio_from_json, portfolio_time
     from deltakeeper.domain.exposure import asset_deltas
     from deltakeeper.output import print_table, to_json
 

@@ -41,7 +41,7 @@ A cross leg's `collateral` is shown, not used: ccxt's figure is the position's o
 `positionBalance` plus its PnL), while the whole settlement currency backs it. Other coins' value does
 not count: the spot gain sits in another wallet. Each leg also shows the exchange's own
 `liquidationPrice`, `initialMargin`, `maintenanceMargin`, `collateral`, `leverage` and `marginMode` where
-the file has them (`adapters.ccxt_parse.position_from_ccxt`), beside the estimate, and names the figures
+the file has them (`adapters.ccxt_account.position_from_ccxt`), beside the estimate, and names the figures
 that disagree by more than 5%. The leg's `liquidation_price`/`liquidation_move` are the exchange's where it
 gives them, else the estimate's.
 
@@ -85,7 +85,7 @@ from deltakeeper.domain.margin import (
 )
 
 if TYPE_CHECKING:
-    from deltakeeper.adapters.ccxt_parse import Portfolio
+    from deltakeeper.adapters.portfolio_file import Portfolio
     from deltakeeper.config import Settings
 
 MOVE_UP_LIMIT = 10.0
@@ -186,7 +186,8 @@ def _config(where: str, expected: str, got: object = None) -> ConfigError:
 
 
 def _tier_tables(doc: dict[str, Any], instruments: dict[str, Instrument]) -> dict[str, TierTable]:
-    from deltakeeper.adapters.ccxt_parse import MalformedPayload, tier_from_ccxt
+    from deltakeeper.adapters.ccxt_markets import tier_from_ccxt
+    from deltakeeper.adapters.ccxt_parse import MalformedPayload
 
     section = doc.get("leverage_tiers", {})
     if not isinstance(section, dict):
@@ -412,7 +413,7 @@ def _risk_position(leg: Leg) -> RiskPosition | None:
 
 def margin_report(doc: object) -> dict[str, Any]:
     """The margin report of a portfolio file (module notes). Raises ConfigError on bad input."""
-    from deltakeeper.adapters.ccxt_parse import portfolio_from_json, portfolio_time
+    from deltakeeper.adapters.portfolio_file import portfolio_from_json, portfolio_time
 
     portfolio = portfolio_from_json(doc)
     assert isinstance(doc, dict)

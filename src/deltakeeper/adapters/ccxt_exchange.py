@@ -21,24 +21,27 @@ import ccxt.async_support
 import ccxt.pro
 import structlog
 
-from deltakeeper.adapters.ccxt_parse import (
-    FillValueUnknown,
-    MalformedPayload,
+from deltakeeper.adapters.ccxt_account import (
     balances_from_ccxt,
-    bybit_key_can_withdraw,
     check_bybit_account_answer,
-    deribit_funding_from_log,
-    error_from_ccxt,
-    fill_from_trade,
-    funding_from_ccxt,
-    instrument_from_market,
-    is_funding_trade,
     is_open_position,
-    order_from_ccxt,
     position_from_ccxt,
+)
+from deltakeeper.adapters.ccxt_markets import instrument_from_market, tiers_from_ccxt
+from deltakeeper.adapters.ccxt_parse import (
+    MalformedPayload,
+    bybit_key_can_withdraw,
+    error_from_ccxt,
     quote_from_ticker,
     retry_after_secs,
-    tiers_from_ccxt,
+)
+from deltakeeper.adapters.ccxt_trades import (
+    FillValueUnknown,
+    deribit_funding_from_log,
+    fill_from_trade,
+    funding_from_ccxt,
+    is_funding_trade,
+    order_from_ccxt,
 )
 from deltakeeper.domain.costs import BookLevel
 from deltakeeper.domain.errors import (
