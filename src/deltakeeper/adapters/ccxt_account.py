@@ -59,7 +59,7 @@ _UNREALIZED_PNL_INFO_KEYS = {"bybit": "unrealisedPnl", "deribit": "floating_prof
 """The exchange's own unrealised-PnL field, read before ccxt's `unrealizedPnl`: ccxt drops Bybit's zero and
 derives a figure from entry and mark in its place."""
 
-_OPTION_POSITION_DELTA_INFO_KEYS = {"deribit": "delta"}
+_OPTION_POSITION_DELTA_INFO_KEYS = {"deribit": "delta", "bybit": "delta"}
 """The exchange's position-level option delta (in coins, signed) in a position's `info`."""
 
 _IV_PERCENT_EXCHANGES = frozenset({"deribit"})

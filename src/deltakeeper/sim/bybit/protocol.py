@@ -24,8 +24,10 @@ SPOT_INSUFFICIENT_BALANCE = 170131
 SPOT_DUPLICATE_ORDER_LINK_ID = 170141
 SPOT_ORDER_NOT_EXISTS = 170213
 
-SPOT, LINEAR, INVERSE = "spot", "linear", "inverse"
-CATEGORIES = (SPOT, LINEAR, INVERSE)
+_MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
+
+SPOT, LINEAR, INVERSE, OPTION = "spot", "linear", "inverse", "option"
+CATEGORIES = (SPOT, LINEAR, INVERSE, OPTION)
 
 
 class BybitError(Exception):
@@ -45,16 +47,27 @@ def envelope(result: Any, now_ms: int, ret_code: int = 0, ret_msg: str = "OK") -
 
 
 def category_of(instrument: Instrument) -> str | None:
-    """Bybit's category of a market, or None for markets the emulator does not list (options, futures)."""
+    """Bybit's category of a market, or None for markets the emulator does not list (futures, options
+    settled in a coin)."""
     if instrument.kind is Kind.SPOT:
         return SPOT
     if instrument.kind is Kind.PERPETUAL:
         return INVERSE if instrument.inverse else LINEAR
+    if instrument.is_option and instrument.usd_margined:
+        return OPTION
     return None
 
 
 def bybit_symbol(instrument: Instrument) -> str:
-    """`SOLUSDT` for spot and linear (told apart by category), `SOLUSD` for inverse."""
+    """`SOLUSDT` for spot and linear (told apart by category), `SOLUSD` for inverse, `BTC-26DEC25-60000-C`
+    for an option."""
+    if instrument.is_option:
+        if instrument.expiry is None or instrument.strike is None:
+            raise ValueError(f"{instrument.symbol} is not an option")
+        expiry = instrument.expiry
+        month = _MONTHS[expiry.month - 1]
+        right = "C" if instrument.is_call else "P"
+        return f"{instrument.base}-{expiry.day}{month}{expiry:%y}-{instrument.strike.normalize():f}-{right}"
     return f"{instrument.base}{instrument.quote}"
 
 

@@ -19,12 +19,13 @@ from aiohttp import web
 
 from deltakeeper.domain.instruments import Instrument
 from deltakeeper.domain.orders import OrderState
-from deltakeeper.sim.bybit import serializers
+from deltakeeper.sim.bybit import options, serializers
 from deltakeeper.sim.bybit.auth import check_rest
 from deltakeeper.sim.bybit.protocol import (
     CATEGORIES,
     INVERSE,
     LINEAR,
+    OPTION,
     PARAM_ERROR,
     RATE_LIMITED,
     ROUTE_NOT_FOUND,
@@ -43,8 +44,6 @@ from deltakeeper.sim.markets import ASSETS
 logger = logging.getLogger(__name__)
 VENUE = web.AppKey("venue", BybitVenue)
 WEEK_MS = 7 * 86_400_000
-OPTION = "option"
-_LISTING_CATEGORIES = (*CATEGORIES, OPTION)
 
 
 def wall_ms() -> int:
@@ -174,11 +173,17 @@ def _instrument(venue: BybitVenue, category: str, symbol: str, instrument: Instr
     }
 
 
+def _option_instrument(venue: BybitVenue, symbol: str, instrument: Instrument) -> dict[str, Any]:
+    assert instrument.expiry is not None
+    return options.instrument_row(instrument, symbol, venue.launch_ms, venue.stamp_ms(instrument.expiry))
+
+
 async def instruments_info(call: Call) -> dict[str, Any]:
-    category = call.category(_LISTING_CATEGORIES)
+    category = call.category()
     listed = call.venue.listed(category) if call.get("status", "Trading") == "Trading" else []
     rows = [
-        _instrument(call.venue, category, symbol, instrument)
+        _option_instrument(call.venue, symbol, instrument) if category == OPTION
+        else _instrument(call.venue, category, symbol, instrument)
         for symbol, instrument in listed
         if call.get("symbol") in ("", symbol) and call.get("baseCoin") in ("", instrument.base)
     ]
@@ -195,16 +200,25 @@ def ticker_item(venue: BybitVenue, category: str, symbol: str, instrument: Instr
         return None
     bids, asks = venue.engine.book(instrument.symbol, 1)
     touch = (bids[0][1] if bids else Decimal(0), asks[0][1] if asks else Decimal(0))
+    if category == OPTION:
+        return options.ticker(instrument, symbol, quote, venue.stats[instrument.symbol], touch,
+                              venue.open_interest(instrument), stream=stream)
     return serializers.ticker(instrument, category, symbol, quote, venue.stats[instrument.symbol], touch,
                               venue.funding_now(instrument), venue.open_interest(instrument), stream=stream)
 
 
+def _base_coin_matches(call: Call, category: str, instrument: Instrument) -> bool:
+    """Bybit's `baseCoin` filter, which applies to options only."""
+    return category != OPTION or call.get("baseCoin") in ("", instrument.base)
+
+
 async def tickers(call: Call) -> dict[str, Any]:
-    category = call.category(_LISTING_CATEGORIES)
-    if call.get("symbol") and category != OPTION:
+    category = call.category()
+    if call.get("symbol"):
         call.venue.market(category, call.get("symbol"))
     items = (ticker_item(call.venue, category, symbol, instrument, stream=False)
-             for symbol, instrument in call.venue.listed(category) if call.get("symbol") in ("", symbol))
+             for symbol, instrument in call.venue.listed(category)
+             if call.get("symbol") in ("", symbol) and _base_coin_matches(call, category, instrument))
     return {"category": category, "list": [item for item in items if item is not None]}
 
 
@@ -388,7 +402,7 @@ async def fee_rate(call: Call) -> dict[str, Any]:
 
 
 async def position_list(call: Call) -> dict[str, Any]:
-    category = call.category((LINEAR, INVERSE))
+    category = call.category((LINEAR, INVERSE, OPTION))
     symbols = {s for s in call.get("symbol").split(",") if s}
     settle = call.get("settleCoin")
     if category == LINEAR and not symbols and not settle:
@@ -399,6 +413,7 @@ async def position_list(call: Call) -> dict[str, Any]:
         call.venue.position_item(call.account, instrument, held, stream=False)
         for symbol, instrument, held in call.venue.positions(call.account, category)
         if (symbol in symbols if symbols else held is not None and settle in ("", instrument.settle))
+        and _base_coin_matches(call, category, instrument)
     ]
     items, cursor = call.page(rows, 20, 200)
     return {"category": category, "list": items, "nextPageCursor": cursor}
