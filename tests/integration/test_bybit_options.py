@@ -89,7 +89,8 @@ async def test_ccxt_lists_the_usdc_options_with_strike_expiry_and_right() -> Non
         instrument = instrument_from_market(market, "bybit", client.precisionMode)
 
     assert len(options) == sum(i.is_option for i in server.venue.engine.instruments.values()) == 40
-    assert (market["id"], market["settle"], market["quote"]) == (server.venue.ids[call.symbol][1], "USDC", "USD")
+    assert (market["id"], market["settle"], market["quote"]) == (server.venue.ids[call.symbol][1], "USDC",
+                                                                 "USD")
     assert market["expiry"] == server.venue.stamp_ms(call.expiry)  # type: ignore[arg-type]
     assert (instrument.kind, instrument.strike, instrument.option_type) == (Kind.OPTION, 60_000, "call")
     assert (instrument.settle, instrument.coin_settled, instrument.contract_size) == ("USDC", False, 1)
@@ -144,7 +145,8 @@ async def test_the_bots_delta_of_an_options_book_is_the_venues_delta_times_size_
             async with ccxt_client(server) as client:
                 book = {ccxt_symbol(client, server, call): ("sell", D(3)),
                         ccxt_symbol(client, server, put): ("buy", D(2))}
-                published = {symbol: D((await client.fetch_greeks(symbol))["info"]["delta"]) for symbol in book}
+                published = {symbol: D((await client.fetch_greeks(symbol))["info"]["delta"])
+                             for symbol in book}
                 for symbol, (side, size) in book.items():
                     ticker = await client.fetch_ticker(symbol)
                     await client.create_order(symbol, "limit", side, float(size),

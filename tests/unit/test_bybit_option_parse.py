@@ -41,7 +41,8 @@ def test_bybit_usdc_option_market_is_an_option_settled_in_usdc_counted_in_coins(
     call = instrument_from_market(exchange.market(SYMBOL), "bybit", exchange.precisionMode)
 
     assert (call.kind, call.inverse, call.contract_size) == (Kind.OPTION, False, 1)
-    assert (call.strike, call.option_type, call.expiry) == (39_000, "call", datetime(2024, 1, 26, 8, tzinfo=UTC))
+    expiry = datetime(2024, 1, 26, 8, tzinfo=UTC)
+    assert (call.strike, call.option_type, call.expiry) == (39_000, "call", expiry)
     assert (call.quote, call.settle, call.coin_settled, call.usd_margined) == ("USD", "USDC", False, True)
     assert (call.lot_step_contracts, call.min_contracts) == (D("0.01"), D("0.01"))
 

@@ -179,7 +179,10 @@ class BybitVenue:
         return instrument
 
     def listed(self, category: str) -> list[tuple[str, Instrument]]:
-        return [(symbol, i) for (cat, symbol), i in sorted(self.markets.items()) if cat == category]
+        """The markets of `category` by Bybit symbol; an option until its expiry."""
+        now = self.clock.now()
+        return [(symbol, i) for (cat, symbol), i in sorted(self.markets.items())
+                if cat == category and not (i.expiry is not None and i.is_option and i.expiry <= now)]
 
     def funding_now(self, instrument: Instrument) -> tuple[Decimal, int] | None:
         """(current funding rate, next funding time in ms) of a perpetual."""
