@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -17,14 +17,18 @@ from typing import Any
 
 import ccxt.pro as ccxtpro
 import pytest
+from tests.integration.service_harness import until
+from tests.integration.test_ccxt_exchange import first
 
 from deltakeeper.adapters.ccxt_exchange import CcxtExchange
 from deltakeeper.adapters.ccxt_markets import instrument_from_market
 from deltakeeper.domain.exposure import asset_deltas, option_delta, years_to_expiry
 from deltakeeper.domain.greeks import greeks
 from deltakeeper.domain.instruments import Instrument, Kind
+from deltakeeper.domain.orders import OrderRequest, OrderType, Side
+from deltakeeper.domain.records import AccountSnapshot
 from deltakeeper.sim.bybit.client import point_ccxt_at
-from deltakeeper.sim.bybit.server import RunningServer, serve
+from deltakeeper.sim.bybit.server import HUB, RunningServer, serve
 from deltakeeper.sim.clock import WallClock
 
 D = Decimal
@@ -71,6 +75,11 @@ def ccxt_symbol(client: Any, server: RunningServer, instrument: Instrument) -> s
     """ccxt's symbol of an engine option, by its Bybit id."""
     _, bybit_id = server.venue.ids[instrument.symbol]
     return str(client.markets_by_id[bybit_id][0]["symbol"])
+
+
+def adapter(server: RunningServer) -> CcxtExchange:
+    return CcxtExchange("bybit", clock=WallClock(), api_key=KEY, secret=SECRET, base_url=server.url,
+                        backoff_initial_secs=0.05, backoff_max_secs=0.5, rng=random.Random(1))
 
 
 def venue_greeks(server: RunningServer, instrument: Instrument) -> Any:
@@ -138,8 +147,7 @@ async def test_a_bought_call_shows_in_ccxt_positions_with_its_greeks_times_its_s
 async def test_the_bots_delta_of_an_options_book_is_the_venues_delta_times_size_not_its_black76() -> None:
     async with options_emulator() as server:
         call, put = engine_option(server, CALL), engine_option(server, PUT)
-        exchange = CcxtExchange("bybit", clock=WallClock(), api_key=KEY, secret=SECRET, base_url=server.url,
-                                backoff_initial_secs=0.05, backoff_max_secs=0.5, rng=random.Random(1))
+        exchange = adapter(server)
         try:
             instruments = await exchange.load_instruments()
             async with ccxt_client(server) as client:
@@ -170,3 +178,29 @@ async def test_the_bots_delta_of_an_options_book_is_the_venues_delta_times_size_
                                           as_of).delta for s, p in options.items()), D(0))
     assert abs(own - venue_delta) > D("0.05")  # Black-76 at another vol is another delta
     assert bot.gamma_coin_per_usd != 0  # the venue's IV gives the book its gamma
+
+
+async def test_an_option_bought_through_the_adapter_is_pushed_with_the_venues_delta_and_iv() -> None:
+    async with options_emulator() as server:
+        put = engine_option(server, PUT)
+        exchange = adapter(server)
+        try:
+            await exchange.load_instruments()
+            async with ccxt_client(server) as client:
+                symbol = ccxt_symbol(client, server, put)
+                ticker = await client.fetch_ticker(symbol)
+                published = D((await client.fetch_greeks(symbol))["info"]["delta"])
+            async with aclosing(exchange.account_events()) as events:
+                await first(events, lambda event: isinstance(event, AccountSnapshot))
+                hub = server.runner.app[HUB]  # a push before the subscription would be missed
+                await until(lambda: any("position" in c.topics for c in hub.connections), 10, "subscription")
+                await exchange.place_order(OrderRequest("dkopt1a0", symbol, Side.BUY, D("1.5"),
+                                                        OrderType.LIMIT, price=D(str(ticker["ask"]))))
+                pushed = await first(events, lambda event: isinstance(event, AccountSnapshot)
+                                     and any(p.symbol == symbol for p in event.positions))
+        finally:
+            await exchange.close()
+
+    [position] = [p for p in pushed.positions if p.symbol == symbol]
+    assert (position.contracts, position.delta, position.mark_iv) == (D("1.5"), published, VENUE_IV)
+    assert published < 0  # a put

@@ -751,8 +751,10 @@ class CcxtExchange:
             return snapshot()
 
         async def on_positions(raws: list[dict[str, Any]]) -> AccountSnapshot:
-            # An option's pushed row carries the venue's delta; its IV is the one last read (not its
-            # forward, which moved: Black-76 then prices on the asset's current price).
+            # An option's pushed row carries the venue's delta; its IV is the one last read (read now for an
+            # option not seen before), not its forward, which moved: gamma is then at the asset's price.
+            self._greeks.update(await self._option_greeks([raw for raw in raws
+                                                           if str(raw.get("symbol")) not in self._greeks]))
             pushed = [position_from_ccxt(raw, await self._instrument(raw.get("symbol")), self.name,
                                          _iv_only(self._greeks.get(str(raw.get("symbol")))))
                       for raw in raws]  # all read before any is taken: a malformed push changes nothing
