@@ -348,6 +348,9 @@ def sim_exchange(
     api_key: Annotated[str, typer.Option("--api-key")] = "dk-sim-key",
     api_secret: Annotated[str, typer.Option("--api-secret")] = "dk-sim-secret",
     allow_withdraw: Annotated[bool, typer.Option(help="Give keys withdrawal rights")] = False,
+    option_iv: Annotated[float | None, typer.Option(
+        "--option-iv", min=0.01, max=5.0, help="Also list USDC options on BTC and ETH, at this IV (0.55)",
+    )] = None,
 ) -> None:
     """Run the Bybit-v5 emulator: REST and websockets on one port, for ccxt to trade against."""
     from deltakeeper.config import secret_values
@@ -356,7 +359,7 @@ def sim_exchange(
 
     settings = _settings()
     configure_logging(settings.log_level, settings.log_format, secret_values(settings))
-    asyncio.run(run_emulator(settings, host, port, {api_key: api_secret}, allow_withdraw))
+    asyncio.run(run_emulator(settings, host, port, {api_key: api_secret}, allow_withdraw, option_iv))
 
 
 @app.command("fault-proxy")
