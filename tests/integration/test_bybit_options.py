@@ -204,3 +204,20 @@ async def test_an_option_bought_through_the_adapter_is_pushed_with_the_venues_de
     [position] = [p for p in pushed.positions if p.symbol == symbol]
     assert (position.contracts, position.delta, position.mark_iv) == (D("1.5"), published, VENUE_IV)
     assert published < 0  # a put
+
+
+async def test_an_option_is_listed_until_its_expiry() -> None:
+    server = await serve("127.0.0.1", 0, {KEY: SECRET}, speed=1_000_000, seed=7, tick_secs=86_400,
+                         scenario=False, option_iv=VENUE_IV)
+    try:
+        instruments = server.venue.engine.instruments.values()
+        expiries = sorted({i.expiry for i in instruments if i.is_option and i.expiry})
+        before = {i.expiry for _, i in server.venue.listed("option")}  # at once: 0.6 s to go
+        await until(lambda: server.venue.clock.now() > expiries[0], 30, "the first expiry")
+        async with ccxt_client(server) as client:
+            after = [m for m in client.markets.values() if m["option"]]
+    finally:
+        await server.close()
+
+    assert before == set(expiries)
+    assert len(after) == 20 and {m["expiry"] for m in after} == {server.venue.stamp_ms(expiries[1])}
