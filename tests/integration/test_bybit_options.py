@@ -29,6 +29,7 @@ from deltakeeper.domain.orders import OrderRequest, OrderType, Side
 from deltakeeper.domain.records import AccountSnapshot
 from deltakeeper.sim.bybit.client import point_ccxt_at
 from deltakeeper.sim.bybit.server import HUB, RunningServer, serve
+from deltakeeper.sim.bybit.venue import to_ms
 from deltakeeper.sim.clock import WallClock
 
 D = Decimal
@@ -100,7 +101,7 @@ async def test_ccxt_lists_the_usdc_options_with_strike_expiry_and_right() -> Non
     assert len(options) == sum(i.is_option for i in server.venue.engine.instruments.values()) == 40
     assert (market["id"], market["settle"], market["quote"]) == (server.venue.ids[call.symbol][1], "USDC",
                                                                  "USD")
-    assert market["expiry"] == server.venue.stamp_ms(call.expiry)  # type: ignore[arg-type]
+    assert market["expiry"] == to_ms(call.expiry)  # type: ignore[arg-type]  # the term, in simulated time
     assert (instrument.kind, instrument.strike, instrument.option_type) == (Kind.OPTION, 60_000, "call")
     assert (instrument.settle, instrument.coin_settled, instrument.contract_size) == ("USDC", False, 1)
     assert (instrument.lot_step_contracts, instrument.min_contracts) == (D("0.01"), D("0.01"))
@@ -206,7 +207,7 @@ async def test_an_option_bought_through_the_adapter_is_pushed_with_the_venues_de
     assert published < 0  # a put
 
 
-async def test_an_option_is_listed_until_its_expiry() -> None:
+async def test_an_option_is_listed_until_its_expiry_at_any_speed() -> None:
     server = await serve("127.0.0.1", 0, {KEY: SECRET}, speed=1_000_000, seed=7, tick_secs=86_400,
                          scenario=False, option_iv=VENUE_IV)
     try:
@@ -215,11 +216,12 @@ async def test_an_option_is_listed_until_its_expiry() -> None:
         before = {i.expiry for _, i in server.venue.listed("option")}  # at once: 0.6 s to go
         await until(lambda: server.venue.clock.now() > expiries[0], 30, "the first expiry")
         async with ccxt_client(server) as client:
-            after = {market_id for market_id, markets in client.markets_by_id.items() if markets[0]["option"]}
+            after = {m["symbol"]: m["id"] for m in client.markets.values() if m["option"]}
     finally:
         await server.close()
 
     assert before == set(expiries)
-    # by Bybit id: at this speed both expiries fall on one wall day, which ccxt's symbols name
-    assert after == {server.venue.ids[i.symbol][1] for i in options if i.expiry == expiries[1]}
+    # each option its own ccxt symbol (dated by its expiry in simulated time), the expired ones gone
+    assert sorted(after.values()) == sorted(server.venue.ids[i.symbol][1] for i in options
+                                            if i.expiry == expiries[1])
     assert len(after) == 20

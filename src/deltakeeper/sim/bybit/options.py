@@ -8,7 +8,12 @@ underlying's index (r = 0, so the index is also the forward, `underlyingPrice`) 
 (`domain.greeks`), in Bybit's units: `delta` per option (a coin of underlying), `gamma` per USD of the
 underlying, `vega` in USD per vol point (1%), `theta` in USD per day, each to 8 decimals. A position's greeks
 are the option's times its signed size (a short call's delta is negative), so that the position's `delta`
-is exactly `size x` the ticker's."""
+is exactly `size x` the ticker's.
+
+An option's `deliveryTime` is its expiry in simulated time, unlike the emulator's event timestamps (wall
+time, `BybitVenue.stamp_ms`): it is the contract's term, and ccxt names an option by its expiry's date, which
+at an accelerated speed would be one wall day for every expiry. The option is listed, and quoted, until the
+simulated clock reaches it (then the engine settles it)."""
 
 from __future__ import annotations
 

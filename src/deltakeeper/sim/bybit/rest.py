@@ -38,7 +38,7 @@ from deltakeeper.sim.bybit.protocol import (
     page_limit,
 )
 from deltakeeper.sim.bybit.records import OrderMeta
-from deltakeeper.sim.bybit.venue import RECENT_CLOSED_ORDERS, BybitVenue, user_id
+from deltakeeper.sim.bybit.venue import RECENT_CLOSED_ORDERS, BybitVenue, to_ms, user_id
 from deltakeeper.sim.markets import ASSETS
 
 logger = logging.getLogger(__name__)
@@ -175,7 +175,7 @@ def _instrument(venue: BybitVenue, category: str, symbol: str, instrument: Instr
 
 def _option_instrument(venue: BybitVenue, symbol: str, instrument: Instrument) -> dict[str, Any]:
     assert instrument.expiry is not None
-    return options.instrument_row(instrument, symbol, venue.launch_ms, venue.stamp_ms(instrument.expiry))
+    return options.instrument_row(instrument, symbol, venue.launch_ms, to_ms(instrument.expiry))
 
 
 async def instruments_info(call: Call) -> dict[str, Any]:
