@@ -225,3 +225,17 @@ async def test_an_option_is_listed_until_its_expiry_at_any_speed() -> None:
     assert sorted(after.values()) == sorted(server.venue.ids[i.symbol][1] for i in options
                                             if i.expiry == expiries[1])
     assert len(after) == 20
+
+
+async def test_each_option_has_its_own_ccxt_symbol_at_an_accelerated_speed() -> None:
+    # 7 and 30 simulated days are 17 and 72 wall minutes at 600 times the wall clock: ccxt dates a symbol
+    # by the expiry the venue lists, its term in simulated time
+    server = await serve("127.0.0.1", 0, {KEY: SECRET}, speed=600, seed=7, scenario=False, option_iv=VENUE_IV)
+    try:
+        async with ccxt_client(server) as client:
+            symbols = {m["symbol"] for m in client.markets.values() if m["option"]}
+            ids = {market_id for market_id, markets in client.markets_by_id.items() if markets[0]["option"]}
+    finally:
+        await server.close()
+
+    assert len(symbols) == len(ids) == 40
