@@ -23,9 +23,9 @@ Option greeks, per exchange (`position_from_ccxt`):
   during settlement"), so one option's delta is `delta / size`. Its ticker (ccxt `fetch_greeks`) gives the
   option's `delta`, `mark_iv` in percent (ccxt passes it on as `markImpliedVolatility`: 61.27 = 61.27%)
   and the forward as `underlying_price`.
-- Bybit `/v5/position/list?category=option`: `delta` (beside `gamma`, `vega`, `theta`) is the position's,
-  in coins (size x the option's delta, negative for a short call), so one option's delta is
-  `delta / size`. Its ticker (ccxt `fetch_greeks`) gives the option's `delta`, `markIv` (a fraction:
+- Bybit `/v5/position/list?category=option`: `delta` (beside `gamma`, `vega`, `theta`) is taken as the
+  position's, in coins (size x the option's delta, negative for a short call), as Deribit's is (Bybit's
+  docs name the field only), so one option's delta is `delta / size`. Its ticker (ccxt `fetch_greeks`) gives the option's `delta`, `markIv` (a fraction:
   0.5577 = 55.77%) and `underlyingPrice`.
 - Elsewhere ccxt's greeks structure, with `markImpliedVolatility` a fraction.
 """
