@@ -25,8 +25,8 @@ Option greeks, per exchange (`position_from_ccxt`):
   and the forward as `underlying_price`.
 - Bybit `/v5/position/list?category=option`: `delta` (beside `gamma`, `vega`, `theta`) is taken as the
   position's, in coins (size x the option's delta, negative for a short call), as Deribit's is (Bybit's
-  docs name the field only), so one option's delta is `delta / size`. Its ticker (ccxt `fetch_greeks`) gives the option's `delta`, `markIv` (a fraction:
-  0.5577 = 55.77%) and `underlyingPrice`.
+  docs name the field only), so one option's delta is `delta / size`. Its ticker (ccxt `fetch_greeks`)
+  gives the option's `delta`, `markIv` (a fraction: 0.5577 = 55.77%) and `underlyingPrice`.
 - Elsewhere ccxt's greeks structure, with `markImpliedVolatility` a fraction.
 """
 
