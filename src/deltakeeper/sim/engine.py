@@ -31,12 +31,12 @@ Rules, kept simple on purpose:
   changes hands in the settle coin at the trade (contracts x size x price), the fee is `rate` x size (in
   USD at the underlying's price for a stablecoin-settled one) capped at 12.5% of the premium, positions
   carry an average entry and no realised PnL of their own (the premium already moved the wallet), no
-  funding. An
-  option quote's `index` is its underlying price; with a `mark_iv` (an `OptionQuote` of the feeds) the
-  position reports that vol and its Black-76 delta, as Deribit publishes greeks, and every quote of a
-  held option pushes a fresh account snapshot (Deribit's portfolio channel). At expiry (on the first
-  quote of the same underlying at or after it) positions settle in coin at their intrinsic value on the
-  underlying price and open orders on it are cancelled; orders on an expired option are rejected.
+  funding. An option quote's `index` is its underlying price; with a `mark_iv` (an `OptionQuote` of the
+  feeds) the position reports that vol and its Black-76 delta, as Deribit publishes greeks, and every
+  quote of a held option pushes a fresh account snapshot (Deribit's portfolio channel). At expiry (on the
+  first quote of the same underlying at or after it) positions settle in their settle coin at their
+  intrinsic value on the underlying price and open orders on it are cancelled; orders on an expired
+  option are rejected.
 - Funding settles when a quote's ts crosses a multiple of the instrument's funding interval (counted
   from the epoch): payment = -position notional x rate (positive = received), linear notional
   contracts x size x mark in the settle coin, inverse face / mark in coin, at the crossing quote's mark

@@ -46,7 +46,6 @@ class Greeks:
     vega: Decimal
     theta: Decimal
     mark_iv: Decimal
-    underlying: Decimal
 
     def times(self, contracts: Decimal) -> dict[str, str]:
         """A position's greeks: the option's times its signed size."""
@@ -69,7 +68,7 @@ def option_greeks(instrument: Instrument, quote: Quote) -> Greeks | None:
     theta_per_year = -forward * norm_pdf(d1) * vol / (2 * math.sqrt(years))
     return Greeks(
         delta=_greek(model.delta), gamma=_greek(model.gamma_per_usd), vega=_greek(model.vega_usd / 100),
-        theta=_greek(theta_per_year / 365), mark_iv=_greek(vol), underlying=quote.index,
+        theta=_greek(theta_per_year / 365), mark_iv=_greek(vol),
     )
 
 
@@ -90,7 +89,7 @@ def implied_vol(price_usd: Decimal, instrument: Instrument, quote: Quote) -> Dec
     for _ in range(_IV_SEARCH_STEPS):
         middle = (low + high) / 2
         low, high = (middle, high) if value(middle) < target else (low, middle)
-    return _greek((low + high) / 2).quantize(Decimal("1E-4"))
+    return Decimal(repr((low + high) / 2)).quantize(Decimal("1E-4"))
 
 
 def _greek(value: float) -> Decimal:
@@ -142,7 +141,7 @@ def ticker(instrument: Instrument, symbol: str, quote: Quote, stats: MarketStats
         "markPrice": fmt(quote.mark),
         "indexPrice": fmt(quote.index or ZERO),
         "markPriceIv" if stream else "markIv": fmt(model.mark_iv) if model else "",
-        "underlyingPrice": fmt(model.underlying if model else quote.index or ZERO),
+        "underlyingPrice": fmt(quote.index or ZERO),
         "openInterest": fmt(open_interest),
         "turnover24h": fmt(turnover),
         "volume24h": fmt(volume),
