@@ -1,8 +1,9 @@
 """Bybit's USDC options in the emulator, through stock ccxt and the adapter (issue 13): ccxt lists them, reads
 their greeks from the ticker (Black-76 at the venue's implied vol), buys one and sees the position with its
 greeks; the bot's delta of an options book read from the emulator is the venue's published delta times the
-size, not its own Black-76 at another vol. The market stands still (`frozen_emulator`'s clock and ticks), so
-the venue's figures and the test's own Black-76 are taken on the same quote."""
+size, not its own Black-76 at another vol. The market of `options_emulator` stands still (`frozen_emulator`'s
+clock and ticks), so the venue's figures and the test's own Black-76 are taken on the same quote. ccxt's
+symbol of an option is the engine's: both date it by its expiry in simulated time."""
 
 from __future__ import annotations
 
@@ -72,12 +73,6 @@ def engine_option(server: RunningServer, template: str) -> Instrument:
     return server.venue.engine.instruments[template.format(expiry=f"{expiry:%y%m%d}")]
 
 
-def ccxt_symbol(client: Any, server: RunningServer, instrument: Instrument) -> str:
-    """ccxt's symbol of an engine option, by its Bybit id."""
-    _, bybit_id = server.venue.ids[instrument.symbol]
-    return str(client.markets_by_id[bybit_id][0]["symbol"])
-
-
 def adapter(server: RunningServer) -> CcxtExchange:
     return CcxtExchange("bybit", clock=WallClock(), api_key=KEY, secret=SECRET, base_url=server.url,
                         backoff_initial_secs=0.05, backoff_max_secs=0.5, rng=random.Random(1))
@@ -95,7 +90,7 @@ async def test_ccxt_lists_the_usdc_options_with_strike_expiry_and_right() -> Non
     async with options_emulator() as server, ccxt_client(server) as client:
         call = engine_option(server, CALL)
         options = [m for m in client.markets.values() if m["option"]]
-        market = client.market(ccxt_symbol(client, server, call))
+        market = client.market(call.symbol)
         instrument = instrument_from_market(market, "bybit", client.precisionMode)
 
     assert len(options) == sum(i.is_option for i in server.venue.engine.instruments.values()) == 40
@@ -110,8 +105,8 @@ async def test_ccxt_lists_the_usdc_options_with_strike_expiry_and_right() -> Non
 async def test_ticker_greeks_are_black76_at_the_venues_iv_in_bybits_units() -> None:
     async with options_emulator() as server, ccxt_client(server) as client:
         call = engine_option(server, CALL)
-        option_greeks = await client.fetch_greeks(ccxt_symbol(client, server, call))
-        ticker = await client.fetch_ticker(ccxt_symbol(client, server, call))
+        option_greeks = await client.fetch_greeks(call.symbol)
+        ticker = await client.fetch_ticker(call.symbol)
         model = venue_greeks(server, call)
         quote = server.venue.engine.quote(call.symbol)
 
@@ -129,7 +124,7 @@ async def test_ticker_greeks_are_black76_at_the_venues_iv_in_bybits_units() -> N
 async def test_a_bought_call_shows_in_ccxt_positions_with_its_greeks_times_its_size() -> None:
     async with options_emulator() as server, ccxt_client(server) as client:
         call = engine_option(server, CALL)
-        symbol = ccxt_symbol(client, server, call)
+        symbol = call.symbol
         ask = (await client.fetch_ticker(symbol))["ask"]
         option_greeks = (await client.fetch_greeks(symbol))["info"]
         await client.create_order(symbol, "limit", "buy", 0.5, ask)
@@ -152,8 +147,8 @@ async def test_the_bots_delta_of_an_options_book_is_the_venues_delta_times_size_
         try:
             instruments = await exchange.load_instruments()
             async with ccxt_client(server) as client:
-                book = {ccxt_symbol(client, server, call): ("sell", D(3)),
-                        ccxt_symbol(client, server, put): ("buy", D(2))}
+                book = {call.symbol: ("sell", D(3)),
+                        put.symbol: ("buy", D(2))}
                 published = {symbol: D((await client.fetch_greeks(symbol))["info"]["delta"])
                              for symbol in book}
                 for symbol, (side, size) in book.items():
@@ -188,7 +183,7 @@ async def test_an_option_bought_through_the_adapter_is_pushed_with_the_venues_de
         try:
             await exchange.load_instruments()
             async with ccxt_client(server) as client:
-                symbol = ccxt_symbol(client, server, put)
+                symbol = put.symbol
                 ticker = await client.fetch_ticker(symbol)
                 published = D((await client.fetch_greeks(symbol))["info"]["delta"])
             async with aclosing(exchange.account_events()) as events:

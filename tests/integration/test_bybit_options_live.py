@@ -16,7 +16,6 @@ from tests.integration.test_bybit_options import (
     OTHER_IV,
     adapter,
     ccxt_client,
-    ccxt_symbol,
     engine_option,
     options_emulator,
 )
@@ -41,7 +40,7 @@ async def test_the_live_loop_hedges_a_short_call_book_to_the_venues_published_de
     async with options_emulator() as server:
         call = engine_option(server, CALL)
         async with ccxt_client(server) as client:
-            symbol = ccxt_symbol(client, server, call)
+            symbol = call.symbol
             published = D((await client.fetch_greeks(symbol))["info"]["delta"])
             bid = (await client.fetch_ticker(symbol))["bid"]
             await client.create_order(symbol, "limit", "sell", float(CALLS), bid)
