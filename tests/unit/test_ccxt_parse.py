@@ -19,28 +19,31 @@ import pytest
 from ccxt.base.decimal_to_precision import DECIMAL_PLACES
 from tests.unit.test_order_path import SOL, T0, Bot
 
+from deltakeeper.adapters.ccxt_account import (
+    balances_from_ccxt,
+    check_bybit_account_answer,
+    is_open_position,
+    position_from_ccxt,
+)
+from deltakeeper.adapters.ccxt_markets import instrument_from_market, tiers_from_ccxt
 from deltakeeper.adapters.ccxt_parse import (
     QUOTE_MAX_LEAD_SECS,
     RETRY_AFTER_MAX_SECS,
-    FillValueUnknown,
     MalformedPayload,
-    balances_from_ccxt,
     bybit_key_can_withdraw,
-    check_bybit_account_answer,
     error_from_ccxt,
-    fill_from_trade,
-    funding_from_ccxt,
-    instrument_from_market,
-    is_funding_trade,
-    is_liquidation_trade,
-    is_open_position,
-    order_from_ccxt,
-    portfolio_from_json,
-    position_from_ccxt,
     quote_from_ticker,
     retry_after_secs,
-    tiers_from_ccxt,
 )
+from deltakeeper.adapters.ccxt_trades import (
+    FillValueUnknown,
+    fill_from_trade,
+    funding_from_ccxt,
+    is_funding_trade,
+    is_liquidation_trade,
+    order_from_ccxt,
+)
+from deltakeeper.adapters.portfolio_file import portfolio_from_json
 from deltakeeper.app.rebalance import _RiskTrack
 from deltakeeper.domain.errors import (
     ConfigError,

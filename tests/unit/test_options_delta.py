@@ -12,12 +12,10 @@ from typing import Any
 import ccxt
 import pytest
 
-from deltakeeper.adapters.ccxt_parse import (
-    MalformedPayload,
-    instrument_from_market,
-    portfolio_from_json,
-    position_from_ccxt,
-)
+from deltakeeper.adapters.ccxt_account import position_from_ccxt
+from deltakeeper.adapters.ccxt_markets import instrument_from_market
+from deltakeeper.adapters.ccxt_parse import MalformedPayload
+from deltakeeper.adapters.portfolio_file import portfolio_from_json
 from deltakeeper.domain.exposure import (
     OptionInputMissing,
     Position,

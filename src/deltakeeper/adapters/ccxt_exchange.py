@@ -21,24 +21,27 @@ import ccxt.async_support
 import ccxt.pro
 import structlog
 
-from deltakeeper.adapters.ccxt_parse import (
-    FillValueUnknown,
-    MalformedPayload,
+from deltakeeper.adapters.ccxt_account import (
     balances_from_ccxt,
-    bybit_key_can_withdraw,
     check_bybit_account_answer,
-    deribit_funding_from_log,
-    error_from_ccxt,
-    fill_from_trade,
-    funding_from_ccxt,
-    instrument_from_market,
-    is_funding_trade,
     is_open_position,
-    order_from_ccxt,
     position_from_ccxt,
+)
+from deltakeeper.adapters.ccxt_markets import instrument_from_market, tiers_from_ccxt
+from deltakeeper.adapters.ccxt_parse import (
+    MalformedPayload,
+    bybit_key_can_withdraw,
+    error_from_ccxt,
     quote_from_ticker,
     retry_after_secs,
-    tiers_from_ccxt,
+)
+from deltakeeper.adapters.ccxt_trades import (
+    FillValueUnknown,
+    deribit_funding_from_log,
+    fill_from_trade,
+    funding_from_ccxt,
+    is_funding_trade,
+    order_from_ccxt,
 )
 from deltakeeper.adapters.ccxt_venue_margin import fetch_venue_margin
 from deltakeeper.domain.costs import BookLevel
@@ -240,6 +243,8 @@ class CcxtExchange:
         """Public streams on their own client, so that reopening a stale one leaves the account's alone."""
         self._instruments: dict[str, Instrument] = {}
         self._balances: dict[str, Decimal] = {}
+        self._greeks: dict[str, dict[str, Any]] = {}
+        """The greeks (ccxt `fetch_greeks`) of each option position, as last read with the account."""
         self._positions: dict[str, Position] = {}
         """The account as last read or pushed: a read sets both, a balance or position push its own part,
         so that a push's snapshot never brings back what a later read has replaced (`_snapshot_streams`)."""
@@ -270,8 +275,10 @@ class CcxtExchange:
     async def fetch_account(self) -> AccountSnapshot:
         balance = await self._call(self._rest.fetch_balance)
         raws = await self._raw_positions()
+        self._greeks = await self._option_greeks(raws)
         with self._reading():
-            positions = [position_from_ccxt(raw, await self._instrument(raw.get("symbol")), self.name)
+            positions = [position_from_ccxt(raw, await self._instrument(raw.get("symbol")), self.name,
+                                            self._greeks.get(str(raw.get("symbol"))))
                          for raw in raws]
             balances = balances_from_ccxt(balance, self.name)
         self._balances = dict(balances)
@@ -287,6 +294,17 @@ class CcxtExchange:
                 raws += await self._call(self._rest.fetch_positions, None, scope)
         with self._reading():
             return [raw for raw in raws if is_open_position(raw)]
+
+    async def _option_greeks(self, raws: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """The greeks of the options among the positions `raws`, where the exchange publishes them: the
+        venue's delta where the position itself carries none, and the mark IV and forward of every option
+        (its gamma; Black-76's delta where the venue gives none at all)."""
+        if not self._rest.has.get("fetchGreeks"):
+            return {}
+        markets = self._rest.markets or {}
+        options = {str(raw.get("symbol")) for raw in raws
+                   if (markets.get(raw.get("symbol")) or {}).get("option")}
+        return {symbol: await self._call(self._rest.fetch_greeks, symbol) for symbol in sorted(options)}
 
     async def fetch_leverage_tiers(self, symbols: Sequence[str]) -> dict[str, tuple[MarginTier, ...]]:
         """The tables of the stablecoin-settled futures among `symbols` (ccxt's inverse tiers count coins,
@@ -740,7 +758,12 @@ class CcxtExchange:
             return snapshot()
 
         async def on_positions(raws: list[dict[str, Any]]) -> AccountSnapshot:
-            pushed = [position_from_ccxt(raw, await self._instrument(raw.get("symbol")), self.name)
+            # An option's pushed row carries the venue's delta; its IV is the one last read (read now for an
+            # option not seen before), not its forward, which moved: gamma is then at the asset's price.
+            self._greeks.update(await self._option_greeks([raw for raw in raws
+                                                           if str(raw.get("symbol")) not in self._greeks]))
+            pushed = [position_from_ccxt(raw, await self._instrument(raw.get("symbol")), self.name,
+                                         _iv_only(self._greeks.get(str(raw.get("symbol")))))
                       for raw in raws]  # all read before any is taken: a malformed push changes nothing
             for position in pushed:
                 if position.contracts:
@@ -919,6 +942,8 @@ class CcxtExchange:
             return [{}]
         pages = _BYBIT_PAGES if paged else {}
         scopes: list[dict[str, Any]] = [] if derivatives_only else [{"type": "spot", **pages}]
+        if any(market["type"] == "option" for market in self._rest.markets.values()):
+            scopes.append({"type": "option", **pages})
         seen: set[tuple[str, str]] = set()
         for market in self._rest.markets.values():
             if market["type"] not in ("swap", "future"):
@@ -996,6 +1021,10 @@ def _name(method: Callable[..., Any]) -> str:
 def _history_key(raw: Mapping[str, Any]) -> str:
     """A listed item's identity across overlapping pages: its id, else its whole raw answer."""
     return str(raw.get("id") or raw.get("info"))
+
+
+def _iv_only(greeks: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    return None if greeks is None else {"markImpliedVolatility": greeks.get("markImpliedVolatility")}
 
 
 def _ms(ts: datetime) -> int:

@@ -76,7 +76,7 @@ def delta(
     fmt: Annotated[ShortFormat, typer.Option("--format")] = ShortFormat.table,
 ) -> None:
     """Compute per-asset delta of a portfolio file, offline."""
-    from deltakeeper.adapters.ccxt_parse import portfolio_from_json, portfolio_time
+    from deltakeeper.adapters.portfolio_file import portfolio_from_json, portfolio_time
     from deltakeeper.cli.output import print_table, to_json
     from deltakeeper.domain.exposure import asset_deltas
 
@@ -339,6 +339,9 @@ def sim_exchange(
     api_key: Annotated[str, typer.Option("--api-key")] = "dk-sim-key",
     api_secret: Annotated[str, typer.Option("--api-secret")] = "dk-sim-secret",
     allow_withdraw: Annotated[bool, typer.Option(help="Give keys withdrawal rights")] = False,
+    option_iv: Annotated[float | None, typer.Option(
+        "--option-iv", min=0.01, max=5.0, help="Also list USDC options on BTC and ETH, at this IV (0.55)",
+    )] = None,
 ) -> None:
     """Run the Bybit-v5 emulator: REST and websockets on one port, for ccxt to trade against."""
     from deltakeeper.cli.sim_exchange import run_emulator
@@ -347,7 +350,7 @@ def sim_exchange(
 
     settings = _settings()
     configure_logging(settings.log_level, settings.log_format, secret_values(settings))
-    asyncio.run(run_emulator(settings, host, port, {api_key: api_secret}, allow_withdraw))
+    asyncio.run(run_emulator(settings, host, port, {api_key: api_secret}, allow_withdraw, option_iv))
 
 
 @app.command("fault-proxy")

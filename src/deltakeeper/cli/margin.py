@@ -42,7 +42,7 @@ class MarginFormat(str, Enum):
 
 def margin_report(doc: object) -> dict[str, Any]:
     """The margin report of a portfolio file (module notes). Raises ConfigError on bad input."""
-    from deltakeeper.adapters.ccxt_parse import portfolio_from_json, portfolio_time
+    from deltakeeper.adapters.portfolio_file import portfolio_from_json, portfolio_time
 
     portfolio = portfolio_from_json(doc)
     assert isinstance(doc, dict)
@@ -60,7 +60,8 @@ def _config(where: str, expected: str, got: object = None) -> ConfigError:
 
 
 def _tier_tables(doc: dict[str, Any], instruments: dict[str, Instrument]) -> TierTables:
-    from deltakeeper.adapters.ccxt_parse import MalformedPayload, tier_from_ccxt
+    from deltakeeper.adapters.ccxt_markets import tier_from_ccxt
+    from deltakeeper.adapters.ccxt_parse import MalformedPayload
 
     section = doc.get("leverage_tiers", {})
     if not isinstance(section, dict):

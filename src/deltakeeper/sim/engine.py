@@ -27,14 +27,16 @@ Rules, kept simple on purpose:
   wallet left negative is reset to zero (the insurance fund takes the loss). Positions report these
   figures (`Position.initial_margin`, `maintenance_margin`, `leverage`, `liquidation_price`) as an
   exchange does.
-- Options (coin-settled, Deribit-style): the premium changes hands in the settle coin at the trade
-  (contracts x size x price), the fee is `rate` x size capped at 12.5% of the premium, positions carry an
-  average entry and no realised PnL of their own (the premium already moved the wallet), no funding. An
-  option quote's `index` is its underlying price; with a `mark_iv` (an `OptionQuote` of the feeds) the
-  position reports that vol and its Black-76 delta, as Deribit publishes greeks, and every quote of a
-  held option pushes a fresh account snapshot (Deribit's portfolio channel). At expiry (on the first
-  quote of the same underlying at or after it) positions settle in coin at their intrinsic value on the
-  underlying price and open orders on it are cancelled; orders on an expired option are rejected.
+- Options (coin-settled, Deribit-style, or settled in a stablecoin, Bybit's USDC options): the premium
+  changes hands in the settle coin at the trade (contracts x size x price), the fee is `rate` x size (in
+  USD at the underlying's price for a stablecoin-settled one) capped at 12.5% of the premium, positions
+  carry an average entry and no realised PnL of their own (the premium already moved the wallet), no
+  funding. An option quote's `index` is its underlying price; with a `mark_iv` (an `OptionQuote` of the
+  feeds) the position reports that vol and its Black-76 delta, as Deribit publishes greeks, and every
+  quote of a held option pushes a fresh account snapshot (Deribit's portfolio channel). At expiry (on the
+  first quote of the same underlying at or after it) positions settle in their settle coin at their
+  intrinsic value on the underlying price and open orders on it are cancelled; orders on an expired
+  option are rejected.
 - Dated futures (`Kind.FUTURE`, Bybit-style quarterlies) trade as perpetuals do, without funding, and
   expire as options do: on the first quote of the underlying at or after expiry their open orders are
   cancelled and positions closed at the underlying price (the last quote's index of a market without
@@ -593,10 +595,12 @@ class SimEngine:
                 return quote.index or quote.mark
         return None
 
-    @staticmethod
-    def _option_fee(instrument: Instrument, amount: Decimal, price: Decimal, rate: Decimal) -> Decimal:
+    def _option_fee(self, instrument: Instrument, amount: Decimal, price: Decimal, rate: Decimal) -> Decimal:
+        """`rate` of the underlying's value (in coin for a coin-settled option, else at its USD price),
+        capped at `OPTION_FEE_CAP` of the premium."""
         size = amount * instrument.contract_size
-        return _wallet(min(rate * size, OPTION_FEE_CAP * size * price))
+        per_coin = Decimal(1) if instrument.coin_settled else self._underlying(instrument) or ZERO
+        return _wallet(min(rate * size * per_coin, OPTION_FEE_CAP * size * price))
 
     def _match(self, instrument: Instrument, quote: Quote) -> None:
         for account_id, account in self._accounts.items():

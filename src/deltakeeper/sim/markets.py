@@ -1,7 +1,7 @@
 """The simulator's default markets: spot, USDT-margined linear perpetual and coin-margined inverse perpetual
 for SOL, BTC and ETH, named as ccxt symbols, with Bybit's standard (VIP 0) fee rates; and, on request,
-coin-settled (Deribit-style) options on BTC or ETH (`option_instruments`) and Bybit-style quarterly futures
-(`future_instruments`)."""
+options on BTC or ETH (`option_instruments`): coin-settled (Deribit-style) or settled in a stablecoin (Bybit's
+USDC options); and Bybit-style quarterly futures (`future_instruments`)."""
 
 from __future__ import annotations
 
@@ -84,12 +84,15 @@ def default_instruments() -> dict[str, Instrument]:
     return {i.symbol: i for asset in ASSETS.values() for i in asset.instruments()}
 
 
-# Options (Deribit-style: coin-settled, 1 coin a contract, priced in coin, no funding)
+# Options (1 coin a contract, no funding): coin-settled and priced in coin (Deribit-style), or settled in a
+# stablecoin and priced in USD (Bybit's USDC options)
 
 OPTION_FEE_RATE = Decimal("0.0003")
 """Per coin of underlying, taker and maker; the engine caps it at `OPTION_FEE_CAP` of the premium."""
 OPTION_FEE_CAP = Decimal("0.125")
 OPTION_LOT_STEP = Decimal("0.1")
+USD_OPTION_LOT_STEP = Decimal("0.01")
+"""Bybit's BTC and ETH options trade in steps of 0.01 coin."""
 OPTION_PRICE_TICK = Decimal("0.0001")
 OPTION_EXPIRY_TIME = time(8, 0)
 """Deribit's options expire at 08:00 UTC."""
@@ -97,9 +100,11 @@ DEFAULT_STRIKE_MONEYNESS = (0.90, 0.95, 1.0, 1.05, 1.10)
 DEFAULT_EXPIRY_DAYS = (7, 30)
 
 
-def option_symbol(base: str, expiry: datetime, strike: Decimal, is_call: bool) -> str:
-    """ccxt's unified option symbol, e.g. `BTC/USD:BTC-260206-60000-C`."""
-    return f"{base}/USD:{base}-{expiry:%y%m%d}-{strike.normalize():f}-{'C' if is_call else 'P'}"
+def option_symbol(base: str, expiry: datetime, strike: Decimal, is_call: bool,
+                  settle: str | None = None) -> str:
+    """ccxt's unified option symbol, e.g. `BTC/USD:BTC-260206-60000-C` (settled in `settle`, by default
+    the base coin: `BTC/USD:USDC-260206-60000-C` for a USDC option)."""
+    return f"{base}/USD:{settle or base}-{expiry:%y%m%d}-{strike.normalize():f}-{'C' if is_call else 'P'}"
 
 
 def option_instruments(
@@ -109,10 +114,13 @@ def option_instruments(
     price: float,
     moneyness: tuple[float, ...] = DEFAULT_STRIKE_MONEYNESS,
     expiry_days: tuple[int, ...] = DEFAULT_EXPIRY_DAYS,
+    settle: str | None = None,
 ) -> dict[str, Instrument]:
-    """Calls and puts on `base`, settled in `base`, one coin a contract: a strike at each `moneyness`
-    times `price` (rounded to a round number: 1,000 USD for BTC-sized prices), for each expiry `days`
-    after `start` at 08:00 UTC."""
+    """Calls and puts on `base`, one coin a contract: a strike at each `moneyness` times `price` (rounded
+    to a round number: 1,000 USD for BTC-sized prices), for each expiry `days` after `start` at 08:00 UTC.
+    Settled in `base` and priced in it, or settled in the stablecoin `settle` (USDC) and priced in USD,
+    in lots of 0.01."""
+    lot_step = OPTION_LOT_STEP if settle is None else USD_OPTION_LOT_STEP
     step = 10 ** max(0, int(math.log10(price)) - 1)
     strikes = sorted({Decimal(round(price * m / step) * step) for m in moneyness})
     instruments: dict[str, Instrument] = {}
@@ -121,11 +129,11 @@ def option_instruments(
         expiry = datetime.combine(day, OPTION_EXPIRY_TIME, tzinfo=start.tzinfo)
         for strike in strikes:
             for is_call in (True, False):
-                symbol = option_symbol(base, expiry, strike, is_call)
+                symbol = option_symbol(base, expiry, strike, is_call, settle)
                 instruments[symbol] = Instrument(
-                    symbol=symbol, kind=Kind.OPTION, base=base, quote="USD", settle=base,
-                    contract_size=Decimal(1), lot_step_contracts=OPTION_LOT_STEP,
-                    min_contracts=OPTION_LOT_STEP, taker_fee_rate=OPTION_FEE_RATE,
+                    symbol=symbol, kind=Kind.OPTION, base=base, quote="USD", settle=settle or base,
+                    contract_size=Decimal(1), lot_step_contracts=lot_step,
+                    min_contracts=lot_step, taker_fee_rate=OPTION_FEE_RATE,
                     maker_fee_rate=OPTION_FEE_RATE, expiry=expiry, strike=strike,
                     option_type="call" if is_call else "put",
                 )

@@ -24,8 +24,10 @@ SPOT_INSUFFICIENT_BALANCE = 170131
 SPOT_DUPLICATE_ORDER_LINK_ID = 170141
 SPOT_ORDER_NOT_EXISTS = 170213
 
-SPOT, LINEAR, INVERSE = "spot", "linear", "inverse"
-CATEGORIES = (SPOT, LINEAR, INVERSE)
+_MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
+
+SPOT, LINEAR, INVERSE, OPTION = "spot", "linear", "inverse", "option"
+CATEGORIES = (SPOT, LINEAR, INVERSE, OPTION)
 
 
 class BybitError(Exception):
@@ -45,24 +47,33 @@ def envelope(result: Any, now_ms: int, ret_code: int = 0, ret_msg: str = "OK") -
 
 
 def category_of(instrument: Instrument) -> str | None:
-    """Bybit's category of a market, or None for markets the emulator does not list (options)."""
+    """Bybit's category of a market, or None for markets the emulator does not list (options settled in a
+    coin)."""
     if instrument.kind is Kind.SPOT:
         return SPOT
     if instrument.kind in (Kind.PERPETUAL, Kind.FUTURE):
         return INVERSE if instrument.inverse else LINEAR
+    if instrument.is_option and instrument.usd_margined:
+        return OPTION
     return None
 
 
 _MONTH_CODES = "FGHJKMNQUVXZ"
 """Futures month codes, January to December: Bybit's inverse quarterlies are named with them."""
-_MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
 
 
 def bybit_symbol(instrument: Instrument) -> str:
-    """`SOLUSDT` for spot and linear (told apart by category), `SOLUSD` for inverse; dated futures as
-    Bybit names them: linear `BTCUSDT-25DEC26`, inverse `BTCUSDZ26` (month code and year of expiry)."""
-    symbol = f"{instrument.base}{instrument.quote}"
+    """`SOLUSDT` for spot and linear (told apart by category), `SOLUSD` for inverse, `BTC-26DEC25-60000-C`
+    for an option; dated futures as Bybit names them: linear `BTCUSDT-25DEC26`, inverse `BTCUSDZ26` (month
+    code and year of expiry)."""
     expiry = instrument.expiry
+    if instrument.is_option:
+        if expiry is None or instrument.strike is None:
+            raise ValueError(f"{instrument.symbol} is not an option")
+        right = "C" if instrument.is_call else "P"
+        strike = f"{instrument.strike.normalize():f}"
+        return f"{instrument.base}-{expiry.day}{_MONTHS[expiry.month - 1]}{expiry:%y}-{strike}-{right}"
+    symbol = f"{instrument.base}{instrument.quote}"
     if instrument.kind is not Kind.FUTURE or expiry is None:
         return symbol
     if instrument.inverse:

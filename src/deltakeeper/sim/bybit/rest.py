@@ -19,12 +19,13 @@ from aiohttp import web
 
 from deltakeeper.domain.instruments import Instrument, Kind
 from deltakeeper.domain.orders import OrderState
-from deltakeeper.sim.bybit import serializers
+from deltakeeper.sim.bybit import options, serializers
 from deltakeeper.sim.bybit.auth import check_rest
 from deltakeeper.sim.bybit.protocol import (
     CATEGORIES,
     INVERSE,
     LINEAR,
+    OPTION,
     PARAM_ERROR,
     RATE_LIMITED,
     ROUTE_NOT_FOUND,
@@ -37,14 +38,12 @@ from deltakeeper.sim.bybit.protocol import (
     page_limit,
 )
 from deltakeeper.sim.bybit.records import OrderMeta
-from deltakeeper.sim.bybit.venue import RECENT_CLOSED_ORDERS, BybitVenue, user_id
+from deltakeeper.sim.bybit.venue import RECENT_CLOSED_ORDERS, BybitVenue, to_ms, user_id
 from deltakeeper.sim.markets import ASSETS
 
 logger = logging.getLogger(__name__)
 VENUE = web.AppKey("venue", BybitVenue)
 WEEK_MS = 7 * 86_400_000
-OPTION = "option"
-_LISTING_CATEGORIES = (*CATEGORIES, OPTION)
 
 
 def wall_ms() -> int:
@@ -133,12 +132,6 @@ def delivery_ms(instrument: Instrument) -> int:
     return int(instrument.expiry.timestamp() * 1000) if instrument.expiry is not None else 0
 
 
-def _unexpired(venue: BybitVenue, listed: list[tuple[str, Instrument]]) -> list[tuple[str, Instrument]]:
-    """Bybit lists a dated future until its delivery."""
-    now = venue.clock.now()
-    return [(s, i) for s, i in listed if i.expiry is None or i.expiry > now]
-
-
 def _instrument(venue: BybitVenue, category: str, symbol: str, instrument: Instrument) -> dict[str, Any]:
     tick = tick_size(instrument)
     common = {"symbol": symbol, "baseCoin": instrument.base, "quoteCoin": instrument.quote,
@@ -193,12 +186,17 @@ def _instrument(venue: BybitVenue, category: str, symbol: str, instrument: Instr
     }
 
 
+def _option_instrument(venue: BybitVenue, symbol: str, instrument: Instrument) -> dict[str, Any]:
+    assert instrument.expiry is not None
+    return options.instrument_row(instrument, symbol, venue.launch_ms, to_ms(instrument.expiry))
+
+
 async def instruments_info(call: Call) -> dict[str, Any]:
-    category = call.category(_LISTING_CATEGORIES)
-    trading = call.get("status", "Trading") == "Trading"
-    listed = _unexpired(call.venue, call.venue.listed(category)) if trading else []
+    category = call.category()
+    listed = call.venue.listed(category) if call.get("status", "Trading") == "Trading" else []
     rows = [
-        _instrument(call.venue, category, symbol, instrument)
+        _option_instrument(call.venue, symbol, instrument) if category == OPTION
+        else _instrument(call.venue, category, symbol, instrument)
         for symbol, instrument in listed
         if call.get("symbol") in ("", symbol) and call.get("baseCoin") in ("", instrument.base)
     ]
@@ -215,18 +213,26 @@ def ticker_item(venue: BybitVenue, category: str, symbol: str, instrument: Instr
         return None
     bids, asks = venue.engine.book(instrument.symbol, 1)
     touch = (bids[0][1] if bids else Decimal(0), asks[0][1] if asks else Decimal(0))
+    if category == OPTION:
+        return options.ticker(instrument, symbol, quote, venue.stats[instrument.symbol], touch,
+                              venue.open_interest(instrument), stream=stream)
     return serializers.ticker(instrument, category, symbol, quote, venue.stats[instrument.symbol], touch,
                               venue.funding_now(instrument), venue.open_interest(instrument), stream=stream,
                               delivery_ms=delivery_ms(instrument))
 
 
+def _base_coin_matches(call: Call, category: str, instrument: Instrument) -> bool:
+    """Bybit's `baseCoin` filter, which applies to options only."""
+    return category != OPTION or call.get("baseCoin") in ("", instrument.base)
+
+
 async def tickers(call: Call) -> dict[str, Any]:
-    category = call.category(_LISTING_CATEGORIES)
-    if call.get("symbol") and category != OPTION:
+    category = call.category()
+    if call.get("symbol"):
         call.venue.market(category, call.get("symbol"))
     items = (ticker_item(call.venue, category, symbol, instrument, stream=False)
-             for symbol, instrument in _unexpired(call.venue, call.venue.listed(category))
-             if call.get("symbol") in ("", symbol))
+             for symbol, instrument in call.venue.listed(category)
+             if call.get("symbol") in ("", symbol) and _base_coin_matches(call, category, instrument))
     return {"category": category, "list": [item for item in items if item is not None]}
 
 
@@ -410,7 +416,7 @@ async def fee_rate(call: Call) -> dict[str, Any]:
 
 
 async def position_list(call: Call) -> dict[str, Any]:
-    category = call.category((LINEAR, INVERSE))
+    category = call.category((LINEAR, INVERSE, OPTION))
     symbols = {s for s in call.get("symbol").split(",") if s}
     settle = call.get("settleCoin")
     if category == LINEAR and not symbols and not settle:
@@ -421,6 +427,7 @@ async def position_list(call: Call) -> dict[str, Any]:
         call.venue.position_item(call.account, instrument, held, stream=False)
         for symbol, instrument, held in call.venue.positions(call.account, category)
         if (symbol in symbols if symbols else held is not None and settle in ("", instrument.settle))
+        and _base_coin_matches(call, category, instrument)
     ]
     items, cursor = call.page(rows, 20, 200)
     return {"category": category, "list": items, "nextPageCursor": cursor}

@@ -31,6 +31,7 @@ from ipaddress import ip_address
 
 from aiohttp import web
 
+from deltakeeper.domain.instruments import Instrument
 from deltakeeper.sim.bybit.faults import FaultConfig, Faults
 from deltakeeper.sim.bybit.rest import VENUE, dispatch
 from deltakeeper.sim.bybit.serializers import MAINTENANCE_TIERS_USD
@@ -38,9 +39,9 @@ from deltakeeper.sim.bybit.venue import BybitVenue
 from deltakeeper.sim.bybit.ws import Hub
 from deltakeeper.sim.clock import SimClock
 from deltakeeper.sim.engine import SimEngine
-from deltakeeper.sim.feeds import Feed, bundled_bars, replay_feed, synthetic_feed
+from deltakeeper.sim.feeds import Feed, bundled_bars, replay_feed, synthetic_feed, with_option_quotes
 from deltakeeper.sim.futures import with_future_quotes
-from deltakeeper.sim.markets import ASSETS, default_instruments, future_instruments
+from deltakeeper.sim.markets import ASSETS, default_instruments, future_instruments, option_instruments
 from deltakeeper.sim.scenario import InventoryScenario, ScenarioParams
 
 DEFAULT_HOST = "127.0.0.1"
@@ -48,6 +49,7 @@ DEFAULT_PORT = 9464
 DEFAULT_API_KEY = "dk-sim-key"
 DEFAULT_API_SECRET = "dk-sim-secret"
 SYNTHETIC_START_PRICES = {"BTC": 60_000.0, "ETH": 3_000.0}
+OPTION_SETTLE = "USDC"
 
 SHUTDOWN_TIMEOUT_SECS = 2.0
 """How long `close` lets requests in progress finish: an answer hung on purpose (`timeout_after_accept`)
@@ -68,6 +70,14 @@ def default_feed(start: datetime, seed: int, tick_secs: int) -> Feed:
     walks = [synthetic_feed(ASSETS[base], start=start, price=price, tick_secs=tick_secs, seed=seed + i)
              for i, (base, price) in enumerate(SYNTHETIC_START_PRICES.items(), start=1)]
     return heapq.merge(sol, *walks, key=lambda step: step[0])
+
+
+def usdc_options(start: datetime) -> dict[str, Instrument]:
+    """Bybit's USDC options on BTC and ETH: calls and puts at five strikes around the starting price, 7 and
+    30 days out (`sim.markets.option_instruments`)."""
+    return {symbol: instrument for base, price in SYNTHETIC_START_PRICES.items()
+            for symbol, instrument in option_instruments(base, start=start, price=price,
+                                                         settle=OPTION_SETTLE).items()}
 
 
 @dataclass
@@ -102,9 +112,11 @@ def build_app(
     start: datetime | None = None,
     tick_secs: int = 30,
     scenario: bool = True,
+    option_iv: float | None = None,
 ) -> web.Application:
     """The emulator's application; the market starts moving when the application starts. `start` is the
-    simulated time at start (default: now).
+    simulated time at start (default: now). With `option_iv`, it also lists `usdc_options`, quoted at
+    Black-76's value at that implied volatility (0.55 = 55%) with their greeks.
 
     Order, trade and funding ids are drawn from `seed` and the simulated start: a run started at another
     time has ids of its own, as an exchange's ids never repeat (a journal kept across emulator runs stores
@@ -112,7 +124,8 @@ def build_app(
     clock = SimClock(speed, anchor_sim=start)
     ids_seed = seed * 1_000_003 + int((start or clock.now()).timestamp() * 1000)
     futures = future_instruments(start or clock.now())  # the quarterlies listed at start
-    engine = SimEngine({**default_instruments(), **futures}, seed=ids_seed)
+    options = usdc_options(clock.now()) if option_iv is not None else {}
+    engine = SimEngine({**default_instruments(), **futures, **options}, seed=ids_seed)
     engine.maintenance_tiers = MAINTENANCE_TIERS_USD  # the risk limits `/v5/market/risk-limit` publishes
     scenarios = {key: InventoryScenario(ScenarioParams(seed=seed + i)) for i, key in enumerate(credentials)}
     for key, inventory in scenarios.items():
@@ -126,6 +139,8 @@ def build_app(
     # The feed starts on the tick at or before the clock's start, so that every market has a quote at once.
     first_tick = datetime.fromtimestamp(clock.now().timestamp() // tick_secs * tick_secs, UTC)
     feed = with_future_quotes(default_feed(first_tick, seed, tick_secs), futures)
+    if option_iv is not None:
+        feed = with_option_quotes(feed, options, vol=option_iv)
     app[_DRIVER] = Driver(engine, clock, feed, scenarios if scenario else {})
     app.router.add_get("/v5/public/{channel}", hub.handle)
     app.router.add_get("/v5/private", hub.handle)
@@ -206,10 +221,11 @@ async def serve(
     start: datetime | None = None,
     tick_secs: int = 30,
     scenario: bool = True,
+    option_iv: float | None = None,
 ) -> RunningServer:
     """Start the emulator on `host:port` (0 picks a free port, see `RunningServer.port`). Prints nothing."""
     app = build_app(credentials, speed=speed, seed=seed, allow_withdraw=allow_withdraw, faults=faults,
-                    start=start, tick_secs=tick_secs, scenario=scenario)
+                    start=start, tick_secs=tick_secs, scenario=scenario, option_iv=option_iv)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_SECS)
     await runner.setup()
     site = web.TCPSite(runner, host, port)

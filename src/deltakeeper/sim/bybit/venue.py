@@ -36,7 +36,7 @@ from deltakeeper.domain.orders import (
 )
 from deltakeeper.domain.records import AccountSnapshot
 from deltakeeper.ports import AccountEvent
-from deltakeeper.sim.bybit import serializers
+from deltakeeper.sim.bybit import options, serializers
 from deltakeeper.sim.bybit.faults import Faults
 from deltakeeper.sim.bybit.protocol import (
     CATEGORIES,
@@ -156,7 +156,9 @@ class BybitVenue:
         self._executions: dict[str, list[Execution]] = defaultdict(list)
         self._ledger: dict[str, list[LedgerEntry]] = defaultdict(list)
         self._books: dict[tuple[str, str], PositionBook] = {}
-        self._pushed_positions: dict[tuple[str, str], tuple[Decimal, Decimal, Decimal]] = {}
+        self._pushed_positions: dict[tuple[str, str], tuple[Decimal, Decimal, Decimal, Decimal]] = {}
+        """The last pushed (size, entry, realised PnL, option mark) of each position: an option position is
+        pushed again when its mark moves, with its greeks."""
         self._funding_slots: dict[str, int] = {}
         engine.subscribe(self._on_event)
         engine.subscribe_quotes(self._on_quote)
@@ -179,7 +181,10 @@ class BybitVenue:
         return instrument
 
     def listed(self, category: str) -> list[tuple[str, Instrument]]:
-        return [(symbol, i) for (cat, symbol), i in sorted(self.markets.items()) if cat == category]
+        """The markets of `category` by Bybit symbol; an option or a dated future until its expiry."""
+        now = self.clock.now()
+        return [(symbol, i) for (cat, symbol), i in sorted(self.markets.items())
+                if cat == category and (i.expiry is None or i.expiry > now)]
 
     def funding_now(self, instrument: Instrument) -> tuple[Decimal, int] | None:
         """(current funding rate, next funding time in ms) of a perpetual."""
@@ -382,8 +387,11 @@ class BybitVenue:
         quote = self.engine.quote(instrument.symbol)
         if held is None and quote is not None:
             held = Position(instrument.symbol, ZERO, ZERO, quote.mark, ZERO)
-        return serializers.position(instrument, category, symbol, held, book, self.engine.leverage,
+        item = serializers.position(instrument, category, symbol, held, book, self.engine.leverage,
                                     stream=stream)
+        if instrument.is_option:
+            item.update(options.position_greeks(instrument, held, quote))
+        return item
 
     def wallet_item(self, account: str) -> dict[str, Any]:
         locked: dict[str, Decimal] = defaultdict(Decimal)
@@ -567,8 +575,10 @@ class BybitVenue:
             if key != account:
                 continue
             position = held.get(symbol)
+            is_option = self.engine.instruments[symbol].is_option
+            option_mark = position.mark_price if position and is_option else ZERO
             signature = (position.contracts if position else ZERO,
-                         position.entry_price if position else ZERO, book.cum_realised)
+                         position.entry_price if position else ZERO, book.cum_realised, option_mark)
             if self._pushed_positions.get((key, symbol)) != signature:
                 self._pushed_positions[(key, symbol)] = signature
                 changed.append(self.position_item(account, self.engine.instruments[symbol], position,

@@ -1,10 +1,10 @@
-"""Bybit v5 websockets: `/v5/public/{spot,linear,inverse}` (tickers.*, orderbook.N.*) and `/v5/private`
+"""Bybit v5 websockets: `/v5/public/{spot,linear,inverse,option}` (tickers.*, orderbook.N.*) and `/v5/private`
 (auth, then order, execution, position, wallet), with Bybit's ping/pong and operation answers
 (https://bybit-exchange.github.io/docs/v5/ws/connect).
 
-Public topics start with a snapshot and then carry deltas (spot tickers are always snapshots), pushed at
-most every `PUBLIC_PUSH_SECS` of wall time per market, the latest state only, as Bybit throttles its
-streams. Private topics carry the engine's events for the authenticated key. Injected faults (latency,
+Public topics start with a snapshot and then carry deltas (spot and option tickers are always snapshots),
+pushed at most every `PUBLIC_PUSH_SECS` of wall time per market, the latest state only, as Bybit throttles
+its streams. Private topics carry the engine's events for the authenticated key. Injected faults (latency,
 drops, malformed frames, NaN amounts, absurd timestamps) apply to topic pushes, never to operation answers."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from aiohttp import WSMsgType, web
 from deltakeeper.domain.orders import Quote
 from deltakeeper.sim.bybit.auth import check_ws
 from deltakeeper.sim.bybit.faults import Faults
-from deltakeeper.sim.bybit.protocol import CATEGORIES, SPOT, BybitError
+from deltakeeper.sim.bybit.protocol import CATEGORIES, OPTION, SPOT, BybitError
 from deltakeeper.sim.bybit.rest import book_item, ticker_item, wall_ms
 from deltakeeper.sim.bybit.venue import BybitVenue
 
@@ -30,7 +30,8 @@ PRIVATE = "private"
 PRIVATE_TOPICS = ("order", "execution", "position", "wallet")
 ABSURD_TS_MS = 10**20
 """The timestamp of a push corrupted by `ws_absurd_ts`: beyond any date."""
-BOOK_DEPTHS = {SPOT: (1, 50, 200, 1000), "linear": (1, 50, 200, 500), "inverse": (1, 50, 200, 500)}
+BOOK_DEPTHS = {SPOT: (1, 50, 200, 1000), "linear": (1, 50, 200, 500), "inverse": (1, 50, 200, 500),
+               OPTION: (25, 100)}
 
 
 class Connection:
@@ -249,7 +250,7 @@ class Hub:
             previous = connection.tickers.get(topic)
             connection.tickers[topic] = data
             message_type = "snapshot"
-            if previous is not None and category != SPOT:
+            if previous is not None and category not in (SPOT, OPTION):
                 message_type = "delta"
                 data = {key: value for key, value in data.items() if previous.get(key) != value}
                 if not data:
