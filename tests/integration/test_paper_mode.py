@@ -57,6 +57,7 @@ def assert_emulator_saw_no_order(server: RunningServer) -> None:
 
 async def test_a_paper_order_walks_the_venues_live_book_at_its_taker_fee_and_never_reaches_the_venue() -> None:
     async with paper_on_emulator(speed=1, tick_secs=2) as (server, paper):
+        paper.engine.walk_depth = False  # the engine's own book: the whole order at the touch
         venue_book = server.venue.engine.book
         bids_before = {price for price, _ in venue_book(PERP, 25)[0]}
         state = await paper.place_order(sell("dk1a0", "5000"))  # deeper than the touch: several levels
