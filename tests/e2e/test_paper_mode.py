@@ -9,6 +9,7 @@ import asyncio
 import signal
 import sqlite3
 import sys
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
@@ -34,17 +35,21 @@ def count(database: Path, table: str) -> int:
         return 0
 
 
-async def until(condition: object, timeout_secs: float, what: str, bot: asyncio.subprocess.Process,
-                log: Path) -> None:
+def tail(log: Path) -> str:
+    return log.read_text()[-3000:]
+
+
+async def until(condition: Callable[[], bool], timeout_secs: float, what: str,
+                bot: asyncio.subprocess.Process, log: Path) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_secs
-    while not condition():  # type: ignore[operator]
-        assert bot.returncode is None, f"the bot exited:\n{log.read_text()[-3000:]}"
-        assert loop.time() < deadline, f"timed out waiting for {what}:\n{log.read_text()[-3000:]}"
+    while not condition():
+        assert bot.returncode is None, f"the bot exited:\n{tail(log)}"
+        assert loop.time() < deadline, f"timed out waiting for {what}:\n{tail(log)}"
         await asyncio.sleep(0.25)
 
 
-async def test_paper_mode_hedges_in_the_paper_engine_on_live_public_data_and_journals_it(tmp_path: Path) -> None:
+async def test_paper_mode_hedges_in_the_paper_engine_on_public_data_and_journals_it(tmp_path: Path) -> None:
     server = await serve("127.0.0.1", 0, {"dk-sim-key": "dk-sim-secret"}, speed=3600, seed=7, tick_secs=600,
                          scenario=False)
     env = clean_env(tmp_path, DK_MODE="paper", DK_EXCHANGE="bybit", DK_EXCHANGE_URL=server.url,
@@ -61,7 +66,7 @@ async def test_paper_mode_hedges_in_the_paper_engine_on_live_public_data_and_jou
         finally:
             if bot.returncode is None:
                 bot.send_signal(signal.SIGTERM)
-            assert await asyncio.wait_for(bot.wait(), 60) == 0, log.read_text()[-3000:]
+            assert await asyncio.wait_for(bot.wait(), 60) == 0, tail(log)
         venue = server.venue
         assert venue.engine.orders("dk-sim-key") == [] and venue.engine.fills("dk-sim-key") == []
         assert not venue.api_calls  # no signed request at all: paper needs no key

@@ -27,7 +27,8 @@ STALE_SECS = 3.0
 
 
 @asynccontextmanager
-async def paper_on_emulator(speed: float, tick_secs: int) -> AsyncIterator[tuple[RunningServer, PaperGateway]]:
+async def paper_on_emulator(speed: float, tick_secs: int
+                            ) -> AsyncIterator[tuple[RunningServer, PaperGateway]]:
     """The emulator (its inventory scenario off), and a paper account of 100,000 USDT following its SOL
     perpetual's public stream."""
     server = await serve("127.0.0.1", 0, {KEY: SECRET}, speed=speed, seed=7, tick_secs=tick_secs,
@@ -55,7 +56,7 @@ def assert_emulator_saw_no_order(server: RunningServer) -> None:
     assert engine.orders(KEY) == [] and engine.fills(KEY) == []
 
 
-async def test_a_paper_order_walks_the_venues_live_book_at_its_taker_fee_and_never_reaches_the_venue() -> None:
+async def test_a_paper_order_walks_the_venues_live_book_at_its_taker_fee_and_never_reaches_it() -> None:
     async with paper_on_emulator(speed=1, tick_secs=2) as (server, paper):
         paper.engine.walk_depth = False  # the engine's own book: the whole order at the touch
         venue_book = server.venue.engine.book

@@ -3,9 +3,10 @@ positions and funding (DESIGN.md 8). Synchronous and clock-free: time is an argu
 
 Rules, kept simple on purpose:
 - Market orders take liquidity at once: buys at the ask, sells at the bid, walking a synthetic book
-  (`book()`) when `walk_depth` is on and the size exceeds the touch. A limit order that crosses the quote
-  takes the same way up to its price (taker fee), and the rest rests; a resting limit order fills whole at
-  its own price when a later quote crosses it (maker fee). A post-only order that would take is rejected.
+  (`book()`) when `walk_depth` is on and the size exceeds the touch (or the book `place_order` is given).
+  A limit order that crosses the quote takes the same way up to its price (taker fee), and the rest rests;
+  a resting limit order fills whole at its own price when a later quote crosses it (maker fee). A
+  post-only order that would take is rejected.
 - Fees: derivatives pay in the settle coin (linear: contracts x size x price x rate; inverse:
   contracts x face / price x rate); spot pays in the quote currency. Wallet amounts (fees, realised PnL,
   funding) are rounded to 8 decimals, like the exchanges' wallets.
@@ -38,7 +39,8 @@ Rules, kept simple on purpose:
 - Funding settles when a quote's ts crosses a multiple of the instrument's funding interval (counted
   from the epoch): payment = -position notional x rate (positive = received), linear notional
   contracts x size x mark in the settle coin, inverse face / mark in coin, at the crossing quote's mark
-  and funding rate (or `default_funding_rate`), stamped at the boundary.
+  and funding rate (or `default_funding_rate`), stamped at the boundary. With `funding_on_grid` off only
+  `settle_funding` settles it, at a time given (paper trading: the times a venue announces).
 - Ids for orders, trades and funding payments are UUID-4 strings drawn from `random.Random(seed)`.
 - History: like an exchange, the engine answers for recent history only. Open orders are always kept;
   closed orders, fills and funding payments are forgotten once older than `history_secs` (by the time of
@@ -187,9 +189,9 @@ class SimEngine:
         self.maintenance_tiers = DEFAULT_TIERS_USD
         """The maintenance margin table (USD notional) of every futures market."""
         self.liquidations = True
+        """Liquidate a settlement currency whose margin balance falls below its maintenance margin."""
         self.funding_on_grid = True
         """Settle funding on each perpetual's interval grid; off, only `settle_funding` settles it."""
-        """Liquidate a settlement currency whose margin balance falls below its maintenance margin."""
         self._margin_rules: MarginRules | None = None
         self.walk_depth = True
         self.depth_level_usd = Decimal(50_000)

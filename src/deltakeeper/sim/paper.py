@@ -75,8 +75,13 @@ class PaperGateway(EngineGateway):
     # the market
 
     async def _run(self) -> None:
-        self._pump_failed = asyncio.get_running_loop().create_future()
-        await self._pump_failed
+        await self._failed()
+
+    def _failed(self) -> asyncio.Future[None]:
+        """Set with the error of a venue stream that failed: the paper market ends with it."""
+        if self._pump_failed is None:
+            self._pump_failed = asyncio.get_running_loop().create_future()
+        return self._pump_failed
 
     def quotes(self, symbols: Sequence[str]) -> AsyncIterator[Quote]:
         """The engine's quotes of `symbols`, following the venue's streams of those not followed yet."""
@@ -95,8 +100,8 @@ class PaperGateway(EngineGateway):
                 self._take(quote)
             raise ExchangeUnavailable(f"{self.public.name} quote stream ended")
         except Exception as exc:
-            if self._pump_failed is not None and not self._pump_failed.done():
-                self._pump_failed.set_exception(exc)
+            if not self._failed().done():
+                self._failed().set_exception(exc)
             raise
 
     def _take(self, quote: Quote) -> None:
