@@ -57,7 +57,7 @@ def assert_emulator_saw_no_order(server: RunningServer) -> None:
 
 
 async def test_a_paper_order_walks_the_venues_live_book_at_its_taker_fee_and_never_reaches_it() -> None:
-    async with paper_on_emulator(speed=1, tick_secs=2) as (server, paper):
+    async with paper_on_emulator(speed=600, tick_secs=600) as (server, paper):  # a tick a wall second
         paper.engine.walk_depth = False  # the engine's own book: the whole order at the touch
         venue_book = server.venue.engine.book
         bids_before = {price for price, _ in venue_book(PERP, 25)[0]}
@@ -77,7 +77,7 @@ async def test_a_paper_order_walks_the_venues_live_book_at_its_taker_fee_and_nev
 
 @pytest.mark.parametrize("fault", ["ws_nan_prices", "ws_absurd_ts"])
 async def test_no_paper_order_fills_on_a_refused_or_stale_quote(fault: str) -> None:
-    async with paper_on_emulator(speed=1, tick_secs=1) as (server, paper):
+    async with paper_on_emulator(speed=600, tick_secs=600) as (server, paper):
         taken: list[Quote] = []
         paper.engine.subscribe_quotes(taken.append)
         faults = server.venue.faults
