@@ -15,7 +15,7 @@ from tests.integration.emulator_clients import KEY, SECRET
 from tests.integration.service_harness import until
 
 from deltakeeper.adapters.ccxt_exchange import CcxtExchange
-from deltakeeper.domain.errors import OrderRejected
+from deltakeeper.domain.errors import ExchangeUnavailable, OrderRejected
 from deltakeeper.domain.orders import OrderRequest, Quote, Side
 from deltakeeper.sim.bybit.server import RunningServer, serve
 from deltakeeper.sim.clock import WallClock
@@ -113,3 +113,12 @@ async def test_paper_funding_settles_at_the_times_the_venue_announces() -> None:
             assert payment.position_contracts == Decimal(-10) and payment.currency == "USDT"
             assert payment.amount != 0 and (payment.amount > 0) == (payment.rate > 0)  # a short receives
         assert_emulator_saw_no_order(server)
+
+
+async def test_a_venue_stream_that_fails_ends_the_paper_streams_with_exchange_unavailable() -> None:
+    async with paper_on_emulator(speed=600, tick_secs=600) as (_, paper):
+        events = paper.account_events()
+        unlisted = paper.quotes(["NOPE/USDT:USDT"])  # the adapter fails on a market the venue does not list
+        for stream in (unlisted, events):
+            with pytest.raises(ExchangeUnavailable, match="simulated feed failed"):
+                await asyncio.wait_for(anext(stream), 5)

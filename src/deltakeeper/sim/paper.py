@@ -95,6 +95,8 @@ class PaperGateway(EngineGateway):
         return stream
 
     async def _pump(self, symbols: list[str]) -> None:
+        """The venue's quotes of `symbols` into the engine, for ever (the adapter reconnects): should the
+        stream end or fail, the paper market ends with it (`_run`)."""
         try:
             async for quote in self.public.quotes(symbols):
                 self._take(quote)
@@ -102,7 +104,6 @@ class PaperGateway(EngineGateway):
         except Exception as exc:
             if not self._failed().done():
                 self._failed().set_exception(exc)
-            raise
 
     def _take(self, quote: Quote) -> None:
         """A live quote: funding due by it settles first, then the engine matches on it."""
@@ -169,7 +170,7 @@ class PaperGateway(EngineGateway):
         for task in list(self._pumps):
             task.cancel()
         for task in list(self._pumps):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
+            with contextlib.suppress(asyncio.CancelledError):
                 await task
         await super().close()
         await self.public.close()
