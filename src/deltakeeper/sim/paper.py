@@ -152,7 +152,7 @@ class PaperGateway(EngineGateway):
             raise OrderRejected(f"paper: the live book of {symbol} is unreadable ({exc}): nothing filled"
                                 ) from exc
         instrument = self.engine.instruments[symbol]
-        book = (_contracts(instrument, bids), _contracts(instrument, asks))
+        book = (book_contracts(instrument, bids), book_contracts(instrument, asks))
         taken, touch = (book[1], quote.ask) if side is Side.BUY else (book[0], quote.bid)
         if not taken or abs(taken[0][0] - touch) > touch * BOOK_QUOTE_TOLERANCE:
             best = taken[0][0] if taken else None
@@ -176,14 +176,14 @@ class PaperGateway(EngineGateway):
         await self.public.close()
 
 
-def _contracts(instrument: Instrument, levels: list[BookLevel]) -> list[tuple[Decimal, Decimal]]:
-    """Book levels in coins as (price, contracts), rounded down to the lot step; empty levels dropped."""
+def book_contracts(instrument: Instrument, levels: list[BookLevel]) -> list[tuple[Decimal, Decimal]]:
+    """Book levels in coins (the port's) back as (price, contracts), to the nearest lot step (an inverse
+    level's coins are its contracts divided by the price); empty levels dropped."""
     converted = []
     for level in levels:
         if not (level.price.is_finite() and level.size_coin.is_finite()) or level.price <= 0:
             raise OrderRejected(f"paper: the live book of {instrument.symbol} holds {level}: nothing filled")
-        size = instrument.round_contracts(instrument.contracts_for_coin(level.size_coin, level.price),
-                                          toward_zero=True)
+        size = instrument.round_contracts(instrument.contracts_for_coin(level.size_coin, level.price))
         if size > 0:
             converted.append((level.price, size))
     return converted
