@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from deltakeeper.sim.bybit.server import serve
-from tests.e2e.cli_helpers import clean_env, journal
+from tests.e2e.cli_helpers import clean_env, deltakeeper, journal
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -87,3 +87,13 @@ async def test_paper_mode_hedges_in_the_paper_engine_on_public_data_and_journals
     received = sum(Decimal(p["amount"]) for p in funding)
     assert Decimal(total["funding_received_usd"]) - Decimal(total["funding_paid_usd"]) == received
     assert total["fills"] == len(fills)
+
+
+def test_deltakeeper_margin_refuses_paper_mode_without_a_portfolio_file(tmp_path: Path) -> None:
+    env = clean_env(tmp_path, DK_MODE="paper", DK_EXCHANGE="bybit")
+
+    result = deltakeeper("margin", "--format", "json", env=env)
+
+    assert result.returncode == 2
+    assert "DK_MODE" in result.stderr and "--portfolio" in result.stderr
+    assert result.stdout == ""
