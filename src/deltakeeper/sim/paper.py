@@ -1,10 +1,11 @@
 """Paper trading (`DK_MODE=paper`): the simulated engine on a real exchange's live public data.
 
-The market comes from the exchange's PUBLIC side through the ccxt adapter, built without keys
-(`adapters.ccxt_exchange.CcxtExchange`): its markets (lot steps, minimums, the venue's fee rates), its
-quote streams (tickers with mark, index, funding rate and next funding time), its order book and its REST
-ticker. What the adapter refuses (a malformed, non-finite or implausibly stamped quote; a silent stream,
-reopened) never reaches the engine. The account is the engine's, in process: orders never leave it.
+The market comes from the exchange's PUBLIC side through an Exchange port with no account behind it
+(`bootstrap` gives the ccxt adapter, built without keys): its markets (lot steps, minimums, the venue's
+fee rates), its quote streams (tickers with mark, index, funding rate and next funding time), its order
+book and its REST ticker. What the adapter refuses (a malformed, non-finite or implausibly stamped quote;
+a silent stream, reopened) never reaches the engine. The account is the engine's, in process: orders
+never leave it.
 
 - Orders fill against the venue's live order book, read by REST when the order is placed (best levels
   first, the last level taking what is left), at the venue's taker and maker fees. An order is refused
@@ -26,13 +27,12 @@ from decimal import Decimal
 
 import structlog
 
-from deltakeeper.adapters.ccxt_exchange import CcxtExchange
 from deltakeeper.domain.costs import BookLevel
 from deltakeeper.domain.errors import DeltakeeperError, ExchangeUnavailable, OrderRejected
 from deltakeeper.domain.instruments import Instrument
 from deltakeeper.domain.orders import OrderRequest, OrderState, Quote, Side
 from deltakeeper.domain.records import AccountSnapshot
-from deltakeeper.ports import Clock
+from deltakeeper.ports import Clock, Exchange
 from deltakeeper.sim.engine import BOOK_DEPTH, Book, SimEngine
 from deltakeeper.sim.gateway import EngineGateway
 
@@ -44,9 +44,10 @@ BOOK_QUOTE_TOLERANCE = Decimal("0.01")
 
 class PaperGateway(EngineGateway):
     """`ports.Exchange`: a paper account of `starting_balances` in a `SimEngine` over `public`'s markets
-    (loaded on `load_instruments`, which comes first), following the markets `quotes` is asked for."""
+    (loaded on `load_instruments`, which comes first), following the markets `quotes` is asked for.
+    `public` is read for markets, quotes and books only: nothing of an account is asked of it."""
 
-    def __init__(self, public: CcxtExchange, clock: Clock, starting_balances: Mapping[str, Decimal], *,
+    def __init__(self, public: Exchange, clock: Clock, starting_balances: Mapping[str, Decimal], *,
                  stale_after_secs: float, seed: int, account_id: str = "paper") -> None:
         super().__init__(clock, account_id)
         self.name = f"paper:{public.name}"
