@@ -97,3 +97,10 @@ def test_deltakeeper_margin_refuses_paper_mode_without_a_portfolio_file(tmp_path
     assert result.returncode == 2
     assert "DK_MODE" in result.stderr and "--portfolio" in result.stderr
     assert result.stdout == ""
+
+
+def test_paper_mode_on_the_simulated_exchange_is_refused_naming_dk_exchange(tmp_path: Path) -> None:
+    result = deltakeeper("run", env=clean_env(tmp_path, DK_MODE="paper"))
+
+    assert result.returncode == 2
+    assert "DK_EXCHANGE" in result.stderr and "paper trading" in result.stderr
