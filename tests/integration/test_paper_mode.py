@@ -54,6 +54,7 @@ def sell(client_order_id: str, amount: str) -> OrderRequest:
 def assert_emulator_saw_no_order(server: RunningServer) -> None:
     engine = server.venue.engine
     assert engine.orders(KEY) == [] and engine.fills(KEY) == []
+    assert not server.venue.api_calls  # not one signed request: paper has no key
 
 
 async def test_a_paper_order_walks_the_venues_live_book_at_its_taker_fee_and_never_reaches_it() -> None:
