@@ -81,3 +81,12 @@ def test_no_funding_without_a_published_rate() -> None:
     paper._take(quote(T0, None, EIGHT))
     paper._take(quote(EIGHT + timedelta(seconds=5), None, EIGHT + timedelta(hours=8)))
     assert payments(paper) == []
+
+
+def test_an_announced_time_intervals_ahead_is_not_taken_for_a_settlement() -> None:
+    paper = paper_short_10()
+    paper._take(quote(T0, "0.0001", EIGHT))
+    paper._take(quote(T0 + timedelta(seconds=1), "0.0001", EIGHT + timedelta(days=365)))  # corrupted
+    assert payments(paper) == []
+    paper._take(quote(EIGHT + timedelta(seconds=1), "0.0001", EIGHT + timedelta(hours=8)))
+    assert [p.ts for p in payments(paper)] == [EIGHT]

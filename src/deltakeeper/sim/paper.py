@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import structlog
@@ -117,15 +117,19 @@ class PaperGateway(EngineGateway):
         """Settle the funding due by `quote` (its time is past, or the venue announces a later one), then
         note the next: the venue's announced time, else the next boundary of the interval grid."""
         symbol = quote.symbol
-        due = self._funding_due.get(symbol)
+        interval = self.engine.instruments[symbol].funding_interval_secs
+        if not interval:
+            return
         announced = quote.next_funding_ts
+        if announced is not None and announced > quote.ts + timedelta(seconds=2 * interval):
+            announced = None  # two intervals ahead or more: no time the venue can mean
+        due = self._funding_due.get(symbol)
         if due is not None and (quote.ts >= due[0] or (announced is not None and announced > due[0])):
             del self._funding_due[symbol]
             self._funding_settled[symbol] = due[0]
             self.engine.settle_funding(symbol, due[0], due[1], quote.mark)
             log.info("paper_funding_settled", symbol=symbol, at=due[0].isoformat(), rate=str(due[1]))
-        interval = self.engine.instruments[symbol].funding_interval_secs
-        if quote.funding_rate is None or not interval:
+        if quote.funding_rate is None:
             return
         if announced is None:
             announced = datetime.fromtimestamp((quote.ts.timestamp() // interval + 1) * interval, UTC)
