@@ -20,7 +20,7 @@ from deltakeeper.domain.orders import OrderRequest, Quote, Side
 from deltakeeper.sim.bybit.server import RunningServer, serve
 from deltakeeper.sim.clock import WallClock
 from deltakeeper.sim.engine import WALLET_QUANTUM
-from deltakeeper.sim.paper import PaperGateway
+from deltakeeper.sim.paper import LIVE_BOOK_DEPTH, PaperGateway
 
 PERP = "SOL/USDT:USDT"
 STALE_SECS = 3.0
@@ -61,9 +61,9 @@ async def test_a_paper_order_walks_the_venues_live_book_at_its_taker_fee_and_nev
     async with paper_on_emulator(speed=600, tick_secs=600) as (server, paper):  # a tick a wall second
         paper.engine.walk_depth = False  # the engine's own book: the whole order at the touch
         venue_book = server.venue.engine.book
-        bids_before = {price for price, _ in venue_book(PERP, 25)[0]}
+        bids_before = {price for price, _ in venue_book(PERP, LIVE_BOOK_DEPTH)[0]}
         state = await paper.place_order(sell("dk1a0", "5000"))  # deeper than the touch: several levels
-        bids_after = {price for price, _ in venue_book(PERP, 25)[0]}
+        bids_after = {price for price, _ in venue_book(PERP, LIVE_BOOK_DEPTH)[0]}
         fills = paper.engine.fills(paper.account_id)
 
         assert state.filled_contracts == Decimal(5000)

@@ -33,11 +33,14 @@ from deltakeeper.domain.instruments import Instrument
 from deltakeeper.domain.orders import OrderRequest, OrderState, Quote, Side
 from deltakeeper.domain.records import AccountSnapshot
 from deltakeeper.ports import Clock, Exchange
-from deltakeeper.sim.engine import BOOK_DEPTH, Book, SimEngine
+from deltakeeper.sim.engine import Book, SimEngine
 from deltakeeper.sim.gateway import EngineGateway
 
 log = structlog.get_logger(__name__)
 
+LIVE_BOOK_DEPTH = 50
+"""Levels of each side read when an order is placed: a depth every major venue serves (Binance's futures
+answer 5, 10, 20, 50, 100, 500 or 1,000 only)."""
 BOOK_QUOTE_TOLERANCE = Decimal("0.01")
 """How far (a fraction of the price) the live book's touch may be from the fresh quote's."""
 
@@ -152,7 +155,7 @@ class PaperGateway(EngineGateway):
     async def _live_book(self, symbol: str, side: Side, quote: Quote) -> Book:
         """The venue's book in contracts, its taken side checked against the fresh quote."""
         try:
-            bids, asks = await self.public.fetch_order_book(symbol, BOOK_DEPTH)
+            bids, asks = await self.public.fetch_order_book(symbol, LIVE_BOOK_DEPTH)
         except DeltakeeperError as exc:
             raise OrderRejected(f"paper: the live book of {symbol} is unreadable ({exc}): nothing filled"
                                 ) from exc
