@@ -78,19 +78,43 @@ def build_sim_exchange(settings: Settings, account_id: str = "sim") -> tuple[Exc
     # journal does not repeat the first run's trade ids (which the journal would take as duplicates).
     engine_seed = settings.sim_seed * 1_000_003 + int(clock.now().timestamp())
     engine = SimEngine(default_instruments(), seed=engine_seed)
-    if settings.sim_scenario == "rally":  # 1,000 SOL, 11,000 USDT: enough for a 10x short perp of 1,000
+    if settings.sim_scenario == "rally":
         from deltakeeper.sim.feeds import rally_feed
 
-        engine.open_account(account_id, {"SOL": Decimal(1000), "USDT": Decimal(11_000)})
+        engine.open_account(account_id, RALLY_BALANCES)
         feed = rally_feed(start=clock.now(), price=100.0, tick_secs=tick_secs, seed=settings.sim_seed)
         return SimGateway(engine, feed, clock, None, account_id), clock
     gateway = SimGateway(engine, itertools.chain(replay, continuation), clock, scenario, account_id)
     return gateway, clock
 
 
+RALLY_BALANCES = {"SOL": Decimal(1000), "USDT": Decimal(11_000)}
+"""The rally scenario's account: enough for a 10x short perpetual of 1,000 SOL."""
+
+
+def build_paper_exchange(settings: Settings) -> tuple[Exchange, Clock]:
+    """Paper trading: the simulated engine on `DK_EXCHANGE`'s live public data (no key), on the wall clock,
+    its account opened with the simulator's portfolio (`DK_SIM_SCENARIO=rally`: the rally's; otherwise the
+    market maker's starting one), which then moves only by its own trades and funding."""
+    if settings.exchange == "sim":
+        raise ConfigError("DK_EXCHANGE", "a ccxt exchange id whose live prices paper trading follows", "sim")
+    from deltakeeper.adapters.ccxt_exchange import CcxtExchange
+    from deltakeeper.sim.clock import WallClock
+    from deltakeeper.sim.paper import PaperGateway
+    from deltakeeper.sim.scenario import ScenarioParams
+
+    clock = WallClock()
+    public = CcxtExchange(settings.exchange, clock=clock, base_url=settings.exchange_url,
+                          sandbox=settings.sandbox, stale_after_secs=settings.stale_secs,
+                          request_timeout_secs=EXCHANGE_REQUEST_TIMEOUT_SECS)
+    balances = RALLY_BALANCES if settings.sim_scenario == "rally" else ScenarioParams().starting_balances
+    seed = settings.sim_seed * 1_000_003 + int(clock.now().timestamp())  # ids never repeat across runs
+    return PaperGateway(public, clock, balances, stale_after_secs=settings.stale_secs, seed=seed), clock
+
+
 def build_exchange(settings: Settings) -> tuple[Exchange, Clock]:
     if settings.mode is Mode.PAPER:
-        raise ConfigError("DK_MODE", "live or shadow: paper trading is not available yet", "paper")
+        return build_paper_exchange(settings)
     if settings.exchange == "sim":
         return build_sim_exchange(settings)
     from deltakeeper.adapters.ccxt_exchange import CcxtExchange

@@ -203,10 +203,11 @@ class Settings(BaseSettings):
 
     @property
     def database(self) -> str:
-        """The SQLAlchemy URL, defaulting to SQLite in the data folder."""
+        """The SQLAlchemy URL, defaulting to SQLite in the data folder (paper trading's a file of its own)."""
         if self.database_url:
             return self.database_url
-        return f"sqlite+aiosqlite:///{self.data_dir / 'deltakeeper.db'}"
+        name = "deltakeeper-paper.db" if self.mode is Mode.PAPER else "deltakeeper.db"
+        return f"sqlite+aiosqlite:///{self.data_dir / name}"
 
     @property
     def default_band(self) -> Band:

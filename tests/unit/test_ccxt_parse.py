@@ -774,7 +774,9 @@ def test_bybit_tickers_become_quotes_with_mark_index_and_funding() -> None:
                                                           Decimal("16597.50"))
     assert (inverse.mark, inverse.index) == (Decimal("16596.00"), Decimal("16598.54"))
     assert inverse.funding_rate == Decimal("-0.001034")
+    assert inverse.next_funding_ts == datetime(2022, 12, 30, 8, tzinfo=UTC)  # Bybit's nextFundingTime
     assert (spot.symbol, spot.mark, spot.ts) == ("BTC/USDT", Decimal("20533.13"), NOW)
+    assert spot.next_funding_ts is None
 
 
 @pytest.mark.parametrize("corrupt", [

@@ -64,7 +64,7 @@ def test_load_settings_reads_flat_scalars(monkeypatch):
     assert settings.max_order_usd == D("12345.5")
     assert settings.rebalance_to == "target"
     assert settings.sandbox is True
-    assert settings.database == "sqlite+aiosqlite:////tmp/dk-data/deltakeeper.db"
+    assert settings.database == "sqlite+aiosqlite:////tmp/dk-data/deltakeeper-paper.db"  # its own journal
 
 
 def test_load_settings_reads_nested_asset_settings(monkeypatch):

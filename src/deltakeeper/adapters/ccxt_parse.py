@@ -169,7 +169,14 @@ def quote_from_ticker(ticker: Mapping[str, Any], received_at: datetime, speed: f
         ts=ts,
         index=opt_dec(ticker.get("indexPrice"), "indexPrice"),
         funding_rate=opt_dec(info_of(ticker).get("fundingRate"), "info.fundingRate"),
+        next_funding_ts=_next_funding_ts(ticker),
     )
+
+
+def _next_funding_ts(ticker: Mapping[str, Any]) -> datetime | None:
+    """Bybit's `nextFundingTime` (ms; absent, empty or 0 where the market has no funding)."""
+    value = info_of(ticker).get("nextFundingTime")
+    return None if value in (None, "", "0", 0) else ts_from_ms(value, "info.nextFundingTime")
 
 
 def retry_after_secs(headers: Mapping[str, Any], now: datetime) -> float | None:

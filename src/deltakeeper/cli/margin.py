@@ -198,10 +198,13 @@ def live_portfolio() -> dict[str, Any]:
     """The live account as a portfolio file, read through the exchange adapter `deltakeeper run` builds
     from the settings. ConfigError for the simulated exchange (its account lives inside `deltakeeper run`);
     ExchangeUnavailable naming the exchange when it cannot be reached."""
-    from deltakeeper.config import load_settings, secret_values
+    from deltakeeper.config import Mode, load_settings, secret_values
     from deltakeeper.logging import configure_logging
 
     settings = load_settings()
+    if settings.mode is Mode.PAPER:
+        raise ConfigError("DK_MODE", "live or shadow, or --portfolio: the paper account lives inside "
+                          "`deltakeeper run`", "paper")
     if settings.exchange == "sim":
         raise ConfigError("DK_EXCHANGE", "a ccxt exchange id, or --portfolio: the simulated exchange's "
                           "account lives inside `deltakeeper run`", "sim")

@@ -87,6 +87,8 @@ class Quote:
     ts: datetime
     index: Decimal | None = None
     funding_rate: Decimal | None = None
+    next_funding_ts: datetime | None = None
+    """When the venue settles `funding_rate` next, where it says (a perpetual's ticker)."""
 
     @property
     def mid(self) -> Decimal:

@@ -3,9 +3,10 @@ positions and funding (DESIGN.md 8). Synchronous and clock-free: time is an argu
 
 Rules, kept simple on purpose:
 - Market orders take liquidity at once: buys at the ask, sells at the bid, walking a synthetic book
-  (`book()`) when `walk_depth` is on and the size exceeds the touch. A limit order that crosses the quote
-  takes the same way up to its price (taker fee), and the rest rests; a resting limit order fills whole at
-  its own price when a later quote crosses it (maker fee). A post-only order that would take is rejected.
+  (`book()`) when `walk_depth` is on and the size exceeds the touch (or the book `place_order` is given).
+  A limit order that crosses the quote takes the same way up to its price (taker fee), and the rest rests;
+  a resting limit order fills whole at its own price when a later quote crosses it (maker fee). A
+  post-only order that would take is rejected.
 - Fees: derivatives pay in the settle coin (linear: contracts x size x price x rate; inverse:
   contracts x face / price x rate); spot pays in the quote currency. Wallet amounts (fees, realised PnL,
   funding) are rounded to 8 decimals, like the exchanges' wallets.
@@ -46,7 +47,8 @@ Rules, kept simple on purpose:
 - Funding settles when a quote's ts crosses a multiple of the instrument's funding interval (counted
   from the epoch): payment = -position notional x rate (positive = received), linear notional
   contracts x size x mark in the settle coin, inverse face / mark in coin, at the crossing quote's mark
-  and funding rate (or `default_funding_rate`), stamped at the boundary.
+  and funding rate (or `default_funding_rate`), stamped at the boundary. With `funding_on_grid` off only
+  `settle_funding` settles it, at a time given (paper trading: the times a venue announces).
 - Ids for orders, trades and funding payments are UUID-4 strings drawn from `random.Random(seed)`.
 - History: like an exchange, the engine answers for recent history only. Open orders are always kept;
   closed orders, fills and funding payments are forgotten once older than `history_secs` (by the time of
@@ -98,6 +100,8 @@ WALLET_QUANTUM = Decimal("1E-8")
 _BPS = Decimal(10_000)
 
 AccountListener = Callable[[str, AccountEvent], None]
+Book = tuple[list[tuple[Decimal, Decimal]], list[tuple[Decimal, Decimal]]]
+"""(bids, asks), best first, as (price, size in contracts)."""
 QuoteListener = Callable[[Quote], None]
 
 
@@ -196,6 +200,8 @@ class SimEngine:
         """The maintenance margin table (USD notional) of every futures market."""
         self.liquidations = True
         """Liquidate a settlement currency whose margin balance falls below its maintenance margin."""
+        self.funding_on_grid = True
+        """Settle funding on each perpetual's interval grid; off, only `settle_funding` settles it."""
         self._margin_rules: MarginRules | None = None
         self.walk_depth = True
         self.depth_level_usd = Decimal(50_000)
@@ -301,7 +307,7 @@ class SimEngine:
         self._quotes[quote.symbol] = quote
         for listener in self._quote_listeners:
             listener(quote)
-        if instrument.funding_interval_secs:
+        if instrument.funding_interval_secs and self.funding_on_grid:
             self._settle_funding(instrument, quote, instrument.funding_interval_secs)
         self._match(instrument, quote)
         if self._expiries and self._expiries[0][0] <= quote.ts:
@@ -341,11 +347,13 @@ class SimEngine:
         return levels
 
     def _sweep(self, instrument: Instrument, quote: Quote, side: Side, amount: Decimal,
-               limit: Decimal | None) -> list[tuple[Decimal, Decimal]]:
-        """The (price, contracts) a taker gets for `amount`, stopping at `limit`. Without a limit the last
-        level takes whatever is left, so a market order always fills whole."""
+               limit: Decimal | None, book: Book | None = None) -> list[tuple[Decimal, Decimal]]:
+        """The (price, contracts) a taker gets for `amount`, stopping at `limit`, from `book` when given.
+        Without a limit the last level takes whatever is left, so a market order always fills whole."""
         touch = quote.ask if side is Side.BUY else quote.bid
-        if self.walk_depth:
+        if book is not None:
+            levels = book[0] if side is Side.SELL else book[1]
+        elif self.walk_depth:
             levels = self._levels(instrument, touch, side.sign, BOOK_DEPTH)
         else:
             levels = [(touch, amount)]
@@ -361,8 +369,10 @@ class SimEngine:
 
     # orders
 
-    def place_order(self, account_id: str, request: OrderRequest, now: datetime) -> OrderState:
-        """Accept an order, filling what is marketable now. Raises OrderRejected with the reason."""
+    def place_order(self, account_id: str, request: OrderRequest, now: datetime,
+                    book: Book | None = None) -> OrderState:
+        """Accept an order, filling what is marketable now (against `book`, (bids, asks) best first in
+        contracts, when given: another venue's live book). Raises OrderRejected with the reason."""
         account = self._account(account_id)
         instrument = self.instruments.get(request.symbol)
         if instrument is None:
@@ -378,7 +388,7 @@ class SimEngine:
         if limit is not None:
             reserve_price = limit
         elif quote is not None:
-            reserve_price = self._sweep(instrument, quote, request.side, amount, None)[-1][0]
+            reserve_price = self._sweep(instrument, quote, request.side, amount, None, book)[-1][0]
         else:
             raise OrderRejected(f"no price for {request.symbol} yet")
         if request.reduce_only:
@@ -392,7 +402,8 @@ class SimEngine:
             take_now = ZERO
         elif limit is None and fraction is not None:
             take_now = instrument.round_contracts(amount * fraction, toward_zero=True)
-        plan = self._sweep(instrument, quote, request.side, take_now, limit) if quote and marketable else []
+        plan = (self._sweep(instrument, quote, request.side, take_now, limit, book)
+                if quote and marketable else [])
         self._check_notional(instrument, amount, reserve_price)
         self._check_funds(account, instrument, request, reserve_price)
 
@@ -856,18 +867,23 @@ class SimEngine:
             return
         rate = quote.funding_rate if quote.funding_rate is not None else self.default_funding_rate
         for boundary in range(last + 1, slot + 1):
-            ts = datetime.fromtimestamp(boundary * interval_secs, UTC)
-            for account_id, account in self._accounts.items():
-                pos = account.positions.get(instrument.symbol)
-                if pos is None:
-                    continue
-                amount = _wallet(-self._settle_notional(instrument, pos.contracts, quote.mark) * rate)
-                self._credit(account, instrument.settle, amount)
-                payment = FundingPayment(
-                    payment_id=self._new_id(), symbol=instrument.symbol, amount=amount,
-                    currency=instrument.settle, rate=rate, position_contracts=pos.contracts, ts=ts,
-                )
-                account.funding.append(payment)
-                self._forget(account, ts)
-                self._emit(account_id, payment)
-                self._emit(account_id, self.snapshot(account_id, ts))
+            self.settle_funding(instrument.symbol, datetime.fromtimestamp(boundary * interval_secs, UTC),
+                                rate, quote.mark)
+
+    def settle_funding(self, symbol: str, ts: datetime, rate: Decimal, mark: Decimal) -> None:
+        """Pay or charge every position on `symbol` its funding at `rate` on its notional at `mark`."""
+        instrument = self.instruments[symbol]
+        for account_id, account in self._accounts.items():
+            pos = account.positions.get(instrument.symbol)
+            if pos is None:
+                continue
+            amount = _wallet(-self._settle_notional(instrument, pos.contracts, mark) * rate)
+            self._credit(account, instrument.settle, amount)
+            payment = FundingPayment(
+                payment_id=self._new_id(), symbol=instrument.symbol, amount=amount,
+                currency=instrument.settle, rate=rate, position_contracts=pos.contracts, ts=ts,
+            )
+            account.funding.append(payment)
+            self._forget(account, ts)
+            self._emit(account_id, payment)
+            self._emit(account_id, self.snapshot(account_id, ts))

@@ -1,10 +1,13 @@
 """The in-process face of the simulated exchange: `ports.Exchange` over a `SimEngine` (DESIGN.md 8.1).
 
-One asyncio task drives the feed: it waits until the simulated clock reaches each step's time (wall time
-= simulated step / speed, measured from the clock's anchor, so delays never add up), moves the clock to
-it, hands the quotes to the engine and lets the scenario act. At speed 0 or infinity it runs as fast as
-the event loop allows, yielding to other tasks after every step. When the feed ends, the streams end;
-if driving it fails, they end with ExchangeUnavailable (caused by the error). One gateway drives one engine.
+`EngineGateway` is the port over an engine's account; what moves the engine's market is a subclass's:
+`SimGateway` replays a feed on the simulated clock, `sim.paper.PaperGateway` follows a real exchange.
+In `SimGateway` one asyncio task drives the feed: it waits until the simulated clock reaches each step's
+time (wall time = simulated step / speed, measured from the clock's anchor, so delays never add up),
+moves the clock to it, hands the quotes to the engine and lets the scenario act. At speed 0 or infinity
+it runs as fast as the event loop allows, yielding to other tasks after every step. When the feed ends,
+the streams end; if driving it fails, they end with ExchangeUnavailable (caused by the error). One
+gateway drives one engine.
 
 Streams: every `quotes()` or `account_events()` call gets its own bounded queue.
 - Quotes: when a subscriber's queue is full, its backlog is squashed to the latest quote per symbol
@@ -21,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Generic, TypeVar
@@ -33,7 +36,7 @@ from deltakeeper.domain.margin_tiers import MarginTier
 from deltakeeper.domain.orders import Fill, FundingPayment, OrderRequest, OrderState, Quote
 from deltakeeper.domain.records import AccountSnapshot
 from deltakeeper.domain.venue_margin import AccountMode, VenueMargin, worst_ratio
-from deltakeeper.ports import AccountEvent
+from deltakeeper.ports import AccountEvent, Clock
 from deltakeeper.sim.clock import SimClock
 from deltakeeper.sim.engine import SimEngine
 from deltakeeper.sim.feeds import Feed
@@ -124,34 +127,33 @@ class _EventStream(_Stream[AccountEvent]):
         self.end(ExchangeUnavailable("account event stream overflowed: reconcile with fetch_*"))
 
 
-class SimGateway:
-    """`ports.Exchange` for one account of the engine. Opens the account with the scenario's starting
-    balances (empty without a scenario) unless the engine has it already. The feed starts on `start()` or
-    on the first call of `load_instruments`, `fetch_account`, `quotes` or `account_events`."""
+class EngineGateway:
+    """`ports.Exchange` for one account of a `SimEngine`, whatever moves its market: a subclass's `_run`,
+    started on `start()` (or the first call of `load_instruments`, `fetch_account`, `quotes` or
+    `account_events`). When `_run` returns the streams end; if it fails, they end with ExchangeUnavailable
+    (caused by the error)."""
 
     name = "sim"
+    engine: SimEngine
 
-    def __init__(self, engine: SimEngine, feed: Feed, clock: SimClock, scenario: InventoryScenario | None,
-                 account_id: str, *, max_event_backlog: int | None = None) -> None:
-        self.engine = engine
-        self.max_event_backlog = max_event_backlog
-        self.feed_waits = 0
-        """How many times the feed waited for an account-event reader (`max_event_backlog`)."""
+    def __init__(self, clock: Clock, account_id: str) -> None:
         self.clock = clock
         self.account_id = account_id
-        self._feed = feed
-        self._scenario = scenario
         self._task: asyncio.Task[None] | None = None
         self._failure: ExchangeUnavailable | None = None
         self._quote_streams: dict[_Stream[Quote], frozenset[str]] = {}
         self._event_streams: set[_Stream[AccountEvent]] = set()
-        if not engine.has_account(account_id):
-            engine.open_account(account_id, scenario.params.starting_balances if scenario else {})
+
+    def _attach(self, engine: SimEngine, starting_balances: Mapping[str, Decimal]) -> None:
+        """Trade on `engine`, opening the account with `starting_balances` unless the engine has it."""
+        self.engine = engine
+        if not engine.has_account(self.account_id):
+            engine.open_account(self.account_id, starting_balances)
         engine.subscribe_quotes(self._on_quote)
         engine.subscribe(self._on_account_event)
 
     def start(self) -> None:
-        """Start driving the feed (idempotent). Needs a running event loop."""
+        """Start moving the market (idempotent). Needs a running event loop."""
         self._driver()
 
     def _driver(self) -> asyncio.Task[None]:
@@ -169,24 +171,14 @@ class SimGateway:
 
     async def _drive(self) -> None:
         try:
-            for sim_time, quotes in self._feed:
-                await asyncio.sleep(self.clock.wall_secs_until(sim_time))
-                if self.max_event_backlog is not None:
-                    await self._wait_for_readers(self.max_event_backlog)
-                self.clock.advance_to(sim_time)
-                for quote in quotes:
-                    self.engine.on_quote(quote)
-                if self._scenario is not None:
-                    self._scenario.advance(self.engine, self.account_id, sim_time)
+            await self._run()
         except Exception as exc:
             self._failure = ExchangeUnavailable(f"simulated feed failed: {exc!r}")
             self._failure.__cause__ = exc
         self._end_streams(self._failure)
 
-    async def _wait_for_readers(self, max_backlog: int) -> None:
-        for stream in [s for s in self._event_streams if s.backlog > max_backlog]:
-            self.feed_waits += 1
-            await stream.drained()
+    async def _run(self) -> None:
+        raise NotImplementedError
 
     def _end_streams(self, error: Exception | None = None) -> None:
         for quote_stream in list(self._quote_streams):
@@ -300,3 +292,36 @@ class SimGateway:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         self._end_streams()
+
+
+class SimGateway(EngineGateway):
+    """The simulator's gateway: its feed drives the engine on the simulated clock, and the scenario acts
+    after each step. Opens the account with the scenario's starting balances (empty without a scenario)
+    unless the engine has it already."""
+
+    def __init__(self, engine: SimEngine, feed: Feed, clock: SimClock, scenario: InventoryScenario | None,
+                 account_id: str, *, max_event_backlog: int | None = None) -> None:
+        super().__init__(clock, account_id)
+        self.clock: SimClock = clock
+        self.max_event_backlog = max_event_backlog
+        self.feed_waits = 0
+        """How many times the feed waited for an account-event reader (`max_event_backlog`)."""
+        self._feed = feed
+        self._scenario = scenario
+        self._attach(engine, scenario.params.starting_balances if scenario else {})
+
+    async def _run(self) -> None:
+        for sim_time, quotes in self._feed:
+            await asyncio.sleep(self.clock.wall_secs_until(sim_time))
+            if self.max_event_backlog is not None:
+                await self._wait_for_readers(self.max_event_backlog)
+            self.clock.advance_to(sim_time)
+            for quote in quotes:
+                self.engine.on_quote(quote)
+            if self._scenario is not None:
+                self._scenario.advance(self.engine, self.account_id, sim_time)
+
+    async def _wait_for_readers(self, max_backlog: int) -> None:
+        for stream in [s for s in self._event_streams if s.backlog > max_backlog]:
+            self.feed_waits += 1
+            await stream.drained()
