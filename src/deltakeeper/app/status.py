@@ -1,5 +1,5 @@
 """The running bot's state at a glance, for the HTTP API (`/api/status`, `/metrics`, the probes) and
-`deltakeeper status`: plain dicts built from the Runner and its Hedger, never from the exchange."""
+`deltakeeper status`: plain dicts built from the Runner and its Service, never from the exchange."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, Protocol
 
 from deltakeeper.app.margin_watch import margin_watch_of
-from deltakeeper.app.rebalance import Hedger
 from deltakeeper.app.runner import ACCOUNT_READ_MAX_RECOMPUTES, Runner
+from deltakeeper.app.service import Service
 from deltakeeper.domain.durations import parse_time
 from deltakeeper.domain.errors import ConfigError
 from deltakeeper.domain.instruments import STABLECOINS
@@ -35,27 +35,27 @@ def heartbeat_max_age_secs(recompute_secs: float) -> float:
     return max(3 * recompute_secs, 30.0)
 
 
-def watched_symbols(hedger: Hedger) -> list[str]:
+def watched_symbols(service: Service) -> list[str]:
     """Every symbol the bot streams quotes for: the hedges and the markets that price the assets."""
-    return hedger.symbols()
+    return service.symbols()
 
 
-def stream_ages_secs(hedger: Hedger, now_monotonic: float | None = None) -> dict[str, float]:
+def stream_ages_secs(service: Service, now_monotonic: float | None = None) -> dict[str, float]:
     """Wall seconds since the last quote arrived, per watched symbol (infinite before the first)."""
     now = time.monotonic() if now_monotonic is None else now_monotonic
-    received = hedger.state.received_at
-    return {s: now - received[s] if s in received else float("inf") for s in watched_symbols(hedger)}
+    received = service.state.received_at
+    return {s: now - received[s] if s in received else float("inf") for s in watched_symbols(service)}
 
 
-def asset_views(hedger: Hedger) -> dict[str, dict[str, Any]]:
+def asset_views(service: Service) -> dict[str, dict[str, Any]]:
     """Per hedged asset: delta, target, band (from the last decision), deviation in band half-widths,
     price, hedge symbol and position, the last decision and why."""
-    deltas = hedger.state.deltas()
-    account = hedger.state.account
+    deltas = service.state.deltas()
+    account = service.state.account
     views: dict[str, dict[str, Any]] = {}
-    for asset, policy in sorted(hedger.policies.items()):
+    for asset, policy in sorted(service.policies.items()):
         delta = deltas.get(asset)
-        decision = hedger.last_decision.get(asset)
+        decision = service.decisions.last.get(asset)
         target = decision.target_coin if decision is not None else policy.target_coin
         band = decision.band_coin if decision is not None else None
         delta_coin = delta.delta_coin if delta is not None else None
@@ -73,10 +73,10 @@ def asset_views(hedger: Hedger) -> dict[str, dict[str, Any]]:
             "target_coin": target,
             "band_coin": band,
             "deviation": deviation,
-            "price_usd": hedger.state.price_usd(asset),
+            "price_usd": service.state.price_usd(asset),
             "hedge_symbol": policy.hedge_symbol,
             "position_contracts": position,
-            "in_flight": hedger.in_flight.get(policy.hedge_symbol),
+            "in_flight": service.orders.in_flight.get(policy.hedge_symbol),
             "last_decision": None
             if decision is None
             else {
@@ -92,32 +92,32 @@ def asset_views(hedger: Hedger) -> dict[str, dict[str, Any]]:
 def build_status(runner: Runner) -> dict[str, Any]:
     """The JSON of `/api/status`. Money is rounded for reading (see `usd`, `coins`, `ratio`): USD to
     cents, coins to 8 places, contracts to the instrument's lot step, ratios to 4 places."""
-    hedger = runner.hedger
+    service = runner.service
     control = runner.control.state if runner.control is not None else None
     heartbeat_age = time.time() - runner.last_beat if runner.last_beat is not None else None
-    stale_secs = hedger.options.limits.stale_secs
-    positions = position_views(hedger)
+    stale_secs = service.options.limits.stale_secs
+    positions = position_views(service)
     return {
         "ts": datetime.now(UTC),
-        "exchange": hedger.exchange.name,
-        "exchange_ts": hedger.clock.now(),
-        "trading": {"state": hedger.trading.state.value, "cause": hedger.trading.cause},
+        "exchange": service.exchange.name,
+        "exchange_ts": service.clock.now(),
+        "trading": {"state": service.trading.state.value, "cause": service.trading.cause},
         "control": None
         if control is None
         else {"halted": control.halted, "reason": control.reason, "by": control.by, "ts": control.ts},
         "reconciled": runner.reconciled,
         "heartbeat_age_secs": None if heartbeat_age is None else round(heartbeat_age, 3),
-        "assets": {asset: _rounded_asset(hedger, view) for asset, view in asset_views(hedger).items()},
+        "assets": {asset: _rounded_asset(service, view) for asset, view in asset_views(service).items()},
         "positions": positions,
         "hedge_unrealised_pnl_usd": _sum_known(p["unrealised_pnl_usd"] for p in positions),
         "streams": {
             symbol: {"age_secs": None if age == float("inf") else round(age, 3), "stale": age > stale_secs}
-            for symbol, age in stream_ages_secs(hedger).items()
+            for symbol, age in stream_ages_secs(service).items()
         },
         "stale_limit_secs": stale_secs,
         "stablecoins": sorted(STABLECOINS),
-        "in_flight": dict(hedger.in_flight),
-        "traded_today_usd": usd(hedger.traded_today_usd),
+        "in_flight": dict(service.orders.in_flight),
+        "traded_today_usd": usd(service.daily.today_usd(service.clock.now())),
         "margin": _rounded_margin(margin.status()) if (margin := margin_watch_of(runner.watch)) else None,
     }
 
@@ -147,8 +147,8 @@ def ratio(value: float | Decimal | None) -> float | None:
     return round(number, RATIO_PLACES) if math.isfinite(number) else number
 
 
-def _rounded_asset(hedger: Hedger, view: Mapping[str, Any]) -> dict[str, Any]:
-    instrument = hedger.state.instruments.get(view["hedge_symbol"])
+def _rounded_asset(service: Service, view: Mapping[str, Any]) -> dict[str, Any]:
+    instrument = service.state.instruments.get(view["hedge_symbol"])
     lot = instrument.lot_step_contracts if instrument is not None else COIN_STEP
     return {
         **view,
@@ -178,20 +178,20 @@ def _rounded_margin(value: Any, key: str = "") -> Any:
     return value
 
 
-def position_views(hedger: Hedger) -> list[dict[str, Any]]:
+def position_views(service: Service) -> list[dict[str, Any]]:
     """The account's derivative positions as last read: size (to the lot step), prices (8 places),
     unrealised PnL in the settle coin and in USD (None when the exchange did not say, or the settle coin
     has no price)."""
-    account = hedger.state.account
+    account = service.state.account
     if account is None:
         return []
     views = []
     for p in account.positions:
-        instrument = hedger.state.instruments.get(p.symbol)
+        instrument = service.state.instruments.get(p.symbol)
         settle = instrument.settle if instrument is not None else "USD"
         lot = instrument.lot_step_contracts if instrument is not None else COIN_STEP
         pnl = p.unrealized_pnl
-        pnl_usd = to_usd(pnl, settle, hedger.state.price_usd) if pnl is not None else None
+        pnl_usd = to_usd(pnl, settle, service.state.price_usd) if pnl is not None else None
         views.append({
             "symbol": p.symbol,
             "contracts": coins(p.contracts, lot),
@@ -329,15 +329,15 @@ def _whole(query: Mapping[str, str], name: str, default: Any) -> Any:
 def metrics_snapshot(runner: Runner) -> dict[str, Any]:
     """The snapshot `adapters.metrics.BotMetrics.render` turns into Prometheus text (less `ready`, which
     the caller adds from `readiness`)."""
-    hedger = runner.hedger
-    counters = hedger.counters
+    service = runner.service
+    counters = service.counters
     assets = {
         asset: {
             k: view[k]
             for k in ("delta_coin", "delta_usd", "target_coin", "band_coin", "deviation")
             if view[k] is not None
         }
-        for asset, view in asset_views(hedger).items()
+        for asset, view in asset_views(service).items()
     }
     return {
         "assets": assets,
@@ -347,10 +347,10 @@ def metrics_snapshot(runner: Runner) -> dict[str, Any]:
         "funding_usd_total": counters.funding_usd,
         "errors_total": counters.errors,
         "journal_write_failures_total": writes.write_failures if (writes := runner.journal_writes) else 0,
-        "stream_age_secs": stream_ages_secs(hedger),
-        "stale_limit_seconds": hedger.options.limits.stale_secs,
+        "stream_age_secs": stream_ages_secs(service),
+        "stale_limit_seconds": service.options.limits.stale_secs,
         "blind": {what: secs > runner.watch.blind_alert_secs for what, secs in runner.blind_secs().items()},
-        "trading_state": hedger.trading.state.value,
+        "trading_state": service.trading.state.value,
         "standby": False,
         **margin_snapshot(runner),
     }
@@ -380,15 +380,15 @@ async def readiness(runner: Runner) -> tuple[bool, dict[str, Any]]:
     recomputes, every watched stream fresh (within DK_STALE_SECS), the last journal write succeeded, the
     database answering a trivial query, and the trader lock held. Returns (ready, {"failing": [names],
     "checks": {name: {"ok": ..., ...}}})."""
-    hedger = runner.hedger
-    stale_secs = hedger.options.limits.stale_secs
-    ages = stream_ages_secs(hedger)
+    service = runner.service
+    stale_secs = service.options.limits.stale_secs
+    ages = stream_ages_secs(service)
     stale = sorted(symbol for symbol, age in ages.items() if age > stale_secs)
     account_age = runner.account_read_age_secs()
     account_limit = ACCOUNT_READ_MAX_RECOMPUTES * runner.recompute_secs
     writes = runner.journal_writes
     try:
-        await asyncio.wait_for(hedger.journal.control_state(), DATABASE_CHECK_SECS)
+        await asyncio.wait_for(service.journal.control_state(), DATABASE_CHECK_SECS)
         database_error = ""
     except Exception as exc:
         database_error = str(exc) or type(exc).__name__
@@ -403,7 +403,7 @@ async def readiness(runner: Runner) -> tuple[bool, dict[str, Any]]:
         "journal_write": {"ok": writes is None or writes.failing_since is None,
                           "error": writes.last_error if writes is not None else ""},
         "database": {"ok": not database_error, "error": database_error},
-        "trader_lock": {"ok": hedger.holds_lock()},
+        "trader_lock": {"ok": service.trading.holds_lock()},
     }
     failing = [name for name, check in checks.items() if not check["ok"]]
     return not failing, {"failing": failing, "checks": checks}
