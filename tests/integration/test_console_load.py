@@ -84,7 +84,7 @@ async def test_console_reads_are_bounded_and_healthz_answers_meanwhile_on_a_300k
     async with journal_for(settings) as journal:
         await fill_journal(journal, datetime.now(UTC))
         async with serving(settings, journal) as (runner, base), aiohttp.ClientSession() as http:
-            await until(lambda: bool(runner.hedger.last_decision), 15, "the first decisions")
+            await until(lambda: bool(runner.service.decisions.last), 15, "the first decisions")
             finished: list[str] = []
 
             async def get(path: str) -> tuple[int, bytes]:

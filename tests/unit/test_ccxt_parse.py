@@ -17,6 +17,7 @@ import ccxt
 import ccxt.pro
 import pytest
 from ccxt.base.decimal_to_precision import DECIMAL_PLACES
+from deltakeeper.app.rebalance import _RiskTrack
 from tests.unit.test_order_path import SOL, T0, Bot
 
 from deltakeeper.adapters.ccxt_parse import (
@@ -41,7 +42,6 @@ from deltakeeper.adapters.ccxt_parse import (
     retry_after_secs,
     tiers_from_ccxt,
 )
-from deltakeeper.app.rebalance import _RiskTrack
 from deltakeeper.domain.errors import (
     ConfigError,
     ExchangeUnavailable,

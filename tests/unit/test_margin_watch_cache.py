@@ -10,10 +10,10 @@ from decimal import Decimal as D
 from typing import cast
 
 import pytest
+from deltakeeper.app.rebalance import Hedger, HedgerOptions
 
 from deltakeeper.app.margin_watch import MarginWatch
 from deltakeeper.app.market_state import MarketState
-from deltakeeper.app.rebalance import Hedger, HedgerOptions
 from deltakeeper.domain import risk
 from deltakeeper.domain.exposure import Position
 from deltakeeper.domain.instruments import Instrument, Kind

@@ -7,11 +7,11 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal as D
 from typing import cast
 
+from deltakeeper.app.rebalance import Hedger, HedgerOptions
 from structlog.testing import capture_logs
 from tests.unit.test_proxy_beta import Clock, DecisionLog
 
 from deltakeeper.app.market_state import MarketState
-from deltakeeper.app.rebalance import Hedger, HedgerOptions
 from deltakeeper.domain import risk
 from deltakeeper.domain.instruments import Instrument, Kind
 from deltakeeper.domain.orders import Quote

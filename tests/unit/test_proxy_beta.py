@@ -9,8 +9,9 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal as D
 from typing import cast
 
-from deltakeeper.app.market_state import MarketState
 from deltakeeper.app.rebalance import Hedger, HedgerOptions
+
+from deltakeeper.app.market_state import MarketState
 from deltakeeper.domain import risk
 from deltakeeper.domain.exposure import Position
 from deltakeeper.domain.instruments import Instrument, Kind

@@ -8,11 +8,11 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal as D
 from typing import cast
 
+from deltakeeper.app.rebalance import Hedger, HedgerOptions
 from structlog.testing import capture_logs
 from tests.unit.test_proxy_beta import Clock
 
 from deltakeeper.app.market_state import MarketState
-from deltakeeper.app.rebalance import Hedger, HedgerOptions
 from deltakeeper.app.watch import summarize
 from deltakeeper.domain import risk
 from deltakeeper.domain.instruments import Instrument, Kind

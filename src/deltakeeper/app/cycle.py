@@ -22,7 +22,7 @@ from deltakeeper.app.order_check import OrderCheck
 from deltakeeper.app.order_runner import OrderRunner
 from deltakeeper.app.orders import taking_price
 from deltakeeper.app.risk_tracks import RiskTracks
-from deltakeeper.app.trading_state import TradingStatus
+from deltakeeper.app.trading_state import Counters, TradingStatus
 from deltakeeper.domain.costs import BookLevel
 from deltakeeper.domain.decide_policies import (
     FixedBandPolicy,
@@ -101,6 +101,7 @@ class DecisionCycle:
         journal: Journal,
         clock: Clock,
         trading: TradingStatus,
+        counters: Counters,
         check: OrderCheck,
         orders: OrderRunner,
         book: BookReader,
@@ -112,6 +113,7 @@ class DecisionCycle:
         self.journal = journal
         self.clock = clock
         self.trading = trading
+        self.counters = counters
         self.check = check
         self.orders = orders
         self.book = book
@@ -129,10 +131,6 @@ class DecisionCycle:
         """Every symbol the bot streams quotes for: the hedges and the markets that price the assets."""
         return sorted({*self.state.price_symbols.values(), *(p.hedge_symbol for p in self.policies.values())})
 
-    def assets_on(self, quote_symbol: str) -> list[str]:
-        """The assets a market prices or hedges."""
-        return self._by_price_symbol.get(quote_symbol, [])
-
     def restart_timer(self, asset: str, t_secs: float) -> None:
         """The hedge was just set outside the cycle (a backtest's opening hedge): the timer policy counts
         its interval from `t_secs`."""
@@ -140,10 +138,18 @@ class DecisionCycle:
         if isinstance(policy, TimerPolicy):
             self._timer_slots[asset] = policy.slot(t_secs)
 
-    async def on_quote(self, quote_symbol: str, asset: str) -> Evaluation | None:
-        """A quote on a market that prices or hedges `asset`: sample its risk, then decide."""
-        self.risk.observe(asset, quote_symbol)
-        return await self.evaluate(asset, scheduled=False)
+    async def on_quote(self, quote_symbol: str) -> dict[str, Evaluation | None]:
+        """A quote applied: on every asset the market prices or hedges, sample its risk, then decide. An
+        error on one asset is logged with its traceback (`quote_failed`) and the others go on."""
+        evaluations: dict[str, Evaluation | None] = {}
+        for asset in self._by_price_symbol.get(quote_symbol, ()):
+            try:
+                self.risk.observe(asset, quote_symbol)
+                evaluations[asset] = await self.evaluate(asset, scheduled=False)
+            except Exception as exc:
+                self.counters.errors += 1
+                log.exception("quote_failed", symbol=quote_symbol, asset=asset, error=str(exc))
+        return evaluations
 
     async def evaluate_all(self) -> dict[str, AssetDelta]:
         """The scheduled recompute: every asset, every decision journaled."""

@@ -44,6 +44,11 @@ class OrderRunner:
         self._quiet = 0
         """While above 0 no decision is taken (a periodic reconciliation compares the books)."""
 
+    @property
+    def tasks(self) -> frozenset[asyncio.Task[None]]:
+        """The decisions' order tasks running now."""
+        return frozenset(self._tasks)
+
     def busy(self, symbol: str) -> bool:
         """Whether no decision may be taken on `symbol` now: an order in flight, the runner quiet, or
         the instrument backing off after a refusal."""

@@ -277,13 +277,7 @@ class Runner:
 
     async def _decide_on(self, quote: Quote) -> None:
         self.watch.on_quote(quote)
-        service = self.service
-        for asset in service.cycle.assets_on(quote.symbol):
-            try:
-                await service.cycle.on_quote(quote.symbol, asset)
-            except Exception as exc:  # an error on one asset is logged, and the others go on
-                service.counters.errors += 1
-                log.exception("quote_failed", symbol=quote.symbol, asset=asset, error=str(exc))
+        await self.service.cycle.on_quote(quote.symbol)
 
     async def _on_account(self, snapshot: AccountSnapshot) -> None:
         if self.service.ingest.on_account(snapshot):

@@ -99,6 +99,7 @@ def build_service(
     )
     orders = OrderRunner(sender, ingest, check)
     cycle = DecisionCycle(state, policies, options.cycle, journal=journal, clock=clock, trading=core.trading,
-                          check=check, orders=orders, book=exchange, decisions=core.decisions)
+                          counters=core.counters, check=check, orders=orders, book=exchange,
+                          decisions=core.decisions)
     return Service(exchange, journal, clock, alerts, state, policies, options, core.trading, core.counters,
                    core.daily, core.decisions, ingest, orders, cycle)
