@@ -5,7 +5,8 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
-from deltakeeper.app.rebalance import figure
+
+from deltakeeper.app.figures import figure
 
 
 @pytest.mark.parametrize(("value", "shown"), [
