@@ -138,6 +138,12 @@ class DecisionCycle:
         if isinstance(policy, TimerPolicy):
             self._timer_slots[asset] = policy.slot(t_secs)
 
+    def observe(self, quote_symbol: str) -> None:
+        """A quote applied that is decided on elsewhere (a backtest's opening hedge): sample the risk of the
+        assets the market prices or hedges."""
+        for asset in self._by_price_symbol.get(quote_symbol, ()):
+            self.risk.observe(asset, quote_symbol)
+
     async def on_quote(self, quote_symbol: str) -> dict[str, Evaluation | None]:
         """A quote applied: on every asset the market prices or hedges, sample its risk, then decide. An
         error on one asset is logged with its traceback (`quote_failed`) and the others go on."""

@@ -54,7 +54,14 @@ class BacktestSettings:
     """`DK_ASSETS__<ASSET>__BAND_*`: an asset's own band, in place of the default."""
     targets_coin: Mapping[str, Decimal] = field(default_factory=dict)
     hedges: Mapping[str, str] = field(default_factory=dict)
-    """`DK_ASSETS__<ASSET>__HEDGE`: a backtest accepts only the asset's linear perpetual."""
+    """`DK_ASSETS__<ASSET>__HEDGE`: the linear perpetual of the asset, or of another asset with prices (a
+    proxy hedge)."""
+    betas: Mapping[str, Decimal | None] = field(default_factory=dict)
+    """`DK_ASSETS__<ASSET>__BETA` of a proxy-hedged asset: a ratio, or None for the EWMA estimate (unset: 1)."""
+    slice_max_usd: Decimal = Decimal(0)
+    """`DK_SLICE_MAX_USD`: orders larger than this go in slices, one a price event (0: none)."""
+    slice_max_slippage_bps: Decimal = Decimal(0)
+    """`DK_SLICE_MAX_SLIPPAGE_BPS`: slices that walk the engine's book by at most this (0: no such slicing)."""
     external_coin: Mapping[str, Decimal] = field(default_factory=dict)
     """`DK_EXTERNAL__<ASSET>`: coins held, for the static exposure (else its starting value in USD)."""
     timer_secs: float = 3600.0
@@ -174,6 +181,12 @@ class BacktestSettings:
     def settings_used(self, name: str) -> dict[str, Any]:
         """The policy's settings, keyed by the `DK_` variable that sets each in production."""
         used: dict[str, Any] = {"DK_POLICY": name}
+        for asset, beta in sorted(self.betas.items()):
+            used[f"DK_ASSETS__{asset}__BETA"] = "ewma" if beta is None else beta
+        if self.slice_max_usd:
+            used["DK_SLICE_MAX_USD"] = self.slice_max_usd
+        if self.slice_max_slippage_bps:
+            used["DK_SLICE_MAX_SLIPPAGE_BPS"] = self.slice_max_slippage_bps
         if name == "timer":
             used["DK_TIMER_SECS"] = self.timer_secs
             return used
