@@ -57,11 +57,12 @@ class BacktestSettings:
     """`DK_ASSETS__<ASSET>__HEDGE`: the linear perpetual of the asset, or of another asset with prices (a
     proxy hedge)."""
     betas: Mapping[str, Decimal | None] = field(default_factory=dict)
-    """`DK_ASSETS__<ASSET>__BETA` of a proxy-hedged asset: a ratio, or None for the EWMA estimate (unset: 1)."""
+    """`DK_ASSETS__<ASSET>__BETA` of a proxy-hedged asset: a ratio, or None for the EWMA estimate (unset:
+    1)."""
     slice_max_usd: Decimal = Decimal(0)
     """`DK_SLICE_MAX_USD`: orders larger than this go in slices, one a price event (0: none)."""
     slice_max_slippage_bps: Decimal = Decimal(0)
-    """`DK_SLICE_MAX_SLIPPAGE_BPS`: slices that walk the engine's book by at most this (0: no such slicing)."""
+    """`DK_SLICE_MAX_SLIPPAGE_BPS`: slices that walk the engine's book by at most this (0: none)."""
     external_coin: Mapping[str, Decimal] = field(default_factory=dict)
     """`DK_EXTERNAL__<ASSET>`: coins held, for the static exposure (else its starting value in USD)."""
     timer_secs: float = 3600.0
