@@ -42,9 +42,6 @@ from deltakeeper.ports import Clock, Journal
 
 log = structlog.get_logger("deltakeeper.rebalance")
 
-_SPREAD_QUANTUM = Decimal("0.01")
-
-
 def new_decision_id(_counter: itertools.count[int] = itertools.count()) -> int:
     """Unique across restarts and databases: wall-clock milliseconds, then a sequence number."""
     return time.time_ns() // 1_000_000 * 4096 + next(_counter) % 4096
@@ -275,9 +272,7 @@ class DecisionCycle:
             delta = AssetDelta(asset, view.delta_coin, view.delta_coin * price, view.gross_coin,
                                delta.gamma_coin_per_usd)
         mid = quote.mid
-        spread_bps = Decimal(0)
-        if mid > 0:
-            spread_bps = ((quote.ask - quote.bid) / mid * 10_000).quantize(_SPREAD_QUANTUM)
+        spread_bps = (quote.ask - quote.bid) / mid * 10_000 if mid > 0 else Decimal(0)
         ctx = MarketContext(now.timestamp(), spread_bps, self.risk.model(asset), self._timer_slots.get(asset),
                             delta.gamma_coin_per_usd)
         outcome = self.options.policy.decide(view, policy, ctx)

@@ -24,7 +24,7 @@ from deltakeeper.backtest.results import SERIES, WALLET, AssetRun, rms, total, u
 from deltakeeper.backtest.settings import BacktestSettings
 from deltakeeper.backtest.venue import QuietAlerts, ReplayClock, ReplayExchange, ReplayGate, ReplayJournal
 from deltakeeper.domain.errors import ConfigError, OrderRejected
-from deltakeeper.domain.exposure import Position
+from deltakeeper.domain.exposure import AssetDelta, Position
 from deltakeeper.domain.exposure_models import (
     COIN_QUANTUM,
     ConstantProductPool,
@@ -214,19 +214,20 @@ class Replay:
             opened = {event.asset for event in events if self._open_hedge(event, t_secs)}
             if opened:
                 await self._read_account()
+            deltas = self.service.state.deltas()  # before this event's decisions
             if previous_t is not None:
-                self._sample(t_secs - previous_t)
+                self._sample(deltas, t_secs - previous_t)
             for event in events:
                 run = self.assets.get(event.asset)
                 if event.asset in opened:
                     cycle.observe(event.quote.symbol)  # the opening hedge is this event's decision
-                else:
-                    if run is not None:
-                        run.started = True  # not hedged at the start: the first decision opens the hedge
-                    self._count(await cycle.on_quote(event.quote.symbol))
-                    await orders.settled()
+                    continue
+                if run is not None:
+                    run.started = True  # not hedged at the start: the first decision opens the hedge
+                self._count(await cycle.on_quote(event.quote.symbol))
+                await orders.settled()
                 if run is not None and run.series is not None:
-                    self._record(run, t_secs)
+                    self._record(run, deltas, t_secs)
             previous_t = t_secs
         await orders.drain()
         return self._result(steps[0][1][0].ts, steps[-1][1][0].ts)
@@ -312,7 +313,7 @@ class Replay:
 
     # -- tracking error ------------------------------------------------------------------------------
 
-    def _deviation_usd(self, run: AssetRun, deltas: Mapping[str, Any]) -> float:
+    def _deviation_usd(self, run: AssetRun, deltas: Mapping[str, AssetDelta]) -> float:
         delta = deltas.get(run.asset)
         coin = delta.delta_coin if delta is not None else ZERO
         assert run.mid is not None
@@ -322,8 +323,7 @@ class Replay:
             deviation += run.hedge.delta_coin(run.hedge_contracts, hedge_mid) * hedge_mid
         return float(deviation)
 
-    def _sample(self, weight: float) -> None:
-        deltas = self.service.state.deltas()
+    def _sample(self, deltas: Mapping[str, AssetDelta], weight: float) -> None:
         portfolio = 0.0
         for run in self.assets.values():
             if run.mid is None:
@@ -335,11 +335,11 @@ class Replay:
         self.portfolio_max_abs = max(self.portfolio_max_abs, abs(portfolio))
         self.total_weight += weight
 
-    def _record(self, run: AssetRun, t_secs: float) -> None:
+    def _record(self, run: AssetRun, deltas: Mapping[str, AssetDelta], t_secs: float) -> None:
         assert run.series is not None and run.mid is not None
         figures = run.figures
         for key, value in (("t_secs", t_secs),
-                           ("deviation_usd", self._deviation_usd(run, self.service.state.deltas())),
+                           ("deviation_usd", self._deviation_usd(run, deltas)),
                            ("band_usd", float(run.band_coin * run.mid)),
                            ("cost_usd", float(figures.fees_usd + figures.slippage_usd))):
             run.series[key].append(value)
