@@ -114,6 +114,10 @@ class Ingest:
             except TimeoutError:
                 return
 
+    def awaits_quote(self, symbol: str) -> bool:
+        """Whether `next_quote` waiters on `symbol` are still waiting (no quote has come since)."""
+        return symbol in self._quoted
+
     def wake_all(self) -> None:
         """Release every `next_quote` waiter (a stop)."""
         for symbol in list(self._quoted):

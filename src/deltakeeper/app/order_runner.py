@@ -39,8 +39,8 @@ class OrderRunner:
         self.in_flight: dict[str, str] = {}
         """Symbol -> the client id of its order in flight (or being journaled). Written only here."""
         self._tasks: set[asyncio.Task[None]] = set()
-        self._waiting_quote: set[asyncio.Task[None]] = set()
-        """Order tasks waiting for a newer quote (a slice): idle until the market moves."""
+        self._waiting_quote: dict[asyncio.Task[None], str] = {}
+        """Order task -> the symbol it waits for a newer quote on (a slice): idle until one comes."""
         self._quiet = 0
         """While above 0 no decision is taken (a periodic reconciliation compares the books)."""
 
@@ -202,11 +202,11 @@ class OrderRunner:
         """Wait (at most the order timeout) for a quote on `symbol` newer than `after`."""
         task = asyncio.current_task()
         assert task is not None
-        self._waiting_quote.add(task)
+        self._waiting_quote[task] = symbol
         try:
             await self.ingest.next_quote(symbol, after, self.sender.order_timeout_secs)
         finally:
-            self._waiting_quote.discard(task)
+            self._waiting_quote.pop(task, None)
 
     def _completed(self, decision: DecisionRecord, state: OrderState, account_known: bool) -> str:
         """The `rebalance_completed` alert: what was traded, and the delta before and after (`?` when the
@@ -238,10 +238,14 @@ class OrderRunner:
     # -- stopping and pausing -------------------------------------------------------------------
 
     async def settled(self) -> None:
-        """Let every order task run until it has ended or waits for a newer quote (a replay's step)."""
+        """Let every order task run until it has ended or waits for a quote yet to come (a replay's step)."""
         # One turn of the loop at a time: no event says "every task waits".
-        while any(t not in self._waiting_quote for t in self._tasks) or self.sender.alerts.tasks:  # noqa: ASYNC110
+        while any(not self._idle(t) for t in self._tasks) or self.sender.alerts.tasks:  # noqa: ASYNC110
             await asyncio.sleep(0)
+
+    def _idle(self, task: asyncio.Task[None]) -> bool:
+        symbol = self._waiting_quote.get(task)
+        return symbol is not None and self.ingest.awaits_quote(symbol)
 
     @contextlib.asynccontextmanager
     async def quiet(self, timeout_secs: float) -> AsyncIterator[bool]:
