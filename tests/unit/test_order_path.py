@@ -19,6 +19,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from deltakeeper.adapters.journal.store import TraderLock
+from deltakeeper.adapters.shadow import ShadowExchange
 from deltakeeper.app.control import OperatorControl
 from deltakeeper.app.cycle import CycleOptions
 from deltakeeper.app.execution import ExecutionOptions, ExecutionStyle
@@ -214,7 +215,8 @@ class Alerts:
 
 
 class Bot:
-    def __init__(self, execution: ExecutionOptions | None = None, policy: HedgePolicy | None = None) -> None:
+    def __init__(self, execution: ExecutionOptions | None = None, policy: HedgePolicy | None = None,
+                 shadow: bool = False) -> None:
         self.clock = Clock()
         self.exchange = Exchange(self.clock)
         self.journal = Journal()
@@ -224,7 +226,8 @@ class Bot:
         cycle = CycleOptions(execution=execution or ExecutionOptions(), policy=policy or FixedBandPolicy())
         options = ServiceOptions(limits, ORDER_TIMEOUT_SECS, 300.0, cycle)
         policies = {"SOL": AssetPolicy("SOL", SOL, Band(BandUnit.COIN, D(1)))}
-        self.service = build_service(self.exchange, self.journal, self.clock,  # type: ignore[arg-type]
+        exchange = ShadowExchange(self.exchange) if shadow else self.exchange  # type: ignore[arg-type]
+        self.service = build_service(exchange, self.journal, self.clock,  # type: ignore[arg-type]
                                      self.alerts, self.state, policies, options)
         self.state.on_account(account(D(0)))
 
