@@ -13,15 +13,16 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 
+from deltakeeper.app.console import Console, RecentAlerts
 from deltakeeper.app.control import OperatorControl, RecordEvent
 from deltakeeper.app.cycle import CycleOptions
 from deltakeeper.app.execution import ExecutionOptions, ExecutionStyle
 from deltakeeper.app.journal_writes import WatchedJournal
-from deltakeeper.app.margin_watch import CoinNeutralMarketState, MarginWatch
+from deltakeeper.app.margin_watch import MarginWatch
+from deltakeeper.app.market_state import CoinNeutralMarketState
 from deltakeeper.app.reconciliation import halt_on_foreign_order
 from deltakeeper.app.runner import Runner
 from deltakeeper.app.service import Core, ServiceOptions, build_service
-from deltakeeper.app.status import Console, RecentAlerts
 from deltakeeper.app.watch import Watch
 from deltakeeper.backtest.settings import BacktestSettings
 from deltakeeper.config import Mode, Settings
@@ -421,7 +422,8 @@ def build_http_server(
     from deltakeeper.adapters.http import HttpServer
     from deltakeeper.adapters.journal.console import ConsoleReads
     from deltakeeper.adapters.metrics import BotMetrics
-    from deltakeeper.app.status import build_status, is_alive, journal_api, metrics_snapshot, readiness
+    from deltakeeper.app.console import journal_api
+    from deltakeeper.app.status import build_status, is_alive, metrics_snapshot, readiness
 
     registry = BotMetrics()
     runner.service.orders.sender.observe_tick_to_order_secs = registry.observe_tick_to_order

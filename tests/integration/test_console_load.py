@@ -18,8 +18,8 @@ from tests.integration.service_harness import RecordingAlerts, journal_for, make
 
 from deltakeeper.adapters.journal.models import decisions
 from deltakeeper.adapters.journal.store import SqlJournal
+from deltakeeper.app.console import CONSOLE_MAX_ROWS, RecentAlerts
 from deltakeeper.app.runner import Runner
-from deltakeeper.app.status import CONSOLE_MAX_ROWS, RecentAlerts
 from deltakeeper.bootstrap import build_http_server, build_runner, build_sim_exchange
 from deltakeeper.config import Settings
 from deltakeeper.domain.orders import Fill, Side

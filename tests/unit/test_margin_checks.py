@@ -12,7 +12,7 @@ from decimal import Decimal
 import pytest
 
 from deltakeeper.adapters.metrics import BotMetrics
-from deltakeeper.app.margin_watch import CoinNeutralMarketState
+from deltakeeper.app.market_state import CoinNeutralMarketState
 from deltakeeper.config import load_settings
 from deltakeeper.domain.errors import ConfigError, OrderRejected
 from deltakeeper.domain.exposure import Position, asset_deltas

@@ -11,10 +11,10 @@ from typing import cast
 from structlog.testing import capture_logs
 from tests.unit.test_proxy_beta import Clock
 
+from deltakeeper.app.daily_summary import summarize
 from deltakeeper.app.ingest import DailyTraded, Ingest
 from deltakeeper.app.market_state import MarketState
 from deltakeeper.app.trading_state import Counters
-from deltakeeper.app.watch import summarize
 from deltakeeper.domain import risk
 from deltakeeper.domain.instruments import Instrument, Kind
 from deltakeeper.domain.orders import Fill, FundingPayment, Quote, Side

@@ -28,7 +28,7 @@ start, `Exchange.fetch_leverage_tiers`), else the tables given, else REFERENCE 3
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -45,8 +45,6 @@ from deltakeeper.domain.margin import (
     AccountMargin,
     MarginRules,
     account_margin,
-    coin_equity,
-    coin_neutral_delta,
 )
 from deltakeeper.domain.orders import Fill
 from deltakeeper.domain.policy import AssetPolicy
@@ -377,39 +375,3 @@ def _ratio(x: Decimal | None) -> float | None:
 
 def _pct(x: Decimal) -> str:
     return "-inf" if not x.is_finite() else f"{float(x):.1%}"
-
-
-# -- coin-neutral assets ----------------------------------------------------------------------------
-
-
-@dataclass
-class CoinNeutralMarketState(MarketState):
-    """A MarketState whose `deltas()` are coin-neutral for the assets in `coin_neutral`
-    (`DK_ASSETS__<ASSET>__NEUTRAL=coin`, `domain.margin.coin_neutral_delta`): the account's coin equity in
-    the asset (wallet, PnL and options' value settled in it) is not exposure. Other assets, and the
-    default, are USD-neutral (REFERENCE 1.2)."""
-
-    coin_neutral: frozenset[str] = field(default_factory=frozenset)
-
-    def deltas(self) -> dict[str, AssetDelta]:
-        return self._neutral(super().deltas())
-
-    def recompute_deltas(self) -> dict[str, AssetDelta]:
-        return self._neutral(super().recompute_deltas())
-
-    def _neutral(self, deltas: dict[str, AssetDelta]) -> dict[str, AssetDelta]:
-        account = self.account
-        if account is None or not self.coin_neutral:
-            return deltas
-        positions = [p for p in account.positions if p.symbol in self.instruments]
-        prices = _prices(self)
-        for asset in sorted(self.coin_neutral):
-            price = prices.get(asset)
-            if price is None:
-                continue
-            equity = coin_equity(asset, self.instruments, account.balances, positions, prices, self._now())
-            delta = deltas.get(asset)
-            if delta is None and equity == 0:
-                continue
-            deltas[asset] = coin_neutral_delta(delta or AssetDelta(asset, ZERO, ZERO, ZERO), equity, price)
-        return deltas
