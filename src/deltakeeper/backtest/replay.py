@@ -141,6 +141,8 @@ class Replay:
             self.exchange, ReplayJournal(self._order_ended), self.clock, QuietAlerts(), state,
             {a: run.policy for a, run in self.assets.items()}, options, monotonic=self.clock.monotonic,
         )
+        self.fills: list[Fill] = []
+        """Every fill of the engine, in order."""
         self.opening = False
         self.orders = 0
         self._traded: set[str] = set()
@@ -154,6 +156,7 @@ class Replay:
         """A fill of the engine: its hedged asset's figures (the opening hedge's apart), at the mid."""
         if type(event) is not Fill:
             return
+        self.fills.append(event)
         run = self.by_hedge[event.symbol]
         mid = self.mids[run.hedge.base]
         signed = event.amount_contracts * event.side.sign
