@@ -97,9 +97,12 @@ class BacktestSettings:
         asset_bands: dict[str, Band] = {}
         targets: dict[str, Decimal] = {}
         hedges: dict[str, str] = {}
+        betas: dict[str, Decimal | None] = {}
         for asset, spec in (getattr(settings, "assets", None) or {}).items():
             if spec.hedge:
                 hedges[asset.upper()] = str(spec.hedge)
+            if getattr(spec, "beta", None) is not None:
+                betas[asset.upper()] = None if spec.beta == "ewma" else Decimal(spec.beta)
             band = spec.band(None)
             if band is not None:
                 asset_bands[asset.upper()] = band
@@ -112,6 +115,9 @@ class BacktestSettings:
             asset_bands=asset_bands,
             targets_coin=targets,
             hedges=hedges,
+            betas=betas,
+            slice_max_usd=Decimal(get("slice_max_usd", default.slice_max_usd)),
+            slice_max_slippage_bps=Decimal(get("slice_max_slippage_bps", default.slice_max_slippage_bps)),
             external_coin={k.upper(): Decimal(v) for k, v in (get("external", {}) or {}).items()},
             timer_secs=float(get("timer_secs", default.timer_secs)),
             risk_aversion_per_usd=float(get("risk_aversion", default.risk_aversion_per_usd)),
