@@ -391,7 +391,7 @@ async def main(args: argparse.Namespace) -> int:
     print(f"{samples} samples each after {warmup} warm-up, alternating bot and baseline")
     print("tick push (emulator) -> order create request entering the emulator's handler, ms:")
     print(table(["contender", "p50 ms", "p99 ms", "min ms", "max ms"], [
-        ["bot (CcxtExchange + Runner/Hedger, SQLite journal)", f"{bot50:.2f}", f"{bot99:.2f}",
+        ["bot (CcxtExchange + Runner, SQLite journal)", f"{bot50:.2f}", f"{bot99:.2f}",
          f"{min(bot_times) * ms:.2f}", f"{max(bot_times) * ms:.2f}"],
         ["baseline (bare ccxt.pro + aiosqlite)", f"{base50:.2f}", f"{base99:.2f}",
          f"{min(base_times) * ms:.2f}", f"{max(base_times) * ms:.2f}"],

@@ -18,12 +18,12 @@ from deltakeeper.app.trading_state import Counters
 from deltakeeper.domain.errors import ForeignOrder
 from deltakeeper.domain.orders import Fill, FundingPayment, OrderState, Quote
 from deltakeeper.domain.records import AccountSnapshot
+from deltakeeper.domain.risk import LiquidationHandler
 from deltakeeper.domain.usd import to_usd
 from deltakeeper.ports import Clock, Journal
 
 log = structlog.get_logger("deltakeeper.rebalance")
 
-LiquidationHandler = Callable[[Fill], Awaitable[None]]
 ForeignOrderHandler = Callable[[ForeignOrder], Awaitable[None]]
 
 

@@ -57,7 +57,7 @@ class MarketState:
     """Symbol -> monotonic wall time of the last quote's arrival."""
     account: AccountSnapshot | None = None
     clock: Clock | None = None
-    """The time options are valued at (Black-76's time to expiry): the Hedger's clock. Without one, an
+    """The time options are valued at (Black-76's time to expiry): the service's clock. Without one, an
     option position with no published delta raises OptionInputMissing, and options have no gamma."""
     gate: PriceGate = field(default_factory=PriceGate)
     """What a quote must pass to be applied (domain/price_gate.py)."""
