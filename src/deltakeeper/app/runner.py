@@ -69,7 +69,7 @@ class Runner:
         self.last_beat: float | None = None
         """Wall time (time.time()) of the last heartbeat."""
         self.journal_writes = journal_writes
-        """The Service's journal, watched: whether its writes succeed."""
+        """The service's journal, watched: whether its writes succeed."""
         self.started_at = time.monotonic()
         self.account_read_at: float | None = None
         """Monotonic time of the last successful read of the account (REST, or pushed by the stream)."""
