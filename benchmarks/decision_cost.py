@@ -51,8 +51,9 @@ from typing import Any, cast
 from _common import REPO, machine, ratio_line, table
 
 from deltakeeper.adapters.ccxt_parse import quote_from_ticker
+from deltakeeper.app.cycle import CycleOptions
 from deltakeeper.app.market_state import MarketState
-from deltakeeper.app.rebalance import Hedger, HedgerOptions
+from deltakeeper.app.service import ServiceOptions, build_service
 from deltakeeper.domain import risk
 from deltakeeper.domain.decide_policies import CostAwarePolicy, FixedBandPolicy, HedgePolicy
 from deltakeeper.domain.exposure import AssetDelta, Position, asset_deltas
@@ -174,11 +175,11 @@ class Bot:
         )
         self.clock = TickClock(now)
         no_io = NoIO()
-        self.hedger = Hedger(
+        self.cycle = build_service(
             cast(Exchange, no_io), cast(Journal, no_io), self.clock, no_io, self.state,
             {a: AssetPolicy(a, f"{a}/USDT:USDT", band) for a in ASSETS},
-            HedgerOptions(limits, order_timeout_secs=30.0, state_clear_secs=300.0, policy=policy),
-        )
+            ServiceOptions(limits, 30.0, 300.0, CycleOptions(policy=policy)),
+        ).cycle
         self.deltas: Callable[[], dict[str, AssetDelta]] = (
             self.state.recompute_deltas if full_recompute else self.state.deltas
         )
@@ -187,11 +188,10 @@ class Bot:
     def on_quote(self, quote: Quote) -> None:
         self.clock.now_ = quote.ts + LATENCY
         self.state.on_quote(quote)
-        hedger = self.hedger
-        for asset in hedger._by_price_symbol.get(quote.symbol, ()):
-            if asset in hedger._risk:
-                hedger._observe_risk(asset, quote.symbol)
-            _, request = hedger._decide(asset, hedger.policies[asset], self.deltas())
+        cycle = self.cycle
+        for asset in cycle._by_price_symbol.get(quote.symbol, ()):
+            cycle.risk.observe(asset, quote.symbol)
+            _, request = cycle._decide(asset, cycle.policies[asset], self.deltas())
             if request is not None:
                 self.orders += 1
 

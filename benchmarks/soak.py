@@ -55,7 +55,7 @@ from _common import fmt_rate, machine, ratio_line, rss_bytes, table
 
 from deltakeeper.adapters.journal import create_journal, upgrade
 from deltakeeper.app.market_state import MarketState
-from deltakeeper.app.rebalance import Hedger, HedgerOptions
+from deltakeeper.app.service import Service, ServiceOptions, build_service
 from deltakeeper.domain.errors import ExchangeUnavailable
 from deltakeeper.domain.orders import Fill, FundingPayment, OrderState, Quote
 from deltakeeper.domain.policy import AssetPolicy, Band, BandUnit
@@ -156,7 +156,7 @@ class Soak:
         if self.trace and tick >= self.warmup_tick and self.traced is None:
             self.traced = tracemalloc.take_snapshot()
 
-    async def run(self) -> Hedger:
+    async def run(self) -> Service:
         url = f"sqlite:///{self.db_path}"
         await asyncio.to_thread(upgrade, url)
         journal = create_journal(url)
@@ -172,11 +172,11 @@ class Soak:
             max_order_usd=Decimal(50_000), max_daily_traded_usd=Decimal(10_000_000),
             max_position_usd=Decimal(1_000_000), stale_secs=60.0, price_collar_bps=Decimal(100),
         )
-        hedger = Hedger(gateway, journal, clock, NoAlerts(), state,
-                        {"SOL": AssetPolicy("SOL", HEDGE, Band(BandUnit.PCT, Decimal(1)))},
-                        HedgerOptions(limits, order_timeout_secs=10.0, state_clear_secs=300.0))
-        state.on_account(engine.snapshot("sim", clock.now()))
-        await hedger.load_traded_today()
+        hedger = build_service(gateway, journal, clock, NoAlerts(), state,
+                               {"SOL": AssetPolicy("SOL", HEDGE, Band(BandUnit.PCT, Decimal(1)))},
+                               ServiceOptions(limits, order_timeout_secs=10.0, state_clear_secs=300.0))
+        hedger.ingest.on_account(engine.snapshot("sim", clock.now()))
+        await hedger.daily.load(journal, clock.now())
         self.started = time.perf_counter()
         quotes, events = gateway.quotes([HEDGE]), gateway.account_events()  # starts the feed
         consumers = [asyncio.create_task(self.quotes(quotes, hedger)),
@@ -184,7 +184,7 @@ class Soak:
         try:
             await gateway.join()
             await asyncio.gather(*consumers)
-            await hedger.drain()
+            await hedger.orders.drain()
         finally:
             for task in consumers:
                 task.cancel()
@@ -194,13 +194,13 @@ class Soak:
             await journal.close()
         return hedger
 
-    async def quotes(self, stream: AsyncIterator[Quote], hedger: Hedger) -> None:
+    async def quotes(self, stream: AsyncIterator[Quote], hedger: Service) -> None:
         async for quote in stream:
             self.quotes_seen += 1
-            hedger.state.on_quote(quote)
-            await hedger.on_quote(quote.symbol)
+            if hedger.ingest.on_quote(quote):
+                await hedger.cycle.on_quote(quote.symbol)
 
-    async def events(self, gateway: SimGateway, stream: AsyncIterator[AccountEvent], hedger: Hedger) -> None:
+    async def events(self, gateway: SimGateway, stream: AsyncIterator[AccountEvent], hedger: Service) -> None:
         """Like the Runner: a stream that ends with an error (unpaced, the gateway ends an account stream
         whose reader fell 10,000 events behind, like a dropped websocket) is opened again, here at once."""
         while True:
@@ -218,15 +218,16 @@ class Soak:
                 stream = gateway.account_events()
 
     @staticmethod
-    async def on_event(hedger: Hedger, event: AccountEvent) -> None:
+    async def on_event(hedger: Service, event: AccountEvent) -> None:
         if isinstance(event, Fill):
-            await hedger.on_fill(event)
+            await hedger.ingest.on_fill(event)
         elif isinstance(event, FundingPayment):
-            await hedger.on_funding(event)
+            await hedger.ingest.on_funding(event)
         elif isinstance(event, OrderState):
-            await hedger.on_order(event)
-        elif isinstance(event, AccountSnapshot):
-            await hedger.on_account(event)
+            await hedger.ingest.on_order(event)
+        elif isinstance(event, AccountSnapshot) and hedger.ingest.on_account(event):
+            for asset in hedger.policies:
+                await hedger.cycle.evaluate(asset, scheduled=False)
 
     @staticmethod
     async def count_rows(journal: object) -> dict[str, int]:

@@ -13,9 +13,9 @@ immediate) to the hedge order arriving at the emulator (stamped when the emulato
 handler is entered, after its request parsing and HMAC check). Each contender has its own account (API key)
 on the emulator; the samples alternate between them.
 
-- The bot: `CcxtExchange` (`bootstrap.build_exchange`), the Runner and Hedger from `bootstrap.build_runner`,
+- The bot: `CcxtExchange` (`bootstrap.build_exchange`), the Runner and service from `bootstrap.build_runner`,
   the journal on SQLite (migrated, in a temporary folder), DK_ASSETS__SOL hedged on SOL/USDT:USDT with a
-  band of 2 SOL. Before each sample the account's SOL balance is moved by +-10 SOL inside `Hedger.quiet`
+  band of 2 SOL. Before each sample the account's SOL balance is moved by +-10 SOL inside `OrderRunner.quiet`
   (so that the account event itself decides nothing) and the bot's state is waited for; the tick then
   moves the price by 2% and the bot, on that tick, finds its delta outside the band and hedges: it
   journals its decision and the pending order (one committed SQLite transaction) and sends a market order.
@@ -232,7 +232,7 @@ class InBot:
         self.armed = False
         self.profiler: Any = None
         on_quote = runner._on_quote
-        exchange = runner.hedger.exchange
+        exchange = runner.service.exchange
         place_order = exchange.place_order
 
         async def timed_on_quote(quote: Quote) -> None:
@@ -251,7 +251,7 @@ class InBot:
 
         runner._on_quote = timed_on_quote
         self.throttle = Waits(exchange._rest, "throttle")
-        journal = runner.hedger.journal
+        journal = runner.service.journal
         self.journal = [Waits(journal, "record_decision"), Waits(journal, "record_order")]
         exchange.place_order = timed_place_order
 
@@ -276,7 +276,7 @@ async def wait_until(condition: Any, within_secs: float = SAMPLE_TIMEOUT_SECS) -
 
 
 async def settle_bot(hedger: Any) -> None:
-    await wait_until(lambda: not hedger.in_flight and not hedger._tasks)
+    await wait_until(lambda: not hedger.orders.in_flight and not hedger.orders.tasks)
     await asyncio.sleep(0.05)  # the fill's and the position's account events
 
 
@@ -284,9 +284,9 @@ async def bot_sample(
     bench: Bench, runner: Any, inbot: InBot, index: int
 ) -> tuple[float, float, float, float]:
     """(push to order arrival, in-bot time, ccxt throttle wait, journal writes in the in-bot time)"""
-    hedger = runner.hedger
+    hedger = runner.service
     move = MOVE_COIN if index % 2 == 0 else -MOVE_COIN
-    async with hedger.quiet(SAMPLE_TIMEOUT_SECS):
+    async with hedger.orders.quiet(SAMPLE_TIMEOUT_SECS):
         target = hedger.state.account.balances.get(ASSET, Decimal(0)) + move
         bench.engine.adjust_balance(BOT_KEY, ASSET, move, bench.venue.clock.now())
         await wait_until(lambda: hedger.state.account.balances.get(ASSET, Decimal(0)) == target)
@@ -337,7 +337,7 @@ async def main(args: argparse.Namespace) -> int:
             inbot = InBot(runner)
             await baseline.open()
             baseline_task = asyncio.create_task(baseline.run())
-            hedger = runner.hedger
+            hedger = runner.service
             await wait_until(lambda: hedger.state.account is not None and SYMBOL in hedger.state.quotes, 30)
             # the feed's first tick may have replaced `start_price`'s: step 2 % from the price the bot holds
             # (the price gate holds a jump beyond DK_PRICE_JUMP_PCT until it is confirmed)
@@ -379,7 +379,7 @@ async def main(args: argparse.Namespace) -> int:
                 stop.set()
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(task, 10)
-                await runner.hedger.exchange.close()
+                await runner.service.exchange.close()
                 await journal.close()
                 await alerts.aclose()  # type: ignore[attr-defined]
             await server.close()
@@ -391,7 +391,7 @@ async def main(args: argparse.Namespace) -> int:
     print(f"{samples} samples each after {warmup} warm-up, alternating bot and baseline")
     print("tick push (emulator) -> order create request entering the emulator's handler, ms:")
     print(table(["contender", "p50 ms", "p99 ms", "min ms", "max ms"], [
-        ["bot (CcxtExchange + Runner/Hedger, SQLite journal)", f"{bot50:.2f}", f"{bot99:.2f}",
+        ["bot (CcxtExchange + Runner, SQLite journal)", f"{bot50:.2f}", f"{bot99:.2f}",
          f"{min(bot_times) * ms:.2f}", f"{max(bot_times) * ms:.2f}"],
         ["baseline (bare ccxt.pro + aiosqlite)", f"{base50:.2f}", f"{base99:.2f}",
          f"{min(base_times) * ms:.2f}", f"{max(base_times) * ms:.2f}"],

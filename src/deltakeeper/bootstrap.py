@@ -13,14 +13,16 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 
+from deltakeeper.app.console import Console, RecentAlerts
 from deltakeeper.app.control import OperatorControl
+from deltakeeper.app.cycle import CycleOptions
 from deltakeeper.app.execution import ExecutionOptions, ExecutionStyle
 from deltakeeper.app.journal_writes import WatchedJournal
-from deltakeeper.app.margin_watch import CoinNeutralMarketState, MarginWatch
-from deltakeeper.app.rebalance import Hedger, HedgerOptions
+from deltakeeper.app.margin_watch import MarginWatch
+from deltakeeper.app.market_state import CoinNeutralMarketState
 from deltakeeper.app.reconciliation import halt_on_foreign_order
 from deltakeeper.app.runner import Runner
-from deltakeeper.app.status import Console, RecentAlerts
+from deltakeeper.app.service import Core, ServiceOptions, build_service
 from deltakeeper.app.venue_margin import VenueMarginView
 from deltakeeper.app.watch import Watch
 from deltakeeper.config import Mode, Settings
@@ -242,9 +244,12 @@ async def _trade(settings: Settings, exchange_factory: ExchangeFactory, lock: Tr
 
 
 async def build_runner(
-    settings: Settings, exchange: Exchange, journal: SqlJournal, clock: Clock, alerts: Alerts
+    settings: Settings, exchange: Exchange, journal: SqlJournal, clock: Clock, alerts: Alerts,
+    holds_lock: Callable[[], bool] = lambda: True,
 ) -> Runner:
-    """The Hedger, its Runner and the operator's control, for the exchange's account."""
+    """The trading service, its Runner and the operator's control, for the exchange's account (in shadow
+    mode behind an exchange adapter that sends nothing). Nothing is decided or sent once `holds_lock`
+    answers False."""
     instruments = await exchange.load_instruments()
     await check_key_permissions(settings, exchange)
     account = await exchange.fetch_account()
@@ -258,11 +263,7 @@ async def build_runner(
     )
     limits = risk_limits(settings)
     levels = margin_levels(settings)
-    options = HedgerOptions(
-        limits,
-        settings.order_timeout_secs,
-        settings.state_clear_secs,
-        send_orders=settings.mode is not Mode.SHADOW,
+    cycle = CycleOptions(
         policy=live_policy(settings),
         execution=ExecutionOptions(
             ExecutionStyle(settings.execution),
@@ -273,17 +274,31 @@ async def build_runner(
         betas=betas,
         ewma_daily_decay=settings.ewma_daily_decay,
     )
+    options = ServiceOptions(limits, settings.order_timeout_secs, settings.state_clear_secs, cycle)
+    if settings.mode is Mode.SHADOW:
+        from deltakeeper.adapters.shadow import ShadowExchange
+
+        exchange = ShadowExchange(exchange)
     journal_writes = WatchedJournal(journal)
-    hedger = Hedger(exchange, journal_writes, clock, alerts, state, policies, options)
-    control = OperatorControl(hedger, journal, journal.record_control_event)
-    hedger.on_foreign_order = functools.partial(halt_on_foreign_order, control, alerts)
-    margin = MarginWatch(hedger, levels=levels).attach()
+    core = Core.new(alerts, settings.state_clear_secs, holds_lock)
+    control = OperatorControl(
+        core.trading, exchange, alerts, core.counters, journal, journal.record_control_event
+    )
+    margin = MarginWatch(
+        state, exchange, clock, journal_writes, alerts, core.trading, core.counters, core.decisions, policies,
+        levels=levels,
+    )
+    service = build_service(
+        exchange, journal_writes, clock, alerts, state, policies, options, core=core, margin=margin.context,
+        on_liquidation=margin.on_liquidation,
+        on_foreign_order=functools.partial(halt_on_foreign_order, control, alerts),
+    )
     held = {p.symbol for p in account.positions}
     await margin.load_tiers(held | {p.hedge_symbol for p in policies.values()})
     margin.venue = VenueMarginView(exchange, clock)
     await margin.venue.refresh()  # logs the account's margin mode
     watch = Watch(
-        hedger,
+        service,
         hard_limit_bands=settings.hard_limit_bands,
         funding_alert_bps=settings.funding_alert_bps,
         reader=journal,
@@ -293,7 +308,7 @@ async def build_runner(
         blind_alert_secs=settings.blind_alert_secs,
     )
     runner = Runner(
-        hedger,
+        service,
         settings.recompute_secs,
         settings.reconcile_secs,
         settings.data_dir / "heartbeat",
@@ -320,10 +335,11 @@ def build_http_server(
     from deltakeeper.adapters.http import HttpServer
     from deltakeeper.adapters.journal.console import ConsoleReads
     from deltakeeper.adapters.metrics import BotMetrics
-    from deltakeeper.app.status import build_status, is_alive, journal_api, metrics_snapshot, readiness
+    from deltakeeper.app.console import journal_api
+    from deltakeeper.app.status import build_status, is_alive, metrics_snapshot, readiness
 
     registry = BotMetrics()
-    runner.hedger.orders.observe_tick_to_order_secs = registry.observe_tick_to_order
+    runner.service.orders.sender.observe_tick_to_order_secs = registry.observe_tick_to_order
     if runner.journal_writes is not None:
         runner.journal_writes.observe_write_secs = registry.observe_journal_write
 
@@ -343,7 +359,7 @@ def build_http_server(
         alive=lambda: is_alive(runner),
         allowed_hosts=settings.http_allowed_hosts.split(","),
         allow_unauthenticated_control=settings.http_allow_unauthenticated_control,
-        console=Console(runner.hedger.clock.now, lambda coin: runner.hedger.state.price_usd(coin),
+        console=Console(runner.service.clock.now, lambda coin: runner.service.state.price_usd(coin),
                         ConsoleReads(journal), alerts),
     )
 
@@ -390,23 +406,22 @@ async def _serve(
 ) -> None:
     recent_alerts = RecentAlerts(alerts)  # every alert passes through it: the console shows the newest
     alerts = recent_alerts
-    runner = await build_runner(settings, exchange, journal, clock, alerts)
-    hedger = runner.hedger
+    runner = await build_runner(settings, exchange, journal, clock, alerts, lock.held)
+    trading = runner.service.trading
     session_stop = asyncio.Event()
     """Set when the service stops, or the trader lock is lost."""
     lost_alerts: list[asyncio.Task[None]] = []
 
     def lock_lost(cause: str) -> None:
-        # Synchronous, in the lock's callback: `hedger.holds_lock` is False from now on, so that nothing is
+        # Synchronous, in the lock's callback: `trading.holds_lock` is False from now on, so that nothing is
         # decided or sent (whatever resumes trading) and reconciliation cancels nothing; HALTED shows it.
-        hedger.trading = hedger.trading.halt(f"trader lock lost: {cause}")
+        trading.halt(f"trader lock lost: {cause}")
         log.error("trader_lock_lost", cause=cause)
         lost_alerts.append(asyncio.create_task(alerts.send(
             "error", "trader_lock_lost", f"trader lock lost ({cause}): no order is sent; standing by"
         )))
         session_stop.set()
 
-    hedger.holds_lock = lock.held  # a lost lock stops every decision and order, whatever resumes trading
     lock.on_lost(lock_lost)
     forward = asyncio.create_task(stop.wait())
     forward.add_done_callback(lambda _: session_stop.set())

@@ -83,7 +83,7 @@ async def running_bot(tmp_path: Path, unreadable: bool
         stop = asyncio.Event()
         task = asyncio.create_task(runner.run(stop))
         try:
-            await until(lambda: sum(runner.hedger.counters.orders.values()) > 0, 30, "an order settled")
+            await until(lambda: sum(runner.service.counters.orders.values()) > 0, 30, "an order settled")
             yield runner, logs, port
         finally:
             stop.set()
@@ -105,7 +105,7 @@ async def test_the_bot_detects_the_mode_at_start_and_shows_the_venue_ratio_besid
     async with running_bot(tmp_path, unreadable=False) as (runner, logs, port):
         margin = margin_watch_of(runner.watch)
         assert margin is not None and margin.venue is not None
-        await until(lambda: bool(runner.hedger.state.account and runner.hedger.state.account.positions), 30,
+        await until(lambda: bool(runner.service.state.account and runner.service.state.account.positions), 30,
                     "a hedge position")
         await margin.venue.refresh()
         status = await api_status(port)

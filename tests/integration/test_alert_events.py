@@ -91,7 +91,7 @@ async def running(
 
 
 def decided(runner: Runner) -> Callable[[], bool]:
-    return lambda: "SOL" in runner.hedger.last_decision
+    return lambda: "SOL" in runner.service.decisions.last
 
 
 async def test_started_rebalance_completed_at_info_and_stopped_are_alerted(tmp_path: Path) -> None:
@@ -140,7 +140,8 @@ async def test_an_order_whose_answer_is_lost_alerts_unknown_outcome_and_is_settl
             await until(lambda: "order_outcome_unknown" in alerts.events(), 20, "an unknown outcome")
             level, message = alerts.of("order_outcome_unknown")[0]
             client_id = message.split()[1].rstrip(":")
-            await until(lambda: client_id not in runner.hedger.in_flight.values(), 10, "the order to settle")
+            in_flight = runner.service.orders.in_flight
+            await until(lambda: client_id not in in_flight.values(), 10, "the order to settle")
         journaled = {o["client_order_id"]: o for o in await journal.list_orders()}
 
     assert level == "warning" and "settling by client id" in message
@@ -154,7 +155,7 @@ async def test_a_risk_limit_that_changes_the_trading_state_is_alerted(tmp_path: 
     settings = make_settings(tmp_path, max_position_usd=Decimal(1))
     async with journal_for(settings) as journal, running(settings, journal) as (runner, _tap, alerts):
         await until(lambda: "trading_state_changed" in alerts.events(), 20, "the trading state to change")
-        assert runner.hedger.trading.state is TradingState.REDUCE_ONLY
+        assert runner.service.trading.state is TradingState.REDUCE_ONLY
 
     level, message = alerts.of("trading_state_changed")[0]
     assert level == "warning" and "active -> reduce_only (max_position)" in message
@@ -165,11 +166,11 @@ async def test_halt_resume_and_a_delta_outside_the_hard_limit_are_alerted_once_e
     async with journal_for(settings) as journal, running(settings, journal) as (runner, tap, alerts):
         await until(decided(runner), 10, "the first decision")
         await control.halt(journal, "maintenance", "pytest")
-        await until(lambda: runner.hedger.trading.state is TradingState.HALTED, 5, "the halt to apply")
-        await until(lambda: not runner.hedger.in_flight, 5, "in-flight orders to settle")
+        await until(lambda: runner.service.trading.state is TradingState.HALTED, 5, "the halt to apply")
+        await until(lambda: not runner.service.orders.in_flight, 5, "in-flight orders to settle")
 
         # 40 coins land in the account while the bot may not trade: 40 band half-widths out.
-        tap.engine.adjust_balance(tap.account_id, "SOL", Decimal(40), runner.hedger.clock.now())
+        tap.engine.adjust_balance(tap.account_id, "SOL", Decimal(40), runner.service.clock.now())
         await until(lambda: "delta_outside_hard_limit" in alerts.events(), 10, "the hard-limit alert")
         await asyncio.sleep(1)  # several more recomputes: still one alert
         assert alerts.events().count("delta_outside_hard_limit") == 1
@@ -195,7 +196,7 @@ async def test_a_stream_gone_quiet_is_alerted_stale_once_then_recovered(tmp_path
 
         tap.drop_quotes = True
         await until(lambda: "stream_stale" in alerts.events(), 5, "the stale alert")
-        await until(lambda: not runner.hedger.in_flight, 5, "in-flight orders to settle")
+        await until(lambda: not runner.service.orders.in_flight, 5, "in-flight orders to settle")
         sent = len(tap.engine.orders(tap.account_id))
         await asyncio.sleep(1)  # more recomputes while it stays stale: no more alerts, and no order
         assert alerts.events().count("stream_stale") == 1
@@ -239,7 +240,7 @@ async def test_a_funding_rate_beyond_the_threshold_is_alerted_once_until_it_fall
 ) -> None:
     settings = make_settings(tmp_path, funding_alert_bps=Decimal(10))
     async with journal_for(settings) as journal, running(settings, journal) as (runner, tap, alerts):
-        await until(lambda: runner.hedger.counters.fills >= 1, 20, "the first hedge")
+        await until(lambda: runner.service.counters.fills >= 1, 20, "the first hedge")
         tap.funding_rate = Decimal("0.0008")  # 8 bps: within
         await asyncio.sleep(1)
         assert "funding_rate_high" not in alerts.events()
@@ -267,14 +268,14 @@ async def test_periodic_reconciliation_alerts_what_the_streams_missed_and_nothin
 ) -> None:
     settings = make_settings(tmp_path, reconcile_secs=0.5)
     async with journal_for(settings) as journal, running(settings, journal) as (runner, _tap, alerts):
-        await until(lambda: runner.hedger.counters.fills >= 2, 20, "two fills")
+        await until(lambda: runner.service.counters.fills >= 2, 20, "two fills")
         await asyncio.sleep(2)  # several reconciliations while the bot trades: the streams missed nothing
         assert "reconciliation_mismatch" not in alerts.events(), alerts.of("reconciliation_mismatch")
 
         # Halted (no new fills), the journal loses its fills, as if the streams had never delivered them.
         await control.halt(journal, "test", "pytest")
-        await until(lambda: runner.hedger.trading.state is TradingState.HALTED, 5, "the halt to apply")
-        await until(lambda: not runner.hedger.in_flight, 5, "in-flight orders to settle")
+        await until(lambda: runner.service.trading.state is TradingState.HALTED, 5, "the halt to apply")
+        await until(lambda: not runner.service.orders.in_flight, 5, "in-flight orders to settle")
         async with journal.engine.begin() as conn:
             lost = (await conn.execute(fills_table.delete())).rowcount
         assert lost >= 2
@@ -299,7 +300,7 @@ async def test_margin_headroom_hook_alerts_once_below_the_threshold(tmp_path: Pa
         try:
             runner = await build_runner(settings, gateway, journal, clock, alerts)
             levels = HeadroomLevels(warn=Decimal("0.2"))
-            watch = Watch(runner.hedger, margin_headroom=headroom, margin_levels=levels)
+            watch = Watch(runner.service, margin_headroom=headroom, margin_levels=levels)
             for _ in range(6):
                 await watch.check_margin()
         finally:
@@ -333,8 +334,8 @@ async def test_daily_summary_job_reports_the_days_trades_fees_funding_and_worst_
                 while not await journal.list_funding():
                     assert time.monotonic() < deadline, "no funding payment in time"
                     await asyncio.sleep(0.2)
-                fills_then = runner.hedger.counters.fills
-                await until(lambda: runner.hedger.counters.fills >= fills_then + 2, 20, "more trades")
+                fills_then = runner.service.counters.fills
+                await until(lambda: runner.service.counters.fills >= fills_then + 2, 20, "more trades")
 
             all_fills = await journal.list_fills()
             all_funding = await journal.list_funding()

@@ -94,12 +94,12 @@ async def test_the_bot_holds_its_hedge_while_the_account_answers_are_malformed(f
                 running = asyncio.create_task(runner.run(stop))
                 with capture_logs() as logs:
                     await until(lambda: runner.last_beat is not None and bool(events(logs, "service_started"))
-                                and bool(runner.hedger.state.quotes), 20, "the bot running")
+                                and bool(runner.service.state.quotes), 20, "the bot running")
                     beats = runner.last_beat
                     await until(lambda: runner.last_beat != beats, 20, "a decision on the good account")
                     set_faults(server, **{fault: 1})
                     await until(lambda: len(events(logs, "recompute_failed")) >= 5, 20, "5 failed recomputes")
-                    account = runner.hedger.state.account
+                    account = runner.service.state.account
                     stop.set()
                     await running
         finally:

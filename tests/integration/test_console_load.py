@@ -18,8 +18,8 @@ from tests.integration.service_harness import RecordingAlerts, journal_for, make
 
 from deltakeeper.adapters.journal.models import decisions
 from deltakeeper.adapters.journal.store import SqlJournal
+from deltakeeper.app.console import CONSOLE_MAX_ROWS, RecentAlerts
 from deltakeeper.app.runner import Runner
-from deltakeeper.app.status import CONSOLE_MAX_ROWS, RecentAlerts
 from deltakeeper.bootstrap import build_http_server, build_runner, build_sim_exchange
 from deltakeeper.config import Settings
 from deltakeeper.domain.orders import Fill, Side
@@ -84,7 +84,7 @@ async def test_console_reads_are_bounded_and_healthz_answers_meanwhile_on_a_300k
     async with journal_for(settings) as journal:
         await fill_journal(journal, datetime.now(UTC))
         async with serving(settings, journal) as (runner, base), aiohttp.ClientSession() as http:
-            await until(lambda: bool(runner.hedger.last_decision), 15, "the first decisions")
+            await until(lambda: bool(runner.service.decisions.last), 15, "the first decisions")
             finished: list[str] = []
 
             async def get(path: str) -> tuple[int, bytes]:

@@ -116,7 +116,8 @@ def places(value: Any) -> int:
 async def test_status_rounds_usd_to_cents_coins_to_8_places_and_ratios_to_4(tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
     async with journal_for(settings) as journal, serving(settings, journal) as (runner, base):
-        await until(lambda: runner.hedger.state.account is not None and bool(runner.hedger.last_decision), 15,
+        service = runner.service
+        await until(lambda: service.state.account is not None and bool(service.decisions.last), 15,
                     "a decision and the account")
         async with aiohttp.ClientSession() as http, http.get(f"{base}/api/status") as response:
             status = await response.json()

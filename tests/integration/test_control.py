@@ -65,13 +65,13 @@ async def test_halt_through_the_journal_stops_orders_cancels_open_ones_and_resum
         await rest_far_from_the_market(exchange, "manual1")
 
         await control.halt(journal, "test halt", "pytest")  # what `deltakeeper halt` does, another process
-        await until(lambda: runner.hedger.trading.state is TradingState.HALTED, 5, "the halt to apply")
-        await until(lambda: not runner.hedger.in_flight, 5, "in-flight orders to settle")
+        await until(lambda: runner.service.trading.state is TradingState.HALTED, 5, "the halt to apply")
+        await until(lambda: not runner.service.orders.in_flight, 5, "in-flight orders to settle")
         assert await exchange.fetch_open_orders() == []
-        assert runner.hedger.trading.cause == "test halt"
+        assert runner.service.trading.cause == "test halt"
         assert "halted" in alerts.events()
         sent_at_halt = sent_orders(exchange)
-        halted_from = runner.hedger.clock.now()
+        halted_from = runner.service.clock.now()
 
         # The delta keeps moving out of the band: the bot decides, but sends nothing.
         await asyncio.sleep(2.5)
@@ -83,7 +83,7 @@ async def test_halt_through_the_journal_stops_orders_cancels_open_ones_and_resum
             assert order["status"] == "canceled" and order["reject_reason"] == "halted before it was sent"
 
         await control.resume(journal, "done testing", "pytest")
-        await until(lambda: runner.hedger.trading.state is TradingState.ACTIVE, 5, "the resume to apply")
+        await until(lambda: runner.service.trading.state is TradingState.ACTIVE, 5, "the resume to apply")
         assert "resumed" in alerts.events()
         await until(lambda: len(sent_orders(exchange)) > len(sent_at_halt), 20, "a hedge after the resume")
 
@@ -102,20 +102,20 @@ async def test_a_halt_survives_a_restart_on_the_same_database_until_resumed(
         async with running(settings, journal) as (runner, _exchange, _alerts):
             await until(lambda: runner.last_beat is not None, 10, "the first run to start")
             await control.halt(journal, "maintenance", "ops")
-            await until(lambda: runner.hedger.trading.state is TradingState.HALTED, 5, "the halt to apply")
+            await until(lambda: runner.service.trading.state is TradingState.HALTED, 5, "the halt to apply")
 
         async with running(settings, journal) as (runner, exchange, alerts):
             # Halted from the start, before any quote could trigger a decision.
             await until(lambda: runner.control is not None and runner.control.halted, 10, "the restart")
-            assert runner.hedger.trading.state is TradingState.HALTED
+            assert runner.service.trading.state is TradingState.HALTED
             assert "halted" in alerts.events()
-            await until(lambda: len(runner.hedger.last_decision) > 0, 10, "decisions while halted")
+            await until(lambda: len(runner.service.decisions.last) > 0, 10, "decisions while halted")
             await asyncio.sleep(2.5)
             assert sent_orders(exchange) == []
 
             await control.resume(journal, "", "ops")
             await until(lambda: len(sent_orders(exchange)) >= 1, 20, "a hedge after the resume")
-            assert runner.hedger.trading.state is TradingState.ACTIVE
+            assert runner.service.trading.state is TradingState.ACTIVE
 
 
 async def test_cancel_all_through_the_journal_cancels_every_open_order_and_keeps_trading(
@@ -129,7 +129,7 @@ async def test_cancel_all_through_the_journal_cancels_every_open_order_and_keeps
         await control.request_cancel_all(journal.record_control_event, "clean the book", "pytest")
         await until(lambda: "canceled_all" in alerts.events(), 5, "the cancel-all to apply")
         assert await exchange.fetch_open_orders() == []
-        assert runner.hedger.trading.state is TradingState.ACTIVE
+        assert runner.service.trading.state is TradingState.ACTIVE
         trading_before = len(sent_orders(exchange))
         await until(lambda: len(sent_orders(exchange)) > trading_before, 20, "a hedge after the cancel-all")
 
@@ -144,7 +144,7 @@ async def test_control_endpoints_halt_and_resume_at_once_and_status_and_metrics_
 ) -> None:
     settings = make_settings(tmp_path, http_allow_unauthenticated_control=True)
     async with journal_for(settings) as journal, running(settings, journal) as (runner, exchange, _alerts):
-        await until(lambda: bool(runner.hedger.last_decision), 10, "the first decisions")
+        await until(lambda: bool(runner.service.decisions.last), 10, "the first decisions")
         server = build_http_server(settings, runner, journal)
         port = await server.start()
         base = f"http://127.0.0.1:{port}"
@@ -154,7 +154,7 @@ async def test_control_endpoints_halt_and_resume_at_once_and_status_and_metrics_
                 result = await post(http, f"{base}/api/halt", {"reason": "from http", "by": "curl"})
                 # Applied before the answer: no wait for the next recompute.
                 assert result["halted"] is True and result["trading_state"] == "halted"
-                assert runner.hedger.trading.state is TradingState.HALTED
+                assert runner.service.trading.state is TradingState.HALTED
                 assert await exchange.fetch_open_orders() == []
                 assert (await journal.control_state()).by == "curl"
 

@@ -71,7 +71,7 @@ async def place_resting(other: Any, client_order_id: str) -> None:
 async def assert_halted_on_foreign(runner: Runner, journal: SqlJournal, alerts: RecordingAlerts,
                                    foreign_ids: list[str]) -> None:
     await until(lambda: bool(alerts.of("foreign_order_detected")), 10, "the foreign order alert")
-    await until(lambda: runner.hedger.trading.state is TradingState.HALTED, 5, "the halt")
+    await until(lambda: runner.service.trading.state is TradingState.HALTED, 5, "the halt")
     [(level, message)] = alerts.of("foreign_order_detected")[:1]
     assert level == "error"
     state = await journal.control_state()

@@ -19,7 +19,7 @@ from yarl import URL
 
 from deltakeeper.adapters.http import HttpServer, check_bind
 from deltakeeper.adapters.journal import create_journal, upgrade
-from deltakeeper.app.status import JOURNAL_PAGE_MAX_ROWS, JOURNAL_PAGE_ROWS, journal_api
+from deltakeeper.app.console import JOURNAL_PAGE_MAX_ROWS, JOURNAL_PAGE_ROWS, journal_api
 from deltakeeper.domain.errors import ConfigError
 from deltakeeper.domain.orders import Fill, Side
 

@@ -115,7 +115,7 @@ def settled(journal: SqlJournal, runner: Runner, decision: dict[str, Any]) -> Ca
     """The decision is carried out: its orders are all final and the bot has moved on from it."""
     async def check() -> bool:
         mine = [o for o in await journal.list_orders() if o["decision_id"] == decision["decision_id"]]
-        current = runner.hedger.in_flight.get(decision["symbol"], "")
+        current = runner.service.orders.in_flight.get(decision["symbol"], "")
         return (bool(mine) and all(o["status"] in ("filled", "canceled", "rejected") for o in mine)
                 and current not in {o["client_order_id"] for o in mine})
 
@@ -124,7 +124,7 @@ def settled(journal: SqlJournal, runner: Runner, decision: dict[str, Any]) -> Ca
 
 def idle(runner: Runner) -> Callable[[], Awaitable[bool]]:
     async def check() -> bool:
-        return not runner.hedger.in_flight
+        return not runner.service.orders.in_flight
 
     return check
 
@@ -390,7 +390,7 @@ async def test_eth_hedged_with_the_btc_perpetual_at_beta_trades_once_then_stays_
     approx = D(match[1]) * 10 * later[-1]["price_usd"]  # the vol is shown to 4 places
     assert abs(D(match[2]) - approx) <= approx * D("0.002")
     no_order_overlaps(tap)
-    assert runner.hedger.in_flight == {}
+    assert runner.service.orders.in_flight == {}
 
 
 async def test_an_ewma_beta_is_estimated_before_the_proxy_hedge_trades(tmp_path: Path) -> None:

@@ -171,7 +171,7 @@ async def test_a_liquidation_is_journaled_alerted_and_hedged_back_within_the_mar
     ):
         await until(lambda: position(exchange, hedge) == -100, 20, "the short hedge")
         await until(
-            lambda: runner.hedger.state.account is not None and bool(runner.hedger.state.account.positions),
+            lambda: runner.service.state.account is not None and bool(runner.service.state.account.positions),
             10,
             "the bot to see the hedge",
         )
@@ -197,7 +197,7 @@ async def test_a_liquidation_is_journaled_alerted_and_hedged_back_within_the_mar
         assert 'deltakeeper_margin_headroom{settle="USDT"} 0.9' in metrics
 
         # A jump past the liquidation price: the exchange closes the short at its mark.
-        jumped_at = runner.hedger.clock.now()
+        jumped_at = runner.service.clock.now()
         lever.price = 119.6
         await until(lambda: "liquidation_fill" in alerts.events(), 10, "the liquidation alert")
         fills = await journal.list_fills(since=jumped_at - timedelta(minutes=1))
@@ -209,7 +209,7 @@ async def test_a_liquidation_is_journaled_alerted_and_hedged_back_within_the_mar
 
         # The next decision hedges back, as far as the margin left allows (the pre-trade check).
         await until(lambda: len(bot_orders(exchange)) >= 2, 10, "the hedge back")
-        await until(lambda: not runner.hedger.in_flight, 10, "the hedge back to settle")
+        await until(lambda: not runner.service.orders.in_flight, 10, "the hedge back to settle")
         decisions = await journal.list_decisions(since=jumped_at - timedelta(minutes=1))
         reasons = [d["reason"] for d in decisions]
         assert "liquidation" in reasons
@@ -224,7 +224,7 @@ async def test_a_liquidation_is_journaled_alerted_and_hedged_back_within_the_mar
         assert -100 < partial < 0
 
         # With collateral topped up, the bot hedges the rest.
-        exchange.engine.adjust_balance(ACCOUNT, "USDT", D(5000), runner.hedger.clock.now())
+        exchange.engine.adjust_balance(ACCOUNT, "USDT", D(5000), runner.service.clock.now())
         await until(lambda: position(exchange, hedge) <= -98, 10, "the full hedge back")
 
 
@@ -265,10 +265,10 @@ async def test_a_coin_neutral_asset_buys_back_a_short_inverse_hedge_its_coin_col
 
     async with journal_for(settings) as journal, running(settings, journal, exchange, clock) as (runner, _):
         await until(
-            lambda: len(bot_orders(exchange)) >= 1 and not runner.hedger.in_flight, 20, "the buy-back"
+            lambda: len(bot_orders(exchange)) >= 1 and not runner.service.orders.in_flight, 20, "the buy-back"
         )
         await until(
-            lambda: runner.hedger.last_decision["BTC"].reason == "inside_band", 10, "a decision after"
+            lambda: runner.service.decisions.last["BTC"].reason == "inside_band", 10, "a decision after"
         )
         decided = await journal.list_decisions()
 
@@ -276,7 +276,7 @@ async def test_a_coin_neutral_asset_buys_back_a_short_inverse_hedge_its_coin_col
     assert order.side is Side.BUY and abs(order.amount_contracts - 30_000) <= 600
     first = decided[0]
     assert first["reason"] == "rebalance" and first["delta_coin"] < D("-0.49")
-    assert abs(runner.hedger.last_decision["BTC"].delta_coin) <= D("0.01")
+    assert abs(runner.service.decisions.last["BTC"].delta_coin) <= D("0.01")
 
 
 async def test_headroom_below_the_warning_alerts_below_the_critical_level_turns_reduce_only_then_recovers(
@@ -290,7 +290,7 @@ async def test_headroom_below_the_warning_alerts_below_the_critical_level_turns_
         journal_for(settings) as journal,
         running(settings, journal, exchange, clock) as (runner, alerts),
     ):
-        hedger = runner.hedger
+        service = runner.service
         await until(lambda: position(exchange, hedge) == -100, 20, "the short hedge")
         (leg,) = exchange.engine.positions(ACCOUNT)
         assert leg.liquidation_price is not None
@@ -299,19 +299,19 @@ async def test_headroom_below_the_warning_alerts_below_the_critical_level_turns_
         # 20 cents short of the liquidation price: (equity - MM) / equity is about 30%, below the warning.
         lever.price = liquidation - 0.2
         await until(lambda: "margin_headroom_low" in alerts.events(), 10, "the headroom warning")
-        assert hedger.trading.state is TradingState.ACTIVE
+        assert service.trading.state is TradingState.ACTIVE
         level, _, message = next(a for a in alerts.sent if a[1] == "margin_headroom_low")
         assert level == "error" and "below 35%" in message
 
         # 5 cents short: about 10%, below the critical level: reduce_only, journaled and alerted.
-        low_from = hedger.clock.now()
+        low_from = service.clock.now()
         lever.price = liquidation - 0.05
-        await until(lambda: hedger.trading.state is TradingState.REDUCE_ONLY, 10, "reduce_only")
-        assert hedger.trading.cause == "margin_low"
+        await until(lambda: service.trading.state is TradingState.REDUCE_ONLY, 10, "reduce_only")
+        assert service.trading.cause == "margin_low"
         assert any(
             "-> reduce_only (margin_low)" in m for _, e, m in alerts.sent if e == "trading_state_changed"
         )
-        await until(lambda: hedger.last_decision["SOL"].trading_state == "reduce_only", 10, "a decision")
+        await until(lambda: service.decisions.last["SOL"].trading_state == "reduce_only", 10, "a decision")
         decisions = await journal.list_decisions(since=low_from)
         low = next(d for d in decisions if d["reason"] == "margin_low")
         assert low["trading_state"] == "reduce_only" and "USDT" in low["detail"]
@@ -319,7 +319,7 @@ async def test_headroom_below_the_warning_alerts_below_the_critical_level_turns_
 
         # The price falls back: the breach clears and, after DK_STATE_CLEAR_SECS, trading is active again.
         lever.price = 100.0
-        await until(lambda: hedger.trading.state is TradingState.ACTIVE, 10, "active again")
+        await until(lambda: service.trading.state is TradingState.ACTIVE, 10, "active again")
         assert any(
             m.endswith("-> active (cleared)") for _, e, m in alerts.sent if e == "trading_state_changed"
         )

@@ -60,7 +60,7 @@ async def test_the_running_bot_s_metrics_parse_carry_observed_histograms_and_all
         stop = asyncio.Event()
         task = asyncio.create_task(runner.run(stop))
         try:
-            await until(lambda: sum(runner.hedger.counters.orders.values()) > 0, 30, "an order settled")
+            await until(lambda: sum(runner.service.counters.orders.values()) > 0, 30, "an order settled")
             text = await scrape(port)
         finally:
             stop.set()

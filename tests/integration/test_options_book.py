@@ -70,7 +70,7 @@ async def test_short_calls_hedged_with_a_perpetual_stay_within_the_band_after_ev
             90,
             "four hedges",
         )
-        await until(lambda: not runner.hedger.in_flight, 10, "the last hedge to settle")
+        await until(lambda: not runner.service.orders.in_flight, 10, "the last hedge to settle")
         decisions = await journal.list_decisions(asset="BTC")
     finally:
         stop.set()

@@ -11,13 +11,12 @@ from decimal import Decimal
 import pytest
 from tests.integration.emulator_clients import KEY
 from tests.integration.service_harness import until
+from tests.order_sender import order_sender
 
 from deltakeeper.adapters.ccxt_exchange import CcxtExchange
 from deltakeeper.app.market_state import MarketState
-from deltakeeper.app.orders import OrderRunner
 from deltakeeper.domain.errors import RateLimited
 from deltakeeper.domain.orders import OrderRequest, OrderState, OrderStatus, OrderType, Side, client_order_id
-from deltakeeper.domain.risk import RiskOutcome
 from deltakeeper.sim.bybit.server import RunningServer
 from deltakeeper.sim.clock import WallClock
 
@@ -44,14 +43,9 @@ async def test_an_order_refused_with_retry_after_is_not_sent_once_trading_halts_
 ) -> None:
     state = MarketState(await exchange.load_instruments())
     state.on_quote(await exchange.fetch_quote(LINEAR))
-    halted = False
     journal = Journaled()
-    orders = OrderRunner(
-        exchange, journal, WallClock(), state,  # type: ignore[arg-type]
-        order_timeout_secs=5, post_only_timeout_secs=5, stale_secs=60, price_collar_bps=Decimal(10_000),
-        in_flight={}, check=lambda intent, now: RiskOutcome(intent, ()), halted=lambda: halted,
-        order_done=lambda status: None, alert=lambda level, event, message, subject: None,
-    )
+    orders = order_sender(exchange, journal, WallClock(), state, order_timeout_secs=5,
+                          post_only_timeout_secs=5)
     arrivals = emulator.venue.rest_arrivals
     before = len(arrivals)
     set_faults(emulator, http_rate_limit=1, retry_after_ms=2000)
@@ -59,7 +53,7 @@ async def test_an_order_refused_with_retry_after_is_not_sent_once_trading_halts_
     await until(lambda: len(arrivals) > before, 10, "the order refused")
     set_faults(emulator, http_rate_limit=0)
     await asyncio.sleep(1.0)  # past the resend's own back-off (0.5 s), within the exchange's pause (2 s)
-    halted = True  # an operator's halt, or the trader lock lost
+    orders.trading.halt("operator")  # an operator's halt, or the trader lock lost
     assert await sending is None
 
     assert not emulator.venue.executions(KEY)  # never sent again

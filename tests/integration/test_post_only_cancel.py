@@ -24,7 +24,8 @@ async def resting_post_only(runner: Runner, journal: SqlJournal) -> dict[str, ob
 
     await until(resting, 15, "the post-only order to rest")
     [order] = await journal.list_orders()
-    assert order["order_type"] == "limit" and runner.hedger.in_flight == {SOL: order["client_order_id"]}
+    assert order["order_type"] == "limit"
+    assert runner.service.orders.in_flight == {SOL: order["client_order_id"]}
     return order
 
 

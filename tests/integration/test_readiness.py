@@ -192,7 +192,7 @@ async def test_readyz_is_503_naming_the_trader_lock_once_it_is_lost(tmp_path: Pa
         aiohttp.ClientSession() as http,
     ):
         lock = TraderLock(lambda: asyncio.sleep(0))
-        runner.hedger.holds_lock = lock.held  # as bootstrap wires it
+        runner.service.trading.holds_lock = lock.held  # what bootstrap passes to build_runner
         probe = Probe(http, url)
         await probe.until(ready, "ready")
 

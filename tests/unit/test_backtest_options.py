@@ -12,7 +12,7 @@ import pytest
 
 from deltakeeper.backtest import BacktestSettings, load_dataset
 from deltakeeper.backtest.data import parse_exposure
-from deltakeeper.backtest.run import _Replay
+from deltakeeper.backtest.replay import Replay as _Replay
 from deltakeeper.domain.errors import ConfigError
 from deltakeeper.domain.greeks import black76_price_usd, greeks
 from deltakeeper.domain.policy import Band, BandUnit, RebalanceTo

@@ -164,7 +164,8 @@ def test_results_name_the_settings_by_their_variables(tmp_path):
 
 
 def test_hedge_pnl_at_the_mid_less_slippage_is_what_the_engine_booked(tmp_path):
-    from deltakeeper.backtest.run import ACCOUNT, COLLATERAL_USD, SETTLE, _Replay
+    from deltakeeper.backtest.replay import ACCOUNT, COLLATERAL_USD, SETTLE
+    from deltakeeper.backtest.replay import Replay as _Replay
 
     closes = [100.0 * (1.013 if i % 3 else 0.99) ** i for i in range(60)]
     data = load_dataset({"XYZ": write_bars(tmp_path / "XYZ.csv", closes)}, None, "lp:250000", 2.0)

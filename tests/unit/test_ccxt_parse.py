@@ -44,7 +44,7 @@ from deltakeeper.adapters.ccxt_trades import (
     order_from_ccxt,
 )
 from deltakeeper.adapters.portfolio_file import portfolio_from_json
-from deltakeeper.app.rebalance import _RiskTrack
+from deltakeeper.app.risk_tracks import RiskTrack
 from deltakeeper.domain.errors import (
     ConfigError,
     ExchangeUnavailable,
@@ -822,20 +822,20 @@ def test_the_lead_a_ticker_may_have_is_wall_seconds_times_the_clocks_speed() -> 
 
 
 async def test_a_future_stamped_tick_does_not_stop_later_quotes_from_updating_the_risk_model() -> None:
-    """The tickers as the quote stream reads them (a malformed one skipped) into the Hedger: the risk
+    """The tickers as the quote stream reads them (a malformed one skipped) into the cycle: the risk
     model's bar slots go on after a tick stamped a year ahead."""
     bot = Bot()
-    track = bot.hedger._risk["SOL"] = _RiskTrack(proxy=False)
+    track = bot.service.cycle.risk.tracks["SOL"] = RiskTrack(proxy=False)
     slots = []
     for offset_secs in (0, 60, 120, 365 * 86_400, 180, 240):  # a quote a minute: a bar a minute
         bot.clock.t = T0 + timedelta(seconds=min(offset_secs, 600))
         ticker = {"symbol": SOL, "bid": "99.99", "ask": "100.01", "markPrice": "100",
                   "timestamp": int((T0 + timedelta(seconds=offset_secs)).timestamp() * 1000)}
         try:
-            bot.state.on_quote(quote_from_ticker(ticker, bot.clock.now(), bot.clock.speed))
+            bot.service.ingest.on_quote(quote_from_ticker(ticker, bot.clock.now(), bot.clock.speed))
         except MalformedPayload:
             continue
-        bot.hedger._observe_risk("SOL", SOL)
+        bot.service.cycle.risk.observe("SOL", SOL)
         slots.append(track.slot)
 
     assert slots[0] is None  # the first quote starts the bar, the second (a minute on) sets it

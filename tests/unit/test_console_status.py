@@ -9,15 +9,8 @@ from typing import Any
 
 import pytest
 
-from deltakeeper.app.status import (
-    CONSOLE_MAX_ROWS,
-    RECENT_ALERTS,
-    Console,
-    RecentAlerts,
-    coins,
-    ratio,
-    usd,
-)
+from deltakeeper.app.console import CONSOLE_MAX_ROWS, RECENT_ALERTS, Console, RecentAlerts
+from deltakeeper.app.figures import coins, ratio, usd
 from deltakeeper.domain.errors import ConfigError
 
 NOW = datetime(2026, 3, 4, 15, 30, tzinfo=UTC)

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from deltakeeper.app import status
+from deltakeeper.app import console
 from deltakeeper.cli import journal as journal_cli
 from deltakeeper.domain.durations import parse_duration_secs, parse_time
 from deltakeeper.domain.errors import ConfigError
@@ -31,5 +31,5 @@ def test_times_are_a_duration_before_now_or_iso_8601_utc_when_zoneless() -> None
 
 
 def test_the_cli_and_the_http_api_read_times_with_the_same_parser() -> None:
-    assert journal_cli.parse_time is status.parse_time is parse_time
-    assert status.parse_filters({"since": "1d"}, NOW) == {"since": NOW - timedelta(days=1)}
+    assert journal_cli.parse_time is console.parse_time is parse_time
+    assert console.parse_filters({"since": "1d"}, NOW) == {"since": NOW - timedelta(days=1)}

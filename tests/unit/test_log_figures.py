@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from deltakeeper.app.rebalance import figure
+from deltakeeper.app.figures import figure
 
 
 @pytest.mark.parametrize(("value", "shown"), [

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from deltakeeper.adapters.metrics import BotMetrics
-from deltakeeper.app.margin_watch import CoinNeutralMarketState, MarginWatch
+from deltakeeper.app.margin_watch import MarginWatch
+from deltakeeper.app.market_state import CoinNeutralMarketState
 from deltakeeper.app.watch import Watch
 from deltakeeper.config import load_settings
 from deltakeeper.domain.errors import ConfigError, OrderRejected

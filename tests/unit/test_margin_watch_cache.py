@@ -13,10 +13,11 @@ import pytest
 
 from deltakeeper.app.margin_watch import MarginWatch
 from deltakeeper.app.market_state import MarketState
-from deltakeeper.app.rebalance import Hedger, HedgerOptions
+from deltakeeper.app.service import Core
 from deltakeeper.domain import risk
 from deltakeeper.domain.exposure import Position
 from deltakeeper.domain.instruments import Instrument, Kind
+from deltakeeper.domain.margin import MarginRules
 from deltakeeper.domain.orders import Quote
 from deltakeeper.domain.records import AccountSnapshot
 from deltakeeper.ports import Alerts, Exchange, Journal
@@ -46,14 +47,19 @@ def random_account(rng: random.Random, ts: datetime) -> AccountSnapshot:
     return AccountSnapshot(balances, tuple(rng.sample(positions, len(positions))), ts)
 
 
+def margin_watch(state: MarketState, rules: MarginRules | None = None) -> MarginWatch:
+    placeholder = object()  # the watch reads the market state only
+    core = Core.new(cast(Alerts, placeholder), 300.0)
+    return MarginWatch(state, cast(Exchange, placeholder), SimClock(0, anchor_sim=T0),
+                       cast(Journal, placeholder), cast(Alerts, placeholder), core.trading, core.counters,
+                       core.decisions, {}, rules)
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_the_kept_margin_and_contexts_equal_a_fresh_computation_after_every_event(seed: int) -> None:
     rng = random.Random(seed)
     state = MarketState(dict(INSTRUMENTS), {}, {"BTC": LINEAR.symbol, "SOL": SOL.symbol})
-    placeholder = object()  # the watch reads the Hedger's state only
-    hedger = Hedger(cast(Exchange, placeholder), cast(Journal, placeholder), SimClock(0, anchor_sim=T0),
-                    cast(Alerts, placeholder), state, {}, HedgerOptions(LIMITS, 30.0, 300.0))
-    watch = MarginWatch(hedger)
+    watch = margin_watch(state)
     ts = T0
     hits = 0
     for step in range(300):
@@ -74,7 +80,7 @@ def test_the_kept_margin_and_contexts_equal_a_fresh_computation_after_every_even
         elif event < 0.9:  # a market listed later
             listed = replace(SOL, symbol=f"X{step}/USDT:USDT", base=f"X{step}")
             state.instruments[listed.symbol] = listed
-        fresh = MarginWatch(hedger, watch.rules)
+        fresh = margin_watch(state, watch.rules)
         kept = watch.margin()
         assert kept == fresh.margin(), f"step {step}"
         again = watch.margin()

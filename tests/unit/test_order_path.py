@@ -1,8 +1,9 @@
-"""The Hedger's order path on an exchange and a journal that misbehave (issue 11): a failed look-up is no
-answer, nothing is sent on what changed while its journal write blocked, the market fallback follows only
-the bot's own timeout cancel, and a failed re-read of the account after a fill is no failed order.
+"""The order path of the decision cycle on an exchange and a journal that misbehave (issue 11): a failed
+look-up is no answer, nothing is sent on what changed while its journal write blocked, the market fallback
+follows only the bot's own timeout cancel, and a failed re-read of the account after a fill is no failed
+order.
 
-The ports are hand-written fakes; the Hedger, its OrderRunner and the risk check are the real ones."""
+The ports are hand-written fakes; the decision cycle, the order runner and the risk check are real."""
 
 from __future__ import annotations
 
@@ -18,13 +19,15 @@ import pytest
 from structlog.testing import capture_logs
 
 from deltakeeper.adapters.journal.lock import TraderLock
+from deltakeeper.adapters.shadow import ShadowExchange
 from deltakeeper.app.control import OperatorControl
+from deltakeeper.app.cycle import CycleOptions
 from deltakeeper.app.execution import ExecutionOptions, ExecutionStyle
 from deltakeeper.app.market_state import MarketState
-from deltakeeper.app.rebalance import Hedger, HedgerOptions
 from deltakeeper.app.runner import Runner
+from deltakeeper.app.service import ServiceOptions, build_service
 from deltakeeper.domain import risk
-from deltakeeper.domain.decide_policies import TimerPolicy
+from deltakeeper.domain.decide_policies import FixedBandPolicy, HedgePolicy, TimerPolicy
 from deltakeeper.domain.errors import (
     ExchangeUnavailable,
     JournalUnavailable,
@@ -212,24 +215,26 @@ class Alerts:
 
 
 class Bot:
-    def __init__(self, execution: ExecutionOptions | None = None) -> None:
+    def __init__(self, execution: ExecutionOptions | None = None, policy: HedgePolicy | None = None,
+                 shadow: bool = False) -> None:
         self.clock = Clock()
         self.exchange = Exchange(self.clock)
         self.journal = Journal()
         self.alerts = Alerts()
         self.state = MarketState({SOL: PERP}, {}, {"SOL": SOL}, clock=self.clock)
         limits = risk.RiskLimits(D(10**9), D(10**12), D(10**12), STALE_SECS, COLLAR_BPS)
-        options = HedgerOptions(limits, ORDER_TIMEOUT_SECS, 300.0,
-                                execution=execution or ExecutionOptions())
+        cycle = CycleOptions(execution=execution or ExecutionOptions(), policy=policy or FixedBandPolicy())
+        options = ServiceOptions(limits, ORDER_TIMEOUT_SECS, 300.0, cycle)
         policies = {"SOL": AssetPolicy("SOL", SOL, Band(BandUnit.COIN, D(1)))}
-        self.hedger = Hedger(self.exchange, self.journal, self.clock, self.alerts,  # type: ignore[arg-type]
-                             self.state, policies, options)
+        exchange = ShadowExchange(self.exchange) if shadow else self.exchange  # type: ignore[arg-type]
+        self.service = build_service(exchange, self.journal, self.clock,  # type: ignore[arg-type]
+                                     self.alerts, self.state, policies, options)
         self.state.on_account(account(D(0)))
 
     async def quote(self, mid: D = D(100)) -> None:
-        """A fresh quote: the Hedger decides on it."""
-        self.state.on_quote(Quote(SOL, mid - D("0.01"), mid + D("0.01"), mid, self.clock.now()))
-        await self.hedger.on_quote(SOL)
+        """A fresh quote: the decision cycle decides on it."""
+        self.service.ingest.on_quote(Quote(SOL, mid - D("0.01"), mid + D("0.01"), mid, self.clock.now()))
+        await self.service.cycle.on_quote(SOL)
 
     async def until(self, condition: Callable[[], bool], what: str, timeout_secs: float = 5) -> None:
         deadline = time.monotonic() + timeout_secs
@@ -239,9 +244,11 @@ class Bot:
 
     async def idle(self) -> None:
         """Every order task has ended (and the alerts they spawned are sent)."""
-        await self.until(lambda: not self.hedger.in_flight, "nothing in flight")
-        while self.hedger._tasks:
-            await asyncio.gather(*list(self.hedger._tasks))
+        orders = self.service.orders
+        await self.until(lambda: not orders.in_flight, "nothing in flight")
+        while orders.tasks:
+            await asyncio.gather(*orders.tasks)
+        await orders.sender.alerts.flush()
 
 
 # -- item 1: an order of unknown outcome whose look-ups fail ---------------------------------------------
@@ -255,10 +262,10 @@ async def test_an_unknown_order_whose_look_ups_fail_stays_in_flight_until_answer
     await bot.until(lambda: bool(bot.exchange.placed), "the hedge to be sent")
     cid = bot.exchange.placed[0].client_order_id
 
-    while cid in bot.hedger.in_flight.values():  # quotes keep coming while the order is unsettled
+    while cid in bot.service.orders.in_flight.values():  # quotes keep coming while the order is unsettled
         assert bot.journal.last(cid).status is not OrderStatus.REJECTED
         await bot.quote()
-        await bot.hedger.evaluate_all()
+        await bot.service.cycle.evaluate_all()
         await asyncio.sleep(0.05)
     await bot.idle()
 
@@ -291,7 +298,7 @@ async def stale_by_now(bot: Bot) -> None:
 
 
 async def halted_meanwhile(bot: Bot) -> None:
-    bot.hedger.trading = bot.hedger.trading.halt("operator")
+    bot.service.trading.halt("operator")
 
 
 async def holdings_changed(bot: Bot) -> None:
@@ -313,7 +320,7 @@ async def price_moved(bot: Bot) -> None:
 
 async def lock_lost_meanwhile(bot: Bot) -> None:
     lock = TraderLock(lambda: asyncio.sleep(0))
-    bot.hedger.holds_lock = lock.held  # as bootstrap wires it
+    bot.service.trading.holds_lock = lock.held  # as bootstrap wires it
     lock.lose("the lock's database session ended")
 
 
@@ -360,8 +367,7 @@ async def test_an_order_whose_delta_moved_within_its_band_during_its_journal_wri
 
 
 async def test_a_timer_order_whose_delta_moved_a_hair_during_its_journal_write_is_sent() -> None:
-    bot = Bot()
-    bot.hedger.options = replace(bot.hedger.options, policy=TimerPolicy(3600))  # a zero band, hourly
+    bot = Bot(policy=TimerPolicy(3600))  # a zero band, hourly
 
     async def slow_write() -> None:
         bot.journal.on_write = None
@@ -384,7 +390,7 @@ async def test_after_a_stale_write_the_next_cycle_decides_afresh_on_a_new_quote(
     await bot.quote()
     await bot.idle()
     assert bot.exchange.placed == []
-    assert bot.hedger.last_decision["SOL"].reason == "stale_price"  # the next cycle: no order on it
+    assert bot.service.decisions.last["SOL"].reason == "stale_price"  # the next cycle: no order on it
 
     await bot.quote()
     await bot.idle()
@@ -400,8 +406,8 @@ async def test_an_order_whose_journal_write_fails_is_not_sent() -> None:
     bot.journal.on_write = failing_write
     await bot.quote()  # the failure is logged with the quote (`quote_failed`), the quote stream goes on
     await bot.idle()
-    assert bot.exchange.placed == [] and not bot.hedger.in_flight
-    assert bot.hedger.counters.errors == 1
+    assert bot.exchange.placed == [] and not bot.service.orders.in_flight
+    assert bot.service.counters.errors == 1
 
 
 async def test_a_slice_whose_journal_write_fails_is_not_sent() -> None:
@@ -432,7 +438,7 @@ async def test_a_sent_order_whose_journal_updates_fail_is_settled_on_and_its_ins
         await bot.quote()
         await asyncio.sleep(0.05)
     assert bot.exchange.placed == [limit]  # no second order while the first rests
-    assert bot.hedger.in_flight == {SOL: limit.client_order_id}
+    assert bot.service.orders.in_flight == {SOL: limit.client_order_id}
     assert "order_failed" not in bot.alerts.events()
 
     bot.journal.updates_failing = False
@@ -456,14 +462,14 @@ async def test_a_post_only_order_cancelled_by_cancel_all_ends_its_decision_witho
 
     assert bot.exchange.placed == [limit]  # no market fallback
     assert bot.journal.last(limit.client_order_id).status is OrderStatus.CANCELED
-    assert bot.hedger.orders.backing_off(SOL)  # the next order on SOL waits a moment
+    assert bot.service.orders.sender.backing_off(SOL)  # the next order on SOL waits a moment
 
 
 async def test_a_post_only_order_cancelled_by_a_halt_sends_nothing_more() -> None:
     bot = Bot(ExecutionOptions(ExecutionStyle.POST_ONLY, post_only_timeout_secs=30))
     await bot.quote()
     await bot.until(lambda: bool(bot.exchange.placed), "the post-only order")
-    bot.hedger.trading = bot.hedger.trading.halt("operator")  # as OperatorControl applies a halt
+    bot.service.trading.halt("operator")  # as OperatorControl applies a halt
     await bot.exchange.cancel_all_orders()
     await bot.idle()
     await bot.quote()
@@ -498,7 +504,7 @@ async def test_an_order_refused_as_rate_limited_is_not_resent_once_trading_is_ha
     bot.exchange.rate_limited = 1
     await bot.quote()
     await bot.until(lambda: bool(bot.exchange.refused), "the rate-limited placement")
-    bot.hedger.trading = bot.hedger.trading.halt("trader lock lost")  # during the resend's back-off
+    bot.service.trading.halt("trader lock lost")  # during the resend's back-off
     await bot.idle()
 
     [refused] = bot.exchange.refused
@@ -515,7 +521,7 @@ async def test_a_failed_account_read_after_a_fill_reports_the_fill_and_holds_the
     await bot.until(lambda: "rebalance_completed" in bot.alerts.events(), "the fill's report")
 
     while bot.exchange.account_reads_failing:  # quotes keep coming while the account is unknown
-        assert SOL in bot.hedger.in_flight
+        assert SOL in bot.service.orders.in_flight
         await bot.quote()
         await asyncio.sleep(0.05)
     await bot.idle()
@@ -552,7 +558,7 @@ async def test_a_refused_order_whose_journal_write_fails_is_still_alerted_and_ba
 
     assert len(bot.exchange.refused) == 1 and bot.exchange.placed == []
     assert "order_rejected" in bot.alerts.events() and "order_failed" not in bot.alerts.events()
-    assert bot.hedger.orders.backing_off(SOL)  # no new order on SOL straight away
+    assert bot.service.orders.sender.backing_off(SOL)  # no new order on SOL straight away
 
 
 async def test_a_decision_that_fails_after_an_order_is_logged_and_its_task_ends_cleanly() -> None:
@@ -567,14 +573,14 @@ async def test_a_decision_that_fails_after_an_order_is_logged_and_its_task_ends_
     bot.journal.record_decision = frozen_after_the_first  # type: ignore[method-assign]
     with capture_logs() as logs:
         await bot.quote()
-        tasks = list(bot.hedger._tasks)
+        tasks = list(bot.service.orders.tasks)
         await bot.idle()
         await asyncio.gather(*tasks, return_exceptions=True)
 
     assert [r.amount_contracts for r in bot.exchange.placed] == [HELD_SOL]
     assert [t.exception() for t in tasks] == [None] * len(tasks)
     assert [e["asset"] for e in logs if e["event"] == "decision_failed"] == ["SOL"]
-    assert bot.hedger.counters.errors == 1
+    assert bot.service.counters.errors == 1
 
 
 class ControlJournal:
@@ -599,16 +605,17 @@ async def test_after_a_lost_trader_lock_an_operator_resume_sends_nothing() -> No
     async def record_event(*_: object) -> None:
         return None
 
-    control = OperatorControl(bot.hedger, ControlJournal(), record_event)
+    control = OperatorControl(bot.service.trading, bot.exchange, bot.alerts,  # type: ignore[arg-type]
+                              bot.service.counters, ControlJournal(), record_event)
     await control.start()
     lock = TraderLock(lambda: asyncio.sleep(0))
-    bot.hedger.holds_lock = lock.held  # as bootstrap wires it
+    bot.service.trading.holds_lock = lock.held  # as bootstrap wires it
     lock.lose("the lock's database session ended")
-    bot.hedger.trading = bot.hedger.trading.halt("trader lock lost")  # as bootstrap's lock_lost does
+    bot.service.trading.halt("trader lock lost")  # as bootstrap's lock_lost does
 
     await control.handle("resume", "maintenance done", "op")  # HTTP, still served while the bot stops
     await bot.quote()
-    await bot.hedger.evaluate_all()
+    await bot.service.cycle.evaluate_all()
     await bot.idle()
 
     assert bot.exchange.placed == []
@@ -619,7 +626,7 @@ async def test_an_account_event_that_fails_is_logged_and_skipped_and_the_account
     tmp_path: Path,
 ) -> None:
     bot = Bot()
-    runner = Runner(bot.hedger, 60, 60, tmp_path / "heartbeat")
+    runner = Runner(bot.service, 60, 60, tmp_path / "heartbeat")
 
     async def frozen(fills: object) -> int:
         raise JournalUnavailable("journal write took longer than 5 s")

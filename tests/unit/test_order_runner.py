@@ -9,12 +9,12 @@ from datetime import UTC, datetime
 from decimal import Decimal as D
 
 from tests.instruments import LINEAR_WHOLE
+from tests.order_sender import order_sender
 
 from deltakeeper.app.market_state import MarketState
-from deltakeeper.app.orders import OrderRunner
+from deltakeeper.app.orders import OrderSender
 from deltakeeper.domain.errors import ExchangeUnavailable, OrderOutcomeUnknown
 from deltakeeper.domain.orders import OrderRequest, OrderState, OrderStatus, OrderType, Quote, Side
-from deltakeeper.domain.risk import RiskOutcome
 from deltakeeper.sim.clock import SimClock
 
 T0 = datetime(2026, 1, 5, tzinfo=UTC)
@@ -90,24 +90,12 @@ class LandsAfterItsCancel:
 
 
 def runner(exchange: object, journal: Journaled, order_timeout_secs: float = 0.3,
-           post_only_timeout_secs: float = 0.3) -> OrderRunner:
+           post_only_timeout_secs: float = 0.3) -> OrderSender:
     state = MarketState({LINEAR_WHOLE.symbol: LINEAR_WHOLE})
     state.on_quote(Quote(LINEAR_WHOLE.symbol, D(59_999), D(60_001), D(60_000), T0))
-    return OrderRunner(
-        exchange,  # type: ignore[arg-type]
-        journal,  # type: ignore[arg-type]
-        SimClock(1, anchor_sim=T0),
-        state,
-        order_timeout_secs=order_timeout_secs,
-        post_only_timeout_secs=post_only_timeout_secs,
-        stale_secs=60.0,
-        price_collar_bps=D(100),
-        in_flight={},
-        check=lambda intent, now: RiskOutcome(intent, ()),
-        halted=lambda: False,
-        order_done=lambda status: None,
-        alert=lambda level, event, message, subject: None,
-    )
+    return order_sender(exchange, journal, SimClock(1, anchor_sim=T0), state,
+                        order_timeout_secs=order_timeout_secs, post_only_timeout_secs=post_only_timeout_secs,
+                        price_collar_bps=D(100))
 
 
 async def test_while_stopping_an_order_not_final_after_its_cancel_is_left_to_reconciliation() -> None:

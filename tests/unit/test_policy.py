@@ -243,3 +243,12 @@ def test_auto_hedge_symbol_ignores_inverse_and_spot_markets():
 def test_min_band_coin_is_one_lot_step_in_coins():
     assert min_band_coin(LINEAR, PRICE) == D("0.01")
     assert min_band_coin(INVERSE, D(50_000)) == D("0.002")  # 100 USD / 50,000
+
+
+def test_decide_to_edge_does_not_swing_across_a_band_narrower_than_a_lot_step():
+    # band 0.003 BTC, lot 0.01 BTC: to the edge rounds up to 0.02 and lands at -0.004, outside on the other
+    # side, from where the edge is 0.01 away again (+0.006): the trades would only swing across
+    decision = decide(view("0.016"), policy("0.003", RebalanceTo.EDGE))
+    assert decision.intent is None and decision.reason == "band_below_lot_step"
+    # to the target the same trade lands within half a lot of it, and stays: made
+    assert signed_contracts(decide(view("0.016"), policy("0.003"))) == D(-2)

@@ -8,10 +8,11 @@ from decimal import Decimal as D
 from typing import cast
 
 from structlog.testing import capture_logs
-from tests.unit.test_proxy_beta import Clock, DecisionLog
+from tests.unit.test_proxy_beta import Clock, DecisionLog, Unreachable
 
+from deltakeeper.adapters.shadow import ShadowExchange
 from deltakeeper.app.market_state import MarketState
-from deltakeeper.app.rebalance import Hedger, HedgerOptions
+from deltakeeper.app.service import ServiceOptions, build_service
 from deltakeeper.domain import risk
 from deltakeeper.domain.instruments import Instrument, Kind
 from deltakeeper.domain.orders import Quote
@@ -35,18 +36,19 @@ async def test_a_whole_tick_moved_within_the_gate_is_collared_against_the_price_
     wall = [0.0]
     state = MarketState({SOL.symbol: SOL}, {}, {"SOL": SOL.symbol}, monotonic=lambda: wall[0])
     journal = DecisionLog()
-    hedger = Hedger(
-        cast(Exchange, object()), cast(Journal, journal), clock, cast(Alerts, object()), state,
-        {"SOL": AssetPolicy("SOL", SOL.symbol, Band(BandUnit.COIN, D(1)))},
-        HedgerOptions(LIMITS, 30.0, 300.0, send_orders=False),
+    service = build_service(
+        ShadowExchange(cast(Exchange, Unreachable())), cast(Journal, journal), clock, cast(Alerts, object()),
+        state, {"SOL": AssetPolicy("SOL", SOL.symbol, Band(BandUnit.COIN, D(1)))},
+        ServiceOptions(LIMITS, 30.0, 300.0), monotonic=lambda: wall[0],
     )
-    state.on_account(AccountSnapshot({"SOL": D(100), "USDT": D(10**6)}, (), T0))
+    service.ingest.on_account(AccountSnapshot({"SOL": D(100), "USDT": D(10**6)}, (), T0))
     reasons = []
     with capture_logs():
         for secs, price in ((1, "136"), (2, "142.8"), (3, "142.9")):  # +5 %: within the 10 % jump limit
             clock.t, wall[0] = T0 + timedelta(seconds=secs), float(secs)
-            assert state.on_quote(tick(price, secs))
-            await hedger.on_quote(SOL.symbol)
+            assert service.ingest.on_quote(tick(price, secs))
+            await service.cycle.on_quote(SOL.symbol)
+            await service.orders.settled()
             reasons.append((journal.decisions[-1].reason, journal.decisions[-1].price_usd))
     assert state.references[SOL.symbol] == D("142.8")
     # the first quote has nothing before it: its own mark; the tick 5 % away is not its own reference

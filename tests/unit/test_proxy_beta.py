@@ -1,5 +1,5 @@
-"""A proxy hedge at the EWMA beta in the Hedger: no hedge on a few returns, and once a beta has been used a
-later unknown estimate holds it (shadow mode: decisions are journaled, nothing is sent)."""
+"""A proxy hedge at the EWMA beta in the decision cycle: no hedge on a few returns, and once a beta has been
+used a later unknown estimate holds it (shadow mode: decisions are journaled, nothing is sent)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal as D
 from typing import cast
 
+from deltakeeper.adapters.shadow import ShadowExchange
+from deltakeeper.app.cycle import CycleOptions
 from deltakeeper.app.market_state import MarketState
-from deltakeeper.app.rebalance import Hedger, HedgerOptions
+from deltakeeper.app.service import ServiceOptions, build_service
 from deltakeeper.domain import risk
 from deltakeeper.domain.exposure import Position
 from deltakeeper.domain.instruments import Instrument, Kind
@@ -50,8 +52,14 @@ class DecisionLog:
         pass
 
 
+class Unreachable:
+    """The exchange behind the shadow adapter: nothing here is ever called."""
+
+    name = "unreachable"
+
+
 class Desk:
-    """A Hedger hedging 10 ETH with the BTC perpetual at the EWMA beta, fed quotes one bar apart."""
+    """A decision cycle hedging 10 ETH with the BTC perpetual at the EWMA beta, fed quotes one bar apart."""
 
     def __init__(self) -> None:
         self.clock = Clock()
@@ -60,10 +68,11 @@ class Desk:
                                  monotonic=lambda: self.wall)
         self.journal = DecisionLog()
         policy = AssetPolicy("ETH", BTC.symbol, Band(BandUnit.COIN, D("0.5")))
-        self.hedger = Hedger(
-            cast(Exchange, object()), cast(Journal, self.journal), self.clock, cast(Alerts, object()),
-            self.state, {"ETH": policy},
-            HedgerOptions(LIMITS, 30.0, 300.0, send_orders=False, betas={"ETH": None}),
+        self.service = build_service(
+            ShadowExchange(cast(Exchange, Unreachable())), cast(Journal, self.journal), self.clock,
+            cast(Alerts, object()), self.state, {"ETH": policy},
+            ServiceOptions(LIMITS, 30.0, 300.0, CycleOptions(betas={"ETH": None})),
+            monotonic=lambda: self.wall,
         )
         self.eth, self.btc = 3000.0, 60_000.0
         self.hold(D(0))
@@ -80,8 +89,9 @@ class Desk:
         self.eth, self.btc = self.eth * math.exp(r_eth), self.btc * math.exp(r_btc)
         for symbol, price in ((BTC.symbol, self.btc), (ETH.symbol, self.eth)):
             p = D(repr(round(price, 2)))
-            assert self.state.on_quote(Quote(symbol, p - D("0.01"), p + D("0.01"), p, self.clock.t))
-            await self.hedger.on_quote(symbol)
+            assert self.service.ingest.on_quote(Quote(symbol, p - D("0.01"), p + D("0.01"), p, self.clock.t))
+            await self.service.cycle.on_quote(symbol)
+            await self.service.orders.settled()  # a hedge is journaled not sent, and the instrument free
         return self.journal.decisions[-1]
 
 
@@ -105,7 +115,7 @@ async def test_once_a_beta_has_been_used_an_unknown_estimate_holds_it_and_the_he
     desk.hold(-decision.amount_contracts)  # the hedge filled
     # then the two move against each other: the estimate turns negative, unknown
     held = [await desk.bar(0.09 * (-1) ** k, -0.09 * (-1) ** k) for k in range(4)]
-    track = desk.hedger._risk["ETH"].beta
+    track = desk.service.cycle.risk.beta_model("ETH")
     assert track is not None and track.hedge_ratio is None
     assert all(d.reason != "beta_unknown" for d in held)
     # the hedge counted back and followed at the beta it was sized at

@@ -11,15 +11,15 @@ from typing import cast
 from structlog.testing import capture_logs
 from tests.unit.test_proxy_beta import Clock
 
+from deltakeeper.app.daily_summary import summarize
+from deltakeeper.app.ingest import DailyTraded, Ingest
 from deltakeeper.app.market_state import MarketState
-from deltakeeper.app.rebalance import Hedger, HedgerOptions
-from deltakeeper.app.watch import summarize
+from deltakeeper.app.trading_state import Counters
 from deltakeeper.domain import risk
 from deltakeeper.domain.instruments import Instrument, Kind
 from deltakeeper.domain.orders import Fill, FundingPayment, Quote, Side
-from deltakeeper.domain.policy import AssetPolicy, Band, BandUnit
 from deltakeeper.domain.usd import to_usd
-from deltakeeper.ports import Alerts, Exchange, Journal
+from deltakeeper.ports import Journal
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 SOL = Instrument("SOL/USDT:USDT", Kind.PERPETUAL, "SOL", "USDT", "USDT", lot_step_contracts=D("0.1"))
@@ -41,14 +41,10 @@ class FillLog:
         return True
 
 
-def hedger() -> Hedger:
+def ingest() -> Ingest:
     state = MarketState({SOL.symbol: SOL}, {}, {"SOL": SOL.symbol}, monotonic=lambda: 0.0)
     state.on_quote(Quote(SOL.symbol, D("149.99"), D("150.01"), D(150), T0, index=D(150)))
-    return Hedger(
-        cast(Exchange, object()), cast(Journal, FillLog()), Clock(T0), cast(Alerts, object()), state,
-        {"SOL": AssetPolicy("SOL", SOL.symbol, Band(BandUnit.COIN, D(1)))},
-        HedgerOptions(LIMITS, 30.0, 300.0, send_orders=False),
-    )
+    return Ingest(state, cast(Journal, FillLog()), Clock(T0), Counters(), DailyTraded())
 
 
 def fill(i: int, fee: str, currency: str) -> Fill:
@@ -57,7 +53,7 @@ def fill(i: int, fee: str, currency: str) -> Fill:
 
 
 async def test_unpriced_fees_and_funding_are_left_out_of_the_usd_totals_and_logged_once_per_coin() -> None:
-    h = hedger()
+    h = ingest()
     with capture_logs() as logs:
         await h.on_fill(fill(1, "0.5", "USDT"))
         await h.on_fill(fill(2, "0.01", "SOL"))  # priced: 150 USD a SOL
@@ -73,7 +69,7 @@ async def test_unpriced_fees_and_funding_are_left_out_of_the_usd_totals_and_logg
 
 
 def test_the_daily_summary_names_unpriced_amounts_apart_from_the_usd_totals() -> None:
-    h = hedger()
+    h = ingest()
     fills = [{"fee": "5", "fee_currency": "USDT", "notional_usd": "1000"},
              {"fee": "0.03", "fee_currency": "BNB", "notional_usd": "500"},
              {"fee": "0.02", "fee_currency": "BNB", "notional_usd": "500"}]

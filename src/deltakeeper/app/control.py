@@ -18,9 +18,10 @@ from typing import Any, Protocol
 
 import structlog
 
-from deltakeeper.app.rebalance import Hedger
+from deltakeeper.app.trading_state import Counters, TradingStatus
 from deltakeeper.domain.records import ControlState
 from deltakeeper.domain.risk import TradingState
+from deltakeeper.ports import Alerts, Exchange
 
 log = structlog.get_logger("deltakeeper.control")
 
@@ -92,17 +93,22 @@ class Applied:
 
 
 class OperatorControl:
-    """Applies the journal's control state and cancel-all requests to a Hedger. `start` before trading,
+    """Applies the journal's control state and cancel-all requests to the trading state and the exchange.
+    `start` before trading,
     `poll` on every scheduled recompute; `handle` serves the HTTP API's control endpoints (write the
     request, apply it at once)."""
 
-    def __init__(self, hedger: Hedger, journal: ControlJournal, record_event: RecordEvent) -> None:
-        self.hedger = hedger
+    def __init__(self, trading: TradingStatus, exchange: Exchange, alerts: Alerts, counters: Counters,
+                 journal: ControlJournal, record_event: RecordEvent) -> None:
+        self.trading = trading
+        self.exchange = exchange
+        self.alerts = alerts
+        self.counters = counters
         self.journal = journal
         self.record_event = record_event
         self.state = ControlState(halted=False)
         self.halted = False
-        """True while the operator's halt is applied to the Hedger."""
+        """True while the operator's halt is applied to the trading state."""
         self._seen_event_id = 0
         self._events_since: datetime | None = None
         self._lock = asyncio.Lock()
@@ -123,7 +129,7 @@ class OperatorControl:
             state = await self.journal.control_state()
             self.state = state
             halted = False
-            if state.halted and (not self.halted or self.hedger.trading.state is not TradingState.HALTED):
+            if state.halted and (not self.halted or self.trading.state is not TradingState.HALTED):
                 await self._apply_halt(state)
                 halted = True
             elif not state.halted and self.halted:
@@ -162,44 +168,42 @@ class OperatorControl:
             "reason": self.state.reason,
             "by": self.state.by,
             "ts": self.state.ts,
-            "trading_state": self.hedger.trading.state.value,
+            "trading_state": self.trading.state.value,
             "canceled_all": applied.canceled_all or canceled_before_start,
         }
 
     async def _apply_halt(self, state: ControlState) -> None:
-        hedger = self.hedger
         reason = state.reason or "halted by the operator"
-        hedger.trading = hedger.trading.halt(reason)
+        self.trading.halt(reason)
         self.halted = True
         since = state.ts.isoformat() if state.ts else None
         log.warning("halted", reason=state.reason, by=state.by, since=since)
-        await hedger.alerts.send(
+        await self.alerts.send(
             "warning", "halted", f"trading halted by {state.by or 'the operator'}: {reason}"
         )
         await self._cancel_all("halt", state.by, reason)
 
     async def _apply_resume(self, state: ControlState) -> None:
-        hedger = self.hedger
-        hedger.trading = hedger.trading.resume()
+        self.trading.resume()
         self.halted = False
         log.warning("resumed", reason=state.reason, by=state.by)
         suffix = f": {state.reason}" if state.reason else ""
         who = state.by or "the operator"
-        await hedger.alerts.send("warning", "resumed", f"trading resumed by {who}{suffix}")
+        await self.alerts.send("warning", "resumed", f"trading resumed by {who}{suffix}")
 
     async def _cancel_all(self, cause: str, by: str, reason: str) -> None:
         """Cancel every open order of the account. A failure is logged and alerted: the next poll of a
         halt does not retry it, but no new order goes out while halted."""
         try:
-            await self.hedger.exchange.cancel_all_orders()
+            await self.exchange.cancel_all_orders()
         except Exception as exc:
-            self.hedger.counters.errors += 1
+            self.counters.errors += 1
             log.error("cancel_all_failed", cause=cause, error=str(exc))
-            await self.hedger.alerts.send("error", "cancel_all_failed", f"cancel-all ({cause}) failed: {exc}")
+            await self.alerts.send("error", "cancel_all_failed", f"cancel-all ({cause}) failed: {exc}")
             return
         log.warning("canceled_all", cause=cause, by=by, reason=reason)
         if cause == "cancel_all":
             who = by or "the operator"
-            await self.hedger.alerts.send(
+            await self.alerts.send(
                 "warning", "canceled_all", f"every open order canceled at the request of {who}"
             )

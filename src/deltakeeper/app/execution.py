@@ -13,8 +13,8 @@
   and a newer quote has arrived. Each order, slice or fallback, has its own client order id: the decision
   id and the order's number within the decision (`client_order_id(decision_id, 0, n)`, n = 0, 1, ...).
 
-The planning here is pure (no I/O, no clock); the Hedger (`app/rebalance.py`) plans and journals the
-decision, and `app/orders.py` sends, settles and journals its orders.
+The planning here is pure (no I/O, no clock); the decision cycle (`app/cycle.py`) plans and journals the
+decision, and the order runner (`app/order_runner.py`) sends, settles and journals its orders.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Margin in the loop (issue 6, DESIGN.md 6): the account's standard cross margin per settlement
-currency, the pre-trade margin source of the Hedger, REDUCE_ONLY when the headroom is critical,
+currency, the pre-trade margin source of the order check, REDUCE_ONLY when the headroom is critical,
 liquidation fills journaled and alerted, and coin-neutral assets.
 
-`MarginWatch` computes, from the Hedger's market state (the account snapshot, refreshed on every account
+`MarginWatch` computes, from the market state (the account snapshot, refreshed on every account
 event and every scheduled recompute), per derivative position and per settlement currency the margin
 used (initial and maintenance margin), the headroom `(equity - MM) / equity` and the price move that would
 liquidate it (`domain.margin.account_margin`): the exchange's own figures where its adapter reports them
@@ -17,25 +17,27 @@ start, `Exchange.fetch_leverage_tiers`), else the tables given, else REFERENCE 3
   machine (REDUCE_ONLY, alert `trading_state_changed`) and journals a decision with the reason
   `margin_low` for each hedged asset; once the headroom is back above it, the breach clears with the
   state machine's hysteresis (DK_STATE_CLEAR_SECS).
-- `context(symbol)` is the Hedger's margin source for the pre-trade check (`domain.risk.check`,
+- `context(symbol)` is the order check's margin source for the pre-trade check (`domain.risk.check`,
   DK_MARGIN_MIN_HEADROOM_PCT): the settlement currency's equity and the margin of the other positions.
 - `on_liquidation(fill)` runs for every new fill the exchange marks as a liquidation or auto-deleveraging
   execution: the journal's fills table has no column for it, so a decision row with the reason
   `liquidation` names the trade id, and an `liquidation_fill` alert (error) goes out. The account event
-  that follows makes the Hedger decide again and hedge the exposure back (within the margin it has).
+  that follows makes the decision cycle decide again and hedge the exposure back (within the margin it has).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from deltakeeper.app.cycle import Decisions, new_decision_id
+from deltakeeper.app.figures import short
 from deltakeeper.app.market_state import MarketState
-from deltakeeper.app.rebalance import Hedger, new_decision_id, short
+from deltakeeper.app.trading_state import Counters, TradingStatus
 from deltakeeper.app.venue_margin import VenueMarginView
 from deltakeeper.domain.errors import DeltakeeperError
 from deltakeeper.domain.exposure import AssetDelta
@@ -44,13 +46,13 @@ from deltakeeper.domain.margin import (
     AccountMargin,
     MarginRules,
     account_margin,
-    coin_equity,
-    coin_neutral_delta,
 )
 from deltakeeper.domain.margin_headroom import HeadroomLevels
 from deltakeeper.domain.orders import Fill
+from deltakeeper.domain.policy import AssetPolicy
 from deltakeeper.domain.records import AccountSnapshot, DecisionRecord
-from deltakeeper.domain.risk import MarginContext, StateMachine, TradingState
+from deltakeeper.domain.risk import MarginContext
+from deltakeeper.ports import Alerts, Clock, Exchange, Journal
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -89,16 +91,33 @@ class _Computed:
 
 class MarginWatch:
     """See the module notes. `levels`: the headroom levels (DK_MARGIN_*_HEADROOM_PCT) it reports and acts
-    at; `attach()` makes it the Hedger's margin source and liquidation handler."""
+    at. `context` is the order check's margin source, `on_liquidation` the ingest's liquidation handler
+    (bootstrap wires both)."""
 
     def __init__(
         self,
-        hedger: Hedger,
+        state: MarketState,
+        exchange: Exchange,
+        clock: Clock,
+        journal: Journal,
+        alerts: Alerts,
+        trading: TradingStatus,
+        counters: Counters,
+        decisions: Decisions,
+        policies: Mapping[str, AssetPolicy],
         rules: MarginRules | None = None,
         *,
         levels: HeadroomLevels = HeadroomLevels(),
     ) -> None:
-        self.hedger = hedger
+        self.state = state
+        self.exchange = exchange
+        self.clock = clock
+        self.journal = journal
+        self.alerts = alerts
+        self.trading = trading
+        self.counters = counters
+        self.decisions = decisions
+        self.policies = policies
         self.rules = rules or MarginRules()
         self.levels = levels
         self.critical = False
@@ -110,22 +129,17 @@ class MarginWatch:
         self.venue: VenueMarginView | None = None
         """The venue's own account mode and margin ratio, shown beside the estimate (bootstrap sets it)."""
 
-    def attach(self) -> MarginWatch:
-        self.hedger.margin_context = self.context
-        self.hedger.on_liquidation = self.on_liquidation
-        return self
-
     async def load_tiers(self, symbols: Iterable[str]) -> None:
         """Take the exchange's maintenance margin tables for the futures among `symbols` (the markets held
         and hedged with) in place of the rules' defaults. Those it publishes none for, or all when it
         cannot be asked, keep the rules' tables: logged (`margin_tiers_default`)."""
-        instruments = self.hedger.state.instruments
+        instruments = self.state.instruments
         futures = sorted({s for s in symbols if s in instruments and instruments[s].is_derivative
                           and not instruments[s].is_option})
         if not futures:
             return
         try:
-            tiers = await self.hedger.exchange.fetch_leverage_tiers(futures)
+            tiers = await self.exchange.fetch_leverage_tiers(futures)
         except DeltakeeperError as exc:
             log.warning("margin_tiers_default", symbols=futures, reason=f"{type(exc).__name__}: {exc}")
             return
@@ -141,7 +155,7 @@ class MarginWatch:
     def margin(self) -> AccountMargin | None:
         """The account's margin now; None before the first account snapshot, or while it cannot be
         estimated (a short option whose underlying has no price yet: logged once)."""
-        state = self.hedger.state
+        state = self.state
         account = state.account
         if account is None:
             return None
@@ -166,7 +180,7 @@ class MarginWatch:
 
     def context(self, symbol: str) -> MarginContext | None:
         """The pre-trade check's view of the margin an order on `symbol` draws on."""
-        state = self.hedger.state
+        state = self.state
         instrument = state.instruments.get(symbol)
         account = state.account
         if instrument is None or account is None or not instrument.is_derivative:
@@ -205,31 +219,16 @@ class MarginWatch:
         critical = self.levels.critical
         if critical is None:
             return
-        hedger = self.hedger
-        now = hedger.clock.now()
-        before = hedger.trading
+        now = self.clock.now()
         low = headroom is not None and self.levels.below_critical(headroom)
         if low:
-            hedger.trading = before.observe(frozenset({MARGIN_LOW}), now, hedger.options.state_clear_secs)
-        elif before.state is TradingState.REDUCE_ONLY and MARGIN_LOW in before.cause.split(","):
-            hedger.trading = before.observe(frozenset(), now, hedger.options.state_clear_secs)
-        await self._state_changed(before, hedger.trading)
+            self.trading.observe(frozenset({MARGIN_LOW}), now)
+        else:
+            self.trading.clear(MARGIN_LOW, now)
         if low and not self.critical:
             assert margin is not None and headroom is not None
             await self._journal_margin_low(margin, headroom, critical, now)
         self.critical = low
-
-    async def _state_changed(self, before: StateMachine, after: StateMachine) -> None:
-        if after.state is before.state:
-            return
-        log.warning(
-            "trading_state_changed", before=before.state.value, after=after.state.value, cause=after.cause
-        )
-        await self.hedger.alerts.send(
-            "warning",
-            "trading_state_changed",
-            f"trading state {before.state.value} -> {after.state.value} ({after.cause or 'cleared'})",
-        )
 
     async def _journal_margin_low(
         self, margin: AccountMargin, headroom: Decimal, critical: Decimal, now: datetime
@@ -238,21 +237,20 @@ class MarginWatch:
         where = ", ".join(f"{s.settle} {_pct(s.headroom)}" for s in low)
         detail = (
             f"margin headroom {where} below DK_MARGIN_CRITICAL_HEADROOM_PCT={_pct(critical)}: "
-            f"trading {self.hedger.trading.state.value}"
+            f"trading {self.trading.state.value}"
         )
         log.error(
             "margin_low", headroom=_pct(headroom), critical=_pct(critical), settle=[s.settle for s in low]
         )
-        for asset in sorted(self.hedger.policies):
+        for asset in sorted(self.policies):
             await self._record(asset, now, MARGIN_LOW, detail)
 
     # -- liquidations ---------------------------------------------------------------------------
 
     async def on_liquidation(self, fill: Fill) -> None:
         """A new fill marked as a liquidation: journal a `liquidation` decision naming the trade, alert."""
-        hedger = self.hedger
         self.liquidations += 1
-        instrument = hedger.state.instruments.get(fill.symbol)
+        instrument = self.state.instruments.get(fill.symbol)
         asset = instrument.base if instrument is not None else fill.symbol.split("/")[0]
         verb = "bought" if fill.side.sign > 0 else "sold"
         detail = (
@@ -271,9 +269,9 @@ class MarginWatch:
         try:
             await self._record(asset, fill.ts, "liquidation", detail, fill)
         except Exception as exc:
-            hedger.counters.errors += 1
+            self.counters.errors += 1
             log.exception("liquidation_journal_failed", trade_id=fill.trade_id, error=str(exc))
-        await hedger.alerts.send(
+        await self.alerts.send(
             "error",
             "liquidation_fill",
             f"{fill.symbol}: liquidated: the exchange {verb} {short(fill.amount_contracts)} at "
@@ -285,13 +283,12 @@ class MarginWatch:
     async def _record(
         self, asset: str, ts: datetime, reason: str, detail: str, fill: Fill | None = None
     ) -> None:
-        hedger = self.hedger
-        delta = hedger.state.deltas().get(asset) or AssetDelta(asset, ZERO, ZERO, ZERO)
-        last = hedger.last_decision.get(asset)
-        policy = hedger.policies.get(asset)
+        delta = self.state.deltas().get(asset) or AssetDelta(asset, ZERO, ZERO, ZERO)
+        last = self.decisions.last.get(asset)
+        policy = self.policies.get(asset)
         target = last.target_coin if last is not None else (policy.target_coin if policy else ZERO)
-        price = hedger.state.price_usd(asset) or (fill.price if fill is not None else ZERO)
-        await hedger.journal.record_decision(
+        price = self.state.price_usd(asset) or (fill.price if fill is not None else ZERO)
+        await self.journal.record_decision(
             DecisionRecord(
                 decision_id=new_decision_id(),
                 ts=ts,
@@ -302,7 +299,7 @@ class MarginWatch:
                 band_coin=last.band_coin if last is not None else ZERO,
                 price_usd=price,
                 reason=reason,
-                trading_state=hedger.trading.state.value,
+                trading_state=self.trading.state.value,
                 symbol=fill.symbol if fill is not None else None,
                 side=fill.side if fill is not None else None,
                 amount_contracts=fill.amount_contracts if fill is not None else None,
@@ -383,39 +380,3 @@ def _ratio(x: Decimal | None) -> float | None:
 
 def _pct(x: Decimal) -> str:
     return "-inf" if not x.is_finite() else f"{float(x):.1%}"
-
-
-# -- coin-neutral assets ----------------------------------------------------------------------------
-
-
-@dataclass
-class CoinNeutralMarketState(MarketState):
-    """A MarketState whose `deltas()` are coin-neutral for the assets in `coin_neutral`
-    (`DK_ASSETS__<ASSET>__NEUTRAL=coin`, `domain.margin.coin_neutral_delta`): the account's coin equity in
-    the asset (wallet, PnL and options' value settled in it) is not exposure. Other assets, and the
-    default, are USD-neutral (REFERENCE 1.2)."""
-
-    coin_neutral: frozenset[str] = field(default_factory=frozenset)
-
-    def deltas(self) -> dict[str, AssetDelta]:
-        return self._neutral(super().deltas())
-
-    def recompute_deltas(self) -> dict[str, AssetDelta]:
-        return self._neutral(super().recompute_deltas())
-
-    def _neutral(self, deltas: dict[str, AssetDelta]) -> dict[str, AssetDelta]:
-        account = self.account
-        if account is None or not self.coin_neutral:
-            return deltas
-        positions = [p for p in account.positions if p.symbol in self.instruments]
-        prices = _prices(self)
-        for asset in sorted(self.coin_neutral):
-            price = prices.get(asset)
-            if price is None:
-                continue
-            equity = coin_equity(asset, self.instruments, account.balances, positions, prices, self._now())
-            delta = deltas.get(asset)
-            if delta is None and equity == 0:
-                continue
-            deltas[asset] = coin_neutral_delta(delta or AssetDelta(asset, ZERO, ZERO, ZERO), equity, price)
-        return deltas

@@ -13,6 +13,7 @@ import structlog
 
 from deltakeeper.domain.exposure import AssetDelta, Position, asset_deltas
 from deltakeeper.domain.instruments import ZERO, Instrument, Kind, is_stable
+from deltakeeper.domain.margin import coin_equity, coin_neutral_delta
 from deltakeeper.domain.orders import Quote
 from deltakeeper.domain.price_gate import PriceGate, Sample
 from deltakeeper.domain.records import AccountSnapshot
@@ -56,7 +57,7 @@ class MarketState:
     """Symbol -> monotonic wall time of the last quote's arrival."""
     account: AccountSnapshot | None = None
     clock: Clock | None = None
-    """The time options are valued at (Black-76's time to expiry): the Hedger's clock. Without one, an
+    """The time options are valued at (Black-76's time to expiry): the service's clock. Without one, an
     option position with no published delta raises OptionInputMissing, and options have no gamma."""
     gate: PriceGate = field(default_factory=PriceGate)
     """What a quote must pass to be applied (domain/price_gate.py)."""
@@ -291,3 +292,39 @@ class MarketState:
             volatile=frozenset(a for a in volatile if not is_stable(a)),
         )
         return self._cache
+
+
+# -- coin-neutral assets ----------------------------------------------------------------------------
+
+
+@dataclass
+class CoinNeutralMarketState(MarketState):
+    """A MarketState whose `deltas()` are coin-neutral for the assets in `coin_neutral`
+    (`DK_ASSETS__<ASSET>__NEUTRAL=coin`, `domain.margin.coin_neutral_delta`): the account's coin equity in
+    the asset (wallet, PnL and options' value settled in it) is not exposure. Other assets, and the
+    default, are USD-neutral (REFERENCE 1.2)."""
+
+    coin_neutral: frozenset[str] = field(default_factory=frozenset)
+
+    def deltas(self) -> dict[str, AssetDelta]:
+        return self._neutral(super().deltas())
+
+    def recompute_deltas(self) -> dict[str, AssetDelta]:
+        return self._neutral(super().recompute_deltas())
+
+    def _neutral(self, deltas: dict[str, AssetDelta]) -> dict[str, AssetDelta]:
+        account = self.account
+        if account is None or not self.coin_neutral:
+            return deltas
+        positions = [p for p in account.positions if p.symbol in self.instruments]
+        prices = self._prices()
+        for asset in sorted(self.coin_neutral):
+            price = prices.get(asset)
+            if price is None:
+                continue
+            equity = coin_equity(asset, self.instruments, account.balances, positions, prices, self._now())
+            delta = deltas.get(asset)
+            if delta is None and equity == 0:
+                continue
+            deltas[asset] = coin_neutral_delta(delta or AssetDelta(asset, ZERO, ZERO, ZERO), equity, price)
+        return deltas

@@ -1,11 +1,6 @@
-"""The order life cycle of a decided hedge (DESIGN.md 6): send a journaled order, settle it by client id,
-and journal the decision's next order (a slice, or a post-only order's market fallback).
-
-The Hedger (`app/rebalance.py`) decides and plans (`app/execution.py`); `OrderRunner` executes. What it
-asks of the deciding side is small: the risk check of each further order (`check`, which also moves the
-trading state), whether trading is halted (`halted`), and where an order's end is counted (`order_done`)
-and alerts go (`alert`). It keeps the instruments in flight (shared with the Hedger, one order each) and
-the back-off after refused orders.
+"""One order of a decided hedge (DESIGN.md 6): send it once journaled, settle it by client id, and read
+the account again after it. `OrderSender` is the order runner's (`app/order_runner.py`) hand: the runner
+owns the orders in flight and carries out a decision's plan, one order after another.
 
 What it never does: take a failed look-up for an answer. An order of unknown outcome stays in flight (its
 instrument blocked) until the exchange says it has it or does not; an account that could not be read
@@ -18,21 +13,19 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from datetime import datetime
+from dataclasses import dataclass
 from decimal import Decimal
 
 import structlog
 
-from deltakeeper.app.execution import ExecutionPlan, min_slice_contracts, touch_price
+from deltakeeper.app.ingest import Ingest
 from deltakeeper.app.market_state import MarketState
-from deltakeeper.domain.errors import OrderOutcomeUnknown, OrderRejected, RateLimited
-from deltakeeper.domain.orders import OrderIntent, OrderRequest, OrderState, OrderStatus, Quote, Side
-from deltakeeper.domain.records import DecisionRecord, OrderRecord
-from deltakeeper.domain.risk import RiskOutcome
+from deltakeeper.app.trading_state import BackgroundAlerts, Counters, TradingStatus
+from deltakeeper.domain.errors import OrderNotSent, OrderOutcomeUnknown, OrderRejected, RateLimited
+from deltakeeper.domain.orders import OrderRequest, OrderState, OrderStatus, Quote, Side
 from deltakeeper.ports import Clock, Exchange, Journal
 
-log = structlog.get_logger("deltakeeper.rebalance")  # the Hedger's log: its orders are part of it
+log = structlog.get_logger("deltakeeper.rebalance")  # the decision cycle's log: its orders are part of it
 
 RESEND_LIMIT = 3
 SETTLE_POLL_SECS = 0.2
@@ -76,10 +69,13 @@ class Ended:
     account_read: bool
     """The account was read again after it; False: that read failed, the account is unknown until a read
     succeeds (`read_account_until_ok`)."""
+    sent: bool = True
+    """False: the exchange adapter deliberately sent nothing (shadow mode, `OrderNotSent`); journaled
+    cancelled with its reason, and the decision ends there."""
 
 
-class OrderRunner:
-    """Sends and settles the orders of checked decisions, one at a time per instrument."""
+class OrderSender:
+    """Sends and settles one order at a time per instrument (the order runner sees to that)."""
 
     def __init__(
         self,
@@ -87,31 +83,32 @@ class OrderRunner:
         journal: Journal,
         clock: Clock,
         state: MarketState,
+        ingest: Ingest,
+        trading: TradingStatus,
+        counters: Counters,
+        alerts: BackgroundAlerts,
         *,
         order_timeout_secs: float,
         post_only_timeout_secs: float,
         stale_secs: float,
         price_collar_bps: Decimal,
-        in_flight: dict[str, str],
-        check: Callable[[OrderIntent, datetime], RiskOutcome],
-        halted: Callable[[], bool],
-        order_done: Callable[[OrderStatus], None],
-        alert: Callable[[str, str, str, str], None],
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.exchange = exchange
         self.journal = journal
         self.clock = clock
         self.state = state
+        self.ingest = ingest
+        """The account read after each order goes in through it (the only writer of `state`)."""
+        self.trading = trading
+        self.counters = counters
+        self.alerts = alerts
         self.order_timeout_secs = order_timeout_secs
         self.post_only_timeout_secs = post_only_timeout_secs
         self.stale_secs = stale_secs
         self.price_collar_bps = price_collar_bps
-        self.in_flight = in_flight
-        """Symbol -> the client id of its order in flight (the Hedger's)."""
-        self.check = check
-        self.halted = halted
-        self.order_done = order_done
-        self.alert = alert
+        self.monotonic = monotonic
+        """The wall clock of back-offs and order timeouts (a backtest's replays time)."""
         self.draining = False
         """Shutting down: no further slice or fallback order."""
         self.observe_tick_to_order_secs: Callable[[float], None] = lambda _secs: None
@@ -122,7 +119,7 @@ class OrderRunner:
 
     def backing_off(self, symbol: str) -> bool:
         backoff = self._backoff.get(symbol)
-        return backoff is not None and time.monotonic() < backoff[0]
+        return backoff is not None and self.monotonic() < backoff[0]
 
     def filled(self, symbol: str) -> None:
         """A decision on `symbol` filled something: its back-off is over."""
@@ -156,13 +153,20 @@ class OrderRunner:
         """Send one journaled order sized from `basis`, unless that no longer holds, and settle it (a
         post-only order is cancelled after its timeout); then read the account again. None when it was not
         sent (journaled cancelled, with the reason) or was refused."""
-        self.in_flight[request.symbol] = request.client_order_id
-        sent = await self._send(request, basis)
+        try:
+            sent = await self._send(request, basis)
+        except OrderNotSent as exc:
+            log.info("order_not_sent", client_order_id=request.client_order_id, symbol=request.symbol,
+                     reason=str(exc))
+            self.counters.order_done(OrderStatus.CANCELED)
+            withheld = self.local_state(request, OrderStatus.CANCELED, str(exc))
+            await self._journal_sent(withheld)
+            return Ended(withheld, falls_back=False, account_read=True, sent=False)
         if sent is None:
             return None
         timeout = self.post_only_timeout_secs if request.post_only else None
         state, timed_out = await self._settle(request, sent, timeout)
-        self.order_done(state.status)
+        self.counters.order_done(state.status)
         if state.status is OrderStatus.CANCELED and not timed_out:
             self._back_off(request.symbol)  # not ours: the next order on it waits a moment
         # A post-only order that would take: refused at once, or (Bybit) accepted and then refused.
@@ -180,7 +184,7 @@ class OrderRunner:
         would otherwise drop an hourly hedge on any flicker of the delta)."""
         if self.draining:
             return "not sent: shutting down"
-        if self.halted():
+        if self.trading.halted():
             return "halted before it was sent"
         age_secs = self.state.age_secs(basis.quote, basis.received_at, self.clock.speed,
                                        self.clock.now().timestamp())
@@ -200,52 +204,6 @@ class OrderRunner:
                     f"(more than {tolerance_coin.normalize():f})")
         return None
 
-    async def next_order(
-        self, decision: DecisionRecord, plan: ExecutionPlan, order_no: int, amount: Decimal,
-        fallback: bool = False,
-    ) -> tuple[OrderRequest, Basis] | None:
-        """The decision's next order (a slice on a newer quote, or a post-only order's market fallback),
-        checked against the risk limits again and journaled, with what it was sized from; None when
-        nothing more is to be sent."""
-        symbol = plan.symbol
-        hedge = self.state.instruments[symbol]
-        if not fallback:
-            await self._newer_quote(symbol, self.state.quotes[symbol].ts)
-        if self.draining:
-            log.warning("order_not_sent", decision_id=plan.decision_id, symbol=symbol, reason="shutting down")
-            return None
-        basis = self.basis(symbol, decision.asset, decision.band_coin)
-        quote = basis.quote
-        touch = taking_price(plan.side, quote)
-        amount = hedge.round_contracts(amount, toward_zero=True)
-        if amount <= 0 or (fallback and amount < min_slice_contracts(hedge, touch)):
-            log.info("order_too_small", decision_id=plan.decision_id, symbol=symbol, amount=str(amount))
-            return None
-        now = self.clock.now()
-        outcome = self.check(OrderIntent(symbol, plan.side, amount, touch, plan.reduce_only), now)
-        if outcome.intent is None:
-            log.warning("order_not_sent", decision_id=plan.decision_id, symbol=symbol,
-                        reason=",".join(outcome.notes))
-            return None
-        passive = touch_price(plan.side, quote.bid, quote.ask)
-        request = replace(
-            plan.request(order_no, outcome.intent.amount_contracts, passive, fallback=fallback),
-            reduce_only=outcome.intent.reduce_only,
-        )
-        await self.journal.record_order(
-            OrderRecord.pending(request, plan.decision_id, now, decision.price_usd, decision.asset)
-        )
-        return request, basis
-
-    async def _newer_quote(self, symbol: str, after: datetime) -> None:
-        """Wait (at most the order timeout) for a quote on `symbol` newer than `after`."""
-        deadline = time.monotonic() + self.order_timeout_secs
-        while time.monotonic() < deadline and not self.draining:
-            quote = self.state.quotes.get(symbol)
-            if quote is not None and quote.ts > after:
-                return
-            await asyncio.sleep(SETTLE_POLL_SECS / 4)
-
     async def _send(self, request: OrderRequest, basis: Basis) -> OrderState | None:
         """Place the order unless its basis no longer holds (checked again before each resend after a
         rate-limit refusal, once the exchange's pause is over: a halt, a lost lock or a stale quote meanwhile
@@ -255,11 +213,11 @@ class OrderRunner:
             if reason is not None:
                 log.warning("order_not_sent", client_order_id=request.client_order_id, symbol=request.symbol,
                             reason=reason)
-                self.order_done(OrderStatus.CANCELED)
+                self.counters.order_done(OrderStatus.CANCELED)
                 await self._journal_sent(self.local_state(request, OrderStatus.CANCELED, reason))
                 return None
             try:
-                self.observe_tick_to_order_secs(time.monotonic() - basis.received_at)
+                self.observe_tick_to_order_secs(self.monotonic() - basis.received_at)
                 state = await self.exchange.place_order(request)
                 log.info(
                     "order_submitted",
@@ -285,7 +243,7 @@ class OrderRunner:
                 return None
             except OrderOutcomeUnknown as exc:
                 log.warning("order_outcome_unknown", client_order_id=request.client_order_id, error=str(exc))
-                self.alert(
+                self.alerts.send(
                     "warning",
                     "order_outcome_unknown",
                     f"order {request.client_order_id}: outcome unknown, settling by client id",
@@ -307,17 +265,17 @@ class OrderRunner:
                       status=state.status.value, error=str(exc))
 
     async def _fail(self, request: OrderRequest, reason: str) -> None:
-        self.order_done(OrderStatus.REJECTED)
+        self.counters.order_done(OrderStatus.REJECTED)
         log.error("order_rejected", client_order_id=request.client_order_id, reason=reason)
         rejected = f"order {request.client_order_id} rejected: {reason}"
-        self.alert("error", "order_rejected", rejected, request.symbol)
+        self.alerts.send("error", "order_rejected", rejected, request.symbol)
         self._back_off(request.symbol)
         await self._journal_sent(self.local_state(request, OrderStatus.REJECTED, reason))
 
     def _back_off(self, symbol: str) -> None:
         previous = self._backoff.get(symbol)
         delay = min(previous[1] * 2, REJECT_BACKOFF_MAX_SECS) if previous else REJECT_BACKOFF_SECS
-        self._backoff[symbol] = (time.monotonic() + delay, delay)
+        self._backoff[symbol] = (self.monotonic() + delay, delay)
         log.warning("order_backoff", symbol=symbol, secs=delay)
 
     async def _settle(
@@ -335,7 +293,7 @@ class OrderRunner:
         While stopping (`draining`), an order still not final after its cancel is left, as it stands, to the
         next start's reconciliation, so that a stop does not wait on an unreachable exchange."""
         timeout = self.order_timeout_secs if timeout_secs is None else timeout_secs
-        started = time.monotonic()
+        started = self.monotonic()
         deadline = started + timeout
         lost_after = started + self.order_timeout_secs
         alert_after = deadline + self.order_timeout_secs
@@ -354,18 +312,18 @@ class OrderRunner:
                 if found is not None:
                     state = found
                     await self._journal_sent(state)
-                elif state.status is OrderStatus.UNKNOWN and time.monotonic() > lost_after:
+                elif state.status is OrderStatus.UNKNOWN and self.monotonic() > lost_after:
                     # The exchange says it does not have it: the request did not arrive.
                     state = self.local_state(request, OrderStatus.REJECTED, "not found on the exchange")
                     await self._journal_sent(state)
             if state.status.is_final:
                 break
-            now = time.monotonic()
+            now = self.monotonic()
             if not alerted and now > alert_after:
                 alerted = True
                 log.error("order_unsettled", client_order_id=request.client_order_id,
                           status=state.status.value, secs=round(now - started))
-                self.alert(
+                self.alerts.send(
                     "error",
                     "order_unsettled",
                     f"order {request.client_order_id} on {request.symbol} still {state.status.value} after "
@@ -390,7 +348,7 @@ class OrderRunner:
     async def read_account(self) -> bool:
         """Read the account again; False (logged `account_refresh_failed`) when that failed."""
         try:
-            self.state.on_account(await self.exchange.fetch_account())
+            self.ingest.on_account(await self.exchange.fetch_account())
         except Exception as exc:
             log.warning("account_refresh_failed", error=str(exc))
             return False

@@ -17,8 +17,8 @@ from apscheduler.triggers.cron import CronTrigger
 
 from deltakeeper.app.control import OperatorControl
 from deltakeeper.app.journal_writes import WatchedJournal
-from deltakeeper.app.rebalance import Hedger
 from deltakeeper.app.reconciliation import Reconciliation, reconcile
+from deltakeeper.app.service import Service
 from deltakeeper.app.watch import Watch
 from deltakeeper.domain.orders import Fill, FundingPayment, OrderState, Quote
 from deltakeeper.domain.records import AccountSnapshot
@@ -41,7 +41,7 @@ quotes the price gate holds."""
 class Runner:
     def __init__(
         self,
-        hedger: Hedger,
+        service: Service,
         recompute_secs: float,
         reconcile_secs: float,
         heartbeat_path: Path,
@@ -50,14 +50,14 @@ class Runner:
         watch: Watch | None = None,
         journal_writes: WatchedJournal | None = None,
     ) -> None:
-        self.hedger = hedger
+        self.service = service
         self.recompute_secs = recompute_secs
         self.reconcile_secs = reconcile_secs
         self.heartbeat_path = heartbeat_path
         self.rng = rng or random.Random(0)
         self.reconciled = False
         self.control = control
-        self.watch = watch or Watch(hedger)
+        self.watch = watch or Watch(service)
         self.scheduler: AsyncIOScheduler | None = None
         self._running_jobs: set[asyncio.Task[object]] = set()
         self._reads: dict[str, asyncio.Task[None]] = {}
@@ -69,14 +69,14 @@ class Runner:
         self.last_beat: float | None = None
         """Wall time (time.time()) of the last heartbeat."""
         self.journal_writes = journal_writes
-        """The Hedger's journal, watched: whether its writes succeed."""
+        """The service's journal, watched: whether its writes succeed."""
         self.started_at = time.monotonic()
         self.account_read_at: float | None = None
         """Monotonic time of the last successful read of the account (REST, or pushed by the stream)."""
 
     async def run(self, stop: asyncio.Event) -> None:
-        hedger = self.hedger
-        await hedger.alerts.send("info", "started", f"deltakeeper started on {hedger.exchange.name}")
+        service = self.service
+        await service.alerts.send("info", "started", f"deltakeeper started on {service.exchange.name}")
         self.started_at = time.monotonic()
         self.beat()
         # The heartbeat (liveness) is the scheduler's own tick, whatever the exchange and the journal do
@@ -90,14 +90,14 @@ class Runner:
             if await self._reconcile_until_ok(stop):
                 if self.control is not None:
                     await self.control.start()  # a halt journaled before the start holds: read it first
-                await hedger.load_traded_today()
+                await service.daily.load(service.journal, service.clock.now())
                 started = True
         finally:
             if not started:
                 scheduler.shutdown(wait=False)
         if not started:
             return
-        symbols = hedger.symbols()
+        symbols = service.symbols()
         self.scheduler = scheduler
         scheduler.add_job(
             self._tracked(self._recompute), "interval", seconds=self.recompute_secs, max_instances=1,
@@ -115,11 +115,11 @@ class Runner:
             )
         streams = [
             asyncio.create_task(
-                self._consume(lambda: hedger.exchange.quotes(symbols), self._on_quote, "quotes")
+                self._consume(lambda: service.exchange.quotes(symbols), self._on_quote, "quotes")
             ),
-            asyncio.create_task(self._consume(hedger.exchange.account_events, self._on_event, "account")),
+            asyncio.create_task(self._consume(service.exchange.account_events, self._on_event, "account")),
         ]
-        log.info("service_started", symbols=symbols, assets=sorted(hedger.policies))
+        log.info("service_started", symbols=symbols, assets=sorted(service.policies))
         try:
             await stop.wait()
         finally:
@@ -132,8 +132,8 @@ class Runner:
             for task in [*streams, *self._reads.values()]:
                 task.cancel()
             await asyncio.gather(*streams, *self._reads.values(), return_exceptions=True)
-            await hedger.drain()
-            await hedger.alerts.send("info", "stopped", "deltakeeper stopped")
+            await service.orders.drain()
+            await service.alerts.send("info", "stopped", "deltakeeper stopped")
 
     def _tracked(self, job: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
         """A scheduled job whose run the shutdown can wait for."""
@@ -162,23 +162,23 @@ class Runner:
             try:
                 await self.control.poll()
             except Exception as exc:
-                self.hedger.counters.errors += 1
+                self.service.counters.errors += 1
                 log.exception("control_poll_failed", error=str(exc))
         try:
-            self.hedger.state.on_account(await self.hedger.exchange.fetch_account())
+            self.service.ingest.on_account(await self.service.exchange.fetch_account())
             self.account_read_at = time.monotonic()
-            deltas = await self.hedger.evaluate_all()
-            await self.hedger.journal.record_snapshot(
-                self.hedger.clock.now(), deltas, self.hedger.trading.state.value
+            deltas = await self.service.cycle.evaluate_all()
+            await self.service.journal.record_snapshot(
+                self.service.clock.now(), deltas, self.service.trading.state.value
             )
         except Exception as exc:
-            self.hedger.counters.errors += 1
+            self.service.counters.errors += 1
             log.exception("recompute_failed", error=str(exc))
         try:
             await self.watch.check_blind(self.blind_secs())
             await self.watch.check()
         except Exception as exc:
-            self.hedger.counters.errors += 1
+            self.service.counters.errors += 1
             log.exception("watch_failed", error=str(exc))
 
     def account_read_age_secs(self) -> float | None:
@@ -192,29 +192,29 @@ class Runner:
         now = time.monotonic()
         running = now - self.started_at
         seen = {"account": self.account_read_at,
-                **{s: self.hedger.state.received_at.get(s) for s in self.hedger.symbols()}}
+                **{s: self.service.state.received_at.get(s) for s in self.service.symbols()}}
         ages = {name: running if at is None else min(now - at, running) for name, at in seen.items()}
         failing = self.journal_writes.failing_secs() if self.journal_writes is not None else None
         ages["journal"] = failing or 0.0
         return ages
 
     async def _reconcile_until_ok(self, stop: asyncio.Event) -> bool:
-        hedger = self.hedger
+        service = self.service
         delay = 1.0
         while not stop.is_set():
             try:
                 result = await reconcile(
-                    hedger.exchange, hedger.journal, hedger.clock, hedger.options.order_timeout_secs
+                    service.exchange, service.journal, service.clock, service.options.order_timeout_secs
                 )
-                hedger.state.on_account(result.account)
+                service.ingest.on_account(result.account)
                 self.account_read_at = time.monotonic()
                 await self._report_liquidations(result)
                 self.reconciled = True
                 return True
             except Exception as exc:
-                hedger.counters.errors += 1
+                service.counters.errors += 1
                 log.error("reconcile_failed", error=str(exc), retry_in_secs=round(delay, 1))
-                await hedger.alerts.send("error", "reconciliation_failed", f"not trading: {exc}")
+                await service.alerts.send("error", "reconciliation_failed", f"not trading: {exc}")
                 await _sleep_or_stop(stop, delay)
                 delay = min(delay * 2, RECONCILE_RETRY_MAX_SECS)
         return False
@@ -222,30 +222,30 @@ class Runner:
     async def _report_liquidations(self, result: Reconciliation) -> None:
         """Liquidation fills that only reconciliation found are journaled and alerted as the stream's are;
         so are other traders' orders with our prefix."""
-        handler = self.hedger.on_liquidation
+        handler = self.service.ingest.on_liquidation
         if handler is not None:
             for fill in result.liquidations:
                 await handler(fill)
-        if result.foreign_orders and self.hedger.on_foreign_order is not None:
-            await self.hedger.on_foreign_order(result.foreign_orders[0])
+        if result.foreign_orders and self.service.ingest.on_foreign_order is not None:
+            await self.service.ingest.on_foreign_order(result.foreign_orders[0])
 
     async def _reconcile_quietly(self) -> None:
         """The periodic reconciliation: no new decision meanwhile, and in-flight orders are let end
         first, so that what it finds to add or settle is what the streams missed."""
-        hedger = self.hedger
+        service = self.service
         try:
-            async with hedger.quiet(hedger.options.order_timeout_secs + QUIET_WAIT_EXTRA_SECS) as idle:
-                # Orders still in flight after the wait stay the Hedger's to settle.
-                result = await reconcile(hedger.exchange, hedger.journal, hedger.clock,
-                                         hedger.options.order_timeout_secs, set(hedger.in_flight.values()),
-                                         hedger.holds_lock)
-                hedger.state.on_account(result.account)
+            timeout_secs = service.options.order_timeout_secs
+            async with service.orders.quiet(timeout_secs + QUIET_WAIT_EXTRA_SECS) as idle:
+                # Orders still in flight after the wait stay the order runner's to settle.
+                result = await reconcile(service.exchange, service.journal, service.clock, timeout_secs,
+                                         set(service.orders.in_flight.values()), service.trading.holds_lock)
+                service.ingest.on_account(result.account)
                 self.account_read_at = time.monotonic()
                 await self._report_liquidations(result)
         except Exception as exc:
-            hedger.counters.errors += 1
+            service.counters.errors += 1
             log.error("reconcile_failed", error=str(exc))
-            await hedger.alerts.send(
+            await service.alerts.send(
                 "error", "reconciliation_failed", f"periodic reconciliation failed: {exc}"
             )
             return
@@ -255,7 +255,7 @@ class Runner:
         try:
             await self.watch.daily_summary()
         except Exception as exc:
-            self.hedger.counters.errors += 1
+            self.service.counters.errors += 1
             log.exception("daily_summary_failed", error=str(exc))
 
     async def _on_quote(self, quote: Quote) -> None:
@@ -264,20 +264,25 @@ class Runner:
         Nothing here ends the shared quote stream: an error handling one quote is logged with its traceback
         and that quote skipped."""
         try:
-            if not self.hedger.state.vouched(quote.symbol):
+            if not self.service.state.vouched(quote.symbol):
                 self._unvouched[quote.symbol] = quote  # judged once the read comes
                 self._read_quote(quote.symbol)
-            elif self.hedger.state.on_quote(quote):
+            elif self.service.ingest.on_quote(quote):
                 await self._decide_on(quote)
-            elif self.hedger.state.held(quote.symbol):  # held by the price gate: no decision on it
+            elif self.service.state.held(quote.symbol):  # held by the price gate: no decision on it
                 self._read_quote(quote.symbol)
         except Exception as exc:
-            self.hedger.counters.errors += 1
+            self.service.counters.errors += 1
             log.exception("quote_failed", symbol=quote.symbol, error=str(exc))
 
     async def _decide_on(self, quote: Quote) -> None:
         self.watch.on_quote(quote)
-        await self.hedger.on_quote(quote.symbol)
+        await self.service.cycle.on_quote(quote.symbol)
+
+    async def _on_account(self, snapshot: AccountSnapshot) -> None:
+        if self.service.ingest.on_account(snapshot):
+            for asset in self.service.policies:
+                await self.service.cycle.evaluate(asset, scheduled=False)
 
     def _read_quote(self, symbol: str) -> None:
         """Read the market's quote by REST to vouch for its first quote, or confirm or contradict its held
@@ -290,22 +295,22 @@ class Runner:
         task.add_done_callback(lambda _: self._reads.pop(symbol, None))
 
     async def _confirm_by_read(self, symbol: str) -> None:
-        state = self.hedger.state
+        state = self.service.state
         try:
-            read = await self.hedger.exchange.fetch_quote(symbol)
+            read = await self.service.exchange.fetch_quote(symbol)
         except Exception as exc:  # a failed read confirms nothing
             log.warning("quote_read_failed", symbol=symbol, error=str(exc))
             return
         try:
             if not state.vouched(symbol):
-                state.on_first_read(read)
+                self.service.ingest.on_first_read(read)
                 del self._read_at[symbol]  # not a read of held quotes: one held next is read at once
                 if (quote := self._unvouched.pop(symbol, None)) is not None:
                     await self._on_quote(quote)
-            elif state.on_read(read):
+            elif self.service.ingest.on_read(read):
                 await self._decide_on(state.quotes[symbol])
         except Exception as exc:
-            self.hedger.counters.errors += 1
+            self.service.counters.errors += 1
             log.exception("quote_failed", symbol=symbol, error=str(exc))
 
     async def _on_event(self, event: AccountEvent) -> None:
@@ -314,16 +319,16 @@ class Runner:
         periodic reconciliation brings what it missed)."""
         try:
             if isinstance(event, Fill):
-                await self.hedger.on_fill(event)
+                await self.service.ingest.on_fill(event)
             elif isinstance(event, FundingPayment):
-                await self.hedger.on_funding(event)
+                await self.service.ingest.on_funding(event)
             elif isinstance(event, OrderState):
-                await self.hedger.on_order(event)
+                await self.service.ingest.on_order(event)
             elif isinstance(event, AccountSnapshot):
                 self.account_read_at = time.monotonic()
-                await self.hedger.on_account(event)
+                await self._on_account(event)
         except Exception as exc:
-            self.hedger.counters.errors += 1
+            self.service.counters.errors += 1
             log.exception("account_event_failed", event_type=type(event).__name__, error=str(exc))
 
     async def _consume(
@@ -340,7 +345,7 @@ class Runner:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                self.hedger.counters.errors += 1
+                self.service.counters.errors += 1
                 log.error("stream_failed", stream=name, error=str(exc), retry_in_secs=round(delay, 2))
             await asyncio.sleep(delay * (1 + self.rng.random()))
             delay = min(delay * 2, 30.0)

@@ -8,16 +8,16 @@ folds repeats within its cool-down. Alerts never raise and never wait (the port 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, Protocol
 
 import structlog
 
-from deltakeeper.app.rebalance import Hedger, figure, short
+from deltakeeper.app.daily_summary import DailySummary, SummaryReader, summarize
+from deltakeeper.app.figures import figure, short
 from deltakeeper.app.reconciliation import Reconciliation
+from deltakeeper.app.service import Service
 from deltakeeper.domain.margin_headroom import HeadroomLevels
 from deltakeeper.domain.orders import Quote
 
@@ -31,87 +31,13 @@ MarginHeadroom = Callable[[], Awaitable[float | None]]
 """Margin headroom as a fraction of equity (0 = at maintenance margin), or None where unknown."""
 
 
-class SummaryReader(Protocol):
-    """The journal reads the daily summary needs (the SQL journal has them)."""
-
-    async def list_fills(self, *, since: datetime | None = None, until: datetime | None = None
-                         ) -> list[dict[str, Any]]: ...
-
-    async def list_funding(self, *, since: datetime | None = None, until: datetime | None = None
-                           ) -> list[dict[str, Any]]: ...
-
-    async def list_decisions(self, *, since: datetime | None = None, until: datetime | None = None
-                             ) -> list[dict[str, Any]]: ...
-
-
-@dataclass(frozen=True, slots=True)
-class WorstDeviation:
-    asset: str
-    bands: Decimal
-    """|delta - target| in band half-widths."""
-    delta_coin: Decimal
-    target_coin: Decimal
-    ts: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class DailySummary:
-    since: datetime
-    until: datetime
-    trades: int
-    traded_usd: Decimal
-    fees_usd: Decimal
-    """Fees paid: a stable fee currency as it is, a coin fee at that coin's current price."""
-    funding_usd: Decimal
-    """Net funding, received positive."""
-    decisions: int
-    rebalances: int
-    worst: WorstDeviation | None
-    fees_unpriced: Mapping[str, Decimal] = field(default_factory=dict)
-    """Fees in coins without a USD price, per coin: left out of `fees_usd`."""
-    funding_unpriced: Mapping[str, Decimal] = field(default_factory=dict)
-    """Funding in coins without a USD price, per coin: left out of `funding_usd`."""
-
-    def message(self) -> str:
-        worst = "no decision journaled"
-        if self.worst is not None:
-            w = self.worst
-            worst = (
-                f"{short(w.bands, 2)} bands ({w.asset} delta {short(w.delta_coin)} against target "
-                f"{short(w.target_coin)} at {w.ts.astimezone(UTC):%Y-%m-%d %H:%M} UTC)"
-            )
-        return (
-            f"24 h to {self.until.astimezone(UTC):%Y-%m-%d %H:%M} UTC: {self.trades} trades "
-            f"({_usd(self.traded_usd)} traded), fees {_usd(self.fees_usd)}{_unpriced(self.fees_unpriced)}, "
-            f"funding {_usd(self.funding_usd, signed=True)}{_unpriced(self.funding_unpriced)}, "
-            f"worst deviation {worst}; "
-            f"{self.decisions} decisions, {self.rebalances} rebalances"
-        )
-
-
-def _unpriced(amounts: Mapping[str, Decimal]) -> str:
-    """" + 0.05 BNB unpriced" (" - 0.1 BNB" for a negative amount) for the amounts that have no USD price;
-    "" when there is none."""
-    if not amounts:
-        return ""
-    parts = (f" {'-' if a < 0 else '+'} {short(abs(a), 8)} {c}" for c, a in sorted(amounts.items()))
-    return "".join(parts) + " unpriced"
-
-
-def _usd(amount: Decimal, signed: bool = False) -> str:
-    text = f"${abs(amount):,.2f}"
-    if signed and amount:
-        return ("+" if amount > 0 else "-") + text
-    return text if amount >= 0 else "-" + text
-
-
 class Watch:
     """Checks run by the Runner: `on_quote` for every quote, `check` after every scheduled recompute,
     `on_reconciled` after every periodic reconciliation, `daily_summary` from the cron job."""
 
     def __init__(
         self,
-        hedger: Hedger,
+        service: Service,
         *,
         hard_limit_bands: float = 3.0,
         funding_alert_bps: Decimal = Decimal(10),
@@ -121,7 +47,7 @@ class Watch:
         margin_levels: HeadroomLevels = HeadroomLevels(),
         blind_alert_secs: float = 60.0,
     ) -> None:
-        self.hedger = hedger
+        self.service = service
         self.hard_limit_bands = Decimal(str(hard_limit_bands))
         self.funding_alert_bps = funding_alert_bps
         self.reader = reader
@@ -147,7 +73,7 @@ class Watch:
 
     async def check(self) -> None:
         """After a scheduled recompute."""
-        now = self.hedger.clock.now()
+        now = self.service.clock.now()
         await self.check_streams(now)
         await self.check_funding()
         await self.check_hard_limit()
@@ -158,18 +84,18 @@ class Watch:
     async def check_streams(self, now: datetime) -> None:
         """A quote older than DK_STALE_SECS (by its arrival or by the exchange's stamp): `stream_stale`
         once; fresh again: `stream_recovered`."""
-        hedger = self.hedger
-        limit = hedger.options.limits.stale_secs
+        service = self.service
+        limit = service.options.limits.stale_secs
         ages = {
-            symbol: hedger.state.quote_age_secs(symbol, hedger.clock.speed, now.timestamp())
-            for symbol in hedger.symbols()
+            symbol: service.state.quote_age_secs(symbol, service.clock.speed, now.timestamp())
+            for symbol in service.symbols()
         }
         went_stale = sorted(s for s, age in ages.items() if age > limit and s not in self.stale)
         recovered = sorted(s for s, age in ages.items() if age <= limit and s in self.stale)
         if went_stale:
             parts = [f"{s} ({_age(ages[s])})" for s in went_stale]
             log.warning("stream_stale", symbols=went_stale, stale_secs=limit)
-            await hedger.alerts.send(
+            await service.alerts.send(
                 "warning",
                 "stream_stale",
                 f"no fresh quote for {', '.join(parts)}: older than DK_STALE_SECS={limit:g}; "
@@ -180,7 +106,7 @@ class Watch:
         if recovered:
             log.info("stream_recovered", symbols=recovered)
             fresh = f"quotes fresh again for {', '.join(recovered)}"
-            await hedger.alerts.send("warning", "stream_recovered", fresh, ",".join(recovered))
+            await service.alerts.send("warning", "stream_recovered", fresh, ",".join(recovered))
             for symbol in recovered:
                 self.stale.pop(symbol, None)
 
@@ -195,14 +121,14 @@ class Watch:
         if blind and not self.blind:
             parts = [f"{_blind_name(name)} for {blind_secs[name]:.0f} s" for name in blind]
             log.error("blind", blind=blind, blind_alert_secs=limit)
-            await self.hedger.alerts.send(
+            await self.service.alerts.send(
                 "error", "blind",
                 f"trading blind: {', '.join(parts)} (beyond DK_BLIND_ALERT_SECS={limit:g}); "
                 "not ready to trade",
             )
         elif not blind and self.blind:
             log.warning("blind_cleared", was=self.blind)
-            await self.hedger.alerts.send(
+            await self.service.alerts.send(
                 "warning", "blind_cleared", f"no longer blind: {', '.join(self.blind)} recovered"
             )
         self.blind = blind
@@ -212,8 +138,8 @@ class Watch:
     async def check_funding(self) -> None:
         """A hedge's funding rate per interval beyond DK_FUNDING_ALERT_BPS: `funding_rate_high` once,
         re-armed when it is back within."""
-        hedger = self.hedger
-        for symbol in sorted({p.hedge_symbol for p in hedger.policies.values()}):
+        service = self.service
+        for symbol in sorted({p.hedge_symbol for p in service.policies.values()}):
             rate = self.funding_rates.get(symbol)
             if rate is None:
                 continue
@@ -226,13 +152,13 @@ class Watch:
             if symbol in self.funding_high:
                 continue
             self.funding_high.add(symbol)
-            instrument = hedger.state.instruments.get(symbol)
+            instrument = service.state.instruments.get(symbol)
             interval = instrument.funding_interval_secs if instrument is not None else None
             per = f" per {interval / 3600:g} h" if interval else " per interval"
             position = Decimal(0)
-            if hedger.state.account is not None:
+            if service.state.account is not None:
                 position = sum(
-                    (p.contracts for p in hedger.state.account.positions if p.symbol == symbol), Decimal(0)
+                    (p.contracts for p in service.state.account.positions if p.symbol == symbol), Decimal(0)
                 )
             if position == 0:
                 who = "no position on it"
@@ -243,7 +169,7 @@ class Watch:
                 verb = "pays" if pays else "receives"
                 who = f"the hedge ({side} {short(abs(position))} contracts) {verb} it"
             log.warning("funding_rate_high", symbol=symbol, rate=figure(rate))
-            await hedger.alerts.send(
+            await service.alerts.send(
                 "warning",
                 "funding_rate_high",
                 f"{symbol} funding rate {short(rate * 100, 4)}%{per} ({short(bps, 2)} bps, beyond "
@@ -257,10 +183,10 @@ class Watch:
         """An asset's delta farther from its target than DK_HARD_LIMIT_BANDS band half-widths while no
         hedge is under way on it: `delta_outside_hard_limit` (error) once; back within:
         `delta_within_hard_limit`."""
-        hedger = self.hedger
-        for asset, policy in sorted(hedger.policies.items()):
-            decision = hedger.last_decision.get(asset)
-            if decision is None or decision.band_coin <= 0 or policy.hedge_symbol in hedger.in_flight:
+        service = self.service
+        for asset, policy in sorted(service.policies.items()):
+            decision = service.decisions.last.get(asset)
+            if decision is None or decision.band_coin <= 0 or policy.hedge_symbol in service.orders.in_flight:
                 continue
             if decision.reason == "rebalance":  # a hedge was sent: the next decision tells how it went
                 continue
@@ -269,7 +195,7 @@ class Watch:
                 if asset in self.outside:
                     self.outside.discard(asset)
                     log.warning("delta_within_hard_limit", asset=asset, bands=str(short(bands, 2)))
-                    await hedger.alerts.send(
+                    await service.alerts.send(
                         "warning",
                         "delta_within_hard_limit",
                         f"{asset} delta {short(decision.delta_coin)} is back within "
@@ -282,13 +208,13 @@ class Watch:
             self.outside.add(asset)
             why = decision.reason + (f" ({decision.detail})" if decision.detail else "")
             log.error("delta_outside_hard_limit", asset=asset, bands=short(bands, 2), reason=why)
-            await hedger.alerts.send(
+            await service.alerts.send(
                 "error",
                 "delta_outside_hard_limit",
                 f"{asset} delta {short(decision.delta_coin)} {asset} is {short(bands, 2)} bands from its "
                 f"target {short(decision.target_coin)} (band ± {short(decision.band_coin)}, hard limit "
                 f"DK_HARD_LIMIT_BANDS={short(self.hard_limit_bands)}); not hedged: {why}, "
-                f"trading state {hedger.trading.state.value}",
+                f"trading state {service.trading.state.value}",
                 asset,
             )
 
@@ -310,7 +236,7 @@ class Watch:
             return
         self.margin_low = True
         log.error("margin_headroom_low", headroom=round(headroom, 4))
-        await self.hedger.alerts.send(
+        await self.service.alerts.send(
             "error",
             "margin_headroom_low",
             f"margin headroom {headroom:.1%} of equity, below {float(warn):.0%}",
@@ -339,7 +265,7 @@ class Watch:
             orders_canceled=result.orders_canceled,
             idle=idle,
         )
-        await self.hedger.alerts.send(
+        await self.service.alerts.send(
             "warning",
             "reconciliation_mismatch",
             f"reconciliation found what the streams missed: {', '.join(found)}{note}",
@@ -352,71 +278,20 @@ class Watch:
         from the journal, sent as a `daily_summary` alert. None without a journal reader."""
         if self.reader is None:
             return None
-        until = now if now is not None else self.hedger.clock.now()
+        until = now if now is not None else self.service.clock.now()
         since = until - SUMMARY_WINDOW
         try:
             fills = await self.reader.list_fills(since=since, until=until)
             funding = await self.reader.list_funding(since=since, until=until)
             decisions = await self.reader.list_decisions(since=since, until=until)
         except Exception as exc:
-            self.hedger.counters.errors += 1
+            self.service.counters.errors += 1
             log.exception("daily_summary_failed", error=str(exc))
             return None
-        summary = summarize(since, until, fills, funding, decisions, self.hedger.usd)
+        summary = summarize(since, until, fills, funding, decisions, self.service.ingest.usd)
         log.info("daily_summary", message=summary.message())
-        await self.hedger.alerts.send(SUMMARY_LEVEL, "daily_summary", summary.message())
+        await self.service.alerts.send(SUMMARY_LEVEL, "daily_summary", summary.message())
         return summary
-
-
-def summarize(
-    since: datetime,
-    until: datetime,
-    fills: Sequence[dict[str, Any]],
-    funding: Sequence[dict[str, Any]],
-    decisions: Sequence[dict[str, Any]],
-    usd: Callable[[Decimal, str], Decimal | None],
-) -> DailySummary:
-    """The summary of journal rows (as `list_fills|funding|decisions` return them); amounts in a coin
-    `usd` has no price for are summed apart, per coin, never counted as $0."""
-    fee_totals = _in_usd([(Decimal(f["fee"]), f["fee_currency"]) for f in fills], usd)
-    funding_totals = _in_usd([(Decimal(p["amount"]), p["currency"]) for p in funding], usd)
-    worst: WorstDeviation | None = None
-    for d in decisions:
-        band = Decimal(d["band_coin"])
-        if band <= 0:
-            continue
-        bands = abs(Decimal(d["delta_coin"]) - Decimal(d["target_coin"])) / band
-        if worst is None or bands > worst.bands:
-            delta, target = Decimal(d["delta_coin"]), Decimal(d["target_coin"])
-            worst = WorstDeviation(d["asset"], bands, delta, target, d["ts"])
-    return DailySummary(
-        since=since,
-        until=until,
-        trades=len(fills),
-        traded_usd=sum((Decimal(f["notional_usd"]) for f in fills), Decimal(0)),
-        fees_usd=fee_totals[0],
-        funding_usd=funding_totals[0],
-        decisions=len(decisions),
-        rebalances=sum(1 for d in decisions if d["reason"] == "rebalance"),
-        worst=worst,
-        fees_unpriced=fee_totals[1],
-        funding_unpriced=funding_totals[1],
-    )
-
-
-def _in_usd(
-    amounts: Sequence[tuple[Decimal, str]], usd: Callable[[Decimal, str], Decimal | None]
-) -> tuple[Decimal, dict[str, Decimal]]:
-    """The USD total of the (amount, currency) that have a price, and the others summed per currency."""
-    total = Decimal(0)
-    unpriced: dict[str, Decimal] = {}
-    for amount, currency in amounts:
-        in_usd = usd(amount, currency)
-        if in_usd is None:
-            unpriced[currency] = unpriced.get(currency, Decimal(0)) + amount
-        else:
-            total += in_usd
-    return total, unpriced
 
 
 def _count(n: int, one: str, many: str | None = None) -> str:

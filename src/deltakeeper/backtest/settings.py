@@ -41,7 +41,15 @@ class BacktestSettings:
     """`DK_ASSETS__<ASSET>__BAND_*`: an asset's own band, in place of the default."""
     targets_coin: Mapping[str, Decimal] = field(default_factory=dict)
     hedges: Mapping[str, str] = field(default_factory=dict)
-    """`DK_ASSETS__<ASSET>__HEDGE`: a backtest accepts only the asset's linear perpetual."""
+    """`DK_ASSETS__<ASSET>__HEDGE`: the linear perpetual of the asset, or of another asset with prices (a
+    proxy hedge)."""
+    betas: Mapping[str, Decimal | None] = field(default_factory=dict)
+    """`DK_ASSETS__<ASSET>__BETA` of a proxy-hedged asset: a ratio, or None for the EWMA estimate (unset:
+    1)."""
+    slice_max_usd: Decimal = Decimal(0)
+    """`DK_SLICE_MAX_USD`: orders larger than this go in slices, one a price event (0: none)."""
+    slice_max_slippage_bps: Decimal = Decimal(0)
+    """`DK_SLICE_MAX_SLIPPAGE_BPS`: slices that walk the engine's book by at most this (0: none)."""
     external_coin: Mapping[str, Decimal] = field(default_factory=dict)
     """`DK_EXTERNAL__<ASSET>`: coins held, for the static exposure (else its starting value in USD)."""
     timer_secs: float = DEFAULT_PARAMS.timer_secs
@@ -73,9 +81,12 @@ class BacktestSettings:
         asset_bands: dict[str, Band] = {}
         targets: dict[str, Decimal] = {}
         hedges: dict[str, str] = {}
+        betas: dict[str, Decimal | None] = {}
         for asset, spec in (getattr(settings, "assets", None) or {}).items():
             if spec.hedge:
                 hedges[asset.upper()] = str(spec.hedge)
+            if getattr(spec, "beta", None) is not None:
+                betas[asset.upper()] = None if spec.beta == "ewma" else Decimal(spec.beta)
             band = spec.band(None)
             if band is not None:
                 asset_bands[asset.upper()] = band
@@ -88,6 +99,9 @@ class BacktestSettings:
             asset_bands=asset_bands,
             targets_coin=targets,
             hedges=hedges,
+            betas=betas,
+            slice_max_usd=Decimal(get("slice_max_usd", default.slice_max_usd)),
+            slice_max_slippage_bps=Decimal(get("slice_max_slippage_bps", default.slice_max_slippage_bps)),
             external_coin={k.upper(): Decimal(v) for k, v in (get("external", {}) or {}).items()},
             timer_secs=float(get("timer_secs", default.timer_secs)),
             risk_aversion_per_usd=float(get("risk_aversion", default.risk_aversion_per_usd)),
@@ -152,6 +166,12 @@ class BacktestSettings:
     def settings_used(self, name: str) -> dict[str, Any]:
         """The policy's settings, keyed by the `DK_` variable that sets each in production."""
         used: dict[str, Any] = {"DK_POLICY": name}
+        for asset, beta in sorted(self.betas.items()):
+            used[f"DK_ASSETS__{asset}__BETA"] = "ewma" if beta is None else beta
+        if self.slice_max_usd:
+            used["DK_SLICE_MAX_USD"] = self.slice_max_usd
+        if self.slice_max_slippage_bps:
+            used["DK_SLICE_MAX_SLIPPAGE_BPS"] = self.slice_max_slippage_bps
         if name == "timer":
             used["DK_TIMER_SECS"] = self.timer_secs
             return used

@@ -37,6 +37,11 @@ class OrderRejected(DeltakeeperError):
     """The exchange definitively refused an order (validation, balance)."""
 
 
+class OrderNotSent(DeltakeeperError):
+    """The exchange adapter deliberately sent nothing (shadow mode): the order ends cancelled, with this
+    message as its reason, and the decision ends there."""
+
+
 class OrderOutcomeUnknown(DeltakeeperError):
     """The request may have reached the exchange: settle by client order id, never resend blindly."""
 

@@ -103,6 +103,9 @@ def decide(view: AssetView, policy: AssetPolicy, band_coin: Decimal | None = Non
         contracts = hedge.round_contracts(raw)
     if contracts == 0:
         return no_trade("rounds_to_zero")
+    after = deviation + hedge.delta_coin(contracts, view.hedge_price)
+    if policy.rebalance_to is RebalanceTo.EDGE and abs(after) > band_coin and (after > 0) != (deviation > 0):
+        return no_trade("band_below_lot_step")  # a lot step wider than the band: trades would swing across
     if abs(contracts) < hedge.min_contracts:
         return no_trade("below_min_size")
     if hedge.notional_usd(contracts, view.hedge_price) < hedge.min_notional_usd:

@@ -66,13 +66,13 @@ class MarginContext:
 
 
 MarginSource = Callable[[str], "MarginContext | None"]
-"""symbol -> the margin an order on it draws on (the Hedger's `margin_context`, app/margin_watch.py)."""
+"""symbol -> the margin an order on it draws on (app/margin_watch.py `MarginWatch.context`)."""
 LiquidationHandler = Callable[[Fill], Awaitable[None]]
-"""Called with each new fill the exchange marks as a liquidation (the Hedger's `on_liquidation`)."""
+"""Called with each new fill the exchange marks as a liquidation (`MarginWatch.on_liquidation`)."""
 
 
 def no_margin_context(symbol: str) -> MarginContext | None:
-    """The margin source of a Hedger that watches no margin: none, so the margin check is skipped."""
+    """The margin source where no margin is watched: none, so the margin check is skipped."""
     return None
 
 
@@ -82,7 +82,7 @@ class RiskContext:
     """How old the price behind the order is, in wall-clock seconds."""
     mark_price: Decimal
     """What the price collar holds the order's price to: a price independent of the quote the order is
-    priced on (the Hedger's is the earlier price that vouched for it: `MarketState.references`)."""
+    priced on (the live bot's is the earlier price that vouched for it: `MarketState.references`)."""
     position_contracts: Decimal
     """The current signed position in the order's instrument."""
     traded_today_usd: Decimal
