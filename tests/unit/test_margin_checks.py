@@ -43,6 +43,7 @@ from deltakeeper.domain.risk import (
     headroom_after,
     margin_after,
 )
+from deltakeeper.policy_settings import margin_levels
 from deltakeeper.sim.clock import SimClock
 from deltakeeper.sim.engine import SimEngine
 from deltakeeper.sim.feeds import option_quote, rally_feed, synthetic_feed, with_option_quotes
@@ -370,15 +371,10 @@ def test_the_watches_and_the_settings_share_one_set_of_headroom_levels(
     for name in list(os.environ):
         if name.upper().startswith("DK_"):
             monkeypatch.delenv(name)
-    settings = load_settings()
-    levels = HeadroomLevels.from_pct(
-        settings.margin_min_headroom_pct,
-        settings.margin_warn_headroom_pct,
-        settings.margin_critical_headroom_pct,
-    )
-    hedger: Any = SimpleNamespace()  # neither reads the hedger when built
+    levels = margin_levels(load_settings())
+    unused: Any = SimpleNamespace()  # neither watch reads its collaborators when built
 
-    assert Watch(hedger).margin_levels == MarginWatch(hedger).levels == levels == HeadroomLevels()
+    assert Watch(unused).margin_levels == MarginWatch(*[unused] * 9).levels == levels == HeadroomLevels()
 
 
 def test_margin_headroom_renders_as_a_prometheus_gauge_per_settlement_currency() -> None:
