@@ -110,7 +110,7 @@ async def test_no_secret_reaches_the_debug_log_of_the_bot_trading_on_the_emulato
                 DK_LOG_LEVEL="debug",
             )
             process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "deltakeeper", "run", "--for", "3s", env=env,
+                sys.executable, "-m", "deltakeeper", "run", "--for", "10s", env=env,  # room for a slow start
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
             )
             stdout, stderr = await asyncio.wait_for(process.communicate(), 90)
