@@ -188,6 +188,9 @@ async def close_listen_key(call: Call) -> dict[str, Any]:
     return {}
 
 
+# the spot wallet's (/sapi) answers ccxt reads with the markets
+
+
 async def coins(call: Call) -> list[dict[str, Any]]:
     """/sapi/v1/capital/config/getall, which ccxt reads for the currencies when it has a key: the coins of
     the markets, no network (the emulator has no deposits or withdrawals)."""
