@@ -1,5 +1,5 @@
-"""The ccxt adapter through the real ccxt/ccxt.pro client (REST and websockets) against the Bybit
-emulator on loopback, in process."""
+"""The ccxt adapter through the real ccxt/ccxt.pro client (REST and websockets) against the emulator on
+loopback, in process: its Bybit dialect, and for the venue-neutral tests its Binance USD-M dialect too."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import aiohttp
 import pytest
 from structlog.testing import capture_logs
-from tests.integration.emulator_clients import KEY, adapter, start_emulator
+from tests.integration.emulator_clients import DIALECTS, KEY, adapter, exchange_id, start_emulator
 
 from deltakeeper.adapters.ccxt_exchange import CcxtExchange
 from deltakeeper.app.market_state import MarketState
@@ -207,6 +207,7 @@ async def test_market_order_fill_arrives_on_the_stream_and_by_rest_with_the_same
     assert pushed.notional_usd == notional(pushed)
 
 
+@pytest.mark.parametrize("emulator", DIALECTS, indirect=True)
 async def test_resting_orders_are_listed_and_cancelled_by_client_order_id(exchange: CcxtExchange) -> None:
     async with aclosing(exchange.quotes(["BTC/USDT:USDT"])) as quotes:
         quote = await first(quotes, lambda quote: True)
@@ -247,6 +248,7 @@ async def test_order_the_account_cannot_afford_is_rejected(exchange: CcxtExchang
     assert await exchange.fetch_order("BTC/USD:BTC", "dkpoor1a0") is None
 
 
+@pytest.mark.parametrize("emulator", DIALECTS, indirect=True)
 async def test_rate_limited_placement_is_refused_and_may_be_resent_with_the_same_id(
         emulator: RunningServer, exchange: CcxtExchange) -> None:
     await set_faults(emulator, rate_limit=1)
@@ -259,6 +261,7 @@ async def test_rate_limited_placement_is_refused_and_may_be_resent_with_the_same
     assert placed.client_order_id == "dkrate1a0"
 
 
+@pytest.mark.parametrize("emulator", DIALECTS, indirect=True)
 async def test_timeout_after_acceptance_is_unknown_and_settled_by_client_order_id(
         emulator: RunningServer) -> None:
     bybit = adapter(emulator, request_timeout_secs=1)
@@ -333,6 +336,7 @@ async def test_funding_is_pushed_on_the_account_stream() -> None:
     assert payment.symbol == "BTC/USDT:USDT"
 
 
+@pytest.mark.parametrize("emulator", DIALECTS, indirect=True)
 async def test_quotes_resume_after_the_websocket_is_dropped(emulator: RunningServer,
                                                            exchange: CcxtExchange) -> None:
     async with aclosing(exchange.quotes(["BTC/USDT:USDT"])) as quotes:
@@ -344,6 +348,7 @@ async def test_quotes_resume_after_the_websocket_is_dropped(emulator: RunningSer
     assert resumed.symbol == "BTC/USDT:USDT"
 
 
+@pytest.mark.parametrize("emulator", DIALECTS, indirect=True)
 async def test_account_stream_reconnects_and_delivers_fills_after_a_drop(emulator: RunningServer,
                                                                         exchange: CcxtExchange) -> None:
     async with aclosing(exchange.account_events()) as events:
@@ -402,9 +407,10 @@ async def test_without_websockets_quotes_and_account_events_are_polled(emulator:
     assert websockets == 0
 
 
+@pytest.mark.parametrize("emulator", DIALECTS, indirect=True)
 async def test_refused_signature_is_a_configuration_error_that_ends_the_account_stream(
         emulator: RunningServer) -> None:
-    forged = CcxtExchange("bybit", clock=WallClock(), api_key=KEY, secret="not-the-secret",
+    forged = CcxtExchange(exchange_id(emulator), clock=WallClock(), api_key=KEY, secret="not-the-secret",
                           base_url=emulator.url)
     try:
         with pytest.raises(ConfigError):

@@ -58,7 +58,7 @@ LAYERS: dict[str, Layer] = {
 EXCEPTIONS: dict[tuple[str, str], str] = {
     ("deltakeeper.config", "deltakeeper.adapters.alerts"):
         "secret_values finds the credentials in alert URLs with the alerts adapter's parser",
-    ("deltakeeper.adapters.ccxt_exchange", "deltakeeper.sim.bybit.client"):
+    ("deltakeeper.adapters.ccxt_base", "deltakeeper.sim.bybit.client"):
         "point_ccxt_at: DK_EXCHANGE_URL points ccxt at an emulator or a proxy",
 }
 """Imports across the rule that are known and allowed, each with why (importer, imported prefix)."""

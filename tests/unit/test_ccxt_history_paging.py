@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from tests.unit.test_ccxt_order_lookup import NOW_MS, Clock, answering, okx, recorded
 
-from deltakeeper.adapters import ccxt_exchange
+from deltakeeper.adapters import ccxt_history
 from deltakeeper.adapters.ccxt_exchange import CcxtExchange
 from deltakeeper.domain.errors import ExchangeUnavailable
 
@@ -65,7 +65,7 @@ async def test_every_fill_of_three_pages_is_read_once_in_order(newest_first: boo
 
 
 async def test_more_pages_than_the_bound_fail_not_answer_part(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ccxt_exchange, "_HISTORY_PAGES", 2)
+    monkeypatch.setattr(ccxt_history, "_HISTORY_PAGES", 2)
     exchange = okx()
     answering(exchange, fills_history(250, newest_first=True))
     try:

@@ -342,15 +342,18 @@ def sim_exchange(
     option_iv: Annotated[float | None, typer.Option(
         "--option-iv", min=0.01, max=5.0, help="Also list USDC options on BTC and ETH, at this IV (0.55)",
     )] = None,
+    dialect: Annotated[str, typer.Option(help="Wire protocol: bybit (v5), binance (USD-M)")] = "bybit",
 ) -> None:
-    """Run the Bybit-v5 emulator: REST and websockets on one port, for ccxt to trade against."""
-    from deltakeeper.cli.sim_exchange import run_emulator
+    """Run the exchange emulator: REST and websockets on one port, for ccxt to trade against."""
+    from deltakeeper.cli.sim_exchange import DIALECTS, run_emulator
     from deltakeeper.config import secret_values
     from deltakeeper.logging import configure_logging
 
+    if dialect not in DIALECTS:
+        raise typer.BadParameter(f"expected one of {', '.join(DIALECTS)}", param_hint="--dialect")
     settings = _settings()
     configure_logging(settings.log_level, settings.log_format, secret_values(settings))
-    asyncio.run(run_emulator(settings, host, port, {api_key: api_secret}, allow_withdraw, option_iv))
+    asyncio.run(run_emulator(settings, host, port, {api_key: api_secret}, allow_withdraw, option_iv, dialect))
 
 
 @app.command("fault-proxy")

@@ -54,7 +54,8 @@ from deltakeeper.sim.bybit.protocol import (
 )
 from deltakeeper.sim.bybit.records import Execution, LedgerEntry, MarketStats, OrderMeta, PositionBook
 from deltakeeper.sim.clock import SimClock
-from deltakeeper.sim.engine import WALLET_QUANTUM, SimEngine
+from deltakeeper.sim.engine import SimEngine
+from deltakeeper.sim.venue_common import funding_now, realised_pnl, stamp_ms, to_ms, usd_price
 
 PrivateListener = Callable[[str, str, list[dict[str, Any]]], None]
 """(api key, topic, data items)"""
@@ -82,10 +83,6 @@ _REFUSALS: tuple[tuple[str, int, str, int, str], ...] = (
      "Order quantity lower than the minimum."),
     ("lot step", PARAM_ERROR, "Qty invalid", 170137, "Order volume decimal too long"),
 )
-
-
-def to_ms(ts: datetime) -> int:
-    return int(ts.timestamp() * 1000)
 
 
 def user_id(account: str) -> int:
@@ -167,7 +164,7 @@ class BybitVenue:
 
     def stamp_ms(self, sim_time: datetime) -> int:
         """The timestamp, in ms since the epoch on the wall clock, of what happens at simulated `sim_time`."""
-        return to_ms(self.clock.wall_time(sim_time))
+        return stamp_ms(self.clock, sim_time)
 
     def now_ms(self) -> int:
         return self.stamp_ms(self.clock.now())
@@ -188,14 +185,7 @@ class BybitVenue:
 
     def funding_now(self, instrument: Instrument) -> tuple[Decimal, int] | None:
         """(current funding rate, next funding time in ms) of a perpetual."""
-        interval = instrument.funding_interval_secs
-        if not interval:
-            return None
-        quote = self.engine.quote(instrument.symbol)
-        rate = quote.funding_rate if quote and quote.funding_rate is not None else None
-        next_secs = (math.floor(self.clock.now().timestamp() / interval) + 1) * interval
-        next_ms = self.stamp_ms(datetime.fromtimestamp(next_secs, UTC))
-        return (rate if rate is not None else self.engine.default_funding_rate), next_ms
+        return funding_now(self.engine, self.clock, instrument)
 
     def open_interest(self, instrument: Instrument) -> Decimal:
         total = ZERO
@@ -413,12 +403,7 @@ class BybitVenue:
                                   self.usd_price)
 
     def usd_price(self, coin: str) -> Decimal | None:
-        for instrument in self.engine.instruments.values():
-            if not instrument.is_derivative and instrument.base == coin and instrument.usd_margined:
-                quote = self.engine.quote(instrument.symbol)
-                if quote is not None:
-                    return quote.mid
-        return None
+        return usd_price(self.engine, coin)
 
     # engine events
 
@@ -503,17 +488,8 @@ class BybitVenue:
                           seq: int) -> tuple[Decimal, Decimal]:
         """Update the position book; (closed size, realised PnL) of the fill, as the engine counts it."""
         book = self._books.setdefault((account, instrument.symbol), PositionBook())
-        signed = fill.side.sign * fill.amount_contracts
-        held, entry = book.contracts, book.entry_price
-        closed, realised = ZERO, ZERO
-        if held and (held > 0) != (signed > 0):
-            closed = min(abs(signed), abs(held))
-            direction = 1 if held > 0 else -1
-            if instrument.inverse:
-                realised = direction * closed * instrument.contract_size * (1 / entry - 1 / fill.price)
-            else:
-                realised = direction * closed * instrument.contract_size * (fill.price - entry)
-            realised = realised.quantize(WALLET_QUANTUM)
+        held = book.contracts
+        closed, realised = realised_pnl(instrument, held, book.entry_price, fill)
         if held == 0:
             book.created_ms, book.cur_realised = ms, ZERO
         book.cum_realised += realised - fill.fee
