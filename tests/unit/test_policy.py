@@ -249,6 +249,15 @@ def test_decide_to_edge_does_not_swing_across_a_band_narrower_than_a_lot_step():
     # band 0.003 BTC, lot 0.01 BTC: to the edge rounds up to 0.02 and lands at -0.004, outside on the other
     # side, from where the edge is 0.01 away again (+0.006): the trades would only swing across
     decision = decide(view("0.016"), policy("0.003", RebalanceTo.EDGE))
-    assert decision.intent is None and decision.reason == "band_below_lot_step"
+    assert signed_contracts(decision) == D(-1)  # rounded toward zero instead: +0.006, outside on this side
+    after = decide(view("0.006"), policy("0.003", RebalanceTo.EDGE))  # from there, one lot would swing across
+    assert after.intent is None and after.reason == "band_below_lot_step"
     # to the target the same trade lands within half a lot of it, and stays: made
     assert signed_contracts(decide(view("0.016"), policy("0.003"))) == D(-2)
+
+
+def test_a_large_deviation_is_hedged_whatever_the_band_s_width_against_the_lot_step():
+    # a 200 USD band is 0.0033 BTC, a third of the 0.01 BTC lot: the trade to its edge rounds toward zero and
+    # is made, never refused for the band's width (about 300,000 USD of delta)
+    decision = decide(view("5.006"), policy("200", RebalanceTo.EDGE, unit=BandUnit.USD))
+    assert signed_contracts(decision) == D(-500)  # 5.00 BTC: 0.006 BTC left, within one lot of the band

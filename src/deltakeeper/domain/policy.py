@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import ROUND_UP, Decimal
+from decimal import ROUND_DOWN, ROUND_UP, Decimal
 from enum import Enum
 
 from deltakeeper.domain.instruments import ZERO, Instrument, Kind, is_stable
@@ -105,7 +105,11 @@ def decide(view: AssetView, policy: AssetPolicy, band_coin: Decimal | None = Non
         return no_trade("rounds_to_zero")
     after = deviation + hedge.delta_coin(contracts, view.hedge_price)
     if policy.rebalance_to is RebalanceTo.EDGE and abs(after) > band_coin and (after > 0) != (deviation > 0):
-        return no_trade("band_below_lot_step")  # a lot step wider than the band: trades would swing across
+        # A lot step wider than the band: rounded up, the trade would land outside on the other side and the
+        # next one swing back. Rounded toward zero it stays on this side, within one lot of the band.
+        contracts = (raw / step).quantize(Decimal(1), rounding=ROUND_DOWN) * step
+        if contracts == 0:
+            return no_trade("band_below_lot_step")
     if abs(contracts) < hedge.min_contracts:
         return no_trade("below_min_size")
     if hedge.notional_usd(contracts, view.hedge_price) < hedge.min_notional_usd:
