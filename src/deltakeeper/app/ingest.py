@@ -74,6 +74,7 @@ class Ingest:
         self._unpriced_logged: set[str] = set()
         """Currencies whose amounts had no USD price (logged once each)."""
         self._quoted: dict[str, asyncio.Event] = {}
+        self._stopping = False
 
     # -- the market ----------------------------------------------------------------------------
 
@@ -100,13 +101,14 @@ class Ingest:
         external[asset] = coin
 
     async def next_quote(self, symbol: str, after: datetime, timeout_secs: float) -> None:
-        """Wait (at most `timeout_secs`) for a quote on `symbol` stamped later than `after`."""
+        """Wait (at most `timeout_secs`) for a quote on `symbol` stamped later than `after`; at once while
+        stopping (`wake_all`)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_secs
         while True:
             quote = self.state.quotes.get(symbol)
             remaining = deadline - loop.time()
-            if (quote is not None and quote.ts > after) or remaining <= 0:
+            if self._stopping or (quote is not None and quote.ts > after) or remaining <= 0:
                 return
             event = self._quoted.setdefault(symbol, asyncio.Event())
             try:
@@ -119,7 +121,8 @@ class Ingest:
         return symbol in self._quoted
 
     def wake_all(self) -> None:
-        """Release every `next_quote` waiter (a stop)."""
+        """Release every `next_quote` waiter, now and from now on (a stop)."""
+        self._stopping = True
         for symbol in list(self._quoted):
             self._wake(symbol)
 
