@@ -7,14 +7,7 @@ import hashlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from deltakeeper.sim.bybit.protocol import (
-    INVERSE,
-    LINEAR,
-    OPTION,
-    PARAM_ERROR,
-    BybitError,
-    fmt,
-)
+from deltakeeper.sim.bybit.protocol import INVERSE, LINEAR, OPTION, PARAM_ERROR, BybitError, fmt
 from deltakeeper.sim.bybit.rest_call import Call, base_coin_matches
 from deltakeeper.sim.bybit.venue import BybitVenue, user_id
 

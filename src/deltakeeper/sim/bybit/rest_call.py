@@ -12,14 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from deltakeeper.domain.instruments import Instrument
-from deltakeeper.sim.bybit.protocol import (
-    CATEGORIES,
-    OPTION,
-    PARAM_ERROR,
-    BybitError,
-    page,
-    page_limit,
-)
+from deltakeeper.sim.bybit.protocol import CATEGORIES, OPTION, PARAM_ERROR, BybitError, page, page_limit
 from deltakeeper.sim.bybit.venue import BybitVenue
 from deltakeeper.sim.markets import ASSETS
 

@@ -8,11 +8,7 @@ from typing import Any
 
 from deltakeeper.domain.orders import OrderState
 from deltakeeper.sim.bybit import serializers
-from deltakeeper.sim.bybit.protocol import (
-    LINEAR,
-    PARAM_ERROR,
-    BybitError,
-)
+from deltakeeper.sim.bybit.protocol import LINEAR, PARAM_ERROR, BybitError
 from deltakeeper.sim.bybit.records import OrderMeta
 from deltakeeper.sim.bybit.rest_call import Call
 from deltakeeper.sim.bybit.venue import RECENT_CLOSED_ORDERS
