@@ -1,5 +1,8 @@
 """The simulated exchange's engine: accounts, balances, order matching against a quote stream, fees,
 positions and funding (DESIGN.md 8). Synchronous and clock-free: time is an argument or a quote's `ts`.
+This module takes quotes and orders; the rest lives in `engine_state` (what is kept), `engine_accounts`
+(accounts, positions, shared helpers), `engine_matching` (book and fills) and `engine_settlement`
+(liquidation, expiry, funding).
 
 Rules, kept simple on purpose:
 - Market orders take liquidity at once: buys at the ask, sells at the bid, walking a synthetic book

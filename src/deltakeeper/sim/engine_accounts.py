@@ -171,6 +171,8 @@ class EngineAccounts:
         for listener in self._listeners:
             listener(account_id, event)
 
+    # prices, margin and fees
+
     @staticmethod
     def _settle_notional(instrument: Instrument, contracts: Decimal, price: Decimal) -> Decimal:
         """Signed notional in the settle coin: linear contracts x size x price, inverse face / price."""
@@ -214,6 +216,8 @@ class EngineAccounts:
         size = amount * instrument.contract_size
         per_coin = Decimal(1) if instrument.coin_settled else self._underlying(instrument) or ZERO
         return to_wallet(min(rate * size * per_coin, OPTION_FEE_CAP * size * price))
+
+    # order history
 
     def _close(self, account_id: str, account: SimAccount, order: SimOrder, status: OrderStatus,
                ts: datetime) -> None:

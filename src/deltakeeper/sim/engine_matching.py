@@ -26,6 +26,8 @@ _BPS = Decimal(10_000)
 class EngineMatching(EngineAccounts):
     """The synthetic book, and fills with their fees, balances and positions."""
 
+    # the synthetic book
+
     def book(self, symbol: str, depth: int = BOOK_DEPTH) -> tuple[
         list[tuple[Decimal, Decimal]], list[tuple[Decimal, Decimal]]
     ]:
@@ -73,6 +75,8 @@ class EngineMatching(EngineAccounts):
             plan.append((price, take))
             remaining -= take
         return plan
+
+    # fills
 
     def _match(self, instrument: Instrument, quote: Quote) -> None:
         for account_id, account in self._accounts.items():
