@@ -164,7 +164,7 @@ async def build_runner(
     instruments = await exchange.load_instruments()
     await check_key_permissions(settings, exchange)
     account = await exchange.fetch_account()
-    policies, price_symbols = resolve_policies(settings, instruments, account)
+    policies, price_symbols = resolve_policies(settings, instruments, account, clock.now())
     check_bands(policies, instruments)
     betas = resolve_betas(settings, policies, instruments)
     coin_neutral = frozenset(a for a, spec in settings.assets.items() if spec.neutral == "coin")
@@ -184,6 +184,7 @@ async def build_runner(
         ),
         betas=betas,
         ewma_daily_decay=settings.ewma_daily_decay,
+        roll_window_secs=settings.roll_window_secs,
     )
     options = ServiceOptions(limits, settings.order_timeout_secs, settings.state_clear_secs, cycle)
     if settings.mode is Mode.SHADOW:

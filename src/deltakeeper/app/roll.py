@@ -1,6 +1,5 @@
-"""Rolling quarterly hedges before expiry: which positions are due, the orders of each roll, and its
-journal entry. Independent of the rebalancing loop, which calls `due_rolls` on its snapshot and sends the
-orders through its own execution path.
+"""Rolling quarterly hedges before expiry: which positions are due, the orders of each roll, its journal
+entry, and (`Rolls`) the roll carried out in the decision cycle through the order runner.
 
 A roll is one decision (reason `roll`) with two orders sharing its decision id: leg `a` closes the expiring
 position (reduce-only), leg `b` opens the same coin exposure on the next quarterly (`domain.roll`). Both
@@ -18,13 +17,25 @@ from decimal import Decimal
 
 import structlog
 
+from deltakeeper.app.execution import ExecutionPlan, ExecutionStyle
+from deltakeeper.app.market_state import MarketState
+from deltakeeper.app.order_check import OrderCheck
+from deltakeeper.app.order_runner import AfterOrders, OrderRunner
+from deltakeeper.app.orders import taking_price
 from deltakeeper.domain.carry import must_roll
 from deltakeeper.domain.exposure import AssetDelta, Position
 from deltakeeper.domain.instruments import ZERO, Instrument, Kind
-from deltakeeper.domain.orders import OrderRequest, OrderType, Quote, client_order_id
+from deltakeeper.domain.orders import (
+    OrderIntent,
+    OrderRequest,
+    OrderStatus,
+    OrderType,
+    Quote,
+    client_order_id,
+)
 from deltakeeper.domain.records import DecisionRecord, OrderRecord
 from deltakeeper.domain.roll import DEFAULT_ROLL_WINDOW_SECS, RollPlan, next_contract, plan_roll
-from deltakeeper.ports import Journal
+from deltakeeper.ports import Clock, Journal
 
 log = structlog.get_logger("deltakeeper.roll")
 
@@ -132,3 +143,92 @@ async def journal_roll(journal: Journal, roll: RollOrders, ts: datetime) -> None
         await journal.record_order(order)
     log.info("roll_decided", asset=roll.plan.asset, expiring=roll.plan.expiring, next=roll.plan.next,
              exposure_coin=f"{roll.plan.exposure_coin:f}", orders=[r.client_order_id for r in roll.requests])
+
+
+def dated_alike(instrument: Instrument, future: Instrument) -> bool:
+    """Whether `instrument` is a dated future of the same market as `future` (one of its roll chain)."""
+    return (instrument.kind is Kind.FUTURE and future.kind is Kind.FUTURE and
+            (instrument.base, instrument.quote, instrument.settle, instrument.inverse)
+            == (future.base, future.quote, future.settle, future.inverse))
+
+
+class Rolls:
+    """The roll of a quarterly hedge in the decision cycle (`DecisionCycle.evaluate` asks first): due when
+    the account holds a contract of the hedge's market inside its roll window. Both legs pass the risk check
+    whole or the roll waits; the decision is journaled with both legs (the expiring contract held in flight
+    meanwhile), then the order runner sends the close. Once the account read after it shows the expiring
+    position gone, the asset's hedge becomes the next contract (`switch`) and the open leg goes, that
+    contract held in flight from then on: no other decision on the asset comes between the legs. A close that
+    did not fill whole cancels the open leg: the next evaluation rolls what is left."""
+
+    def __init__(self, state: MarketState, orders: OrderRunner, check: OrderCheck, journal: Journal,
+                 clock: Clock, settings: RollSettings, new_decision_id: Callable[[], int],
+                 switch: Callable[[str, str], None]) -> None:
+        self.state = state
+        self.orders = orders
+        self.check = check
+        self.journal = journal
+        self.clock = clock
+        self.settings = settings
+        self.new_decision_id = new_decision_id
+        self.switch = switch
+        """(asset, next contract): the asset is hedged on the next contract from now on."""
+
+    def due(self, hedge: Instrument, deltas: Mapping[str, AssetDelta], trading_state: str
+            ) -> RollOrders | None:
+        """The roll due now on the market of `hedge` (a dated future), None when none is (or its
+        instruments are busy)."""
+        account = self.state.account
+        if account is None:
+            return None
+        instruments = self.state.instruments
+        held = [p for p in account.positions
+                if p.contracts != 0 and p.symbol in instruments and dated_alike(instruments[p.symbol], hedge)]
+        if not held:
+            return None
+        for roll in due_rolls(held, instruments, self.state.quotes, self.clock.now(), self.new_decision_id,
+                              self.settings, deltas, trading_state):
+            if not any(self.orders.busy(r.symbol) for r in roll.requests):
+                return roll
+        return None
+
+    def refused(self, roll: RollOrders) -> tuple[str, ...]:
+        """The risk check's notes when it would not pass a leg whole (empty: both pass)."""
+        now = self.clock.now()
+        for request in roll.requests:
+            touch = taking_price(request.side, self.state.quotes[request.symbol])
+            outcome = self.check(OrderIntent(request.symbol, request.side, request.amount_contracts, touch,
+                                             request.reduce_only), now)
+            if outcome.intent is None or outcome.intent.amount_contracts != request.amount_contracts:
+                return tuple(outcome.notes) or ("denied",)
+        return ()
+
+    async def start(self, roll: RollOrders, then: AfterOrders) -> None:
+        """Journal the roll with both legs, then send its close; `then` once the roll is over."""
+        close = roll.requests[0]
+        with self.orders.claim(close.symbol, close.client_order_id):
+            await journal_roll(self.journal, roll, self.clock.now())
+        self._submit(roll, close, lambda: self._after_close(roll, then))
+
+    def _submit(self, roll: RollOrders, request: OrderRequest, then: AfterOrders) -> None:
+        plan = ExecutionPlan(roll.decision.decision_id, request.symbol, request.side,
+                             (request.amount_contracts,), ExecutionStyle.MARKET, request.reduce_only)
+        basis = self.orders.sender.basis(request.symbol, roll.plan.asset, ZERO)
+        self.orders.submit(roll.plan.asset, plan, request, basis, roll.decision, then)
+
+    async def _after_close(self, roll: RollOrders, then: AfterOrders) -> None:
+        plan = roll.plan
+        closed = self.state.position_contracts(plan.expiring) == 0
+        if closed:
+            self.switch(plan.asset, plan.next)
+        if closed and len(roll.requests) > 1:
+            opened = roll.requests[1]
+            with self.orders.claim(opened.symbol, opened.client_order_id):  # before any await
+                self._submit(roll, opened, then)
+            return
+        if len(roll.requests) > 1:
+            reason = f"not sent: the close on {plan.expiring} did not fill whole"
+            log.warning("roll_open_not_sent", asset=plan.asset, reason=reason)
+            await self.journal.update_order(
+                self.orders.sender.local_state(roll.requests[1], OrderStatus.CANCELED, reason))
+        await then()
