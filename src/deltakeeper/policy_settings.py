@@ -67,7 +67,7 @@ def resolve_policies(
     prices: dict[str, str] = {}
     for asset in held | set(policies):
         symbol = policies[asset].hedge_symbol if asset in policies else price_symbol(asset, instruments)
-        if asset in policies and instruments[symbol].expiry is not None:
+        if asset in policies and instruments[policies[asset].hedge_symbol].expiry is not None:
             symbol = price_symbol(asset, instruments) or symbol  # its own market (no basis) where listed
         elif asset in policies and instruments[policies[asset].hedge_symbol].base != asset:
             symbol = price_symbol(asset, instruments)  # a proxy hedge: the asset is priced by its own market
