@@ -94,10 +94,6 @@ def roll_orders(plan: RollPlan, instruments: Mapping[str, Instrument], decision_
     return RollOrders(plan, decision, requests)
 
 
-def _fresh(quote: Quote | None, now: datetime, stale_secs: float) -> bool:
-    return quote is not None and (now - quote.ts).total_seconds() <= stale_secs
-
-
 def due_rolls(
     positions: Iterable[Position],
     instruments: Mapping[str, Instrument],
@@ -107,9 +103,17 @@ def due_rolls(
     settings: RollSettings = RollSettings(),
     deltas: Mapping[str, AssetDelta] | None = None,
     trading_state: str = "active",
+    age_secs: Callable[[Quote], float] | None = None,
 ) -> list[RollOrders]:
     """The rolls due now: one for each position on a quarterly inside its roll window (and not expired)
-    whose next contract is listed and both quotes are fresh. Sized at each contract's mark."""
+    whose next contract is listed and both quotes are fresh (`age_secs`, by default the time since the
+    quote's stamp). Sized at each contract's mark."""
+    def fresh(quote: Quote | None) -> bool:
+        if quote is None:
+            return False
+        age = (now - quote.ts).total_seconds() if age_secs is None else age_secs(quote)
+        return age <= settings.stale_secs
+
     rolls = []
     for position in positions:
         expiring = instruments.get(position.symbol)
@@ -122,8 +126,7 @@ def due_rolls(
             log.warning("roll_waiting", symbol=expiring.symbol, reason="no_next_contract")
             continue
         old, new = quotes.get(expiring.symbol), quotes.get(target.symbol)
-        if old is None or new is None or not (_fresh(old, now, settings.stale_secs)
-                                              and _fresh(new, now, settings.stale_secs)):
+        if old is None or new is None or not (fresh(old) and fresh(new)):
             log.warning("roll_waiting", symbol=expiring.symbol, next=target.symbol, reason="stale_price")
             continue
         plan = plan_roll(position, expiring, target, now, old.mark, new.mark, settings.roll_window_secs)
@@ -186,8 +189,13 @@ class Rolls:
                 if p.contracts != 0 and p.symbol in instruments and dated_alike(instruments[p.symbol], hedge)]
         if not held:
             return None
-        for roll in due_rolls(held, instruments, self.state.quotes, self.clock.now(), self.new_decision_id,
-                              self.settings, deltas, trading_state):
+        now = self.clock.now()
+
+        def age_secs(quote: Quote) -> float:  # as the risk check measures it
+            return self.state.quote_age_secs(quote.symbol, self.clock.speed, now.timestamp())
+
+        for roll in due_rolls(held, instruments, self.state.quotes, now, self.new_decision_id,
+                              self.settings, deltas, trading_state, age_secs):
             if not any(self.orders.busy(r.symbol) for r in roll.requests):
                 return roll
         return None
