@@ -10,6 +10,9 @@ than `stale_secs`, or no next contract is listed: sizes never come from stale or
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -158,11 +161,11 @@ def dated_alike(instrument: Instrument, future: Instrument) -> bool:
 class Rolls:
     """The roll of a quarterly hedge in the decision cycle (`DecisionCycle.evaluate` asks first): due when
     the account holds a contract of the hedge's market inside its roll window. Both legs pass the risk check
-    whole or the roll waits; the decision is journaled with both legs (the expiring contract held in flight
-    meanwhile), then the order runner sends the close. Once the account read after it shows the expiring
-    position gone, the asset's hedge becomes the next contract (`switch`) and the open leg goes, that
-    contract held in flight from then on: no other decision on the asset comes between the legs. A close that
-    did not fill whole cancels the open leg: the next evaluation rolls what is left."""
+    whole or the roll waits; the decision is journaled with both legs, both contracts held in flight from then
+    on (no other decision on either comes between the legs), then the order runner sends the close. Once
+    the account read after it shows the expiring position gone, the asset's hedge becomes the next contract
+    (`switch`) and the open leg goes. A close that did not fill whole cancels the open leg: the next
+    evaluation rolls what is left."""
 
     def __init__(self, state: MarketState, orders: OrderRunner, check: OrderCheck, journal: Journal,
                  clock: Clock, settings: RollSettings, new_decision_id: Callable[[], int],
@@ -176,6 +179,8 @@ class Rolls:
         self.new_decision_id = new_decision_id
         self.switch = switch
         """(asset, next contract): the asset is hedged on the next contract from now on."""
+        self._unsent: set[str] = set()
+        """Client ids of open legs held in flight and not (yet) handed to the order runner."""
 
     def due(self, hedge: Instrument, deltas: Mapping[str, AssetDelta], trading_state: str
             ) -> RollOrders | None:
@@ -212,31 +217,42 @@ class Rolls:
         return ()
 
     async def start(self, roll: RollOrders, then: AfterOrders) -> None:
-        """Journal the roll with both legs, then send its close; `then` once the roll is over."""
-        close = roll.requests[0]
-        with self.orders.claim(close.symbol, close.client_order_id):
+        """Journal the roll with both legs, both contracts held in flight, then send its close; `then` once
+        the roll is over."""
+        close, *opened = roll.requests
+        with contextlib.ExitStack() as claims:
+            for request in roll.requests:
+                claims.enter_context(self.orders.claim(request.symbol, request.client_order_id))
             await journal_roll(self.journal, roll, self.clock.now())
-        self._submit(roll, close, lambda: self._after_close(roll, then))
+        task = self._submit(roll, close, lambda: self._after_close(roll, then))
+        for request in opened:  # the close not sent at all (shadow mode): no open leg either
+            self._unsent.add(request.client_order_id)
+            task.add_done_callback(functools.partial(self._release_unsent, request))
 
-    def _submit(self, roll: RollOrders, request: OrderRequest, then: AfterOrders) -> None:
+    def _release_unsent(self, request: OrderRequest, _task: object = None) -> None:
+        if request.client_order_id in self._unsent:
+            self._unsent.discard(request.client_order_id)
+            self.orders.release(request.symbol, request.client_order_id)
+
+    def _submit(self, roll: RollOrders, request: OrderRequest, then: AfterOrders) -> asyncio.Task[None]:
         plan = ExecutionPlan(roll.decision.decision_id, request.symbol, request.side,
                              (request.amount_contracts,), ExecutionStyle.MARKET, request.reduce_only)
         basis = self.orders.sender.basis(request.symbol, roll.plan.asset, ZERO)
-        self.orders.submit(roll.plan.asset, plan, request, basis, roll.decision, then)
+        return self.orders.submit(roll.plan.asset, plan, request, basis, roll.decision, then)
 
     async def _after_close(self, roll: RollOrders, then: AfterOrders) -> None:
         plan = roll.plan
         closed = self.state.position_contracts(plan.expiring) == 0
         if closed:
             self.switch(plan.asset, plan.next)
-        if closed and len(roll.requests) > 1:
-            opened = roll.requests[1]
-            with self.orders.claim(opened.symbol, opened.client_order_id):  # before any await
+        for opened in roll.requests[1:]:
+            if closed:  # still held in flight: no await since the close's account read
+                self._unsent.discard(opened.client_order_id)
                 self._submit(roll, opened, then)
-            return
-        if len(roll.requests) > 1:
+                return
+            self._release_unsent(opened)
             reason = f"not sent: the close on {plan.expiring} did not fill whole"
             log.warning("roll_open_not_sent", asset=plan.asset, reason=reason)
-            await self.journal.update_order(
-                self.orders.sender.local_state(roll.requests[1], OrderStatus.CANCELED, reason))
+            canceled = self.orders.sender.local_state(opened, OrderStatus.CANCELED, reason)
+            await self.journal.update_order(canceled)
         await then()
