@@ -8,7 +8,7 @@ import contextlib
 import logging
 import sys
 from collections.abc import Iterator, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -18,21 +18,23 @@ from deltakeeper.app.cycle import CycleOptions, Evaluation
 from deltakeeper.app.execution import ExecutionOptions
 from deltakeeper.app.market_state import MarketState
 from deltakeeper.app.service import ServiceOptions, build_service
-from deltakeeper.backtest.data import ExposureSpec, PriceEvent, coin_settled_call, linear_perp, price_decimals
-from deltakeeper.backtest.dataset import AssetSeries, Dataset
+from deltakeeper.backtest.data import PriceEvent, linear_perp
+from deltakeeper.backtest.dataset import Dataset
+from deltakeeper.backtest.hedges import (
+    QUARTERLY,
+    exposure_model,
+    future_quotes,
+    hedge_markets,
+    option_book,
+    quarterlies,
+    quarterly_hedge,
+)
 from deltakeeper.backtest.results import SERIES, WALLET, AssetRun, rms, total, usd
 from deltakeeper.backtest.settings import BacktestSettings
 from deltakeeper.backtest.venue import QuietAlerts, ReplayClock, ReplayExchange, ReplayGate, ReplayJournal
-from deltakeeper.domain.errors import ConfigError, OrderRejected
+from deltakeeper.domain.errors import OrderRejected
 from deltakeeper.domain.exposure import AssetDelta, Position
-from deltakeeper.domain.exposure_models import (
-    COIN_QUANTUM,
-    ConstantProductPool,
-    ExposureModel,
-    OptionBook,
-    StaticHoldings,
-)
-from deltakeeper.domain.instruments import ZERO
+from deltakeeper.domain.instruments import ZERO, Instrument
 from deltakeeper.domain.orders import Fill, OrderRequest, OrderState, OrderStatus, OrderType, Side
 from deltakeeper.domain.policy import AssetPolicy
 from deltakeeper.ports import AccountEvent
@@ -49,50 +51,6 @@ STATE_CLEAR_SECS = 300.0
 """`DK_STATE_CLEAR_SECS`' default: a risk limit's breach holds REDUCE_ONLY until clear this long."""
 
 
-def _exposure_model(data: Dataset, cfg: BacktestSettings, asset: str, first_price: float) -> ExposureModel:
-    spec = data.exposure
-    if spec.kind == "lp":
-        return ConstantProductPool.from_value(float(spec.value_usd), first_price)
-    if spec.kind == "inventory":
-        return data.inventory.get(asset) or StaticHoldings(ZERO)
-    if spec.kind == "calls":
-        return StaticHoldings(cfg.external_coin.get(asset, ZERO))
-    held = cfg.external_coin.get(asset)
-    if held is None:
-        held = (spec.value_usd / Decimal(repr(first_price))).quantize(COIN_QUANTUM)
-    return StaticHoldings(held)
-
-
-def _option_book(spec: ExposureSpec, cfg: BacktestSettings, series: AssetSeries) -> OptionBook | None:
-    """`calls:N:STRIKE_PCT:DAYS`: the calls on the asset, struck at STRIKE_PCT % of its first mid (to the
-    price tick), expiring DAYS after its first price event."""
-    if spec.kind != "calls":
-        return None
-    first = series.events[0]
-    tick = Decimal(1).scaleb(-price_decimals(series.asset, first.price))
-    strike = (first.quote.mark * spec.strike_pct / 100).quantize(tick)
-    expiry = first.ts + timedelta(days=float(spec.expiry_days))
-    return OptionBook(coin_settled_call(series.asset, strike, expiry), spec.calls, cfg.option_vol)
-
-
-def _hedges(data: Dataset, cfg: BacktestSettings) -> dict[str, str]:
-    """Hedged asset -> its hedge market: its own linear perpetual, or another asset's (a proxy hedge, whose
-    market is then a hedge market only)."""
-    perps = {linear_perp(a).symbol: a for a in data.series}
-    wanted = {a: cfg.hedges.get(a, linear_perp(a).symbol) for a in data.series}
-    for asset, symbol in wanted.items():
-        if symbol not in perps:
-            raise ConfigError(f"DK_ASSETS__{asset}__HEDGE", "the linear perpetual of an asset with --prices",
-                              symbol)
-    markets = {perps[s] for a, s in wanted.items() if perps[s] != a}
-    hedges = {a: s for a, s in wanted.items() if a not in markets}
-    used = list(hedges.values())
-    for asset, symbol in hedges.items():
-        if used.count(symbol) > 1:
-            raise ConfigError(f"DK_ASSETS__{asset}__HEDGE", "a hedge market no other asset uses", symbol)
-    return hedges
-
-
 class Replay:
     def __init__(
         self, data: Dataset, policy_name: str, cfg: BacktestSettings, record_series: bool = False
@@ -102,20 +60,32 @@ class Replay:
         self.cfg = cfg
         self.policy_name = policy_name
         perps = {a: linear_perp(a) for a in data.series}
-        instruments = {p.symbol: p for p in perps.values()}
+        futures = quarterlies(data, cfg)
+        instruments = {p.symbol: p for p in perps.values()} | futures
+        self.futures: dict[str, list[Instrument]] = {}
+        """Asset -> the quarterlies listed on it, quoted at each of its price events."""
+        for future in futures.values():
+            self.futures.setdefault(future.base, []).append(future)
         self.assets: dict[str, AssetRun] = {}
-        for asset, symbol in _hedges(data, cfg).items():
+        for asset, symbol in hedge_markets(data, cfg).items():
             series = data.series[asset]
+            hedge = (quarterly_hedge(asset, futures, series.events[0].ts, cfg) if symbol == QUARTERLY
+                     else instruments[symbol])
             self.assets[asset] = AssetRun(
                 asset=asset,
-                hedge=instruments[symbol],
-                policy=AssetPolicy(asset, symbol, cfg.band_for(asset), cfg.targets_coin.get(asset, ZERO),
-                                   cfg.rebalance_to),
-                model=_exposure_model(data, cfg, asset, series.events[0].price),
-                book=_option_book(data.exposure, cfg, series),
+                hedge=hedge,
+                policy=AssetPolicy(asset, hedge.symbol, cfg.band_for(asset),
+                                   cfg.targets_coin.get(asset, ZERO), cfg.rebalance_to),
+                model=exposure_model(data, cfg, asset, series.events[0].price),
+                book=option_book(data.exposure, cfg, series),
                 series={k: [] for k in SERIES} if record_series else None,
             )
         self.by_hedge = {run.hedge.symbol: run for run in self.assets.values()}
+        """Hedge market -> its asset's run: a quarterly hedge's by every quarterly it rolls through, and by
+        the asset's perpetual, whose mid moves its PnL (no funding on it)."""
+        for run in self.assets.values():
+            if run.hedge.expiry is not None:
+                self.by_hedge.update((f.symbol, run) for f in [perps[run.asset], *self.futures[run.asset]])
         self.books = [a.book for a in self.assets.values() if a.book is not None]
         self.mids: dict[str, Decimal] = {}
         """Asset -> the mid of its linear perpetual at the last price event."""
@@ -135,6 +105,7 @@ class Replay:
             betas={a: cfg.betas.get(a, Decimal(1)) for a, run in self.assets.items() if run.proxy},
             ewma_daily_decay=cfg.ewma_daily_decay,
             bar_secs={a: s.bar_secs for a, s in data.series.items()},
+            roll_window_secs=cfg.roll_window_secs,
         ))
         self.exchange = ReplayExchange(self.engine, ACCOUNT, self.clock, self._held_elsewhere)
         self.service = build_service(
@@ -153,12 +124,14 @@ class Replay:
     # -- the ports' side ------------------------------------------------------------------------------
 
     def _on_event(self, account_id: str, event: AccountEvent) -> None:
-        """A fill of the engine: its hedged asset's figures (the opening hedge's apart), at the mid."""
+        """A fill of the engine: its hedged asset's figures (the opening hedge's apart), at its own market's
+        mid."""
         if type(event) is not Fill:
             return
         self.fills.append(event)
         run = self.by_hedge[event.symbol]
-        mid = self.mids[run.hedge.base]
+        own = self.engine.quote(event.symbol)  # a quarterly's own, the basis in it
+        mid = own.mark if own is not None else self.mids[run.hedge.base]
         signed = event.amount_contracts * event.side.sign
         run.hedge_contracts += signed
         figures = run.initial if self.opening else run.figures
@@ -249,8 +222,9 @@ class Replay:
                 run.last_skip = record.detail
 
     def _price(self, event: PriceEvent, t_secs: float) -> None:
-        self.engine.on_quote(event.quote)
-        self.service.ingest.on_quote(event.quote)
+        for quote in [event.quote, *future_quotes(self.futures.get(event.asset, []), event.quote)]:
+            self.engine.on_quote(quote)
+            self.service.ingest.on_quote(quote)
         mid = event.quote.mark
         before = self.mids.get(event.asset)
         self.mids[event.asset] = mid
@@ -279,7 +253,8 @@ class Replay:
         """Funding on the hedge held in `market`'s perpetual; returns whether any was paid."""
         run = self.by_hedge.get(linear_perp(market).symbol)
         mid = self.mids.get(market)
-        if run is None or not run.started or mid is None or run.hedge_contracts == 0:
+        if (run is None or not run.started or mid is None or run.hedge_contracts == 0
+                or run.hedge.expiry is not None):
             return False
         notional = run.hedge_contracts * run.hedge.contract_size * mid
         amount = (-notional * rate).quantize(WALLET)
