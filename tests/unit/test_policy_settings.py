@@ -13,8 +13,8 @@ from deltakeeper.domain.decide_policies import CostAwarePolicy, FixedBandPolicy,
 from deltakeeper.domain.errors import ConfigError
 from deltakeeper.domain.policy import Band, BandUnit
 from deltakeeper.domain.policy_params import PolicyParams, make_policy
-from deltakeeper.domain.risk import DEFAULT_LIMITS, RiskLimits
 from deltakeeper.domain.records import AccountSnapshot
+from deltakeeper.domain.risk import DEFAULT_LIMITS, RiskLimits
 from deltakeeper.policy_settings import live_policy, resolve_policies, risk_limits
 from deltakeeper.sim.markets import default_instruments, future_instruments
 
@@ -96,7 +96,7 @@ def test_a_quarterly_hedge_is_the_nearest_quarterly_outside_the_roll_window_pric
 
 
 def test_a_quarterly_hedge_with_no_quarterly_outside_the_roll_window_is_refused(monkeypatch):
-    with pytest.raises(ConfigError, match="DK_ASSETS__SOL__HEDGE.*expires later than DK_ROLL_WINDOW_SECS"):
+    with pytest.raises(ConfigError, match=r"DK_ASSETS__SOL__HEDGE.*expires later than DK_ROLL_WINDOW_SECS"):
         quarterly_policy(monkeypatch, datetime(2027, 3, 25, 9, tzinfo=UTC))  # March inside, none after it
 
 
