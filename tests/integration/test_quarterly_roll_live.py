@@ -121,3 +121,28 @@ async def test_a_re_evaluation_while_the_legs_are_in_flight_does_not_roll_again(
     assert sorted((o["client_order_id"], o["status"]) for o in orders if o["client_order_id"] != "hedge") == [
         (client_order_id(first.record.decision_id, 0), "filled"),
         (client_order_id(first.record.decision_id, 1), "filled")]
+
+
+async def test_a_hedge_with_nothing_on_it_inside_the_window_moves_to_the_next_contract(
+        tmp_path: Path) -> None:
+    settings = quarterly_settings(tmp_path)
+    gateway, clock = sim_exchange(settings, WINDOW_OPENS - timedelta(hours=1))
+    async with journal_for(settings) as journal:
+        runner = await build_runner(settings, gateway, journal, clock, RecordingAlerts())
+        service = runner.service
+        assert service.policies["SOL"].hedge_symbol == DEC
+        clock.advance_to(WINDOW_OPENS + timedelta(minutes=1))  # no hedge opened yet: nothing to roll
+        ticks = with_future_quotes(sol_feed(clock.now()), future_instruments(clock.now()))
+        for _, (_, tick) in zip(range(3), ticks, strict=False):
+            for quote in tick:
+                gateway.engine.on_quote(quote)
+                service.ingest.on_quote(quote)
+        service.ingest.on_account(await gateway.fetch_account())
+
+        evaluation = await service.cycle.evaluate("SOL", scheduled=True)
+        await asyncio.gather(*service.orders.tasks)
+        await gateway.close()
+    assert service.policies["SOL"].hedge_symbol == MAR
+    assert evaluation is not None
+    assert (evaluation.record.reason, evaluation.record.symbol) == ("rebalance", MAR)
+    assert {p.symbol: p.contracts for p in gateway.engine.positions("sim")} == {MAR: -HELD_SOL}

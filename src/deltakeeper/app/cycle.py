@@ -195,6 +195,12 @@ class DecisionCycle:
         roll = self.rolls.due(self.state.instruments[symbol], deltas, self.trading.state.value)
         if roll is not None:
             return await self._roll(asset, roll, scheduled)
+        successor = self.rolls.successor(self.state.instruments[symbol])
+        if successor is not None:  # nothing to roll: hedge on the next contract from now on
+            self._switch_hedge(asset, successor)
+            policy, symbol = self.policies[asset], successor
+            if self.orders.busy(symbol):
+                return None
         evaluation, request = self._decide(asset, policy, deltas)
         if evaluation is None:
             return None

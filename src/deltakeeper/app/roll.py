@@ -205,6 +205,17 @@ class Rolls:
                 return roll
         return None
 
+    def successor(self, hedge: Instrument) -> str | None:
+        """The contract to hedge on instead of `hedge`, a dated future inside its roll window (or expired)
+        with nothing held on it: the next one (None: `hedge` still serves, or no next one is listed). A
+        hedge that could not be rolled in time, and was settled, is replaced so."""
+        now = self.clock.now()
+        if (hedge.expiry is None or not must_roll(now, hedge.expiry, self.settings.roll_window_secs)
+                or self.state.position_contracts(hedge.symbol) != 0):
+            return None
+        target = next_contract(self.state.instruments.values(), hedge, now, self.settings.roll_window_secs)
+        return target.symbol if target is not None else None
+
     def refused(self, roll: RollOrders) -> tuple[str, ...]:
         """The risk check's notes when it would not pass a leg whole (empty: both pass)."""
         now = self.clock.now()
