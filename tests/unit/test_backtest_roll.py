@@ -60,6 +60,10 @@ def test_the_quarterly_hedge_is_rolled_once_before_expiry_and_nothing_is_settled
     assert sol["final_hedge_coin"] == -HELD_SOL
     assert sol["max_abs_delta_usd"] == 0  # the roll moved the hedge over whole: flat at every sample
     assert 0 < sol["slippage_usd"] < sol["fees_usd"]  # against each quarterly's own mid, not the perpetual's
+    # Marked to the quarterlies' own mids: the short hedge earns the basis as it decays (8% a year on the
+    # notional over the two months, less June's basis sold at the roll and still in the price at the end).
+    carry_usd = sol["hedge_pnl_usd"] + sol["exposure_pnl_usd"]
+    assert 0 < carry_usd < D("0.08") * HELD_SOL * 140 * 60 / 365
 
 
 def test_an_unknown_hedge_name_is_refused(moved_sol: Dataset) -> None:

@@ -35,7 +35,7 @@ from deltakeeper.backtest.venue import QuietAlerts, ReplayClock, ReplayExchange,
 from deltakeeper.domain.errors import OrderRejected
 from deltakeeper.domain.exposure import AssetDelta, Position
 from deltakeeper.domain.instruments import ZERO, Instrument
-from deltakeeper.domain.orders import Fill, OrderRequest, OrderState, OrderStatus, OrderType, Side
+from deltakeeper.domain.orders import Fill, OrderRequest, OrderState, OrderStatus, OrderType, Quote, Side
 from deltakeeper.domain.policy import AssetPolicy
 from deltakeeper.ports import AccountEvent
 from deltakeeper.sim.engine import SimEngine
@@ -81,11 +81,13 @@ class Replay:
                 series={k: [] for k in SERIES} if record_series else None,
             )
         self.by_hedge = {run.hedge.symbol: run for run in self.assets.values()}
-        """Hedge market -> its asset's run: a quarterly hedge's by every quarterly it rolls through, and by
-        the asset's perpetual, whose mid moves its PnL (no funding on it)."""
+        """Hedge market -> its asset's run (a quarterly hedge's by every quarterly it rolls through)."""
         for run in self.assets.values():
             if run.hedge.expiry is not None:
-                self.by_hedge.update((f.symbol, run) for f in [perps[run.asset], *self.futures[run.asset]])
+                self.by_hedge.update((f.symbol, run) for f in self.futures[run.asset])
+        self.held: dict[str, Decimal] = {}
+        """Hedge market -> the contracts held there, marked to its own mid (`_mark_hedge`)."""
+        self.marks: dict[str, Decimal] = {}
         self.books = [a.book for a in self.assets.values() if a.book is not None]
         self.mids: dict[str, Decimal] = {}
         """Asset -> the mid of its linear perpetual at the last price event."""
@@ -134,6 +136,7 @@ class Replay:
         mid = own.mark if own is not None else self.mids[run.hedge.base]
         signed = event.amount_contracts * event.side.sign
         run.hedge_contracts += signed
+        self.held[event.symbol] = self.held.get(event.symbol, ZERO) + signed
         figures = run.initial if self.opening else run.figures
         figures.add(event, (event.price - mid) * signed * run.hedge.contract_size)
         if event.client_order_id not in self._traded:
@@ -225,12 +228,9 @@ class Replay:
         for quote in [event.quote, *future_quotes(self.futures.get(event.asset, []), event.quote)]:
             self.engine.on_quote(quote)
             self.service.ingest.on_quote(quote)
+            self._mark_hedge(quote)
         mid = event.quote.mark
-        before = self.mids.get(event.asset)
         self.mids[event.asset] = mid
-        hedging = self.by_hedge.get(event.quote.symbol)
-        if hedging is not None and before is not None:
-            hedging.hedge_pnl_usd += hedging.hedge_contracts * hedging.hedge.contract_size * (mid - before)
         run = self.assets.get(event.asset)
         if run is None:
             return
@@ -249,12 +249,20 @@ class Replay:
             run.holdings = holdings
             self.service.ingest.on_external(run.asset, holdings)
 
+    def _mark_hedge(self, quote: Quote) -> None:
+        """The hedge PnL of the contracts held in `quote`'s market, from its previous mid to this one."""
+        run = self.by_hedge.get(quote.symbol)
+        before = self.marks.get(quote.symbol)
+        self.marks[quote.symbol] = quote.mark
+        if run is not None and before is not None:
+            size = self.engine.instruments[quote.symbol].contract_size
+            run.hedge_pnl_usd += self.held.get(quote.symbol, ZERO) * size * (quote.mark - before)
+
     def _settle_funding(self, market: str, rate: Decimal, ts: datetime) -> bool:
         """Funding on the hedge held in `market`'s perpetual; returns whether any was paid."""
         run = self.by_hedge.get(linear_perp(market).symbol)
         mid = self.mids.get(market)
-        if (run is None or not run.started or mid is None or run.hedge_contracts == 0
-                or run.hedge.expiry is not None):
+        if run is None or not run.started or mid is None or run.hedge_contracts == 0:
             return False
         notional = run.hedge_contracts * run.hedge.contract_size * mid
         amount = (-notional * rate).quantize(WALLET)
