@@ -16,6 +16,7 @@ from deltakeeper.backtest import BacktestSettings, load_dataset
 from deltakeeper.backtest.dataset import Dataset
 from deltakeeper.backtest.replay import ACCOUNT, Replay
 from deltakeeper.domain.errors import ConfigError
+from deltakeeper.domain.risk import DEFAULT_LIMITS
 from deltakeeper.sim.feeds import BUNDLED_EXCERPT
 
 SHIFT = timedelta(days=31)
@@ -64,6 +65,21 @@ def test_the_quarterly_hedge_is_rolled_once_before_expiry_and_nothing_is_settled
     # notional over the two months, less June's basis sold at the roll and still in the price at the end).
     carry_usd = sol["hedge_pnl_usd"] + sol["exposure_pnl_usd"]
     assert 0 < carry_usd < D("0.08") * HELD_SOL * 140 * 60 / 365
+
+
+def test_a_hedge_larger_than_one_order_may_be_is_rolled_in_parts_before_expiry(moved_sol: Dataset) -> None:
+    limits = replace(DEFAULT_LIMITS, max_order_usd=D(50_000))  # the hedge is about 90,000 USD at the roll
+    replay = Replay(moved_sol, "band", quarterly(limits=limits))
+    sol = replay.run()["assets"]["SOL"]
+
+    assert "max_order" not in sol["decisions"]  # never refused: each part within the limit
+    assert [(p.symbol, p.contracts) for p in replay.engine.positions(ACCOUNT)] == [(JUN, -HELD_SOL)]
+    closes = [f for f in replay.fills if f.symbol == MAR and f.client_order_id != "dkopen1"]
+    opens = [f for f in replay.fills if f.symbol == JUN]
+    assert len({f.client_order_id for f in closes}) == 2  # two roll decisions, one after the other
+    assert {f.ts for f in closes + opens} == {ROLLED_AT}
+    assert sum(f.amount_contracts for f in closes) == sum(f.amount_contracts for f in opens) == HELD_SOL
+    assert all(f.amount_contracts * f.price <= 50_000 for f in replay.fills if f.client_order_id != "dkopen1")
 
 
 def test_an_unknown_hedge_name_is_refused(moved_sol: Dataset) -> None:

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import functools
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 
@@ -201,9 +201,38 @@ class Rolls:
 
         for roll in due_rolls(held, instruments, self.state.quotes, now, self.new_decision_id,
                               self.settings, deltas, trading_state, age_secs):
-            if not any(self.orders.busy(r.symbol) for r in roll.requests):
+            if any(self.orders.busy(r.symbol) for r in roll.requests):
+                continue
+            part = self._part(roll, held)
+            if part is None:
                 return roll
+            return next(iter(due_rolls([part], instruments, self.state.quotes, now, self.new_decision_id,
+                                       self.settings, deltas, trading_state, age_secs)), None)
         return None
+
+    def _part(self, roll: RollOrders, held: list[Position]) -> Position | None:
+        """The part of the expiring position one roll may move when a leg is larger than the risk limits
+        let one order be (`DK_MAX_ORDER_USD`): the rest is rolled by the next decisions. None: all of it
+        (or nothing: the roll is then refused whole)."""
+        fractions = [self._allowed(r) / r.amount_contracts for r in roll.requests]
+        fraction = min(fractions)
+        if fraction >= 1 or fraction <= 0:
+            return None
+        position = next(p for p in held if p.symbol == roll.plan.expiring)
+        expiring = self.state.instruments[position.symbol]
+        # a lot step less: the open leg, rounded to its own lots, stays inside the limit too
+        contracts = expiring.round_contracts(abs(position.contracts) * fraction, toward_zero=True)
+        contracts -= expiring.lot_step_contracts
+        if contracts < max(expiring.min_contracts, expiring.lot_step_contracts):
+            return None
+        return replace(position, contracts=contracts if position.contracts > 0 else -contracts)
+
+    def _allowed(self, request: OrderRequest) -> Decimal:
+        """The size of `request` the risk check lets through now (0: refused)."""
+        touch = taking_price(request.side, self.state.quotes[request.symbol])
+        outcome = self.check(OrderIntent(request.symbol, request.side, request.amount_contracts, touch,
+                                         request.reduce_only), self.clock.now())
+        return outcome.intent.amount_contracts if outcome.intent is not None else ZERO
 
     def successor(self, hedge: Instrument) -> str | None:
         """The contract to hedge on instead of `hedge`, a dated future inside its roll window (or expired)
@@ -235,7 +264,8 @@ class Rolls:
             for request in roll.requests:
                 claims.enter_context(self.orders.claim(request.symbol, request.client_order_id))
             await journal_roll(self.journal, roll, self.clock.now())
-        task = self._submit(roll, close, lambda: self._after_close(roll, then))
+        rest = self.state.position_contracts(close.symbol) + close.side.sign * close.amount_contracts
+        task = self._submit(roll, close, lambda: self._after_close(roll, rest, then))
         for request in opened:  # the close not sent at all (shadow mode): no open leg either
             self._unsent.add(request.client_order_id)
             task.add_done_callback(functools.partial(self._release_unsent, request))
@@ -251,10 +281,11 @@ class Rolls:
         basis = self.orders.sender.basis(request.symbol, roll.plan.asset, ZERO)
         return self.orders.submit(roll.plan.asset, plan, request, basis, roll.decision, then)
 
-    async def _after_close(self, roll: RollOrders, then: AfterOrders) -> None:
+    async def _after_close(self, roll: RollOrders, rest: Decimal, then: AfterOrders) -> None:
+        """The close is over: if it filled whole (`rest` left on the expiring contract), the open leg."""
         plan = roll.plan
-        closed = self.state.position_contracts(plan.expiring) == 0
-        if closed:
+        closed = self.state.position_contracts(plan.expiring) == rest
+        if closed and rest == 0:
             self.switch(plan.asset, plan.next)
         for opened in roll.requests[1:]:
             if closed:  # still held in flight: no await since the close's account read
