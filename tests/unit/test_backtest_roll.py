@@ -82,6 +82,19 @@ def test_a_hedge_larger_than_one_order_may_be_is_rolled_in_parts_before_expiry(m
     assert all(f.amount_contracts * f.price <= 50_000 for f in replay.fills if f.client_order_id != "dkopen1")
 
 
+def test_a_hedge_not_rolled_in_time_is_settled_at_expiry_then_hedged_afresh_on_the_next(
+        moved_sol: Dataset) -> None:
+    replay = Replay(moved_sol, "band", quarterly(roll_window_secs=1))  # no price event inside the window
+    sol = replay.run()["assets"]["SOL"]
+
+    assert "roll" not in sol["decisions"] and sol["decisions"]["rebalance"] == 1
+    assert replay.service.policies["SOL"].hedge_symbol == JUN
+    # to the edge of the default 1% band, as any rebalance (the roll moves the whole hedge)
+    assert [(p.symbol, p.contracts) for p in replay.engine.positions(ACCOUNT)] == [(JUN, -HELD_SOL * D("0.99"))]
+    (hedged_afresh,) = {f.ts for f in replay.fills if f.symbol == JUN}
+    assert hedged_afresh == ROLLED_AT + timedelta(hours=48)  # at the settling price event
+
+
 def test_an_unknown_hedge_name_is_refused(moved_sol: Dataset) -> None:
     with pytest.raises(ConfigError, match="DK_ASSETS__SOL__HEDGE"):
         Replay(moved_sol, "band", replace(BacktestSettings(), hedges={"SOL": "quarterlies"}))

@@ -177,6 +177,7 @@ class Replay:
         while funding_index < len(funding) and funding[funding_index][0] <= first_t:
             funding_index += 1  # funding before the replay starts is not ours
         previous_t: float | None = None
+        expiries = sorted({f.expiry for fs in self.futures.values() for f in fs if f.expiry is not None})
         cycle, orders = self.service.cycle, self.service.orders
         await self._read_account()
         for t_secs, events in steps:
@@ -188,8 +189,12 @@ class Replay:
                 _, asset, rate = funding[funding_index]
                 funded = self._settle_funding(asset, rate, events[0].ts) or funded
                 funding_index += 1
-            if self.books or funded:
-                await self._read_account()  # the options books' positions at the new mids; funding paid
+            settled = bool(expiries) and expiries[0] <= events[0].ts
+            while expiries and expiries[0] <= events[0].ts:
+                expiries.pop(0)
+            if self.books or funded or settled:
+                await self._read_account()  # the options books' positions at the new mids; funding paid;
+                # a quarterly settled at its expiry
             opened = {event.asset for event in events if self._open_hedge(event, t_secs)}
             if opened:
                 await self._read_account()
