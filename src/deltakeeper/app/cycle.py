@@ -1,7 +1,8 @@
 """The decision cycle (DESIGN.md 5), the same for live trading, shadow mode and the backtest: for an asset,
 its delta from the market state, `DK_POLICY`'s decision (a proxy hedge's beta applied), the risk check,
 the execution plan (slices, post-only), the decision journaled with its first order, and the plan handed
-to the order runner. Nothing here sends an order or writes the market state."""
+to the order runner; first, a quarterly hedge's roll when one is due (`app/roll.py`). Nothing here sends an
+order or writes the market state."""
 
 from __future__ import annotations
 
