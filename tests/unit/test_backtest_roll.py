@@ -92,6 +92,7 @@ def test_a_hedge_not_rolled_in_time_is_settled_at_expiry_then_hedged_afresh_on_t
     # to the edge of the default 1% band, as any rebalance (the roll moves the whole hedge)
     held = [(p.symbol, p.contracts) for p in replay.engine.positions(ACCOUNT)]
     assert held == [(JUN, -HELD_SOL * D("0.99"))]
+    assert sol["final_hedge_coin"] == -HELD_SOL * D("0.99")  # March's settled position counted out
     (hedged_afresh,) = {f.ts for f in replay.fills if f.symbol == JUN}
     assert hedged_afresh == ROLLED_AT + timedelta(hours=48)  # at the settling price event
 

@@ -192,6 +192,8 @@ class Replay:
             settled = bool(expiries) and expiries[0] <= events[0].ts
             while expiries and expiries[0] <= events[0].ts:
                 expiries.pop(0)
+            if settled:
+                self._drop_settled(events[0].ts)
             if self.books or funded or settled:
                 await self._read_account()  # the options books' positions at the new mids; funding paid;
                 # a quarterly settled at its expiry
@@ -253,6 +255,14 @@ class Replay:
         if holdings != run.holdings:
             run.holdings = holdings
             self.service.ingest.on_external(run.asset, holdings)
+
+    def _drop_settled(self, ts: datetime) -> None:
+        """Quarterlies settled by `ts` no longer hedge (the exchange reports no fill for a settlement)."""
+        for symbol, contracts in self.held.items():
+            expiry = self.engine.instruments[symbol].expiry
+            if contracts and expiry is not None and expiry <= ts:
+                self.by_hedge[symbol].hedge_contracts -= contracts
+                self.held[symbol] = ZERO
 
     def _mark_hedge(self, quote: Quote) -> None:
         """The hedge PnL of the contracts held in `quote`'s market, from its previous mid to this one."""
