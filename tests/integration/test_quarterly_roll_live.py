@@ -57,10 +57,10 @@ def positions(runner: Runner) -> dict[str, D]:
 
 async def test_a_quarterly_hedge_is_opened_then_rolled_once_inside_the_window(tmp_path: Path) -> None:
     settings = quarterly_settings(tmp_path)
-    gateway, clock = sim_exchange(settings, WINDOW_OPENS - timedelta(hours=1))
+    gateway, clock = sim_exchange(settings, WINDOW_OPENS - timedelta(hours=3))  # 6 s before, at 1800x
     async with journal_for(settings) as journal:
         runner = await build_runner(settings, gateway, journal, clock, RecordingAlerts())
-        assert runner.service.policies["SOL"].hedge_symbol == DEC  # 49 hours left: outside the window
+        assert runner.service.policies["SOL"].hedge_symbol == DEC  # 51 hours left: outside the window
         assert MAR in runner.service.symbols()  # streamed from the start: the roll needs its price
         stop = asyncio.Event()
         task = asyncio.create_task(runner.run(stop))
