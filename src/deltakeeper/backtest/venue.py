@@ -198,7 +198,9 @@ class ReplayJournal:
 
 
 class QuietAlerts:
-    """`ports.Alerts`: a backtest notifies no one."""
+    """`ports.Alerts`: a backtest notifies no one (`silent`: no alert is even handed over)."""
+
+    silent = True
 
     async def send(self, level: str, event: str, message: str, subject: str = "") -> None:
         return None
