@@ -106,8 +106,9 @@ class EwmaBeta:
 
     def update(self, price_a: Decimal | float, price_h: Decimal | float) -> EwmaBeta:
         if self.last_price_a is None or self.last_price_h is None:
-            return EwmaBeta(self.decay, self.bar_secs, _positive(price_a), _positive(price_h), self.weighted_cov,
-                            self.weighted_var_a, self.weighted_var_h, self.weight, self.samples)
+            return EwmaBeta(self.decay, self.bar_secs, _positive(price_a), _positive(price_h),
+                            self.weighted_cov, self.weighted_var_a, self.weighted_var_h, self.weight,
+                            self.samples)
         ra, pa = _log_return(price_a, self.last_price_a)
         rh, ph = _log_return(price_h, self.last_price_h)
         lam = self.decay
