@@ -70,10 +70,6 @@ class MarketState:
     _held: dict[str, Quote] = field(default_factory=dict, init=False, repr=False, compare=False)
     """Symbol -> its latest quote held at a level a read could confirm."""
     _quotes_view: Mapping[str, Quote] = field(init=False, repr=False, compare=False)
-    _priced: dict[str, tuple[Instrument | None, str | None]] = field(
-        default_factory=dict, init=False, repr=False, compare=False
-    )
-    """Symbol -> the instrument `_priced_as` last looked at, and its answer (a function of it alone)."""
     _quoted: set[str] = field(default_factory=set, init=False, repr=False, compare=False)
     """Symbols quoted since `deltas()` last looked at the prices."""
     _cache: _Deltas | None = field(default=None, init=False, repr=False, compare=False)
@@ -155,15 +151,10 @@ class MarketState:
         quoted in USD or a stablecoin (spot, perpetual, future), `BASE/QUOTE` for another quote, None for
         an option (its price is a premium) or an unknown market."""
         instrument = self.instruments.get(symbol)
-        known = self._priced.get(symbol)
-        if known is not None and known[0] is instrument:
-            return known[1]
-        priced_as = None
-        if instrument is not None and instrument.kind is not Kind.OPTION:
-            quote = "USD" if is_stable(instrument.quote) else instrument.quote
-            priced_as = f"{instrument.base}/{quote}"
-        self._priced[symbol] = (instrument, priced_as)
-        return priced_as
+        if instrument is None or instrument.kind is Kind.OPTION:
+            return None
+        quote = "USD" if is_stable(instrument.quote) else instrument.quote
+        return f"{instrument.base}/{quote}"
 
     def on_account(self, snapshot: AccountSnapshot) -> bool:
         """Keep only a strictly newer snapshot (by time, then by the exchange's `seq`), so that a late
