@@ -48,7 +48,11 @@ class ReplayGate(PriceGate):
 
 class ReplayExchange:
     """`ports.Exchange` on one account of the simulated engine. Positions held outside the exchange (an
-    options book) are reported with the account's, as `held_elsewhere` gives them at the time."""
+    options book) are reported with the account's, as `held_elsewhere` gives them at the time.
+
+    A read of the account takes the engine's latest snapshot of it while that still holds: the engine
+    takes one after each change of the account's balances or positions (an order's fills), and it holds
+    until the next event of the account or the next quote (which moves the marks)."""
 
     name = "backtest"
 
@@ -59,12 +63,26 @@ class ReplayExchange:
         self.clock = clock
         self.held_elsewhere = held_elsewhere
         self._seq = itertools.count(1)
+        self._snapshot: AccountSnapshot | None = None
+        """The engine's latest snapshot of the account, until it no longer holds."""
+        engine.subscribe(self._on_event)
+        engine.subscribe_quotes(self._on_quote)
+
+    def _on_event(self, account_id: str, event: AccountEvent) -> None:
+        if account_id == self.account_id:
+            self._snapshot = event if type(event) is AccountSnapshot else None
+
+    def _on_quote(self, quote: Quote) -> None:
+        self._snapshot = None
 
     async def load_instruments(self) -> dict[str, Instrument]:
         return dict(self.engine.instruments)
 
     async def fetch_account(self) -> AccountSnapshot:
-        snapshot = self.engine.snapshot(self.account_id, self.clock.now())
+        now = self.clock.now()
+        snapshot = self._snapshot
+        if snapshot is None or snapshot.ts != now:
+            snapshot = self._snapshot = self.engine.snapshot(self.account_id, now)
         return replace(snapshot, positions=(*snapshot.positions, *self.held_elsewhere()), seq=next(self._seq))
 
     async def _no_stream(self) -> AsyncIterator[Quote]:
@@ -180,7 +198,9 @@ class ReplayJournal:
 
 
 class QuietAlerts:
-    """`ports.Alerts`: a backtest notifies no one."""
+    """`ports.Alerts`: a backtest notifies no one (`silent`: no alert is even handed over)."""
+
+    silent = True
 
     async def send(self, level: str, event: str, message: str, subject: str = "") -> None:
         return None

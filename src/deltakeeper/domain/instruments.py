@@ -12,6 +12,7 @@ STABLECOINS = frozenset(
 )
 
 ZERO = Decimal(0)
+_ONE = Decimal(1)
 
 
 def is_stable(asset: str) -> bool:
@@ -97,4 +98,4 @@ class Instrument:
         """Round a signed size to the lot step, to nearest (or toward zero)."""
         step = self.lot_step_contracts
         mode = ROUND_DOWN if toward_zero else ROUND_HALF_EVEN
-        return (contracts / step).quantize(Decimal(1), rounding=mode) * step
+        return (contracts / step).quantize(_ONE, rounding=mode) * step

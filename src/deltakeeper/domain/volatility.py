@@ -12,7 +12,7 @@ is close to their plain mean, and as the weights fill up (sum -> 1) it becomes t
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from decimal import Decimal
 
 SECONDS_PER_DAY = 86_400
@@ -65,11 +65,12 @@ class EwmaVol:
 
     def update(self, price: Decimal | float) -> EwmaVol:
         if self.last_price is None:
-            return replace(self, last_price=_positive(price))
+            return EwmaVol(self.decay, self.bar_secs, _positive(price), self.weighted_sq, self.weight)
         r, p = _log_return(price, self.last_price)
         lam = self.decay
-        return replace(
-            self,
+        return EwmaVol(
+            self.decay,
+            self.bar_secs,
             last_price=p,
             weighted_sq=lam * self.weighted_sq + (1 - lam) * r * r,
             weight=lam * self.weight + (1 - lam),
@@ -105,12 +106,15 @@ class EwmaBeta:
 
     def update(self, price_a: Decimal | float, price_h: Decimal | float) -> EwmaBeta:
         if self.last_price_a is None or self.last_price_h is None:
-            return replace(self, last_price_a=_positive(price_a), last_price_h=_positive(price_h))
+            return EwmaBeta(self.decay, self.bar_secs, _positive(price_a), _positive(price_h),
+                            self.weighted_cov, self.weighted_var_a, self.weighted_var_h, self.weight,
+                            self.samples)
         ra, pa = _log_return(price_a, self.last_price_a)
         rh, ph = _log_return(price_h, self.last_price_h)
         lam = self.decay
-        return replace(
-            self,
+        return EwmaBeta(
+            self.decay,
+            self.bar_secs,
             last_price_a=pa,
             last_price_h=ph,
             weighted_cov=lam * self.weighted_cov + (1 - lam) * ra * rh,
@@ -176,13 +180,13 @@ class EwmaDrift:
     def update(self, delta_coin: Decimal | float, t_secs: float) -> EwmaDrift:
         d = float(delta_coin)
         if self.last_delta_coin is None or self.last_t_secs is None:
-            return replace(self, last_delta_coin=d, last_t_secs=t_secs)
+            return EwmaDrift(self.daily_decay, d, t_secs, self.weighted_sq_coin2, self.weighted_time_secs)
         dt = t_secs - self.last_t_secs
         if dt < 0:
             raise ValueError(f"time went backwards: {t_secs} < {self.last_t_secs}")
         lam = self.daily_decay ** (dt / SECONDS_PER_DAY)
-        return replace(
-            self,
+        return EwmaDrift(
+            self.daily_decay,
             last_delta_coin=d,
             last_t_secs=t_secs,
             weighted_sq_coin2=lam * self.weighted_sq_coin2 + (d - self.last_delta_coin) ** 2,
