@@ -94,6 +94,7 @@ class Replay:
         self.clock = ReplayClock()
         self.engine = SimEngine(instruments, seed=0)
         self.engine.open_account(ACCOUNT, {SETTLE: COLLATERAL_USD})
+        self.engine.liquidations = False  # the wallet never nears a margin call: no check on every quote
         self.engine.subscribe(self._on_event)
         delta_instruments = dict(instruments)
         delta_instruments.update((b.instrument.symbol, b.instrument) for b in self.books)
