@@ -3,9 +3,10 @@
 read again at most every `refresh_secs` by the scheduled margin check.
 
 A read that fails (any error) is not an answer: the mode and the ratio are then `unknown` (with the reason,
-logged), never `standard`; it is read again once due. The read never stops the bot's own margin check. The bot's own estimate is standard cross margin per settlement
-currency (`domain.margin.account_margin`) whatever the mode: on a unified or portfolio-margin account the
-venue's ratio is the one it liquidates on (logged at start), the estimate a conservative view beside it.
+logged), never `standard`; it is read again once due. The read never stops the bot's own margin check.
+The bot's own estimate is standard cross margin per settlement currency (`domain.margin.account_margin`)
+whatever the mode: on a unified or portfolio-margin account the venue's ratio is the one it liquidates on
+(logged at start), the estimate a conservative view beside it.
 """
 
 from __future__ import annotations
