@@ -1,6 +1,6 @@
 """The latency observers bootstrap hands to the app: the order path reports, for each order request sent
-(none in shadow mode), the seconds from the quote it was sized from to its going out; the watched journal reports every write's
-duration (a failed one's too) and counts the failures."""
+(none in shadow mode), the seconds from the quote it was sized from to its going out; the watched journal
+reports every write's duration (a failed one's too) and counts the failures."""
 
 from __future__ import annotations
 
