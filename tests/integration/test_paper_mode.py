@@ -19,7 +19,7 @@ from deltakeeper.domain.errors import ExchangeUnavailable, OrderRejected
 from deltakeeper.domain.orders import OrderRequest, Quote, Side
 from deltakeeper.sim.bybit.server import RunningServer, serve
 from deltakeeper.sim.clock import WallClock
-from deltakeeper.sim.engine import WALLET_QUANTUM
+from deltakeeper.sim.engine_state import WALLET_QUANTUM
 from deltakeeper.sim.paper import LIVE_BOOK_DEPTH, PaperGateway
 
 PERP = "SOL/USDT:USDT"

@@ -33,7 +33,8 @@ from deltakeeper.domain.instruments import Instrument
 from deltakeeper.domain.orders import OrderRequest, OrderState, Quote, Side
 from deltakeeper.domain.records import AccountSnapshot
 from deltakeeper.ports import Clock, Exchange
-from deltakeeper.sim.engine import Book, SimEngine
+from deltakeeper.sim.engine import SimEngine
+from deltakeeper.sim.engine_state import Book
 from deltakeeper.sim.gateway import EngineGateway
 
 log = structlog.get_logger(__name__)

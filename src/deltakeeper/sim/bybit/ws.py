@@ -22,7 +22,8 @@ from deltakeeper.domain.orders import Quote
 from deltakeeper.sim.bybit.auth import check_ws
 from deltakeeper.sim.bybit.faults import Faults
 from deltakeeper.sim.bybit.protocol import CATEGORIES, OPTION, SPOT, BybitError
-from deltakeeper.sim.bybit.rest import book_item, ticker_item, wall_ms
+from deltakeeper.sim.bybit.rest_call import wall_ms
+from deltakeeper.sim.bybit.rest_market import book_item, ticker_item
 from deltakeeper.sim.bybit.venue import BybitVenue
 
 PUBLIC_PUSH_SECS = 0.1
