@@ -24,6 +24,7 @@ from deltakeeper.domain.margin_headroom import (
 from deltakeeper.domain.policy import Band, BandUnit
 from deltakeeper.domain.policy_params import DEFAULT_BAND, DEFAULT_PARAMS, PolicyName
 from deltakeeper.domain.risk import DEFAULT_LIMITS
+from deltakeeper.domain.roll import DEFAULT_ROLL_WINDOW_SECS
 from deltakeeper.domain.volatility import RISKMETRICS_DAILY_DECAY
 from deltakeeper.redact import alert_url_secrets, redact_url, url_credentials
 from deltakeeper.settings_fields import AssetSettings, number_in_range
@@ -99,6 +100,9 @@ class Settings(BaseSettings):
     price_confirm_secs: float = Field(default=5, ge=0, le=300)
     """How long held quotes must stay at a new level (3 quotes at least) before it is accepted."""
     state_clear_secs: float = Field(default=300, ge=0)
+    roll_window_secs: float = Field(default=DEFAULT_ROLL_WINDOW_SECS, gt=0)
+    """A quarterly hedge is rolled into the next contract once fewer than this many seconds are left to its
+    expiry; `DK_ASSETS__<ASSET>__HEDGE=quarterly` hedges on the nearest quarterly outside this window."""
     order_timeout_secs: float = Field(default=30, gt=0)
     hard_limit_bands: float = Field(default=3, gt=1)
     """Alert when the delta is farther than this many band half-widths from its target and no hedge is

@@ -5,6 +5,7 @@ instruments and account in, domain values out (ConfigError naming the variable o
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from decimal import Decimal
 
 from deltakeeper.config import Settings
@@ -23,12 +24,19 @@ from deltakeeper.domain.policy import (
 from deltakeeper.domain.policy_params import PolicyParams, make_policy
 from deltakeeper.domain.records import AccountSnapshot
 from deltakeeper.domain.risk import RiskLimits
+from deltakeeper.domain.roll import nearest_quarterly
+
+QUARTERLY = "quarterly"
+"""`DK_ASSETS__<ASSET>__HEDGE=quarterly`: the nearest quarterly outside the roll window."""
 
 
 def resolve_policies(
-    settings: Settings, instruments: Mapping[str, Instrument], account: AccountSnapshot
+    settings: Settings, instruments: Mapping[str, Instrument], account: AccountSnapshot,
+    now: datetime | None = None,
 ) -> tuple[dict[str, AssetPolicy], dict[str, str]]:
-    """Policies per hedged asset, and the pricing market of every asset the account can hold.
+    """Policies per hedged asset, and the pricing market of every asset the account can hold. An asset
+    hedged on a dated future (`quarterly`: the nearest outside the roll window at `now`) is priced by its
+    own perpetual or spot market, not by the future (whose price carries the basis).
 
     With no `DK_ASSETS__*`, every non-stable asset held (or declared external) that has a USD-margined
     perpetual is hedged with it, at target 0 and the default band (DESIGN.md 11)."""
@@ -40,6 +48,8 @@ def resolve_policies(
         for asset, spec in settings.assets.items():
             symbol = spec.hedge or auto_hedge_symbol(asset, instruments)
             variable = f"DK_ASSETS__{asset}__HEDGE"
+            if symbol == QUARTERLY:
+                symbol = _quarterly(asset, instruments, settings.roll_window_secs, now)
             if symbol is None:
                 raise ConfigError(
                     variable, f"a hedge market: the exchange lists no USD-margined perpetual on {asset}"
@@ -57,7 +67,9 @@ def resolve_policies(
     prices: dict[str, str] = {}
     for asset in held | set(policies):
         symbol = policies[asset].hedge_symbol if asset in policies else price_symbol(asset, instruments)
-        if asset in policies and instruments[policies[asset].hedge_symbol].base != asset:
+        if asset in policies and instruments[policies[asset].hedge_symbol].expiry is not None:
+            symbol = price_symbol(asset, instruments) or symbol  # its own market (no basis) where listed
+        elif asset in policies and instruments[policies[asset].hedge_symbol].base != asset:
             symbol = price_symbol(asset, instruments)  # a proxy hedge: the asset is priced by its own market
             if symbol is None:
                 raise ConfigError(f"DK_ASSETS__{asset}__HEDGE",
@@ -70,6 +82,17 @@ def resolve_policies(
         if base not in prices:
             prices[base] = price_symbol(base, instruments) or policy.hedge_symbol
     return policies, prices
+
+
+def _quarterly(asset: str, instruments: Mapping[str, Instrument], roll_window_secs: float,
+               now: datetime | None) -> str:
+    if now is None:
+        raise ValueError("a quarterly hedge is resolved at a time")
+    future = nearest_quarterly(instruments.values(), asset, now, roll_window_secs=roll_window_secs)
+    if future is None:
+        raise ConfigError(f"DK_ASSETS__{asset}__HEDGE", f"a market the exchange lists: no USD-margined "
+                          f"quarterly on {asset} expires later than DK_ROLL_WINDOW_SECS from now", QUARTERLY)
+    return future.symbol
 
 
 def resolve_betas(

@@ -41,6 +41,8 @@ class AssetSettings(BaseModel):
     model_config = {"extra": "forbid", "allow_inf_nan": False}
 
     hedge: str | None = None
+    """The hedge market's symbol, or `quarterly`: the nearest quarterly outside the roll window, rolled into
+    the next one before expiry (`DK_ROLL_WINDOW_SECS`). Unset: the asset's USD-margined perpetual."""
     target: Decimal = Decimal(0)
     band_coin: Decimal | None = Field(default=None, gt=0)
     band_usd: Decimal | None = Field(default=None, gt=0)

@@ -48,7 +48,7 @@ LAYERS: dict[str, Layer] = {
     # Replaying history through the app's decision code on the simulated exchange.
     "backtest": Layer(("deltakeeper.backtest",), ("domain", "ports", "shared", "app", "sim")),
     # The one composition root (and how the service it wires stops).
-    "composition": Layer(("deltakeeper.bootstrap", "deltakeeper.stopping"),
+    "composition": Layer(("deltakeeper.bootstrap", "deltakeeper.exchanges", "deltakeeper.stopping"),
                          tuple(layer for layer in EVERY_LAYER if layer != "composition")),
     # The command line, and the entry points that run it. It reads the journal through its port.
     "cli": Layer(("deltakeeper.cli", "deltakeeper.__main__", "deltakeeper.backtest.__main__"),

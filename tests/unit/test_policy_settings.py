@@ -2,6 +2,7 @@
 live bot and the backtest share."""
 
 import os
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal as D
 
 import pytest
@@ -12,8 +13,10 @@ from deltakeeper.domain.decide_policies import CostAwarePolicy, FixedBandPolicy,
 from deltakeeper.domain.errors import ConfigError
 from deltakeeper.domain.policy import Band, BandUnit
 from deltakeeper.domain.policy_params import PolicyParams, make_policy
+from deltakeeper.domain.records import AccountSnapshot
 from deltakeeper.domain.risk import DEFAULT_LIMITS, RiskLimits
-from deltakeeper.policy_settings import live_policy, risk_limits
+from deltakeeper.policy_settings import live_policy, resolve_policies, risk_limits
+from deltakeeper.sim.markets import default_instruments, future_instruments
 
 
 @pytest.fixture(autouse=True)
@@ -67,3 +70,42 @@ def test_risk_limits_and_their_defaults_are_the_same_live_and_in_a_backtest(monk
     custom = settings_with(monkeypatch, DK_MAX_ORDER_USD="1000", DK_MARGIN_MIN_HEADROOM_PCT="25")
     limits = risk_limits(custom)
     assert (limits.max_order_usd, limits.min_margin_headroom) == (D(1000), D("0.25"))
+
+
+# -- a quarterly hedge -------------------------------------------------------------------------------------
+
+EXPIRY_DEC = "SOL/USDT:USDT-261225"
+EXPIRY_MAR = "SOL/USDT:USDT-270326"
+
+
+def quarterly_policy(monkeypatch, now, **env: str):
+    instruments = {**default_instruments(), **future_instruments(datetime(2026, 12, 1, tzinfo=UTC))}
+    settings = settings_with(monkeypatch, DK_ASSETS__SOL__HEDGE="quarterly", **env)
+    return resolve_policies(settings, instruments, AccountSnapshot({"SOL": D(10)}, (), now), now)
+
+
+def test_a_quarterly_hedge_is_the_nearest_quarterly_outside_the_roll_window_priced_by_the_perpetual(
+        monkeypatch):
+    expiry = datetime(2026, 12, 25, 8, tzinfo=UTC)
+    policies, prices = quarterly_policy(monkeypatch, expiry - timedelta(hours=49))
+    assert policies["SOL"].hedge_symbol == EXPIRY_DEC
+    assert prices["SOL"] == "SOL/USDT:USDT"  # the spot-like perpetual, not the future with its basis
+    assert quarterly_policy(monkeypatch, expiry - timedelta(hours=47))[0]["SOL"].hedge_symbol == EXPIRY_MAR
+    wider = quarterly_policy(monkeypatch, expiry - timedelta(hours=49), DK_ROLL_WINDOW_SECS="180000")
+    assert wider[0]["SOL"].hedge_symbol == EXPIRY_MAR
+
+
+def test_a_quarterly_hedge_with_no_quarterly_outside_the_roll_window_is_refused(monkeypatch):
+    with pytest.raises(ConfigError, match=r"DK_ASSETS__SOL__HEDGE.*expires later than DK_ROLL_WINDOW_SECS"):
+        quarterly_policy(monkeypatch, datetime(2027, 3, 25, 9, tzinfo=UTC))  # March inside, none after it
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "abc"])
+def test_the_roll_window_is_a_positive_number_of_seconds(monkeypatch, value):
+    with pytest.raises(ConfigError, match="DK_ROLL_WINDOW_SECS"):
+        settings_with(monkeypatch, DK_ROLL_WINDOW_SECS=value)
+    assert settings_with(monkeypatch, DK_ROLL_WINDOW_SECS="3600").roll_window_secs == 3600
+
+
+def test_the_roll_window_is_48_hours_by_default(monkeypatch):
+    assert load_settings().roll_window_secs == 48 * 3600

@@ -1,13 +1,14 @@
 """The decision cycle (DESIGN.md 5), the same for live trading, shadow mode and the backtest: for an asset,
 its delta from the market state, `DK_POLICY`'s decision (a proxy hedge's beta applied), the risk check,
 the execution plan (slices, post-only), the decision journaled with its first order, and the plan handed
-to the order runner. Nothing here sends an order or writes the market state."""
+to the order runner; first, a quarterly hedge's roll when one is due (`app/roll.py`). Nothing here sends an
+order or writes the market state."""
 
 from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
@@ -22,6 +23,7 @@ from deltakeeper.app.order_check import OrderCheck
 from deltakeeper.app.order_runner import OrderRunner
 from deltakeeper.app.orders import taking_price
 from deltakeeper.app.risk_tracks import RiskTracks
+from deltakeeper.app.roll import RollOrders, Rolls, RollSettings, dated_alike
 from deltakeeper.app.trading_state import Counters, TradingStatus
 from deltakeeper.domain.costs import BookLevel
 from deltakeeper.domain.decide_policies import (
@@ -37,6 +39,7 @@ from deltakeeper.domain.exposure import AssetDelta
 from deltakeeper.domain.orders import OrderIntent, OrderRequest, OrderType, Side, client_order_id
 from deltakeeper.domain.policy import AssetPolicy, AssetView, Decision
 from deltakeeper.domain.records import DecisionRecord, OrderRecord
+from deltakeeper.domain.roll import DEFAULT_ROLL_WINDOW_SECS
 from deltakeeper.domain.volatility import RISKMETRICS_DAILY_DECAY
 from deltakeeper.ports import Clock, Journal
 
@@ -65,6 +68,8 @@ class CycleOptions:
     bar_secs: Mapping[str, float] = field(default_factory=dict)
     """Asset -> the spacing of its prices when known in advance (a backtest's bars); else the risk model
     and the EWMA beta learn it from the first two quotes."""
+    roll_window_secs: float = DEFAULT_ROLL_WINDOW_SECS
+    """`DK_ROLL_WINDOW_SECS`: a quarterly hedge is rolled once fewer seconds than this are left to expiry."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,13 +91,15 @@ class Decisions:
 
 
 class DecisionCycle:
-    """Keeps each asset's delta inside its band. At most one order in flight per instrument: the next
-    decision on it waits until the order runner has finished the previous one."""
+    """Keeps each asset's delta inside its band, and rolls a quarterly hedge before its expiry (`app.roll`).
+    At most one order in flight per instrument: the next decision on it waits until the order runner has
+    finished the previous one. A roll replaces the asset's policy in `policies` with one on the next
+    contract: the mapping is the service's, every reader sees the hedge the asset has now."""
 
     def __init__(
         self,
         state: MarketState,
-        policies: Mapping[str, AssetPolicy],
+        policies: MutableMapping[str, AssetPolicy],
         options: CycleOptions,
         *,
         journal: Journal,
@@ -118,6 +125,9 @@ class DecisionCycle:
         self.risk = RiskTracks(state, policies, uses_risk_model=options.policy.uses_risk_model,
                                betas=options.betas, ewma_daily_decay=options.ewma_daily_decay,
                                bar_secs=options.bar_secs)
+        self.rolls = Rolls(state, orders, check, journal, clock,
+                           RollSettings(options.roll_window_secs, check.limits.stale_secs), new_decision_id,
+                           self._switch_hedge)
         self._timer_slots: dict[str, int | None] = {}
         self._by_price_symbol: dict[str, list[str]] = {}
         for asset, policy in policies.items():
@@ -125,8 +135,20 @@ class DecisionCycle:
                 self._by_price_symbol.setdefault(symbol, []).append(asset)
 
     def symbols(self) -> list[str]:
-        """Every symbol the bot streams quotes for: the hedges and the markets that price the assets."""
-        return sorted({*self.state.price_symbols.values(), *(p.hedge_symbol for p in self.policies.values())})
+        """Every symbol the bot streams quotes for: the hedges (a quarterly's with the contracts it rolls
+        into) and the markets that price the assets."""
+        instruments = self.state.instruments
+        hedges = [instruments[p.hedge_symbol] for p in self.policies.values()]
+        rolled_into = {s for s, i in instruments.items() if any(dated_alike(i, h) for h in hedges)}
+        return sorted({*self.state.price_symbols.values(), *(h.symbol for h in hedges), *rolled_into})
+
+    def _switch_hedge(self, asset: str, symbol: str) -> None:
+        """A roll is done with: `asset` is hedged on `symbol` from now on."""
+        self.policies[asset] = replace(self.policies[asset], hedge_symbol=symbol)
+        assets = self._by_price_symbol.setdefault(symbol, [])
+        if asset not in assets:
+            assets.append(asset)
+        log.info("hedge_rolled", asset=asset, hedge=symbol)
 
     def restart_timer(self, asset: str, t_secs: float) -> None:
         """The hedge was just set outside the cycle (a backtest's opening hedge): the timer policy counts
@@ -170,7 +192,17 @@ class DecisionCycle:
         symbol = policy.hedge_symbol
         if self.orders.busy(symbol) or not self.trading.holds_lock():
             return None
-        evaluation, request = self._decide(asset, policy, self.state.deltas() if deltas is None else deltas)
+        deltas = self.state.deltas() if deltas is None else deltas
+        roll = self.rolls.due(self.state.instruments[symbol], deltas, self.trading.state.value)
+        if roll is not None:
+            return await self._roll(asset, roll, scheduled)
+        successor = self.rolls.successor(self.state.instruments[symbol])
+        if successor is not None:  # nothing to roll: hedge on the next contract from now on
+            self._switch_hedge(asset, successor)
+            policy, symbol = self.policies[asset], successor
+            if self.orders.busy(symbol):
+                return None
+        evaluation, request = self._decide(asset, policy, deltas)
         if evaluation is None:
             return None
         record = evaluation.record
@@ -188,6 +220,20 @@ class DecisionCycle:
         self.orders.submit(asset, plan, request, basis, record,
                            then=lambda: self.evaluate(asset, scheduled=True))
         return replace(evaluation, record=record)
+
+    async def _roll(self, asset: str, roll: RollOrders, scheduled: bool) -> Evaluation:
+        """Carry out a roll that both legs' risk checks pass whole (`Rolls`); else journal it denied."""
+        notes = self.rolls.refused(roll)
+        record = roll.decision
+        if notes:
+            denied = replace(record, reason=",".join(notes), symbol=None, side=None, amount_contracts=None,
+                             est_cost_usd=None, detail=join("roll", record.detail))
+            await self._journal_decision(denied, None, scheduled)
+            return Evaluation(denied, notes, denied=True)
+        await self.rolls.start(roll, then=lambda: self.evaluate(asset, scheduled=True))
+        self.decisions.reasons[asset] = record.reason
+        self.decisions.last[asset] = record
+        return Evaluation(record)
 
     async def _journal_decision(self, record: DecisionRecord, pending: OrderRecord | None, scheduled: bool
                                 ) -> None:

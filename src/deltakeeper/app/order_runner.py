@@ -65,12 +65,18 @@ class OrderRunner:
             self.in_flight.pop(symbol, None)
             raise
 
+    def release(self, symbol: str, client_order_id: str) -> None:
+        """Free `symbol` claimed for `client_order_id` that is not going to be sent after all."""
+        if self.in_flight.get(symbol) == client_order_id:
+            del self.in_flight[symbol]
+
     def submit(self, asset: str, plan: ExecutionPlan, first: OrderRequest, basis: Basis,
-               decision: DecisionRecord, then: AfterOrders) -> None:
+               decision: DecisionRecord, then: AfterOrders) -> asyncio.Task[None]:
         """Carry out a claimed decision's plan in a task of its own (its first order journaled)."""
         task = asyncio.create_task(self._execute(asset, plan, first, basis, decision, then))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def _execute(
         self, asset: str, plan: ExecutionPlan, first: OrderRequest, basis: Basis, decision: DecisionRecord,

@@ -1,6 +1,5 @@
-"""Rolling quarterly hedges before expiry: which positions are due, the orders of each roll, and its
-journal entry. Independent of the rebalancing loop, which calls `due_rolls` on its snapshot and sends the
-orders through its own execution path.
+"""Rolling quarterly hedges before expiry: which positions are due, the orders of each roll, its journal
+entry, and (`Rolls`) the roll carried out in the decision cycle through the order runner.
 
 A roll is one decision (reason `roll`) with two orders sharing its decision id: leg `a` closes the expiring
 position (reduce-only), leg `b` opens the same coin exposure on the next quarterly (`domain.roll`). Both
@@ -11,20 +10,35 @@ than `stale_secs`, or no next contract is listed: sizes never come from stale or
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 
 import structlog
 
+from deltakeeper.app.execution import ExecutionPlan, ExecutionStyle
+from deltakeeper.app.market_state import MarketState
+from deltakeeper.app.order_check import OrderCheck
+from deltakeeper.app.order_runner import AfterOrders, OrderRunner
+from deltakeeper.app.orders import taking_price
 from deltakeeper.domain.carry import must_roll
 from deltakeeper.domain.exposure import AssetDelta, Position
 from deltakeeper.domain.instruments import ZERO, Instrument, Kind
-from deltakeeper.domain.orders import OrderRequest, OrderType, Quote, client_order_id
+from deltakeeper.domain.orders import (
+    OrderIntent,
+    OrderRequest,
+    OrderStatus,
+    OrderType,
+    Quote,
+    client_order_id,
+)
 from deltakeeper.domain.records import DecisionRecord, OrderRecord
 from deltakeeper.domain.roll import DEFAULT_ROLL_WINDOW_SECS, RollPlan, next_contract, plan_roll
-from deltakeeper.ports import Journal
+from deltakeeper.ports import Clock, Journal
 
 log = structlog.get_logger("deltakeeper.roll")
 
@@ -83,10 +97,6 @@ def roll_orders(plan: RollPlan, instruments: Mapping[str, Instrument], decision_
     return RollOrders(plan, decision, requests)
 
 
-def _fresh(quote: Quote | None, now: datetime, stale_secs: float) -> bool:
-    return quote is not None and (now - quote.ts).total_seconds() <= stale_secs
-
-
 def due_rolls(
     positions: Iterable[Position],
     instruments: Mapping[str, Instrument],
@@ -96,9 +106,17 @@ def due_rolls(
     settings: RollSettings = RollSettings(),
     deltas: Mapping[str, AssetDelta] | None = None,
     trading_state: str = "active",
+    age_secs: Callable[[Quote], float] | None = None,
 ) -> list[RollOrders]:
     """The rolls due now: one for each position on a quarterly inside its roll window (and not expired)
-    whose next contract is listed and both quotes are fresh. Sized at each contract's mark."""
+    whose next contract is listed and both quotes are fresh (`age_secs`, by default the time since the
+    quote's stamp). Sized at each contract's mark."""
+    def fresh(quote: Quote | None) -> bool:
+        if quote is None:
+            return False
+        age = (now - quote.ts).total_seconds() if age_secs is None else age_secs(quote)
+        return age <= settings.stale_secs
+
     rolls = []
     for position in positions:
         expiring = instruments.get(position.symbol)
@@ -111,8 +129,7 @@ def due_rolls(
             log.warning("roll_waiting", symbol=expiring.symbol, reason="no_next_contract")
             continue
         old, new = quotes.get(expiring.symbol), quotes.get(target.symbol)
-        if old is None or new is None or not (_fresh(old, now, settings.stale_secs)
-                                              and _fresh(new, now, settings.stale_secs)):
+        if old is None or new is None or not (fresh(old) and fresh(new)):
             log.warning("roll_waiting", symbol=expiring.symbol, next=target.symbol, reason="stale_price")
             continue
         plan = plan_roll(position, expiring, target, now, old.mark, new.mark, settings.roll_window_secs)
@@ -132,3 +149,152 @@ async def journal_roll(journal: Journal, roll: RollOrders, ts: datetime) -> None
         await journal.record_order(order)
     log.info("roll_decided", asset=roll.plan.asset, expiring=roll.plan.expiring, next=roll.plan.next,
              exposure_coin=f"{roll.plan.exposure_coin:f}", orders=[r.client_order_id for r in roll.requests])
+
+
+def dated_alike(instrument: Instrument, future: Instrument) -> bool:
+    """Whether `instrument` is a dated future of the same market as `future` (one of its roll chain)."""
+    return (instrument.kind is Kind.FUTURE and future.kind is Kind.FUTURE and
+            (instrument.base, instrument.quote, instrument.settle, instrument.inverse)
+            == (future.base, future.quote, future.settle, future.inverse))
+
+
+class Rolls:
+    """The roll of a quarterly hedge in the decision cycle (`DecisionCycle.evaluate` asks first): due when
+    the account holds a contract of the hedge's market inside its roll window. Both legs pass the risk check
+    whole or the roll waits; the decision is journaled with both legs, both contracts held in flight from then
+    on (no other decision on either comes between the legs), then the order runner sends the close. Once
+    the account read after it shows the expiring position gone, the asset's hedge becomes the next contract
+    (`switch`) and the open leg goes. A close that did not fill whole cancels the open leg: the next
+    evaluation rolls what is left."""
+
+    def __init__(self, state: MarketState, orders: OrderRunner, check: OrderCheck, journal: Journal,
+                 clock: Clock, settings: RollSettings, new_decision_id: Callable[[], int],
+                 switch: Callable[[str, str], None]) -> None:
+        self.state = state
+        self.orders = orders
+        self.check = check
+        self.journal = journal
+        self.clock = clock
+        self.settings = settings
+        self.new_decision_id = new_decision_id
+        self.switch = switch
+        """(asset, next contract): the asset is hedged on the next contract from now on."""
+        self._unsent: set[str] = set()
+        """Client ids of open legs held in flight and not (yet) handed to the order runner."""
+
+    def due(self, hedge: Instrument, deltas: Mapping[str, AssetDelta], trading_state: str
+            ) -> RollOrders | None:
+        """The roll due now on the market of `hedge` (a dated future), None when none is (or its
+        instruments are busy)."""
+        account = self.state.account
+        if account is None:
+            return None
+        instruments = self.state.instruments
+        held = [p for p in account.positions
+                if p.contracts != 0 and p.symbol in instruments and dated_alike(instruments[p.symbol], hedge)]
+        if not held:
+            return None
+        now = self.clock.now()
+
+        def age_secs(quote: Quote) -> float:  # as the risk check measures it
+            return self.state.quote_age_secs(quote.symbol, self.clock.speed, now.timestamp())
+
+        for roll in due_rolls(held, instruments, self.state.quotes, now, self.new_decision_id,
+                              self.settings, deltas, trading_state, age_secs):
+            if any(self.orders.busy(r.symbol) for r in roll.requests):
+                continue
+            part = self._part(roll, held)
+            if part is None:
+                return roll
+            return next(iter(due_rolls([part], instruments, self.state.quotes, now, self.new_decision_id,
+                                       self.settings, deltas, trading_state, age_secs)), None)
+        return None
+
+    def _part(self, roll: RollOrders, held: list[Position]) -> Position | None:
+        """The part of the expiring position one roll may move when a leg is larger than the risk limits
+        let one order be (`DK_MAX_ORDER_USD`): the rest is rolled by the next decisions. None: all of it
+        (or nothing: the roll is then refused whole)."""
+        fractions = [self._allowed(r) / r.amount_contracts for r in roll.requests]
+        fraction = min(fractions)
+        if fraction >= 1 or fraction <= 0:
+            return None
+        position = next(p for p in held if p.symbol == roll.plan.expiring)
+        expiring = self.state.instruments[position.symbol]
+        # a lot step less: the open leg, rounded to its own lots, stays inside the limit too
+        contracts = expiring.round_contracts(abs(position.contracts) * fraction, toward_zero=True)
+        contracts -= expiring.lot_step_contracts
+        if contracts < max(expiring.min_contracts, expiring.lot_step_contracts):
+            return None
+        return replace(position, contracts=contracts if position.contracts > 0 else -contracts)
+
+    def _allowed(self, request: OrderRequest) -> Decimal:
+        """The size of `request` the risk check lets through now (0: refused)."""
+        touch = taking_price(request.side, self.state.quotes[request.symbol])
+        outcome = self.check(OrderIntent(request.symbol, request.side, request.amount_contracts, touch,
+                                         request.reduce_only), self.clock.now())
+        return outcome.intent.amount_contracts if outcome.intent is not None else ZERO
+
+    def successor(self, hedge: Instrument) -> str | None:
+        """The contract to hedge on instead of `hedge`, a dated future inside its roll window (or expired)
+        with nothing held on it: the next one (None: `hedge` still serves, or no next one is listed). A
+        hedge that could not be rolled in time, and was settled, is replaced so."""
+        now = self.clock.now()
+        if (hedge.expiry is None or not must_roll(now, hedge.expiry, self.settings.roll_window_secs)
+                or self.state.position_contracts(hedge.symbol) != 0):
+            return None
+        target = next_contract(self.state.instruments.values(), hedge, now, self.settings.roll_window_secs)
+        return target.symbol if target is not None else None
+
+    def refused(self, roll: RollOrders) -> tuple[str, ...]:
+        """The risk check's notes when it would not pass a leg whole (empty: both pass)."""
+        now = self.clock.now()
+        for request in roll.requests:
+            touch = taking_price(request.side, self.state.quotes[request.symbol])
+            outcome = self.check(OrderIntent(request.symbol, request.side, request.amount_contracts, touch,
+                                             request.reduce_only), now)
+            if outcome.intent is None or outcome.intent.amount_contracts != request.amount_contracts:
+                return tuple(outcome.notes) or ("denied",)
+        return ()
+
+    async def start(self, roll: RollOrders, then: AfterOrders) -> None:
+        """Journal the roll with both legs, both contracts held in flight, then send its close; `then` once
+        the roll is over."""
+        close, *opened = roll.requests
+        with contextlib.ExitStack() as claims:
+            for request in roll.requests:
+                claims.enter_context(self.orders.claim(request.symbol, request.client_order_id))
+            await journal_roll(self.journal, roll, self.clock.now())
+        rest = self.state.position_contracts(close.symbol) + close.side.sign * close.amount_contracts
+        task = self._submit(roll, close, lambda: self._after_close(roll, rest, then))
+        for request in opened:  # the close not sent at all (shadow mode): no open leg either
+            self._unsent.add(request.client_order_id)
+            task.add_done_callback(functools.partial(self._release_unsent, request))
+
+    def _release_unsent(self, request: OrderRequest, _task: object = None) -> None:
+        if request.client_order_id in self._unsent:
+            self._unsent.discard(request.client_order_id)
+            self.orders.release(request.symbol, request.client_order_id)
+
+    def _submit(self, roll: RollOrders, request: OrderRequest, then: AfterOrders) -> asyncio.Task[None]:
+        plan = ExecutionPlan(roll.decision.decision_id, request.symbol, request.side,
+                             (request.amount_contracts,), ExecutionStyle.MARKET, request.reduce_only)
+        basis = self.orders.sender.basis(request.symbol, roll.plan.asset, ZERO)
+        return self.orders.submit(roll.plan.asset, plan, request, basis, roll.decision, then)
+
+    async def _after_close(self, roll: RollOrders, rest: Decimal, then: AfterOrders) -> None:
+        """The close is over: if it filled whole (`rest` left on the expiring contract), the open leg."""
+        plan = roll.plan
+        closed = self.state.position_contracts(plan.expiring) == rest
+        if closed and rest == 0:
+            self.switch(plan.asset, plan.next)
+        for opened in roll.requests[1:]:
+            if closed:  # still held in flight: no await since the close's account read
+                self._unsent.discard(opened.client_order_id)
+                self._submit(roll, opened, then)
+                return
+            self._release_unsent(opened)
+            reason = f"not sent: the close on {plan.expiring} did not fill whole"
+            log.warning("roll_open_not_sent", asset=plan.asset, reason=reason)
+            canceled = self.orders.sender.local_state(opened, OrderStatus.CANCELED, reason)
+            await self.journal.update_order(canceled)
+        await then()

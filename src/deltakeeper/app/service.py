@@ -5,7 +5,7 @@ the ingest (the only writer of the market state), the trading state, the order c
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 
 from deltakeeper.app.cycle import CycleOptions, DecisionCycle, Decisions
@@ -75,7 +75,7 @@ def build_service(
     clock: Clock,
     alerts: Alerts,
     state: MarketState,
-    policies: Mapping[str, AssetPolicy],
+    policies: MutableMapping[str, AssetPolicy],
     options: ServiceOptions,
     *,
     core: Core | None = None,

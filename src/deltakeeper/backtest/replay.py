@@ -8,7 +8,7 @@ import contextlib
 import logging
 import sys
 from collections.abc import Iterator, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -18,22 +18,24 @@ from deltakeeper.app.cycle import CycleOptions, Evaluation
 from deltakeeper.app.execution import ExecutionOptions
 from deltakeeper.app.market_state import MarketState
 from deltakeeper.app.service import ServiceOptions, build_service
-from deltakeeper.backtest.data import ExposureSpec, PriceEvent, coin_settled_call, linear_perp, price_decimals
-from deltakeeper.backtest.dataset import AssetSeries, Dataset
+from deltakeeper.backtest.data import PriceEvent, linear_perp
+from deltakeeper.backtest.dataset import Dataset
+from deltakeeper.backtest.hedges import (
+    QUARTERLY,
+    exposure_model,
+    future_quotes,
+    hedge_markets,
+    option_book,
+    quarterlies,
+    quarterly_hedge,
+)
 from deltakeeper.backtest.results import SERIES, WALLET, AssetRun, rms, total, usd
 from deltakeeper.backtest.settings import BacktestSettings
 from deltakeeper.backtest.venue import QuietAlerts, ReplayClock, ReplayExchange, ReplayGate, ReplayJournal
-from deltakeeper.domain.errors import ConfigError, OrderRejected
+from deltakeeper.domain.errors import OrderRejected
 from deltakeeper.domain.exposure import AssetDelta, Position
-from deltakeeper.domain.exposure_models import (
-    COIN_QUANTUM,
-    ConstantProductPool,
-    ExposureModel,
-    OptionBook,
-    StaticHoldings,
-)
-from deltakeeper.domain.instruments import ZERO
-from deltakeeper.domain.orders import Fill, OrderRequest, OrderState, OrderStatus, OrderType, Side
+from deltakeeper.domain.instruments import ZERO, Instrument
+from deltakeeper.domain.orders import Fill, OrderRequest, OrderState, OrderStatus, OrderType, Quote, Side
 from deltakeeper.domain.policy import AssetPolicy
 from deltakeeper.ports import AccountEvent
 from deltakeeper.sim.engine import SimEngine
@@ -49,50 +51,6 @@ STATE_CLEAR_SECS = 300.0
 """`DK_STATE_CLEAR_SECS`' default: a risk limit's breach holds REDUCE_ONLY until clear this long."""
 
 
-def _exposure_model(data: Dataset, cfg: BacktestSettings, asset: str, first_price: float) -> ExposureModel:
-    spec = data.exposure
-    if spec.kind == "lp":
-        return ConstantProductPool.from_value(float(spec.value_usd), first_price)
-    if spec.kind == "inventory":
-        return data.inventory.get(asset) or StaticHoldings(ZERO)
-    if spec.kind == "calls":
-        return StaticHoldings(cfg.external_coin.get(asset, ZERO))
-    held = cfg.external_coin.get(asset)
-    if held is None:
-        held = (spec.value_usd / Decimal(repr(first_price))).quantize(COIN_QUANTUM)
-    return StaticHoldings(held)
-
-
-def _option_book(spec: ExposureSpec, cfg: BacktestSettings, series: AssetSeries) -> OptionBook | None:
-    """`calls:N:STRIKE_PCT:DAYS`: the calls on the asset, struck at STRIKE_PCT % of its first mid (to the
-    price tick), expiring DAYS after its first price event."""
-    if spec.kind != "calls":
-        return None
-    first = series.events[0]
-    tick = Decimal(1).scaleb(-price_decimals(series.asset, first.price))
-    strike = (first.quote.mark * spec.strike_pct / 100).quantize(tick)
-    expiry = first.ts + timedelta(days=float(spec.expiry_days))
-    return OptionBook(coin_settled_call(series.asset, strike, expiry), spec.calls, cfg.option_vol)
-
-
-def _hedges(data: Dataset, cfg: BacktestSettings) -> dict[str, str]:
-    """Hedged asset -> its hedge market: its own linear perpetual, or another asset's (a proxy hedge, whose
-    market is then a hedge market only)."""
-    perps = {linear_perp(a).symbol: a for a in data.series}
-    wanted = {a: cfg.hedges.get(a, linear_perp(a).symbol) for a in data.series}
-    for asset, symbol in wanted.items():
-        if symbol not in perps:
-            raise ConfigError(f"DK_ASSETS__{asset}__HEDGE", "the linear perpetual of an asset with --prices",
-                              symbol)
-    markets = {perps[s] for a, s in wanted.items() if perps[s] != a}
-    hedges = {a: s for a, s in wanted.items() if a not in markets}
-    used = list(hedges.values())
-    for asset, symbol in hedges.items():
-        if used.count(symbol) > 1:
-            raise ConfigError(f"DK_ASSETS__{asset}__HEDGE", "a hedge market no other asset uses", symbol)
-    return hedges
-
-
 class Replay:
     def __init__(
         self, data: Dataset, policy_name: str, cfg: BacktestSettings, record_series: bool = False
@@ -102,20 +60,34 @@ class Replay:
         self.cfg = cfg
         self.policy_name = policy_name
         perps = {a: linear_perp(a) for a in data.series}
-        instruments = {p.symbol: p for p in perps.values()}
+        futures = quarterlies(data, cfg)
+        instruments = {p.symbol: p for p in perps.values()} | futures
+        self.futures: dict[str, list[Instrument]] = {}
+        """Asset -> the quarterlies listed on it, quoted at each of its price events."""
+        for future in futures.values():
+            self.futures.setdefault(future.base, []).append(future)
         self.assets: dict[str, AssetRun] = {}
-        for asset, symbol in _hedges(data, cfg).items():
+        for asset, symbol in hedge_markets(data, cfg).items():
             series = data.series[asset]
+            hedge = (quarterly_hedge(asset, futures, series.events[0].ts, cfg) if symbol == QUARTERLY
+                     else instruments[symbol])
             self.assets[asset] = AssetRun(
                 asset=asset,
-                hedge=instruments[symbol],
-                policy=AssetPolicy(asset, symbol, cfg.band_for(asset), cfg.targets_coin.get(asset, ZERO),
-                                   cfg.rebalance_to),
-                model=_exposure_model(data, cfg, asset, series.events[0].price),
-                book=_option_book(data.exposure, cfg, series),
+                hedge=hedge,
+                policy=AssetPolicy(asset, hedge.symbol, cfg.band_for(asset),
+                                   cfg.targets_coin.get(asset, ZERO), cfg.rebalance_to),
+                model=exposure_model(data, cfg, asset, series.events[0].price),
+                book=option_book(data.exposure, cfg, series),
                 series={k: [] for k in SERIES} if record_series else None,
             )
         self.by_hedge = {run.hedge.symbol: run for run in self.assets.values()}
+        """Hedge market -> its asset's run (a quarterly hedge's by every quarterly it rolls through)."""
+        for run in self.assets.values():
+            if run.hedge.expiry is not None:
+                self.by_hedge.update((f.symbol, run) for f in self.futures[run.asset])
+        self.held: dict[str, Decimal] = {}
+        """Hedge market -> the contracts held there, marked to its own mid (`_mark_hedge`)."""
+        self.marks: dict[str, Decimal] = {}
         self.books = [a.book for a in self.assets.values() if a.book is not None]
         self.mids: dict[str, Decimal] = {}
         """Asset -> the mid of its linear perpetual at the last price event."""
@@ -135,6 +107,7 @@ class Replay:
             betas={a: cfg.betas.get(a, Decimal(1)) for a, run in self.assets.items() if run.proxy},
             ewma_daily_decay=cfg.ewma_daily_decay,
             bar_secs={a: s.bar_secs for a, s in data.series.items()},
+            roll_window_secs=cfg.roll_window_secs,
         ))
         self.exchange = ReplayExchange(self.engine, ACCOUNT, self.clock, self._held_elsewhere)
         self.service = build_service(
@@ -153,14 +126,17 @@ class Replay:
     # -- the ports' side ------------------------------------------------------------------------------
 
     def _on_event(self, account_id: str, event: AccountEvent) -> None:
-        """A fill of the engine: its hedged asset's figures (the opening hedge's apart), at the mid."""
+        """A fill of the engine: its hedged asset's figures (the opening hedge's apart), at its own market's
+        mid."""
         if type(event) is not Fill:
             return
         self.fills.append(event)
         run = self.by_hedge[event.symbol]
-        mid = self.mids[run.hedge.base]
+        own = self.engine.quote(event.symbol)  # a quarterly's own, the basis in it
+        mid = own.mark if own is not None else self.mids[run.hedge.base]
         signed = event.amount_contracts * event.side.sign
         run.hedge_contracts += signed
+        self.held[event.symbol] = self.held.get(event.symbol, ZERO) + signed
         figures = run.initial if self.opening else run.figures
         figures.add(event, (event.price - mid) * signed * run.hedge.contract_size)
         if event.client_order_id not in self._traded:
@@ -201,6 +177,7 @@ class Replay:
         while funding_index < len(funding) and funding[funding_index][0] <= first_t:
             funding_index += 1  # funding before the replay starts is not ours
         previous_t: float | None = None
+        expiries = sorted({f.expiry for fs in self.futures.values() for f in fs if f.expiry is not None})
         cycle, orders = self.service.cycle, self.service.orders
         await self._read_account()
         for t_secs, events in steps:
@@ -212,8 +189,14 @@ class Replay:
                 _, asset, rate = funding[funding_index]
                 funded = self._settle_funding(asset, rate, events[0].ts) or funded
                 funding_index += 1
-            if self.books or funded:
-                await self._read_account()  # the options books' positions at the new mids; funding paid
+            settled = bool(expiries) and expiries[0] <= events[0].ts
+            while expiries and expiries[0] <= events[0].ts:
+                expiries.pop(0)
+            if settled:
+                self._drop_settled(events[0].ts)
+            if self.books or funded or settled:
+                await self._read_account()  # the options books' positions at the new mids; funding paid;
+                # a quarterly settled at its expiry
             opened = {event.asset for event in events if self._open_hedge(event, t_secs)}
             if opened:
                 await self._read_account()
@@ -249,14 +232,12 @@ class Replay:
                 run.last_skip = record.detail
 
     def _price(self, event: PriceEvent, t_secs: float) -> None:
-        self.engine.on_quote(event.quote)
-        self.service.ingest.on_quote(event.quote)
+        for quote in [event.quote, *future_quotes(self.futures.get(event.asset, []), event.quote)]:
+            self.engine.on_quote(quote)
+            self.service.ingest.on_quote(quote)
+            self._mark_hedge(quote)
         mid = event.quote.mark
-        before = self.mids.get(event.asset)
         self.mids[event.asset] = mid
-        hedging = self.by_hedge.get(event.quote.symbol)
-        if hedging is not None and before is not None:
-            hedging.hedge_pnl_usd += hedging.hedge_contracts * hedging.hedge.contract_size * (mid - before)
         run = self.assets.get(event.asset)
         if run is None:
             return
@@ -274,6 +255,23 @@ class Replay:
         if holdings != run.holdings:
             run.holdings = holdings
             self.service.ingest.on_external(run.asset, holdings)
+
+    def _drop_settled(self, ts: datetime) -> None:
+        """Quarterlies settled by `ts` no longer hedge (the exchange reports no fill for a settlement)."""
+        for symbol, contracts in self.held.items():
+            expiry = self.engine.instruments[symbol].expiry
+            if contracts and expiry is not None and expiry <= ts:
+                self.by_hedge[symbol].hedge_contracts -= contracts
+                self.held[symbol] = ZERO
+
+    def _mark_hedge(self, quote: Quote) -> None:
+        """The hedge PnL of the contracts held in `quote`'s market, from its previous mid to this one."""
+        run = self.by_hedge.get(quote.symbol)
+        before = self.marks.get(quote.symbol)
+        self.marks[quote.symbol] = quote.mark
+        if run is not None and before is not None:
+            size = self.engine.instruments[quote.symbol].contract_size
+            run.hedge_pnl_usd += self.held.get(quote.symbol, ZERO) * size * (quote.mark - before)
 
     def _settle_funding(self, market: str, rate: Decimal, ts: datetime) -> bool:
         """Funding on the hedge held in `market`'s perpetual; returns whether any was paid."""

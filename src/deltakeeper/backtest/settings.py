@@ -19,6 +19,7 @@ from deltakeeper.domain.policy_params import (
     make_policy,
 )
 from deltakeeper.domain.risk import DEFAULT_LIMITS, RiskLimits
+from deltakeeper.domain.roll import DEFAULT_ROLL_WINDOW_SECS
 from deltakeeper.domain.volatility import RISKMETRICS_DAILY_DECAY
 
 __all__ = ["POLICIES", "SWEEP_GRID", "BacktestSettings"]
@@ -43,6 +44,9 @@ class BacktestSettings:
     hedges: Mapping[str, str] = field(default_factory=dict)
     """`DK_ASSETS__<ASSET>__HEDGE`: the linear perpetual of the asset, or of another asset with prices (a
     proxy hedge)."""
+    roll_window_secs: float = DEFAULT_ROLL_WINDOW_SECS
+    """`DK_ROLL_WINDOW_SECS`: a quarterly hedge (`DK_ASSETS__<ASSET>__HEDGE=quarterly`) is rolled into the
+    next contract once fewer seconds than this are left to its expiry."""
     betas: Mapping[str, Decimal | None] = field(default_factory=dict)
     """`DK_ASSETS__<ASSET>__BETA` of a proxy-hedged asset: a ratio, or None for the EWMA estimate (unset:
     1)."""
@@ -100,6 +104,7 @@ class BacktestSettings:
             targets_coin=targets,
             hedges=hedges,
             betas=betas,
+            roll_window_secs=float(get("roll_window_secs", default.roll_window_secs)),
             slice_max_usd=Decimal(get("slice_max_usd", default.slice_max_usd)),
             slice_max_slippage_bps=Decimal(get("slice_max_slippage_bps", default.slice_max_slippage_bps)),
             external_coin={k.upper(): Decimal(v) for k, v in (get("external", {}) or {}).items()},
@@ -144,6 +149,8 @@ class BacktestSettings:
              self.skip_horizon_secs),
             ("DK_EWMA_DAILY_DECAY", 0 < self.ewma_daily_decay < 1, "a decay in (0, 1)",
              self.ewma_daily_decay),
+            ("DK_ROLL_WINDOW_SECS", self.roll_window_secs > 0, "a positive number of seconds",
+             self.roll_window_secs),
             ("--spread-bps", self.spread_bps >= 0, "a non-negative number of bps", self.spread_bps),
             ("--option-vol", self.option_vol > 0, "a positive annualised volatility (0.6 = 60%)",
              self.option_vol),
@@ -168,6 +175,8 @@ class BacktestSettings:
         used: dict[str, Any] = {"DK_POLICY": name}
         for asset, beta in sorted(self.betas.items()):
             used[f"DK_ASSETS__{asset}__BETA"] = "ewma" if beta is None else beta
+        if "quarterly" in self.hedges.values():
+            used["DK_ROLL_WINDOW_SECS"] = self.roll_window_secs
         if self.slice_max_usd:
             used["DK_SLICE_MAX_USD"] = self.slice_max_usd
         if self.slice_max_slippage_bps:
