@@ -54,20 +54,21 @@ async def test_the_emulator_s_account_mode_and_mm_rate_are_read_through_ccxt() -
 
 
 class MarginUnreadable:
-    """The simulated exchange, except that its account margin cannot be read."""
+    """The simulated exchange, except that its account margin read raises `error`."""
 
-    def __init__(self, gateway: SimGateway) -> None:
+    def __init__(self, gateway: SimGateway, error: Exception) -> None:
         self.gateway = gateway
+        self.error = error
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.gateway, name)
 
     async def fetch_account_margin(self) -> VenueMargin:
-        raise ExchangeUnavailable("503 Service Unavailable")
+        raise self.error
 
 
 @asynccontextmanager
-async def running_bot(tmp_path: Path, unreadable: bool
+async def running_bot(tmp_path: Path, unreadable: Exception | None
                       ) -> AsyncIterator[tuple[Runner, list[dict[str, Any]], int]]:
     """The bot wired as `deltakeeper run` wires it, running until an order settled; its start's log
     events and its HTTP port."""
@@ -75,7 +76,7 @@ async def running_bot(tmp_path: Path, unreadable: bool
     async with journal_for(settings) as journal:
         sim, clock = build_sim_exchange(settings)
         assert isinstance(sim, SimGateway)
-        exchange: Any = MarginUnreadable(sim) if unreadable else sim
+        exchange: Any = MarginUnreadable(sim, unreadable) if unreadable else sim
         with capture_logs() as logs:
             runner = await build_runner(settings, exchange, journal, clock, RecordingAlerts())
         server = build_http_server(settings, runner, journal)
@@ -102,7 +103,7 @@ async def api_status(port: int) -> dict[str, Any]:
 async def test_the_bot_detects_the_mode_at_start_and_shows_the_venue_ratio_beside_its_estimate(
     tmp_path: Path,
 ) -> None:
-    async with running_bot(tmp_path, unreadable=False) as (runner, logs, port):
+    async with running_bot(tmp_path, unreadable=None) as (runner, logs, port):
         margin = margin_watch_of(runner.watch)
         assert margin is not None and margin.venue is not None
         await until(lambda: bool(runner.service.state.account and runner.service.state.account.positions), 30,
@@ -125,13 +126,16 @@ async def test_the_bot_detects_the_mode_at_start_and_shows_the_venue_ratio_besid
     assert round(value(found, "deltakeeper_venue_maintenance_margin_ratio"), 4) == venue["maintenance_ratio"]
 
 
-async def test_an_account_margin_read_that_fails_is_unknown_and_the_bot_runs_on(tmp_path: Path) -> None:
-    async with running_bot(tmp_path, unreadable=True) as (_, logs, port):
+@pytest.mark.parametrize("error", [ExchangeUnavailable("503 Service Unavailable"),
+                                   RuntimeError("fetchAccountMargin() is not supported")])
+async def test_an_account_margin_read_that_fails_is_unknown_and_the_bot_runs_on(
+        tmp_path: Path, error: Exception) -> None:
+    async with running_bot(tmp_path, unreadable=error) as (_, logs, port):
         status = await api_status(port)
         found = samples(await scrape(port))
 
     [started] = [e for e in logs if e["event"] == "account_margin_mode_unknown"]
-    assert started["detail"] == "ExchangeUnavailable: 503 Service Unavailable"
+    assert started["detail"] == f"{type(error).__name__}: {error}"
     assert not [e for e in logs if e["event"] == "account_margin_mode"]
     venue = status["margin"]["venue"]
     assert venue["mode"] == "unknown" and venue["maintenance_ratio"] is None

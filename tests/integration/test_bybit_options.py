@@ -18,6 +18,7 @@ from typing import Any
 
 import ccxt.pro as ccxtpro
 import pytest
+from structlog.testing import capture_logs
 from tests.integration.service_harness import until
 from tests.integration.test_ccxt_exchange import first
 
@@ -29,6 +30,8 @@ from deltakeeper.domain.instruments import Instrument, Kind
 from deltakeeper.domain.orders import OrderRequest, OrderType, Side
 from deltakeeper.domain.records import AccountSnapshot
 from deltakeeper.sim.bybit.client import point_ccxt_at
+from deltakeeper.sim.bybit.options import Greeks
+from deltakeeper.sim.bybit.protocol import fmt
 from deltakeeper.sim.bybit.server import HUB, RunningServer, serve
 from deltakeeper.sim.bybit.venue import to_ms
 from deltakeeper.sim.clock import WallClock
@@ -176,7 +179,17 @@ async def test_the_bots_delta_of_an_options_book_is_the_venues_delta_times_size_
     assert bot.gamma_coin_per_usd != 0  # the venue's IV gives the book its gamma
 
 
-async def test_an_option_bought_through_the_adapter_is_pushed_with_the_venues_delta_and_iv() -> None:
+def per_option(greeks: Greeks, contracts: Decimal) -> dict[str, str]:
+    """A position row whose greeks are one option's (Bybit's docs do not say which the row's are)."""
+    return {"delta": fmt(greeks.delta), "gamma": fmt(greeks.gamma), "vega": fmt(greeks.vega),
+            "theta": fmt(greeks.theta)}
+
+
+@pytest.mark.parametrize("row", ["the position's", "one option's"])
+async def test_an_option_bought_through_the_adapter_is_pushed_with_the_venues_delta_and_iv(
+        row: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    if row == "one option's":
+        monkeypatch.setattr(Greeks, "times", per_option)
     async with options_emulator() as server:
         put = engine_option(server, PUT)
         exchange = adapter(server)
@@ -192,14 +205,17 @@ async def test_an_option_bought_through_the_adapter_is_pushed_with_the_venues_de
                 await until(lambda: any("position" in c.topics for c in hub.connections), 10, "subscription")
                 await exchange.place_order(OrderRequest("dkopt1a0", symbol, Side.BUY, D("1.5"),
                                                         OrderType.LIMIT, price=D(str(ticker["ask"]))))
-                pushed = await first(events, lambda event: isinstance(event, AccountSnapshot)
-                                     and any(p.symbol == symbol for p in event.positions))
+                with capture_logs() as logs:
+                    pushed = await first(events, lambda event: isinstance(event, AccountSnapshot)
+                                         and any(p.symbol == symbol for p in event.positions))
         finally:
             await exchange.close()
 
     [position] = [p for p in pushed.positions if p.symbol == symbol]
     assert (position.contracts, position.delta, position.mark_iv) == (D("1.5"), published, VENUE_IV)
     assert published < 0  # a put
+    warned = [e["symbol"] for e in logs if e["event"] == "option_row_delta_per_option"]
+    assert warned == ([symbol] if row == "one option's" else [])
 
 
 async def test_an_option_is_listed_until_its_expiry_at_any_speed() -> None:

@@ -95,6 +95,9 @@ def test_a_hedge_not_rolled_in_time_is_settled_at_expiry_then_hedged_afresh_on_t
     assert sol["final_hedge_coin"] == -HELD_SOL * D("0.99")  # March's settled position counted out
     (hedged_afresh,) = {f.ts for f in replay.fills if f.symbol == JUN}
     assert hedged_afresh == ROLLED_AT + timedelta(hours=48)  # at the settling price event
+    # March's delivery fill at expiry is no trade: the one trade is June's rebalance
+    assert (sol["trades"], sol["traded_notional_usd"]) == (1, sum(f.notional_usd for f in replay.fills
+                                                                  if f.symbol == JUN))
 
 
 def test_an_unknown_hedge_name_is_refused(moved_sol: Dataset) -> None:

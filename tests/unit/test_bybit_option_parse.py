@@ -11,6 +11,7 @@ from typing import Any
 
 import ccxt
 import pytest
+from structlog.testing import capture_logs
 
 from deltakeeper.adapters.ccxt_account import position_from_ccxt
 from deltakeeper.adapters.ccxt_markets import instrument_from_market
@@ -47,21 +48,39 @@ def test_bybit_usdc_option_market_is_an_option_settled_in_usdc_counted_in_coins(
     assert (call.lot_step_contracts, call.min_contracts) == (D("0.01"), D("0.01"))
 
 
-def test_bybit_option_position_delta_is_the_rows_delta_per_option_with_the_tickers_iv() -> None:
+def test_bybit_option_position_delta_is_the_tickers_with_its_iv_never_the_rows_alone() -> None:
     exchange = bybit_with_option_markets()
     instrument = instrument_from_market(exchange.market(SYMBOL), "bybit", exchange.precisionMode)
     raw = exchange.parse_position(recorded("bybit_option_position.json"))
     ticker_greeks = exchange.fetch_greeks(SYMBOL)
 
-    from_row = position_from_ccxt(raw, instrument, "bybit")
-    with_ticker = position_from_ccxt(raw, instrument, "bybit", ticker_greeks)
+    with capture_logs() as logs:
+        from_row = position_from_ccxt(raw, instrument, "bybit")
+        with_ticker = position_from_ccxt(raw, instrument, "bybit", ticker_greeks)
 
     assert (from_row.symbol, from_row.contracts, from_row.mark_price) == (SYMBOL, -2, D("3273.02263032"))
-    assert from_row.delta == D("0.49640971")  # the row's -0.99281942 over -2 options
-    assert (from_row.mark_iv, from_row.underlying_price) == (None, None)
-    assert with_ticker.delta == D("0.49640971")
+    assert (from_row.delta, from_row.mark_iv, from_row.underlying_price) == (None, None, None)
+    assert with_ticker.delta == D("0.49640971")  # the row's -0.99281942 over -2 options agrees
     assert with_ticker.mark_iv == pytest.approx(0.5577)  # Bybit's markIv is a fraction
     assert with_ticker.underlying_price == D("37649.67254894")
+    assert logs == []
+
+
+def test_a_bybit_row_delta_of_one_option_is_not_taken_for_the_positions_and_is_logged_once() -> None:
+    exchange = bybit_with_option_markets()
+    instrument = instrument_from_market(exchange.market(SYMBOL), "bybit", exchange.precisionMode)
+    row = {**recorded("bybit_option_position.json"), "size": "10", "delta": "-0.4964"}
+    raw = exchange.parse_position(row)
+    warned: set[str] = set()
+
+    with capture_logs() as logs:
+        positions = [position_from_ccxt(raw, instrument, "bybit", exchange.fetch_greeks(SYMBOL), warned)
+                     for _ in range(2)]
+
+    btc = asset_deltas({SYMBOL: instrument}, {}, positions[:1], {"BTC": D("36790.96")}, as_of=AS_OF)["BTC"]
+    assert btc.option_delta_coin == D("-4.9640971")  # 10 short at the ticker's 0.49640971, not -0.4964
+    assert [(e["event"], e["log_level"], e["symbol"]) for e in logs] == [
+        ("option_row_delta_per_option", "warning", SYMBOL)]
 
 
 def test_bybit_option_position_without_its_delta_takes_the_tickers() -> None:

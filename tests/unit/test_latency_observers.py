@@ -1,6 +1,6 @@
-"""The latency observers bootstrap hands to the app: the order path reports, as each order request goes
-out, the seconds since the quote it was sized from arrived; the watched journal reports every write's
-duration (a failed one's too) and counts the failures."""
+"""The latency observers bootstrap hands to the app: the order path reports, for each order request sent
+(none in shadow mode), the seconds from the quote it was sized from to its going out; the watched journal
+reports every write's duration (a failed one's too) and counts the failures."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import pytest
 from tests.unit.test_order_runner import REQUEST, T0, UnreachableAfterAccepting, runner
 
 from deltakeeper.app.journal_writes import WatchedJournal
+from deltakeeper.domain.errors import OrderNotSent
 from deltakeeper.domain.orders import OrderRequest, OrderState
 from deltakeeper.domain.records import OrderRecord
 
@@ -28,6 +29,13 @@ class ObservedWhenSent(UnreachableAfterAccepting):
     async def place_order(self, request: OrderRequest) -> OrderState:
         self.observed_at_send = list(self.observed)
         return await super().place_order(request)
+
+
+class Shadow:
+    """The shadow-mode exchange's order path: nothing is sent."""
+
+    async def place_order(self, request: OrderRequest) -> OrderState:
+        raise OrderNotSent("shadow mode")
 
 
 class NoJournal:
@@ -47,8 +55,19 @@ async def test_an_order_request_reports_the_seconds_since_its_quote_arrived_as_i
     orders.draining = True  # settle no further than the cancel
     await asyncio.wait_for(sending, 5)
     [secs] = observed
-    assert exchange.observed_at_send == [secs]  # reported before the request went out
+    assert exchange.observed_at_send == []  # measured as the request went out, reported once it was sent
     assert secs >= 2.0
+
+
+async def test_an_order_not_sent_in_shadow_mode_reports_no_tick_to_order_time() -> None:
+    observed: list[float] = []
+    orders = runner(Shadow(), NoJournal())  # type: ignore[arg-type]
+    orders.observe_tick_to_order_secs = observed.append
+
+    ended = await orders.run(REQUEST, orders.basis(REQUEST.symbol, "BTC", D(1)))
+
+    assert ended is not None and not ended.sent
+    assert observed == []
 
 
 class SlowJournal:

@@ -9,7 +9,7 @@ import pytest
 
 from deltakeeper.domain.errors import OrderRejected
 from deltakeeper.domain.instruments import Kind
-from deltakeeper.domain.orders import OrderRequest, OrderStatus, OrderType, Quote, Side
+from deltakeeper.domain.orders import Fill, OrderRequest, OrderStatus, OrderType, Quote, Side
 from deltakeeper.domain.records import AccountSnapshot
 from deltakeeper.sim.engine import SimEngine
 from deltakeeper.sim.futures import future_fair_price, future_quote, with_future_quotes
@@ -112,6 +112,13 @@ def test_a_linear_future_settles_at_the_underlying_at_expiry_and_then_refuses_or
     assert cancelled is not None and cancelled.status is OrderStatus.CANCELED
     assert cancelled.reject_reason == "expired"
     assert any(isinstance(e, AccountSnapshot) and not e.positions for e in events)
+    [delivery] = [e for e in events if isinstance(e, Fill)]  # as Bybit's Delivery execution
+    assert (delivery.symbol, delivery.side, delivery.amount_contracts, delivery.price) == (
+        BTC_DEC, Side.BUY, D("0.1"), D(58_000))
+    assert (delivery.fee, delivery.client_order_id, delivery.liquidation) == (0, None, False)
+    assert delivery.ts == DEC
+    assert delivery.notional_usd == D(5_800)
+    assert delivery in engine.fills(ACCOUNT, DEC - timedelta(hours=2))
     with pytest.raises(OrderRejected, match="expired"):
         engine.place_order(ACCOUNT, sell(BTC_DEC, "0.1", "s2"), DEC + timedelta(seconds=1))
 

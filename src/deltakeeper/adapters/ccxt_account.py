@@ -23,10 +23,12 @@ Option greeks, per exchange (`position_from_ccxt`):
   during settlement"), so one option's delta is `delta / size`. Its ticker (ccxt `fetch_greeks`) gives the
   option's `delta`, `mark_iv` in percent (ccxt passes it on as `markImpliedVolatility`: 61.27 = 61.27%)
   and the forward as `underlying_price`.
-- Bybit `/v5/position/list?category=option`: `delta` (beside `gamma`, `vega`, `theta`) is taken as the
-  position's, in coins (size x the option's delta, negative for a short call), as Deribit's is (Bybit's
-  docs name the field only), so one option's delta is `delta / size`. Its ticker (ccxt `fetch_greeks`)
-  gives the option's `delta`, `markIv` (a fraction: 0.5577 = 55.77%) and `underlyingPrice`.
+- Bybit: its ticker (ccxt `fetch_greeks`) gives one option's `delta`, `markIv` (a fraction: 0.5577 =
+  55.77%) and `underlyingPrice`; the option's delta is the ticker's. The position row's `delta`
+  (`/v5/position/list?category=option`, beside `gamma`, `vega`, `theta`) is documented without saying
+  whether it is one option's or the position's: it is a cross-check only (a row that matches the ticker
+  while `row / size` does not is one option's: logged once per symbol, `option_row_delta_per_option`),
+  never the delta alone. Without the ticker's delta, Black-76 at its mark IV.
 - Elsewhere ccxt's greeks structure, with `markImpliedVolatility` a fraction.
 """
 
@@ -35,6 +37,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
+
+import structlog
 
 from deltakeeper.adapters.ccxt_parse import (
     BINANCE_IDS,
@@ -49,6 +53,8 @@ from deltakeeper.adapters.ccxt_parse import (
 from deltakeeper.domain.exposure import Position
 from deltakeeper.domain.instruments import ZERO, Instrument
 
+log = structlog.get_logger(__name__)
+
 _UNSIGNED_CONTRACTS_EXCHANGES = frozenset({"bybit"})
 """Exchanges whose ccxt positions carry the size without sign (`contracts`) and the side apart: a position
 without its side is unreadable, not long."""
@@ -59,8 +65,12 @@ _UNREALIZED_PNL_INFO_KEYS = {"bybit": "unrealisedPnl", "deribit": "floating_prof
 """The exchange's own unrealised-PnL field, read before ccxt's `unrealizedPnl`: ccxt drops Bybit's zero and
 derives a figure from entry and mark in its place."""
 
-_OPTION_POSITION_DELTA_INFO_KEYS = {"deribit": "delta", "bybit": "delta"}
+_OPTION_POSITION_DELTA_INFO_KEYS = {"deribit": "delta"}
 """The exchange's position-level option delta (in coins, signed) in a position's `info`."""
+_OPTION_ROW_DELTA_CHECKED = frozenset({"bybit"})
+"""Exchanges whose position row's `delta` is cross-checked against the ticker's, never taken alone."""
+ROW_DELTA_TOLERANCE = Decimal("0.01")
+"""How far one option's delta from the row may be from the ticker's and still agree."""
 
 _IV_PERCENT_EXCHANGES = frozenset({"deribit"})
 """Exchanges whose mark implied volatility ccxt passes on in percent."""
@@ -68,14 +78,15 @@ _IV_PERCENT_EXCHANGES = frozenset({"deribit"})
 
 @parser("position")
 def position_from_ccxt(position: Mapping[str, Any], instrument: Instrument, exchange_id: str,
-                       greeks: Mapping[str, Any] | None = None) -> Position:
+                       greeks: Mapping[str, Any] | None = None, warned: set[str] | None = None) -> Position:
     """Signed contracts (+ long) in the instrument's units, so that `instrument.delta_coin(contracts,
     mark)` is the position's delta: Deribit's USD size -100 at mark 103,554.56 is -9.65675e-4 BTC.
 
     It carries the exchange's margin figures where ccxt gives them (`liquidationPrice`, `initialMargin`,
     `maintenanceMargin`, `leverage`, `collateral`, `marginMode`). An option position also carries its
     greeks (module notes): from the position where the exchange puts them there, else from `greeks`, the
-    option's ccxt greeks structure (`fetch_greeks`)."""
+    option's ccxt greeks structure (`fetch_greeks`). `warned`: the symbols whose row delta was found to be
+    one option's already (logged once each)."""
     size = abs(dec(position.get("contracts"), "contracts"))
     side = position.get("side")
     if side == "long":
@@ -96,7 +107,8 @@ def position_from_ccxt(position: Mapping[str, Any], instrument: Instrument, exch
         mark_price=dec(position.get("markPrice"), "markPrice"),
         unrealized_pnl=opt_dec(pnl, "unrealizedPnl"),
         **_position_margin(position),
-        **(_option_greeks(position, greeks or {}, instrument, exchange_id, sign * size)
+        **(_option_greeks(position, greeks or {}, instrument, exchange_id, sign * size,
+                          set() if warned is None else warned)
            if instrument.is_option else {}),
     )
 
@@ -143,7 +155,7 @@ def _position_margin(position: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _option_greeks(position: Mapping[str, Any], greeks: Mapping[str, Any], instrument: Instrument,
-                   exchange_id: str, contracts: Decimal) -> dict[str, Any]:
+                   exchange_id: str, contracts: Decimal, warned: set[str]) -> dict[str, Any]:
     """`delta` (one option's, plain), `mark_iv` (a fraction) and `underlying_price` of an option position."""
     delta = None
     position_delta = info_of(position).get(_OPTION_POSITION_DELTA_INFO_KEYS.get(exchange_id, ""))
@@ -152,6 +164,14 @@ def _option_greeks(position: Mapping[str, Any], greeks: Mapping[str, Any], instr
         delta = dec(position_delta, "info.delta") / size_coin
     if delta is None:
         delta = opt_dec(greeks.get("delta"), "greeks.delta")
+    row = info_of(position).get("delta") if exchange_id in _OPTION_ROW_DELTA_CHECKED else None
+    if delta is not None and row not in (None, "") and size_coin != 0 and instrument.symbol not in warned:
+        row_delta = dec(row, "info.delta")
+        if (abs(row_delta / size_coin - delta) > ROW_DELTA_TOLERANCE
+                and abs(abs(row_delta) - abs(delta)) <= ROW_DELTA_TOLERANCE):
+            warned.add(instrument.symbol)
+            log.warning("option_row_delta_per_option", symbol=instrument.symbol, row_delta=str(row_delta),
+                        ticker_delta=str(delta), contracts=str(contracts))
     mark_iv = opt_dec(greeks.get("markImpliedVolatility"), "greeks.markImpliedVolatility")
     if mark_iv is not None and exchange_id in _IV_PERCENT_EXCHANGES:
         mark_iv /= 100

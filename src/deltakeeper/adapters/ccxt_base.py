@@ -132,6 +132,8 @@ class CcxtBase:
         self._balances: dict[str, Decimal] = {}
         self._greeks: dict[str, dict[str, Any]] = {}
         """The greeks (ccxt `fetch_greeks`) of each option position, as last read with the account."""
+        self._row_delta_warned: set[str] = set()
+        """The options whose position row's delta was found to be one option's (logged once each)."""
         self._positions: dict[str, Position] = {}
         """The account as last read or pushed: a read sets both, a balance or position push its own part,
         so that a push's snapshot never brings back what a later read has replaced (`_snapshot_streams`)."""

@@ -232,12 +232,14 @@ class CcxtExchange(CcxtHistory):
         async def on_positions(raws: list[dict[str, Any]]) -> AccountSnapshot:
             if self.name in BINANCE_FUTURES:  # its pushes carry no mark price: read the account
                 return await self.fetch_account()
-            # An option's pushed row carries the venue's delta; its IV is the one last read (read now for an
-            # option not seen before), not its forward, which moved: gamma is then at the asset's price.
+            # An option's delta and IV are those of its ticker last read (read now for an option not seen
+            # before; without a delta, Black-76 at the IV), not its forward, which moved: gamma is then at
+            # the asset's price. The pushed row's delta is no more than a cross-check (ccxt_account).
             self._greeks.update(await self._option_greeks([raw for raw in raws
                                                            if str(raw.get("symbol")) not in self._greeks]))
             pushed = [position_from_ccxt(raw, await self._instrument(raw.get("symbol")), self.name,
-                                         _iv_only(self._greeks.get(str(raw.get("symbol")))))
+                                         _without_forward(self._greeks.get(str(raw.get("symbol")))),
+                                         self._row_delta_warned)
                       for raw in raws]  # all read before any is taken: a malformed push changes nothing
             for position in pushed:
                 if position.contracts:
@@ -325,8 +327,8 @@ class CcxtExchange(CcxtHistory):
         return poll
 
 
-def _iv_only(greeks: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    return None if greeks is None else {"markImpliedVolatility": greeks.get("markImpliedVolatility")}
+def _without_forward(greeks: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    return None if greeks is None else {key: greeks.get(key) for key in ("delta", "markImpliedVolatility")}
 
 
 async def _many(fetch: Callable[..., Awaitable[Mapping[str, Any]]], *args: Any) -> list[Any]:

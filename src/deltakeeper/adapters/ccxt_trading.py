@@ -57,7 +57,7 @@ class CcxtTrading(CcxtBase):
         self._greeks = await self._option_greeks(raws)
         with self._reading():
             positions = [position_from_ccxt(raw, await self._instrument(raw.get("symbol")), self.name,
-                                            self._greeks.get(str(raw.get("symbol"))))
+                                            self._greeks.get(str(raw.get("symbol"))), self._row_delta_warned)
                          for raw in raws]
             balances = balances_from_ccxt(balance, self.name)
         self._balances = dict(balances)
@@ -75,9 +75,9 @@ class CcxtTrading(CcxtBase):
             return [raw for raw in raws if is_open_position(raw)]
 
     async def _option_greeks(self, raws: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        """The greeks of the options among the positions `raws`, where the exchange publishes them: the
-        venue's delta where the position itself carries none, and the mark IV and forward of every option
-        (its gamma; Black-76's delta where the venue gives none at all)."""
+        """The greeks of the options among the positions `raws`, where the exchange publishes them: one
+        option's delta (unless its position row carries one documented as the position's), and the mark IV
+        and forward of every option (its gamma; Black-76's delta where the venue gives none at all)."""
         if not self._rest.has.get("fetchGreeks"):
             return {}
         markets = self._rest.markets or {}

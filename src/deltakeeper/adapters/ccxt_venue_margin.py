@@ -18,10 +18,9 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from deltakeeper.adapters.ccxt_parse import MalformedPayload
+from deltakeeper.adapters.ccxt_parse import BINANCE_IDS, MalformedPayload, dec, opt_dec
 from deltakeeper.domain.venue_margin import (
     AccountMode,
     VenueMargin,
@@ -34,7 +33,6 @@ from deltakeeper.domain.venue_margin import (
 Call = Callable[..., Awaitable[Any]]
 """`CcxtExchange._call`: a ccxt method and its arguments, rate-limit retries and error translation."""
 
-BINANCE_IDS = frozenset({"binance", "binanceusdm", "binancecoinm"})
 _BYBIT_UNIFIED_STATUSES = frozenset({2, 3, 4, 5, 6})
 _OKX_LEVELS = {"1": AccountMode.STANDARD, "2": AccountMode.STANDARD, "3": AccountMode.UNIFIED,
                "4": AccountMode.PORTFOLIO}
@@ -82,7 +80,7 @@ def bybit_margin(info: Any, wallet: Any | None, as_of: datetime) -> VenueMargin:
         accounts = _bybit_result(wallet).get("list")
         if not isinstance(accounts, list) or not accounts or not isinstance(accounts[0], Mapping):
             raise MalformedPayload("result.list", "a wallet account", wallet)
-        ratio = _optional_decimal(accounts[0], "accountMMRate")
+        ratio = opt_dec(accounts[0].get("accountMMRate"), "accountMMRate")
     return VenueMargin(mode, as_of, ratio, "accountMMRate" if ratio is not None else "", detail)
 
 
@@ -98,7 +96,7 @@ def _bybit_result(answer: Any) -> Mapping[str, Any]:
 
 def binance_portfolio_margin(account: Any, as_of: datetime) -> VenueMargin:
     """`account`: the `/papi/v1/account` answer."""
-    uni_mmr = _decimal(_mapping(account), "uniMMR")
+    uni_mmr = dec(_mapping(account).get("uniMMR"), "uniMMR")
     ratio = inverse_ratio(uni_mmr)
     return VenueMargin(AccountMode.PORTFOLIO, as_of, ratio, "1/uniMMR" if ratio is not None else "",
                        f"portfolioMargin, accountStatus={account.get('accountStatus')}")
@@ -107,7 +105,8 @@ def binance_portfolio_margin(account: Any, as_of: datetime) -> VenueMargin:
 def binance_usdm_margin(account: Any, as_of: datetime) -> VenueMargin:
     """`account`: the USD-M `/fapi/v3/account` answer (classic account)."""
     account = _mapping(account)
-    ratio = ratio_of(_decimal(account, "totalMaintMargin"), _decimal(account, "totalMarginBalance"))
+    ratio = ratio_of(dec(account.get("totalMaintMargin"), "totalMaintMargin"),
+                     dec(account.get("totalMarginBalance"), "totalMarginBalance"))
     return VenueMargin(AccountMode.STANDARD, as_of, ratio,
                        "totalMaintMargin/totalMarginBalance" if ratio is not None else "",
                        "USD-M futures account (classic)")
@@ -118,7 +117,8 @@ def binance_coinm_margin(account: Any, as_of: datetime) -> VenueMargin:
     assets = _mapping(account).get("assets")
     if not isinstance(assets, list):
         raise MalformedPayload("assets", "a list", account)
-    pools = {str(a.get("asset")): (_decimal(a, "maintMargin"), _decimal(a, "marginBalance"))
+    pools = {str(a.get("asset")): (dec(a.get("maintMargin"), "maintMargin"),
+                                   dec(a.get("marginBalance"), "marginBalance"))
              for a in assets if isinstance(a, Mapping)}
     worst = worst_ratio(pools)
     if worst is None:
@@ -137,8 +137,8 @@ def okx_margin(config: Any, balance: Any, as_of: datetime) -> VenueMargin:
     mode = _OKX_LEVELS.get(level, AccountMode.UNKNOWN)
     detail = f"acctLv={level}"
     account = _okx_first(balance)
-    mmr = _optional_decimal(account, "mmr")
-    equity = _optional_decimal(account, "adjEq")
+    mmr = opt_dec(account.get("mmr"), "mmr")
+    equity = opt_dec(account.get("adjEq"), "adjEq")
     if mmr is not None and equity is not None and (ratio := ratio_of(mmr, equity)) is not None:
         return VenueMargin(mode, as_of, ratio, "mmr/adjEq", detail)
     details = account.get("details")
@@ -146,7 +146,7 @@ def okx_margin(config: Any, balance: Any, as_of: datetime) -> VenueMargin:
     for item in details if isinstance(details, list) else []:
         if not isinstance(item, Mapping):
             continue
-        ccy_mmr, ccy_eq = _optional_decimal(item, "mmr"), _optional_decimal(item, "eq")
+        ccy_mmr, ccy_eq = opt_dec(item.get("mmr"), "mmr"), opt_dec(item.get("eq"), "eq")
         if ccy_mmr is not None and ccy_eq is not None:
             pools[str(item.get("ccy"))] = (ccy_mmr, ccy_eq)
     worst = worst_ratio(pools)
@@ -170,24 +170,6 @@ def _mapping(answer: Any) -> Mapping[str, Any]:
     if not isinstance(answer, Mapping):
         raise MalformedPayload("answer", "an object", answer)
     return answer
-
-
-def _decimal(item: Mapping[str, Any], key: str) -> Decimal:
-    """`item[key]` as a finite Decimal."""
-    value = item.get(key)
-    try:
-        number = Decimal(str(value))
-    except InvalidOperation:
-        number = None
-    if value is None or isinstance(value, bool) or number is None or not number.is_finite():
-        raise MalformedPayload(key, "a number", value)
-    return number
-
-
-def _optional_decimal(item: Mapping[str, Any], key: str) -> Decimal | None:
-    """`_decimal`, or None where the field is missing or empty (the venue leaves empty what does not
-    apply to the account)."""
-    return None if item.get(key) in (None, "") else _decimal(item, key)
 
 
 def _int(item: Mapping[str, Any], key: str) -> int:

@@ -207,18 +207,19 @@ class MarginWatch:
 
     async def __call__(self) -> float | None:
         """Compute the margin, move the trading state on the critical level, and return the headroom for
-        the Watch's warning (None without derivative positions)."""
-        if self.venue is not None:
-            await self.venue.refresh_if_due()
+        the Watch's warning (None without derivative positions). The venue's own ratio, informational, is
+        read (when due) only after: a slow or failing read never delays or skips the check."""
         margin = self.margin()
         headroom = margin.headroom if margin is not None else None
         await self._observe(margin, headroom)
+        if self.venue is not None:
+            await self.venue.refresh_if_due()
         return None if headroom is None else float(headroom)
 
     async def _observe(self, margin: AccountMargin | None, headroom: Decimal | None) -> None:
         critical = self.levels.critical
-        if critical is None:
-            return
+        if critical is None or margin is None:
+            return  # an unknown margin is not "not low": the breach stays as it is
         now = self.clock.now()
         low = headroom is not None and self.levels.below_critical(headroom)
         if low:

@@ -217,8 +217,9 @@ class OrderSender:
                 await self._journal_sent(self.local_state(request, OrderStatus.CANCELED, reason))
                 return None
             try:
-                self.observe_tick_to_order_secs(self.monotonic() - basis.received_at)
+                tick_to_order_secs = self.monotonic() - basis.received_at
                 state = await self.exchange.place_order(request)
+                self.observe_tick_to_order_secs(tick_to_order_secs)  # only for an order sent
                 log.info(
                     "order_submitted",
                     client_order_id=request.client_order_id,

@@ -2,10 +2,11 @@
 (standard, unified, portfolio) detected at start and logged, and the venue's maintenance margin ratio,
 read again at most every `refresh_secs` by the scheduled margin check.
 
-A read that fails is not an answer: the mode and the ratio are then `unknown` (with the reason), never
-`standard`; the next check reads again. The bot's own estimate is standard cross margin per settlement
-currency (`domain.margin.account_margin`) whatever the mode: on a unified or portfolio-margin account the
-venue's ratio is the one it liquidates on (logged at start), the estimate a conservative view beside it.
+A read that fails (any error) is not an answer: the mode and the ratio are then `unknown` (with the reason,
+logged), never `standard`; it is read again once due. The read never stops the bot's own margin check.
+The bot's own estimate is standard cross margin per settlement currency (`domain.margin.account_margin`)
+whatever the mode: on a unified or portfolio-margin account the venue's ratio is the one it liquidates on
+(logged at start), the estimate a conservative view beside it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from typing import Any
 
 import structlog
 
-from deltakeeper.domain.errors import DeltakeeperError
 from deltakeeper.domain.venue_margin import AccountMode, VenueMargin, unknown_margin
 from deltakeeper.ports import Clock, Exchange
 
@@ -42,7 +42,7 @@ class VenueMarginView:
         """Read the venue's view now; logs the mode when it is first known or changes."""
         try:
             venue = await self.exchange.fetch_account_margin()
-        except DeltakeeperError as exc:
+        except Exception as exc:  # informational: any failure is `unknown`, stamped, read again when due
             venue = unknown_margin(self.clock.now(), f"{type(exc).__name__}: {exc}")
         before = self.last
         self.last = venue

@@ -132,6 +132,8 @@ class Replay:
         if type(event) is not Fill:
             return
         self.fills.append(event)
+        if event.client_order_id is None and not event.liquidation:
+            return  # a quarterly's delivery at expiry, no trade: `_drop_settled` counts it out
         run = self.by_hedge[event.symbol]
         own = self.engine.quote(event.symbol)  # a quarterly's own, the basis in it
         mid = own.mark if own is not None else self.mids[run.hedge.base]

@@ -10,7 +10,7 @@ from decimal import Decimal
 from deltakeeper.domain.exposure import Position, unrealized_pnl
 from deltakeeper.domain.instruments import ZERO, Instrument
 from deltakeeper.domain.margin import leg_requirements
-from deltakeeper.domain.orders import FundingPayment, OrderStatus, OrderType, Quote, Side
+from deltakeeper.domain.orders import Fill, FundingPayment, OrderStatus, OrderType, Quote, Side
 from deltakeeper.sim.engine_matching import EngineMatching
 from deltakeeper.sim.engine_state import SimAccount, SimOrder, to_wallet
 
@@ -96,7 +96,7 @@ class EngineSettlement(EngineMatching):
 
     def _settle_expiries(self, base: str, ts: datetime) -> None:
         """Settle the options and futures on `base` that have expired by `ts`: options at their intrinsic
-        value, futures by closing them at the underlying price."""
+        value, futures by closing them at the underlying price with a delivery fill."""
         due = [(e, s) for e, s in self._expiries if e <= ts and self.instruments[s].base == base]
         if not due:
             return
@@ -121,10 +121,28 @@ class EngineSettlement(EngineMatching):
                 if instrument.is_option:
                     del account.positions[symbol]
                     paid = to_wallet(pos.contracts * instrument.contract_size * payoff)
-                else:  # a future: closed at the underlying price, its PnL realised
-                    paid = self._apply_position(account, instrument, -pos.contracts, underlying)
+                else:  # a future: closed at the underlying price, its PnL realised, by a delivery fill
+                    held = pos.contracts
+                    paid = self._apply_position(account, instrument, -held, underlying)
+                    self._deliver(account_id, account, instrument, held, underlying, ts)
                 self._credit(account, instrument.settle, paid)
                 self._emit(account_id, self.snapshot(account_id, ts))
+
+    def _deliver(self, account_id: str, account: SimAccount, instrument: Instrument, contracts: Decimal,
+                 price: Decimal, ts: datetime) -> None:
+        """The fill that closes an expired future's `contracts` at its settlement `price`, as Bybit's
+        `Delivery` execution: no fee, no order of the account's (no client order id), so that the fills
+        alone account for the position."""
+        amount = abs(contracts)
+        fill = Fill(
+            trade_id=self._new_id(), exchange_order_id=self._new_id(), client_order_id=None,
+            symbol=instrument.symbol, side=Side.SELL if contracts > 0 else Side.BUY, amount_contracts=amount,
+            price=price, fee=ZERO, fee_currency=instrument.settle, ts=ts,
+            notional_usd=instrument.notional_usd(amount, price),
+        )
+        account.fills.append(fill)
+        self._forget(account, ts)
+        self._emit(account_id, fill)
 
     # funding
 

@@ -32,6 +32,7 @@ from typing import Generic, TypeVar
 from deltakeeper.domain.costs import BookLevel
 from deltakeeper.domain.errors import ExchangeUnavailable
 from deltakeeper.domain.instruments import Instrument
+from deltakeeper.domain.margin import MarginRules, account_margin
 from deltakeeper.domain.margin_tiers import MarginTier
 from deltakeeper.domain.orders import Fill, FundingPayment, OrderRequest, OrderState, Quote
 from deltakeeper.domain.records import AccountSnapshot
@@ -269,17 +270,14 @@ class EngineGateway:
         return {symbol: tuple(self.engine.maintenance_tiers) for symbol in symbols if symbol in futures}
 
     async def fetch_account_margin(self) -> VenueMargin:
-        """Standard cross margin per settlement currency (the engine's rule): the ratio of the settlement
-        currency nearest liquidation, the maintenance margin the engine reports on its positions over its
-        margin balance (wallet + futures PnL); 0 with nothing at risk."""
+        """Standard cross margin per settlement currency (the engine's rule, `domain.margin.account_margin`
+        on its snapshot): the ratio of the settlement currency nearest liquidation, the maintenance margin
+        the engine reports on its positions over its margin balance (wallet + futures PnL); 0 with nothing
+        at risk."""
         snapshot = self.engine.snapshot(self.account_id, self.clock.now())
-        pools: dict[str, tuple[Decimal, Decimal]] = {}
-        for position in snapshot.positions:
-            instrument = self.engine.instruments[position.symbol]
-            settle = instrument.settle
-            mm, equity = pools.get(settle, (Decimal(0), snapshot.balances.get(settle, Decimal(0))))
-            pnl = None if instrument.is_option else position.unrealized_pnl
-            pools[settle] = (mm + (position.maintenance_margin or 0), equity + (pnl or 0))
+        margin = account_margin(self.engine.instruments, snapshot.balances, snapshot.positions, {},
+                                MarginRules())  # the engine reports every position's maintenance margin
+        pools = {pool.settle: (pool.maintenance_margin, pool.equity) for pool in margin.by_settle.values()}
         settle, ratio = worst_ratio(pools) or ("", Decimal(0))
         return VenueMargin(AccountMode.STANDARD, snapshot.ts, ratio,
                            f"maintenance margin/margin balance {settle}".strip(),
