@@ -30,8 +30,8 @@ from deltakeeper.domain.orders import OrderRequest, OrderType, Side
 from deltakeeper.domain.records import AccountSnapshot
 from deltakeeper.sim.bybit.client import point_ccxt_at
 from deltakeeper.sim.bybit.server import HUB, RunningServer, serve
-from deltakeeper.sim.venue_common import to_ms
 from deltakeeper.sim.clock import WallClock
+from deltakeeper.sim.venue_common import to_ms
 
 D = Decimal
 KEY, SECRET = "dk-options-key", "dk-options-secret"
