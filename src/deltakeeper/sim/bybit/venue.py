@@ -26,6 +26,9 @@ __all__ = ["RECENT_CLOSED_ORDERS", "BybitVenue", "to_ms", "user_id"]
 
 
 class BybitVenue(OrderDesk, AccountBooks):
+    """The venue whole: its state and markets (`venue_state`), its orders (`order_desk`) and its account
+    records (`account_books`), fed by the engine's account events and quotes."""
+
     def __init__(
         self,
         engine: SimEngine,
