@@ -74,6 +74,8 @@ class AccountBooks(VenueState):
         return serializers.wallet(self.engine.balances(account), positions, locked, cum_realised,
                                   self.usd_price)
 
+    # engine events
+
     def _next_seq(self) -> int:
         self._seq += 1
         return self._seq
