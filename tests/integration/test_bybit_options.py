@@ -33,8 +33,8 @@ from deltakeeper.sim.bybit.client import point_ccxt_at
 from deltakeeper.sim.bybit.options import Greeks
 from deltakeeper.sim.bybit.protocol import fmt
 from deltakeeper.sim.bybit.server import HUB, RunningServer, serve
-from deltakeeper.sim.bybit.venue import to_ms
 from deltakeeper.sim.clock import WallClock
+from deltakeeper.sim.venue_common import to_ms
 
 D = Decimal
 KEY, SECRET = "dk-options-key", "dk-options-secret"
