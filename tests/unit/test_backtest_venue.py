@@ -8,9 +8,8 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal as D
 
-from deltakeeper.app.trading_state import BackgroundAlerts
 from deltakeeper.backtest.data import linear_perp
-from deltakeeper.backtest.venue import QuietAlerts, ReplayClock, ReplayExchange
+from deltakeeper.backtest.venue import ReplayClock, ReplayExchange
 from deltakeeper.domain.orders import OrderRequest, OrderType, Quote, Side
 from deltakeeper.domain.records import AccountSnapshot
 from deltakeeper.sim.engine import SimEngine
@@ -69,9 +68,3 @@ async def test_a_read_takes_the_engines_snapshot_while_it_holds_and_a_new_one_af
     assert engine.taken == taken  # nothing happened since
     assert again.seq > moved.seq
     assert replace(again, seq=0) == replace(moved, seq=0)
-
-
-async def test_the_backtests_silent_alerts_are_not_even_handed_over() -> None:
-    background = BackgroundAlerts(QuietAlerts())
-    background.send("info", "rebalance_completed", "SOL: bought 5 SOL/USDT:USDT", "SOL")
-    assert not background.tasks

@@ -40,17 +40,13 @@ class Counters:
 
 class BackgroundAlerts:
     """Alerts sent without waiting for them (from code that must not block on a notifier): each send is a
-    task, kept until it ends, so that a stop can let them finish (`flush`). Alerts that say they notify no
-    one (a true `silent` attribute: a backtest's) get no task."""
+    task, kept until it ends, so that a stop can let them finish (`flush`)."""
 
     def __init__(self, alerts: Alerts) -> None:
         self.alerts = alerts
-        self.silent: bool = getattr(alerts, "silent", False)
         self.tasks: set[asyncio.Task[None]] = set()
 
     def send(self, level: str, event: str, message: str, subject: str = "") -> None:
-        if self.silent:
-            return
         task = asyncio.create_task(self.alerts.send(level, event, message, subject))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)

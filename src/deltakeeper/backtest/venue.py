@@ -198,9 +198,7 @@ class ReplayJournal:
 
 
 class QuietAlerts:
-    """`ports.Alerts`: a backtest notifies no one (`silent`: no alert is even handed over)."""
-
-    silent = True
+    """`ports.Alerts`: a backtest notifies no one."""
 
     async def send(self, level: str, event: str, message: str, subject: str = "") -> None:
         return None
