@@ -198,11 +198,12 @@ class MarketState:
     def deltas(self) -> dict[str, AssetDelta]:
         """Per-asset delta of the account plus external holdings, for every asset with a price.
 
-        Incremental: while the account snapshot (replaced, never mutated: `on_account`), the external
-        holdings, the instruments, the pricing markets and the set of priced assets stay the same, a new
-        price only changes its asset's USD delta, so only the assets whose price object changed (of those
-        priced by the markets quoted since the last call) are redone (options' assets always are).
-        Anything else changing means a full `recompute_deltas`. Equal to it either way."""
+        Incremental: while the account snapshot (replaced, never mutated: `on_account`), the instruments,
+        the pricing markets and the set of priced assets stay the same, a new price only changes its
+        asset's USD delta, so only the assets whose price object changed (of those priced by the markets
+        quoted since the last call) are redone, and an asset whose external holdings changed is computed
+        again from its own balances, positions and holdings (as options' assets always are). Anything else
+        changing means a full `recompute_deltas`. Equal to it either way."""
         account = self.account
         if account is None:
             return {}
@@ -213,7 +214,6 @@ class MarketState:
             or cache.instruments is not self.instruments
             or cache.instrument_count != len(self.instruments)
             or cache.price_symbols != self.price_symbols
-            or cache.external != self.external
         ):
             return dict(self._full(account, self._prices()).result)
         prices, result = cache.prices, cache.result  # the cache's own: callers get copies
@@ -229,8 +229,14 @@ class MarketState:
                     coin, gross = result[asset].delta_coin, result[asset].gross_coin
                     result[asset] = AssetDelta(asset, coin, coin * price, gross)
         self._quoted.clear()
-        if cache.volatile:
-            legs = cache.volatile
+        legs = cache.volatile
+        if cache.external != self.external:  # only the assets whose holdings changed are redone
+            before, external = cache.external, self.external
+            changed = {a for a in before.keys() | external.keys() if before.get(a) != external.get(a)}
+            legs = legs | {a.upper() for a in changed}
+            cache.external = dict(external)
+            cache.external_priced = {a: q for a, q in external.items() if a in prices}
+        if legs:
             fresh = asset_deltas(
                 self.instruments,
                 {a: q for a, q in cache.balances.items() if a.upper() in legs},
