@@ -123,8 +123,16 @@ def test_incremental_deltas_equal_a_full_recompute_after_every_event(seed: int) 
                 del state.price_symbols["DOGE"]
             else:
                 state.price_symbols["DOGE"] = "DOGE/USDT:USDT"
-        else:  # the declared external holdings change
+        elif event < 0.97:  # the declared external holdings change
             state.external = {"ETH": D(rng.randint(0, 500)) / 100, "SOL": D(rng.randint(-50, 50))}
+        else:  # one asset's holdings move (a pool's), to 28 digits so that sums round, or go
+            external = dict(state.external)
+            asset = rng.choice(["ETH", "SOL", "DOGE", "BTC", "eth"])
+            if rng.random() < 0.2:
+                external.pop(asset, None)
+            else:
+                external[asset] = D(rng.randint(-10**6, 10**6)) / 7
+            state.external = external
         # an asset with exposure but no price is left out both ways
         assert exactly(state.deltas()) == exactly(from_scratch(state)), f"step {step}"
 
@@ -147,6 +155,27 @@ def test_a_tick_redoes_only_the_usd_delta_of_the_asset_it_prices() -> None:
     assert after["ETH"] is before["ETH"]
     assert after["BTC"].delta_coin == before["BTC"].delta_coin == D(2) - D(1000) / D(50_000)
     assert after["BTC"].delta_usd == after["BTC"].delta_coin * D(60_000)
+    assert exactly(after) == exactly(state.recompute_deltas())
+
+
+def test_an_external_holdings_change_redoes_only_its_asset() -> None:
+    state = MarketState(dict(INSTRUMENTS), {"ETH": D(1)}, {"BTC": "BTC/USDT:USDT", "ETH": "ETH/USDT:USDT"},
+                        gate=open_gate())
+    state.on_account(AccountSnapshot(
+        {"BTC": D(2), "ETH": D(10), "USDT": D(1000)},
+        (Position("ETH/USDT:USDT", D(-5), D(3_000), D(3_000)),),
+        T0,
+    ))
+    state.on_quote(quote("BTC/USDT:USDT", D(50_000), T0))
+    state.on_quote(quote("ETH/USDT:USDT", D(3_000), T0))
+    before = state.deltas()
+
+    state.external = {"ETH": D("2.5")}
+    after = state.deltas()
+
+    assert after["BTC"] is before["BTC"]
+    perp = INSTRUMENTS["ETH/USDT:USDT"]
+    assert after["ETH"].delta_coin == D(10) + D("2.5") + perp.delta_coin(D(-5), D(3_000))
     assert exactly(after) == exactly(state.recompute_deltas())
 
 
