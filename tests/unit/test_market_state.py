@@ -137,6 +137,34 @@ def test_incremental_deltas_equal_a_full_recompute_after_every_event(seed: int) 
         assert exactly(state.deltas()) == exactly(from_scratch(state)), f"step {step}"
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_deltas_equal_a_full_recompute_as_holdings_move_one_asset_at_a_time(seed: int) -> None:
+    """A pool's holdings move on every price event: amounts of every magnitude to 28 digits, so that their
+    sums round (the order they are added in shows), assets coming into the result and leaving it."""
+    rng = random.Random(seed)
+    symbols = [s for s in DERIVATIVES if INSTRUMENTS[s].kind is not Kind.OPTION]
+    state = MarketState(dict(INSTRUMENTS), {}, {a: f"{a}/USDT:USDT" for a in ASSETS}, gate=open_gate())
+    for step in range(300):
+        ts = T0 + timedelta(seconds=step)
+        event = rng.random()
+        if event < 0.2 or step < 4:
+            state.on_quote(quote(f"{rng.choice(ASSETS)}/USDT:USDT", random_price(rng), ts))
+        elif event < 0.3:
+            balances = {a: D(rng.randint(-500, 5_000)) / 100 for a in rng.sample(ASSETS, rng.randint(0, 3))}
+            positions = tuple(Position(s, D(rng.randint(-300, 300)), random_price(rng), random_price(rng))
+                              for s in rng.sample(symbols, rng.randint(0, 3)))
+            state.on_account(AccountSnapshot(balances, positions, ts))
+        else:
+            external = dict(state.external)
+            asset = rng.choice([*ASSETS, "eth", "USDT"])
+            if rng.random() < 0.25:
+                external.pop(asset, None)
+            else:
+                external[asset] = D(rng.randint(-10**6, 10**6)) / 7 * D(10) ** rng.randint(-12, 4)
+            state.external = external
+        assert exactly(state.deltas()) == exactly(from_scratch(state)), f"step {step}"
+
+
 def test_a_tick_redoes_only_the_usd_delta_of_the_asset_it_prices() -> None:
     state = MarketState(dict(INSTRUMENTS), {}, {"BTC": "BTC/USDT:USDT", "ETH": "ETH/USDT:USDT"},
                         gate=open_gate())

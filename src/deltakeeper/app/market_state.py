@@ -11,7 +11,7 @@ from types import MappingProxyType
 
 import structlog
 
-from deltakeeper.domain.exposure import AssetDelta, Position, asset_deltas
+from deltakeeper.domain.exposure import AssetDelta, Position, asset_deltas, unrealized_pnl
 from deltakeeper.domain.instruments import ZERO, Instrument, Kind, is_stable
 from deltakeeper.domain.margin import coin_equity, coin_neutral_delta
 from deltakeeper.domain.orders import Quote
@@ -45,6 +45,9 @@ class _Deltas:
     external_priced: dict[str, Decimal]
     positions: list[Position]
     volatile: frozenset[str]
+    amounts: dict[str, tuple[tuple[Decimal, ...], tuple[Decimal, ...]]] = field(default_factory=dict)
+    """Asset -> what its balances, then its positions, add to its delta (`asset_deltas` adds the external
+    holdings between them): taken from the account when the asset's holdings first change."""
 
 
 @dataclass
@@ -229,14 +232,15 @@ class MarketState:
                     coin, gross = result[asset].delta_coin, result[asset].gross_coin
                     result[asset] = AssetDelta(asset, coin, coin * price, gross)
         self._quoted.clear()
-        legs = cache.volatile
         if cache.external != self.external:  # only the assets whose holdings changed are redone
             before, external = cache.external, self.external
-            changed = {a for a in before.keys() | external.keys() if before.get(a) != external.get(a)}
-            legs = legs | {a.upper() for a in changed}
+            changed = {a.upper() for a in before.keys() | external.keys() if before.get(a) != external.get(a)}
             cache.external = dict(external)
             cache.external_priced = {a: q for a, q in external.items() if a in prices}
-        if legs:
+            if any([self._redo_holdings(cache, asset) for asset in changed - cache.volatile]):
+                cache.result = result = {asset: result[asset] for asset in sorted(result)}
+        if cache.volatile:
+            legs = cache.volatile
             fresh = asset_deltas(
                 self.instruments,
                 {a: q for a, q in cache.balances.items() if a.upper() in legs},
@@ -253,6 +257,33 @@ class MarketState:
                     result.pop(asset, None)
             cache.result = result = {asset: result[asset] for asset in sorted(result)}
         return dict(result)
+
+    def _redo_holdings(self, cache: _Deltas, asset: str) -> bool:
+        """An asset's delta again after its external holdings changed (no option on it), its amounts added
+        in `asset_deltas`' order; returns whether the asset came into the result or left it."""
+        amounts = cache.amounts.get(asset)
+        if amounts is None:
+            on_positions = []
+            for position in cache.positions:
+                instrument = self.instruments[position.symbol]
+                if instrument.base == asset:
+                    on_positions.append(instrument.delta_coin(position.contracts, position.mark_price))
+                if instrument.settle == asset:
+                    on_positions.append(unrealized_pnl(instrument, position))
+            balances = tuple(q for a, q in cache.balances.items() if a.upper() == asset)
+            amounts = cache.amounts[asset] = (balances, tuple(on_positions))
+        held = [q for a, q in cache.external_priced.items() if a.upper() == asset]
+        coin = gross = ZERO
+        seen = False
+        for amount in (*amounts[0], *held, *amounts[1]):
+            if amount != 0:
+                coin, gross, seen = coin + amount, gross + abs(amount), True
+        price, had = cache.prices.get(asset), asset in cache.result
+        if seen and price is not None and not is_stable(asset):
+            cache.result[asset] = AssetDelta(asset, coin, coin * price, gross)
+            return not had
+        cache.result.pop(asset, None)
+        return had
 
     def recompute_deltas(self) -> dict[str, AssetDelta]:
         """`deltas()` computed from scratch (and remembered for the next incremental call)."""
