@@ -79,14 +79,14 @@ def quiet_logging() -> Iterator[None]:
                         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
                         cache_logger_on_first_use=False)
     quiet = structlog.get_logger().bind()
-    swapped = [(module, module.log) for name, module in list(sys.modules.items())
+    swapped = [(module, proxy) for name, module in list(sys.modules.items())
                if name.partition(".")[0] == "deltakeeper"
-               and isinstance(getattr(module, "log", None), _LAZY_PROXY)]
+               and isinstance(proxy := getattr(module, "log", None), _LAZY_PROXY)]
     try:
         for module, _ in swapped:
-            module.log = quiet
+            setattr(module, "log", quiet)
         yield
     finally:
         for module, proxy in swapped:
-            module.log = proxy
+            setattr(module, "log", proxy)
         structlog.configure(**config)
