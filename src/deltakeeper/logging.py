@@ -84,9 +84,9 @@ def quiet_logging() -> Iterator[None]:
                and isinstance(proxy := getattr(module, "log", None), _LAZY_PROXY)]
     try:
         for module, _ in swapped:
-            setattr(module, "log", quiet)
+            vars(module)["log"] = quiet
         yield
     finally:
         for module, proxy in swapped:
-            setattr(module, "log", proxy)
+            vars(module)["log"] = proxy
         structlog.configure(**config)
