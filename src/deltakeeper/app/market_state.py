@@ -237,7 +237,7 @@ class MarketState:
             changed = {a.upper() for a in before.keys() | external.keys() if before.get(a) != external.get(a)}
             cache.external = dict(external)
             cache.external_priced = {a: q for a, q in external.items() if a in prices}
-            if any([self._redo_holdings(cache, asset) for asset in changed - cache.volatile]):
+            if any([self._redo_holdings(cache, asset) for asset in changed - cache.volatile]):  # every one
                 cache.result = result = {asset: result[asset] for asset in sorted(result)}
         if cache.volatile:
             legs = cache.volatile
