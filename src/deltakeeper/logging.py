@@ -5,9 +5,10 @@ masked (`deltakeeper.redact`)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import structlog
 
@@ -60,3 +61,32 @@ def configure_logging(level: str = "info", fmt: str = "auto", secrets: Iterable[
     root.setLevel(level.upper())
     for library, lowest in LIBRARY_LEVELS.items():
         logging.getLogger(library).setLevel(max(lowest, root.level))
+
+
+_LAZY_PROXY = type(structlog.get_logger())
+"""What `structlog.get_logger()` returns: a proxy that binds a logger from the configuration when used."""
+
+
+@contextlib.contextmanager
+def quiet_logging() -> Iterator[None]:
+    """For a batch run inside this process (a backtest, whose decisions and orders are its result, not log
+    lines): below a warning every line is dropped, and what is logged goes to stderr (stdout carries the
+    result). The project's module loggers (the `log` proxies) are swapped for one logger bound from that
+    configuration, so that a call below the level costs no binding, and put back afterwards with the
+    configuration before: the process's own logging, cached or not, is as it was."""
+    config = structlog.get_config()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+                        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+                        cache_logger_on_first_use=False)
+    quiet = structlog.get_logger().bind()
+    swapped = [(module, proxy) for name, module in list(sys.modules.items())
+               if name.partition(".")[0] == "deltakeeper"
+               and isinstance(proxy := getattr(module, "log", None), _LAZY_PROXY)]
+    try:
+        for module, _ in swapped:
+            vars(module)["log"] = quiet
+        yield
+    finally:
+        for module, proxy in swapped:
+            vars(module)["log"] = proxy
+        structlog.configure(**config)

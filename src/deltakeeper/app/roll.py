@@ -187,7 +187,7 @@ class Rolls:
         """The roll due now on the market of `hedge` (a dated future), None when none is (or its
         instruments are busy)."""
         account = self.state.account
-        if account is None:
+        if account is None or hedge.kind is not Kind.FUTURE:  # only a dated future's chain rolls
             return None
         instruments = self.state.instruments
         held = [p for p in account.positions
@@ -238,8 +238,10 @@ class Rolls:
         """The contract to hedge on instead of `hedge`, a dated future inside its roll window (or expired)
         with nothing held on it: the next one (None: `hedge` still serves, or no next one is listed). A
         hedge that could not be rolled in time, and was settled, is replaced so."""
+        if hedge.expiry is None:
+            return None
         now = self.clock.now()
-        if (hedge.expiry is None or not must_roll(now, hedge.expiry, self.settings.roll_window_secs)
+        if (not must_roll(now, hedge.expiry, self.settings.roll_window_secs)
                 or self.state.position_contracts(hedge.symbol) != 0):
             return None
         target = next_contract(self.state.instruments.values(), hedge, now, self.settings.roll_window_secs)

@@ -4,15 +4,10 @@ cycle, wired to the replay's ports (backtest/venue.py), and the figures kept on 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
-import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
-
-import structlog
 
 from deltakeeper.app.cycle import CycleOptions, Evaluation
 from deltakeeper.app.execution import ExecutionOptions
@@ -37,6 +32,7 @@ from deltakeeper.domain.exposure import AssetDelta, Position
 from deltakeeper.domain.instruments import ZERO, Instrument
 from deltakeeper.domain.orders import Fill, OrderRequest, OrderState, OrderStatus, OrderType, Quote, Side
 from deltakeeper.domain.policy import AssetPolicy
+from deltakeeper.logging import quiet_logging
 from deltakeeper.ports import AccountEvent
 from deltakeeper.sim.engine import SimEngine
 
@@ -166,7 +162,7 @@ class Replay:
     # -- one run -------------------------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
-        with _quiet_logs():
+        with quiet_logging():
             return asyncio.run(self._run())
 
     async def _run(self) -> dict[str, Any]:
@@ -375,19 +371,3 @@ class Replay:
         totals["settings"] = self.cfg.settings_used(self.policy_name)
         totals["assets"] = per_asset
         return totals
-
-
-@contextlib.contextmanager
-def _quiet_logs() -> Iterator[None]:
-    """A replay's decisions and orders are its result, not log lines: below a warning they are dropped, and
-    what is logged goes to stderr (stdout carries the result)."""
-    config = structlog.get_config()
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
-                        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-                        cache_logger_on_first_use=False)
-    try:
-        yield
-    finally:
-        structlog.configure(**config)
-
-

@@ -126,10 +126,12 @@ class SimEngine(EngineSettlement):
         quote = self._quotes.get(request.symbol)
         amount = request.amount_contracts
         limit = request.price if request.order_type is OrderType.LIMIT else None
+        sweep: list[tuple[Decimal, Decimal]] | None = None  # a market order's whole sweep, built once
         if limit is not None:
             reserve_price = limit
         elif quote is not None:
-            reserve_price = self._sweep(instrument, quote, request.side, amount, None, book)[-1][0]
+            sweep = self._sweep(instrument, quote, request.side, amount, None, book)
+            reserve_price = sweep[-1][0]
         else:
             raise OrderRejected(f"no price for {request.symbol} yet")
         if request.reduce_only:
@@ -143,8 +145,11 @@ class SimEngine(EngineSettlement):
             take_now = ZERO
         elif limit is None and fraction is not None:
             take_now = instrument.round_contracts(amount * fraction, toward_zero=True)
-        plan = (self._sweep(instrument, quote, request.side, take_now, limit, book)
-                if quote and marketable else [])
+        if sweep is not None and take_now == amount:
+            plan = sweep
+        else:
+            plan = (self._sweep(instrument, quote, request.side, take_now, limit, book)
+                    if quote and marketable else [])
         self._check_notional(instrument, amount, reserve_price)
         self._check_funds(account, instrument, request, reserve_price)
 
