@@ -11,7 +11,7 @@ from types import MappingProxyType
 
 import structlog
 
-from deltakeeper.domain.exposure import AssetDelta, Position, asset_deltas, unrealized_pnl
+from deltakeeper.domain.exposure import AssetDelta, Position, asset_deltas
 from deltakeeper.domain.instruments import ZERO, Instrument, Kind, is_stable
 from deltakeeper.domain.margin import coin_equity, coin_neutral_delta
 from deltakeeper.domain.orders import Quote
@@ -45,9 +45,6 @@ class _Deltas:
     external_priced: dict[str, Decimal]
     positions: list[Position]
     volatile: frozenset[str]
-    amounts: dict[str, tuple[tuple[Decimal, ...], tuple[Decimal, ...]]] = field(default_factory=dict)
-    """Asset -> what its balances, then its positions, add to its delta (`asset_deltas` adds the external
-    holdings between them): taken from the account when the asset's holdings first change."""
 
 
 @dataclass
@@ -201,12 +198,11 @@ class MarketState:
     def deltas(self) -> dict[str, AssetDelta]:
         """Per-asset delta of the account plus external holdings, for every asset with a price.
 
-        Incremental: while the account snapshot (replaced, never mutated: `on_account`), the instruments,
-        the pricing markets and the set of priced assets stay the same, a new price only changes its
-        asset's USD delta, so only the assets whose price object changed (of those priced by the markets
-        quoted since the last call) are redone, and an asset whose external holdings changed is computed
-        again from its own balances, positions and holdings (as options' assets always are). Anything else
-        changing means a full `recompute_deltas`. Equal to it either way."""
+        Incremental: while the account snapshot (replaced, never mutated: `on_account`), the external
+        holdings, the instruments, the pricing markets and the set of priced assets stay the same, a new
+        price only changes its asset's USD delta, so only the assets whose price object changed (of those
+        priced by the markets quoted since the last call) are redone (options' assets always are).
+        Anything else changing means a full `recompute_deltas`. Equal to it either way."""
         account = self.account
         if account is None:
             return {}
@@ -217,6 +213,7 @@ class MarketState:
             or cache.instruments is not self.instruments
             or cache.instrument_count != len(self.instruments)
             or cache.price_symbols != self.price_symbols
+            or cache.external != self.external
         ):
             return dict(self._full(account, self._prices()).result)
         prices, result = cache.prices, cache.result  # the cache's own: callers get copies
@@ -232,13 +229,6 @@ class MarketState:
                     coin, gross = result[asset].delta_coin, result[asset].gross_coin
                     result[asset] = AssetDelta(asset, coin, coin * price, gross)
         self._quoted.clear()
-        if cache.external != self.external:  # only the assets whose holdings changed are redone
-            before, external = cache.external, self.external
-            changed = {a.upper() for a in before.keys() | external.keys() if before.get(a) != external.get(a)}
-            cache.external = dict(external)
-            cache.external_priced = {a: q for a, q in external.items() if a in prices}
-            if any([self._redo_holdings(cache, asset) for asset in changed - cache.volatile]):  # every one
-                cache.result = result = {asset: result[asset] for asset in sorted(result)}
         if cache.volatile:
             legs = cache.volatile
             fresh = asset_deltas(
@@ -257,33 +247,6 @@ class MarketState:
                     result.pop(asset, None)
             cache.result = result = {asset: result[asset] for asset in sorted(result)}
         return dict(result)
-
-    def _redo_holdings(self, cache: _Deltas, asset: str) -> bool:
-        """An asset's delta again after its external holdings changed (no option on it), its amounts added
-        in `asset_deltas`' order; returns whether the asset came into the result or left it."""
-        amounts = cache.amounts.get(asset)
-        if amounts is None:
-            on_positions = []
-            for position in cache.positions:
-                instrument = self.instruments[position.symbol]
-                if instrument.base == asset:
-                    on_positions.append(instrument.delta_coin(position.contracts, position.mark_price))
-                if instrument.settle == asset:
-                    on_positions.append(unrealized_pnl(instrument, position))
-            balances = tuple(q for a, q in cache.balances.items() if a.upper() == asset)
-            amounts = cache.amounts[asset] = (balances, tuple(on_positions))
-        held = [q for a, q in cache.external_priced.items() if a.upper() == asset]
-        coin = gross = ZERO
-        seen = False
-        for amount in (*amounts[0], *held, *amounts[1]):
-            if amount != 0:
-                coin, gross, seen = coin + amount, gross + abs(amount), True
-        price, had = cache.prices.get(asset), asset in cache.result
-        if seen and price is not None and not is_stable(asset):
-            cache.result[asset] = AssetDelta(asset, coin, coin * price, gross)
-            return not had
-        cache.result.pop(asset, None)
-        return had
 
     def recompute_deltas(self) -> dict[str, AssetDelta]:
         """`deltas()` computed from scratch (and remembered for the next incremental call)."""
