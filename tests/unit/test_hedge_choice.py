@@ -43,9 +43,11 @@ def test_the_choice_waits_while_a_quote_is_stale_or_the_funding_rate_missing() -
 
 
 def test_a_held_hedge_is_never_switched() -> None:
-    held = chooser(D("0.00005"), positions=(Position(PERP, D("-0.5"), D(60_000), D(60_000)),)).choose("BTC", PERP)
+    on_perp = (Position(PERP, D("-0.5"), D(60_000), D(60_000)),)
+    held = chooser(D("0.00005"), positions=on_perp).choose("BTC", PERP)
     assert held is not None and (held.symbol, held.note) == (PERP, "")
-    on_future = chooser(D("0.0001"), positions=(Position(DEC, D("-0.5"), D(61_500), D(61_500)),)).choose("BTC", DEC)
+    on_dec = (Position(DEC, D("-0.5"), D(61_500), D(61_500)),)
+    on_future = chooser(D("0.0001"), positions=on_dec).choose("BTC", DEC)
     assert on_future is not None and on_future.symbol == DEC
 
 

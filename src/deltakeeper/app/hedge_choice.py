@@ -84,10 +84,11 @@ class HedgeChooser:
             return None
         choice = choose_hedge(perp, perp_quote.funding_rate, future, future_quote.mid, spot, now,
                               roll_window_secs=self.roll_window_secs)
-        log.info("hedge_chosen", asset=asset, hedge=choice.symbol,
-                 carry_annualised=_f(choice.carry_annualised),
-                 break_even_funding_per_8h=_f(choice.break_even_funding_per_8h),
-                 perp_funding_per_8h=f"{perp_quote.funding_rate:f}")
+        say = log.info if choice.symbol != current else log.debug  # unchanged: each flat decision says it
+        say("hedge_chosen", asset=asset, hedge=choice.symbol,
+            carry_annualised=_f(choice.carry_annualised),
+            break_even_funding_per_8h=_f(choice.break_even_funding_per_8h),
+            perp_funding_per_8h=f"{perp_quote.funding_rate:f}")
         return Chosen(choice.symbol, _note(choice, perp_quote.funding_rate))
 
     def _holds(self, asset: str, perp: str, current: str) -> bool:
