@@ -21,9 +21,6 @@ from deltakeeper.ports import Clock
 
 log = structlog.get_logger("deltakeeper.hedge_choice")
 
-CARRY = "carry"
-
-
 @dataclass(frozen=True, slots=True)
 class Chosen:
     """The hedge to use now; `note` says why when it was just chosen by carry (empty: the held one)."""
