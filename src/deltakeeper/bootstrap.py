@@ -29,6 +29,7 @@ from deltakeeper.domain.price_gate import GateLimits, PriceGate
 from deltakeeper.exchanges import build_exchange
 from deltakeeper.exchanges import build_sim_exchange as build_sim_exchange  # the tests' simulated exchange
 from deltakeeper.policy_settings import (
+    carry_perps,
     check_bands,
     live_policy,
     margin_levels,
@@ -185,6 +186,7 @@ async def build_runner(
         betas=betas,
         ewma_daily_decay=settings.ewma_daily_decay,
         roll_window_secs=settings.roll_window_secs,
+        carry_perps=carry_perps(settings, policies),
     )
     options = ServiceOptions(limits, settings.order_timeout_secs, settings.state_clear_secs, cycle)
     if settings.mode is Mode.SHADOW:

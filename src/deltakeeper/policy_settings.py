@@ -28,6 +28,9 @@ from deltakeeper.domain.roll import nearest_quarterly
 
 QUARTERLY = "quarterly"
 """`DK_ASSETS__<ASSET>__HEDGE=quarterly`: the nearest quarterly outside the roll window."""
+CARRY = "carry"
+"""`DK_ASSETS__<ASSET>__HEDGE=carry`: its perpetual or its nearest quarterly, by carry (`app.hedge_choice`);
+resolved to the perpetual until the cycle chooses."""
 
 
 def resolve_policies(
@@ -46,7 +49,7 @@ def resolve_policies(
     policies: dict[str, AssetPolicy] = {}
     if settings.assets:
         for asset, spec in settings.assets.items():
-            symbol = spec.hedge or auto_hedge_symbol(asset, instruments)
+            symbol = auto_hedge_symbol(asset, instruments) if spec.hedge in (None, CARRY) else spec.hedge
             variable = f"DK_ASSETS__{asset}__HEDGE"
             if symbol == QUARTERLY:
                 symbol = _quarterly(asset, instruments, settings.roll_window_secs, now)
@@ -82,6 +85,11 @@ def resolve_policies(
         if base not in prices:
             prices[base] = price_symbol(base, instruments) or policy.hedge_symbol
     return policies, prices
+
+
+def carry_perps(settings: Settings, policies: Mapping[str, AssetPolicy]) -> dict[str, str]:
+    """Asset -> its perpetual, for the assets hedged by carry (`HEDGE=carry`)."""
+    return {a: policies[a].hedge_symbol for a, spec in settings.assets.items() if spec.hedge == CARRY}
 
 
 def _quarterly(asset: str, instruments: Mapping[str, Instrument], roll_window_secs: float,

@@ -42,7 +42,8 @@ class AssetSettings(BaseModel):
 
     hedge: str | None = None
     """The hedge market's symbol, or `quarterly`: the nearest quarterly outside the roll window, rolled into
-    the next one before expiry (`DK_ROLL_WINDOW_SECS`). Unset: the asset's USD-margined perpetual."""
+    the next one before expiry (`DK_ROLL_WINDOW_SECS`), or `carry`: the perpetual or that quarterly, chosen by
+    carry whenever the hedge is opened. Unset: the asset's USD-margined perpetual."""
     target: Decimal = Decimal(0)
     band_coin: Decimal | None = Field(default=None, gt=0)
     band_usd: Decimal | None = Field(default=None, gt=0)

@@ -15,7 +15,7 @@ from deltakeeper.domain.policy import Band, BandUnit
 from deltakeeper.domain.policy_params import PolicyParams, make_policy
 from deltakeeper.domain.records import AccountSnapshot
 from deltakeeper.domain.risk import DEFAULT_LIMITS, RiskLimits
-from deltakeeper.policy_settings import live_policy, resolve_policies, risk_limits
+from deltakeeper.policy_settings import carry_perps, live_policy, resolve_policies, risk_limits
 from deltakeeper.sim.markets import default_instruments, future_instruments
 
 
@@ -109,3 +109,12 @@ def test_the_roll_window_is_a_positive_number_of_seconds(monkeypatch, value):
 
 def test_the_roll_window_is_48_hours_by_default(monkeypatch):
     assert load_settings().roll_window_secs == 48 * 3600
+
+
+def test_a_carry_hedge_starts_on_the_perpetual_and_is_listed_for_the_choice(monkeypatch):
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    instruments = {**default_instruments(), **future_instruments(now)}
+    settings = settings_with(monkeypatch, DK_ASSETS__SOL__HEDGE="carry", DK_ASSETS__BTC__HEDGE="quarterly")
+    policies, _ = resolve_policies(settings, instruments, AccountSnapshot({"SOL": D(10)}, (), now), now)
+    assert policies["SOL"].hedge_symbol == "SOL/USDT:USDT"
+    assert carry_perps(settings, policies) == {"SOL": "SOL/USDT:USDT"}

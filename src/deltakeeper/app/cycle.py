@@ -18,6 +18,7 @@ import structlog
 
 from deltakeeper.app.execution import BOOK_DEPTH, ExecutionOptions, ExecutionPlan, plan_execution, touch_price
 from deltakeeper.app.figures import figure, join
+from deltakeeper.app.hedge_choice import Chosen, HedgeChooser
 from deltakeeper.app.market_state import MarketState
 from deltakeeper.app.order_check import OrderCheck
 from deltakeeper.app.order_runner import OrderRunner
@@ -70,6 +71,8 @@ class CycleOptions:
     and the EWMA beta learn it from the first two quotes."""
     roll_window_secs: float = DEFAULT_ROLL_WINDOW_SECS
     """`DK_ROLL_WINDOW_SECS`: a quarterly hedge is rolled once fewer seconds than this are left to expiry."""
+    carry_perps: Mapping[str, str] = field(default_factory=dict)
+    """Asset -> its perpetual, for the assets hedged by carry (`HEDGE=carry`, `app.hedge_choice`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +131,8 @@ class DecisionCycle:
         self.rolls = Rolls(state, orders, check, journal, clock,
                            RollSettings(options.roll_window_secs, check.limits.stale_secs), new_decision_id,
                            self._switch_hedge)
+        self.hedges = HedgeChooser.for_cycle(state, clock, options.carry_perps, check.limits.stale_secs,
+                                             options.roll_window_secs)
         self._timer_slots: dict[str, int | None] = {}
         self._by_price_symbol: dict[str, list[str]] = {}
         for asset, policy in policies.items():
@@ -139,6 +144,7 @@ class DecisionCycle:
         into) and the markets that price the assets."""
         instruments = self.state.instruments
         hedges = [instruments[p.hedge_symbol] for p in self.policies.values()]
+        hedges += [instruments[s] for s in self.hedges.symbols(self.policies)]
         rolled_into = {s for s, i in instruments.items() if any(dated_alike(i, h) for h in hedges)}
         return sorted({*self.state.price_symbols.values(), *(h.symbol for h in hedges), *rolled_into})
 
@@ -202,13 +208,17 @@ class DecisionCycle:
             policy, symbol = self.policies[asset], successor
             if self.orders.busy(symbol):
                 return None
+        chosen = self._choose_hedge(asset, symbol)
+        if chosen is None:
+            return None
+        policy, symbol = self.policies[asset], chosen.symbol
         evaluation, request = self._decide(asset, policy, deltas)
         if evaluation is None:
             return None
-        record = evaluation.record
+        record = replace(evaluation.record, detail=join(evaluation.record.detail, chosen.note))
         if request is None:
             await self._journal_decision(record, None, scheduled)
-            return evaluation
+            return replace(evaluation, record=record)
         basis = self.orders.sender.basis(symbol, asset, record.band_coin)  # what `_decide` sized it from
         with self.orders.claim(symbol, request.client_order_id):
             plan = await self._plan(request, record.decision_id)
@@ -220,6 +230,15 @@ class DecisionCycle:
         self.orders.submit(asset, plan, request, basis, record,
                            then=lambda: self.evaluate(asset, scheduled=True))
         return replace(evaluation, record=record)
+
+    def _choose_hedge(self, asset: str, symbol: str) -> Chosen | None:
+        """A carry asset with no hedge held: its hedge by carry (None: waiting, or that market is busy)."""
+        chosen = self.hedges.choose(asset, symbol)
+        if chosen is not None and chosen.symbol != symbol:
+            self._switch_hedge(asset, chosen.symbol)
+            if self.orders.busy(chosen.symbol):
+                return None
+        return chosen
 
     async def _roll(self, asset: str, roll: RollOrders, scheduled: bool) -> Evaluation:
         """Carry out a roll that both legs' risk checks pass whole (`Rolls`); else journal it denied."""
