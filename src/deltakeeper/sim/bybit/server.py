@@ -10,28 +10,22 @@ authentication and every timestamp sent use the wall clock (`BybitVenue.stamp_ms
 and liquidates positions with the risk limits the emulator publishes (`serializers.RISK_TIERS`), and
 reports its own figures on them (`positionIM`, `positionMM`, `liqPrice`).
 
-Control endpoints (no authentication; answered to loopback clients only, 403 otherwise):
-- `GET /sim/faults`: the current fault settings (`FaultConfig` fields) as JSON;
-- `POST /sim/faults` with a JSON object of fields to change, e.g. `{"rate_limit": 0.5, "latency_ms": 200}`:
-  answers the new settings, or 400 naming a bad field;
-- `POST /sim/drop-websockets`: cuts every websocket connection now; answers `{"dropped": n}`.
+Control endpoints: `deltakeeper.sim.emulator_app`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import itertools
-import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from ipaddress import ip_address
 
 from aiohttp import web
 
 from deltakeeper.domain.instruments import Instrument
+from deltakeeper.sim import emulator_app
 from deltakeeper.sim.bybit.faults import FaultConfig, Faults
 from deltakeeper.sim.bybit.rest import VENUE, dispatch
 from deltakeeper.sim.bybit.serializers import MAINTENANCE_TIERS_USD
@@ -50,10 +44,6 @@ DEFAULT_API_KEY = "dk-sim-key"
 DEFAULT_API_SECRET = "dk-sim-secret"
 SYNTHETIC_START_PRICES = {"BTC": 60_000.0, "ETH": 3_000.0}
 OPTION_SETTLE = "USDC"
-
-SHUTDOWN_TIMEOUT_SECS = 2.0
-"""How long `close` lets requests in progress finish: an answer hung on purpose (`timeout_after_accept`)
-is cut, not awaited for its `hang_ms`."""
 
 HUB = web.AppKey("hub", Hub)
 
@@ -99,8 +89,6 @@ class Driver:
                 scenario.advance(self.engine, account, sim_time)
 
 
-_DRIVER = web.AppKey("driver", Driver)
-
 
 def build_app(
     credentials: Mapping[str, str],
@@ -141,72 +129,18 @@ def build_app(
     feed = with_future_quotes(default_feed(first_tick, seed, tick_secs), futures)
     if option_iv is not None:
         feed = with_option_quotes(feed, options, vol=option_iv)
-    app[_DRIVER] = Driver(engine, clock, feed, scenarios if scenario else {})
+    driver = Driver(engine, clock, feed, scenarios if scenario else {})
     app.router.add_get("/v5/public/{channel}", hub.handle)
     app.router.add_get("/v5/private", hub.handle)
-    app.router.add_get("/sim/faults", _get_faults)
-    app.router.add_post("/sim/faults", _set_faults)
-    app.router.add_post("/sim/drop-websockets", _drop_websockets)
+    emulator_app.add_controls(app, "bybit-emulator", venue.faults, hub, driver.run)
     app.router.add_route("*", "/{path:.*}", dispatch)
-    app.cleanup_ctx.append(_background)
     return app
 
 
-async def _background(app: web.Application) -> AsyncIterator[None]:
-    tasks = [asyncio.create_task(app[_DRIVER].run(), name="bybit-emulator-feed"),
-             asyncio.create_task(app[HUB].publish(), name="bybit-emulator-publish")]
-    yield
-    for task in tasks:
-        task.cancel()
-    for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
-def _loopback_only(request: web.Request) -> None:
-    if request.remote is None or not ip_address(request.remote).is_loopback:
-        raise web.HTTPForbidden(text="control endpoints answer loopback clients only")
-
-
-async def _get_faults(request: web.Request) -> web.Response:
-    _loopback_only(request)
-    return web.json_response(request.app[VENUE].faults.config.as_dict())
-
-
-async def _set_faults(request: web.Request) -> web.Response:
-    _loopback_only(request)
-    faults = request.app[VENUE].faults
-    try:
-        changes = json.loads(await request.text() or "{}")
-        if not isinstance(changes, dict):
-            raise ValueError("expected a JSON object of fault settings")
-        faults.config = faults.config.updated(changes)
-    except ValueError as exc:
-        return web.json_response({"error": str(exc)}, status=400)
-    return web.json_response(faults.config.as_dict())
-
-
-async def _drop_websockets(request: web.Request) -> web.Response:
-    _loopback_only(request)
-    return web.json_response({"dropped": request.app[HUB].drop_all()})
-
-
-@dataclass
-class RunningServer:
-    runner: web.AppRunner
-    host: str
-    port: int
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
+class RunningServer(emulator_app.RunningServer):
     @property
     def venue(self) -> BybitVenue:
         return self.runner.app[VENUE]
-
-    async def close(self) -> None:
-        await self.runner.cleanup()
 
 
 async def serve(
@@ -226,9 +160,4 @@ async def serve(
     """Start the emulator on `host:port` (0 picks a free port, see `RunningServer.port`). Prints nothing."""
     app = build_app(credentials, speed=speed, seed=seed, allow_withdraw=allow_withdraw, faults=faults,
                     start=start, tick_secs=tick_secs, scenario=scenario, option_iv=option_iv)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_SECS)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    bound_port = next(address[1] for address in runner.addresses)
-    return RunningServer(runner, host, bound_port)
+    return await RunningServer.start(app, host, port)
