@@ -58,6 +58,10 @@ log = structlog.get_logger(__name__)
 _UNSIGNED_CONTRACTS_EXCHANGES = frozenset({"bybit"})
 """Exchanges whose ccxt positions carry the size without sign (`contracts`) and the side apart: a position
 without its side is unreadable, not long."""
+_SIGNED_SIZE_INFO_KEYS = dict.fromkeys(BINANCE_IDS, "positionAmt")
+"""The exchange's signed size in a position's `info`, read where ccxt gives no side: ccxt takes a Binance
+position's side from the sign of its `notional` / `notionalValue`, which COIN-M's `positionRisk` may leave
+out (Binance's documented example has none), while its `contracts` are unsigned."""
 _BYBIT_ACCOUNT_LISTS = ("/v5/account/wallet-balance", "/v5/position/list")
 """Bybit's account answers, each a `result.list` of objects."""
 
@@ -89,14 +93,19 @@ def position_from_ccxt(position: Mapping[str, Any], instrument: Instrument, exch
     one option's already (logged once each)."""
     size = abs(dec(position.get("contracts"), "contracts"))
     side = position.get("side")
+    signed = info_of(position).get(_SIGNED_SIZE_INFO_KEYS.get(exchange_id, ""))
     if side == "long":
         sign = 1
     elif side == "short":
         sign = -1
-    elif (side is None or side == "") and not (size and exchange_id in _UNSIGNED_CONTRACTS_EXCHANGES):
-        sign = -1 if dec(position.get("contracts"), "contracts") < 0 else 1
-    else:
+    elif side not in (None, ""):
         raise MalformedPayload("side", "long or short", side)
+    elif signed is not None and signed != "":
+        sign = -1 if dec(signed, "info.positionAmt") < 0 else 1
+    elif size and exchange_id in _UNSIGNED_CONTRACTS_EXCHANGES:
+        raise MalformedPayload("side", "long or short", side)
+    else:
+        sign = -1 if dec(position.get("contracts"), "contracts") < 0 else 1
     pnl = info_of(position).get(_UNREALIZED_PNL_INFO_KEYS.get(exchange_id, ""))
     if pnl is None or pnl == "":
         pnl = position.get("unrealizedPnl")
