@@ -61,7 +61,8 @@ def test_coinm_positions_are_signed_usd_contracts_with_their_coin_delta_and_marg
     assert (long.margin_mode, long.unrealized_pnl) == ("isolated", Decimal("0.00006413"))
     assert parsed["ETH/USD:ETH"]["side"] is None  # no notionalValue: ccxt cannot tell the side
     assert short.contracts == -100  # read from Binance's signed positionAmt
-    assert instrument(exchange, "ETH/USD:ETH").delta_coin(short.contracts, short.mark_price) == Decimal("-0.5")
+    eth = instrument(exchange, "ETH/USD:ETH")
+    assert eth.delta_coin(short.contracts, short.mark_price) == Decimal("-0.5")  # 1,000 USD / 2,000
     assert (short.unrealized_pnl, short.liquidation_price) == (Decimal("0.1"), None)
 
 
@@ -95,7 +96,8 @@ def test_coinm_funding_received_is_positive_and_paid_negative_in_the_margin_coin
 
 
 @pytest.mark.parametrize(("amount", "contracts"), [("-3", -3), ("3", 3)])
-def test_a_binance_position_without_a_side_takes_its_sign_from_position_amt(amount: str, contracts: int) -> None:
+def test_a_binance_position_without_a_side_takes_its_sign_from_position_amt(amount: str,
+                                                                           contracts: int) -> None:
     exchange = coinm()
     raw = RECORDING["position_risk"][1] | {"positionAmt": amount}
 

@@ -209,7 +209,10 @@ def _name(method: Callable[..., Any]) -> str:
 
 
 def _history_key(raw: Mapping[str, Any]) -> str:
-    """A listed item's identity across overlapping pages: its id, else its whole raw answer."""
-    return str(raw.get("id") or raw.get("info"))
+    """A listed item's identity across overlapping pages: its id with its market and time (Hyperliquid's
+    funding entries share one id), else its whole raw answer."""
+    if not raw.get("id"):
+        return str(raw.get("info"))
+    return f"{raw['id']}|{raw.get('symbol')}|{raw.get('timestamp')}"
 
 

@@ -9,6 +9,8 @@ set per exchange (`_UNIT_AMOUNT_EXCHANGES`):
   options, while `contractSize` is the exchange's contract (10 USD for BTC-PERPETUAL): contract size 1.
 - Bybit inverse: amounts and `contracts` are USD (1 USD contracts), while ccxt reports the minimum order
   quantity as `contractSize`: contract size 1.
+- Bitget coin-margined (COIN-FUTURES): amounts count the base coin of an inverse contract, which no fixed
+  USD face describes: refused (`_COIN_AMOUNT_INVERSE_EXCHANGES`).
 
 Options (ccxt `type: option`, `strike`, `optionType`, `expiry` in ms) are never inverse in the domain: their
 contracts count coins of the underlying (Deribit: amounts in BTC, contract size 1), even where ccxt marks a
@@ -37,6 +39,10 @@ from deltakeeper.domain.instruments import ZERO, Instrument, Kind, is_stable
 from deltakeeper.domain.margin_tiers import MarginTier, cumulative_amounts_usd
 
 DEFAULT_FUNDING_INTERVAL_SECS = 8 * 3600
+_COIN_AMOUNT_INVERSE_EXCHANGES = frozenset({"bitget"})
+"""Exchanges whose inverse (coin-margined) contracts ccxt counts in coins (Bitget COIN-FUTURES: `size` in
+the base coin, ccxt `contractSize` 1), where the domain counts an inverse contract in USD face: such a
+market is refused (skipped when markets load), never sized as 1 USD per coin."""
 _UNIT_AMOUNT_EXCHANGES = {"deribit": ("linear", "inverse"), "bybit": ("inverse",)}
 """Exchanges (and market sides) where ccxt's amounts are plain units: USD for inverse, coins for linear."""
 
@@ -71,6 +77,10 @@ def instrument_from_market(market: Mapping[str, Any], exchange_id: str,
     quote = text(market, "quote").upper()
     settle = (opt_text(market, "settle") or quote).upper()
     inverse = kind not in (Kind.SPOT, Kind.OPTION) and bool(market.get("inverse"))
+    if inverse and exchange_id in _COIN_AMOUNT_INVERSE_EXCHANGES:
+        raise MalformedPayload("contractSize", f"USD face per contract ({exchange_id}'s coin-margined "
+                               "amounts count coins of an inverse contract: not modelled)",
+                               market.get("contractSize"))
     side = "inverse" if inverse else "linear"
     if kind is Kind.SPOT or side in _UNIT_AMOUNT_EXCHANGES.get(exchange_id, ()):
         contract_size = Decimal(1)
@@ -116,11 +126,16 @@ def _option_terms(market: Mapping[str, Any]) -> tuple[Decimal, str]:
 
 
 def _funding_interval_secs(market: Mapping[str, Any], exchange_id: str) -> int:
-    """Bybit gives each perpetual's `fundingInterval` in minutes; elsewhere the 8-hour default."""
-    minutes = info_of(market).get("fundingInterval") if exchange_id == "bybit" else None
-    if minutes is None or minutes == "":
+    """Bybit gives each perpetual's `fundingInterval` in minutes, Bitget its `fundInterval` in hours;
+    Hyperliquid funds every hour; elsewhere the 8-hour default."""
+    if exchange_id == "hyperliquid":
+        return 3600
+    key, unit_secs = {"bybit": ("fundingInterval", 60), "bitget": ("fundInterval", 3600)}.get(exchange_id,
+                                                                                               ("", 0))
+    interval = info_of(market).get(key)
+    if interval is None or interval == "":
         return DEFAULT_FUNDING_INTERVAL_SECS
-    return int(dec(minutes, "info.fundingInterval")) * 60
+    return int(dec(interval, f"info.{key}")) * unit_secs
 
 
 @parser("leverage tier")

@@ -53,12 +53,16 @@ from deltakeeper.domain.orders import Fill, FundingPayment, OrderRequest, OrderS
 _TRADE_INDEX_PRICE_KEYS = {"deribit": "index_price"}
 """The USD index of the traded instrument's base coin at the trade, in the exchange's trade."""
 
-_CLIENT_ID_INFO_KEYS = ("orderLinkId", "clOrdId", "clientOrderId", "label")
-"""Where exchanges put the client order id in a trade (Bybit, OKX, Binance, Deribit)."""
+_CLIENT_ID_INFO_KEYS = ("orderLinkId", "clOrdId", "clientOrderId", "label", "cloid")
+"""Where exchanges put the client order id in a trade (Bybit, OKX, Binance, Deribit, Hyperliquid)."""
 
 _BYBIT_LIQUIDATION_EXEC_TYPES = frozenset({"BustTrade", "AdlTrade"})
 _BINANCE_LIQUIDATION_CLIENT_IDS = ("autoclose-", "adl_autoclose")
 _OKX_LIQUIDATION_SUB_TYPES = frozenset({*map(str, range(100, 108)), *map(str, range(125, 129))})
+
+_FUNDING_IDS_SHARED = frozenset({"hyperliquid"})
+"""Exchanges whose funding entries share their id: Hyperliquid's `userFunding` entries all carry the zero
+hash (ccxt's id), so a payment is named by its market and time (one per market and hour)."""
 
 _REFUSALS_AFTER_ACCEPT = frozenset({"EC_PostOnlyWillTakeLiquidity"})
 """Bybit's reasons for cancelling an order it has just accepted, before it could rest or fill."""
@@ -205,7 +209,8 @@ def funding_from_ccxt(item: Mapping[str, Any], instrument: Instrument, exchange_
 
     Bybit: from the raw execution (a `fetch_funding_history` entry or a Funding trade from the execution
     channel alike). `execFee` is positive when paid; the position's sign follows from who paid at which
-    rate (positive rates: longs pay), `execQty` is its size. Others: ccxt's funding history entry.
+    rate (positive rates: longs pay), `execQty` is its size. Others: ccxt's funding history entry
+    (Hyperliquid's named by market and time: `_FUNDING_IDS_SHARED`).
     """
     if exchange_id == "bybit":
         info = info_of(item)
@@ -221,8 +226,11 @@ def funding_from_ccxt(item: Mapping[str, Any], instrument: Instrument, exchange_
             currency=instrument.settle, rate=rate, position_contracts=size if long else -size,
             ts=ts_from_ms(info.get("execTime"), "info.execTime"),
         )
+    payment_id = text(item, "id")
+    if exchange_id in _FUNDING_IDS_SHARED:
+        payment_id = f"funding:{instrument.symbol}:{int(dec(item.get('timestamp'), 'timestamp'))}"
     return FundingPayment(
-        payment_id=text(item, "id"), symbol=instrument.symbol, amount=dec(item.get("amount"), "amount"),
+        payment_id=payment_id, symbol=instrument.symbol, amount=dec(item.get("amount"), "amount"),
         currency=str(item.get("code") or instrument.settle).upper(),
         rate=opt_dec(item.get("rate"), "rate") or ZERO, position_contracts=ZERO,
         ts=ts_from_ms(item.get("timestamp")),
