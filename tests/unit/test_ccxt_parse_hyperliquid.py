@@ -78,7 +78,7 @@ def test_hyperliquid_fill_is_its_usdc_notional_with_its_client_id() -> None:
     assert fill.ts == datetime(2024, 3, 5, 12, 55, 46, 297000, tzinfo=UTC)
 
 
-def test_hyperliquid_funding_payments_are_signed_in_usdc_and_named_apart_though_their_hash_is_shared() -> None:
+def test_hyperliquid_funding_is_signed_in_usdc_and_each_payment_named_apart_despite_a_shared_hash() -> None:
     exchange = hyperliquid()
     sol = instrument(exchange, "SOL/USDC:USDC")
 
