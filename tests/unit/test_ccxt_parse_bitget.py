@@ -23,9 +23,10 @@ EMPTY = {"code": "00000", "msg": "success", "data": []}
 
 
 def bitget() -> ccxt.bitget:
-    """A ccxt bitget whose swap markets come from the recorded contracts (USDT- and COIN-futures)."""
+    """A ccxt bitget whose swap markets come from the recorded contracts (USDT- and COIN-futures), on a
+    classic (not unified) account: told so, ccxt asks no account settings of the network."""
     exchange = ccxt.bitget({"apiKey": "key", "secret": "secret", "password": "passphrase",
-                            "options": {"fetchMarkets": {"types": ["swap"]}}})
+                            "options": {"fetchMarkets": {"types": ["swap"]}, "uta": False}})
     by_product = {"USDT-FUTURES": RECORDING["contracts_usdt_futures"],
                   "COIN-FUTURES": RECORDING["contracts_coin_futures"]}
     exchange.publicMixGetV2MixMarketContracts = lambda params: by_product.get(params["productType"], EMPTY)
