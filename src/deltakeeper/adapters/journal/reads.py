@@ -1,7 +1,6 @@
 """The journal's reads. `SqlJournalReader` is the read side for people (ports.JournalReader: typed rows
 for the command line and the HTTP API's views; `list_*` give the same rows as dicts, for the daily summary
-and control) and
-holds the reads of the trading loop that `SqlJournal` (ports.Journal) adds its writes to."""
+and control) and holds the reads of the trading loop that `SqlJournal` (ports.Journal) adds its writes to."""
 
 from __future__ import annotations
 
