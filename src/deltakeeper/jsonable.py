@@ -1,10 +1,13 @@
 """Values as JSON shows them (DESIGN.md 10.12): Decimals in plain notation, times in ISO-8601 UTC, enums
-by value. Shared by the command line and the HTTP API."""
+by value, a dataclass value (a journal row, `domain.journal_rows`) as {field: value} in field order. The
+one serializer of the command line and the HTTP API: typed values are turned into JSON here, at the
+output edge."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import fields, is_dataclass
 from datetime import datetime
 from decimal import Decimal
 from enum import Enum
@@ -12,7 +15,8 @@ from typing import Any
 
 
 def plain(value: Any) -> Any:
-    """A JSON-able value: Decimals in plain notation, times in ISO-8601 UTC, enums by value."""
+    """A JSON-able value: Decimals in plain notation, times in ISO-8601 UTC, enums by value, a dataclass
+    value as {field: value} in field order."""
     if isinstance(value, Decimal):
         text = format(value, "f")
         if "." in text:
@@ -24,6 +28,8 @@ def plain(value: Any) -> Any:
         return value.value
     if isinstance(value, Mapping):
         return {str(k): plain(v) for k, v in value.items()}
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name: plain(getattr(value, f.name)) for f in fields(value)}
     if isinstance(value, list | tuple):
         return [plain(v) for v in value]
     return value

@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 from decimal import Decimal as D
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from deltakeeper.backtest.data import load_funding, load_price_series, parse_file_specs
@@ -69,6 +71,32 @@ def test_bad_options_name_the_flag_and_say_what_is_expected(tmp_path, option, ex
         files = parse_file_specs([f"{path}:{option}"], "--prices")
         load_price_series("XYZ", files["XYZ"], 1.0)
     assert error.value.variable == "--prices"
+
+
+@pytest.mark.parametrize(("name", "flag"), [("closes.parquet", "--prices"), ("rates.parquet", "--funding")])
+def test_a_file_the_reader_cannot_read_is_a_config_error_naming_the_flag(tmp_path, name, flag):
+    path = tmp_path / name
+    path.write_text("timestamp,close,rate\n1704067200000,100,0.0001\n")  # CSV text in a .parquet file
+
+    with pytest.raises(ConfigError) as caught:
+        if flag == "--prices":
+            load_price_series("XYZ", path, 0.0)
+        else:
+            load_funding(path)
+
+    assert caught.value.variable == flag and caught.value.expected == "a readable CSV or Parquet file"
+
+
+def test_a_parquet_file_is_read_by_its_chosen_columns_whatever_else_it_holds(tmp_path):
+    path = tmp_path / "closes.parquet"
+    pq.write_table(pa.table({"Notes": ["a", "b"], "TS": [1704067200000, 1704070800000],
+                             "Mid": [100.0, 101.0], "Close": [1.0, 2.0]}), path)
+
+    series = load_price_series("XYZ", parse_data_file(f"{path}:time=ts,close=mid", "--prices", "prices"), 0.0)
+
+    # the bars close an hour after their times
+    assert [(e.ts, e.quote.bid) for e in series.events] == [(utc(2024, 1, 1, 1), D(100)),
+                                                             (utc(2024, 1, 1, 2), D(101))]
 
 
 def test_funding_every_keeps_only_the_rates_on_the_utc_grid(tmp_path):

@@ -10,7 +10,6 @@ from deltakeeper.domain.margin_tiers import (
     cumulative_amounts_usd,
     liquidation_distance,
     liquidation_price_usd,
-    maintenance_margin_float,
     maintenance_margin_usd,
 )
 from deltakeeper.domain.portfolio_margin import (
@@ -56,12 +55,9 @@ def test_maintenance_margin_is_continuous_across_bracket_boundaries() -> None:
         assert at - below < D("0.01")
 
 
-def test_maintenance_margin_goes_on_at_the_last_rate_above_the_table_in_decimal_and_float() -> None:
+def test_maintenance_margin_goes_on_at_the_last_rate_above_the_table() -> None:
     assert maintenance_margin_usd(D(60_000_000), BINANCE_BTCUSDT) == D(6_000_000) - D(1_266_300)
     assert maintenance_margin_usd(D(-6_000_000), BINANCE_BTCUSDT) == D(133_700)
-    for notional in (0, 49_999.5, 50_000, 6_000_000, 60_000_000):
-        exact = maintenance_margin_usd(D(repr(notional)), BINANCE_BTCUSDT)
-        assert maintenance_margin_float(float(notional), BINANCE_BTCUSDT) == pytest.approx(float(exact))
 
 
 def test_gapped_tiers_are_refused() -> None:

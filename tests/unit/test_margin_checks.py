@@ -28,9 +28,16 @@ from deltakeeper.domain.margin import (
     coin_equity,
     coin_neutral_delta,
     leg_requirements,
+    liquidation_price,
+    move_to_liquidation,
 )
 from deltakeeper.domain.margin_headroom import HeadroomLevels
-from deltakeeper.domain.margin_tiers import DEFAULT_TIERS_USD, liquidation_price_usd, maintenance_margin_usd
+from deltakeeper.domain.margin_tiers import (
+    DEFAULT_TIERS_USD,
+    MarginTier,
+    liquidation_price_usd,
+    maintenance_margin_usd,
+)
 from deltakeeper.domain.orders import Fill, OrderIntent, OrderRequest, Quote, Side
 from deltakeeper.domain.records import AccountSnapshot
 from deltakeeper.domain.risk import (
@@ -165,6 +172,43 @@ def test_a_long_inverse_perp_liquidates_where_its_coin_equity_meets_its_maintena
     assert price == (D(100_000) + 450) / 3
     equity = 1 + D(100_000) * (1 / D(50_000) - 1 / price)
     assert equity == pytest.approx(D(450) / price, abs=D("1e-20"))
+
+
+COIN_TIERS = tuple(MarginTier(D(floor), D(cap), D(mmr)) for floor, cap, mmr in [
+    (0, 100, "0.005"), (100, 500, "0.01"), (500, 2000, "0.02")])
+"""An inverse table on the coin notional, as ccxt gives inverse tiers (BTC)."""
+
+
+@pytest.mark.parametrize("tiers_on_coin", [False, True])
+@pytest.mark.parametrize(("face_usd", "collateral_btc"), [(D(400_000), D(2)), (D(-400_000), D(2)),
+                                                          (D(-30_000_000), D(150))])
+def test_an_inverse_liquidation_price_is_where_coin_equity_meets_the_tables_margin(
+    face_usd: Decimal, collateral_btc: Decimal, tiers_on_coin: bool
+) -> None:
+    # On the USD face the rate is the face's bracket; on the coin notional |N| / S it moves with S: the
+    # 30M USD short is 600 BTC at 50,000 (the 500+ bracket) and about 300 BTC where it is liquidated.
+    entry = D(50_000)
+    tiers = COIN_TIERS if tiers_on_coin else DEFAULT_TIERS_USD
+    position = Position(BTC_INVERSE.symbol, face_usd, entry, entry)
+    price = liquidation_price(BTC_INVERSE, position, collateral_btc, tiers, tiers_on_coin)
+
+    assert price is not None and (price < entry) == (face_usd > 0)
+    equity = collateral_btc + face_usd * (1 / entry - 1 / price)
+    mm = (maintenance_margin_usd(face_usd / price, tiers) if tiers_on_coin
+          else maintenance_margin_usd(face_usd, tiers) / price)
+    assert abs(equity - mm) < D("1e-20")
+    if tiers_on_coin and abs(face_usd) > 1_000_000:
+        assert 100 < abs(face_usd) / price < 500
+
+
+def test_the_move_to_liquidation_is_zero_for_a_future_past_it_and_signed_otherwise() -> None:
+    assert move_to_liquidation(D(90), D(100), D(1)) == pytest.approx(-0.1)
+    assert move_to_liquidation(D(110), D(100), D(-1)) == pytest.approx(0.1)
+    assert move_to_liquidation(D(110), D(100), D(1)) == 0.0  # a long already below its liquidation price
+    assert move_to_liquidation(D(90), D(100), D(-1)) == 0.0
+    assert move_to_liquidation(D(90), D(100), None) == pytest.approx(-0.1)  # an option: its direction
+    assert move_to_liquidation(None, D(100), D(1)) is None
+    assert move_to_liquidation(D(90), D(0), D(1)) is None
 
 
 def test_account_margin_counts_a_short_options_mark_in_its_margin_not_in_the_equity() -> None:

@@ -15,6 +15,9 @@ import pytest
 from deltakeeper.cli.margin import margin_report
 from deltakeeper.cli.output import plain
 from deltakeeper.domain.errors import ConfigError
+from deltakeeper.domain.exposure import Position
+from deltakeeper.domain.instruments import Instrument, Kind
+from deltakeeper.domain.margin import MarginRules, account_margin
 from deltakeeper.domain.margin_legs import implied_vol, liquidation_move
 from deltakeeper.domain.margin_tiers import DEFAULT_TIERS_USD, MarginTier, liquidation_price_usd
 
@@ -84,6 +87,24 @@ def test_cross_margin_leg_is_backed_by_the_whole_settlement_wallet() -> None:
     assert exact is not None
     assert leg["estimate"]["collateral"] == D(3_000_000)
     assert leg["liquidation_move"] == pytest.approx(float(exact / 60_000 - 1), abs=1e-9)
+
+
+@pytest.mark.parametrize("contracts", [-100, 100])
+def test_the_report_and_the_loop_estimate_one_liquidation_price(contracts: int) -> None:
+    side = "long" if contracts > 0 else "short"
+    cross = hedged_book(marginMode="cross", contracts=abs(contracts), side=side, entryPrice=58_000)
+    cross["balances"]["USDT"] = 2_000_000
+    perp = Instrument("BTC/USDT:USDT", Kind.PERPETUAL, "BTC", "USDT", "USDT", contract_size=D(1),
+                      lot_step_contracts=D(1))
+    position = Position(perp.symbol, D(contracts), D(58_000), D(60_000))
+
+    leg = margin_report(cross)["positions"][0]
+    margin = account_margin({perp.symbol: perp}, {"USDT": D(2_000_000)}, [position], {}, MarginRules())
+    loop = margin.leg(perp.symbol)
+
+    assert loop is not None and loop.liquidation_price is not None and loop.liquidation_move is not None
+    assert leg["liquidation_price"] == D(f"{loop.liquidation_price:.10g}")
+    assert leg["liquidation_move"] == loop.liquidation_move
 
 
 def test_an_isolated_legs_exchange_collateral_backs_it() -> None:

@@ -14,9 +14,11 @@ from deltakeeper.backtest.data import load_inventory
 from deltakeeper.sim.feeds import (
     Bar,
     bundled_bars,
+    column_names,
     intrabar_path,
     load_bars,
     parse_timestamp,
+    read_rows,
     replay_feed,
     synthetic_feed,
 )
@@ -85,6 +87,27 @@ def test_load_bars_and_backtest_inventory_share_one_reader_that_takes_columns_in
     assert (bar.ts, bar.open, bar.close) == (START + timedelta(hours=1), 99, 100)
     assert bar.funding_rate == Decimal("0.0002")
     assert list(paths) == ["SOL"]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_read_rows_keeps_only_the_chosen_columns_in_any_case_and_names_a_missing_one(
+    tmp_path: Path, suffix: str
+) -> None:
+    path = tmp_path / f"series{suffix}"
+    if suffix == ".csv":
+        path.write_text(" Timestamp ,Close,Volume\n1767574800000,100.5,5\n1767578400000,101,6\n")
+    else:
+        pq.write_table(pa.table({" Timestamp ": [1767574800000, 1767578400000], "Close": [100.5, 101.0],
+                                 "Volume": [5.0, 6.0]}), path)
+
+    rows = read_rows(path, ["close", "timestamp", "close"])
+
+    assert column_names(path) == ["timestamp", "close", "volume"]
+    assert [list(row) for row in rows] == [["close", "timestamp"]] * 2
+    assert [float(str(row["close"])) for row in rows] == [100.5, 101.0]
+    assert read_rows(path)[0].keys() == {"timestamp", "close", "volume"}
+    with pytest.raises(ValueError, match="no column open"):
+        read_rows(path, ["close", "open"])
 
 
 def test_load_bars_names_a_missing_column(tmp_path: Path) -> None:

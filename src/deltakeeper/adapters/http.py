@@ -14,7 +14,7 @@ import asyncio
 import hmac
 import ipaddress
 import json
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -43,9 +43,10 @@ Ready = Callable[[], Awaitable[tuple[bool, Mapping[str, Any]]]]
 """() -> (ready, details): the details go into the /readyz answer beside `ready`."""
 Control = Callable[[str, str, str], Awaitable[Mapping[str, Any]]]
 """(action: halt|resume|cancel-all, reason, by) -> result."""
-JournalApi = Callable[[str, dict[str, str]], Awaitable[tuple[list[dict[str, Any]], dict[str, str] | None]]]
+JournalApi = Callable[[str, dict[str, str]], Awaitable[tuple[Sequence[Any], dict[str, str] | None]]]
 """(view: fills|funding|orders|decisions, query parameters) -> (one page of rows, the query parameters of
-the next page or None on the last). Raises ValueError or ConfigError on a bad parameter."""
+the next page or None on the last); the rows are typed (`domain.journal_rows`), sent as `jsonable.plain`
+makes them. Raises ValueError or ConfigError on a bad parameter."""
 LOOPBACK_NAMES = frozenset({"localhost"})
 
 

@@ -4,17 +4,17 @@ journal pages."""
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from deltakeeper.app.figures import coins, sum_known, usd
 from deltakeeper.domain.durations import parse_time
 from deltakeeper.domain.errors import ConfigError
+from deltakeeper.domain.journal_rows import JournalQuery, JournalRow
 from deltakeeper.domain.usd import PriceUsd, to_usd
-from deltakeeper.ports import Alerts
+from deltakeeper.ports import Alerts, JournalReader
 
-JOURNAL_VIEWS = ("fills", "funding", "orders", "decisions")
 JOURNAL_FILTERS = ("since", "until", "symbol", "side", "asset", "limit", "offset")
 JOURNAL_PAGE_ROWS = 500
 """Rows of a journal API page when the request gives no `limit`."""
@@ -133,23 +133,28 @@ def _whole(query: Mapping[str, str], name: str, default: Any) -> Any:
     return value
 
 
-ListRows = Callable[..., Awaitable[list[dict[str, Any]]]]
+JournalPage = tuple[Sequence[JournalRow], dict[str, str] | None]
+"""A page of rows (typed: JSON is made of them at the HTTP edge, `jsonable.plain`) and the query
+parameters of the next page (None on the last)."""
+JOURNAL_READS: dict[str, Callable[[JournalReader, JournalQuery], Awaitable[Sequence[JournalRow]]]] = {
+    "fills": lambda reader, query: reader.fills(query),
+    "funding": lambda reader, query: reader.funding(query),
+    "orders": lambda reader, query: reader.orders(query),
+    "decisions": lambda reader, query: reader.decisions(query),
+}
+"""The journal views, each a read of the JournalReader port."""
 
 
-JournalPage = tuple[list[dict[str, Any]], dict[str, str] | None]
-"""A page of rows and the query parameters of the next page (None on the last)."""
-
-
-def journal_api(reader: object) -> Callable[[str, dict[str, str]], Awaitable[JournalPage]]:
-    """The JSON API's journal views over a reader with `list_fills|funding|orders|decisions(**filters)`.
-    Query parameters: since, until (a duration back from now such as 7d, or an ISO-8601 time), symbol,
-    side, asset, limit (rows per page: JOURNAL_PAGE_ROWS unless given, at most JOURNAL_PAGE_MAX_ROWS),
-    offset. The next page's parameters carry `since` and `until` as the times this page resolved them to,
-    so that a window such as 7d does not move between pages. A bad parameter raises ValueError or
-    ConfigError (HTTP 400)."""
+def journal_api(reader: JournalReader) -> Callable[[str, dict[str, str]], Awaitable[JournalPage]]:
+    """The JSON API's journal views (`JOURNAL_READS`) over the JournalReader port. Query parameters:
+    since, until (a duration back from now such as 7d, or an ISO-8601 time), symbol, side, asset, limit
+    (rows per page: JOURNAL_PAGE_ROWS unless given, at most JOURNAL_PAGE_MAX_ROWS), offset. The next
+    page's parameters carry `since` and `until` as the times this page resolved them to, so that a window
+    such as 7d does not move between pages. A bad parameter raises ValueError or ConfigError (HTTP
+    400)."""
 
     async def read(view: str, query: dict[str, str]) -> JournalPage:
-        if view not in JOURNAL_VIEWS:
+        if view not in JOURNAL_READS:
             raise ValueError(f"unknown journal view {view!r}")
         unknown = sorted(set(query) - set(JOURNAL_FILTERS))
         if unknown:
@@ -159,8 +164,8 @@ def journal_api(reader: object) -> Callable[[str, dict[str, str]], Awaitable[Jou
         if not 1 <= limit <= JOURNAL_PAGE_MAX_ROWS:
             raise ConfigError("limit", f"a whole number from 1 to {JOURNAL_PAGE_MAX_ROWS}", query["limit"])
         offset = filters.pop("offset", 0)
-        list_rows: ListRows = getattr(reader, f"list_{view}")
-        rows = await list_rows(**filters, limit=limit + 1, offset=offset)  # one more: is there a next page?
+        # one more row than the page: is there a next page?
+        rows = await JOURNAL_READS[view](reader, JournalQuery(**filters, limit=limit + 1, offset=offset))
         if len(rows) <= limit:
             return rows, None
         resolved: dict[str, str] = {n: filters[n].isoformat() for n in ("since", "until") if n in filters}

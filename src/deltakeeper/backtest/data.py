@@ -12,12 +12,19 @@ from decimal import Decimal, InvalidOperation
 from itertools import pairwise
 from pathlib import Path
 
-from deltakeeper.backtest.files import TIME_COLUMNS, DataFile, FileKind, parse_data_file, read_values
+from deltakeeper.backtest.files import (
+    TIME_COLUMNS,
+    DataFile,
+    FileKind,
+    parse_data_file,
+    read_values,
+    table_rows,
+)
 from deltakeeper.domain.errors import ConfigError
 from deltakeeper.domain.exposure_models import InventoryPath
 from deltakeeper.domain.instruments import Instrument, Kind, is_stable
 from deltakeeper.domain.orders import Quote
-from deltakeeper.sim.feeds import parse_timestamp, read_rows
+from deltakeeper.sim.feeds import parse_timestamp
 from deltakeeper.sim.markets import (
     ASSETS,
     MIN_NOTIONAL_USD,
@@ -277,14 +284,6 @@ def load_price_series(
 # -- tables of rows ----------------------------------------------------------------------------------
 
 
-def _rows(path: Path, flag: str) -> list[dict[str, object]]:
-    """`sim.feeds.read_rows`, a file it cannot read a ConfigError naming the flag."""
-    try:
-        return read_rows(path)
-    except Exception as exc:
-        raise ConfigError(flag, "a readable CSV or Parquet file", f"{path}: {exc}") from None
-
-
 def _column(rows: Sequence[Mapping[str, object]], names: Sequence[str], flag: str, path: Path) -> str:
     columns = rows[0].keys() if rows else ()
     for name in names:
@@ -325,7 +324,7 @@ def load_funding(file: DataFile | Path, flag: str = "--funding") -> tuple[tuple[
 def load_inventory(path: Path, flag: str = "--exposure") -> dict[str, InventoryPath]:
     """A recorded inventory: rows of `timestamp, asset, quantity`, the asset's holding (coins) from that
     time on. Per asset; before an asset's first row it holds nothing."""
-    rows = _rows(path, flag)
+    rows = table_rows(path, flag)
     if not rows:
         raise ConfigError(flag, "an inventory file with rows of timestamp,asset,quantity", str(path))
     time_col = _column(rows, TIME_COLUMNS, flag, path)

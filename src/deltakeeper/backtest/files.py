@@ -19,22 +19,24 @@ Known layouts are recognised by their columns, and give the defaults that option
 - A venue's funding history (`symbol`, `date`, `funding rate`) in a file named `<PAIR>_<venue>_...`:
   the binance, bybit, htx and mexc files are in UTC+3 (their first Binance rate is Binance's 00:00 UTC
   print at 03:00).
-Rows without a value in the price or rate column are skipped.
+Rows without a value in the price or rate column are skipped. Files are read by `sim.feeds.read_rows`, the
+one reader of CSV and Parquet rows, only the columns needed (`table_rows`: a file it cannot read is a
+ConfigError naming the flag).
 """
 
 from __future__ import annotations
 
-import csv
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from deltakeeper.domain.errors import ConfigError
+from deltakeeper.sim.feeds import column_names, read_rows
 
 FileKind = Literal["prices", "funding"]
 TIME_COLUMNS = ("timestamp", "datetime", "time", "date", "ts")
@@ -46,6 +48,7 @@ VALUE_OPTION: dict[FileKind, str] = {"prices": "close", "funding": "rate"}
 _OFFSET = re.compile(r"^([+-])(\d\d):?(\d\d)$")
 _MS_THRESHOLD = 1e11
 _UTC_PLUS_3_VENUES = ("binance", "bybit", "htx", "mexc")
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,32 +145,18 @@ def _pick(columns: Sequence[str], wanted: str | None, defaults: Sequence[str], f
                       f"{path}: {', '.join(columns)}")
 
 
-def _table(path: Path, flag: str) -> tuple[list[str], object]:
-    """The file's column names (lower-cased) and a handle to read its rows."""
+def _readable(path: Path, flag: str, read: Callable[[], _T]) -> _T:
+    """`read()` of the file (`sim.feeds`' one reader of CSV and Parquet), a file it cannot read a
+    ConfigError naming the flag."""
     try:
-        if path.suffix.lower() == ".parquet":
-            import pyarrow.parquet as pq
-
-            parquet = pq.ParquetFile(path)
-            return [n.strip().lower() for n in parquet.schema_arrow.names], parquet
-        with path.open(newline="") as handle:
-            reader = csv.reader(handle)
-            header = next(reader, [])
-            rows = list(reader)
-        return [n.strip().lower() for n in header], rows
+        return read()
     except Exception as exc:  # pyarrow's errors when a file is not Parquet
         raise ConfigError(flag, "a readable CSV or Parquet file", f"{path}: {exc}") from None
 
 
-def _rows(path: Path, handle: object, columns: list[str], wanted: Sequence[str]) -> list[tuple[object, ...]]:
-    """The `wanted` columns of every row."""
-    if isinstance(handle, list):
-        index = [columns.index(name) for name in wanted]
-        return [tuple(row[i] if i < len(row) else None for i in index) for row in handle]
-    originals = handle.schema_arrow.names  # type: ignore[attr-defined]
-    table = handle.read(columns=[originals[columns.index(name)] for name in dict.fromkeys(wanted)])  # type: ignore[attr-defined]
-    by_name = {name.strip().lower(): table.column(name).to_pylist() for name in table.column_names}
-    return list(zip(*(by_name[name] for name in wanted), strict=True))
+def table_rows(path: Path, flag: str, columns: Sequence[str] | None = None) -> list[dict[str, object]]:
+    """`sim.feeds.read_rows` of the file (only `columns`, when given), a ConfigError naming the flag."""
+    return _readable(path, flag, lambda: read_rows(path, columns))
 
 
 def _empty(value: object) -> bool:
@@ -200,7 +189,7 @@ def _time(value: object, tz: tzinfo, flag: str, path: Path) -> datetime:
 def read_values(file: DataFile, flag: str, kind: FileKind) -> list[tuple[datetime, object]]:
     """(UTC time, raw value) of every row the options keep that has a value, in file order."""
     path = file.path
-    columns, handle = _table(path, flag)
+    columns = _readable(path, flag, lambda: column_names(path))
     layout = _layout(columns, path)
     time_col = _pick(columns, file.time_column, TIME_COLUMNS, flag, path, "time")
     layout_value = layout.value_column[kind] if layout and layout.value_column else None
@@ -212,7 +201,7 @@ def read_values(file: DataFile, flag: str, kind: FileKind) -> list[tuple[datetim
     wanted = [time_col, value_col, *(c for c, _ in file.filters), *series_cols]
     tz = file.tz or (layout.tz if layout else None) or UTC
     every = file.every_hours or (layout.funding_every_hours if layout and kind == "funding" else None)
-    rows = _rows(path, handle, columns, wanted)
+    rows = [tuple(row[name] for name in wanted) for row in table_rows(path, flag, wanted)]
     n_filters = len(file.filters)
     out: list[tuple[datetime, object]] = []
     series: set[tuple[str, ...]] = set()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from enum import Enum
@@ -22,7 +22,7 @@ import typer
 
 from deltakeeper.cli.args import Format
 from deltakeeper.domain.durations import parse_time
-from deltakeeper.domain.journal_rows import JournalQuery, JournalRow, row_dict
+from deltakeeper.domain.journal_rows import JournalQuery, row_dict
 
 if TYPE_CHECKING:
     from deltakeeper.config import Settings
@@ -118,14 +118,6 @@ def readable_database(settings: Settings) -> str:
     return url
 
 
-VIEWS: dict[str, Callable[[JournalReader, JournalQuery], Awaitable[Sequence[JournalRow]]]] = {
-    "fills": lambda reader, query: reader.fills(query),
-    "funding": lambda reader, query: reader.funding(query),
-    "orders": lambda reader, query: reader.orders(query),
-    "decisions": lambda reader, query: reader.decisions(query),
-}
-
-
 async def with_reader(database_url: str, read: Callable[[JournalReader], Awaitable[T]]) -> T:
     """`read(reader)` over the journal at `database_url`, its connection closed after."""
     from deltakeeper.adapters.journal import open_reader
@@ -139,10 +131,12 @@ async def with_reader(database_url: str, read: Callable[[JournalReader], Awaitab
 
 async def read_journal_views(database_url: str, views: dict[str, JournalQuery]
                              ) -> dict[str, list[dict[str, Any]]]:
-    """Several views through one connection to the journal: {view: query} -> {view: rows as dicts}."""
+    """Several views (`app.console.JOURNAL_READS`) through one connection to the journal: {view: query} ->
+    {view: rows as dicts}, for the output and the PnL attribution."""
+    from deltakeeper.app.console import JOURNAL_READS
 
     async def read(reader: JournalReader) -> dict[str, list[dict[str, Any]]]:
-        return {view: [row_dict(row) for row in await VIEWS[view](reader, query)]
+        return {view: [row_dict(row) for row in await JOURNAL_READS[view](reader, query)]
                 for view, query in views.items()}
 
     return await with_reader(database_url, read)

@@ -2,7 +2,9 @@
 the loop watches), and the coin equity that makes a coin-margined account USD- or coin-neutral.
 
 The tier table is `domain.margin_tiers`, the headroom `domain.margin_headroom`; portfolio margin is
-`domain.portfolio_margin`.
+`domain.portfolio_margin`. `liquidation_price` is the bot's one estimate of a future's liquidation price
+and `move_to_liquidation` the one move to it, used here and by `deltakeeper margin` (`domain.margin_legs`,
+which scans a short option's, a different solve: see its notes).
 """
 
 from __future__ import annotations
@@ -99,8 +101,9 @@ class LegMargin:
     `liquidation_price` and the figures are the exchange's where it reported them (`source`
     `exchange`), else the estimate's; the estimate is kept beside them. The liquidation price of a
     cross-margined leg holds the settlement currency's other legs as they are. `liquidation_move` is
-    the signed relative move of the mark (an option's: of its underlying) that reaches it; None where
-    none does (a leg its collateral outlasts, an option).
+    the signed relative move of the mark (an option's: of its underlying) that reaches it
+    (`move_to_liquidation`: 0 for a future past it already); None where none does (a leg its collateral
+    outlasts, an option).
     """
 
     symbol: str
@@ -177,30 +180,50 @@ def margin_balance(
     return equity
 
 
-def _estimated_liquidation_price(
-    instrument: Instrument, position: Position, collateral: Decimal, tiers: Sequence[MarginTier]
+def liquidation_price(
+    instrument: Instrument,
+    position: Position,
+    collateral: Decimal,
+    tiers: Sequence[MarginTier],
+    tiers_on_coin: bool = False,
 ) -> Decimal | None:
-    """Where the leg's equity `collateral + PnL(S)` meets its maintenance margin, other legs held.
-    Linear: `liquidation_price_usd` (the tier bracket solved exactly); inverse (coin, MM = tiers(face) /
-    S, constant bracket): `S = (N + M) / (collateral + N / entry)` with N the signed USD face."""
+    """The one estimate of a future's liquidation price: where its equity `collateral + PnL(S)` (settle
+    coin, PnL from entry) meets its maintenance margin, the rest held still. Above the table's last cap its
+    last rate goes on. None for an option (its margin follows its own value: `margin_legs`), a flat
+    position, or one its collateral outlasts.
+
+    Linear: `liquidation_price_usd` on the USD notional. Inverse, in the reciprocal price `x = 1/S`:
+    equity `collateral + N / entry - N x` is linear in x, as is the coin maintenance margin, whether the
+    table is on the USD face (`MM = tiers(|N|) x`: one bracket at rate `tiers(|N|) / |N|`) or, with
+    `tiers_on_coin` (ccxt's inverse tables), on the coin notional `|N| x`; so `liquidation_price_usd` of
+    `q = -N` at entry `1 / entry` solves it, and `S = 1 / x`.
+    """
     if instrument.is_option or position.contracts == 0:
         return None
     entry = position.entry_price or position.mark_price
-    if instrument.inverse:
-        face = position.contracts * instrument.contract_size
-        mm_usd = maintenance_margin_usd(face, tiers)
-        denominator = collateral + face / entry
-        if denominator == 0:
-            return None
-        price = (face + mm_usd) / denominator
-        # `equity - MM = denominator - (N + M) / S` is monotone in S: a positive root is the crossing
-        # (a long's below, a short's above); none is a short its coin collateral outlasts.
-        return price if price > 0 else None
-    size = position.contracts * instrument.contract_size
-    capped = tiers if tiers[-1].cap_usd.is_infinite() else (
+    capped = tuple(tiers) if tiers[-1].cap_usd.is_infinite() else (
         *tiers[:-1], MarginTier(tiers[-1].floor_usd, Decimal("Infinity"), tiers[-1].mmr)
     )
-    return liquidation_price_usd(size, entry, collateral, capped)
+    if not instrument.inverse:
+        return liquidation_price_usd(position.contracts * instrument.contract_size, entry, collateral, capped)
+    face = position.contracts * instrument.contract_size
+    if not tiers_on_coin:
+        rate = maintenance_margin_usd(face, capped) / abs(face)
+        capped = (MarginTier(ZERO, Decimal("Infinity"), rate),)
+    reciprocal = liquidation_price_usd(-face, 1 / entry, collateral, capped)
+    return None if reciprocal is None else 1 / reciprocal
+
+
+def move_to_liquidation(price: Decimal | None, base: Decimal, contracts: Decimal | None) -> float | None:
+    """The signed relative move of `base` (a future's mark, an option's underlying) that reaches the
+    liquidation `price`: 0 where a future (`contracts` signed: a long's falls, a short's rises) is past it
+    already; None without a price or a base. An option's direction is not its sign (a short call's rises,
+    a short put's falls): `contracts` None takes the plain ratio."""
+    if price is None or not base:
+        return None
+    if contracts is not None and (price - base) * contracts > 0:
+        return 0.0
+    return float(price / base - 1)
 
 
 def account_margin(
@@ -236,12 +259,12 @@ def account_margin(
             instrument = instruments[p.symbol]
             collateral = equity - (ZERO if instrument.is_option else unrealized_pnl(instrument, p))
             collateral -= total_mm - used
-            estimate = _estimated_liquidation_price(instrument, p, collateral, rules.tiers_for(p.symbol))
+            estimate = liquidation_price(instrument, p, collateral, rules.tiers_for(p.symbol))
             price = p.liquidation_price if p.liquidation_price is not None else estimate
             base = p.mark_price
             if instrument.is_option:
                 base = p.underlying_price or prices_usd.get(instrument.base) or ZERO
-            move = float(price / base - 1) if price is not None and base else None
+            move = move_to_liquidation(price, base, None if instrument.is_option else p.contracts)
             initial = p.initial_margin if p.initial_margin is not None else im
             total_im += initial
             exchange = p.liquidation_price is not None or p.maintenance_margin is not None

@@ -8,8 +8,14 @@ Standard cross margin, per derivative leg, in its settlement currency:
 - IM = the notional at the mark / the position's leverage (ccxt `leverage`, else 10x);
 - options, Deribit's standard formulas (`domain.margin.leg_requirements`).
 
-Liquidation: the relative move of the leg's price (the underlying's for an option) nearest to zero, within
--100%..+1000%, after which the leg's equity falls below its maintenance margin (`liquidation_move`).
+Liquidation: where the leg's equity (its collateral plus its PnL from the mark) falls to its maintenance
+margin, and the relative move of its price (the underlying's for an option) that reaches it. A future's is
+`domain.margin.liquidation_price`, the loop's one estimate (the tier bracket solved exactly; an inverse
+contract's in the reciprocal price, its table on the USD face or on the coin notional). A short option's
+is a different solve, not a second formula for the same quantity: its maintenance margin holds its own
+Black-76 value at the moved underlying (`0.075 + value`), which no bracket makes linear in the price, so
+`liquidation_move` scans for it, within -100%..+1000% (the loop estimates none for an option). A long
+option is paid for and has none. The move is `domain.margin.move_to_liquidation`'s, as the loop's.
 """
 
 from __future__ import annotations
@@ -21,15 +27,20 @@ from decimal import Decimal
 from typing import Any
 
 from deltakeeper.domain.errors import ConfigError
-from deltakeeper.domain.exposure import Position, years_to_expiry
+from deltakeeper.domain.exposure import Position, unrealized_pnl, years_to_expiry
 from deltakeeper.domain.greeks import black76_price_usd
 from deltakeeper.domain.instruments import ZERO, Instrument, Kind, is_stable
-from deltakeeper.domain.margin import DEFAULT_LEVERAGE, MarginRules, leg_requirements
+from deltakeeper.domain.margin import (
+    DEFAULT_LEVERAGE,
+    MarginRules,
+    leg_requirements,
+    liquidation_price,
+    move_to_liquidation,
+)
 from deltakeeper.domain.margin_headroom import first_breach, margin_headroom
 from deltakeeper.domain.margin_tiers import (
     DEFAULT_TIERS_USD,
     MarginTier,
-    maintenance_margin_float,
     maintenance_margin_usd,
 )
 from deltakeeper.domain.portfolio_margin import PositionKind, RiskPosition
@@ -49,7 +60,7 @@ def _d(x: float) -> Decimal:
     return Decimal(repr(x))
 
 
-def _price(x: float) -> Decimal:
+def _price(x: float | Decimal) -> Decimal:
     """A computed price, to 10 significant digits."""
     return Decimal(f"{x:.10g}")
 
@@ -181,36 +192,16 @@ def standard_margin(leg: Leg, tables: TierTables) -> tuple[Decimal, Decimal, Dec
     return im, mm, leverage, source
 
 
-def _leg_mm_at(leg: Leg, tables: TierTables, price: float) -> float:
-    """The leg's maintenance margin (settle currency) if its price (an option's underlying) were `price`."""
-    if leg.is_option:
-        value = _option_value(leg, price)
-        _, mm = leg_requirements(leg.instrument, leg.position.contracts, _d(value), _d(price), OPTION_RULES)
-        return float(mm)
-    tiers, usd = _table(leg, tables)
-    if leg.instrument.inverse:
-        face_usd = float(abs(leg.position.contracts) * leg.instrument.contract_size)
-        if usd:
-            return maintenance_margin_float(face_usd, tiers) / price
-        return maintenance_margin_float(face_usd / price, tiers)
-    return maintenance_margin_float(abs(float(leg.size_coin)) * price, tiers)
-
-
-def _leg_pnl_at(leg: Leg, price: float) -> float:
-    """The leg's PnL from entry, in its settle currency, at `price`; an option's value change is left
-    to its maintenance margin (which holds its mark), so it has none."""
-    if leg.is_option:
-        return 0.0
-    entry = float(leg.entry)
-    if leg.instrument.inverse:
-        face = float(leg.position.contracts * leg.instrument.contract_size)
-        return face * (1 / entry - 1 / price)
-    return float(leg.size_coin) * (price - entry)
+def _option_mm_at(leg: Leg, price: float) -> float:
+    """A short option's maintenance margin (settle currency) if its underlying were at `price`."""
+    value = _option_value(leg, price)
+    _, mm = leg_requirements(leg.instrument, leg.position.contracts, _d(value), _d(price), OPTION_RULES)
+    return float(mm)
 
 
 def liquidation_move(excess: Callable[[float], float]) -> float | None:
-    """The move nearest to zero, within -100% (exclusive) and +1000%, at which `excess(move)` (the
-    leg's equity less its maintenance margin) turns negative: 0 if it already is, None if it never
+    """The move nearest to zero, within -100% (exclusive) and +1000%, at which `excess(move)` (a short
+    option's equity less its maintenance margin) turns negative: 0 if it already is, None if it never
     does. Scans in steps of 1% either way, then bisects the first breach (`first_breach`)."""
     if excess(0.0) < 0:
         return 0.0
@@ -251,43 +242,46 @@ def position_row(
     """The report's row of a leg: its estimate (margin, collateral, liquidation) beside the exchange's
     figures, and the figures that disagree by more than `DISAGREE_REL`."""
     im, mm, leverage, leverage_source = leg_margin[leg.index]
-    position = leg.position
+    position, instrument = leg.position, leg.instrument
     mode = position.margin_mode or "cross"
-    pnl_now = _leg_pnl_at(leg, float(leg.move_base))
+    pnl_now = ZERO if leg.is_option else unrealized_pnl(instrument, position)
     if mode == "isolated" and position.collateral is not None:
         equity, basis = position.collateral, "exchange"
     elif mode == "isolated":
         if leg.is_option:
             posted = im
-        elif leg.instrument.inverse:
-            posted = abs(leg.position.contracts) * leg.instrument.contract_size / leg.entry / leverage
+        elif instrument.inverse:
+            posted = abs(position.contracts) * instrument.contract_size / leg.entry / leverage
         else:
             posted = abs(leg.size_coin) * leg.entry / leverage
-        equity, basis = posted + _d(pnl_now), f"isolated at {leverage}x"
+        equity, basis = posted + pnl_now, f"isolated at {leverage}x"
     else:
         others = sum((leg_margin[o.index][1] for o in legs if o.settle == leg.settle and o is not leg), ZERO)
         equity = margin_balance[leg.settle] - others
         basis = f"cross: the {leg.settle} margin balance less the other legs' maintenance margin"
 
-    base = float(leg.move_base)
-    long_option = leg.is_option and leg.size_coin > 0
-
-    def excess(move: float) -> float:
-        price = base * (1 + move)
-        return float(equity) + _leg_pnl_at(leg, price) - pnl_now - _leg_mm_at(leg, tables, price)
-
-    move = None if long_option else liquidation_move(excess)
+    base = leg.move_base
+    if leg.is_option:
+        move = None if leg.size_coin > 0 else liquidation_move(
+            lambda m: float(equity) - _option_mm_at(leg, float(base) * (1 + m)))
+        price = None if move is None else _price(float(base) * (1 + move))
+    else:
+        tiers, usd = _table(leg, tables)
+        exact = liquidation_price(instrument, position, equity - pnl_now, tiers, tiers_on_coin=not usd)
+        move = move_to_liquidation(exact, base, position.contracts)
+        price = None if exact is None else _price(exact)
     estimate = {
         "initial_margin": im, "maintenance_margin": mm, "leverage": leverage,
         "leverage_source": leverage_source, "margin_mode": mode, "collateral": equity,
         "collateral_basis": basis, "margin_headroom": ratio(margin_headroom(equity, mm)),
-        "liquidation_price": None if move is None else _price(base * (1 + move)),
+        "liquidation_price": price,
         "liquidation_move": move,
     }
     exchange: dict[str, Any] = {}
     if position.liquidation_price is not None:
         exchange["liquidation_price"] = position.liquidation_price
-        exchange["liquidation_move"] = float(position.liquidation_price / leg.move_base - 1)
+        exchange["liquidation_move"] = move_to_liquidation(
+            position.liquidation_price, base, None if leg.is_option else position.contracts)
     for name, value in (("initial_margin", position.initial_margin),
                         ("maintenance_margin", position.maintenance_margin),
                         ("collateral", position.collateral), ("leverage", position.leverage),

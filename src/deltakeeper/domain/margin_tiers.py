@@ -1,8 +1,10 @@
 """Tiered maintenance margin and the liquidation price of linear perps (REFERENCE 3.1): the one
 implementation of an exchange's maintenance margin table, used by the loop's cross margin, the simulated
-exchange and `deltakeeper margin`.
+exchange and `deltakeeper margin`. `liquidation_price_usd` is the one bracket solve behind every future's
+estimated liquidation price (`domain.margin.liquidation_price`, which also solves inverse contracts with
+it, in the reciprocal price).
 
-Exact `Decimal`; `maintenance_margin_float` is the same table in floats for the report's price scans.
+Exact `Decimal`.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ def cumulative_amounts_usd(tiers: Sequence[MarginTier]) -> list[Decimal]:
     return cums
 
 
-def tier_bracket(notional: Decimal | float, tiers: Sequence[MarginTier]) -> tuple[Decimal, Decimal]:
+def tier_bracket(notional: Decimal, tiers: Sequence[MarginTier]) -> tuple[Decimal, Decimal]:
     """`(mmr_k, cum_k)` of the bracket k that holds the (non-negative) notional; above the last cap, the
     last bracket's. The cumulative amount is built on the way (this runs on every simulated quote)."""
     cum = ZERO
@@ -69,12 +71,6 @@ def maintenance_margin_usd(notional_usd: Decimal, tiers: Sequence[MarginTier]) -
     notional = abs(notional_usd)
     rate, cum = tier_bracket(notional, tiers)
     return notional * rate - cum
-
-
-def maintenance_margin_float(notional: float, tiers: Sequence[MarginTier]) -> float:
-    """`maintenance_margin_usd` of a non-negative notional in floats."""
-    rate, cum = tier_bracket(notional, tiers)
-    return notional * float(rate) - float(cum)
 
 
 def liquidation_price_usd(

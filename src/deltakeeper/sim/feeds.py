@@ -99,19 +99,53 @@ def _bar(row: Mapping[str, object]) -> Bar:
     )
 
 
-def read_rows(path: str | Path) -> list[dict[str, object]]:
-    """The rows of a CSV or Parquet file (by suffix), keyed by column name stripped and lower-cased: the
-    one reader of bar and series files (the simulator's replay, the backtest's inputs)."""
+def _key(name: object) -> str:
+    return str(name).strip().lower()
+
+
+def column_names(path: str | Path) -> list[str]:
+    """The column names of a CSV or Parquet file (by suffix), stripped and lower-cased, in file order;
+    its rows are not read."""
     path = Path(path)
+    if path.suffix.lower() == ".parquet":
+        import pyarrow.parquet as pq
+
+        return [_key(name) for name in pq.ParquetFile(path).schema_arrow.names]
+    with path.open(newline="") as handle:
+        return [_key(name) for name in next(csv.reader(handle), [])]
+
+
+def read_rows(path: str | Path, columns: Sequence[str] | None = None) -> list[dict[str, object]]:
+    """The rows of a CSV or Parquet file (by suffix), keyed by column name stripped and lower-cased: the
+    one reader of bar and series files (the simulator's replay, the backtest's inputs). `columns` (names
+    as keyed): only those, a Parquet file's others not read; ValueError naming one the file lacks."""
+    path = Path(path)
+    wanted = None if columns is None else list(dict.fromkeys(columns))
     raw: Sequence[Mapping[object, object]]
     if path.suffix.lower() == ".parquet":
         import pyarrow.parquet as pq
 
-        raw = pq.read_table(path).to_pylist()
+        originals = None
+        if wanted is not None:
+            names = pq.ParquetFile(path).schema_arrow.names
+            keys = [_key(name) for name in names]
+            _require(path, wanted, keys)
+            originals = [names[keys.index(name)] for name in wanted]
+        raw = pq.read_table(path, columns=originals).to_pylist()
     else:
         with path.open(newline="") as handle:
-            raw = list(csv.DictReader(handle))
-    return [{str(k).strip().lower(): v for k, v in row.items()} for row in raw]
+            reader = csv.DictReader(handle)
+            if wanted is not None:
+                _require(path, wanted, [_key(name) for name in reader.fieldnames or ()])
+            raw = list(reader)
+    rows = [{_key(k): v for k, v in row.items()} for row in raw]
+    return rows if wanted is None else [{name: row[name] for name in wanted} for row in rows]
+
+
+def _require(path: Path, wanted: Sequence[str], keys: Sequence[str]) -> None:
+    missing = [name for name in wanted if name not in keys]
+    if missing:
+        raise ValueError(f"{path}: no column {', '.join(missing)} (it has {', '.join(keys)})")
 
 
 def load_bars(path: str | Path) -> list[Bar]:
