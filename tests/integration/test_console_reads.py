@@ -117,8 +117,8 @@ async def test_status_rounds_usd_to_cents_coins_to_8_places_and_ratios_to_4(tmp_
     settings = make_settings(tmp_path)
     async with journal_for(settings) as journal, serving(settings, journal) as (runner, base):
         service = runner.service
-        await until(lambda: service.state.account is not None and bool(service.decisions.last), 15,
-                    "a decision and the account")
+        await until(lambda: service.state.account is not None and bool(service.state.account.positions)
+                    and bool(service.decisions.last), 15, "a decision and a position in the account")
         async with aiohttp.ClientSession() as http, http.get(f"{base}/api/status") as response:
             status = await response.json()
     sol = status["assets"]["SOL"]
