@@ -123,8 +123,9 @@ class EngineSettlement(EngineMatching):
                 if instrument.is_option:  # the premium paid or received is in the wallet: the payoff too
                     del account.positions[symbol]
                     price = to_wallet(payoff)
-                    paid = to_wallet(held * instrument.contract_size * price)
-                    value_usd = abs(paid) * (underlying if instrument.coin_settled else Decimal(1))
+                    value = held * instrument.contract_size * price
+                    paid = to_wallet(value)
+                    value_usd = abs(value) * (underlying if instrument.coin_settled else Decimal(1))
                 else:  # a future: closed at the underlying price, its PnL realised
                     price = underlying
                     paid = self._apply_position(account, instrument, -held, underlying)
