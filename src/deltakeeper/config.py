@@ -12,7 +12,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, SecretStr, ValidationError, field_validator
+from pydantic import AfterValidator, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from deltakeeper.domain.errors import ConfigError
@@ -32,6 +32,9 @@ from deltakeeper.settings_fields import AssetSettings, number_in_range
 ENV_PREFIX = "DK_"
 SECRET_FIELDS = ("api_key", "api_secret", "api_password", "http_token")
 DATABASE_SCHEMES = ("sqlite", "sqlite+aiosqlite", "postgresql", "postgres", "postgresql+asyncpg")
+PORTFOLIO_MARGIN_EXCHANGES = ("binance", "binanceusdm", "binancecoinm")
+"""The ccxt ids whose `portfolioMargin` option DK_EXCHANGE_PORTFOLIO_MARGIN sets (Binance's portfolio margin
+account, read through its `/papi` endpoints)."""
 NOT_SETTINGS_PREFIXES = ("DK_TEST_", "DK_CHROMIUM")
 """`DK_` variables that are not the bot's settings: the test suite's and the benchmarks' own
 (DK_TEST_POSTGRES_URL, DK_TEST_ARTIFACTS, DK_CHROMIUM), left alone by the check for unknown variables."""
@@ -53,6 +56,9 @@ class Settings(BaseSettings):
     )
 
     exchange: str = "sim"
+    exchange_portfolio_margin: bool = False
+    """The account is a Binance portfolio margin account: ccxt's `portfolioMargin` option (its `/papi`
+    endpoints). Only with a Binance exchange id."""
     mode: Mode = Mode.LIVE
     exchange_url: str | None = None
     sandbox: bool = False
@@ -155,6 +161,15 @@ class Settings(BaseSettings):
 
         if value not in ccxt.exchanges:
             raise ValueError("`sim` or a ccxt exchange id such as bybit, okx, binance")
+        return value
+
+    @field_validator("exchange_portfolio_margin")
+    @classmethod
+    def _portfolio_margin_on_binance(cls, value: bool, info: ValidationInfo) -> bool:
+        exchange = info.data.get("exchange")
+        if value and exchange is not None and exchange not in PORTFOLIO_MARGIN_EXCHANGES:
+            raise ValueError(f"false unless DK_EXCHANGE is {', '.join(PORTFOLIO_MARGIN_EXCHANGES)} "
+                             f"(Binance's portfolio margin account), not {exchange}")
         return value
 
     @field_validator("exchange_url")

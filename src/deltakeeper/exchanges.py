@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from datetime import timedelta
 from decimal import Decimal
+from typing import Any
 
 from deltakeeper.config import Mode, Settings
 from deltakeeper.domain.errors import ConfigError
 from deltakeeper.ports import Clock, Exchange
 from deltakeeper.stopping import EXCHANGE_REQUEST_TIMEOUT_SECS
 
-__all__ = ["RALLY_BALANCES", "build_exchange", "build_paper_exchange", "build_sim_exchange"]
+__all__ = ["RALLY_BALANCES", "build_exchange", "build_paper_exchange", "build_sim_exchange", "ccxt_config"]
 
 
 def build_sim_exchange(settings: Settings, account_id: str = "sim") -> tuple[Exchange, Clock]:
@@ -103,5 +104,14 @@ def build_exchange(settings: Settings) -> tuple[Exchange, Clock]:
         clock=clock,
         stale_after_secs=settings.stale_secs,
         request_timeout_secs=EXCHANGE_REQUEST_TIMEOUT_SECS,
+        ccxt_config=ccxt_config(settings),
     )
     return exchange, clock
+
+
+def ccxt_config(settings: Settings) -> dict[str, Any]:
+    """What the settings add to the ccxt client's configuration: Binance's portfolio margin account
+    (DK_EXCHANGE_PORTFOLIO_MARGIN) is ccxt's `portfolioMargin` option."""
+    if settings.exchange_portfolio_margin:
+        return {"options": {"portfolioMargin": True}}
+    return {}

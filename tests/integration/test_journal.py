@@ -10,6 +10,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, select, text
@@ -25,7 +26,8 @@ from deltakeeper.adapters.journal import (
     take_trader_lock,
     upgrade,
 )
-from deltakeeper.adapters.journal.models import metadata, snapshots
+from deltakeeper.adapters.journal.migrate import alembic_config
+from deltakeeper.adapters.journal.models import fills, metadata, snapshots
 from deltakeeper.domain.errors import ConfigError, ForeignOrder
 from deltakeeper.domain.exposure import AssetDelta
 from deltakeeper.domain.orders import (
@@ -115,7 +117,32 @@ async def test_migrations_create_the_schema_from_empty_and_are_idempotent(databa
         version = await conn.scalar(text("SELECT version_num FROM alembic_version"))
     await journal.close()
     assert tables == JOURNAL_TABLES | {"alembic_version"}
-    assert version == "0001"
+    assert version == "0002"
+
+
+async def test_fills_journaled_before_the_kind_column_read_back_as_trades(database_url: str) -> None:
+    await asyncio.to_thread(command.upgrade, alembic_config(database_url), "0001")
+    journal = create_journal(database_url)
+    try:
+        async with journal.engine.begin() as conn:  # a row as revision 0001 stored it: no kind
+            await conn.execute(fills.insert().values(
+                trade_id="t1", exchange_order_id="ex-t1", client_order_id="dk1a0", symbol=BTC_PERP,
+                side="buy", amount_contracts=Decimal("0.001"), price=Decimal(60_000), fee=Decimal("0.06"),
+                fee_currency="USDT", notional_usd=Decimal(60), is_maker=False, ts=T0, recorded_at=T0))
+    finally:
+        await journal.close()
+    upgrade(database_url)
+
+    journal = create_journal(database_url)
+    try:
+        [row] = await journal.fills()
+        await journal.record_fills([replace(fill("d1", notional_usd="5800"), client_order_id=None,
+                                            delivery=True)])
+        traded = await journal.traded_usd_since(T0)
+    finally:
+        await journal.close()
+    assert (row.trade_id, row.kind, row.notional_usd) == ("t1", "trade", 60)
+    assert traded == 60
 
 
 async def test_migrated_schema_matches_the_models(journal: SqlJournal) -> None:
@@ -306,6 +333,21 @@ async def test_traded_usd_since_sums_the_notional_of_fills_from_then_on(journal:
         fill("b", ts=T0 + timedelta(hours=5), notional_usd="0.000000000000000001"),
     ])
     assert await journal.traded_usd_since(T0) == Decimal("100.100000000000000001")
+
+
+async def test_traded_usd_since_leaves_out_liquidations_and_deliveries(journal: SqlJournal) -> None:
+    closed_by_exchange = {"client_order_id": None, "exchange_order_id": "ex-own"}
+    await journal.record_fills([
+        fill("trade", notional_usd="100"),
+        replace(fill("liquidated", notional_usd="2000"), liquidation=True, **closed_by_exchange),
+        replace(fill("delivered", notional_usd="30000"), delivery=True, **closed_by_exchange),
+    ])
+
+    assert await journal.traded_usd_since(T0) == 100
+    rows = await journal.fills()
+    assert [(r.trade_id, r.kind) for r in rows] == [
+        ("trade", "trade"), ("liquidated", "liquidation"), ("delivered", "delivery")]
+    assert [r["kind"] for r in await journal.list_fills()] == ["trade", "liquidation", "delivery"]
 
 
 async def test_last_fill_and_funding_times_are_the_newest_recorded(journal: SqlJournal) -> None:

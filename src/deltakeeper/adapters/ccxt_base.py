@@ -43,9 +43,10 @@ TRANSPORT_ERRORS = (ccxt.BaseError, OSError, TimeoutError)
 
 _BYBIT_PAGES = {"paginate": True, "paginationCalls": 100}
 """ccxt follows Bybit's cursors through every page of a listing (at most 100 pages) with these params."""
-BYBIT_FILL_EXEC_TYPES = ("Trade", "AdlTrade", "BustTrade", "Settle")
+BYBIT_FILL_EXEC_TYPES = ("Trade", "AdlTrade", "BustTrade", "Delivery", "Settle")
 """Bybit's executions that are fills: trades, and the exchange's own closes (ADL, takeover liquidation,
-delisting settlement). ccxt's `fetch_my_trades` asks Bybit for `execType` Trade alone."""
+the delivery of an expired future or option, an inverse future's settlement or a delisting). ccxt's
+`fetch_my_trades` asks Bybit for `execType` Trade alone."""
 _BACKFILL_MARGIN = timedelta(minutes=5)
 _CATCH_UP_SECS = 2.0
 """How long after (re)subscribing to its trades the account stream backfills them once more by REST."""

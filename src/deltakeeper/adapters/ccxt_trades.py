@@ -14,6 +14,13 @@ order id:
 - OKX: the fill's `info.subType` is a liquidation (100-107) or ADL (125-128) transaction type (OKX v5
   docs, `GET /api/v5/trade/fills` subType, the bill subtype codes).
 
+Deliveries: the exchange closed an expired (or delisted) contract at its settlement price, no order of
+ours. A fill is marked `delivery` where the trade says so (`is_delivery_trade`), and then carries no client
+order id; its price may be 0 (an option that expired worthless):
+- Bybit: `info.execType` Delivery (USDC and USDT futures' delivery, options' delivery, a delisted
+  contract) or Settle (inverse futures' settlement, a delisted contract) (Bybit v5 docs, Enums: execType).
+- Elsewhere deliveries are not read as trades (Deribit and OKX report them apart from the fills).
+
 A fill's USD notional (`fill_from_trade`): `contracts x contract size x price` is USD face for an inverse
 contract, the premium in the settle coin for an option (Deribit's BTC options are priced in BTC, Bybit's in
 USDC), and an amount of the quote for spot and linear contracts (a BNB/BTC fill is worth BTC). In a
@@ -57,6 +64,7 @@ _CLIENT_ID_INFO_KEYS = ("orderLinkId", "clOrdId", "clientOrderId", "label", "clo
 """Where exchanges put the client order id in a trade (Bybit, OKX, Binance, Deribit, Hyperliquid)."""
 
 _BYBIT_LIQUIDATION_EXEC_TYPES = frozenset({"BustTrade", "AdlTrade"})
+_BYBIT_DELIVERY_EXEC_TYPES = frozenset({"Delivery", "Settle"})
 _BINANCE_LIQUIDATION_CLIENT_IDS = ("autoclose-", "adl_autoclose")
 _OKX_LIQUIDATION_SUB_TYPES = frozenset({*map(str, range(100, 108)), *map(str, range(125, 129))})
 
@@ -154,6 +162,12 @@ def is_liquidation_trade(trade: Mapping[str, Any], exchange_id: str) -> bool:
     return False
 
 
+@parser("trade")
+def is_delivery_trade(trade: Mapping[str, Any], exchange_id: str) -> bool:
+    """The exchange closed an expired or delisted contract at its settlement price (module notes)."""
+    return exchange_id == "bybit" and info_of(trade).get("execType") in _BYBIT_DELIVERY_EXEC_TYPES
+
+
 def fill_value_currency(instrument: Instrument) -> str:
     """The currency of a fill's `contracts x contract size x price` (module notes)."""
     if instrument.inverse:
@@ -167,11 +181,13 @@ def fill_from_trade(trade: Mapping[str, Any], instrument: Instrument, exchange_i
     """One of the account's trades; the fee is what the account paid (negative for a rebate). A liquidation
     or ADL fill is marked so, without a client order id. `value_coin_usd` is the USD price of the coin the
     fill is valued in (module notes), used where the trade carries none; without either a fill valued in a
-    coin raises FillValueUnknown."""
+    coin raises FillValueUnknown. A delivery is marked so, without a client order id, and may be priced 0 (an
+    option that expired worthless)."""
     info = info_of(trade)
     amount = dec(trade.get("amount"), "amount")
     price = dec(trade.get("price"), "price")
-    if amount <= 0 or price <= 0:
+    delivery = is_delivery_trade(trade, exchange_id)
+    if amount <= 0 or price < 0 or (price == 0 and not delivery):
         raise MalformedPayload("amount/price", "positive numbers", (trade.get("amount"), trade.get("price")))
     value = instrument.notional_usd(amount, price)
     currency = fill_value_currency(instrument)
@@ -189,7 +205,7 @@ def fill_from_trade(trade: Mapping[str, Any], instrument: Instrument, exchange_i
     return Fill(
         trade_id=text(trade, "id"),
         exchange_order_id=text(trade, "order"),
-        client_order_id=None if liquidation else opt_text(trade, "clientOrderId") or client_id,
+        client_order_id=None if liquidation or delivery else opt_text(trade, "clientOrderId") or client_id,
         symbol=instrument.symbol,
         side=side_of(trade),
         amount_contracts=amount,
@@ -200,6 +216,7 @@ def fill_from_trade(trade: Mapping[str, Any], instrument: Instrument, exchange_i
         notional_usd=value,
         is_maker=trade.get("takerOrMaker") == "maker",
         liquidation=liquidation,
+        delivery=delivery,
     )
 
 

@@ -139,7 +139,8 @@ class Ingest:
 
     async def on_fill(self, fill: Fill) -> None:
         if await self.journal.record_fills([fill]):
-            self.daily.add(fill.notional_usd, self.clock.now())
+            if fill.traded:  # a liquidation or a delivery is the exchange's close, not our trading
+                self.daily.add(fill.notional_usd, self.clock.now())
             self.counters.fills += 1
             if (fee_usd := self.usd(fill.fee, fill.fee_currency)) is not None:
                 self.counters.fees_usd += fee_usd
@@ -150,6 +151,7 @@ class Ingest:
                 client_order_id=fill.client_order_id,
                 amount=str(fill.amount_contracts),
                 price=str(fill.price),
+                kind=fill.kind.value,
             )
             if fill.liquidation and self.on_liquidation is not None:
                 await self.on_liquidation(fill)

@@ -128,7 +128,7 @@ class Replay:
         if type(event) is not Fill:
             return
         self.fills.append(event)
-        if event.client_order_id is None and not event.liquidation:
+        if event.delivery:
             return  # a quarterly's delivery at expiry, no trade: `_drop_settled` counts it out
         run = self.by_hedge[event.symbol]
         own = self.engine.quote(event.symbol)  # a quarterly's own, the basis in it

@@ -33,7 +33,7 @@ journal_app = typer.Typer(no_args_is_help=True, help="Read the trade journal.")
 
 JOURNAL_COLUMNS = {
     "fills": ["ts", "symbol", "side", "amount_contracts", "price", "fee", "fee_currency", "notional_usd",
-              "is_maker", "trade_id", "exchange_order_id", "client_order_id", "recorded_at"],
+              "is_maker", "kind", "trade_id", "exchange_order_id", "client_order_id", "recorded_at"],
     "funding": ["ts", "symbol", "amount", "currency", "rate", "position_contracts", "payment_id",
                 "recorded_at"],
     "orders": ["created_ts", "updated_ts", "symbol", "asset", "side", "order_type", "amount_contracts",

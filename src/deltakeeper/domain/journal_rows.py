@@ -41,6 +41,8 @@ class FillRow:
     is_maker: bool
     ts: datetime
     recorded_at: datetime
+    kind: str
+    """trade, liquidation or delivery (`domain.orders.FillKind`)."""
 
 
 @dataclass(frozen=True, slots=True)

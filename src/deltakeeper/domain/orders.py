@@ -134,6 +134,15 @@ class OrderState:
     reject_reason: str | None = None
 
 
+class FillKind(str, Enum):
+    """What a fill is (the journal's `fills.kind`): a trade on the book, or one of the exchange's own
+    closes of a position."""
+
+    TRADE = "trade"
+    LIQUIDATION = "liquidation"  # liquidation or auto-deleveraging
+    DELIVERY = "delivery"  # expiry: a future's delivery or settlement, an option's cash settlement
+
+
 @dataclass(frozen=True, slots=True)
 class Fill:
     trade_id: str
@@ -151,6 +160,26 @@ class Fill:
     liquidation: bool = False
     """The exchange closed the position itself: a liquidation or auto-deleveraging execution, not an order
     of ours (`client_order_id` is then None)."""
+    delivery: bool = False
+    """The exchange closed an expired (or delisted) contract at its settlement price: a dated future's
+    delivery or settlement, an option's cash settlement at its intrinsic value (its price, 0 for an option
+    that expired worthless). No order of ours (`client_order_id` is None), no trade."""
+
+    def __post_init__(self) -> None:
+        if self.liquidation and self.delivery:
+            raise ValueError(f"fill {self.trade_id}: a liquidation and a delivery at once")
+
+    @property
+    def kind(self) -> FillKind:
+        if self.liquidation:
+            return FillKind.LIQUIDATION
+        return FillKind.DELIVERY if self.delivery else FillKind.TRADE
+
+    @property
+    def traded(self) -> bool:
+        """A trade on the book (an order's fill): what `DK_MAX_DAILY_TRADED_USD` counts. Liquidations and
+        deliveries are the exchange's own closes, not trading."""
+        return self.kind is FillKind.TRADE
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,14 +28,19 @@ class Market:
     base: str
     settle: str
     inverse: bool
+    option: bool = False
+    """`BASE/QUOTE:SETTLE-YYMMDD-STRIKE-C` (or `-P`): priced by its premium, not the asset's price."""
 
 
 def market_of(symbol: str) -> Market:
     pair, _, settle_part = symbol.partition(":")
     base, _, quote = pair.partition("/")
     base = base.upper()
-    settle = settle_part.split("-")[0].upper() if settle_part else quote.upper()
-    return Market(base=base, settle=settle, inverse=bool(settle_part) and settle == base)
+    parts = settle_part.split("-")
+    settle = parts[0].upper() if settle_part else quote.upper()
+    option = len(parts) == 4 and parts[3].upper() in ("C", "P")
+    return Market(base=base, settle=settle, inverse=bool(settle_part) and settle == base and not option,
+                  option=option)
 
 
 def decimal_of(value: Any) -> Decimal:
@@ -65,6 +70,9 @@ class JournalFill:
     fee: Decimal
     fee_currency: str
     reference_price: Decimal | None
+    delivery: bool = False
+    """The exchange closed the expired contract at its settlement price (the fill row's `kind`): a
+    realised PnL event like any closing fill; an option that expired worthless is priced 0."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +101,7 @@ def journal_fills(rows: Iterable[Row], references: Mapping[str, Decimal]) -> lis
             fee=decimal_of(row["fee"]),
             fee_currency=(row.get("fee_currency") or market.settle).upper(),
             reference_price=references.get(client_order_id) if client_order_id else None,
+            delivery=row.get("kind") == "delivery",
         ))
     out.sort(key=lambda f: f.ts)
     return out
@@ -120,7 +129,7 @@ class PriceHistory:
             if price is not None and decimal_of(price) > 0:
                 points[str(row["asset"]).upper()].append((utc_time(row["ts"]), 0, decimal_of(price)))
         for fill in fills:
-            if fill.price > 0:
+            if fill.price > 0 and not fill.market.option:  # an option's price is its premium
                 points[fill.market.base].append((fill.ts, 1, fill.price))  # a fill wins a tie
         self._times: dict[str, list[datetime]] = {}
         self._prices: dict[str, list[Decimal]] = {}
@@ -168,13 +177,18 @@ class HedgePosition:
     realised_usd: Decimal = ZERO
 
     def apply(self, fill: JournalFill) -> None:
+        """Add a fill. A delivery closes the whole position (the contract has ended) at its settlement
+        price, realising its PnL: an option that expired worthless at 0."""
         price = fill.price
-        if price <= 0:
+        if price < 0 or (price == 0 and (self.inverse or not fill.delivery)):
             raise ValueError(f"fill of {fill.symbol} at {fill.ts.isoformat()} has no price")
-        if self.inverse:
+        if fill.delivery:
+            change = -self.size
+        elif self.inverse:
             change = fill.sign * fill.notional_usd
         else:
             change = rounded(fill.sign * fill.notional_usd / price)
+        if not self.inverse:
             self.cash_usd -= fill.sign * fill.notional_usd
         filled = fill_position(self.size, self.entry, change, price, inverse=self.inverse, quantum=QUANTUM)
         if filled.closed:

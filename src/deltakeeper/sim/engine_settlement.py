@@ -95,8 +95,9 @@ class EngineSettlement(EngineMatching):
     # expiry
 
     def _settle_expiries(self, base: str, ts: datetime) -> None:
-        """Settle the options and futures on `base` that have expired by `ts`: options at their intrinsic
-        value, futures by closing them at the underlying price with a delivery fill."""
+        """Settle the options and futures on `base` that have expired by `ts`, each position by a delivery
+        fill: options cash-settled at their intrinsic value (in the premium coin, per unit of the
+        underlying: 0 for one that expired worthless), futures closed at the underlying price."""
         due = [(e, s) for e, s in self._expiries if e <= ts and self.instruments[s].base == base]
         if not due:
             return
@@ -118,27 +119,31 @@ class EngineSettlement(EngineMatching):
                 pos = account.positions.get(symbol)
                 if pos is None:
                     continue
-                if instrument.is_option:
+                held = pos.contracts
+                if instrument.is_option:  # the premium paid or received is in the wallet: the payoff too
                     del account.positions[symbol]
-                    paid = to_wallet(pos.contracts * instrument.contract_size * payoff)
-                else:  # a future: closed at the underlying price, its PnL realised, by a delivery fill
-                    held = pos.contracts
+                    price = to_wallet(payoff)
+                    value = held * instrument.contract_size * price
+                    paid = to_wallet(value)
+                    value_usd = abs(value) * (underlying if instrument.coin_settled else Decimal(1))
+                else:  # a future: closed at the underlying price, its PnL realised
+                    price = underlying
                     paid = self._apply_position(account, instrument, -held, underlying)
-                    self._deliver(account_id, account, instrument, held, underlying, ts)
+                    value_usd = instrument.notional_usd(held, underlying)
                 self._credit(account, instrument.settle, paid)
+                self._deliver(account_id, account, instrument, held, price, value_usd, ts)
                 self._emit(account_id, self.snapshot(account_id, ts))
 
     def _deliver(self, account_id: str, account: SimAccount, instrument: Instrument, contracts: Decimal,
-                 price: Decimal, ts: datetime) -> None:
-        """The fill that closes an expired future's `contracts` at its settlement `price`, as Bybit's
-        `Delivery` execution: no fee, no order of the account's (no client order id), so that the fills
-        alone account for the position."""
-        amount = abs(contracts)
+                 price: Decimal, value_usd: Decimal, ts: datetime) -> None:
+        """The fill that closes an expired contract's `contracts` at its settlement `price`, as Bybit's
+        `Delivery` execution: a delivery (not a trade), no fee, no order of the account's (no client
+        order id), so that the fills alone account for the position."""
         fill = Fill(
             trade_id=self._new_id(), exchange_order_id=self._new_id(), client_order_id=None,
-            symbol=instrument.symbol, side=Side.SELL if contracts > 0 else Side.BUY, amount_contracts=amount,
-            price=price, fee=ZERO, fee_currency=instrument.settle, ts=ts,
-            notional_usd=instrument.notional_usd(amount, price),
+            symbol=instrument.symbol, side=Side.SELL if contracts > 0 else Side.BUY,
+            amount_contracts=abs(contracts), price=price, fee=ZERO, fee_currency=instrument.settle, ts=ts,
+            notional_usd=value_usd, delivery=True,
         )
         account.fills.append(fill)
         self._forget(account, ts)

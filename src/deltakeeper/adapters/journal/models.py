@@ -169,6 +169,7 @@ fills = Table(
     Column("is_maker", Boolean, nullable=False),
     Column("ts", UtcDateTime(), nullable=False, index=True),
     _recorded_at(),
+    Column("kind", String(16), nullable=False, server_default="trade"),  # domain.orders.FillKind
     UniqueConstraint("symbol", "trade_id"),
 )
 

@@ -32,7 +32,7 @@ from deltakeeper.domain.journal_rows import (
     SnapshotRow,
     row_dict,
 )
-from deltakeeper.domain.orders import OrderStatus, OrderType, Side
+from deltakeeper.domain.orders import FillKind, OrderStatus, OrderType, Side
 from deltakeeper.domain.records import ControlState, OrderRecord
 
 OPEN_STATUSES = tuple(status.value for status in OrderStatus if not status.is_final)
@@ -74,16 +74,18 @@ class SqlJournalReader(JournalConnection):
         return await self._scalar(select(func.max(funding_payments.c.ts)))
 
     async def traded_usd_since(self, since: datetime) -> Decimal:
-        """The notional of the fills at or after `since`, in USD.
+        """The notional of the trades (fills of kind `trade`: no liquidation or delivery) at or after
+        `since`, in USD.
 
         PostgreSQL sums NUMERIC exactly; SQLite would sum the text as floats, so there the amounts are
         added up here.
         """
+        traded = (fills.c.ts >= since) & (fills.c.kind == FillKind.TRADE.value)
         if self._engine.dialect.name == "postgresql":
-            total = await self._scalar(select(func.sum(fills.c.notional_usd)).where(fills.c.ts >= since))
+            total = await self._scalar(select(func.sum(fills.c.notional_usd)).where(traded))
             return total if total is not None else Decimal(0)
         async with self._bounded("traded"), self._engine.connect() as conn:
-            amounts = (await conn.execute(select(fills.c.notional_usd).where(fills.c.ts >= since))).scalars()
+            amounts = (await conn.execute(select(fills.c.notional_usd).where(traded))).scalars()
             return sum(amounts, Decimal(0))
 
     async def control_state(self) -> ControlState:

@@ -199,6 +199,7 @@ class SqlJournal(SqlJournalReader):
                 "is_maker": fill.is_maker,
                 "ts": fill.ts,
                 "recorded_at": recorded_at,
+                "kind": fill.kind.value,
             }
             for fill in new_fills
         ]

@@ -13,12 +13,38 @@ from typing import Any
 
 from deltakeeper.domain.exposure import Position
 from deltakeeper.domain.instruments import ZERO, Instrument
-from deltakeeper.domain.orders import Fill, FundingPayment, OrderType, Side
+from deltakeeper.domain.orders import Fill, FillKind, FundingPayment, OrderState, OrderType, Side
 from deltakeeper.domain.records import AccountSnapshot
 from deltakeeper.sim.bybit import options, serializers
 from deltakeeper.sim.bybit.records import Execution, LedgerEntry, OrderMeta, PositionBook
 from deltakeeper.sim.bybit.venue_state import VenueState
 from deltakeeper.sim.venue_common import realised_pnl, to_ms
+
+_LEDGER_TYPES = {FillKind.TRADE: "TRADE", FillKind.LIQUIDATION: "LIQUIDATION", FillKind.DELIVERY: "DELIVERY"}
+"""The transaction log's `type` of a fill (Bybit's enum: DELIVERY for USDC futures' and options' delivery)."""
+
+
+def _exec_type(instrument: Instrument, fill: Fill) -> str:
+    """Bybit's `execType`: Trade; BustTrade for the liquidation engine's; at expiry Delivery ("USDC futures
+    delivery"; options and USDT futures alike here), or Settle for an inverse future ("Inverse futures
+    settlement")."""
+    if fill.delivery:
+        return "Settle" if instrument.inverse else "Delivery"
+    return "BustTrade" if fill.liquidation else "Trade"
+
+
+def _order_type(fill: Fill, state: OrderState | None) -> str:
+    """A delivery has no order: its `orderType` is UNKNOWN, as a funding fee's."""
+    if fill.delivery:
+        return "UNKNOWN"
+    return "Limit" if state and state.order_type is OrderType.LIMIT else "Market"
+
+
+def _fee_rate(instrument: Instrument, fill: Fill) -> Decimal:
+    """A delivery pays no fee (Bybit charges none on USDC futures' delivery)."""
+    if fill.delivery:
+        return ZERO
+    return instrument.maker_fee_rate if fill.is_maker else instrument.taker_fee_rate
 
 
 def user_id(account: str) -> int:
@@ -81,45 +107,49 @@ class AccountBooks(VenueState):
         return self._seq
 
     def _on_fill(self, account: str, fill: Fill) -> None:
+        """An execution of the fill: of the account's order, of the liquidation engine's (a BustTrade), or
+        of no order at all (an expired contract's Delivery, or Settle for an inverse future's: Bybit's
+        `createType` CreateBySettle, "recorded as a trade but not an order")."""
         meta = self._meta.get(fill.exchange_order_id)
         if meta is None and fill.liquidation:
             meta = self._meta[fill.exchange_order_id] = self._takeover_order(fill)
-        if meta is None and self._pending is not None:
+        if meta is None and self._pending is not None and not fill.delivery:
             meta = self._meta[fill.exchange_order_id] = self._pending
-        if meta is None:
+        if meta is None and not fill.delivery:
             return
         instrument = self.engine.instruments[fill.symbol]
         category, symbol = self.ids[fill.symbol]
         value = serializers.settle_value(instrument, fill.amount_contracts, fill.price)
-        meta.cum_exec_value += value
-        meta.cum_exec_fee += fill.fee
-        meta.fee_currency = fill.fee_currency
         ms = self.stamp_ms(fill.ts)
         seq = self._next_seq()
         closed, realised = ZERO, ZERO
         if instrument.is_derivative:
             closed, realised = self._on_position_fill(account, instrument, fill, ms, seq)
+        if meta is not None:
+            meta.cum_exec_value += value
+            meta.cum_exec_fee += fill.fee
+            meta.fee_currency = fill.fee_currency
             meta.closed_pnl += realised
         state = self.engine.order(account, exchange_order_id=fill.exchange_order_id)
         quote = self.engine.quote(fill.symbol)
         execution = Execution(
             category=category, symbol=symbol, exec_id=fill.trade_id, order_id=fill.exchange_order_id,
-            order_link_id=meta.order_link_id, side=serializers.side_name(fill.side.sign),
-            order_price=state.price if state else None, order_qty=meta.qty,
+            order_link_id=meta.order_link_id if meta else "", side=serializers.side_name(fill.side.sign),
+            order_price=state.price if state else None, order_qty=meta.qty if meta else fill.amount_contracts,
             leaves_qty=state.amount_contracts - state.filled_contracts if state else ZERO,
-            order_type="Limit" if state and state.order_type is OrderType.LIMIT else "Market",
-            exec_type="BustTrade" if fill.liquidation else "Trade", exec_price=fill.price,
-            exec_qty=fill.amount_contracts, exec_value=value, exec_fee=fill.fee,
-            fee_rate=instrument.maker_fee_rate if fill.is_maker else instrument.taker_fee_rate,
+            order_type=_order_type(fill, state), exec_type=_exec_type(instrument, fill),
+            exec_price=fill.price, exec_qty=fill.amount_contracts, exec_value=value, exec_fee=fill.fee,
+            fee_rate=_fee_rate(instrument, fill),
             fee_currency=fill.fee_currency, is_maker=fill.is_maker,
             mark_price=quote.mark if quote else fill.price,
             index_price=quote.index if quote else None, closed_size=closed, exec_ms=ms, seq=seq,
         )
         self._executions[account].append(execution)
-        self.stats[fill.symbol].on_trade(to_ms(fill.ts), fill.amount_contracts, value)
+        if fill.traded:
+            self.stats[fill.symbol].on_trade(to_ms(fill.ts), fill.amount_contracts, value)
         if instrument.is_derivative:
-            self._record(account, instrument, execution, "LIQUIDATION" if fill.liquidation else "TRADE",
-                         cash_flow=realised, funding=ZERO)
+            self._record(account, instrument, execution, _LEDGER_TYPES[fill.kind], cash_flow=realised,
+                         funding=ZERO)
         self._push(account, "execution", [serializers.execution(execution, stream=True)])
 
     def _takeover_order(self, fill: Fill) -> OrderMeta:

@@ -40,7 +40,8 @@ class OrderMeta:
 @dataclass(frozen=True, slots=True)
 class Execution:
     """One row of /v5/execution/list and one item of the `execution` topic: a trade (`execType` Trade, or
-    BustTrade for the liquidation engine's), or a funding fee."""
+    BustTrade for the liquidation engine's), an expired contract's Delivery (Settle for an inverse
+    future), or a funding fee."""
 
     category: str
     symbol: str

@@ -38,7 +38,8 @@ MM_DEDUCTIONS = tuple(cumulative_amounts_usd(MAINTENANCE_TIERS_USD))
 TAKEOVER_CREATE_TYPE = "CreateByTakeOver_PassThrough"
 """The `createType` of the liquidation engine's order that takes a position over and closes it (Bybit's
 enum page: "the position shall be taken over by the liquidation engine and closed")."""
-_CREATE_TYPES = {"Trade": "CreateByUser", "BustTrade": TAKEOVER_CREATE_TYPE}
+_CREATE_TYPES = {"Trade": "CreateByUser", "BustTrade": TAKEOVER_CREATE_TYPE, "Delivery": "CreateBySettle",
+                 "Settle": "CreateBySettle"}
 """An execution's `createType` by its `execType`; a funding fee's is empty."""
 
 _STATUS = {

@@ -5,7 +5,8 @@ funding-rate history, 24h statistics). Every timestamp the venue sends reads one
 (`stamp_ms`): the simulated clock only paces the market, and an event of simulated time `t` is stamped
 with the wall time at which the simulated clock read `t`, so that orders, executions, positions, tickers and
 `/v5/market/time` agree, as they do on Bybit. The engine's liquidations appear as Bybit shows a takeover
-liquidation: an order of the liquidation engine and its BustTrade execution. Engine events become
+liquidation: an order of the liquidation engine and its BustTrade execution; an expired future or option
+is closed by a Delivery execution (Settle for an inverse future) of no order. Engine events become
 private-topic pushes through `private_listeners`; quotes reach `quote_listeners`."""
 
 from __future__ import annotations
