@@ -164,8 +164,7 @@ class DecisionCycle:
             self._timer_slots[asset] = policy.slot(t_secs)
 
     def observe(self, quote_symbol: str) -> None:
-        """A quote applied that is decided on elsewhere (a backtest's opening hedge): sample the risk of the
-        assets the market prices or hedges."""
+        """A quote decided on elsewhere (a backtest's opening hedge): the risk samples of its assets."""
         for asset in self._by_price_symbol.get(quote_symbol, ()):
             self.risk.observe(asset, quote_symbol)
 
@@ -320,7 +319,9 @@ class DecisionCycle:
         converted back by the beta), and the policy's detail for the journal."""
         hedge = self.state.instruments[policy.hedge_symbol]
         quote = self.state.quotes[hedge.symbol]
-        view = AssetView(asset, delta.delta_coin, delta.gross_coin, price, hedge, quote.mark)
+        own = self.state.position_contracts(hedge.symbol) if hedge.base == asset else Decimal(0)
+        view = AssetView(asset, delta.delta_coin, delta.gross_coin, price, hedge, quote.mark,
+                         hedge.delta_coin(own, quote.mark))
         proxy = ""
         if hedge.base != asset:
             beta, held = self.risk.beta(asset)

@@ -349,6 +349,7 @@ def proxy_view(view: AssetView, hedge_contracts: Decimal, beta: Decimal) -> Asse
         view.price_usd,
         hedge,
         per_asset_coin,
+        hedge_in_asset,
     )
 
 
