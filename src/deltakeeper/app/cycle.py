@@ -207,7 +207,7 @@ class DecisionCycle:
             policy, symbol = self.policies[asset], successor
             if self.orders.busy(symbol):
                 return None
-        chosen = self._choose_hedge(asset, symbol)
+        chosen = self.choose_hedge(asset, symbol)
         if chosen is None:
             return None
         policy, symbol = self.policies[asset], chosen.symbol
@@ -230,8 +230,9 @@ class DecisionCycle:
                            then=lambda: self.evaluate(asset, scheduled=True))
         return replace(evaluation, record=record)
 
-    def _choose_hedge(self, asset: str, symbol: str) -> Chosen | None:
-        """A carry asset with no hedge held: its hedge by carry (None: waiting, or that market is busy)."""
+    def choose_hedge(self, asset: str, symbol: str) -> Chosen | None:
+        """The hedge of `asset`, hedged on `symbol`: for a carry asset with no hedge held, chosen by carry and
+        switched to (None: waiting, or that market is busy). A backtest's opening hedge asks it too."""
         chosen = self.hedges.choose(asset, symbol)
         if chosen is not None and chosen.symbol != symbol:
             self._switch_hedge(asset, chosen.symbol)
