@@ -97,14 +97,17 @@ def test_orders_above_the_slice_size_go_in_slices_one_a_price_event_with_no_deci
     assert sol["traded_notional_usd"] / sol["trades"] < D(500) + D(200)
 
 
-def test_a_band_in_percent_of_gross_to_its_edge_trades_once_a_price_event(bundled_lp):
+@pytest.mark.parametrize(("policy", "ra"), [("band", 1e-4), ("cost-aware", 1e-4), ("cost-aware", 1e-8)])
+def test_a_band_in_percent_of_gross_to_its_edge_trades_once_a_price_event(bundled_lp, policy, ra):
     """The decision after each order sees the fill (the cycle re-decides at once, on the same price): a
-    trade that shrinks the hedge shrinks the band with the gross exposure, and is sized to that band, so
-    the decision after it finds the delta inside and trades nothing more at that price."""
+    trade that shrinks the hedge shrinks a band in percent of the gross exposure with it (the fixed band
+    of 1 %; the cost-aware band when capped at its hard maximum, 1 % here, as at a risk aversion of 1e-8), and
+    is sized to that band, so the decision after it finds the delta inside and trades nothing more."""
     from deltakeeper.backtest.replay import Replay
 
-    cfg = replace(BacktestSettings(), default_band=Band(BandUnit.PCT, D(1)), rebalance_to=RebalanceTo.EDGE)
-    replay = Replay(bundled_lp, "band", cfg)
+    cfg = replace(BacktestSettings(), default_band=Band(BandUnit.PCT, D(1)), rebalance_to=RebalanceTo.EDGE,
+                  risk_aversion_per_usd=ra, max_deviation_pct=D(1))
+    replay = Replay(bundled_lp, policy, cfg)
     result = replay.run()
 
     orders_at: dict[object, set[str | None]] = {}

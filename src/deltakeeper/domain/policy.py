@@ -77,12 +77,14 @@ class Decision:
         return self.delta_coin - self.target_coin
 
 
-def decide(view: AssetView, policy: AssetPolicy, band_coin: Decimal | None = None) -> Decision:
+def decide(view: AssetView, policy: AssetPolicy, band_coin: Decimal | None = None,
+           gross_share: Decimal | None = None) -> Decision:
     """Trade when |delta - target| exceeds the band: to the target, or just inside the band's edge.
-    `band_coin`: the half-width in coins to use instead of the policy's own band (a computed band)."""
-    own_band = band_coin is None
+    `band_coin`: the half-width in coins to use instead of the policy's own band (a computed band);
+    `gross_share`: the share of the gross exposure it is, when it is one (the policy's own: its `PCT`)."""
     if band_coin is None:
         band_coin = policy.band.half_width_coin(view.price_usd, view.gross_coin)
+        gross_share = gross_share_of(policy.band)
     deviation = view.delta_coin - policy.target_coin
 
     def no_trade(reason: str) -> Decision:
@@ -96,9 +98,8 @@ def decide(view: AssetView, policy: AssetPolicy, band_coin: Decimal | None = Non
         trade_coin = -deviation
     else:
         beyond_coin = abs(deviation) - band_coin
-        if own_band and policy.band.unit is BandUnit.PCT:
-            beyond_coin = _beyond_narrowing_band(beyond_coin, policy.band.half_width / 100, view.hedge_coin,
-                                                 deviation)
+        if gross_share is not None:
+            beyond_coin = _beyond_narrowing_band(beyond_coin, gross_share, view.hedge_coin, deviation)
         trade_coin = -beyond_coin if deviation > 0 else beyond_coin
     hedge = view.hedge
     raw = hedge.contracts_for_coin(trade_coin, view.hedge_price)
@@ -125,6 +126,11 @@ def decide(view: AssetView, policy: AssetPolicy, band_coin: Decimal | None = Non
     return Decision(
         view.asset, view.delta_coin, policy.target_coin, band_coin, view.price_usd, intent, "rebalance"
     )
+
+
+def gross_share_of(band: Band) -> Decimal | None:
+    """The share of the gross exposure a band in percent of it is (None: a band in coins or USD)."""
+    return band.half_width / 100 if band.unit is BandUnit.PCT else None
 
 
 def _beyond_narrowing_band(beyond_coin: Decimal, fraction: Decimal, hedge_coin: Decimal, deviation: Decimal
