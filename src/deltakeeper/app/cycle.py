@@ -320,9 +320,8 @@ class DecisionCycle:
         converted back by the beta), and the policy's detail for the journal."""
         hedge = self.state.instruments[policy.hedge_symbol]
         quote = self.state.quotes[hedge.symbol]
-        own = self.state.position_contracts(hedge.symbol) if hedge.base == asset else Decimal(0)
-        view = AssetView(asset, delta.delta_coin, delta.gross_coin, price, hedge, quote.mark,
-                         hedge.delta_coin(own, quote.mark))
+        held_coin = hedge.delta_coin(self.state.position_contracts(hedge.symbol), quote.mark)  # proxy: below
+        view = AssetView(asset, delta.delta_coin, delta.gross_coin, price, hedge, quote.mark, held_coin)
         proxy = ""
         if hedge.base != asset:
             beta, held = self.risk.beta(asset)
