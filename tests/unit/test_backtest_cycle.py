@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from deltakeeper.backtest import BacktestSettings, load_dataset, run_backtest, run_dataset
+from deltakeeper.domain.policy import Band, BandUnit, RebalanceTo
 from deltakeeper.sim.feeds import BUNDLED_EXCERPT
 
 SHARED_5M = Path(__file__).parents[2].parent / "shared" / "data" / "bybit_linear_5m"
@@ -94,3 +95,24 @@ def test_orders_above_the_slice_size_go_in_slices_one_a_price_event_with_no_deci
     whole_usd = whole_sol["traded_notional_usd"]
     assert abs(sol["traded_notional_usd"] - whole_usd) < whole_usd / 2
     assert sol["traded_notional_usd"] / sol["trades"] < D(500) + D(200)
+
+
+@pytest.mark.parametrize(("policy", "ra"), [("band", 1e-4), ("cost-aware", 1e-4), ("cost-aware", 1e-8)])
+def test_a_band_in_percent_of_gross_to_its_edge_trades_once_a_price_event(bundled_lp, policy, ra):
+    """The decision after each order sees the fill (the cycle re-decides at once, on the same price): a
+    trade that shrinks the hedge shrinks a band in percent of the gross exposure with it (the fixed band
+    of 1 %; the cost-aware band when capped at its hard maximum, 1 % here, as at a risk aversion of 1e-8), and
+    is sized to that band, so the decision after it finds the delta inside and trades nothing more."""
+    from deltakeeper.backtest.replay import Replay
+
+    cfg = replace(BacktestSettings(), default_band=Band(BandUnit.PCT, D(1)), rebalance_to=RebalanceTo.EDGE,
+                  risk_aversion_per_usd=ra, max_deviation_pct=D(1))
+    replay = Replay(bundled_lp, policy, cfg)
+    result = replay.run()
+
+    orders_at: dict[object, set[str | None]] = {}
+    for fill in replay.fills:
+        orders_at.setdefault(fill.ts, set()).add(fill.client_order_id)
+    assert result["trades"] > 100
+    assert max(len(orders) for orders in orders_at.values()) == 1
+    assert result["assets"]["SOL"]["decisions"]["rebalance"] == result["trades"]

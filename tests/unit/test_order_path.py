@@ -101,6 +101,13 @@ class Exchange:
         """The next this many placements are refused for good (OrderRejected)."""
         self.cancels_failing = 0
         """The next this many cancels fail."""
+        self.reads_lagging = 0
+        """The next this many account reads still report the position from before the last fill (an
+        exchange whose position endpoint lags its order endpoint)."""
+        self.reported_position = D(0)
+        """The position as the lagging reads report it."""
+        self.moved_elsewhere = D(0)
+        """Contracts traded on the account by someone else, in every read from now on."""
         self.refused: list[OrderRequest] = []
 
     async def place_order(self, request: OrderRequest) -> OrderState:
@@ -154,7 +161,12 @@ class Exchange:
             self.account_reads_failing -= 1
             raise ExchangeUnavailable("503 Service Temporarily Unavailable")
         self.reads += 1
-        return account(self.position, self.clock.now(), seq=1000 + self.reads)  # after any a test made
+        if self.reads_lagging:
+            self.reads_lagging -= 1
+        else:
+            self.reported_position = self.position + self.moved_elsewhere
+        # after any snapshot a test made
+        return account(self.reported_position, self.clock.now(), seq=1000 + self.reads)
 
     async def fetch_fills(self, since: datetime) -> list[Fill]:
         return []
@@ -533,6 +545,33 @@ async def test_a_failed_account_read_after_a_fill_reports_the_fill_and_holds_the
     assert "delta 1000 -> ? SOL" in completed  # not the pre-fill account's delta
     assert bot.state.position_contracts(SOL) == -HELD_SOL  # released by the read that succeeded
     assert len(bot.journal.sent_decisions()) == 1
+
+
+async def test_an_account_read_that_lags_the_fill_is_read_again_before_the_next_decision() -> None:
+    bot = Bot()
+    bot.exchange.reads_lagging = 2  # the reads just after the fill still show no hedge
+    await bot.quote()
+    await bot.until(lambda: bool(bot.exchange.placed), "the hedge")
+    await bot.idle()
+
+    assert [r.amount_contracts for r in bot.exchange.placed] == [HELD_SOL]  # never hedged twice
+    assert bot.exchange.reads == 3  # read until the position showed the fill
+    assert bot.state.position_contracts(SOL) == -HELD_SOL
+    [after] = [d for d, pending in bot.journal.decisions if pending is None]  # the decision after the order
+    assert after.reason == "inside_band" and after.delta_coin == 0
+
+
+async def test_a_position_moved_by_something_else_too_is_taken_after_the_order_timeout() -> None:
+    bot = Bot()
+    bot.exchange.moved_elsewhere = D(-3)  # the operator sold 3 more meanwhile
+    await bot.quote()
+    await bot.until(lambda: bool(bot.exchange.placed), "the hedge")
+    await bot.idle()
+
+    assert "position_not_updated" in bot.alerts.events()
+    assert [(r.side, r.amount_contracts) for r in bot.exchange.placed] == [(Side.SELL, HELD_SOL),
+                                                                          (Side.BUY, D(3))]
+    assert bot.state.position_contracts(SOL) == -HELD_SOL
 
 
 async def test_a_post_only_order_whose_cancel_fails_is_cancelled_again_and_falls_back_to_market() -> None:

@@ -164,8 +164,7 @@ class DecisionCycle:
             self._timer_slots[asset] = policy.slot(t_secs)
 
     def observe(self, quote_symbol: str) -> None:
-        """A quote applied that is decided on elsewhere (a backtest's opening hedge): sample the risk of the
-        assets the market prices or hedges."""
+        """A quote decided on elsewhere (a backtest's opening hedge): the risk samples of its assets."""
         for asset in self._by_price_symbol.get(quote_symbol, ()):
             self.risk.observe(asset, quote_symbol)
 
@@ -208,7 +207,7 @@ class DecisionCycle:
             policy, symbol = self.policies[asset], successor
             if self.orders.busy(symbol):
                 return None
-        chosen = self._choose_hedge(asset, symbol)
+        chosen = self.choose_hedge(asset, symbol)
         if chosen is None:
             return None
         policy, symbol = self.policies[asset], chosen.symbol
@@ -231,8 +230,9 @@ class DecisionCycle:
                            then=lambda: self.evaluate(asset, scheduled=True))
         return replace(evaluation, record=record)
 
-    def _choose_hedge(self, asset: str, symbol: str) -> Chosen | None:
-        """A carry asset with no hedge held: its hedge by carry (None: waiting, or that market is busy)."""
+    def choose_hedge(self, asset: str, symbol: str) -> Chosen | None:
+        """The hedge of `asset`, hedged on `symbol`: for a carry asset with no hedge held, chosen by carry and
+        switched to (None: waiting, or that market is busy). A backtest's opening hedge asks it too."""
         chosen = self.hedges.choose(asset, symbol)
         if chosen is not None and chosen.symbol != symbol:
             self._switch_hedge(asset, chosen.symbol)
@@ -320,7 +320,8 @@ class DecisionCycle:
         converted back by the beta), and the policy's detail for the journal."""
         hedge = self.state.instruments[policy.hedge_symbol]
         quote = self.state.quotes[hedge.symbol]
-        view = AssetView(asset, delta.delta_coin, delta.gross_coin, price, hedge, quote.mark)
+        held_coin = hedge.delta_coin(self.state.position_contracts(hedge.symbol), quote.mark)  # proxy: below
+        view = AssetView(asset, delta.delta_coin, delta.gross_coin, price, hedge, quote.mark, held_coin)
         proxy = ""
         if hedge.base != asset:
             beta, held = self.risk.beta(asset)

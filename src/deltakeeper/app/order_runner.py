@@ -86,10 +86,12 @@ class OrderRunner:
         next: the slices, and after a post-only order that did not fill whole by its timeout, a market
         order for the rest. Orders are sent once (resent only after a definite refusal, with the same client
         id). Then journal the fills, and free the instrument: only once the account has been read after the
-        last order (never decide on the account from before a fill). An order the exchange adapter did not
-        send (shadow mode) ends the decision, with no decision after it."""
+        last order and its position shows the fills (`OrderSender.read_account_showing`: never decide on
+        the account from before a fill). An order the exchange adapter did not send (shadow mode) ends the
+        decision, with no decision after it."""
         sender = self.sender
         started = sender.clock.now()
+        position_before = basis.position_contracts
         states: list[OrderState] = []
         account_known = True
         withheld = False
@@ -130,6 +132,9 @@ class OrderRunner:
             try:
                 if not account_known:  # the account is unknown: no decision on it until a read succeeds
                     await sender.read_account_until_ok()
+                filled = sum((s.filled_contracts * s.side.sign for s in states), Decimal(0))
+                if filled:  # no decision on a position that has not taken the fills yet
+                    await sender.read_account_showing(plan.symbol, position_before, filled)
             finally:
                 self.in_flight.pop(plan.symbol, None)
         if withheld:

@@ -355,6 +355,34 @@ class OrderSender:
             return False
         return True
 
+    async def read_account_showing(self, symbol: str, before: Decimal, filled: Decimal) -> None:
+        """Read the account again until its position in `symbol` is `before` (what the orders were sized
+        on) plus `filled` (what they filled, signed): an exchange's position can lag its order's fill, and a
+        decision on the position from before the fill hedges again. After reads for the order timeout, a
+        position other than `before` is the exchange's answer (something else moved it too): taken, with
+        an alert. One still at `before` is read on, backing off, with an alert (no new order on `symbol`
+        until it moves)."""
+        wait_secs = SETTLE_POLL_SECS
+        waited_secs = 0.0
+        alerted = False
+        expected = before + filled
+        while (shown := self.state.position_contracts(symbol)) != expected and not self.draining:
+            if waited_secs >= self.order_timeout_secs and not alerted:
+                alerted = True
+                taken = shown != before
+                log.error("position_not_updated", symbol=symbol, expected=str(expected), shown=str(shown),
+                          taken=taken)
+                then = "deciding on what it shows" if taken else f"no new order on {symbol} until it does"
+                self.alerts.send("error", "position_not_updated",
+                                 f"{symbol}: the account shows a position of {shown} after "
+                                 f"{waited_secs:.0f} s, not the {expected} its fills make: {then}", symbol)
+            if alerted and shown != before:
+                return
+            await asyncio.sleep(wait_secs)
+            waited_secs += wait_secs
+            await self.read_account()
+            wait_secs = min(wait_secs * 2, READ_BACKOFF_MAX_SECS)
+
     async def read_account_until_ok(self) -> None:
         """Read the account, backing off, until a read succeeds or the bot stops (the next start reads it)."""
         wait_secs = SETTLE_POLL_SECS

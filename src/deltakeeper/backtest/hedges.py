@@ -1,9 +1,12 @@
 """What a replay hedges (backtest/replay.py): each asset's exposure model and options book, and its hedge
-market: a linear perpetual, or (`quarterly`) the nearest quarterly future, rolled in the replay by the
-decision cycle as live; the quarterlies are priced off the asset's price events (`sim.futures`)."""
+market: a linear perpetual, (`quarterly`) the nearest quarterly future, rolled in the replay by the
+decision cycle as live, or (`carry`) either, chosen by carry by the decision cycle as live
+(`app.hedge_choice`); the quarterlies are priced off the asset's price events (`sim.futures`), and the
+perpetual's quote carries the funding rate last settled in the data (`funding_per_8h`)."""
 
 from __future__ import annotations
 
+import bisect
 import math
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -26,7 +29,9 @@ from deltakeeper.sim.futures import future_quote
 from deltakeeper.sim.markets import ASSETS, future_instruments
 
 QUARTERLY = "quarterly"
+CARRY = "carry"
 _DAYS_PER_QUARTER = 91
+_SECS_PER_8H = 8 * 3600
 
 
 def exposure_model(data: Dataset, cfg: BacktestSettings, asset: str, first_price: float) -> ExposureModel:
@@ -56,14 +61,17 @@ def option_book(spec: ExposureSpec, cfg: BacktestSettings, series: AssetSeries) 
 
 
 def hedge_markets(data: Dataset, cfg: BacktestSettings) -> dict[str, str]:
-    """Hedged asset -> its hedge market: its own linear perpetual, `quarterly`, or another asset's perpetual
-    (a proxy hedge, whose market is then a hedge market only)."""
+    """Hedged asset -> its hedge market: its own linear perpetual (also for `carry`, until the decision
+    cycle chooses), `quarterly`, or another asset's perpetual (a proxy hedge, whose market is then a hedge
+    market only)."""
     perps = {linear_perp(a).symbol: a for a in data.series}
     wanted = {a: cfg.hedges.get(a, linear_perp(a).symbol) for a in data.series}
     for asset, symbol in wanted.items():
-        if symbol not in perps and symbol != QUARTERLY:
-            raise ConfigError(f"DK_ASSETS__{asset}__HEDGE",
-                              "`quarterly` or the linear perpetual of an asset with --prices", symbol)
+        if symbol == CARRY:
+            wanted[asset] = linear_perp(asset).symbol
+        elif symbol not in perps and symbol != QUARTERLY:
+            raise ConfigError(f"DK_ASSETS__{asset}__HEDGE", "`quarterly`, `carry` or the linear perpetual "
+                              "of an asset with --prices", symbol)
     markets = {perps[s] for a, s in wanted.items() if s in perps and perps[s] != a}
     hedges = {a: s for a, s in wanted.items() if a not in markets}
     used = list(hedges.values())
@@ -74,13 +82,16 @@ def hedge_markets(data: Dataset, cfg: BacktestSettings) -> dict[str, str]:
 
 
 def quarterlies(data: Dataset, cfg: BacktestSettings) -> dict[str, Instrument]:
-    """The linear quarterlies listed at the first price event on each asset hedged `quarterly`, enough of
-    them to span the replay and the contract rolled into at its end."""
-    wanted = sorted(a for a in data.series if cfg.hedges.get(a) == QUARTERLY)
+    """The linear quarterlies listed at the first price event on each asset hedged `quarterly` or `carry`,
+    enough of them to span the replay and the contract rolled into at its end."""
+    wanted = sorted(a for a in data.series if cfg.hedges.get(a) in (QUARTERLY, CARRY))
     for asset in wanted:
         if asset not in ASSETS:
             raise ConfigError(f"DK_ASSETS__{asset}__HEDGE", "a perpetual: the replay lists quarterlies on "
-                              + ", ".join(sorted(ASSETS)) + " only", QUARTERLY)
+                              + ", ".join(sorted(ASSETS)) + " only", cfg.hedges[asset])
+        if cfg.hedges[asset] == CARRY and len(data.funding.get(asset, ())) < 2:
+            raise ConfigError("--funding", f"funding rates for {asset}, hedged by carry (at least two: their "
+                              "interval)", asset)
     if not wanted:
         return {}
     steps = data.steps()
@@ -103,3 +114,20 @@ def future_quotes(futures: list[Instrument], underlying: Quote) -> list[Quote]:
     index = underlying.index or underlying.mark
     return [future_quote(f, underlying.ts, index) for f in futures
             if f.expiry is not None and f.expiry > underlying.ts]
+
+
+class FundingPer8h:
+    """An asset's funding rate at each price event as the choice by carry reads it from a perpetual's
+    ticker, per 8 hours: the rate last settled in the data at or before the event (the live ticker's is
+    the current interval's forecast, not known to the data until it settles), scaled from the data's
+    funding interval (the shortest spacing of its rates). None before the first."""
+
+    def __init__(self, rates: tuple[tuple[float, Decimal], ...]) -> None:
+        self.times = [t for t, _ in rates]
+        self.rates = [r for _, r in rates]
+        interval_secs = min(b - a for a, b in zip(self.times, self.times[1:], strict=False))
+        self.scale = Decimal(_SECS_PER_8H) / Decimal(repr(interval_secs))
+
+    def at(self, t_secs: float) -> Decimal | None:
+        index = bisect.bisect_right(self.times, t_secs) - 1
+        return self.rates[index] * self.scale if index >= 0 else None

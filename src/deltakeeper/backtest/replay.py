@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -16,7 +17,9 @@ from deltakeeper.app.service import ServiceOptions, build_service
 from deltakeeper.backtest.data import PriceEvent, linear_perp
 from deltakeeper.backtest.dataset import Dataset
 from deltakeeper.backtest.hedges import (
+    CARRY,
     QUARTERLY,
+    FundingPer8h,
     exposure_model,
     future_quotes,
     hedge_markets,
@@ -62,6 +65,9 @@ class Replay:
         """Asset -> the quarterlies listed on it, quoted at each of its price events."""
         for future in futures.values():
             self.futures.setdefault(future.base, []).append(future)
+        carry = {a: perps[a].symbol for a in data.series if cfg.hedges.get(a) == CARRY}
+        self.funding_8h = {a: FundingPer8h(data.funding[a]) for a in carry}
+        """Carry asset -> the funding rate its perpetual's quotes carry, for the choice by carry."""
         self.assets: dict[str, AssetRun] = {}
         for asset, symbol in hedge_markets(data, cfg).items():
             series = data.series[asset]
@@ -75,11 +81,12 @@ class Replay:
                 model=exposure_model(data, cfg, asset, series.events[0].price),
                 book=option_book(data.exposure, cfg, series),
                 series={k: [] for k in SERIES} if record_series else None,
+                carry=asset in carry,
             )
         self.by_hedge = {run.hedge.symbol: run for run in self.assets.values()}
-        """Hedge market -> its asset's run (a quarterly hedge's by every quarterly it rolls through)."""
+        """Hedge market -> its asset's run (a quarterly or carry hedge's by every quarterly it may use)."""
         for run in self.assets.values():
-            if run.hedge.expiry is not None:
+            if run.hedge.expiry is not None or run.carry:
                 self.by_hedge.update((f.symbol, run) for f in self.futures[run.asset])
         self.held: dict[str, Decimal] = {}
         """Hedge market -> the contracts held there, marked to its own mid (`_mark_hedge`)."""
@@ -105,6 +112,7 @@ class Replay:
             ewma_daily_decay=cfg.ewma_daily_decay,
             bar_secs={a: s.bar_secs for a, s in data.series.items()},
             roll_window_secs=cfg.roll_window_secs,
+            carry_perps=carry,
         ))
         self.exchange = ReplayExchange(self.engine, ACCOUNT, self.clock, self._held_elsewhere)
         self.service = build_service(
@@ -141,6 +149,8 @@ class Replay:
         if event.client_order_id not in self._traded:
             self._traded.add(event.client_order_id or "")
             figures.trades += 1
+            if run.carry:
+                run.count(run.markets, event.symbol)
 
     def _order_ended(self, state: OrderState) -> None:
         if state.status is OrderStatus.REJECTED:
@@ -231,7 +241,11 @@ class Replay:
                 run.last_skip = record.detail
 
     def _price(self, event: PriceEvent, t_secs: float) -> None:
-        for quote in [event.quote, *future_quotes(self.futures.get(event.asset, []), event.quote)]:
+        perp = event.quote
+        funding = self.funding_8h.get(event.asset)
+        if funding is not None:  # what the choice by carry reads: the funding rate and the spot (the close)
+            perp = replace(perp, index=perp.mark, funding_rate=funding.at(t_secs))
+        for quote in [perp, *future_quotes(self.futures.get(event.asset, []), perp)]:
             self.engine.on_quote(quote)
             self.service.ingest.on_quote(quote)
             self._mark_hedge(quote)
@@ -274,11 +288,13 @@ class Replay:
 
     def _settle_funding(self, market: str, rate: Decimal, ts: datetime) -> bool:
         """Funding on the hedge held in `market`'s perpetual; returns whether any was paid."""
-        run = self.by_hedge.get(linear_perp(market).symbol)
+        perp = linear_perp(market)
+        run = self.by_hedge.get(perp.symbol)
         mid = self.mids.get(market)
-        if run is None or not run.started or mid is None or run.hedge_contracts == 0:
+        held = self.held.get(perp.symbol, ZERO)  # a carry hedge on a quarterly pays none
+        if run is None or not run.started or mid is None or held == 0:
             return False
-        notional = run.hedge_contracts * run.hedge.contract_size * mid
+        notional = held * perp.contract_size * mid
         amount = (-notional * rate).quantize(WALLET)
         if amount:
             self.engine.adjust_balance(ACCOUNT, SETTLE, amount, ts)
@@ -292,15 +308,21 @@ class Replay:
         run = self.assets.get(event.asset)
         if run is None or run.started or run.proxy or not self.cfg.start_hedged:
             return False
+        cycle = self.service.cycle
+        symbol = self.service.policies[run.asset].hedge_symbol
+        if run.carry and cycle.choose_hedge(run.asset, symbol) is None:
+            return False  # no choice yet (no funding rate): the cycle opens the hedge once it chooses
+        hedge = self.engine.instruments[self.service.policies[run.asset].hedge_symbol]
         run.started = True
         run.opened_at = t_secs
-        self.service.cycle.restart_timer(run.asset, t_secs)  # the timer counts from the opening hedge
+        cycle.restart_timer(run.asset, t_secs)  # the timer counts from the opening hedge
         delta = self.service.state.deltas().get(run.asset)
         deviation = (delta.delta_coin if delta is not None else ZERO) - run.policy.target_coin
-        contracts = run.hedge.round_contracts(run.hedge.contracts_for_coin(-deviation, event.quote.mark))
-        if contracts != 0 and abs(contracts) >= run.hedge.min_contracts:
+        price = self.service.state.quotes[hedge.symbol].mark
+        contracts = hedge.round_contracts(hedge.contracts_for_coin(-deviation, price))
+        if contracts != 0 and abs(contracts) >= hedge.min_contracts:
             self.orders += 1
-            request = OrderRequest(f"dkopen{self.orders}", run.hedge.symbol, Side.for_signed(contracts),
+            request = OrderRequest(f"dkopen{self.orders}", hedge.symbol, Side.for_signed(contracts),
                                    abs(contracts), OrderType.MARKET)
             self.opening = True
             try:

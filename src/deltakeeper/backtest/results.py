@@ -68,6 +68,10 @@ class AssetRun:
     last_skip: str = ""
     band_coin: Decimal = ZERO
     """The last decision's band half-width."""
+    carry: bool = False
+    """`DK_ASSETS__<ASSET>__HEDGE=carry`: `hedge` is its perpetual, the cycle may choose a quarterly."""
+    markets: dict[str, int] = field(default_factory=dict)
+    """A carry hedge's orders (the opening hedge's included) by market."""
     series: dict[str, list[float]] | None = None
     """With `series`: at each of the asset's price events, the time, the deviation from target before the
     decision, the band and the cumulative cost (USD)."""
@@ -103,6 +107,9 @@ class AssetRun:
             "final_hedge_coin": self.hedge.delta_coin(self.hedge_contracts, hedge_mid or Decimal(1)),
             "decisions": dict(sorted(self.reasons.items())),
         }
+        if self.carry:
+            result["hedge"] = "carry"
+            result["orders_by_market"] = dict(sorted(self.markets.items()))
         if self.book is not None:
             option = self.book.instrument
             result["options"] = {

@@ -43,7 +43,7 @@ class BacktestSettings:
     targets_coin: Mapping[str, Decimal] = field(default_factory=dict)
     hedges: Mapping[str, str] = field(default_factory=dict)
     """`DK_ASSETS__<ASSET>__HEDGE`: the linear perpetual of the asset, or of another asset with prices (a
-    proxy hedge)."""
+    proxy hedge), `quarterly` or `carry` (backtest/hedges.py)."""
     roll_window_secs: float = DEFAULT_ROLL_WINDOW_SECS
     """`DK_ROLL_WINDOW_SECS`: a quarterly hedge (`DK_ASSETS__<ASSET>__HEDGE=quarterly`) is rolled into the
     next contract once fewer seconds than this are left to its expiry."""
@@ -175,7 +175,9 @@ class BacktestSettings:
         used: dict[str, Any] = {"DK_POLICY": name}
         for asset, beta in sorted(self.betas.items()):
             used[f"DK_ASSETS__{asset}__BETA"] = "ewma" if beta is None else beta
-        if "quarterly" in self.hedges.values():
+        for asset, hedge in sorted(self.hedges.items()):
+            used[f"DK_ASSETS__{asset}__HEDGE"] = hedge
+        if {"quarterly", "carry"} & set(self.hedges.values()):
             used["DK_ROLL_WINDOW_SECS"] = self.roll_window_secs
         if self.slice_max_usd:
             used["DK_SLICE_MAX_USD"] = self.slice_max_usd

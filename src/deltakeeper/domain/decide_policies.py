@@ -49,6 +49,7 @@ from deltakeeper.domain.policy import (
     Decision,
     RebalanceTo,
     decide,
+    gross_share_of,
     min_band_coin,
 )
 from deltakeeper.domain.volatility import (
@@ -253,6 +254,7 @@ class CostAwarePolicy:
         lot = min_band_coin(view.hedge, view.hedge_price)
         if hard_max <= lot:
             return lot, _BandInputs(lot, hard_max)
+        capped = gross_share_of(self.max_deviation)
         vol = ctx.risk.vol_per_sqrt_year
         drift_var = ctx.risk.drift_var_coin2_per_year
         price = float(view.price_usd)
@@ -260,7 +262,9 @@ class CostAwarePolicy:
         gamma_var = gamma_drift_var_coin2_per_year(gamma, vol, price) if vol is not None else 0.0
         if vol is None or drift_var is None or not ctx.risk.warmed_up or drift_var + gamma_var == 0:
             own = warmup_band.half_width_coin(view.price_usd, view.gross_coin)
-            return min(max(own, lot), hard_max), _BandInputs(lot, hard_max, warmup_returns=ctx.risk.returns)
+            width = min(max(own, lot), hard_max)
+            share = capped if width == hard_max else gross_share_of(warmup_band) if width == own else None
+            return width, _BandInputs(lot, hard_max, warmup_returns=ctx.risk.returns, gross_share=share)
         rate = cost_rate(view.hedge, ctx.spread_bps, self.slippage_bps)
         scale = _cost_scale(view)
         if scale is not None:
@@ -269,12 +273,13 @@ class CostAwarePolicy:
             float(rate), price, vol, drift_var + gamma_var, self.risk_aversion_per_usd, lot, hard_max
         )
         return width, _BandInputs(
-            lot, hard_max, rate, vol, drift_var, self.risk_aversion_per_usd, gamma=gamma, gamma_var=gamma_var
+            lot, hard_max, rate, vol, drift_var, self.risk_aversion_per_usd, gamma=gamma, gamma_var=gamma_var,
+            gross_share=capped if width == hard_max else None,
         )
 
     def decide(self, view: AssetView, policy: AssetPolicy, ctx: MarketContext) -> PolicyDecision:
         width, inputs = self._band(view, ctx, policy.band)
-        decision = decide(view, policy, width)
+        decision = decide(view, policy, width, inputs.gross_share)
         shown = decision.intent is not None or inputs.warmup_returns is not None
         detail = inputs.describe(width) if shown else ""
         return PolicyDecision(decision, detail, ctx.timer_slot)
@@ -296,6 +301,8 @@ class _BandInputs:
     """Returns the risk model had seen, while it was warming up (the asset's own band)."""
     gamma: float = 0.0
     gamma_var: float = 0.0
+    gross_share: Decimal | None = None
+    """The band's share of the gross exposure, when it is one (the hard maximum, the warm-up's own band)."""
 
     def describe(self, width: Decimal) -> str:
         clamp = ""
@@ -349,6 +356,7 @@ def proxy_view(view: AssetView, hedge_contracts: Decimal, beta: Decimal) -> Asse
         view.price_usd,
         hedge,
         per_asset_coin,
+        hedge_in_asset,
     )
 
 

@@ -57,6 +57,9 @@ class AssetView:
     hedge: Instrument
     hedge_price: Decimal
     """The price the hedge would trade at (the touch on the order's side, or the mark)."""
+    hedge_coin: Decimal = ZERO
+    """The coins of the position held in the hedge market, as counted in `gross_coin`: a band in percent
+    of the gross exposure narrows as a trade shrinks it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,11 +77,14 @@ class Decision:
         return self.delta_coin - self.target_coin
 
 
-def decide(view: AssetView, policy: AssetPolicy, band_coin: Decimal | None = None) -> Decision:
+def decide(view: AssetView, policy: AssetPolicy, band_coin: Decimal | None = None,
+           gross_share: Decimal | None = None) -> Decision:
     """Trade when |delta - target| exceeds the band: to the target, or just inside the band's edge.
-    `band_coin`: the half-width in coins to use instead of the policy's own band (a computed band)."""
+    `band_coin`: the half-width in coins to use instead of the policy's own band (a computed band);
+    `gross_share`: the share of the gross exposure it is, when it is one (the policy's own: its `PCT`)."""
     if band_coin is None:
         band_coin = policy.band.half_width_coin(view.price_usd, view.gross_coin)
+        gross_share = gross_share_of(policy.band)
     deviation = view.delta_coin - policy.target_coin
 
     def no_trade(reason: str) -> Decision:
@@ -91,8 +97,10 @@ def decide(view: AssetView, policy: AssetPolicy, band_coin: Decimal | None = Non
     if policy.rebalance_to is RebalanceTo.TARGET:
         trade_coin = -deviation
     else:
-        edge = band_coin if deviation > 0 else -band_coin
-        trade_coin = -(deviation - edge)
+        beyond_coin = abs(deviation) - band_coin
+        if gross_share is not None:
+            beyond_coin = _beyond_narrowing_band(beyond_coin, gross_share, view.hedge_coin, deviation)
+        trade_coin = -beyond_coin if deviation > 0 else beyond_coin
     hedge = view.hedge
     raw = hedge.contracts_for_coin(trade_coin, view.hedge_price)
     if policy.rebalance_to is RebalanceTo.EDGE:
@@ -118,6 +126,26 @@ def decide(view: AssetView, policy: AssetPolicy, band_coin: Decimal | None = Non
     return Decision(
         view.asset, view.delta_coin, policy.target_coin, band_coin, view.price_usd, intent, "rebalance"
     )
+
+
+def gross_share_of(band: Band) -> Decimal | None:
+    """The share of the gross exposure a band in percent of it is (None: a band in coins or USD)."""
+    return band.half_width / 100 if band.unit is BandUnit.PCT else None
+
+
+def _beyond_narrowing_band(beyond_coin: Decimal, fraction: Decimal, hedge_coin: Decimal, deviation: Decimal
+                           ) -> Decimal:
+    """The trade, in coins, that brings a deviation `beyond_coin` outside a band of `fraction` of the
+    gross exposure to that band's edge as it stands after the trade: a trade that shrinks the hedge held
+    (`hedge_coin`) shrinks the gross, and the band, by as much. Else the trade would land outside its own
+    band and the next decision trade again at the same price."""
+    held = abs(hedge_coin)
+    if fraction >= 1 or held == 0 or (hedge_coin > 0) != (deviation > 0):
+        return beyond_coin  # the trade grows the hedge, and the band with it
+    shrinking = beyond_coin / (1 - fraction)
+    if shrinking <= held:
+        return shrinking
+    return (beyond_coin + 2 * fraction * held) / (1 + fraction)  # through zero: the gross grows again
 
 
 def auto_hedge_symbol(asset: str, instruments: Mapping[str, Instrument]) -> str | None:
