@@ -13,7 +13,8 @@ from deltakeeper.jsonable import plain, to_json
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 FILL = FillRow(id=7, trade_id="t1", exchange_order_id="x1", client_order_id=None, symbol="SOL/USDT:USDT",
                side="sell", amount_contracts=Decimal("10.50"), price=Decimal("150.0"), fee=Decimal("0.0525"),
-               fee_currency="USDT", notional_usd=Decimal("1575.000"), is_maker=False, ts=T0, recorded_at=T0)
+               fee_currency="USDT", notional_usd=Decimal("1575.000"), is_maker=False, ts=T0, recorded_at=T0,
+               kind="trade")
 DECISION = DecisionRow(id=3, decision_id=2, ts=T0, asset="SOL", delta_coin=Decimal("-1E+1"),
                        delta_usd=Decimal(-1500), target_coin=Decimal(0), band_coin=Decimal("2.5"),
                        price_usd=Decimal(150), reason="inside_band", trading_state="active", symbol=None,

@@ -14,6 +14,7 @@ from decimal import Decimal
 import structlog
 
 from deltakeeper.app.market_state import MarketState
+from deltakeeper.domain.carry import funding_per_8h
 from deltakeeper.domain.instruments import Kind
 from deltakeeper.domain.orders import Quote
 from deltakeeper.domain.roll import HedgeChoice, choose_hedge, nearest_quarterly
@@ -79,14 +80,17 @@ class HedgeChooser:
             log.warning("hedge_choice_waiting", asset=asset, perp=perp, future=future.symbol,
                         reason="stale_or_missing_quote")
             return None
-        choice = choose_hedge(perp, perp_quote.funding_rate, future, future_quote.mid, spot, now,
+        perp_instrument = self.state.instruments.get(perp)
+        interval_secs = perp_instrument.funding_interval_secs if perp_instrument is not None else None
+        funding = funding_per_8h(perp_quote.funding_rate, interval_secs)
+        choice = choose_hedge(perp, funding, future, future_quote.mid, spot, now,
                               roll_window_secs=self.roll_window_secs)
         say = log.info if choice.symbol != current else log.debug  # unchanged: each flat decision says it
         say("hedge_chosen", asset=asset, hedge=choice.symbol,
             carry_annualised=_f(choice.carry_annualised),
             break_even_funding_per_8h=_f(choice.break_even_funding_per_8h),
-            perp_funding_per_8h=f"{perp_quote.funding_rate:f}")
-        return Chosen(choice.symbol, _note(choice, perp_quote.funding_rate))
+            perp_funding_per_8h=f"{funding:f}")
+        return Chosen(choice.symbol, _note(choice, funding))
 
     def _holds(self, asset: str, perp: str, current: str) -> bool:
         """Whether the asset holds a position on its perpetual, its hedge or any of its dated futures."""

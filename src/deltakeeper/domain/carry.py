@@ -29,6 +29,12 @@ def break_even_funding_per_8h(future_price: Decimal, spot_price: Decimal, days: 
     return quarterly_carry(future_price, spot_price) / (Decimal(days) * FUNDING_PERIODS_PER_DAY)
 
 
+def funding_per_8h(rate: Decimal, interval_secs: int | None) -> Decimal:
+    """A funding rate paid every `interval_secs` as its 8-hour equivalent (Hyperliquid's hourly 0.001% is
+    0.008% per 8h); an unknown interval is taken for 8 hours, the usual one."""
+    return rate if not interval_secs else rate * 8 * 3600 / interval_secs
+
+
 def prefer_hedge(
     perp_expected_funding_rate_per_8h: Decimal,
     future_price: Decimal,
