@@ -1,4 +1,5 @@
-"""What the adapter does differently on Binance USD-M futures (ccxt `binanceusdm`), in one place.
+"""What the adapter does differently on Binance futures, USD-M and COIN-M (ccxt `binanceusdm`, `binancecoinm`:
+`fapi` and `dapi`, which behave alike in all of the following), in one place.
 
 - Its tickers carry no book (the 24h statistics) and its best bid and ask carry no mark: a quote is the
   book ticker (`bookTicker`) with the mark price, index and funding rate (`markPrice`) merged in; none until
@@ -8,8 +9,9 @@
   an order's client id is looked up by its order id.
 - Its position pushes (ACCOUNT_UPDATE) carry no mark price: a push is followed by a read of the account.
 - It pushes no funding payment, only the balance update it makes (ACCOUNT_UPDATE, reason FUNDING_FEE):
-  the payments are then read by REST (its income history).
-- ccxt chooses Binance's futures error codes by the URL's host, which an emulator or proxy does not have.
+  the payments are then read by REST (its income history, across symbols, week by week).
+- ccxt chooses Binance's error codes by the URL's host (`fapi` linear, `dapi` inverse), which an emulator or
+  proxy does not have.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-BINANCE_FUTURES = frozenset({"binanceusdm"})
+BINANCE_FUTURES = frozenset({"binanceusdm", "binancecoinm"})
+_ERROR_CODES = {"binanceusdm": "linear", "binancecoinm": "inverse"}
+"""ccxt's table of error codes (`exceptions[...]`) for each futures client."""
 HISTORY_WINDOW_MS = 7 * 86_400_000
 """The longest window Binance lists trades and income for."""
 
@@ -28,8 +32,9 @@ def ccxt_options() -> dict[str, Any]:
 
 
 def use_futures_errors(exchange: Any) -> None:
-    """Map Binance's answers with its USD-M futures error codes whatever the URL's host is."""
-    futures = exchange.exceptions["linear"]
+    """Map Binance's answers with the error codes of the client's futures (USD-M linear, COIN-M inverse)
+    whatever the URL's host is."""
+    futures = exchange.exceptions[_ERROR_CODES[exchange.id]]
     exchange.get_exceptions_by_url = lambda url, exact_or_broad: futures.get(exact_or_broad, {})
 
 
@@ -46,17 +51,6 @@ def merged_ticker(book: Mapping[str, Any], mark: Mapping[str, Any]) -> dict[str,
         "info": {**(book.get("info") or {}),
                  "fundingRate": mark_info.get("r", mark_info.get("lastFundingRate"))},
     }
-
-
-def history_windows(start_ms: int, now_ms: int) -> list[tuple[int, int | None]]:
-    """[start, now] as consecutive windows of at most a week, the newest open-ended, listed newest first
-    (the adapter's paging reads its list from the end)."""
-    windows: list[tuple[int, int | None]] = []
-    while now_ms - start_ms > HISTORY_WINDOW_MS:
-        windows.append((start_ms, start_ms + HISTORY_WINDOW_MS))
-        start_ms += HISTORY_WINDOW_MS
-    windows.append((start_ms, None))
-    return windows[::-1]
 
 
 def client_order_id(trade: Mapping[str, Any]) -> str | None:

@@ -1,5 +1,6 @@
 """Fills and funding payments through ccxt, read page by page: by Bybit's cursors, by time window
-elsewhere, and from Deribit's transaction log."""
+elsewhere (per traded market where ccxt lists them per symbol only: Binance futures, Bitget), and from
+Deribit's transaction log."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from typing import Any
 
 import structlog
 
+from deltakeeper.adapters import ccxt_binance, ccxt_bitget
 from deltakeeper.adapters.ccxt_base import BYBIT_FILL_EXEC_TYPES, to_ms
-from deltakeeper.adapters.ccxt_binance import BINANCE_FUTURES, client_order_id, history_windows
+from deltakeeper.adapters.ccxt_binance import BINANCE_FUTURES, client_order_id
 from deltakeeper.adapters.ccxt_parse import MalformedPayload, quote_from_ticker
 from deltakeeper.adapters.ccxt_trades import (
     FillValueUnknown,
@@ -20,8 +22,9 @@ from deltakeeper.adapters.ccxt_trades import (
     funding_from_ccxt,
     is_funding_trade,
 )
-from deltakeeper.adapters.ccxt_trading import CcxtTrading
+from deltakeeper.adapters.ccxt_trading import CLIENT_ID_BY_ORDER_ID, CcxtTrading
 from deltakeeper.domain.errors import ExchangeUnavailable
+from deltakeeper.domain.instruments import Kind
 from deltakeeper.domain.orders import Fill, FundingPayment
 from deltakeeper.domain.policy import price_symbol
 
@@ -30,6 +33,12 @@ log = structlog.get_logger(__name__)
 _HISTORY_PAGE_LIMIT = 100
 """Items asked for per page of fills or funding outside Bybit (OKX answers 100 at most, and ignores a
 smaller limit when given a start time)."""
+_PER_SYMBOL_WINDOW_MS = {**dict.fromkeys(BINANCE_FUTURES, ccxt_binance.HISTORY_WINDOW_MS),
+                         "bitget": ccxt_bitget.HISTORY_WINDOW_MS}
+"""Exchanges whose fills ccxt lists per symbol only, with the longest window of time each answers for
+(its funding too: Binance's across symbols, Bitget's per symbol)."""
+_PER_SYMBOL_FUNDING = frozenset({"bitget"})
+"""Exchanges whose funding payments ccxt lists per symbol only."""
 _HISTORY_PAGES = 50
 """The most pages one read of fills or funding follows outside Bybit; beyond it the read fails
 (ExchangeUnavailable) rather than answer part of the history."""
@@ -50,11 +59,15 @@ class CcxtHistory(CcxtTrading):
         if not self._rest.has.get("fetchFundingHistory"):
             return []
         raws: list[dict[str, Any]] = []
-        for scope in self._scopes(settle=False, derivatives_only=True):
-            raws += await self._history(self._rest.fetch_funding_history, since, scope)
+        if self.name in _PER_SYMBOL_FUNDING:
+            for symbol in self._fill_symbols(perpetuals_only=True):
+                raws += await self._history(self._rest.fetch_funding_history, since, {}, symbol)
+        else:
+            for scope in self._scopes(settle=False, derivatives_only=True):
+                raws += await self._history(self._rest.fetch_funding_history, since, scope)
         with self._reading():
             payments = [funding_from_ccxt(raw, await self._instrument(raw.get("symbol")), self.name)
-                        for raw in raws]
+                        for raw in _distinct(raws)]
         return sorted(payments, key=lambda payment: payment.ts)
 
     def _window_params(self, fetch: Callable[..., Any], start_ms: int,
@@ -103,10 +116,10 @@ class CcxtHistory(CcxtTrading):
 
     async def _raw_trades(self, since: datetime) -> list[dict[str, Any]]:
         raws: list[dict[str, Any]] = []
-        if self.name in BINANCE_FUTURES:  # listed per symbol only
+        if self.name in _PER_SYMBOL_WINDOW_MS:  # listed per symbol only
             for symbol in self._fill_symbols():
                 raws += await self._history(self._rest.fetch_my_trades, since, {}, symbol)
-            return raws
+            return _distinct(raws)
         for scope in self._scopes(settle=False):
             derivatives = self.name == "bybit" and scope.get("type") != "spot"
             for kind in [{"execType": t} for t in BYBIT_FILL_EXEC_TYPES] if derivatives else [{}]:
@@ -114,11 +127,13 @@ class CcxtHistory(CcxtTrading):
                 raws += await self._history(self._rest.fetch_my_trades, since, params)
         return raws
 
-    def _fill_symbols(self) -> list[str]:
-        """Binance: the futures markets whose fills are read: those quoted, ordered or looked up through
-        this adapter, and those held (`ccxt_binance`)."""
+    def _fill_symbols(self, perpetuals_only: bool = False) -> list[str]:
+        """Where history is listed per symbol only (`_PER_SYMBOL_WINDOW_MS`): the futures markets (or only
+        the perpetuals) whose fills and funding are read: those quoted, ordered or looked up through this
+        adapter, and those held."""
         symbols = self._traded_symbols | set(self._positions)
-        return sorted(s for s in symbols if (i := self._instruments.get(s)) is not None and i.is_derivative)
+        return sorted(s for s in symbols if (i := self._instruments.get(s)) is not None and i.is_derivative
+                      and (i.kind is Kind.PERPETUAL or not perpetuals_only))
 
     async def _history(self, fetch: Callable[..., Awaitable[list[dict[str, Any]]]], since: datetime,
                        params: dict[str, Any], symbol: str | None = None) -> list[dict[str, Any]]:
@@ -126,15 +141,15 @@ class CcxtHistory(CcxtTrading):
         (`_scopes`). Elsewhere by time window, whichever end of a window the exchange answers first (OKX
         the newest, Binance the oldest): a full page covering [first, last] of the window [start, until)
         leaves [start, first] and [last, until) to read, the page's edges read again and deduplicated.
-        Binance answers a week at most: its windows are a week long. More than `_HISTORY_PAGES` pages,
-        or a full page at one instant, is ExchangeUnavailable: the caller's cursor stays where it was, no
-        item skipped."""
+        Binance answers a week at most, Bitget 30 days: their windows are that long. More than
+        `_HISTORY_PAGES` pages, or a full page at one instant, is ExchangeUnavailable: the caller's cursor
+        stays where it was, no item skipped."""
         if self.name == "bybit":
             return await self._call(fetch, None, to_ms(since), None, params)
         found: dict[str, dict[str, Any]] = {}
         windows: list[tuple[int, int | None]] = [(to_ms(since), None)]
-        if self.name in BINANCE_FUTURES:
-            windows = history_windows(to_ms(since), to_ms(self._clock.now()))
+        if (window_ms := _PER_SYMBOL_WINDOW_MS.get(self.name)) is not None:
+            windows = history_windows(to_ms(since), to_ms(self._clock.now()), window_ms)
         pages = 0
         while windows:
             if pages == _HISTORY_PAGES:
@@ -164,17 +179,17 @@ class CcxtHistory(CcxtTrading):
         instrument = await self._instrument(raw.get("symbol"))
         if is_funding_trade(raw, self.name):
             return funding_from_ccxt(raw, instrument, self.name)
-        if self.name in BINANCE_FUTURES:
-            raw = {**raw, "clientOrderId": await self._binance_client_id(raw)}
+        if self.name in CLIENT_ID_BY_ORDER_ID:
+            raw = {**raw, "clientOrderId": await self._client_id_by_order(raw)}
         try:
             return fill_from_trade(raw, instrument, self.name)
         except FillValueUnknown as unknown:
             coin_usd = await self._usd_price(unknown.currency)
         return fill_from_trade(raw, instrument, self.name, coin_usd)
 
-    async def _binance_client_id(self, trade: dict[str, Any]) -> str | None:
-        """A Binance trade's client order id: carried by a pushed trade, else its order's, looked up by
-        the order id once (`ccxt_binance`)."""
+    async def _client_id_by_order(self, trade: dict[str, Any]) -> str | None:
+        """The client order id of a trade listed without one (`CLIENT_ID_BY_ORDER_ID`): carried by a pushed
+        trade, else its order's, looked up by the order id once."""
         order_id = str(trade.get("order") or "")
         found = client_order_id(trade) or self._client_ids.get(order_id)
         if found is None and order_id:
@@ -202,6 +217,22 @@ def _deribit_log_result(answer: Any) -> dict[str, Any]:
     if not isinstance(result, dict) or not isinstance(result.get("logs"), list):
         raise MalformedPayload("result.logs", "a list of transaction log entries", answer)
     return result
+
+
+def history_windows(start_ms: int, now_ms: int, window_ms: int) -> list[tuple[int, int | None]]:
+    """[start, now] as consecutive windows of at most `window_ms`, the newest open-ended, listed newest
+    first (the paging reads its list from the end)."""
+    windows: list[tuple[int, int | None]] = []
+    while now_ms - start_ms > window_ms:
+        windows.append((start_ms, start_ms + window_ms))
+        start_ms += window_ms
+    windows.append((start_ms, None))
+    return windows[::-1]
+
+
+def _distinct(raws: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Items listed by several reads (a unified account answers every market's to a per-symbol read) once."""
+    return list({_history_key(raw): raw for raw in raws}.values())
 
 
 def _name(method: Callable[..., Any]) -> str:

@@ -42,6 +42,9 @@ log = structlog.get_logger(__name__)
 _CLIENT_ID_FETCH_ORDER = frozenset({"binance", "binanceusdm", "binancecoinm", "okx", "bitget"})
 """Exchanges whose ccxt `fetchOrder` looks an order up by `clientOrderId` (ccxt asks for origClientOrderId,
 clOrdId, clientOid) and raises OrderNotFound when the exchange has none (`fetch_order`)."""
+CLIENT_ID_BY_ORDER_ID = BINANCE_FUTURES | {"bitget"}
+"""Exchanges whose listed trades carry no client order id: it is looked up by the order id, and kept for
+the orders placed or looked up here (`ccxt_binance`, `ccxt_bitget`)."""
 _ORDER_PAGE_LIMIT = 50
 """The page of open or closed orders `fetch_order` reads where the exchange cannot be asked by client id."""
 
@@ -255,8 +258,9 @@ class CcxtTrading(CcxtBase):
         return order
 
     def _remember_client_id(self, exchange_order_id: object, client_order_id: str | None) -> None:
-        """Binance: keep an order's client id for its trades (`ccxt_binance`), the latest ones."""
-        if self.name not in BINANCE_FUTURES or not exchange_order_id or not client_order_id:
+        """Binance, Bitget: keep an order's client id for its trades (`CLIENT_ID_BY_ORDER_ID`), the latest
+        ones."""
+        if self.name not in CLIENT_ID_BY_ORDER_ID or not exchange_order_id or not client_order_id:
             return
         self._client_ids[str(exchange_order_id)] = client_order_id
         if len(self._client_ids) > REMEMBERED_IDS:
