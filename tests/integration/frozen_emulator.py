@@ -5,6 +5,7 @@ the two reads."""
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,9 +15,12 @@ from typing import Any
 
 import ccxt.pro as ccxtpro
 
+from deltakeeper.adapters.ccxt_exchange import CcxtExchange
 from deltakeeper.domain.exposure import Position
+from deltakeeper.ports import Clock
 from deltakeeper.sim.bybit.client import point_ccxt_at
 from deltakeeper.sim.bybit.server import RunningServer, serve
+from deltakeeper.sim.clock import WallClock
 
 KEY, SECRET = "dk-margin-key", "dk-margin-secret"
 LINEAR, INVERSE, SPOT = "SOL/USDT:USDT", "SOL/USD:SOL", "SOL/USDT"
@@ -46,6 +50,19 @@ async def ccxt_client(server: RunningServer) -> AsyncIterator[Any]:
         yield client
     finally:
         await client.close()
+
+
+@asynccontextmanager
+async def opened_adapter(server: RunningServer, clock: Clock | None = None) -> AsyncIterator[CcxtExchange]:
+    """The adapter on the emulator, its instruments loaded, without ccxt's rate limiter: on the wall clock
+    (as the venue stamps its records) unless `clock` is given."""
+    exchange = CcxtExchange("bybit", clock=clock or WallClock(), api_key=KEY, secret=SECRET,
+                            base_url=server.url, rng=random.Random(1), ccxt_config={"enableRateLimit": False})
+    try:
+        await exchange.load_instruments()
+        yield exchange
+    finally:
+        await exchange.close()
 
 
 def sell(server: RunningServer, category: str, bybit_symbol: str, qty: str) -> None:

@@ -4,7 +4,6 @@ account stream carry it as a delivery fill (not a trade, no client order id)."""
 
 from __future__ import annotations
 
-import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -12,11 +11,10 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from tests.integration.frozen_emulator import KEY, SECRET, ccxt_client
+from tests.integration.frozen_emulator import KEY, SECRET, ccxt_client, opened_adapter
 from tests.integration.service_harness import until
 from tests.integration.test_liquidation_executions import streamed
 
-from deltakeeper.adapters.ccxt_exchange import CcxtExchange
 from deltakeeper.domain.orders import Fill, Side
 from deltakeeper.ports import AccountEvent
 from deltakeeper.sim.bybit.server import RunningServer, serve
@@ -45,16 +43,6 @@ async def before_expiry() -> AsyncIterator[RunningServer]:
         await server.close()
 
 
-@asynccontextmanager
-async def adapter(server: RunningServer) -> AsyncIterator[CcxtExchange]:
-    """The adapter as the bot runs it on an exchange: on the wall clock, as the venue stamps its records."""
-    exchange = CcxtExchange("bybit", clock=WallClock(), api_key=KEY, secret=SECRET, base_url=server.url,
-                            rng=random.Random(1), ccxt_config={"enableRateLimit": False})
-    try:
-        await exchange.load_instruments()
-        yield exchange
-    finally:
-        await exchange.close()
 
 
 def by_symbol(fill: Fill) -> str:
@@ -67,7 +55,7 @@ def deliveries(events: list[AccountEvent]) -> list[Fill]:
 
 async def test_an_expired_quarterly_is_a_delivery_execution_in_ccxt_and_a_delivery_fill_of_the_adapter(
         ) -> None:
-    async with before_expiry() as server, ccxt_client(server) as client, adapter(server) as exchange, \
+    async with before_expiry() as server, ccxt_client(server) as client, opened_adapter(server) as exchange, \
             streamed(exchange) as events:
         since = WallClock().now() - timedelta(minutes=1)
         for symbol, qty in (("BTCUSDT-25DEC26", "0.01"), ("BTCUSDZ26", "100")):

@@ -4,7 +4,6 @@ adapter; and the margin watch taking the exchange's tiers at start (or keeping i
 
 from __future__ import annotations
 
-import random
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -17,20 +16,18 @@ import pytest
 from structlog.testing import capture_logs
 from tests.integration.frozen_emulator import (
     INVERSE,
-    KEY,
     LINEAR,
-    SECRET,
     SPOT,
     ccxt_client,
     engine_position,
     frozen_emulator,
+    opened_adapter,
     sell,
     short_liquidation_price,
     wallet,
 )
 from tests.integration.service_harness import RecordingAlerts, journal_for
 
-from deltakeeper.adapters.ccxt_exchange import CcxtExchange
 from deltakeeper.app.margin_watch import MarginWatch, margin_watch_of
 from deltakeeper.app.runner import Runner
 from deltakeeper.bootstrap import build_runner, build_sim_exchange
@@ -40,7 +37,6 @@ from deltakeeper.domain.errors import ExchangeUnavailable
 from deltakeeper.domain.margin_tiers import DEFAULT_TIERS_USD, MarginTier
 from deltakeeper.domain.policy import price_symbol
 from deltakeeper.ports import Exchange
-from deltakeeper.sim.bybit.server import RunningServer
 from deltakeeper.sim.gateway import SimGateway
 
 D = Decimal
@@ -62,15 +58,6 @@ class WallClock:
         return datetime.now(UTC)
 
 
-@asynccontextmanager
-async def adapter(server: RunningServer) -> AsyncIterator[CcxtExchange]:
-    exchange = CcxtExchange("bybit", clock=WallClock(), api_key=KEY, secret=SECRET, base_url=server.url,
-                            rng=random.Random(1), ccxt_config={"enableRateLimit": False})
-    try:
-        await exchange.load_instruments()
-        yield exchange
-    finally:
-        await exchange.close()
 
 
 async def test_bybit_positions_report_the_engines_liquidation_price_and_margins_through_ccxt() -> None:
@@ -97,7 +84,7 @@ async def test_bybit_positions_report_the_engines_liquidation_price_and_margins_
 
 
 async def test_risk_limits_through_ccxt_are_the_table_the_engine_liquidates_with() -> None:
-    async with frozen_emulator() as server, ccxt_client(server) as client, adapter(server) as exchange:
+    async with frozen_emulator() as server, ccxt_client(server) as client, opened_adapter(server) as exchange:
         raw = (await client.fetch_leverage_tiers([LINEAR]))[LINEAR]
         inverse = await client.fetch_market_leverage_tiers(INVERSE)
         tables = await exchange.fetch_leverage_tiers([LINEAR, INVERSE, SPOT])
@@ -113,7 +100,7 @@ async def test_risk_limits_through_ccxt_are_the_table_the_engine_liquidates_with
 
 
 async def test_the_adapter_reads_the_exchanges_margin_figures_into_positions() -> None:
-    async with frozen_emulator() as server, adapter(server) as exchange:
+    async with frozen_emulator() as server, opened_adapter(server) as exchange:
         sell(server, "linear", "SOLUSDT", "600")
         account = await exchange.fetch_account()
         held = engine_position(server, LINEAR)
@@ -129,7 +116,7 @@ async def test_the_live_portfolio_goes_without_the_tiers_an_exchange_refuses() -
     async def refuse(symbol: str) -> None:
         raise ccxt.BadRequest(f"bybit risk limits of {symbol}: not for this key")
 
-    async with frozen_emulator() as server, adapter(server) as exchange:
+    async with frozen_emulator() as server, opened_adapter(server) as exchange:
         sell(server, "linear", "SOLUSDT", "600")
         exchange._rest.fetch_market_leverage_tiers = refuse
         with capture_logs() as logs:
@@ -160,7 +147,7 @@ def watch_of(runner: Runner) -> MarginWatch:
 
 async def test_the_margin_watch_takes_the_exchanges_tiers_at_start(tmp_path: Path) -> None:
     settings = settings_for(tmp_path)
-    async with frozen_emulator() as server, adapter(server) as exchange:
+    async with frozen_emulator() as server, opened_adapter(server) as exchange:
         async with runner_on(settings, exchange) as runner:
             margin = watch_of(runner)
 

@@ -5,9 +5,8 @@ whose fills and account stream carry it as a liquidation fill."""
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from datetime import timedelta
 from decimal import Decimal
 
@@ -15,10 +14,10 @@ import pytest
 from tests.integration.frozen_emulator import (
     KEY,
     LINEAR,
-    SECRET,
     ccxt_client,
     engine_position,
     frozen_emulator,
+    opened_adapter,
     sell,
 )
 from tests.integration.service_harness import until
@@ -34,16 +33,9 @@ SHORT_SOL = D(600)
 pytestmark = pytest.mark.timeout(60)
 
 
-@asynccontextmanager
-async def adapter(server: RunningServer) -> AsyncIterator[CcxtExchange]:
+def adapter(server: RunningServer) -> AbstractAsyncContextManager[CcxtExchange]:
     """The adapter on the emulator's simulated clock (the hour started, then wall time): its fills' times."""
-    exchange = CcxtExchange("bybit", clock=server.venue.clock, api_key=KEY, secret=SECRET,
-                            base_url=server.url, rng=random.Random(1), ccxt_config={"enableRateLimit": False})
-    try:
-        await exchange.load_instruments()
-        yield exchange
-    finally:
-        await exchange.close()
+    return opened_adapter(server, server.venue.clock)
 
 
 @asynccontextmanager
