@@ -39,10 +39,17 @@ def window(query: dict[str, str], default_span_ms: int) -> tuple[int, int]:
 # --- Binance COIN-M --------------------------------------------------------------------------------
 
 
+def coinm() -> CcxtExchange:
+    """A COIN-M account without ccxt's rate limiter (the fake transport answers at once)."""
+    return CcxtExchange("binancecoinm", clock=Clock(), api_key="k", secret="s",
+                        ccxt_config={"enableRateLimit": False})
+
+
 def coinm_trade(symbol: str, n: int, ts_ms: int) -> dict[str, Any]:
-    """The recorded `userTrades` entry on `symbol`, as the account's n-th trade (its own order)."""
+    """The recorded `userTrades` entry on `symbol`, as the account's n-th trade (ten trades an order)."""
     return {**COINM["user_trades"][0], "symbol": symbol, "pair": symbol.split("_")[0], "id": 800_000 + n,
-            "orderId": 900_000 + n, "marginAsset": symbol[:3], "commissionAsset": symbol[:3], "time": ts_ms}
+            "orderId": 900_000 + n // 10, "marginAsset": symbol[:3], "commissionAsset": symbol[:3],
+            "time": ts_ms}
 
 
 def coinm_history() -> tuple[list[dict[str, Any]], list[dict[str, str]], Any]:
@@ -80,7 +87,7 @@ def coinm_history() -> tuple[list[dict[str, Any]], list[dict[str, str]], Any]:
 
 
 async def test_coinm_fills_of_every_held_market_are_read_week_by_week_with_their_client_ids() -> None:
-    exchange = CcxtExchange("binancecoinm", clock=Clock(), api_key="k", secret="s")
+    exchange = coinm()
     trades, asked, answer = coinm_history()
     answering(exchange, answer)
     try:
@@ -101,7 +108,7 @@ async def test_coinm_fills_of_every_held_market_are_read_week_by_week_with_their
 
 
 async def test_a_failing_coinm_read_of_one_market_fails_the_whole_read() -> None:
-    exchange = CcxtExchange("binancecoinm", clock=Clock(), api_key="k", secret="s")
+    exchange = coinm()
     _, asked, history = coinm_history()
 
     def answer(path: str, query: dict[str, str]) -> Any:
@@ -137,7 +144,7 @@ def test_coinm_errors_behind_a_proxy_are_read_with_the_inverse_futures_codes() -
 async def test_a_coinm_quote_by_rest_is_its_book_ticker_with_its_mark_merged_in() -> None:
     """COIN-M's 24h ticker carries no bid or ask: the book comes from `bookTicker`, the mark, index and
     funding rate from `premiumIndex` (answered as a list on COIN-M)."""
-    exchange = CcxtExchange("binancecoinm", clock=Clock(), api_key="k", secret="s")
+    exchange = coinm()
 
     def answer(path: str, query: dict[str, str]) -> Any:
         if path.endswith("/dapi/v1/exchangeInfo"):
@@ -163,9 +170,10 @@ async def test_a_coinm_quote_by_rest_is_its_book_ticker_with_its_mark_merged_in(
 
 
 def bitget() -> CcxtExchange:
-    """A classic (not unified) Bitget account, told so: ccxt asks no account settings of the network."""
+    """A classic (not unified) Bitget account, told so: ccxt asks no account settings of the network.
+    Without ccxt's rate limiter (the fake transport answers at once)."""
     return CcxtExchange("bitget", clock=Clock(), api_key="k", secret="s", password="p",
-                        ccxt_config={"options": {"uta": False}})
+                        ccxt_config={"options": {"uta": False}, "enableRateLimit": False})
 
 
 def contracts(query: dict[str, str]) -> Any:
@@ -179,7 +187,7 @@ def contracts(query: dict[str, str]) -> Any:
 
 def bitget_fill(symbol: str, n: int, ts_ms: int) -> dict[str, Any]:
     return {**BITGET["order_fills"]["data"]["fillList"][0], "symbol": symbol, "tradeId": str(7_000_000 + n),
-            "orderId": str(8_000_000 + n), "cTime": str(ts_ms)}
+            "orderId": str(8_000_000 + n // 10), "cTime": str(ts_ms)}
 
 
 def bitget_bill(symbol: str, n: int, ts_ms: int) -> dict[str, Any]:
