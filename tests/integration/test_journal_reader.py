@@ -4,6 +4,7 @@ snapshot and decision per asset, control events."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
 
@@ -21,6 +22,8 @@ from tests.integration.test_journal import (
 
 from deltakeeper.adapters.journal import SqlJournal, SqlJournalReader, open_reader
 from deltakeeper.adapters.journal.models import fills
+from deltakeeper.app.daily_summary import SummaryReader, summarize
+from deltakeeper.app.watch import SUMMARY_WINDOW
 from deltakeeper.domain.errors import ConfigError
 from deltakeeper.domain.exposure import AssetDelta
 from deltakeeper.domain.journal_rows import (
@@ -34,6 +37,7 @@ from deltakeeper.domain.journal_rows import (
 )
 from deltakeeper.domain.orders import Side
 from deltakeeper.domain.records import ControlState
+from deltakeeper.domain.usd import to_usd
 from deltakeeper.ports import JournalReader
 
 HOUR = timedelta(hours=1)
@@ -120,3 +124,25 @@ async def test_a_cancel_all_request_is_journaled_beside_halts_and_resumes(journa
     assert [e.action for e in await reader.control_events(JournalQuery(since=T0 + HOUR))] == [
         "cancel-all", "resume"]
     assert (await reader.control_state()).halted is False
+
+
+async def test_the_daily_summary_of_the_journals_rows_counts_trades_only(journal: SqlJournal,  # noqa: F811
+                                                                        reader: SummaryReader) -> None:
+    closed = {"client_order_id": None, "exchange_order_id": "ex-own"}  # by the exchange
+    until = T0 + 3 * HOUR
+    await journal.record_fills([
+        fill("before", ts=until - SUMMARY_WINDOW - HOUR, notional_usd="5000"),
+        fill("trade", ts=T0, notional_usd="100"),
+        replace(fill("liquidated", ts=T0 + HOUR, notional_usd="2000"), liquidation=True, **closed),
+        replace(fill("delivered", ts=T0 + 2 * HOUR, notional_usd="30000"), delivery=True, **closed),
+        fill("at-the-end", ts=until, notional_usd="7"),
+    ])
+    await journal.record_funding([payment("p1", ts=T0, amount="1.5")])
+    since = until - SUMMARY_WINDOW
+    window = JournalQuery(since=since, until=until)
+
+    summary = summarize(since, until, await reader.fills(window), await reader.funding(window),
+                        await reader.decisions(window), lambda amount, coin: to_usd(amount, coin, {}.get))
+
+    assert (summary.trades, summary.traded_usd) == (1, Decimal(100))
+    assert summary.fees_usd == 3 * Decimal("0.06") and summary.funding_usd == Decimal("1.5")

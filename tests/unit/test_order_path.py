@@ -37,6 +37,7 @@ from deltakeeper.domain.errors import (
 )
 from deltakeeper.domain.exposure import Position
 from deltakeeper.domain.instruments import Instrument, Kind
+from deltakeeper.domain.journal_rows import ControlEventRow, JournalQuery
 from deltakeeper.domain.orders import (
     Fill,
     OrderRequest,
@@ -634,7 +635,7 @@ class ControlJournal:
     async def set_control_state(self, state: ControlState) -> None:
         self.state = state
 
-    async def list_control_events(self, **_: object) -> list[dict[str, object]]:
+    async def control_events(self, query: JournalQuery = JournalQuery()) -> list[ControlEventRow]:
         return []
 
 

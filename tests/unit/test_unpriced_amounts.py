@@ -17,6 +17,7 @@ from deltakeeper.app.market_state import MarketState
 from deltakeeper.app.trading_state import Counters
 from deltakeeper.domain import risk
 from deltakeeper.domain.instruments import Instrument, Kind
+from deltakeeper.domain.journal_rows import FillRow, FundingRow
 from deltakeeper.domain.orders import Fill, FundingPayment, Quote, Side
 from deltakeeper.domain.usd import to_usd
 from deltakeeper.ports import Journal
@@ -68,12 +69,21 @@ async def test_unpriced_fees_and_funding_are_left_out_of_the_usd_totals_and_logg
     assert [e["currency"] for e in unpriced] == ["BNB"] and unpriced[0]["log_level"] == "warning"
 
 
+def fill_row(i: int, fee: str, currency: str, notional_usd: str, kind: str = "trade") -> FillRow:
+    return FillRow(i, f"t{i}", f"o{i}", None, SOL.symbol, "buy", D(1), D(150), D(fee), currency,
+                   D(notional_usd), False, T0 - timedelta(hours=i), T0, kind)
+
+
+def funding_row(i: int, amount: str, currency: str) -> FundingRow:
+    return FundingRow(i, f"p{i}", SOL.symbol, D(amount), currency, D("0.0001"), D(1),
+                      T0 - timedelta(hours=i), T0)
+
+
 def test_the_daily_summary_names_unpriced_amounts_apart_from_the_usd_totals() -> None:
     h = ingest()
-    fills = [{"fee": "5", "fee_currency": "USDT", "notional_usd": "1000"},
-             {"fee": "0.03", "fee_currency": "BNB", "notional_usd": "500"},
-             {"fee": "0.02", "fee_currency": "BNB", "notional_usd": "500"}]
-    funding = [{"amount": "2", "currency": "USDT"}, {"amount": "-0.1", "currency": "BNB"}]
+    fills = [fill_row(1, "5", "USDT", "1000"), fill_row(2, "0.03", "BNB", "500"),
+             fill_row(3, "0.02", "BNB", "500")]
+    funding = [funding_row(1, "2", "USDT"), funding_row(2, "-0.1", "BNB")]
     summary = summarize(T0 - timedelta(days=1), T0, fills, funding, [], h.usd)
     assert summary.fees_usd == D(5) and summary.fees_unpriced == {"BNB": D("0.05")}
     assert summary.funding_usd == D(2) and summary.funding_unpriced == {"BNB": D("-0.1")}

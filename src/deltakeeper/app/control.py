@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import structlog
 
 from deltakeeper.app.trading_state import Counters, TradingStatus
+from deltakeeper.domain.journal_rows import ControlEventRow, JournalQuery
 from deltakeeper.domain.records import ControlState
 from deltakeeper.domain.risk import TradingState
 from deltakeeper.ports import Alerts, Exchange
@@ -41,14 +42,9 @@ class ControlJournal(Protocol):
 
     async def set_control_state(self, state: ControlState) -> None: ...
 
-    async def list_control_events(
-        self,
-        *,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        limit: int | None = None,
-        offset: int | None = None,
-    ) -> list[dict[str, Any]]: ...
+    async def control_events(self, query: JournalQuery = ...) -> list[ControlEventRow]:
+        """Halts, resumes and cancel-all requests, oldest first (ports.JournalReader's)."""
+        ...
 
 
 def _wall_now() -> datetime:
@@ -117,8 +113,8 @@ class OperatorControl:
         """Read the control state before trading: a halt journaled before the start holds. Cancel-all
         requests made before the start are done with (the start's reconciliation cancels our orders)."""
         now = _wall_now()
-        events = await self.journal.list_control_events()
-        self._seen_event_id = max((int(e["id"]) for e in events), default=0)
+        events = await self.journal.control_events()
+        self._seen_event_id = max((e.id for e in events), default=0)
         self._events_since = now - EVENT_LOOKBACK
         await self.poll()
         return self.state
@@ -136,14 +132,14 @@ class OperatorControl:
                 await self._apply_resume(state)
             canceled = False
             if self._events_since is not None:
-                events = await self.journal.list_control_events(since=self._events_since)
-                requests = [e for e in events if int(e["id"]) > self._seen_event_id]
+                events = await self.journal.control_events(JournalQuery(since=self._events_since))
+                requests = [e for e in events if e.id > self._seen_event_id]
                 if requests:
-                    self._seen_event_id = max(int(e["id"]) for e in requests)
-                asks = [e for e in requests if e["action"] == CANCEL_ALL]
+                    self._seen_event_id = max(e.id for e in requests)
+                asks = [e for e in requests if e.action == CANCEL_ALL]
                 if asks and not halted:  # a halt has just canceled everything
                     last = asks[-1]
-                    await self._cancel_all("cancel_all", str(last["by"]), str(last["reason"]))
+                    await self._cancel_all("cancel_all", last.by, last.reason)
                     canceled = True
             return Applied(halted, canceled or halted)
 

@@ -1,6 +1,6 @@
 """The daily summary (the scheduled `daily_summary` alert): trades, traded notional, fees and funding in
 USD (amounts in a coin without a price named apart, never counted as $0), and the worst deviation of the
-last 24 hours' decisions, from the journal's rows."""
+last 24 hours' decisions, from the journal's typed rows (ports.JournalReader)."""
 
 from __future__ import annotations
 
@@ -8,22 +8,21 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Protocol
 
 from deltakeeper.app.figures import short
+from deltakeeper.domain.journal_rows import DecisionRow, FillRow, FundingRow, JournalQuery
+from deltakeeper.domain.orders import FillKind
 
 
 class SummaryReader(Protocol):
-    """The journal reads the daily summary needs (the SQL journal has them)."""
+    """The journal reads the daily summary needs (ports.JournalReader's)."""
 
-    async def list_fills(self, *, since: datetime | None = None, until: datetime | None = None
-                         ) -> list[dict[str, Any]]: ...
+    async def fills(self, query: JournalQuery = ...) -> list[FillRow]: ...
 
-    async def list_funding(self, *, since: datetime | None = None, until: datetime | None = None
-                           ) -> list[dict[str, Any]]: ...
+    async def funding(self, query: JournalQuery = ...) -> list[FundingRow]: ...
 
-    async def list_decisions(self, *, since: datetime | None = None, until: datetime | None = None
-                             ) -> list[dict[str, Any]]: ...
+    async def decisions(self, query: JournalQuery = ...) -> list[DecisionRow]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +40,9 @@ class DailySummary:
     since: datetime
     until: datetime
     trades: int
+    """Fills of kind `trade` (a liquidation or a delivery is the exchange's close, not a trade)."""
     traded_usd: Decimal
+    """The notional of those trades."""
     fees_usd: Decimal
     """Fees paid: a stable fee currency as it is, a coin fee at that coin's current price."""
     funding_usd: Decimal
@@ -90,33 +91,33 @@ def _usd(amount: Decimal, signed: bool = False) -> str:
 def summarize(
     since: datetime,
     until: datetime,
-    fills: Sequence[dict[str, Any]],
-    funding: Sequence[dict[str, Any]],
-    decisions: Sequence[dict[str, Any]],
+    fills: Sequence[FillRow],
+    funding: Sequence[FundingRow],
+    decisions: Sequence[DecisionRow],
     usd: Callable[[Decimal, str], Decimal | None],
 ) -> DailySummary:
-    """The summary of journal rows (as `list_fills|funding|decisions` return them); amounts in a coin
-    `usd` has no price for are summed apart, per coin, never counted as $0."""
-    fee_totals = _in_usd([(Decimal(f["fee"]), f["fee_currency"]) for f in fills], usd)
-    funding_totals = _in_usd([(Decimal(p["amount"]), p["currency"]) for p in funding], usd)
+    """The summary of the journal's rows: trades and traded notional of the fills of kind `trade`, fees
+    of every fill; amounts in a coin `usd` has no price for are summed apart, per coin, never counted as
+    $0."""
+    trades = [f for f in fills if f.kind == FillKind.TRADE.value]
+    fee_totals = _in_usd([(f.fee, f.fee_currency) for f in fills], usd)
+    funding_totals = _in_usd([(p.amount, p.currency) for p in funding], usd)
     worst: WorstDeviation | None = None
     for d in decisions:
-        band = Decimal(d["band_coin"])
-        if band <= 0:
+        if d.band_coin <= 0:
             continue
-        bands = abs(Decimal(d["delta_coin"]) - Decimal(d["target_coin"])) / band
+        bands = abs(d.delta_coin - d.target_coin) / d.band_coin
         if worst is None or bands > worst.bands:
-            delta, target = Decimal(d["delta_coin"]), Decimal(d["target_coin"])
-            worst = WorstDeviation(d["asset"], bands, delta, target, d["ts"])
+            worst = WorstDeviation(d.asset, bands, d.delta_coin, d.target_coin, d.ts)
     return DailySummary(
         since=since,
         until=until,
-        trades=len(fills),
-        traded_usd=sum((Decimal(f["notional_usd"]) for f in fills), Decimal(0)),
+        trades=len(trades),
+        traded_usd=sum((f.notional_usd for f in trades), Decimal(0)),
         fees_usd=fee_totals[0],
         funding_usd=funding_totals[0],
         decisions=len(decisions),
-        rebalances=sum(1 for d in decisions if d["reason"] == "rebalance"),
+        rebalances=sum(1 for d in decisions if d.reason == "rebalance"),
         worst=worst,
         fees_unpriced=fee_totals[1],
         funding_unpriced=funding_totals[1],

@@ -18,6 +18,7 @@ from deltakeeper.app.daily_summary import DailySummary, SummaryReader, summarize
 from deltakeeper.app.figures import figure, short
 from deltakeeper.app.reconciliation import Reconciliation
 from deltakeeper.app.service import Service
+from deltakeeper.domain.journal_rows import JournalQuery
 from deltakeeper.domain.margin_headroom import HeadroomLevels
 from deltakeeper.domain.orders import Quote
 
@@ -281,9 +282,10 @@ class Watch:
         until = now if now is not None else self.service.clock.now()
         since = until - SUMMARY_WINDOW
         try:
-            fills = await self.reader.list_fills(since=since, until=until)
-            funding = await self.reader.list_funding(since=since, until=until)
-            decisions = await self.reader.list_decisions(since=since, until=until)
+            window = JournalQuery(since=since, until=until)
+            fills = await self.reader.fills(window)
+            funding = await self.reader.funding(window)
+            decisions = await self.reader.decisions(window)
         except Exception as exc:
             self.service.counters.errors += 1
             log.exception("daily_summary_failed", error=str(exc))

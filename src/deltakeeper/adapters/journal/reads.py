@@ -1,6 +1,7 @@
 """The journal's reads. `SqlJournalReader` is the read side for people (ports.JournalReader: typed rows
-for the command line and the HTTP API's views; `list_*` give the same rows as dicts, for the daily summary
-and control) and holds the reads of the trading loop that `SqlJournal` (ports.Journal) adds its writes to."""
+for the command line, the HTTP API's views, the daily summary and control; `list_*` give the same rows as
+dicts, which the tests read) and holds the reads of the trading loop that `SqlJournal` (ports.Journal) adds
+its writes to."""
 
 from __future__ import annotations
 
@@ -137,8 +138,8 @@ class SqlJournalReader(JournalConnection):
             query = query.where(decisions.c.asset == asset.upper())
         return [DecisionRow(**row) for row in await self._rows(query)]
 
-    # The same rows as dicts keyed by column, filters as JournalQuery's fields (the daily summary,
-    # control; the HTTP API's journal views read the typed rows).
+    # The same rows as dicts keyed by column, filters as JournalQuery's fields: no part of the bot reads
+    # them (it reads the typed rows); the tests compare journaled rows with them.
 
     async def list_fills(self, **filters: Any) -> list[dict[str, Any]]:
         return [row_dict(row) for row in await self.fills(JournalQuery(**filters))]
