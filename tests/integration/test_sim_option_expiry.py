@@ -53,8 +53,10 @@ async def test_expired_options_settle_at_their_intrinsic_value_by_delivery_fills
     events: list[object] = []
     engine.subscribe(lambda _account, event: events.append(event))
     engine.on_quote(flat("BTC/USDT:USDT", "60000", T0))
-    for symbol, premium in ((CALL, "1500"), (PUT, "1400"), (COIN_CALL, "0.025")):
+    for symbol, premium in ((CALL, "1500"), (PUT, "1400")):
         engine.on_quote(flat(symbol, premium, T0))
+    premium_btc = D("0.025")  # the coin call's quote: its premium in BTC, its underlying's index
+    engine.on_quote(Quote(COIN_CALL, premium_btc, premium_btc, premium_btc, T0, index=D(60_000)))
     bought = [buy(engine, CALL, "0.5", "c1"), buy(engine, PUT, "0.5", "c2"),
               buy(engine, COIN_CALL, "0.1", "c3")]
     usdc_after_trades, btc_after_trades = engine.balances(ACCOUNT)["USDC"], engine.balances(ACCOUNT)["BTC"]
@@ -82,7 +84,8 @@ async def test_expired_options_settle_at_their_intrinsic_value_by_delivery_fills
     async with journal_for(settings) as journal:
         assert await journal.record_fills(engine.fills(ACCOUNT)) == 6
         traded = await journal.traded_usd_since(T0)
-        rows = [r for r in await journal.list_fills() if r["symbol"] in (CALL, PUT)]
+        journaled = await journal.list_fills()
+    rows = [r for r in journaled if r["symbol"] in (CALL, PUT)]
     assert traded == sum(f.notional_usd for f in bought)  # the three purchases, no delivery
     assert [(r["symbol"], r["kind"]) for r in rows] == [
         (CALL, "trade"), (PUT, "trade"), (CALL, "delivery"), (PUT, "delivery")]
@@ -93,3 +96,9 @@ async def test_expired_options_settle_at_their_intrinsic_value_by_delivery_fills
     assert row["realised_pnl_usd"] == row["hedge_pnl_usd"] == D(50)
     assert row["marked_pnl_usd"] == 0 and row["position_coin"] == 0
     assert row["fees_usd"] == sum(f.fee for f in bought[:2])
+    # the coin-settled call: 0.1 x (its payoff in BTC at 63,000 - 0.025 BTC at 60,000), both in USD
+    [row] = attribute([r for r in journaled if r["symbol"] == COIN_CALL], [], [], [decision])
+    coin_call_pnl = D("0.1") * (coin_payoff * 63_000 - premium_btc * 60_000)
+    assert bought[2].notional_usd == D("0.1") * premium_btc * 60_000
+    assert row["realised_pnl_usd"] == row["hedge_pnl_usd"] == coin_call_pnl
+    assert row["marked_pnl_usd"] == 0 and row["position_coin"] == 0

@@ -52,14 +52,20 @@ delta left. Decisions without a `delta_coin` leave the exposure unknown (0).
 Units and assumptions:
 
 - Money in a stablecoin (USDT, USDC, USD, ...) counts as USD. A fee in a coin is converted at that fill's
-  price when the coin is the fill's base, else at the coin's nearest known price in time; a funding payment
-  in a coin at the coin's nearest known price (decisions' `price_usd` and fill prices, before or after).
+  price when the coin is the fill's base (not an option's fill: its price is a premium), else at the coin's
+  nearest known price in time; a funding payment in a coin at the coin's nearest known price (decisions'
+  `price_usd` and fill prices, before or after).
   A fee or payment with no currency is in the instrument's settle currency.
-- Sizes come from `notional_usd` of the fill rows, never from `amount_contracts` (whose meaning depends on
-  the contract size): a linear fill (spot, or a ccxt symbol `BASE/QUOTE:SETTLE` with SETTLE not BASE) trades
-  `notional_usd / price` coins; an inverse fill (SETTLE is BASE, e.g. `BTC/USD:BTC`) trades `notional_usd`
-  of USD face (contracts x face value), i.e. `notional_usd / price` coins at its price. On the simulator's
-  linear markets the contract size is 1, so this is `amount_contracts` coins.
+- Sizes of spot and futures come from `notional_usd` of the fill rows, never from `amount_contracts` (whose
+  meaning depends on the contract size): a linear fill (spot, or a ccxt symbol `BASE/QUOTE:SETTLE` with
+  SETTLE not BASE) trades `notional_usd / price` coins; an inverse fill (SETTLE is BASE, e.g. `BTC/USD:BTC`)
+  trades `notional_usd` of USD face (contracts x face value), i.e. `notional_usd / price` coins at its
+  price. On the simulator's linear markets the contract size is 1, so this is `amount_contracts` coins.
+- Options (`BASE/QUOTE:SETTLE-YYMMDD-STRIKE-C|P`) count in contracts (`amount_contracts`) at a USD premium
+  per contract of `notional_usd / amount_contracts` (a coin premium at the coin's price at the fill), so
+  realised PnL is the premium difference x contracts x contract size in USD; a delivery closes them at
+  their intrinsic value. An open option is marked at its last fill's premium and adds nothing to
+  `position_coin`.
 - Linear PnL is in USD: the hedge PnL is the cash of the fills (`notional_usd` received on sells, paid on
   buys) plus the open position marked at the mark price. Inverse PnL is in coin (REFERENCE 1.2): a long of
   face N from entry S0 earns N (1/S0 - 1/S1) coins; realised coin PnL is converted at the closing fill's
@@ -200,7 +206,7 @@ def _attribute(fills: Sequence[Row], funding: Sequence[Row], orders: Sequence[Ro
         bucket.seen = True
         bucket.fills += 1
         bucket.traded_usd += fill.notional_usd
-        here = fill.price if fill.fee_currency == fill.market.base else None
+        here = fill.price if fill.fee_currency == fill.market.base and not fill.market.option else None
         fee = _usd(fill.fee, fill.fee_currency, here, prices, fill.ts)
         if fee is None:
             bucket.unpriced_rows += 1

@@ -70,6 +70,9 @@ class JournalFill:
     fee: Decimal
     fee_currency: str
     reference_price: Decimal | None
+    contracts: Decimal = ZERO
+    """`amount_contracts`: counts an option's position (its `notional_usd / contracts` the USD premium per
+    contract); not read for futures and spot, sized from `notional_usd / price`."""
     delivery: bool = False
     """The exchange closed the expired contract at its settlement price (the fill row's `kind`): a
     realised PnL event like any closing fill; an option that expired worthless is priced 0."""
@@ -101,6 +104,7 @@ def journal_fills(rows: Iterable[Row], references: Mapping[str, Decimal]) -> lis
             fee=decimal_of(row["fee"]),
             fee_currency=(row.get("fee_currency") or market.settle).upper(),
             reference_price=references.get(client_order_id) if client_order_id else None,
+            contracts=abs(decimal_of(row["amount_contracts"])),
             delivery=row.get("kind") == "delivery",
         ))
     out.sort(key=lambda f: f.ts)
@@ -168,22 +172,32 @@ class PriceHistory:
 @dataclass(slots=True)
 class HedgePosition:
     """One instrument's hedge position. Linear: `size` in coins, PnL from cash; inverse: `size` in USD
-    face, PnL in coin converted at the time."""
+    face, PnL in coin converted at the time; option: `size` in contracts at a USD premium per contract (a
+    coin premium at the coin's price at the fill, as its `notional_usd`), PnL from cash, an open position
+    marked at its last fill's premium (the journal knows no other), no coins of the asset."""
 
     inverse: bool
+    option: bool = False
     size: Decimal = ZERO
     entry: Decimal = ZERO
     cash_usd: Decimal = ZERO  # linear: notional received on sells less paid on buys
     realised_usd: Decimal = ZERO
+    last_price_usd: Decimal = ZERO  # option: the USD premium per contract of its last fill
 
     def apply(self, fill: JournalFill) -> None:
         """Add a fill. A delivery closes the whole position (the contract has ended) at its settlement
         price, realising its PnL: an option that expired worthless at 0."""
         price = fill.price
+        if self.option:
+            if fill.contracts <= 0:
+                raise ValueError(f"fill of {fill.symbol} at {fill.ts.isoformat()} has no contracts")
+            price = self.last_price_usd = fill.notional_usd / fill.contracts
         if price < 0 or (price == 0 and (self.inverse or not fill.delivery)):
             raise ValueError(f"fill of {fill.symbol} at {fill.ts.isoformat()} has no price")
         if fill.delivery:
             change = -self.size
+        elif self.option:
+            change = fill.sign * fill.contracts
         elif self.inverse:
             change = fill.sign * fill.notional_usd
         else:
@@ -202,11 +216,15 @@ class HedgePosition:
             if self.size == 0 or mark is None:
                 return self.realised_usd
             return self.realised_usd + rounded(self.size * (mark / self.entry - 1))
+        if self.option:
+            return self.cash_usd + rounded(self.size * self.last_price_usd)
         if self.size == 0 or mark is None:  # a fill's own price is known, so mark is None only when flat
             return self.cash_usd
         return self.cash_usd + self.size * mark
 
     def coins(self, mark: Decimal | None) -> Decimal:
+        if self.option:
+            return ZERO
         if not self.inverse:
             return self.size
         if self.size == 0 or mark is None:
@@ -229,7 +247,8 @@ class HedgeBook:
         """Apply every fill strictly before `end` (None: all)."""
         while self.applied < len(self.fills) and (end is None or self.fills[self.applied].ts < end):
             fill = self.fills[self.applied]
-            position = self.positions.setdefault(fill.symbol, HedgePosition(inverse=fill.market.inverse))
+            position = self.positions.setdefault(fill.symbol, HedgePosition(inverse=fill.market.inverse,
+                                                                              option=fill.market.option))
             position.apply(fill)
             self.applied += 1
 
