@@ -575,6 +575,18 @@ async def test_a_position_moved_by_something_else_too_is_taken_after_the_order_t
     assert bot.state.position_contracts(SOL) == -HELD_SOL
 
 
+async def test_a_fill_closed_again_by_something_else_frees_the_market_after_ten_order_timeouts() -> None:
+    bot = Bot()
+    bot.exchange.moved_elsewhere = HELD_SOL  # an operator bought the hedge back: the position reads 0 again
+    await bot.quote()
+    await bot.until(lambda: len(bot.exchange.placed) > 1, "the hedge sent again", timeout_secs=10)
+    await bot.idle()
+
+    notes = [m for _, e, m in bot.alerts.sent if e == "position_not_updated"]
+    assert "until it does" in notes[0] and "deciding on what it shows" in notes[1]
+    assert [r.amount_contracts for r in bot.exchange.placed] == [HELD_SOL, HELD_SOL]  # not held back for good
+
+
 async def test_a_post_only_order_whose_cancel_fails_is_cancelled_again_and_falls_back_to_market() -> None:
     bot = Bot(ExecutionOptions(ExecutionStyle.POST_ONLY, post_only_timeout_secs=0.1))
     bot.exchange.cancels_failing = 1  # the cancel after its timeout gets a 503

@@ -221,7 +221,8 @@ class CcxtExchange(CcxtHistory):
             return [self._stream("account", self._polled(fetched), same, resync=fetched, resync_first=True)]
 
         def snapshot() -> AccountSnapshot:
-            return AccountSnapshot(dict(self._balances), tuple(self._positions.values()), self._clock.now())
+            self._account_as_of = self._clock.now()
+            return AccountSnapshot(dict(self._balances), tuple(self._positions.values()), self._account_as_of)
 
         async def on_balance(balance: dict[str, Any]) -> AccountSnapshot:
             self._balances = balances_from_ccxt(balance, self.name)

@@ -35,6 +35,7 @@ this fraction of the delta it was sized against."""
 READ_BACKOFF_MAX_SECS = 2.0
 """A failed look-up of an order, or read of the account, is asked again after twice the last wait (from
 SETTLE_POLL_SECS) up to this, for as long as it takes."""
+POSITION_WAIT_TIMEOUTS = 10  # order timeouts before a position from before the fills is taken
 REJECT_BACKOFF_SECS = 1.0
 REJECT_BACKOFF_MAX_SECS = 60.0
 """After a refused order no new order goes to that instrument for this long, doubling with each refusal
@@ -360,24 +361,23 @@ class OrderSender:
         on) plus `filled` (what they filled, signed): an exchange's position can lag its order's fill, and a
         decision on the position from before the fill hedges again. After reads for the order timeout, a
         position other than `before` is the exchange's answer (something else moved it too): taken, with
-        an alert. One still at `before` is read on, backing off, with an alert (no new order on `symbol`
-        until it moves)."""
-        wait_secs = SETTLE_POLL_SECS
-        waited_secs = 0.0
-        alerted = False
+        an alert. One still at `before` is read on, backing off (no new order on `symbol`), alerted, and
+        taken, alerted again, after POSITION_WAIT_TIMEOUTS order timeouts: what filled may have been closed
+        since (a liquidation, an operator), and the hedge is not held back for good."""
+        wait_secs, waited_secs, alerted = SETTLE_POLL_SECS, 0.0, False
         expected = before + filled
         while (shown := self.state.position_contracts(symbol)) != expected and not self.draining:
-            if waited_secs >= self.order_timeout_secs and not alerted:
+            taken = shown != before or waited_secs >= self.order_timeout_secs * POSITION_WAIT_TIMEOUTS
+            if waited_secs >= self.order_timeout_secs and (taken or not alerted):
                 alerted = True
-                taken = shown != before
                 log.error("position_not_updated", symbol=symbol, expected=str(expected), shown=str(shown),
                           taken=taken)
                 then = "deciding on what it shows" if taken else f"no new order on {symbol} until it does"
                 self.alerts.send("error", "position_not_updated",
                                  f"{symbol}: the account shows a position of {shown} after "
                                  f"{waited_secs:.0f} s, not the {expected} its fills make: {then}", symbol)
-            if alerted and shown != before:
-                return
+                if taken:
+                    return
             await asyncio.sleep(wait_secs)
             waited_secs += wait_secs
             await self.read_account()
