@@ -62,6 +62,15 @@ async def check_key_permissions(settings: Settings, exchange: Exchange) -> None:
         raise ConfigError("DK_API_KEY", "a key without withdrawal permission, or DK_ALLOW_WITHDRAW_KEY=true")
 
 
+def track_markets(exchange: Exchange, symbols: set[str]) -> None:
+    """A ccxt exchange reads fills on the bot's markets from the start's reconciliation on, where the venue
+    lists fills per market only (a liquidation of the hedge while the bot was down is found at start)."""
+    from deltakeeper.adapters.ccxt_exchange import CcxtExchange
+
+    if isinstance(exchange, CcxtExchange):
+        exchange.track_markets(sorted(symbols))
+
+
 def build_alerts(settings: Settings) -> Alerts:
     from deltakeeper.adapters.alerts import AppriseAlerts, parse_alert_urls
 
@@ -189,6 +198,7 @@ async def build_runner(
         carry_perps=carry_perps(settings, policies),
     )
     options = ServiceOptions(limits, settings.order_timeout_secs, settings.state_clear_secs, cycle)
+    track_markets(exchange, {p.hedge_symbol for p in policies.values()} | set(price_symbols.values()))
     if settings.mode is Mode.SHADOW:
         from deltakeeper.adapters.shadow import ShadowExchange
 

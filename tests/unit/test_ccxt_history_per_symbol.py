@@ -15,6 +15,7 @@ from tests.unit.test_ccxt_order_lookup import NOW_MS, Clock, answering, recorded
 
 from deltakeeper.adapters.ccxt_binance import use_futures_errors
 from deltakeeper.adapters.ccxt_exchange import CcxtExchange
+from deltakeeper.bootstrap import track_markets
 from deltakeeper.domain.errors import ExchangeUnavailable
 from deltakeeper.sim.bybit.client import point_ccxt_at
 
@@ -293,3 +294,23 @@ async def test_a_failing_bitget_funding_read_of_one_market_fails_the_whole_read(
         await exchange.close()
 
     assert any(query["symbol"] == "BTCUSDT" for _, query in asked)  # read, then not answered in part
+
+
+async def test_the_bots_markets_are_read_from_the_start_before_any_is_quoted_or_held() -> None:
+    # The start's reconciliation runs before the quote streams: a hedge market with no position (closed
+    # by a liquidation while the bot was down) is read because the composition root tracks it.
+    trades, _, answer = coinm_history()
+    read: dict[bool, list[str]] = {}
+    for tracked in (False, True):
+        exchange = coinm()
+        answering(exchange, answer)
+        try:
+            await exchange.load_instruments()
+            if tracked:
+                track_markets(exchange, {"BTC/USD:BTC"})
+            read[tracked] = [fill.trade_id for fill in await exchange.fetch_fills(SINCE)]
+        finally:
+            await exchange.close()
+
+    assert read[False] == []
+    assert sorted(read[True]) == sorted(str(t["id"]) for t in trades if t["symbol"] == "BTCUSD_PERP")

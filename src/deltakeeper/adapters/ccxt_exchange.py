@@ -56,7 +56,7 @@ class CcxtExchange(CcxtHistory):
         bid and ask stream where there is one (Bybit's spot tickers carry no book; spot's mark is the
         mid), derivatives from tickers (with mark, index and funding rate); Binance's futures from its best
         bid and ask and its mark price streams, merged (`ccxt_binance`)."""
-        self._traded_symbols.update(symbols)
+        self.track_markets(symbols)
         groups: dict[tuple[str, bool], list[str]] = {}
         for symbol in symbols:
             market = self._public.markets[symbol]

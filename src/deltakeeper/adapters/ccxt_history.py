@@ -4,7 +4,7 @@ Deribit's transaction log."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -126,6 +126,12 @@ class CcxtHistory(CcxtTrading):
                 params = {**scope, **kind}
                 raws += await self._history(self._rest.fetch_my_trades, since, params)
         return raws
+
+    def track_markets(self, symbols: Iterable[str]) -> None:
+        """Markets whose fills (and Bitget's funding) are read where the venue lists them per market only:
+        the bot's hedge and price markets from the start (its first reconciliation runs before its quote
+        streams), besides those quoted, ordered, looked up or held."""
+        self._traded_symbols.update(symbols)
 
     def _fill_symbols(self, perpetuals_only: bool = False) -> list[str]:
         """Where history is listed per symbol only (`_PER_SYMBOL_WINDOW_MS`): the futures markets (or only
