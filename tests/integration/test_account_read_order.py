@@ -1,7 +1,7 @@
-"""An account read is as of its start: a read that started before a fill but answers after a later read
-(its positions still those from before the fill) is the older one, so that neither the market state nor
-the adapter's own account (which the pushes are merged into) takes it over the later read. Else the
-bot would decide on the position from before its fill and hedge again."""
+"""Account reads go one at a time: a read that started before a fill (its positions still those from before
+the fill) cannot answer after, and be stamped later than, a read that started after it; neither the market
+state nor the adapter's own account (which the pushes are merged into) takes it over the later read. Else
+the bot would decide on the position from before its fill and hedge again."""
 
 from __future__ import annotations
 
@@ -37,9 +37,10 @@ async def test_a_read_that_started_before_a_fill_and_answers_late_is_not_taken_o
         stale_read = asyncio.create_task(exchange.fetch_account())
         await asyncio.wait_for(answered_stale.wait(), 10)
         sell(server, "linear", "SOLUSDT", "600")  # the fill the stale read does not show
-        later = await exchange.fetch_account()
+        later_read = asyncio.create_task(exchange.fetch_account())
+        await asyncio.wait({later_read}, timeout=1)  # it goes after the stale read: it waits for it
         release_stale.set()
-        stale = await stale_read
+        stale, later = await stale_read, await later_read
 
     def held(snapshot: Any) -> Decimal:
         return next((p.contracts for p in snapshot.positions if p.symbol == LINEAR), Decimal(0))

@@ -124,6 +124,8 @@ class CcxtBase:
         self._public = build({})
         """Public streams on their own client, so that reopening a stale one leaves the account's alone."""
         self._instruments: dict[str, Instrument] = {}
+        self._account_read = asyncio.Lock()
+        """Held by an account read (`fetch_account`): reads go one at a time."""
         self._traded_symbols: set[str] = set()
         """Binance: the markets whose fills are read (`_fill_symbols`): those quoted, ordered or held."""
         self._funding_settled = asyncio.Event()

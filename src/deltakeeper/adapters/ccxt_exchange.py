@@ -221,8 +221,7 @@ class CcxtExchange(CcxtHistory):
             return [self._stream("account", self._polled(fetched), same, resync=fetched, resync_first=True)]
 
         def snapshot() -> AccountSnapshot:
-            self._account_as_of = self._clock.now()
-            return AccountSnapshot(dict(self._balances), tuple(self._positions.values()), self._account_as_of)
+            return AccountSnapshot(dict(self._balances), tuple(self._positions.values()), self._clock.now())
 
         async def on_balance(balance: dict[str, Any]) -> AccountSnapshot:
             self._balances = balances_from_ccxt(balance, self.name)

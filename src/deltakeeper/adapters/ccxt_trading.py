@@ -4,7 +4,6 @@ portfolio document, placing, cancelling and looking orders up, order books and q
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -55,27 +54,23 @@ class CcxtTrading(CcxtBase):
 
     # --- account -----------------------------------------------------------------------------------
 
-    _account_as_of: datetime | None = None
-    """When the account the adapter keeps (`_balances`, `_positions`) was read: the start of the read, or
-    the arrival of a push merged into it."""
-
     async def fetch_account(self) -> AccountSnapshot:
-        """The account as of the start of this read: a read that started earlier but answers later (a
-        position the exchange had not yet updated) is older, never taken over a later read or push."""
-        started = self._clock.now()
-        balance = await self._call(self._rest.fetch_balance)
-        raws = await self._raw_positions()
-        self._greeks = await self._option_greeks(raws)
-        with self._reading():
-            positions = [position_from_ccxt(raw, await self._instrument(raw.get("symbol")), self.name,
-                                            self._greeks.get(str(raw.get("symbol"))), self._row_delta_warned)
-                         for raw in raws]
-            balances = balances_from_ccxt(balance, self.name)
-        if self._account_as_of is None or started >= self._account_as_of:
-            self._account_as_of = started
+        """The account, stamped when read. Reads go one at a time: a read that started earlier (a position
+        the exchange had not yet updated after a fill) never answers after, and is never stamped later
+        than, a read that started after it."""
+        async with self._account_read:
+            balance = await self._call(self._rest.fetch_balance)
+            raws = await self._raw_positions()
+            self._greeks = await self._option_greeks(raws)
+            with self._reading():
+                positions = [position_from_ccxt(raw, await self._instrument(raw.get("symbol")), self.name,
+                                                self._greeks.get(str(raw.get("symbol"))),
+                                                self._row_delta_warned)
+                             for raw in raws]
+                balances = balances_from_ccxt(balance, self.name)
             self._balances = dict(balances)
             self._positions = {position.symbol: position for position in positions}
-        return AccountSnapshot(balances, tuple(positions), started)
+            return AccountSnapshot(balances, tuple(positions), self._clock.now())
 
     async def _raw_positions(self) -> list[dict[str, Any]]:
         """The open positions as ccxt reports them, over the whole account; an entry without a readable
