@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -78,12 +79,16 @@ async def test_paging_after_a_row_with_a_small_limit_reads_every_newer_row_oldes
     assert got == list(range(2, 11))
 
 
-async def test_costs_are_summed_per_currency_from_a_time_on(journal: SqlJournal) -> None:
+async def test_costs_are_summed_per_currency_from_a_time_on_and_traded_volume_counts_trades_only(
+    journal: SqlJournal,
+) -> None:
     await journal.record_fills([
         fill(1, "0.5", "USDT", T0 - timedelta(seconds=1)),  # the day before: not counted
         fill(2, "0.25", "USDT", T0),
         fill(3, "0.125", "USDT", T0 + timedelta(hours=1)),
         fill(4, "0.00001", "BTC", T0 + timedelta(hours=2)),
+        replace(fill(5, "0.0625", "USDT", T0 + timedelta(hours=3)), client_order_id=None, liquidation=True),
+        replace(fill(6, "0", "USDT", T0 + timedelta(hours=4)), client_order_id=None, delivery=True),
     ])
     await journal.record_funding([
         FundingPayment("p1", "SOL/USDT:USDT", Decimal("-1.5"), "USDT", Decimal("0.0001"), Decimal(1), T0),
@@ -91,10 +96,10 @@ async def test_costs_are_summed_per_currency_from_a_time_on(journal: SqlJournal)
                        T0 + timedelta(hours=8)),
     ])
     costs = await ConsoleReads(journal).costs_since(T0)
-    assert costs["fills"] == 3
+    assert costs["fills"] == 3  # trades only: the exchange's liquidation and delivery are not trading
     assert costs["traded_usd"] == Decimal(450)
     assert {c: (v["count"], round(v["amount"], 10)) for c, v in costs["fees"].items()} == {
-        "USDT": (2, Decimal("0.375")), "BTC": (1, Decimal("0.00001")),
+        "USDT": (4, Decimal("0.4375")), "BTC": (1, Decimal("0.00001")),  # the fees of every fill
     }
     assert {c: (v["count"], round(v["amount"], 10)) for c, v in costs["funding"].items()} == {
         "USDT": (2, Decimal("-0.75")),

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from deltakeeper.backtest import BacktestSettings, load_dataset
+from deltakeeper.backtest.hedges import FundingPer8h
 from deltakeeper.backtest.replay import ACCOUNT, Replay
 from deltakeeper.domain.errors import ConfigError
 from deltakeeper.domain.policy import RebalanceTo
@@ -100,3 +101,17 @@ def test_carry_without_funding_rates_is_refused(tmp_path: Path) -> None:
         data = load_dataset({"SOL": bundled}, None, "static:100000", 1.0)
     with pytest.raises(ConfigError, match="--funding"):
         Replay(data, "band", replace(BacktestSettings(), hedges={"SOL": "carry"}))
+
+
+def test_each_funding_rate_is_scaled_to_8_hours_by_its_own_interval() -> None:
+    hour = 3600.0
+    # 8-hourly funding, then 4-hourly from 16h on: a 4h rate is half its 8h equivalent
+    rates = ((0.0, D("0.0001")), (8 * hour, D("0.0002")), (16 * hour, D("0.0003")),
+             (20 * hour, D("0.0001")), (24 * hour, D("0.00015")))
+    funding = FundingPer8h(rates)
+    assert funding.at(-1) is None
+    assert funding.at(0) == D("0.0001")  # the first: by its gap to the next, 8 hours
+    assert funding.at(12 * hour) == D("0.0002")
+    assert funding.at(16 * hour) == D("0.0003")  # 8 hours after the previous: not rescaled by the switch
+    assert funding.at(21 * hour) == D("0.0002")
+    assert funding.at(30 * hour) == D("0.0003")

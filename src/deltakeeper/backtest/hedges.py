@@ -119,15 +119,21 @@ def future_quotes(futures: list[Instrument], underlying: Quote) -> list[Quote]:
 class FundingPer8h:
     """An asset's funding rate at each price event as the choice by carry reads it from a perpetual's
     ticker, per 8 hours: the rate last settled in the data at or before the event (the live ticker's is
-    the current interval's forecast, not known to the data until it settles), scaled from the data's
-    funding interval (the shortest spacing of its rates). None before the first."""
+    the current interval's forecast, not known to the data until it settles), each rate scaled from its own
+    interval (its gap to the previous rate; the first rate's, to the next), so that a switch from 8h to 4h
+    funding or one irregular row rescales only its own rate. None before the first."""
 
     def __init__(self, rates: tuple[tuple[float, Decimal], ...]) -> None:
+        if len(rates) < 2:
+            raise ValueError("funding rates: at least two, for their interval")
         self.times = [t for t, _ in rates]
-        self.rates = [r for _, r in rates]
-        interval_secs = min(b - a for a, b in zip(self.times, self.times[1:], strict=False))
-        self.scale = Decimal(_SECS_PER_8H) / Decimal(repr(interval_secs))
+        gaps_secs = [b - a for a, b in zip(self.times, self.times[1:], strict=False)]
+        if min(gaps_secs) <= 0:
+            raise ValueError("funding rates: times must increase")
+        intervals_secs = [gaps_secs[0], *gaps_secs]
+        self.rates_per_8h = [rate * Decimal(_SECS_PER_8H) / Decimal(repr(interval_secs))
+                             for (_, rate), interval_secs in zip(rates, intervals_secs, strict=True)]
 
     def at(self, t_secs: float) -> Decimal | None:
         index = bisect.bisect_right(self.times, t_secs) - 1
-        return self.rates[index] * self.scale if index >= 0 else None
+        return self.rates_per_8h[index] if index >= 0 else None

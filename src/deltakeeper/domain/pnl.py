@@ -9,8 +9,8 @@ Columns (CSV and JSON, in this order; JSON money as decimal strings, counts as n
 |---|---|
 | `period` | `all` with `--by asset`; the UTC day (`YYYY-MM-DD`) with `--by day` |
 | `asset` | the base coin of the hedge instrument (`SOL` for `SOL/USDT:USDT`); `TOTAL` on the last row |
-| `fills` | fills in the period |
-| `traded_usd` | their notional, `notional_usd` of the fill rows |
+| `fills` | trades in the period (fills of kind `trade`: no liquidation or delivery) |
+| `traded_usd` | their notional, `notional_usd` of those fill rows |
 | `position_coin` | the open hedge position at the end of the period, in coins (inverse: face / mark) |
 | `mark_price_usd` | the price it and the exposure are marked at (see "Marking") |
 | `realised_pnl_usd` | trading PnL realised by closing fills, against the position's average entry |
@@ -204,8 +204,9 @@ def _attribute(fills: Sequence[Row], funding: Sequence[Row], orders: Sequence[Ro
             continue
         bucket = buckets[(fill.market.base, _period_of(fill.ts, by))]
         bucket.seen = True
-        bucket.fills += 1
-        bucket.traded_usd += fill.notional_usd
+        if fill.traded:  # a liquidation or a delivery is the exchange's close, not our trading
+            bucket.fills += 1
+            bucket.traded_usd += fill.notional_usd
         here = fill.price if fill.fee_currency == fill.market.base and not fill.market.option else None
         fee = _usd(fill.fee, fill.fee_currency, here, prices, fill.ts)
         if fee is None:

@@ -76,6 +76,9 @@ class JournalFill:
     delivery: bool = False
     """The exchange closed the expired contract at its settlement price (the fill row's `kind`): a
     realised PnL event like any closing fill; an option that expired worthless is priced 0."""
+    traded: bool = True
+    """A fill of kind `trade` (the row's `kind`, `trade` where absent): a liquidation or a delivery is the
+    exchange's close, no part of the traded volume."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +109,7 @@ def journal_fills(rows: Iterable[Row], references: Mapping[str, Decimal]) -> lis
             reference_price=references.get(client_order_id) if client_order_id else None,
             contracts=abs(decimal_of(row["amount_contracts"])),
             delivery=row.get("kind") == "delivery",
+            traded=row.get("kind", "trade") == "trade",
         ))
     out.sort(key=lambda f: f.ts)
     return out
@@ -185,18 +189,17 @@ class HedgePosition:
     last_price_usd: Decimal = ZERO  # option: the USD premium per contract of its last fill
 
     def apply(self, fill: JournalFill) -> None:
-        """Add a fill. A delivery closes the whole position (the contract has ended) at its settlement
-        price, realising its PnL: an option that expired worthless at 0."""
+        """Add a fill. A delivery is a fill like any other (its side, its amount) at the settlement price,
+        realising the PnL of what it closes: an option that expired worthless at 0. Never `-size`: the
+        journal may lack part of the position, and the cash moves by the delivered amount."""
         price = fill.price
         if self.option:
             if fill.contracts <= 0:
                 raise ValueError(f"fill of {fill.symbol} at {fill.ts.isoformat()} has no contracts")
             price = self.last_price_usd = fill.notional_usd / fill.contracts
-        if price < 0 or (price == 0 and (self.inverse or not fill.delivery)):
+        if price < 0 or (price == 0 and not (self.option and fill.delivery)):
             raise ValueError(f"fill of {fill.symbol} at {fill.ts.isoformat()} has no price")
-        if fill.delivery:
-            change = -self.size
-        elif self.option:
+        if self.option:
             change = fill.sign * fill.contracts
         elif self.inverse:
             change = fill.sign * fill.notional_usd

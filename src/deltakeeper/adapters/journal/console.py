@@ -13,6 +13,7 @@ from sqlalchemy import Table, func, select
 
 from deltakeeper.adapters.journal.models import decisions, fills, funding_payments, orders
 from deltakeeper.adapters.journal.store import SqlJournal
+from deltakeeper.domain.orders import FillKind
 
 RECENT_TABLES: dict[str, Table] = {
     "fills": fills,
@@ -50,14 +51,19 @@ class ConsoleReads:
         return [dict(row._mapping) for row in oldest_first]
 
     async def costs_since(self, since: datetime) -> dict[str, Any]:
-        """Fills, their notional and fees, and funding payments at or after `since`, summed by the
-        database per currency: {"fills": n, "traded_usd": x, "fees": {currency: {"count", "amount"}},
-        "funding": {currency: {"count", "amount"}}} (amounts in their own currency, received funding
-        positive). SQLite sums its decimal text as binary floats: exact to far below a cent at these sizes."""
+        """Trades (fills of kind `trade`) and their notional, every fill's fees, and funding payments at or
+        after `since`, summed by the database per currency: {"fills": trades, "traded_usd": x, "fees":
+        {currency: {"count", "amount"}}, "funding": {currency: {"count", "amount"}}} (amounts in their own
+        currency, received funding positive). SQLite sums its decimal text as binary floats: exact to far
+        below a cent at these sizes."""
         fee_query = (
-            select(fills.c.fee_currency, func.count(), func.sum(fills.c.fee), func.sum(fills.c.notional_usd))
+            select(fills.c.fee_currency, func.count(), func.sum(fills.c.fee))
             .where(fills.c.ts >= since)
             .group_by(fills.c.fee_currency)
+        )
+        traded_query = (  # trades only: a liquidation or a delivery is the exchange's close, not our trading
+            select(func.count(), func.sum(fills.c.notional_usd))
+            .where((fills.c.ts >= since) & (fills.c.kind == FillKind.TRADE.value))
         )
         funding_query = (
             select(funding_payments.c.currency, func.count(), func.sum(funding_payments.c.amount))
@@ -66,12 +72,13 @@ class ConsoleReads:
         )
         async with self.journal.engine.connect() as conn:
             fee_rows = (await conn.execute(fee_query)).all()
+            trade_count, traded_notional = (await conn.execute(traded_query)).one()
             funding_rows = (await conn.execute(funding_query)).all()
         return {
-            "fills": sum(int(count) for _, count, _, _ in fee_rows),
-            "traded_usd": sum((_decimal(notional) for *_, notional in fee_rows), Decimal(0)),
+            "fills": int(trade_count),
+            "traded_usd": _decimal(traded_notional),
             "fees": {currency: {"count": int(count), "amount": _decimal(total)}
-                     for currency, count, total, _ in fee_rows},
+                     for currency, count, total in fee_rows},
             "funding": {currency: {"count": int(count), "amount": _decimal(total)}
                         for currency, count, total in funding_rows},
         }
